@@ -52,6 +52,7 @@ class ModelSpec:
     revision: str = "main"
     embedded: str | None = None
     n_params: float | None = None
+    vocab_size: int | None = None
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "ModelSpec":

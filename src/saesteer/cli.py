@@ -1,0 +1,34 @@
+"""Command line: `saesteer cost` and `saesteer grid` (inspect a config before running it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from saesteer.config import ConfigError, grid_from_config, load_config
+from saesteer.cost import format_estimate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="saesteer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("cost", "disk and GPU-hour estimate of a grid"), ("grid", "list the SAEs of a grid")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default="config/config.yaml", help="base config (default: %(default)s)")
+        p.add_argument("--configfile", action="append", default=[], help="overrides, merged like snakemake --configfile")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.configfile)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "cost":
+        print(format_estimate(config))
+    else:
+        for cell in grid_from_config(config).cells():
+            print(f"results/{cell.path}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""What a grid will cost before it is submitted: cache disk and rough GPU-hours per stage.
+
+Rough by design: FLOPs from the config (2 x parameters per token for a forward pass,
+Kaplan et al. 2020, arXiv 2001.08361, plus attention scores; 12 x d_model x dict_size per
+token for an SAE step: encoder and decoder matmuls, forward 4dm plus backward 8dm) divided
+by the GPU's peak throughput times an assumed utilisation (config ``cost``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from saesteer.config import grid_from_config
+from saesteer.models import ModelSpec
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+# token_ids int32 + context_ids int64 + positions int16, stored beside each activation row
+META_BYTES_PER_TOKEN = 4 + 8 + 2
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    model: str
+    cache_tokens: int
+    cache_bytes: int
+    cache_gpu_hours: float
+    train_gpu_hours_per_sae: float
+    n_saes: int
+
+    @property
+    def train_gpu_hours(self) -> float:
+        return self.train_gpu_hours_per_sae * self.n_saes
+
+
+def cache_flops(spec: ModelSpec, tokens: int, context_length: int) -> float:
+    if spec.n_params is None:
+        raise ValueError(f"model {spec.name}: set n_params in the config for a cost estimate")
+    run_layers = spec.layer + 1
+    # Embedding lookups cost no FLOPs: count only the block parameters when the vocab is known.
+    block_params = spec.n_params - (spec.vocab_size or 0) * spec.d_model
+    # Only blocks up to the hook layer run; the BOS position is computed but not kept.
+    processed = tokens * context_length / (context_length - 1)
+    dense = 2.0 * block_params * run_layers / spec.n_layers
+    attention = 2.0 * 2.0 * run_layers * context_length * spec.d_model  # QK^T and AV, causal mask ignored
+    return processed * (dense + attention)
+
+
+def train_flops(d_model: int, dict_size: int, tokens: int) -> float:
+    return 12.0 * d_model * dict_size * tokens
+
+
+def estimate(config: dict[str, Any]) -> list[ModelCost]:
+    grid = grid_from_config(config)
+    cost = {"gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, **config.get("cost", {})}
+    peak = cost["gpu_peak_tflops"] * 1e12
+    cache = config["cache"]
+    per_model_saes = len(grid.architectures) * len(grid.sparsities)
+    out = []
+    for spec in grid.models:
+        tokens = int(cache["tokens"])
+        row_bytes = spec.d_model * DTYPE_BYTES[cache.get("dtype", "bfloat16")] + META_BYTES_PER_TOKEN
+        out.append(
+            ModelCost(
+                model=spec.name,
+                cache_tokens=tokens,
+                cache_bytes=tokens * row_bytes,
+                cache_gpu_hours=cache_flops(spec, tokens, int(config["corpus"]["context_length"])) / (peak * cost["mfu"]) / 3600,
+                train_gpu_hours_per_sae=train_flops(spec.d_model, int(config["sae"]["dict_size"]), int(config["training"]["tokens"]))
+                / (peak * cost["sae_mfu"])
+                / 3600,
+                n_saes=per_model_saes,
+            )
+        )
+    return out
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def format_estimate(config: dict[str, Any]) -> str:
+    rows = estimate(config)
+    cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, **config.get("cost", {})}
+    lines = [
+        f"Cost estimate ({cost['gpu_name']}, {cost['gpu_peak_tflops']:g} TFLOP/s peak, "
+        f"utilisation {cost['mfu']:g} for LLM forwards, {cost['sae_mfu']:g} for SAE training)",
+        "",
+        f"{'model':<16}{'cache tokens':>14}{'cache disk':>12}{'cache GPU-h':>13}{'train GPU-h/SAE':>17}{'SAEs':>6}{'train GPU-h':>13}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.model:<16}{r.cache_tokens:>14,}{human_bytes(r.cache_bytes):>12}{r.cache_gpu_hours:>13.2f}"
+            f"{r.train_gpu_hours_per_sae:>17.3f}{r.n_saes:>6}{r.train_gpu_hours:>13.2f}"
+        )
+    total_disk = sum(r.cache_bytes for r in rows)
+    total_cache = sum(r.cache_gpu_hours for r in rows)
+    total_train = sum(r.train_gpu_hours for r in rows)
+    lines += [
+        f"{'total':<16}{'':>14}{human_bytes(total_disk):>12}{total_cache:>13.2f}{'':>17}"
+        f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
+        "",
+        f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
+        f"total {total_cache + total_train:.1f}. Later stages are added here as they land.",
+        "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
+    ]
+    return "\n".join(lines)

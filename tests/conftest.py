@@ -1,0 +1,74 @@
+"""Shared fixtures: a randomly initialised tiny Llama and a character tokenizer, built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class CharTokenizer:
+    """A real (if simple) tokenizer: one id per byte, plus BOS and EOS ids."""
+
+    def __init__(self, with_bos: bool = True):
+        self.eos_token_id = 1
+        self.bos_token_id = 2 if with_bos else None
+        self.offset = 3
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, Any]:
+        return {"input_ids": [self.offset + b for b in text.encode("utf-8")]}
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - self.offset for i in ids if i >= self.offset).decode("utf-8", "replace")
+
+
+TINY_VOCAB = 3 + 256
+
+
+def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_model() -> LlamaForCausalLM:
+    return make_tiny_llama()
+
+
+@pytest.fixture
+def char_tokenizer() -> CharTokenizer:
+    return CharTokenizer()
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> dict[str, Any]:
+    """A local-files corpus of real prose (this repo's Python docstrings would do; we write our own)."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    lines = [
+        f"Document {i}: the quick brown fox number {i} jumps over {i % 7} lazy dogs near river {i % 3}."
+        for i in range(400)
+    ]
+    (root / "docs.jsonl").write_text("\n".join('{"text": "%s"}' % line for line in lines) + "\n")
+    return {
+        "sources": [{"kind": "local_files", "name": "local", "path": str(root), "weight": 1.0}],
+        "context_length": 32,
+        "heldout_fraction": 0.1,
+        "seed": 0,
+    }

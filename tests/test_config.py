@@ -1,0 +1,77 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saesteer.config import ConfigError, check_config, grid_from_config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def paper() -> dict:
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def test_paper_grid_is_3_models_x_5_archs_x_6_sparsities(paper):
+    check_config(paper)
+    grid = grid_from_config(paper)
+    cells = grid.cells()
+    assert len(cells) == 90
+    assert len(set(c.path for c in cells)) == 90
+    assert grid.model_names == ["gemma-2-2b", "qwen2.5-3b", "gemma-2-9b"]
+    assert grid.model("gemma-2-2b").layer == 12
+    assert grid.model("gemma-2-2b").hook_name == "blocks.12.hook_resid_post"
+    assert cells[0].path == "gemma-2-2b/relu/l0-50"
+    assert grid.target_l0("l0-820") == 820
+
+
+def test_demo_overrides_merge_like_snakemake():
+    config = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
+    grid = grid_from_config(config)
+    # Lists are replaced whole: no paper model leaks into the demo grid.
+    assert grid.model_names == ["smollm2-135m", "gemma3-270m"]
+    assert len(grid.architectures) == 5 and len(grid.sparsities) >= 3
+    assert [s["kind"] for s in config["corpus"]["sources"]] == ["shakespeare", "python_docs"]
+
+
+def _broken(paper, mutate):
+    config = copy.deepcopy(paper)
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    return str(info.value)
+
+
+def test_unknown_architecture_names_the_field(paper):
+    msg = _broken(paper, lambda c: c["architectures"].__setitem__(2, "vanilla"))
+    assert "architectures[2]" in msg and "vanilla" in msg
+
+
+def test_sparsity_out_of_range_names_the_field(paper):
+    msg = _broken(paper, lambda c: c["sparsities"].__setitem__(0, 0))
+    assert "sparsities[0]" in msg
+    msg = _broken(paper, lambda c: c["sae"].__setitem__("dict_size", 512))
+    assert "sparsities[4]" in msg and "dict_size" in msg  # 520 >= 512
+
+
+def test_missing_field_is_named(paper):
+    msg = _broken(paper, lambda c: c["models"][1].pop("layer"))
+    assert "models[1]" in msg and "'layer' is a required property" in msg
+    msg = _broken(paper, lambda c: c.pop("corpus"))
+    assert "'corpus' is a required property" in msg
+
+
+def test_wrong_type_is_named(paper):
+    msg = _broken(paper, lambda c: c["cache"].__setitem__("tokens", "lots"))
+    assert "cache.tokens" in msg and "'lots'" in msg
+
+
+def test_semantic_errors_are_named(paper):
+    msg = _broken(paper, lambda c: c["models"][0].__setitem__("layer", 26))
+    assert "models[0].layer" in msg and "n_layers 26" in msg
+    msg = _broken(paper, lambda c: c["models"][2].__setitem__("name", "gemma-2-2b"))
+    assert "models[2].name" in msg
+    msg = _broken(paper, lambda c: c["models"][0].pop("hub_id"))
+    assert "models[0]" in msg and "hub_id" in msg

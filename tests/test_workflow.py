@@ -1,0 +1,86 @@
+"""The Snakemake workflow itself: job counts of dry runs, config errors before any job, lint."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_dry_run_of_the_paper_grid():
+    result = snakemake("-n", "--forceall")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["prepare_model"] == 3
+    assert counts["cache_activations"] == 3
+    assert counts["train_sae"] == 90
+
+
+def test_dry_run_of_the_demo_grid():
+    result = snakemake("-n", "--forceall", "--configfile", "config/demo.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["cache_activations"] == 2
+    assert counts["train_sae"] == 30
+
+
+def test_one_sae_target_runs_only_its_chain():
+    target = "results/qwen2.5-3b/gated/l0-160/sae/cfg.json"
+    result = snakemake("-n", "--forceall", target)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts == {"prepare_model": 1, "cache_activations": 1, "train_sae": 1, "total": 3}
+
+
+def test_until_stops_at_the_caching_stage():
+    result = snakemake("-n", "--forceall", "--until", "cache_activations")
+    counts = job_counts(result.stdout)
+    assert counts.get("cache_activations") == 3 and "train_sae" not in counts
+
+
+def test_slurm_profile_requests_gpus_with_backoff():
+    result = snakemake("-n", "--forceall", "--profile", "profiles/slurm", "results/gemma-2-9b/topk/l0-80/sae/cfg.json")
+    assert result.returncode == 0, result.stderr
+    assert "gpu=1" in result.stdout and "runtime=1440" in result.stdout
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    for rule, res in profile["set-resources"].items():
+        assert "slurm_extra" not in res, rule
+        assert "attempt" in str(res["runtime"]) and "attempt" in str(res["mem_mb"]), rule
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    demo["architectures"] = ["topk", "sparsemax"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(demo))
+    result = snakemake("-n", "--configfile", str(bad))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "config field architectures[1]: 'sparsemax' is not one of" in output
+    assert "Job stats" not in output and "rule cache_activations" not in output
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
