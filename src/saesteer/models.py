@@ -142,6 +142,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     if missing or unexpected:
         raise ModelError(f"GGUF {gguf_path}: state dict mismatch, missing {missing[:5]}, unexpected {unexpected[:5]}")
     plain.tie_weights()
+    plain.eval()
+    # The rebuilt model must compute what the GGUF-loaded one computes.
+    probe = torch.tensor([tokenizer("The quick brown fox", add_special_tokens=True)["input_ids"]])
+    with torch.inference_mode():
+        gap = (plain(probe).logits - loaded.eval()(probe).logits).abs().max().item()
+    if gap > 1e-4:
+        raise ModelError(f"GGUF {gguf_path}: converted model's logits differ by {gap:.2e} from the GGUF-loaded model")
     out_dir.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
