@@ -88,3 +88,16 @@ def test_bad_local_files_are_named(tmp_path):
         list(LocalFilesSource("l", str(tmp_path / "missing*.txt")).documents())
     with pytest.raises(CorpusError, match="unknown kind 'web'"):
         build_source({"kind": "web", "name": "w"})
+
+
+def test_hf_dataset_source_streams(tmp_path):
+    """The cluster's streaming path, offline: the generic parquet builder over a local file."""
+    pq.write_table(pa.table({"content": [f"row {i} of a streamed dataset" for i in range(50)]}), tmp_path / "d.parquet")
+    source = build_source(
+        {"kind": "hf_dataset", "name": "hf", "path": "parquet", "data_files": str(tmp_path / "d.parquet"), "text_field": "content"}
+    )
+    docs = list(source.documents())
+    assert [d.doc_id for d in docs[:3]] == ["0", "1", "2"] and docs[49].text == "row 49 of a streamed dataset"
+    bad = build_source({"kind": "hf_dataset", "name": "hf", "path": "parquet", "data_files": str(tmp_path / "d.parquet")})
+    with pytest.raises(CorpusError, match="no field 'text'"):
+        next(iter(bad.documents()))

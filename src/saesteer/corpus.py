@@ -198,12 +198,18 @@ class HFDatasetSource:
     text_field: str = "text"
     config_name: str | None = None
     revision: str | None = None
+    data_files: str | list[str] | None = None
 
     def documents(self) -> Iterator[Document]:
         import datasets
 
         stream = datasets.load_dataset(
-            self.path, self.config_name, split=self.split, streaming=True, revision=self.revision
+            self.path,
+            self.config_name,
+            split=self.split,
+            streaming=True,
+            revision=self.revision,
+            data_files=self.data_files,
         )
         for index, row in enumerate(stream):
             if self.text_field not in row:
@@ -218,6 +224,7 @@ class HFDatasetSource:
             "config_name": self.config_name,
             "split": self.split,
             "revision": self.revision,
+            "data_files": self.data_files,
             "datasets_version": _version("datasets"),
         }
 
@@ -233,6 +240,7 @@ SOURCE_KINDS: dict[str, Callable[[dict[str, Any]], CorpusSource]] = {
         text_field=c.get("text_field", "text"),
         config_name=c.get("config_name"),
         revision=c.get("revision"),
+        data_files=c.get("data_files"),
     ),
 }
 
