@@ -263,6 +263,15 @@ def cache_activations(
         mininterval=5,
     )
     pending: Future[ShardRecord] | None = None
+
+    def finish(written: Future[ShardRecord]) -> None:
+        # A shard enters the resume log only once it is on disk under its final name.
+        record = written.result()
+        _append_progress(shard_dir, record)
+        records.append(record)
+        if on_shard:
+            on_shard(record)
+
     with ThreadPoolExecutor(max_workers=1) as writer:
         for index in range(len(done), plan.n_shards):
             if stop_after_shards is not None and index >= stop_after_shards:
@@ -287,19 +296,11 @@ def cache_activations(
             tensors = _concat(parts)
             # One shard in flight: the next shard computes while this one is hashed and written.
             if pending is not None:
-                record = pending.result()
-                _append_progress(shard_dir, record)
-                records.append(record)
-                if on_shard:
-                    on_shard(record)
+                finish(pending)
             pending = writer.submit(_write_and_record, shard_dir / shard_name(index), tensors, index, want)
             new_tokens += tensors["activations"].shape[0]
         if pending is not None:
-            record = pending.result()
-            _append_progress(shard_dir, record)
-            records.append(record)
-            if on_shard:
-                on_shard(record)
+            finish(pending)
     bar.close()
     elapsed = time.perf_counter() - started
     if len(records) < plan.n_shards:
