@@ -56,6 +56,8 @@ def test_cache_contents_and_manifest(tiny_model, char_tokenizer, text_corpus, tm
     assert manifest["n_tokens"] == manifest["n_contexts"] * (ctx - 1)
     assert manifest["dropped_positions"]["bos"] == manifest["n_contexts"]
     assert manifest["hook_name"] == "blocks.2.hook_resid_post"
+    assert manifest["shape"] == [manifest["n_tokens"], 32]
+    assert sum(s["n_tokens"] for s in manifest["shards"]) == manifest["n_tokens"]
     cache = ActivationCache(tmp_path / "c")
     cache.verify()
     shard = cache.load_shard(1)

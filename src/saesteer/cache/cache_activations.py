@@ -320,6 +320,7 @@ def cache_activations(
         "context_length": context_length,
         "n_contexts": n_contexts,
         "n_tokens": n_tokens,
+        "shape": [n_tokens, d_model],
         "dropped_positions": {
             "bos": n_contexts if drop_first else 0,
             # Contexts are packed to full length, so there is never padding to drop.

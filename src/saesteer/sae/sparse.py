@@ -24,7 +24,6 @@ stock PyTorch ops.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,9 +84,9 @@ class SparseStructure:
     def transposed(self) -> tuple[Tensor, Tensor, Tensor]:
         """(perm, crow_t, rows_t): entries reordered column-major, CSR of the transpose."""
         if self._transposed is None:
-            # Sort unique composite keys: torch's CPU sort is very slow on the many
-            # duplicate column ids themselves (180 ms vs 3 ms for 80k entries).
-            _, perm = (self.cols * self.n_rows + self.rows).sort()
+            # Sort unique composite keys (column-major order, rows ascending within a
+            # column); single-threaded, see _sort_single_thread.
+            perm = _sort_single_thread(self.cols * self.n_rows + self.rows)
             crow_t = _crow_from_counts(self.cols, self.n_cols)
             self._transposed = (perm, crow_t, self.rows[perm])
         return self._transposed
@@ -110,6 +109,22 @@ class SparseStructure:
         """Dense matrix with ``values`` at S; differentiable with respect to ``values``."""
         dense = torch.zeros(self.n_rows, self.n_cols, dtype=values.dtype, device=values.device)
         return dense.index_put((self.rows, self.cols), values)
+
+
+def _sort_single_thread(keys: Tensor) -> Tensor:
+    """argsort of ``keys``. On CPU, torch's parallel sort of ~1e5 int64 keys takes ~200 ms
+    with two OpenMP threads on a busy machine and ~1 ms with one, so sort with one thread
+    (the setting is restored at once)."""
+    if keys.device.type != "cpu":
+        return keys.sort().indices
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return keys.sort().indices
+    torch.set_num_threads(1)
+    try:
+        return keys.sort().indices
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _crow_from_counts(index: Tensor, n: int) -> Tensor:
@@ -215,9 +230,9 @@ def batch_topk_flat_indices(scores: Tensor, n_keep: int) -> Tensor:
         pick_rows = torch.div(pick, cand, rounding_mode="floor")
         if int(torch.bincount(pick_rows, minlength=n_rows).max()) < cand:
             flat = pick_rows * n_cols + cand_idx.reshape(-1)[pick]
-            return flat.sort().values
+            return flat[_sort_single_thread(flat)]
     _, flat = scores.reshape(-1).topk(n_keep, sorted=False)
-    return flat.sort().values
+    return flat[_sort_single_thread(flat)]
 
 
 def sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
