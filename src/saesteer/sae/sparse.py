@@ -4,8 +4,9 @@ In every architecture here the gradient of the loss reaches the pre-activation m
 ``Z = X W`` ([batch, d_sae]) only at a small set S of positions: the active latents
 (ReLU, TopK, BatchTopK, Gated) plus, for JumpReLU, the positions inside the
 straight-through estimator's band around the threshold. Dense autograd nevertheless
-spends four more [batch x d_in x d_sae] matrix products on zeros (the decoder forward,
-its two gradients and the encoder weight gradient). Here:
+spends four or five more [batch x d_in x d_sae] matrix products on zeros (the decoder
+forward, its two gradients, the encoder weight gradient and, where the input is centred
+by b_dec, the input gradient). Here:
 
 - ``Z`` is computed once densely (no way around it: every latent must be scored),
 - the set S is picked without autograd,
@@ -15,8 +16,10 @@ its two gradients and the encoder weight gradient). Here:
   backward is again O(|S| * d_in).
 
 The gradients equal dense autograd's up to floating-point summation order (the tests
-check this per architecture); the forward values are bit-identical, because ``Z[S]`` is
-taken from the same dense product. Gao et al. 2024 (arXiv 2406.04093, section on
+check this per architecture); the selected pre-activations are bit-identical, because
+``Z[S]`` is taken from the same dense product, so both paths pick the same latents.
+Which path runs is chosen per step from the density of S (``StepContext``); the dense
+one wins above ~15% density on CPU. Gao et al. 2024 (arXiv 2406.04093, section on
 kernels) use the same idea for TopK on GPU; this is a CPU-friendly version built from
 stock PyTorch ops.
 """

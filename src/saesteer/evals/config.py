@@ -1,0 +1,162 @@
+"""The config's ``eval`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+
+Defaults are the SAEBench ones (Karvonen et al. 2025, arXiv 2503.09532) wherever SAEBench
+has one; config/demo.yaml shrinks the sizes so the whole per-model evaluation fits in a few
+minutes on a 2-core CPU. A test checks that every default here equals the schema's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# Keys that change speed, not results: left out of the eval-data fingerprint.
+RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
+
+
+class EvalConfigError(ValueError):
+    """The ``eval`` block is inconsistent (beyond what the schema checks)."""
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Reconstruction, sparsity and spliced-in (CE / KL) metrics."""
+
+    n_contexts: int = 3200
+    """Held-out contexts whose hook-point residuals are stored (SAEBench: 200 batches x 16)."""
+    splice_contexts: int = 3200
+    """The first this many of them are also run through the model with the SAE spliced in."""
+    context_length: int = 128
+    """Tokens per context, BOS included (SAEBench core: 128)."""
+
+
+@dataclass(frozen=True)
+class ProbingTask:
+    """One sparse-probing dataset: passages with a class label."""
+
+    name: str
+    kind: str = "hf_dataset"
+    """``hf_dataset`` (a labelled Hugging Face dataset, streamed) or ``corpus_sources``
+    (label = which corpus source a held-out passage comes from)."""
+    path: str | None = None
+    config_name: str | None = None
+    split: str = "train"
+    test_split: str | None = None
+    """Where test passages come from; without it, rows of ``split`` are divided."""
+    text_field: str = "text"
+    label_field: str = "label"
+    classes: tuple[str, ...] | None = None
+    """Class values (compared as strings); corpus_sources: source names, default all."""
+    revision: str | None = None
+    data_files: str | tuple[str, ...] | None = None
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> "ProbingTask":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in entry.items() if k in known}
+        if values.get("classes") is not None:
+            values["classes"] = tuple(_class_key(c) for c in values["classes"])
+        if isinstance(values.get("data_files"), list):
+            values["data_files"] = tuple(values["data_files"])
+        task = cls(**values)
+        if task.kind == "hf_dataset" and (not task.path or not task.classes):
+            raise EvalConfigError(f"eval.sparse_probing task {task.name!r}: hf_dataset needs path and classes")
+        if task.classes is not None and len(set(task.classes)) < 2:
+            raise EvalConfigError(f"eval.sparse_probing task {task.name!r}: needs at least two distinct classes")
+        return task
+
+
+def _class_key(value: Any) -> str:
+    """Class values compare as strings; YAML 1.0 and a dataset's 1.0 float both read '1.0'."""
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ProbingConfig:
+    """Sparse probing (Gurnee et al. 2023, arXiv 2305.01610; SAEBench)."""
+
+    k: tuple[int, ...] = (1, 2, 5)
+    train_size: int = 4000
+    """Passages per binary task for training, half positive (SAEBench: 4000)."""
+    test_size: int = 1000
+    """Passages per binary task for testing, half positive (SAEBench: 1000)."""
+    max_tokens: int = 128
+    """Passages are truncated to this many tokens (SAEBench context_length 128)."""
+    passages_per_document: int = 1
+    """corpus_sources tasks: consecutive passages cut from one held-out document."""
+    C: float = 1.0
+    """Inverse L2 strength of the logistic probes (sklearn's default, as SAEBench)."""
+    tasks: tuple[ProbingTask, ...] = ()
+
+
+@dataclass(frozen=True)
+class AbsorptionConfig:
+    """First-letter absorption (Chanin et al. 2024, arXiv 2409.14507; SAEBench)."""
+
+    prompt_template: str = "{word} has the first letter:"
+    icl_examples: int = 10
+    icl_separator: str = "\n"
+    max_words: int = 10000
+    """Single-token alphabetic words sampled from the vocabulary (0 = all of them)."""
+    min_word_chars: int = 1
+    test_fraction: float = 0.2
+    max_k: int = 10
+    f1_jump_threshold: float = 0.03
+    min_probe_f1: float = 0.6
+    min_true_positives: int = 20
+    full_absorption_cos_threshold: float = 0.025
+    fraction_cos_threshold: float = 0.1
+    projection_proportion_threshold: float = 0.4
+    max_absorbing_latents: int = 3
+    C: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    device: str = "auto"
+    model_dtype: str = "float32"
+    batch_size: int = 16
+    """Eval contexts per LLM forward; shorter inputs (probing passages, first-letter
+    prompts) are batched to the same number of tokens."""
+    sae_batch_tokens: int = 8192
+    """Tokens per SAE encode/decode call."""
+    seed: int = 0
+    core: CoreConfig = field(default_factory=CoreConfig)
+    sparse_probing: ProbingConfig = field(default_factory=ProbingConfig)
+    absorption: AbsorptionConfig = field(default_factory=AbsorptionConfig)
+
+    @classmethod
+    def from_config(cls, block: dict[str, Any] | None) -> "EvalConfig":
+        block = dict(block or {})
+        core = CoreConfig(**_known(CoreConfig, block.get("core") or {}))
+        probing_block = dict(block.get("sparse_probing") or {})
+        tasks = tuple(ProbingTask.from_config(t) for t in probing_block.pop("tasks", None) or [])
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise EvalConfigError(f"eval.sparse_probing.tasks: names must be unique, got {names}")
+        probing_values = _known(ProbingConfig, probing_block)
+        if "k" in probing_values:
+            probing_values["k"] = tuple(int(k) for k in probing_values["k"])
+        probing = ProbingConfig(**probing_values, tasks=tasks)
+        absorption = AbsorptionConfig(**_known(AbsorptionConfig, block.get("absorption") or {}))
+        top = {k: v for k, v in _known(cls, block).items() if k not in ("core", "sparse_probing", "absorption")}
+        cfg = cls(**top, core=core, sparse_probing=probing, absorption=absorption)
+        if cfg.core.splice_contexts > cfg.core.n_contexts:
+            raise EvalConfigError(
+                f"eval.core.splice_contexts ({cfg.core.splice_contexts}) exceeds eval.core.n_contexts ({cfg.core.n_contexts})"
+            )
+        if "{word}" not in cfg.absorption.prompt_template:
+            raise EvalConfigError("eval.absorption.prompt_template must contain {word}")
+        return cfg
+
+    def identity(self) -> dict[str, Any]:
+        """What the stored eval data depends on (runtime knobs removed)."""
+        out = asdict(self)
+        for key in RUNTIME_KEYS:
+            out.pop(key, None)
+        return out
+
+
+def _known(cls: type, block: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in block.items() if k in names}

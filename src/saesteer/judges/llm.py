@@ -1,0 +1,351 @@
+"""LLM judge over any OpenAI-compatible chat-completions endpoint (API, vLLM, llama.cpp).
+
+- Requests run on a thread pool of ``max_concurrency`` workers sharing one httpx client,
+  so at most that many are in flight (rate limits, and a local server's batch size).
+- 429, 408, 5xx, timeouts, connection errors and malformed 200 bodies are retried up to
+  ``max_retries`` times with exponential backoff and jitter (threads that failed together
+  do not retry together); a ``Retry-After`` header sets the wait instead. Other 4xx (bad
+  key, bad request) fail at once: retrying cannot fix them.
+- Every reply is stored in the sqlite cache (cache.py) before it is used, and identical
+  requests in one batch are sent once, so a rerun, or a job killed halfway, never pays twice.
+- Usage (prompt/completion tokens from the reply's ``usage`` field) and its price are
+  accounted per judge and logged with each batch.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import parsing, prompts
+from .base import (
+    LLM_KIND,
+    ContextLike,
+    Detection,
+    Explanation,
+    LLMJudgeConfig,
+    Rating,
+    SteeringItem,
+    api_key_from_env,
+)
+from .cache import ResponseCache, request_key
+from .cost import usage_cost
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+PROGRESS_EVERY = 1000
+
+
+class JudgeRequestError(RuntimeError):
+    """A request failed for good (non-retryable status, or retries exhausted)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+
+class UsageStats:
+    """Thread-safe counters of what the judge did and what it cost."""
+
+    def __init__(self, price_per_m_input: float, price_per_m_output: float):
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self.price_per_m_input = price_per_m_input
+        self.price_per_m_output = price_per_m_output
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(self._counts)
+        out: dict[str, Any] = {
+            k: counts.get(k, 0)
+            for k in ("http_requests", "retries", "api_calls", "cache_hits", "prompt_tokens", "completion_tokens")
+        }
+        out["dollars"] = usage_cost(
+            out["prompt_tokens"], out["completion_tokens"], self.price_per_m_input, self.price_per_m_output
+        )
+        out["unparsed"] = {k[len("unparsed_") :]: v for k, v in counts.items() if k.startswith("unparsed_")}
+        return out
+
+    def summary(self) -> str:
+        s = self.snapshot()
+        return (
+            f"{s['api_calls']} paid calls ({s['http_requests']} HTTP requests, {s['retries']} retries), "
+            f"{s['cache_hits']} cache hits, {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} "
+            f"completion tokens, ${s['dollars']:.4f}; unparsed {s['unparsed'] or 0}"
+        )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ChatClient:
+    """Cached, retried, concurrency-limited chat completions."""
+
+    def __init__(
+        self,
+        cfg: LLMJudgeConfig,
+        api_key: str | None,
+        cache: ResponseCache | None,
+        stats: UsageStats,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.cfg = cfg
+        self.cache = cache
+        self.stats = stats
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout_s),
+            limits=httpx.Limits(max_connections=cfg.max_concurrency, max_keepalive_connections=cfg.max_concurrency),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- one request -------------------------------------------------------------------
+
+    def _payload(self, messages: prompts.Messages, max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "messages": messages,
+            "temperature": self.cfg.temperature,
+            "max_tokens": max_tokens,
+        }
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        with self._rng_lock:
+            u = self._rng.random()
+        if retry_after is not None:
+            # The server said when; a little jitter keeps the waiting threads apart.
+            delay = retry_after * (1.0 + 0.1 * u)
+        else:
+            base = self.cfg.backoff_base_s * (2.0**attempt)
+            delay = base * (0.5 + 0.5 * u)  # "equal jitter": at least half the exponential step
+        return min(delay, self.cfg.backoff_max_s)
+
+    def _post(self, payload: dict[str, Any]) -> tuple[str, int, int]:
+        reason = ""
+        for attempt in range(self.cfg.max_retries + 1):
+            retry_after = None
+            self.stats.add(http_requests=1)
+            try:
+                resp = self._http.post(self.url, json=payload)
+            except httpx.TransportError as exc:  # timeouts, refused / reset connections
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        body = resp.json()
+                        content = body["choices"][0]["message"].get("content") or ""
+                        usage = body.get("usage") or {}
+                        return str(content), int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                        reason = f"malformed 200 response ({type(exc).__name__}): {resp.text[:200]!r}"
+                elif resp.status_code in RETRYABLE_STATUS:
+                    reason = f"HTTP {resp.status_code}"
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                else:
+                    raise JudgeRequestError(
+                        f"judge request to {self.url} failed with HTTP {resp.status_code} (not retried): {resp.text[:300]}"
+                    )
+            if attempt == self.cfg.max_retries:
+                break
+            delay = self._delay(attempt, retry_after)
+            log.warning("judge request: %s; retry %d/%d in %.1f s", reason, attempt + 1, self.cfg.max_retries, delay)
+            self.stats.add(retries=1)
+            self._sleep(delay)
+        raise JudgeRequestError(f"judge request to {self.url} failed after {self.cfg.max_retries + 1} attempts: {reason}")
+
+    def complete(self, messages: prompts.Messages, max_tokens: int) -> Completion:
+        key = request_key(self.cfg.model, messages, self.cfg.temperature, max_tokens)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.add(cache_hits=1)
+                return Completion(hit["content"], hit["prompt_tokens"], hit["completion_tokens"], cached=True)
+        payload = self._payload(messages, max_tokens)
+        content, p_tok, c_tok = self._post(payload)
+        self.stats.add(api_calls=1, prompt_tokens=p_tok, completion_tokens=c_tok)
+        if self.cache is not None:
+            self.cache.put(key, self.cfg.model, payload, content, p_tok, c_tok)
+        return Completion(content, p_tok, c_tok, cached=False)
+
+    # -- a batch -----------------------------------------------------------------------
+
+    def complete_many(self, requests: Sequence[tuple[prompts.Messages, int]]) -> list[Completion]:
+        """Completions in request order. Identical requests are sent once. If any request
+        fails for good, the others still finish (and are cached) before the error is raised."""
+        keys = [request_key(self.cfg.model, m, self.cfg.temperature, t) for m, t in requests]
+        unique: dict[str, tuple[prompts.Messages, int]] = {}
+        for key, req in zip(keys, requests):
+            unique.setdefault(key, req)
+        results: dict[str, Completion] = {}
+        errors: list[BaseException] = []
+        workers = max(1, min(self.cfg.max_concurrency, len(unique)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
+            futures = {key: pool.submit(self.complete, m, t) for key, (m, t) in unique.items()}
+            for done, (key, fut) in enumerate(futures.items(), start=1):
+                try:
+                    results[key] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest finish
+                    errors.append(exc)
+                if done % PROGRESS_EVERY == 0:
+                    log.info("judge: %d/%d requests done; %s", done, len(unique), self.stats.summary())
+        if errors:
+            raise JudgeRequestError(f"{len(errors)} of {len(unique)} judge requests failed; first: {errors[0]}") from errors[0]
+        return [results[k] for k in keys]
+
+
+class LLMJudge:
+    """The steering and autointerp judge backed by an LLM (AxBench's judge protocol)."""
+
+    kind = LLM_KIND
+
+    def __init__(
+        self,
+        cfg: LLMJudgeConfig,
+        cache_path: str | Path | None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.cfg = cfg
+        self.model_label = cfg.model
+        api_key = api_key_from_env(cfg, environ)  # fails here, naming the variable, if unset
+        cache = ResponseCache(cache_path, cfg.cache_journal_mode) if cache_path else None
+        self.usage = UsageStats(cfg.price_per_m_input, cfg.price_per_m_output)
+        self.client = ChatClient(cfg, api_key, cache, self.usage, sleep=sleep, rng=rng, transport=transport)
+
+    def _run(self, requests: Sequence[tuple[prompts.Messages, int]], what: str) -> list[Completion]:
+        before = self.usage.snapshot()
+        out = self.client.complete_many(requests)
+        after = self.usage.snapshot()
+        log.info(
+            "judge %s (%s): %d requests, %d paid, %d cached, %d+%d tokens, $%.4f; session: %s",
+            what,
+            self.cfg.model,
+            len(requests),
+            after["api_calls"] - before["api_calls"],
+            after["cache_hits"] - before["cache_hits"],
+            after["prompt_tokens"] - before["prompt_tokens"],
+            after["completion_tokens"] - before["completion_tokens"],
+            after["dollars"] - before["dollars"],
+            self.usage.summary(),
+        )
+        return out
+
+    def rate(self, items: Sequence[SteeringItem]) -> list[Rating]:
+        t = self.cfg.max_tokens_rating
+        requests = []
+        for it in items:
+            requests += [
+                (prompts.concept_messages(it.concept, it.generation), t),
+                (prompts.instruction_messages(it.instruction, it.generation), t),
+                (prompts.fluency_messages(it.generation), t),
+            ]
+        replies = self._run(requests, "ratings")
+        ratings = []
+        for n, _ in enumerate(items):
+            raw = {name: replies[3 * n + j].content for j, name in enumerate(("concept", "instruction", "fluency"))}
+            parsed = {name: parsing.parse_rating(text) for name, text in raw.items()}
+            for name, p in parsed.items():
+                if not p.parsed:
+                    self.usage.add(**{f"unparsed_{name}": 1})
+            ratings.append(
+                Rating(
+                    concept=parsed["concept"].value,
+                    instruction=parsed["instruction"].value,
+                    fluency=parsed["fluency"].value,
+                    judge=self.kind,
+                    judge_model=self.model_label,
+                    n_unparsed=sum(not p.parsed for p in parsed.values()),
+                    details={"replies": raw},
+                )
+            )
+        unparsed = sum(r.n_unparsed for r in ratings)
+        if unparsed:
+            log.warning("judge: %d of %d ratings unparseable, scored 0", unparsed, 3 * len(items))
+        return ratings
+
+    def explain_many(self, top_contexts: Sequence[Sequence[ContextLike]]) -> list[Explanation]:
+        requests = [(prompts.explain_messages(ctxs), self.cfg.max_tokens_explain) for ctxs in top_contexts]
+        out = []
+        for reply in self._run(requests, "explanations"):
+            p = parsing.parse_explanation(reply.content)
+            if not p.parsed:
+                self.usage.add(unparsed_explain=1)
+            out.append(Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content))
+        return out
+
+    def detect_many(self, requests: Sequence[tuple[str, Sequence[ContextLike]]]) -> list[Detection]:
+        reqs = [(prompts.detect_messages(expl, ctxs), self.cfg.max_tokens_detect) for expl, ctxs in requests]
+        out = []
+        for (_, ctxs), reply in zip(requests, self._run(reqs, "detections")):
+            p = parsing.parse_detection(reply.content, len(ctxs))
+            if not p.parsed:
+                self.usage.add(unparsed_detect=1)
+            out.append(Detection(p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content))
+        return out
+
+    def explain(self, top_contexts: Sequence[ContextLike]) -> Explanation:
+        return self.explain_many([top_contexts])[0]
+
+    def detect(self, explanation: str, contexts: Sequence[ContextLike]) -> Detection:
+        return self.detect_many([(explanation, contexts)])[0]
+
+    def stats(self) -> dict[str, Any]:
+        return {"judge": self.kind, "judge_model": self.model_label, **self.usage.snapshot()}
+
+    def close(self) -> None:
+        log.info("judge %s closed: %s", self.cfg.model, self.usage.summary())
+        self.client.close()
+
+    def __enter__(self) -> "LLMJudge":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

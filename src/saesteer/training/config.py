@@ -1,0 +1,201 @@
+"""Training configuration: the config's ``training`` block, plus knobs with cited defaults.
+
+The first group of fields is the SAEBench recipe the paper follows (Wang et al. 2025,
+arXiv 2510.03659, appendix; SAEBench suite values). The rest are details the recipe
+leaves to the implementation; each default names its source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+SparseKernels = Literal["auto", "always", "never"]
+
+# Initial sparsity coefficient per penalty architecture. Deliberately on the low side:
+# with calibration on, the controller raises it toward the target L0, which plays the
+# role of SAEBench's linear sparsity warm-up (see controller.py). 1.0 for JumpReLU is
+# dictionary_learning's sparsity_penalty for its target-L0 loss.
+# "jumprelu_l0" is JumpReLU with the plain L0 penalty (jumprelu_sparsity_loss: l0).
+DEFAULT_COEF_INIT: dict[str, float] = {"relu": 0.03, "gated": 0.03, "jumprelu": 1.0, "jumprelu_l0": 0.001}
+
+
+@dataclass
+class TrainConfig:
+    # ---- the recipe (config `training` block) -----------------------------------------
+    tokens: int = 500_000_000
+    """Training tokens; above the cache size the trainer makes several passes."""
+    batch_size: int = 2048
+    lr: float = 3e-4
+    lr_warmup_steps: int = 1000
+    lr_decay_fraction: float = 0.2
+    """Linear decay to zero over this final fraction of the steps."""
+    sparsity_warmup_steps: int = 5000
+    normalize_activations: bool = True
+    """Scale activations to unit mean squared norm (the cache's manifest statistic)."""
+    autocast_dtype: str | None = "bfloat16"
+    """Autocast dtype on CUDA ("bfloat16" or "none"); CPU always trains in float32."""
+    seed: int = 0
+    checkpoint_every_steps: int = 5000
+    device: Device = "auto"
+
+    # ---- implementation details, with sources -------------------------------------------
+    adam_betas: tuple[float, float] | None = None
+    """None: (0.9, 0.999) (Adam defaults; SAEBench), except JumpReLU (0.0, 0.999)
+    (Rajamanoharan et al. 2024b, arXiv 2407.14435, appendix)."""
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 1.0
+    """Global gradient-norm clip (dictionary_learning and SAELens trainers)."""
+    dead_window_tokens: int = 10_000_000
+    """A latent is dead after this many tokens without firing (Gao et al. 2024, A.2)."""
+    aux_k: int | None = None
+    """AuxK: dead latents used; None = d_in // 2 (Gao et al. 2024, B.1)."""
+    aux_coef: float = 1.0 / 32.0
+    """AuxK coefficient alpha (Gao et al. 2024, A.2)."""
+    batchtopk_threshold_beta: float = 0.999
+    batchtopk_threshold_start_step: int = 1000
+    """EMA of the smallest kept activation (Bussmann et al. 2024; dictionary_learning)."""
+    jumprelu_bandwidth: float = 0.001
+    jumprelu_init_threshold: float = 0.001
+    """Rajamanoharan et al. 2024b, section 4."""
+    jumprelu_sparsity_loss: Literal["target_l0", "l0"] = "target_l0"
+    """target_l0: c * (L0 / target - 1)^2 (SAEBench); l0: c * L0 (the paper)."""
+    relu_decoder_init_norm: float = 0.1
+    """Anthropic April 2024 update (and dictionary_learning): decoder rows of norm 0.1."""
+    sparsity_coef_init: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COEF_INIT))
+    """Starting sparsity coefficient per penalty architecture."""
+    sparsity_coef_table: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Known coefficients per architecture and target L0 (e.g. from an earlier
+    calibration); an entry replaces ``sparsity_coef_init`` for that SAE."""
+    calibrate_sparsity: bool = True
+    """Tune the coefficient toward the target L0 (controller.py) for relu, gated and
+    jumprelu with the ``l0`` loss. Otherwise (and for jumprelu's ``target_l0`` loss) the
+    coefficient is fixed, ramped linearly over ``sparsity_warmup_steps`` (SAEBench)."""
+    calibration_rate: float = 20.0
+    """Controller gain: d log(coef)/d step = min(rate / warmup, max_gain) * clip(log(L0/target), +-1)."""
+    calibration_max_gain: float | None = None
+    """Cap on that gain per step. None: 0.01 * lr / 3e-4, at most 0.05 (Adam moves a
+    weight by ~lr per step, so L0 follows the coefficient faster at a higher lr)."""
+    calibration_horizon_steps: float = 50.0
+    """Look-ahead of the controller's derivative term, about L0's response lag (tens of
+    steps on real activations; a shorter look-ahead, tried at 15, let a 128-step demo
+    ReLU SAE collapse to L0 ~ 15 of a target 40)."""
+    calibration_track_fraction: float = 0.1
+    """Once the warm-up is over and L0 has reached the target (within 10%), the gain is
+    multiplied by this (0 freezes the coefficient)."""
+    shuffle_shards: int = 4
+    """Shards mixed into one shuffled pool (memory: about twice that many shards)."""
+    eval_tokens: int = 65536
+    """Held-out tokens (the end of every shard; at most 10% of the cache) for the summary."""
+    log_every_steps: int = 100
+    sparse_kernels: SparseKernels = "auto"
+    """auto: sparse kernels on CPU when code density <= max_sparse_density (measured
+    crossover on CPU: ~15%), dense
+    elsewhere (and always on CUDA); always / never force one."""
+    max_sparse_density: float = 0.1
+    keep_checkpoint: bool = False
+    """Keep the resumable checkpoint after a successful run (it is deleted otherwise)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("tokens", "batch_size", "checkpoint_every_steps", "log_every_steps", "shuffle_shards")
+        for name in positive:
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"training.{name} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"training.lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.lr_decay_fraction <= 1.0:
+            raise ValueError(f"training.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if self.lr_warmup_steps < 0 or self.sparsity_warmup_steps < 0:
+            raise ValueError("training warm-up steps must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"training.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.autocast_dtype not in (None, "none", "bfloat16"):
+            raise ValueError(f"training.autocast_dtype must be 'bfloat16' or 'none', got {self.autocast_dtype!r}")
+        if self.sparse_kernels not in ("auto", "always", "never"):
+            raise ValueError(f"training.sparse_kernels must be auto, always or never, got {self.sparse_kernels!r}")
+        if self.jumprelu_sparsity_loss not in ("target_l0", "l0"):
+            raise ValueError("training.jumprelu_sparsity_loss must be 'target_l0' or 'l0'")
+
+    @property
+    def n_steps(self) -> int:
+        return max(1, self.tokens // self.batch_size)
+
+    @classmethod
+    def from_dict(cls, block: dict[str, Any] | None) -> "TrainConfig":
+        """Build from the config's ``training`` block; unknown keys are an error."""
+        block = dict(block or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(block) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        if block.get("adam_betas") is not None:
+            block["adam_betas"] = tuple(float(b) for b in block["adam_betas"])
+        if "sparsity_coef_init" in block:
+            merged = dict(DEFAULT_COEF_INIT)
+            merged.update({str(k): float(v) for k, v in (block["sparsity_coef_init"] or {}).items()})
+            block["sparsity_coef_init"] = merged
+        if "sparsity_coef_table" in block:
+            block["sparsity_coef_table"] = {
+                str(arch): {int(t): float(c) for t, c in (table or {}).items()}
+                for arch, table in (block["sparsity_coef_table"] or {}).items()
+            }
+        return cls(**block)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if out["adam_betas"] is not None:
+            out["adam_betas"] = list(out["adam_betas"])
+        out["sparsity_coef_table"] = {
+            arch: {str(t): c for t, c in table.items()} for arch, table in self.sparsity_coef_table.items()
+        }
+        return out
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that change the trained weights (for the checkpoint fingerprint)."""
+        out = self.to_dict()
+        for name in ("checkpoint_every_steps", "log_every_steps", "keep_checkpoint", "device"):
+            out.pop(name)
+        return out
+
+    def sae_options(self) -> dict[str, Any]:
+        """Architecture options for :func:`saesteer.sae.build_sae`."""
+        return {
+            "aux_k": self.aux_k,
+            "aux_coef": self.aux_coef,
+            "threshold_beta": self.batchtopk_threshold_beta,
+            "threshold_start_step": self.batchtopk_threshold_start_step,
+            "bandwidth": self.jumprelu_bandwidth,
+            "init_threshold": self.jumprelu_init_threshold,
+            "sparsity_loss": self.jumprelu_sparsity_loss,
+            "decoder_init_norm": self.relu_decoder_init_norm,
+        }
+
+    def adam_betas_for(self, arch: str) -> tuple[float, float]:
+        if self.adam_betas is not None:
+            return self.adam_betas
+        return (0.0, 0.999) if arch == "jumprelu" else (0.9, 0.999)
+
+    def controller_gain_and_horizon(self) -> tuple[float, float]:
+        scale = self.lr / 3e-4
+        gain = self.calibration_max_gain if self.calibration_max_gain is not None else min(0.05, 0.01 * scale)
+        return float(gain), float(self.calibration_horizon_steps)
+
+    def coef_key(self, arch: str) -> str:
+        """Key of ``arch`` in the coefficient tables (JumpReLU's two losses differ in scale)."""
+        return "jumprelu_l0" if arch == "jumprelu" and self.jumprelu_sparsity_loss == "l0" else arch
+
+    def initial_coef(self, arch: str, target_l0: int) -> float:
+        key = self.coef_key(arch)
+        table = self.sparsity_coef_table.get(key, {})
+        if target_l0 in table:
+            return float(table[target_l0])
+        return float(self.sparsity_coef_init.get(key, DEFAULT_COEF_INIT.get(key, 0.0)))
+
+    def calibrates(self, arch: str) -> bool:
+        return self.calibrate_sparsity and self.coef_key(arch) != "jumprelu"

@@ -1,0 +1,45 @@
+rule prepare_eval_data:
+    """Everything the interpretability eval needs the LLM for, once per model: held-out
+    contexts with their hook-point residuals and clean / zero-ablated next-token losses,
+    sparse-probing passages, first-letter prompts and letter probes. Every SAE of the model
+    reuses them (see src/saesteer/evals/eval_data.py)."""
+    input:
+        model="results/models/{model}/model.json",
+    output:
+        manifest="results/{model}/eval_data/manifest.json",
+    params:
+        spec=model_entry,
+        corpus=config["corpus"],
+        eval=config["eval"],
+    log:
+        "logs/{model}/prepare_eval_data.log",
+    benchmark:
+        "logs/benchmarks/{model}/prepare_eval_data.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/prepare_eval_data.py"
+
+
+rule eval_interp:
+    """SAEBench-style interpretability report of one SAE without a judge LLM: core metrics
+    (with the SAE spliced into the model), sparse probing and first-letter absorption,
+    validated against workflow/schemas/interp.schema.json."""
+    input:
+        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
+        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        eval_data="results/{model}/eval_data/manifest.json",
+        model="results/models/{model}/model.json",
+    output:
+        interp="results/{model}/{arch}/{sparsity}/interp.json",
+    params:
+        target_l0=target_l0,
+        eval=config["eval"],
+    log:
+        "logs/{model}/{arch}/{sparsity}/eval_interp.log",
+    benchmark:
+        "logs/benchmarks/{model}/{arch}/{sparsity}/eval_interp.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/eval_interp.py"
