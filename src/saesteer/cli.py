@@ -1,4 +1,5 @@
-"""Command line: `saesteer cost` and `saesteer grid` (inspect a config before running it)."""
+"""Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it) and
+`saesteer table` (what the grid's jobs have produced so far)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from saesteer.cost import format_estimate
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saesteer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("cost", "disk and GPU-hour estimate of a grid"), ("grid", "list the SAEs of a grid")):
+    for name, help_text in (
+        ("cost", "disk and GPU-hour estimate of a grid"),
+        ("grid", "list the SAEs of a grid"),
+        ("table", "training and evaluation figures of every SAE (markdown, or --csv)"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", default="config/config.yaml", help="base config (default: %(default)s)")
         p.add_argument("--configfile", action="append", default=[], help="overrides, merged like snakemake --configfile")
+        if name == "table":
+            p.add_argument("--results", default="results", help="results directory (default: %(default)s)")
+            p.add_argument("--csv", help="also write the full table to this CSV file")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.configfile)
@@ -24,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "cost":
         print(format_estimate(config))
+    elif args.command == "table":
+        from saesteer.tables import grid_table, to_markdown
+
+        frame = grid_table(config, args.results)
+        if args.csv:
+            frame.to_csv(args.csv, index=False)
+        print(to_markdown(frame))
+        missing = frame[~frame["trained"] | ~frame["evaluated"]]
+        if len(missing):
+            print(f"\n{len(missing)} of {len(frame)} SAEs not yet trained or evaluated.")
     else:
         for cell in grid_from_config(config).cells():
             print(f"results/{cell.path}/")

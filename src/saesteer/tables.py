@@ -1,0 +1,82 @@
+"""One row per SAE of a grid, gathered from what its jobs wrote: a quick look before the
+aggregation stage, and the tables of the closing notes (`saesteer table`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from saesteer.config import grid_from_config
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _by_k(scores: dict[str, Any] | None, k: int) -> float | None:
+    if not scores:
+        return None
+    return scores.get(str(k), scores.get(k))  # JSON keys are strings
+
+
+def grid_table(config: dict[str, Any], results_dir: str | Path = "results") -> pd.DataFrame:
+    """Training and evaluation figures of every SAE in the config's grid (NaN where missing)."""
+    results = Path(results_dir)
+    rows = []
+    for cell in grid_from_config(config).cells():
+        base = results / cell.path
+        train = _read(base / "train_summary.json") or {}
+        interp = _read(base / "interp.json") or {}
+        core = interp.get("core", {})
+        probing = interp.get("sparse_probing", {}).get("mean", {})
+        absorption = interp.get("absorption", {})
+        rows.append(
+            {
+                "model": cell.model,
+                "arch": cell.arch,
+                "target_l0": cell.target_l0,
+                "trained": bool(train),
+                "achieved_l0": train.get("achieved_l0"),
+                "train_explained_variance": train.get("explained_variance"),
+                "train_dead_fraction": train.get("dead_fraction"),
+                "train_tokens_per_s": train.get("tokens_per_s"),
+                "train_seconds": train.get("wall_time_s"),
+                "evaluated": bool(interp),
+                "eval_l0": core.get("l0"),
+                "explained_variance": core.get("explained_variance"),
+                "cossim": core.get("cossim"),
+                "frac_dead": core.get("frac_dead"),
+                "ce_loss_score": core.get("ce_loss_score"),
+                "kl_div_score": core.get("kl_div_score"),
+                "probe_llm": probing.get("llm_test_accuracy"),
+                "probe_sae_k1": _by_k(probing.get("sae_top_k_test_accuracy"), 1),
+                "probe_sae_k5": _by_k(probing.get("sae_top_k_test_accuracy"), 5),
+                "absorption_fraction": absorption.get("mean_absorption_fraction_score"),
+                "absorption_full": absorption.get("mean_full_absorption_score"),
+                "eval_seconds": interp.get("timings", {}).get("total_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame, columns: list[str] | None = None, digits: int = 3) -> str:
+    """A GitHub table without the `tabulate` dependency."""
+    frame = frame[columns] if columns else frame
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for _, row in frame.iterrows():
+        cells = []
+        for value in row:
+            if value is None or (isinstance(value, float) and pd.isna(value)):
+                cells.append("")
+            elif isinstance(value, float):
+                cells.append(f"{value:.{digits}f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
