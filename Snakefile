@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/cache.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/eval.smk"
 
 

@@ -86,3 +86,36 @@ def test_schema_training_keys_match_train_config():
 
     schema_keys = set(load_schema()["properties"]["training"]["properties"])
     assert schema_keys == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def test_schema_judge_keys_match_judge_config():
+    """JudgeConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
+    import dataclasses
+
+    from saesteer.config import load_schema
+    from saesteer.judges import JudgeConfig, LLMJudgeConfig, OfflineJudgeConfig
+
+    judge = load_schema()["properties"]["judge"]
+    assert judge["additionalProperties"] is False
+    sections = {None: (JudgeConfig, judge), "llm": (LLMJudgeConfig, judge["properties"]["llm"]),
+                "offline": (OfflineJudgeConfig, judge["properties"]["offline"])}
+    for name, (cls, block) in sections.items():
+        props = block["properties"]
+        assert block["additionalProperties"] is False, name
+        assert set(props) == {f.name for f in dataclasses.fields(cls)}, name
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            if f.name in sections:
+                continue
+            value = getattr(instance, f.name)
+            assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{name}.{f.name}"
+
+
+def test_both_configs_have_a_judge_the_judge_layer_accepts(paper):
+    from saesteer.judges import JudgeConfig
+
+    assert JudgeConfig.from_dict(paper["judge"]).kind == "llm"
+    assert JudgeConfig.from_dict(paper["judge"]).llm.model == "gpt-4o-mini"
+    demo = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
+    cfg = JudgeConfig.from_dict(demo["judge"])
+    assert cfg.kind == "offline" and cfg.offline.reference_model == "results/models/smollm2-135m/model.json"

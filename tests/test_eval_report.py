@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saesteer.config import load_schema
-from saesteer.evals.config import AbsorptionConfig, CoreConfig, EvalConfig, ProbingConfig
+from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data
 from saesteer.evals.report import SAEFileError, evaluate_sae, load_sae, validate_report
 from saesteer.sae.registry import build_sae
@@ -185,7 +185,8 @@ def test_schema_defaults_equal_dataclass_defaults():
     block = load_schema()["properties"]["eval"]["properties"]
     sections = {None: (EvalConfig, block), "core": (CoreConfig, block["core"]["properties"]),
                 "sparse_probing": (ProbingConfig, block["sparse_probing"]["properties"]),
-                "absorption": (AbsorptionConfig, block["absorption"]["properties"])}
+                "absorption": (AbsorptionConfig, block["absorption"]["properties"]),
+                "autointerp": (AutointerpConfig, block["autointerp"]["properties"])}
     for name, (cls, props) in sections.items():
         instance = cls()
         for f in fields(cls):

@@ -1,6 +1,8 @@
 """The Snakemake workflow itself: job counts of dry runs, config errors before any job, lint."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(*args: str) -> subprocess.CompletedProcess:
+def snakemake(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*SNAKEMAKE, "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        [*SNAKEMAKE, "--nolock", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
     )
+
+
+def without_key() -> dict[str, str]:
+    """This environment without the paper config's judge key (judge.llm.api_key_env)."""
+    return {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -34,6 +41,7 @@ def test_dry_run_of_the_paper_grid():
     assert counts["cache_activations"] == 3
     assert counts["train_sae"] == 90
     assert counts["prepare_eval_data"] == 3
+    assert counts["autointerp"] == 90
     assert counts["eval_interp"] == 90
 
 
@@ -43,6 +51,7 @@ def test_dry_run_of_the_demo_grid():
     counts = job_counts(result.stdout)
     assert counts["cache_activations"] == 2
     assert counts["train_sae"] == 30
+    assert counts["autointerp"] == 30
     assert counts["eval_interp"] == 30
 
 
@@ -81,6 +90,22 @@ def test_bad_config_stops_before_any_job(tmp_path):
     output = result.stdout + result.stderr
     assert "config field architectures[1]: 'sparsemax' is not one of" in output
     assert "Job stats" not in output and "rule cache_activations" not in output
+
+
+def test_missing_api_key_lets_dry_runs_through_and_stops_a_run_before_any_job(tmp_path):
+    # A dry run makes no judge call: it works without the key and says what a run needs.
+    result = snakemake("-n", "--forceall", env=without_key())
+    assert result.returncode == 0, result.stderr
+    assert "OPENAI_API_KEY is not set" in result.stdout + result.stderr
+    # A real run stops before its first job, naming the variable. It runs in a scratch
+    # directory (results/ and logs/ there), so even a regression could not touch this tree.
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    result = snakemake("-s", str(REPO / "Snakefile"), "-c1", env=without_key(), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "JudgeConfigError" in output and "OPENAI_API_KEY is not set" in output
+    assert "rule prepare_model:" not in output and not (tmp_path / "results").exists()
 
 
 def test_lint_is_clean():

@@ -1,9 +1,13 @@
-"""What a grid will cost before it is submitted: cache disk and rough GPU-hours per stage.
+"""What a grid will cost before it is submitted: cache disk, rough GPU-hours per stage, and
+the LLM judge's calls, tokens and dollars.
 
 Rough by design: FLOPs from the config (2 x parameters per token for a forward pass,
 Kaplan et al. 2020, arXiv 2001.08361, plus attention scores; 12 x d_model x dict_size per
 token for an SAE step: encoder and decoder matmuls, forward 4dm plus backward 8dm) divided
-by the GPU's peak throughput times an assumed utilisation (config ``cost``).
+by the GPU's peak throughput times an assumed utilisation (config ``cost``). Judge calls
+follow the protocols (``saesteer.judges.cost``: autointerp, 2 calls per sampled latent;
+AxBench steering, 3 ratings per generation), tokens per call are typical sizes of this
+project's prompts, prices those of ``judge.llm``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from saesteer.config import grid_from_config
+from saesteer.judges import CostEstimate, JudgeConfig, autointerp_judge_calls, estimate_task, steering_judge_calls
 from saesteer.models import ModelSpec
+
+AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
+"""AxBench's steering factors for SAEs (14); the paper uses six, values unstated."""
+PAPER_N_FACTORS = 6
+STEERING_CONCEPTS = 100
+"""Concept100: 100 latents per SAE, their autointerp explanations as concepts."""
+STEERING_INSTRUCTIONS = 10
+"""Instructions per concept: 5 pick the factor, 5 are held out."""
+AUTOINTERP_DEFAULT_LATENTS = 1000
+"""SAEBench's n_latents, the schema default of eval.autointerp.n_latents."""
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 # token_ids int32 + context_ids int64 + positions int16, stored beside each activation row
@@ -83,6 +98,73 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PB"
 
 
+@dataclass(frozen=True)
+class JudgeCost:
+    task: str
+    estimate: CostEstimate
+    factors: str = ""
+    """Steering rows: which factor grid."""
+
+
+def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
+    """Calls, tokens and dollars of the grid's judge work, priced as ``judge.llm``:
+    autointerp, then steering at each factor grid (the config's ``steering.factors`` when
+    there is one, else AxBench's 14 and the paper's 6)."""
+    grid = grid_from_config(config)
+    n_saes = len(grid.cells())
+    llm = JudgeConfig.from_dict(config.get("judge")).llm
+    price = (llm.price_per_m_input, llm.price_per_m_output)
+    n_latents = int(((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", AUTOINTERP_DEFAULT_LATENTS))
+    calls = autointerp_judge_calls(n_saes, n_latents) // 2  # as many explanations as detections
+    autointerp = estimate_task(calls, "explain", *price) + estimate_task(calls, "detect", *price)
+    out = [JudgeCost(f"autointerp: {n_saes} SAEs x {n_latents} latents", autointerp)]
+    steering = config.get("steering") or {}
+    n_concepts = int(steering.get("n_concepts", STEERING_CONCEPTS))
+    n_instructions = int(steering.get("n_instructions", STEERING_INSTRUCTIONS))
+    if steering.get("factors"):
+        grids = [(len(steering["factors"]), "steering.factors")]
+    else:
+        grids = [(len(AXBENCH_FACTORS), "AxBench"), (PAPER_N_FACTORS, "the paper")]
+    for n_factors, source in grids:
+        calls = steering_judge_calls(n_saes, n_concepts, n_instructions, n_factors)
+        out.append(
+            JudgeCost(
+                f"steering: {n_saes} SAEs x {n_concepts} concepts x {n_instructions} instr. x {n_factors} factors",
+                estimate_task(calls, "rating", *price),
+                f"{n_factors} factors ({source})",
+            )
+        )
+    return out
+
+
+def format_judge_estimate(config: dict[str, Any]) -> list[str]:
+    judge = JudgeConfig.from_dict(config.get("judge"))
+    if judge.kind != "llm":
+        return [
+            "Judge: the offline proxy (judge.kind: offline): no API calls, no cost. "
+            "Its scores are a proxy, not comparable with an LLM judge's."
+        ]
+    llm = judge.llm
+    rows = judge_estimate(config)
+    lines = [
+        f"Judge: {llm.model} at {llm.base_url}, ${llm.price_per_m_input:g} / ${llm.price_per_m_output:g} per 1M "
+        "prompt / completion tokens",
+        "(typical tokens per call: src/saesteer/judges/cost.py)",
+        "",
+        f"{'task':<60}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
+    ]
+    for r in rows:
+        e = r.estimate
+        lines.append(f"{r.task:<60}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
+    autointerp, steering = rows[0].estimate, rows[1:]
+    totals = "; ".join(f"${(autointerp + r.estimate).dollars:,.2f} with {r.factors}" for r in steering)
+    lines += [
+        f"Judge total (autointerp + steering): {totals}.",
+        "Cached replies (judge.cache) are never paid twice; the logs report actual usage.",
+    ]
+    return lines
+
+
 def format_estimate(config: dict[str, Any]) -> str:
     rows = estimate(config)
     cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, **config.get("cost", {})}
@@ -107,5 +189,7 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
         f"total {total_cache + total_train:.1f}. Later stages are added here as they land.",
         "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
+        "",
+        *format_judge_estimate(config),
     ]
     return "\n".join(lines)

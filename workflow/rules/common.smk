@@ -1,9 +1,11 @@
 # Shared by every rule: config validation, grid expansion, input functions and
 # wildcard constraints restricted to the configured values.
 
+import os
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The workflow's logic is the saesteer package in src/. The Snakemake process imports it
@@ -12,12 +14,42 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
+from saesteer.judges import check_judge_config  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
 # validate() fills in the schema's defaults.
 check_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 GRID = grid_from_config(config)
+
+# The judge block is checked now, all but the LLM judge's API key: that one when jobs are
+# about to run (onstart below), so that dry runs (`snakemake -n`) work without a key.
+# Snakemake 9.27 cannot tell a dry run while it parses this file: `workflow.dryrun` reads
+# the executor plugin, which is set only when execution starts (checked: False at parse
+# time under -n). `onstart` runs after the DAG is built and before the first job, never in
+# a dry run. With --no-hooks it does not run either; a judge job then fails itself,
+# naming the variable.
+_KEY_ENV = config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
+_KEY_MISSING = bool(_KEY_ENV) and not os.environ.get(_KEY_ENV)
+JUDGE = check_judge_config(
+    config["judge"], environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None
+)
+if _KEY_MISSING:
+    logger.warning(
+        f"judge.llm: the environment variable {_KEY_ENV} is not set. A dry run works; a run that "
+        f"includes judge jobs stops before its first job. export {_KEY_ENV}=<your key>"
+    )
+JUDGE_RULES = {"autointerp"}
+"""Rules that call the judge: the API key must be set when one of them is to run."""
+
+
+onstart:
+    try:
+        rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    except Exception:  # Snakemake internals changed: check the key anyway
+        rules = JUDGE_RULES
+    if rules & JUDGE_RULES:
+        check_judge_config(config["judge"])
 
 
 wildcard_constraints:
@@ -50,5 +82,6 @@ def all_targets():
         f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
     ]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
+    targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
     return targets

@@ -1,8 +1,12 @@
+from saesteer.evals.config import eval_data_block  # noqa: E402
+
+
 rule prepare_eval_data:
     """Everything the interpretability eval needs the LLM for, once per model: held-out
     contexts with their hook-point residuals and clean / zero-ablated next-token losses,
-    sparse-probing passages, first-letter prompts and letter probes. Every SAE of the model
-    reuses them (see src/saesteer/evals/eval_data.py)."""
+    sparse-probing passages, first-letter prompts and letter probes, and the held-out
+    contexts autointerp draws its examples from. Every SAE of the model reuses them (see
+    src/saesteer/evals/eval_data.py)."""
     input:
         model="results/models/{model}/model.json",
     output:
@@ -10,7 +14,8 @@ rule prepare_eval_data:
     params:
         spec=model_entry,
         corpus=config["corpus"],
-        eval=config["eval"],
+        # Without the per-SAE autointerp keys: changing them must not rebuild the data.
+        eval=eval_data_block(config["eval"]),
     log:
         "logs/{model}/prepare_eval_data.log",
     benchmark:
@@ -22,14 +27,16 @@ rule prepare_eval_data:
 
 
 rule eval_interp:
-    """SAEBench-style interpretability report of one SAE without a judge LLM: core metrics
-    (with the SAE spliced into the model), sparse probing and first-letter absorption,
-    validated against workflow/schemas/interp.schema.json."""
+    """SAEBench-style interpretability report of one SAE: core metrics (with the SAE
+    spliced into the model), sparse probing and first-letter absorption, computed here
+    without a judge, and the autointerp score of the autointerp rule; validated against
+    workflow/schemas/interp.schema.json."""
     input:
         sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
         eval_data="results/{model}/eval_data/manifest.json",
         model="results/models/{model}/model.json",
+        autointerp="results/{model}/{arch}/{sparsity}/autointerp.json",
     output:
         interp="results/{model}/{arch}/{sparsity}/interp.json",
     params:

@@ -16,5 +16,6 @@ evaluate_sae(
     model=snakemake.wildcards.model,
     arch=snakemake.wildcards.arch,
     target_l0=snakemake.params.target_l0,
+    autointerp_json=Path(snakemake.input.autointerp),
     threads=snakemake.threads,
 )

@@ -12,6 +12,8 @@ from typing import Any
 
 # Keys that change speed, not results: left out of the eval-data fingerprint.
 RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
+# The only autointerp keys the per-model eval data depend on; the others are per SAE.
+AUTOINTERP_DATA_KEYS = ("n_contexts",)
 
 
 class EvalConfigError(ValueError):
@@ -112,6 +114,39 @@ class AbsorptionConfig:
 
 
 @dataclass(frozen=True)
+class AutointerpConfig:
+    """Autointerp (Bills et al. 2023; Paulo et al. 2024, arXiv 2410.13928; SAEBench,
+    Karvonen et al. 2025, arXiv 2503.09532): defaults are SAEBench's AutoInterpEvalConfig
+    (total_tokens 2M at llm_context_size 128, n_latents 1000, dead_latent_threshold 15,
+    buffer 10, no_overlap, act_threshold_frac 0.01, 10 top + 5 importance-sampled excerpts
+    for the explanation, 2 top + 2 importance-sampled + 10 random for the detection)."""
+
+    n_contexts: int = 15625
+    """Held-out contexts of ``core.context_length`` tokens scanned for examples (SAEBench:
+    2M tokens = 15625 x 128). The first ``core.n_contexts`` are the core eval contexts;
+    only the rest are added to the eval data."""
+    n_latents: int = 1000
+    """Latents sampled per SAE among the alive ones (SAEBench 1000; the paper 100)."""
+    dead_latent_threshold: int = 15
+    """A latent is alive if it fires on more than this many scanned tokens (SAEBench)."""
+    buffer: int = 10
+    """Tokens on each side of the peak: excerpts are 2 * buffer + 1 tokens (SAEBench)."""
+    no_overlap: bool = True
+    """Top excerpts' peaks are more than ``buffer`` tokens apart in a context (SAEBench)."""
+    act_threshold_frac: float = 0.01
+    """An excerpt counts as activating if the latent exceeds this fraction of its top
+    activation on one of its tokens (SAEBench)."""
+    n_top_explain: int = 10
+    n_importance_explain: int = 5
+    n_top_detect: int = 2
+    n_importance_detect: int = 2
+    n_random_detect: int = 10
+    importance_power: float = 2.0
+    """Importance sampling below the top excerpts draws peaks with probability
+    proportional to activation ** power (SAEBench: squared activations)."""
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     device: str = "auto"
     model_dtype: str = "float32"
@@ -124,6 +159,7 @@ class EvalConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     sparse_probing: ProbingConfig = field(default_factory=ProbingConfig)
     absorption: AbsorptionConfig = field(default_factory=AbsorptionConfig)
+    autointerp: AutointerpConfig = field(default_factory=AutointerpConfig)
 
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "EvalConfig":
@@ -139,14 +175,26 @@ class EvalConfig:
             probing_values["k"] = tuple(int(k) for k in probing_values["k"])
         probing = ProbingConfig(**probing_values, tasks=tasks)
         absorption = AbsorptionConfig(**_known(AbsorptionConfig, block.get("absorption") or {}))
-        top = {k: v for k, v in _known(cls, block).items() if k not in ("core", "sparse_probing", "absorption")}
-        cfg = cls(**top, core=core, sparse_probing=probing, absorption=absorption)
+        autointerp = AutointerpConfig(**_known(AutointerpConfig, block.get("autointerp") or {}))
+        sections = ("core", "sparse_probing", "absorption", "autointerp")
+        top = {k: v for k, v in _known(cls, block).items() if k not in sections}
+        cfg = cls(**top, core=core, sparse_probing=probing, absorption=absorption, autointerp=autointerp)
         if cfg.core.splice_contexts > cfg.core.n_contexts:
             raise EvalConfigError(
                 f"eval.core.splice_contexts ({cfg.core.splice_contexts}) exceeds eval.core.n_contexts ({cfg.core.n_contexts})"
             )
         if "{word}" not in cfg.absorption.prompt_template:
             raise EvalConfigError("eval.absorption.prompt_template must contain {word}")
+        window = 2 * cfg.autointerp.buffer + 1
+        if window > cfg.core.context_length:
+            raise EvalConfigError(
+                f"eval.autointerp.buffer {cfg.autointerp.buffer}: excerpts of {window} tokens do not fit in "
+                f"eval.core.context_length {cfg.core.context_length}"
+            )
+        if cfg.autointerp.n_top_explain + cfg.autointerp.n_importance_explain < 1:
+            raise EvalConfigError("eval.autointerp: the explainer needs at least one excerpt (n_top_explain + n_importance_explain)")
+        if cfg.autointerp.n_top_detect + cfg.autointerp.n_importance_detect + cfg.autointerp.n_random_detect < 1:
+            raise EvalConfigError("eval.autointerp: the detector needs at least one excerpt (n_top_detect + n_importance_detect + n_random_detect)")
         return cfg
 
     def identity(self) -> dict[str, Any]:
@@ -154,7 +202,18 @@ class EvalConfig:
         out = asdict(self)
         for key in RUNTIME_KEYS:
             out.pop(key, None)
+        out["autointerp"] = {k: out["autointerp"][k] for k in AUTOINTERP_DATA_KEYS}
         return out
+
+
+def eval_data_block(block: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``eval`` block as the per-model eval data see it: the autointerp keys that only
+    the per-SAE job reads are dropped, so changing them (say, ``n_latents``) does not make
+    Snakemake rebuild the eval data (its params are a rerun trigger)."""
+    out = dict(block or {})
+    if "autointerp" in out:
+        out["autointerp"] = {k: v for k, v in (out["autointerp"] or {}).items() if k in AUTOINTERP_DATA_KEYS}
+    return out
 
 
 def _known(cls: type, block: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,11 @@
   raw-activation probe baselines go into the manifest.
 - ``absorption.safetensors`` (+ ``absorption_words.json``): the residual at each word's
   token in its first-letter prompt, letters, split, and the ground-truth letter probes.
+- ``autointerp.safetensors``: the held-out contexts that autointerp scans for examples
+  beyond the core ones (``eval.autointerp.n_contexts`` in all, the core contexts first,
+  then the next ones of the same held-out stream), with their residuals; absent when the
+  core contexts are enough. The manifest's ``autointerp`` entry says how they combine and
+  which token ids (BOS, EOS, padding) carry no activation, as in SAEBench.
 - ``manifest.json``, written last and atomically: its presence means complete. It holds
   the fingerprint of everything the data depend on (model provenance, corpus and eval
   config; batch size and device excluded) and each file's sha256.
@@ -60,6 +65,7 @@ CORE_FILE = "core.safetensors"
 SPLICE_FILE = "splice.safetensors"
 ABSORPTION_FILE = "absorption.safetensors"
 WORDS_FILE = "absorption_words.json"
+AUTOINTERP_FILE = "autointerp.safetensors"
 PROBING_DIR = "probing"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -317,6 +323,50 @@ def build_absorption(model: torch.nn.Module, tokenizer: Any, layer: int, cfg: Ev
     return {"info": info, "files": files}
 
 
+# ---- autointerp: more held-out contexts to find each latent's examples in -----------------
+
+
+def special_token_ids(tokenizer: Any) -> list[int]:
+    """BOS, EOS and padding ids: SAEBench masks their activations (mask_bos_pad_eos_tokens)."""
+    ids = {getattr(tokenizer, name, None) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    return sorted(int(i) for i in ids if i is not None)
+
+
+@torch.inference_mode()
+def build_autointerp(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path, n_core: int) -> dict[str, Any]:
+    """Residuals of the held-out contexts after the ``n_core`` core ones, up to
+    ``eval.autointerp.n_contexts`` in all (same packing and length as the core contexts)."""
+    wanted = cfg.autointerp.n_contexts
+    extra: list[Tensor] = []
+    n_extra = 0
+    files: dict[str, Any] = {}
+    length = cfg.core.context_length
+    if wanted > n_core:
+        context_cfg = dict(corpus_cfg, context_length=length)
+        contexts = list(islice(iter_contexts(context_cfg, tokenizer, "heldout"), n_core, wanted))
+        if n_core + len(contexts) < wanted:
+            log.warning("held-out text fills only %d of %d autointerp contexts", n_core + len(contexts), wanted)
+        if contexts:
+            tokens = torch.tensor([c.tokens for c in contexts], dtype=torch.long)
+            capture = ResidualCapture(model, layer)
+            device = _device(model)
+            for rows in batches(len(contexts), cfg.batch_size, "autointerp contexts"):
+                extra.append(capture(tokens[rows].to(device)).cpu())
+            n_extra = len(contexts)
+            files[AUTOINTERP_FILE] = _save(out_dir, AUTOINTERP_FILE, {"tokens": tokens, "resid": torch.cat(extra)})
+    n_core_used = min(n_core, wanted)
+    info = {
+        "n_contexts": n_core_used + n_extra,
+        "core_contexts": n_core_used,
+        "extra_contexts": n_extra,
+        "file": AUTOINTERP_FILE if n_extra else None,
+        "context_length": length,
+        "n_tokens": (n_core_used + n_extra) * length,
+        "masked_token_ids": special_token_ids(tokenizer),
+    }
+    return {"info": info, "files": files}
+
+
 # ---- the whole per-model job ------------------------------------------------------------
 
 
@@ -360,6 +410,9 @@ def build_eval_data(
     mark = time.perf_counter()
     absorption = build_absorption(model, tokenizer, layer, cfg, out_dir)
     timings["absorption_seconds"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    autointerp = build_autointerp(model, tokenizer, layer, corpus_cfg, cfg, out_dir, core["info"]["n_contexts"])
+    timings["autointerp_seconds"] = time.perf_counter() - mark
     timings["total_seconds"] = time.perf_counter() - started
     config = getattr(model, "config", None)
     d_model = int(getattr(config, "hidden_size", 0) or 0)
@@ -372,10 +425,11 @@ def build_eval_data(
         "model_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "fingerprint": fingerprint,
         "identity": identity,
-        "files": {**core["files"], **probing["files"], **absorption["files"]},
+        "files": {**core["files"], **probing["files"], **absorption["files"], **autointerp["files"]},
         "core": core["info"],
         "sparse_probing": probing["info"],
         "absorption": absorption["info"],
+        "autointerp": autointerp["info"],
         "timings": timings,
     }
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
@@ -457,6 +511,17 @@ class EvalData:
                 )
             )
         return self.tensor(file, "token_resid"), self.tensor(file, "offsets"), subtasks
+
+    def autointerp_parts(self) -> list[tuple[str, int]]:
+        """(file, rows) of the autointerp contexts, in order: the first core contexts, then
+        the extra ones. Eval data made before autointerp existed are refused by name."""
+        info = self.manifest.get("autointerp")
+        if info is None:
+            raise EvalDataError(f"{self.root / MANIFEST_NAME} has no autointerp contexts (made by an older version); rerun prepare_eval_data")
+        parts = [(CORE_FILE, int(info["core_contexts"]))]
+        if info["extra_contexts"]:
+            parts.append((info["file"], int(info["extra_contexts"])))
+        return [(f, n) for f, n in parts if n > 0]
 
     def absorption(self) -> AbsorptionData:
         get = lambda key: self.tensor(ABSORPTION_FILE, key)  # noqa: E731

@@ -1,11 +1,12 @@
-"""One SAE's interpretability report (no judge LLM): core, sparse probing, absorption.
+"""One SAE's interpretability report: core, sparse probing, absorption, and autointerp's score.
 
 ``evaluate_sae`` loads the SAE (refusing malformed files with a message naming the file),
 reads its model's eval data (:mod:`saesteer.evals.eval_data`; computed once per model),
 runs the model above the hook with the SAE spliced in, and writes
 ``results/{model}/{arch}/{sparsity}/interp.json`` atomically after validating it against
 ``workflow/schemas/interp.schema.json``. Definitions of every number: :mod:`core`,
-:mod:`probing`, :mod:`absorption`.
+:mod:`probing`, :mod:`absorption`; the autointerp score (the only judged metric) comes
+from the SAE's ``autointerp.json`` (:mod:`autointerp`) and is copied under ``autointerp``.
 """
 
 from __future__ import annotations
@@ -223,8 +224,10 @@ def _check_compatible(sae: BaseSAE, sae_cfg: dict[str, Any], sae_dir: Path, data
     hook = (sae_cfg.get("metadata") or {}).get("hook_name")
     if hook and hook != manifest["hook_name"]:
         raise ReportError(f"SAE {sae_dir} was trained on {hook}, the eval data are at {manifest['hook_name']}")
-    stored = json.dumps(manifest["identity"]["eval"], sort_keys=True)
-    if stored != json.dumps(json.loads(json.dumps(cfg.identity())), sort_keys=True):
+    # The autointerp contexts do not enter these metrics (the autointerp job checks them).
+    stored = json.dumps({k: v for k, v in manifest["identity"]["eval"].items() if k != "autointerp"}, sort_keys=True)
+    current = {k: v for k, v in json.loads(json.dumps(cfg.identity())).items() if k != "autointerp"}
+    if stored != json.dumps(current, sort_keys=True):
         raise EvalDataError(
             f"{data.root / MANIFEST_NAME} was made with a different eval config than the current one; rerun prepare_eval_data"
         )
@@ -245,6 +248,28 @@ def evaluate_loaded(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: E
     return {"core": core, "sparse_probing": probing, "absorption": absorption, "timings": timings}
 
 
+def autointerp_entry(path: Path, sae_dir: Path, model: str, arch: str, target_l0: int) -> dict[str, Any]:
+    """The autointerp part of interp.json, from the SAE's autointerp summary (checked to be
+    about this SAE: same weights)."""
+    from saesteer.evals.autointerp import read_summary
+
+    summary = read_summary(path)
+    weights = sha256_file(Path(sae_dir) / SAELENS_WEIGHTS)
+    if summary["sae"]["weights_sha256"] != weights or (summary["model"], summary["arch"], summary["target_l0"]) != (model, arch, int(target_l0)):
+        raise ReportError(f"{path} is the autointerp summary of another SAE than {sae_dir}; rerun the autointerp rule")
+    return {
+        "score": summary["score"],
+        "score_std": summary["score_std"],
+        "n_latents": summary["n_latents"],
+        "judge": summary["judge"],
+        "judge_model": summary["judge_model"],
+        "explanation_kind": summary["explanation_kind"],
+        "unparsed": summary["unparsed"],
+        "summary": str(path),
+        "summary_sha256": sha256_file(path),
+    }
+
+
 def evaluate_sae(
     sae_dir: Path,
     eval_dir: Path,
@@ -254,9 +279,12 @@ def evaluate_sae(
     model: str,
     arch: str,
     target_l0: int,
+    autointerp_json: Path | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """The workflow's per-SAE job: evaluate the SAE in ``sae_dir``, write ``out_json``."""
+    """The workflow's per-SAE job: evaluate the SAE in ``sae_dir``, write ``out_json``.
+    ``autointerp_json``: the SAE's autointerp summary, whose score goes under ``autointerp``
+    (the workflow always passes it)."""
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -270,6 +298,8 @@ def evaluate_sae(
     load_seconds = time.perf_counter() - started
     log.info("evaluating %s on %s eval data (%s)", sae_dir, model, data.manifest["fingerprint"][:12])
     results = evaluate_loaded(sae, llm, data, cfg)
+    if autointerp_json is not None:
+        results["autointerp"] = autointerp_entry(autointerp_json, sae_dir, model, arch, target_l0)
     results["timings"]["load_seconds"] = load_seconds
     results["timings"]["total_seconds"] = time.perf_counter() - started
     manifest_path = eval_dir / MANIFEST_NAME

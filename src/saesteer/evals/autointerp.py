@@ -1,0 +1,663 @@
+"""Autointerp of one SAE: a judge explains sampled latents, then detects with its explanation.
+
+The protocol is SAEBench's (Karvonen et al. 2025, arXiv 2503.09532), itself after Bills et
+al. 2023 and Paulo et al. 2024 (arXiv 2410.13928); every default of ``eval.autointerp`` is
+SAEBench's (src/saesteer/evals/config.py cites them):
+
+1. **Scan.** The SAE encodes the held-out contexts of the model's eval data
+   (``eval.autointerp.n_contexts`` of ``core.context_length`` tokens, from documents SAE
+   training never read). Activations on BOS, EOS and padding tokens are zeroed
+   (SAEBench's ``mask_bos_pad_eos_tokens``). Per latent: tokens it fires on (density) and
+   its largest activation.
+2. **Sample.** Alive latents fire on more than ``dead_latent_threshold`` scanned tokens.
+   Each latent has a priority, a keyed hash of (seed, latent index); the ``n_latents``
+   alive latents of lowest priority are taken. So the sample is deterministic, does not
+   depend on the order latents are listed in, and is nested: a smaller ``n_latents`` takes
+   a prefix of the ``rank`` column (steering's concepts can be the first of them).
+3. **Examples**, per latent with its own seeded generator (a latent's examples do not
+   depend on which other latents were sampled). An excerpt is ``2 * buffer + 1`` tokens
+   around a peak token, shifted to stay inside its context (SAEBench drops peaks within
+   ``buffer`` tokens of an edge instead).
+   - top: the ``n_top_explain + n_top_detect`` highest peaks, more than ``buffer`` tokens
+     apart within a context (``no_overlap``);
+   - importance-sampled: ``n_importance_explain + n_importance_detect`` peaks drawn
+     without replacement among the tokens below the lowest top peak (outside the top
+     excerpts), with probability proportional to activation ** ``importance_power``;
+   - random: ``n_random_detect`` excerpts at uniformly random places.
+   Top and importance-sampled excerpts are split at random between the explainer and the
+   detector, so the detector never sees an excerpt the explainer was shown.
+4. **Explain.** The judge sees the explainer's excerpts, strongest first, activating
+   tokens marked. The offline proxy judge writes a token-list explanation instead (the
+   latent's most frequent peak tokens, labelled ``explanation_kind = "token_list"``).
+5. **Detect.** The judge sees the explanation and the detector's excerpts, shuffled and
+   unmarked, and names those that activate the latent. Truth: an excerpt activates if the
+   latent exceeds ``act_threshold_frac`` of its largest activation on one of its tokens (a
+   random excerpt can activate). Accuracy = share of excerpts classified correctly; the
+   SAE's autointerp score = mean accuracy over the sampled latents.
+
+Unparseable replies are counted, never dropped: an unparsed explanation gets no detection
+call and predicts no excerpt; an unparsed detection predicts none (the judge layer's rule).
+
+Per latent the table also stores what steering needs: ``max_activation`` (the largest code
+on held-out text, in the SAE's code units), ``decoder_norm`` (norm of its decoder row in
+the residual stream's units) and ``m_f`` = their product, the residual-space size of the
+latent's largest contribution: steering adds ``factor * m_f * v_f`` with ``v_f`` the unit
+decoder row (AxBench's max-activation scaling; the two agree when decoder rows have unit
+norm, as in Gemma Scope).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from saesteer.evals.config import AutointerpConfig, EvalConfig
+from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
+from saesteer.io import atomic_path, sha256_file, write_json_atomic
+from saesteer.judges import (
+    OFFLINE_KIND,
+    ActivatingContext,
+    Judge,
+    JudgeConfig,
+    JudgeConfigError,
+    check_judge_config,
+    detection_accuracy,
+    make_judge,
+)
+from saesteer.judges.prompts import highlight
+from saesteer.sae.base import BaseSAE
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "autointerp.schema.json"
+AUTOINTERP_VERSION = 1
+TOKEN_LIST = "token_list"
+LLM_EXPLANATION = "llm"
+
+
+class AutointerpError(RuntimeError):
+    """Autointerp cannot run on these inputs, or its output does not match the schema."""
+
+
+# ---- latent sampling ---------------------------------------------------------------------
+
+
+def _hash64(*parts: object) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def latent_priority(latent: int, seed: int) -> int:
+    """The sampling priority of a latent: a keyed hash, lower is sampled first."""
+    return _hash64("autointerp-latent", seed, int(latent))
+
+
+def sample_latents(alive: Sequence[int] | Tensor, n: int, seed: int) -> list[int]:
+    """The ``n`` alive latents of lowest priority, in priority order (rank 0 first).
+
+    Deterministic, independent of the order of ``alive``, and nested: ``sample_latents(a,
+    m, s)`` is a prefix of ``sample_latents(a, n, s)`` for m < n.
+    """
+    latents = sorted({int(i) for i in (alive.tolist() if isinstance(alive, Tensor) else alive)})
+    return sorted(latents, key=lambda i: (latent_priority(i, seed), i))[: max(0, n)]
+
+
+def latent_generator(latent: int, seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_hash64("autointerp-examples", seed, int(latent)) >> 1)
+
+
+# ---- the held-out contexts ---------------------------------------------------------------
+
+
+@dataclass
+class ContextSource:
+    """Held-out contexts: token ids [N, T] and their hook-point residuals, read in row batches."""
+
+    tokens: Tensor
+    parts: Sequence[tuple[Any, int]]
+    """(handle, rows) pieces in order; ``read(handle, rows)`` gives their residual rows."""
+    read: Any
+    masked_token_ids: Sequence[int] = ()
+
+    def batches(self, rows_per_batch: int) -> Iterator[tuple[slice, Tensor]]:
+        offset = 0
+        for handle, n in self.parts:
+            for start in range(0, n, rows_per_batch):
+                stop = min(n, start + rows_per_batch)
+                yield slice(offset + start, offset + stop), self.read(handle, slice(start, stop))
+            offset += n
+
+    @classmethod
+    def in_memory(cls, tokens: Tensor, resid: Tensor, masked_token_ids: Sequence[int] = ()) -> "ContextSource":
+        return cls(tokens, [(resid, tokens.shape[0])], lambda r, rows: r[rows], masked_token_ids)
+
+    @classmethod
+    def from_eval_data(cls, data: EvalData) -> "ContextSource":
+        parts = data.autointerp_parts()
+        tokens = torch.cat([data.rows(f, "tokens", slice(0, n)) for f, n in parts])
+        masked = data.manifest["autointerp"]["masked_token_ids"]
+        return cls(tokens, parts, lambda f, rows: data.rows(f, "resid", rows), masked)
+
+
+@dataclass
+class Scan:
+    n_tokens: int
+    """Tokens scanned (masked ones excluded)."""
+    counts: Tensor
+    """[d_sae] tokens each latent fires on."""
+    max_acts: Tensor
+    """[d_sae] largest activation of each latent."""
+    acts: dict[int, Tensor] = field(default_factory=dict)
+    """latent -> [N, T] float32 activations (masked tokens zero), for the latents asked for."""
+
+
+@torch.inference_mode()
+def scan(sae: BaseSAE, source: ContextSource, collect: Sequence[int], sae_batch_tokens: int) -> Scan:
+    """One pass of the SAE over the contexts: stats of every latent, activations of ``collect``."""
+    n, length = source.tokens.shape
+    device = sae.W_enc.device
+    mask = ~torch.isin(source.tokens, torch.tensor(list(source.masked_token_ids), dtype=source.tokens.dtype))
+    counts = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
+    maxes = torch.zeros(sae.d_sae, dtype=torch.float32, device=device)
+    index = torch.tensor(list(collect), dtype=torch.long, device=device)
+    kept = torch.zeros(n, length, len(collect), dtype=torch.float32)
+    for rows, resid in source.batches(max(1, sae_batch_tokens // length)):
+        b = rows.stop - rows.start
+        codes = sae.encode(resid.to(device).reshape(b * length, -1)).float()
+        codes.mul_(mask[rows].reshape(-1, 1).to(device))
+        counts += (codes > 0).sum(0)
+        torch.maximum(maxes, codes.max(0).values, out=maxes)
+        if len(collect):
+            kept[rows] = codes.index_select(1, index).reshape(b, length, -1).cpu()
+    acts = {int(latent): kept[..., j].contiguous() for j, latent in enumerate(collect)}
+    return Scan(int(mask.sum()), counts.cpu(), maxes.cpu(), acts)
+
+
+# ---- examples of one latent -------------------------------------------------------------
+
+
+@dataclass
+class Excerpt:
+    row: int
+    start: int
+    peak: float
+    """The latent's largest activation in the excerpt."""
+    source: str
+    """"top", "importance" or "random"."""
+
+
+@dataclass
+class LatentExamples:
+    latent: int
+    explain: list[Excerpt]
+    detect: list[Excerpt]
+    positives: list[int]
+    """Indices into ``detect`` of the excerpts that activate the latent."""
+    act_threshold: float
+
+
+def _start(center: int, width: int, length: int) -> int:
+    return min(max(0, center - width // 2), length - width)
+
+
+def latent_examples(latent: int, acts: Tensor, cfg: AutointerpConfig, generator: torch.Generator) -> LatentExamples | None:
+    """Excerpts for the explainer and the detector from one latent's activations [N, T]
+    (None when the latent never fires on the scanned text)."""
+    n, length = acts.shape
+    width = 2 * cfg.buffer + 1
+    flat = acts.reshape(-1)
+    n_pos = int((flat > 0).sum())
+    if n_pos == 0:
+        return None
+    max_act = float(flat.max())
+    act_threshold = cfg.act_threshold_frac * max_act
+
+    def excerpt(center_flat: int, source: str) -> Excerpt:
+        row, col = divmod(int(center_flat), length)
+        start = _start(col, width, length)
+        return Excerpt(row, start, float(acts[row, start : start + width].max()), source)
+
+    # Top peaks, more than `buffer` apart in a context: each kept peak rules out at most
+    # 2 * buffer others, so that many candidates per wanted peak always suffice.
+    k_top = cfg.n_top_explain + cfg.n_top_detect
+    n_cand = min(n_pos, k_top * (width if cfg.no_overlap else 1))
+    values, order = flat.topk(n_cand)
+    peaks: list[tuple[int, int]] = []
+    for i in order.tolist():
+        row, col = divmod(i, length)
+        if cfg.no_overlap and any(r == row and abs(c - col) <= cfg.buffer for r, c in peaks):
+            continue
+        peaks.append((row, col))
+        if len(peaks) == k_top:
+            break
+    top = [excerpt(r * length + c, "top") for r, c in peaks]
+
+    # Importance sampling below the lowest top peak, outside the top excerpts
+    # (Efraimidis-Spirakis keys: sampling without replacement, proportional to weight).
+    lowest = min(float(acts[r, c]) for r, c in peaks)
+    weights = torch.where(acts < lowest, acts, torch.zeros(())).clamp_min(0)
+    for e in top:
+        weights[e.row, e.start : e.start + width] = 0
+    weights = weights.reshape(-1).double().pow(cfg.importance_power)
+    candidates = torch.nonzero(weights > 0).flatten()
+    k_iw = min(cfg.n_importance_explain + cfg.n_importance_detect, len(candidates))
+    importance: list[Excerpt] = []
+    if k_iw:
+        u = torch.rand(len(candidates), generator=generator, dtype=torch.float64).clamp_min(1e-300)
+        keys = u.log() / weights[candidates]
+        chosen = candidates[keys.topk(k_iw).indices]
+        importance = [excerpt(int(i), "importance") for i in chosen.tolist()]
+
+    rows = torch.randint(0, n, (cfg.n_random_detect,), generator=generator).tolist()
+    starts = torch.randint(0, length - width + 1, (cfg.n_random_detect,), generator=generator).tolist()
+    random = [Excerpt(r, s, float(acts[r, s : s + width].max()), "random") for r, s in zip(rows, starts)]
+
+    # Random split between explainer and detector (the explainer gets its share first
+    # when a rare latent has fewer examples than asked for).
+    top = [top[i] for i in torch.randperm(len(top), generator=generator).tolist()]
+    importance = [importance[i] for i in torch.randperm(len(importance), generator=generator).tolist()]
+    explain = top[: cfg.n_top_explain] + importance[: cfg.n_importance_explain]
+    explain.sort(key=lambda e: -e.peak)  # strongest first, as SAEBench shows them
+    detect = top[cfg.n_top_explain :] + importance[cfg.n_importance_explain :] + random
+    detect = [detect[i] for i in torch.randperm(len(detect), generator=generator).tolist()]
+    positives = [k for k, e in enumerate(detect) if e.peak > act_threshold]
+    return LatentExamples(latent, explain, detect, positives, act_threshold)
+
+
+class TokenText:
+    """Token ids -> the text of each token, by incremental decoding (right for byte-level
+    BPE and SentencePiece alike: a token's leading space is kept)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, ids: Sequence[int]) -> list[str]:
+        pieces, previous = [], ""
+        for i in range(len(ids)):
+            text = self.tokenizer.decode(list(ids[: i + 1]))
+            if text.startswith(previous):
+                pieces.append(text[len(previous) :])
+            else:  # a multi-byte character completed: re-decode this token alone
+                pieces.append(self.tokenizer.decode([ids[i]]))
+            previous = text
+        return pieces
+
+
+# ---- the judge -----------------------------------------------------------------------------
+
+
+class _LazyEmbedder:
+    """The offline judge's sentence embedder, loaded only if a detection needs it: token-list
+    explanations (the offline judge's own) are matched by their quoted tokens."""
+
+    def __init__(self, device: str, max_length: int):
+        from saesteer.judges.offline import MiniLMEmbedder
+
+        self.name = MiniLMEmbedder.name
+        self._make = lambda: MiniLMEmbedder(device=device, max_length=max_length)
+        self._model: Any = None
+
+    def _get(self) -> Any:
+        if self._model is None:
+            self._model = self._make()
+        return self._model
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
+        return self._get().encode(texts, batch_size)
+
+    def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> Tensor:
+        return self._get().cosine(a, b, batch_size)
+
+
+def autointerp_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None) -> Judge:
+    """The configured judge, as autointerp uses it.
+
+    Offline: the proxy judge without its reference LM, which only rates fluency (steering):
+    autointerp never rates. The reference model's name still enters ``judge_model``, so
+    autointerp and steering results carry the same judge label.
+    """
+    cfg = check_judge_config(judge_cfg)
+    if cfg.kind == "llm":
+        return make_judge(cfg)
+    from saesteer.judges.offline import OfflineProxyJudge
+    from saesteer.models import resolve_device
+
+    record = Path(cfg.offline.reference_model)
+    try:
+        lm_name = json.loads(record.read_text()).get("name", record.parent.name)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JudgeConfigError(f"judge.offline.reference_model: {record} is not a prepared-model record ({exc})") from exc
+    embedder = _LazyEmbedder(str(resolve_device(cfg.offline.device)), cfg.offline.max_tokens)
+    return OfflineProxyJudge(cfg.offline, None, None, lm_name=lm_name, embedder=embedder)  # type: ignore[arg-type]
+
+
+def reference_model_input(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_names: Sequence[str]) -> dict[str, str]:
+    """Extra inputs of an autointerp job: the offline judge's reference-model record, which
+    must be a prepared model of the grid (``results/models/<name>/model.json``) so that
+    ``prepare_model`` makes it; nothing for an LLM judge."""
+    cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else JudgeConfig.from_dict(judge_cfg)
+    if cfg.kind != "offline":
+        return {}
+    path = Path(cfg.offline.reference_model)
+    expected = {f"results/models/{name}/model.json" for name in model_names}
+    if path.as_posix() not in expected:
+        raise JudgeConfigError(
+            f"judge.offline.reference_model: {path.as_posix()!r} is not the model record of a model in this grid; "
+            f"use one of {sorted(expected)}"
+        )
+    return {"reference_model": path.as_posix()}
+
+
+# ---- one SAE -------------------------------------------------------------------------------
+
+
+def explanation_kind(judge: Judge) -> str:
+    return TOKEN_LIST if judge.kind == OFFLINE_KIND else LLM_EXPLANATION
+
+
+def _window(tensor: Tensor, e: Excerpt, width: int) -> Tensor:
+    return tensor[e.row, e.start : e.start + width]
+
+
+def autointerp_latents(
+    sae: BaseSAE,
+    source: ContextSource,
+    cfg: AutointerpConfig,
+    judge: Judge,
+    tokenizer: Any,
+    *,
+    seed: int = 0,
+    sae_batch_tokens: int = 8192,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Autointerp of an SAE already in memory: (one record per sampled latent, summary)."""
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+    # Sampling needs every latent's count, so the latents' activations are kept in the same
+    # pass for the most likely sample (the first by priority, with room for dead ones);
+    # a second pass runs only if too many of those are dead.
+    order = sample_latents(range(sae.d_sae), sae.d_sae, seed)
+    first = order[: min(sae.d_sae, cfg.n_latents + max(16, cfg.n_latents // 4))]
+    stats = scan(sae, source, first, sae_batch_tokens)
+    alive = torch.nonzero(stats.counts > cfg.dead_latent_threshold).flatten()
+    sampled = sample_latents(alive, cfg.n_latents, seed)
+    missing = [i for i in sampled if i not in stats.acts]
+    if missing:
+        stats.acts.update(scan(sae, source, missing, sae_batch_tokens).acts)
+    timings["scan_seconds"] = time.perf_counter() - mark
+    if len(sampled) < cfg.n_latents:
+        log.warning("only %d alive latents (more than %d activations): fewer than the %d asked for", len(sampled), cfg.dead_latent_threshold, cfg.n_latents)
+
+    mark = time.perf_counter()
+    width = 2 * cfg.buffer + 1
+    text = TokenText(tokenizer)
+    tokens = source.tokens
+    norms = sae.W_dec.detach().float().norm(dim=1).cpu()
+    examples: list[LatentExamples] = []
+    for latent in sampled:
+        ex = latent_examples(latent, stats.acts[latent], cfg, latent_generator(latent, seed))
+        assert ex is not None, "alive latents fire"
+        examples.append(ex)
+    explain_contexts = [
+        [ActivatingContext(text(_window(tokens, e, width).tolist()), _window(stats.acts[ex.latent], e, width).tolist()) for e in ex.explain]
+        for ex in examples
+    ]
+    detect_contexts = [
+        [ActivatingContext(text(_window(tokens, e, width).tolist())) for e in ex.detect] for ex in examples
+    ]
+    timings["examples_seconds"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    explanations = judge.explain_many(explain_contexts) if examples else []
+    asked = [k for k, e in enumerate(explanations) if e.parsed]
+    detections = dict(zip(asked, judge.detect_many([(explanations[k].text, detect_contexts[k]) for k in asked]))) if asked else {}
+    timings["judge_seconds"] = time.perf_counter() - mark
+
+    kind = explanation_kind(judge)
+    records = []
+    for rank, (ex, expl) in enumerate(zip(examples, explanations)):
+        det = detections.get(rank)
+        predicted = sorted(det.predicted) if det is not None else []
+        n_detect = len(ex.detect)
+        latent = ex.latent
+        max_act = float(stats.max_acts[latent])
+        records.append(
+            {
+                "latent": latent,
+                "rank": rank,
+                "explanation": expl.text,
+                "explanation_kind": kind,
+                "judge": judge.kind,
+                "judge_model": judge.model_label,
+                "explain_parsed": bool(expl.parsed),
+                "detect_parsed": bool(det is not None and det.parsed),
+                "n_shown": len(ex.explain),
+                "n_top_shown": sum(e.source == "top" for e in ex.explain),
+                "n_importance_shown": sum(e.source == "importance" for e in ex.explain),
+                "n_detect": n_detect,
+                "detect_sources": [e.source for e in ex.detect],
+                "detect_positives": list(ex.positives),
+                "detect_predicted": predicted,
+                "accuracy": detection_accuracy(predicted, ex.positives, n_detect) if n_detect else float("nan"),
+                "max_activation": max_act,
+                "decoder_norm": float(norms[latent]),
+                "m_f": max_act * float(norms[latent]),
+                "density": int(stats.counts[latent]) / max(1, stats.n_tokens),
+                "n_active_tokens": int(stats.counts[latent]),
+                "act_threshold": ex.act_threshold,
+                "explain_contexts": [highlight(c) for c in explain_contexts[rank]],
+                "detect_contexts": [c.text for c in detect_contexts[rank]],
+                "explain_raw": expl.raw,
+                "detect_raw": det.raw if det is not None else "",
+            }
+        )
+    accuracies = [r["accuracy"] for r in records if not math.isnan(r["accuracy"])]
+    stats_judge = judge.stats()
+    usage = {k: int(stats_judge.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
+    usage["dollars"] = float(stats_judge.get("dollars", 0.0))
+    summary = {
+        "judge": judge.kind,
+        "judge_model": judge.model_label,
+        "explanation_kind": kind,
+        "score": statistics.fmean(accuracies) if accuracies else None,
+        "score_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "n_latents": len(records),
+        "n_latents_requested": cfg.n_latents,
+        "n_alive": int(len(alive)),
+        "d_sae": sae.d_sae,
+        "n_tokens_scanned": stats.n_tokens,
+        "unparsed": {
+            "explain": sum(not r["explain_parsed"] for r in records),
+            "detect": sum(r["explain_parsed"] and not r["detect_parsed"] for r in records),
+        },
+        "usage": usage,
+        "timings": timings,
+    }
+    return records, summary
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("latent", pa.int64()),
+        ("rank", pa.int64()),
+        ("explanation", pa.string()),
+        ("explanation_kind", pa.string()),
+        ("judge", pa.string()),
+        ("judge_model", pa.string()),
+        ("explain_parsed", pa.bool_()),
+        ("detect_parsed", pa.bool_()),
+        ("n_shown", pa.int64()),
+        ("n_top_shown", pa.int64()),
+        ("n_importance_shown", pa.int64()),
+        ("n_detect", pa.int64()),
+        ("detect_sources", pa.list_(pa.string())),
+        ("detect_positives", pa.list_(pa.int64())),
+        ("detect_predicted", pa.list_(pa.int64())),
+        ("accuracy", pa.float64()),
+        ("max_activation", pa.float64()),
+        ("decoder_norm", pa.float64()),
+        ("m_f", pa.float64()),
+        ("density", pa.float64()),
+        ("n_active_tokens", pa.int64()),
+        ("act_threshold", pa.float64()),
+        ("explain_contexts", pa.list_(pa.string())),
+        ("detect_contexts", pa.list_(pa.string())),
+        ("explain_raw", pa.string()),
+        ("detect_raw", pa.string()),
+    ]
+)
+
+
+def write_table(records: list[dict[str, Any]], path: Path) -> None:
+    table = pa.Table.from_pylist(records, schema=PARQUET_SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def validate_summary(summary: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    schema = json.loads(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(summary), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:10]]
+        raise AutointerpError("autointerp summary does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _check_autointerp_data(data: EvalData, cfg: EvalConfig) -> None:
+    stored = (data.manifest["identity"]["eval"] or {}).get("autointerp")
+    if stored != cfg.identity()["autointerp"]:
+        raise EvalDataError(
+            f"{data.root / MANIFEST_NAME} was made with eval.autointerp {stored}, the config says "
+            f"{cfg.identity()['autointerp']}; rerun prepare_eval_data"
+        )
+
+
+def load_tokenizer(model_json: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from saesteer.models import ModelError
+
+    try:
+        local_dir = json.loads(Path(model_json).read_text())["local_dir"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ModelError(f"{model_json} is not a prepared-model record ({exc}); rerun prepare_model") from exc
+    return AutoTokenizer.from_pretrained(local_dir)
+
+
+def run_autointerp(
+    *,
+    sae_dir: Path,
+    eval_dir: Path,
+    eval_cfg: dict[str, Any],
+    judge_cfg: JudgeConfig | Mapping[str, Any] | None,
+    out_parquet: Path,
+    out_json: Path,
+    model: str,
+    arch: str,
+    target_l0: int,
+    model_json: Path | None = None,
+    tokenizer: Any = None,
+    judge: Judge | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The workflow's per-SAE job: autointerp of the SAE in ``sae_dir`` on its model's eval
+    data; writes the per-latent table ``out_parquet`` and the summary ``out_json``.
+    ``tokenizer`` and ``judge`` override the ones of ``model_json`` and ``judge_cfg`` (tests)."""
+    from saesteer.evals.report import _check_compatible, load_sae
+    from saesteer.models import resolve_device
+    from saesteer.sae.saelens_io import SAELENS_WEIGHTS
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    cfg = EvalConfig.from_config(eval_cfg)
+    sae_dir, eval_dir = Path(sae_dir), Path(eval_dir)
+    sae, sae_cfg = load_sae(sae_dir)
+    data = load_eval_data(eval_dir)
+    _check_compatible(sae, sae_cfg, sae_dir, data, cfg)
+    _check_autointerp_data(data, cfg)
+    if tokenizer is None:
+        if model_json is None:
+            raise AutointerpError("run_autointerp needs model_json or a tokenizer")
+        tokenizer = load_tokenizer(model_json)
+    own_judge = judge is None
+    judge = judge or autointerp_judge(judge_cfg)
+    sae = sae.to(resolve_device(cfg.device))
+    source = ContextSource.from_eval_data(data)
+    load_seconds = time.perf_counter() - started
+    log.info(
+        "autointerp of %s: %d latents of %d, %d contexts x %d tokens, judge %s (%s)",
+        sae_dir, cfg.autointerp.n_latents, sae.d_sae, source.tokens.shape[0], source.tokens.shape[1], judge.kind, judge.model_label,
+    )
+    try:
+        records, summary = autointerp_latents(
+            sae, source, cfg.autointerp, judge, tokenizer, seed=cfg.seed, sae_batch_tokens=cfg.sae_batch_tokens
+        )
+    finally:
+        if own_judge:
+            judge.close()
+    summary["timings"] = {"load_seconds": load_seconds, **summary["timings"], "total_seconds": time.perf_counter() - started}
+    manifest_path = eval_dir / MANIFEST_NAME
+    report = _finite(
+        {
+            "autointerp_version": AUTOINTERP_VERSION,
+            "model": model,
+            "arch": arch,
+            "target_l0": int(target_l0),
+            "hook_name": data.manifest["hook_name"],
+            "sae": {"path": str(sae_dir), "d_sae": sae.d_sae, "weights_sha256": sha256_file(sae_dir / SAELENS_WEIGHTS)},
+            **summary,
+            "config": {**asdict(cfg.autointerp), "seed": cfg.seed},
+            "eval_data": {
+                "fingerprint": data.manifest["fingerprint"],
+                "manifest": str(manifest_path),
+                "manifest_sha256": sha256_file(manifest_path),
+                "n_contexts": int(source.tokens.shape[0]),
+                "context_length": int(source.tokens.shape[1]),
+            },
+            "table": str(out_parquet),
+        }
+    )
+    validate_summary(report)
+    write_table(records, Path(out_parquet))
+    write_json_atomic(out_json, report)
+    log.info(
+        "%s/%s/l0-%s: autointerp score %s over %d latents (%s), unparsed %s, usage %s (%.1f s)",
+        model, arch, target_l0, report["score"], report["n_latents"], report["judge_model"], report["unparsed"],
+        report["usage"], report["timings"]["total_seconds"],
+    )
+    return report
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """An autointerp.json, validated (for the interpretability report)."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AutointerpError(f"{path} is not a readable autointerp summary ({exc}); rerun the autointerp rule") from exc
+    validate_summary(summary)
+    return summary

@@ -1,0 +1,373 @@
+"""Autointerp: latent sampling, example selection, the offline and LLM judge paths, outputs.
+
+Most tests use constructed held-out data (token ids and residuals made here) and a ReLU SAE
+whose latents read single residual dimensions: latent 0 fires exactly on one token, the
+next ones at random places, the last never. One end-to-end test runs the tiny Llama through
+the per-model eval data and the per-SAE job, as the workflow does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from saesteer.evals.autointerp import (
+    PARQUET_SCHEMA,
+    ContextSource,
+    autointerp_latents,
+    latent_examples,
+    latent_generator,
+    reference_model_input,
+    run_autointerp,
+    sample_latents,
+    scan,
+    validate_summary,
+)
+from saesteer.evals.config import AutointerpConfig, EvalConfig
+from saesteer.evals.eval_data import build_eval_data
+from saesteer.evals.report import evaluate_sae, validate_report
+from saesteer.judges import JudgeConfigError, LLMJudgeConfig, OfflineJudgeConfig
+from saesteer.judges.llm import LLMJudge
+from saesteer.judges.offline import OfflineProxyJudge
+from saesteer.sae.registry import build_sae
+from saesteer.sae.saelens_io import save_saelens_dir
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- constructed data ----------------------------------------------------------------------
+
+BOS, EOS, FIRST_WORD, VOCAB = 2, 1, 3, 203
+TOKEN = 7  # latent 0 fires exactly on this token
+N_RANDOM_LATENTS = 6
+D = 2 + N_RANDOM_LATENTS  # residual dims: 0 token feature, 1..6 random features, 7 unused
+
+
+class WordTokenizer:
+    """Token id i >= 3 is the word " w{i}"; BOS and EOS decode to nothing."""
+
+    bos_token_id, eos_token_id, pad_token_id = BOS, EOS, None
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(f" w{i}" for i in ids if i >= FIRST_WORD)
+
+
+class NoEmbedder:
+    """The offline judge's embedder is not needed for token-list explanations."""
+
+    name = "no-embedder"
+
+    def cosine(self, *args: object, **kwargs: object) -> torch.Tensor:
+        raise AssertionError("token-list explanations are matched by their tokens")
+
+
+def constructed_source(n: int = 120, length: int = 64, p_random: float = 0.006, seed: int = 0) -> ContextSource:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(FIRST_WORD, VOCAB, (n, length), generator=g)
+    tokens[:, 0] = BOS
+    resid = torch.zeros(n, length, D)
+    resid[..., 0] = (tokens == TOKEN) * (1.0 + 4.0 * torch.rand(n, length, generator=g))
+    for j in range(1, 1 + N_RANDOM_LATENTS):
+        fires = torch.rand(n, length, generator=g) < p_random
+        resid[..., j] = fires * (1.0 + 4.0 * torch.rand(n, length, generator=g))
+    return ContextSource.in_memory(tokens, resid, masked_token_ids=[EOS, BOS])
+
+
+def constructed_sae() -> torch.nn.Module:
+    """ReLU SAE: latent i reads residual dim i (minus 0.5); the last latent is dead."""
+    sae = build_sae("relu", D, D, target_l0=2)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(D))
+        sae.b_enc.fill_(-0.5)
+        sae.b_enc[D - 1] = -100.0
+        sae.W_dec.copy_(torch.eye(D) * 2.0)
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def offline_judge() -> OfflineProxyJudge:
+    return OfflineProxyJudge(OfflineJudgeConfig(), None, None, lm_name="ref", embedder=NoEmbedder())  # type: ignore[arg-type]
+
+
+CFG = AutointerpConfig(n_contexts=120, n_latents=D, dead_latent_threshold=15)
+
+
+def by_latent(records: list[dict]) -> dict[int, dict]:
+    return {r["latent"]: r for r in records}
+
+
+# ---- sampling ------------------------------------------------------------------------------
+
+
+def test_latent_sampling_is_deterministic_order_independent_and_nested():
+    alive = list(range(0, 3000, 3))
+    sample = sample_latents(alive, 100, seed=0)
+    assert len(sample) == len(set(sample)) == 100 and set(sample) <= set(alive)
+    shuffled = alive[:]
+    random.Random(1).shuffle(shuffled)
+    assert sample_latents(shuffled, 100, seed=0) == sample
+    assert sample_latents(torch.tensor(shuffled), 100, seed=0) == sample
+    assert sample_latents(alive, 40, seed=0) == sample[:40]  # nested: a prefix by rank
+    assert sample_latents(alive, 100, seed=1) != sample
+    assert sorted(sample_latents(alive[:7], 100, seed=0)) == alive[:7]  # fewer alive than asked
+    # Two more alive latents can displace at most two: the others keep their order.
+    more = sample_latents(alive + [1, 2], 102, seed=0)
+    assert [i for i in more if i not in (1, 2)][:100] == sample
+
+
+def test_scan_masks_special_tokens_and_counts_alive_latents():
+    source = constructed_source()
+    stats = scan(constructed_sae(), source, [0], sae_batch_tokens=1000)
+    assert stats.n_tokens == source.tokens.numel() - source.tokens.shape[0]  # BOS masked
+    assert stats.counts[0] == int((source.tokens == TOKEN).sum())
+    assert stats.counts[D - 1] == 0
+    assert torch.equal(stats.acts[0] > 0, source.tokens == TOKEN)
+
+
+# ---- examples ------------------------------------------------------------------------------
+
+
+def test_examples_split_top_and_importance_between_explainer_and_detector():
+    source = constructed_source()
+    acts = scan(constructed_sae(), source, [0], 1000).acts[0]
+    ex = latent_examples(0, acts, CFG, latent_generator(0, 0))
+    width = 2 * CFG.buffer + 1
+    kinds = [e.source for e in ex.explain]
+    assert kinds.count("top") == CFG.n_top_explain and kinds.count("importance") == CFG.n_importance_explain
+    assert [e.peak for e in ex.explain] == sorted((e.peak for e in ex.explain), reverse=True)
+    detect_kinds = [e.source for e in ex.detect]
+    assert detect_kinds.count("top") == CFG.n_top_detect and detect_kinds.count("random") == CFG.n_random_detect
+    # No excerpt is shown to both; top peaks are the highest, more than `buffer` apart.
+    shown = {(e.row, e.start) for e in ex.explain}
+    assert not shown & {(e.row, e.start) for e in ex.detect if e.source != "random"}
+    tops = [e for e in ex.explain + ex.detect if e.source == "top"]
+    lowest_top = min(e.peak for e in tops)
+    assert lowest_top >= float(torch.topk(acts.flatten(), 60).values[-1])
+    assert all(e.peak < lowest_top for e in ex.explain + ex.detect if e.source == "importance")
+    for a in tops:
+        for b in tops:
+            if a is not b and a.row == b.row:
+                assert abs(a.start - b.start) > CFG.buffer or a.start in (0, acts.shape[1] - width)
+    # Truth: an excerpt activates iff the latent fires on one of its tokens.
+    for k, e in enumerate(ex.detect):
+        assert (k in ex.positives) == bool((source.tokens[e.row, e.start : e.start + width] == TOKEN).any())
+    # Same seed, same examples.
+    again = latent_examples(0, acts, CFG, latent_generator(0, 0))
+    assert [(e.row, e.start) for e in again.detect] == [(e.row, e.start) for e in ex.detect]
+
+
+# ---- the offline judge -----------------------------------------------------------------------
+
+
+def test_offline_judge_names_the_token_and_detects_it_random_latents_score_chance():
+    records, summary = autointerp_latents(constructed_sae(), constructed_source(), CFG, offline_judge(), WordTokenizer())
+    latents = by_latent(records)
+    assert set(latents) == set(range(D - 1))  # the dead latent is not sampled
+    assert summary["n_alive"] == D - 1 and summary["n_latents"] == D - 1
+    token = latents[0]
+    assert token["explanation"].startswith('the tokens "w7"')
+    assert token["explanation_kind"] == "token_list" and token["judge"] == "offline-proxy"
+    assert token["judge_model"] == "no-embedder+ref"
+    assert token["accuracy"] == 1.0 and token["n_shown"] == 15 and token["n_detect"] == 14
+    assert token["m_f"] == pytest.approx(2.0 * token["max_activation"])  # decoder rows of norm 2
+    assert 4.0 < token["max_activation"] <= 4.5
+    # A latent firing at random places: its explanation carries no information, so its
+    # accuracy is what a guess independent of the truth gets.
+    accuracies, chance = [], []
+    for latent in range(1, 1 + N_RANDOM_LATENTS):
+        r = latents[latent]
+        n, pos, pred = r["n_detect"], len(r["detect_positives"]), len(r["detect_predicted"])
+        accuracies.append(r["accuracy"])
+        chance.append(pred / n * pos / n + (1 - pred / n) * (1 - pos / n))
+    mean_acc, mean_chance = sum(accuracies) / len(accuracies), sum(chance) / len(chance)
+    assert abs(mean_acc - mean_chance) < 0.15, (accuracies, chance)
+    assert max(accuracies) < 1.0
+    assert summary["score"] == pytest.approx(sum(r["accuracy"] for r in records) / len(records))
+    assert summary["usage"]["dollars"] == 0.0 and summary["unparsed"] == {"explain": 0, "detect": 0}
+
+
+def test_a_latents_result_does_not_depend_on_the_other_sampled_latents():
+    source, sae, tok = constructed_source(), constructed_sae(), WordTokenizer()
+    small, _ = autointerp_latents(sae, source, AutointerpConfig(n_latents=3), offline_judge(), tok)
+    full, _ = autointerp_latents(sae, source, CFG, offline_judge(), tok)
+    full_by = by_latent(full)
+    assert [r["latent"] for r in small] == [r["latent"] for r in full][:3]  # nested sample
+    for r in small:
+        assert r == full_by[r["latent"]]
+
+
+# ---- an LLM judge behind a fake endpoint -------------------------------------------------------
+
+
+class FakeEndpoint:
+    """An OpenAI-compatible endpoint (httpx transport): explains every latent as the token
+    w7 and, for detection, lists the excerpts containing " w7"."""
+
+    def __init__(self, explanation: str = "Explanation: the word w7"):
+        self.requests = 0
+        self.explanation = explanation
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        body = json.loads(request.content)
+        user = body["messages"][-1]["content"]
+        if "Explanation:" in user:
+            content = self.explanation
+        else:
+            lines = re.findall(r"^(\d+)\. (.*)$", user, flags=re.M)
+            hits = [n for n, text in lines if re.search(r"\bw7\b", text)]
+            content = "Answer: " + (", ".join(hits) if hits else "none")
+        usage = {"prompt_tokens": 500, "completion_tokens": 12, "total_tokens": 512}
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": content}}], "usage": usage})
+
+
+def llm_judge(endpoint: FakeEndpoint, cache: Path) -> LLMJudge:
+    cfg = LLMJudgeConfig(base_url="http://judge.test/v1", model="fake-judge", api_key_env="", max_concurrency=4)
+    return LLMJudge(cfg, cache, transport=httpx.MockTransport(endpoint))
+
+
+def test_llm_judge_path_and_a_rerun_issues_no_requests(tmp_path):
+    source, sae, tok = constructed_source(), constructed_sae(), WordTokenizer()
+    endpoint = FakeEndpoint()
+    with llm_judge(endpoint, tmp_path / "cache.sqlite") as judge:
+        records, summary = autointerp_latents(sae, source, CFG, judge, tok)
+    n = len(records)
+    assert endpoint.requests == 2 * n
+    token = by_latent(records)[0]
+    assert token["explanation"] == "the word w7" and token["explanation_kind"] == "llm"
+    assert token["judge"] == "llm" and token["judge_model"] == "fake-judge"
+    assert token["accuracy"] == 1.0 and token["explain_parsed"] and token["detect_parsed"]
+    assert "<<" in token["explain_contexts"][0] and "w7" in token["explain_contexts"][0]
+    usage = summary["usage"]
+    assert usage["api_calls"] == 2 * n and usage["prompt_tokens"] == 1000 * n and usage["dollars"] > 0
+
+    with llm_judge(endpoint, tmp_path / "cache.sqlite") as judge:
+        again, summary2 = autointerp_latents(sae, source, CFG, judge, tok)
+    assert endpoint.requests == 2 * n  # all from the cache
+    assert summary2["usage"]["api_calls"] == 0 and summary2["usage"]["cache_hits"] == 2 * n
+    assert again == records
+
+
+def test_unparsed_explanations_are_counted_and_predict_nothing(tmp_path):
+    endpoint = FakeEndpoint(explanation="I am not sure.\nIt could be many things.")
+    with llm_judge(endpoint, tmp_path / "cache.sqlite") as judge:
+        records, summary = autointerp_latents(constructed_sae(), constructed_source(), CFG, judge, WordTokenizer())
+    assert endpoint.requests == len(records)  # no detection call without an explanation
+    assert summary["unparsed"] == {"explain": len(records), "detect": 0}
+    for r in records:
+        assert not r["explain_parsed"] and r["detect_predicted"] == []
+        assert r["accuracy"] == pytest.approx(1 - len(r["detect_positives"]) / r["n_detect"])
+
+
+# ---- workflow plumbing ---------------------------------------------------------------------------
+
+
+def test_reference_model_must_be_a_model_of_the_grid():
+    offline = {"kind": "offline", "offline": {"reference_model": "results/models/smollm2-135m/model.json"}}
+    assert reference_model_input(offline, ["smollm2-135m", "gemma3-270m"]) == {
+        "reference_model": "results/models/smollm2-135m/model.json"
+    }
+    with pytest.raises(JudgeConfigError, match="judge.offline.reference_model.*gemma-2-2b"):
+        reference_model_input(offline, ["gemma-2-2b"])
+    assert reference_model_input({"kind": "llm"}, ["gemma-2-2b"]) == {}
+
+
+def _corpus(tmp_path: Path) -> dict:
+    for name, template in (("prose", "Once upon a time {i} a fox named {i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
+    return {
+        "sources": [
+            {"kind": "local_files", "name": "prose", "path": str(tmp_path / "prose")},
+            {"kind": "local_files", "name": "code", "path": str(tmp_path / "code")},
+        ],
+        "context_length": 32,
+        "heldout_fraction": 0.3,
+        "seed": 0,
+    }
+
+
+EVAL_BLOCK = {
+    "device": "cpu",
+    "batch_size": 4,
+    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
+    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
+    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
+    "autointerp": {"n_contexts": 40, "n_latents": 16, "buffer": 4, "dead_latent_threshold": 3},
+}
+X = 3 + ord("x")  # the char tokenizer's id of "x"
+
+
+def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
+    """Eval data with autointerp contexts, the per-SAE job, outputs that validate, and the
+    score in interp.json. Latent 0 fires exactly on "x": the tiny model's embedding of "x"
+    gets a large dedicated dimension, which the residual stream carries to the hook."""
+    with torch.no_grad():
+        emb = tiny_model.get_input_embeddings().weight
+        emb[:, 0] = 0.0
+        emb[X, 0] = 8.0
+    local = tmp_path / "hf"
+    tiny_model.save_pretrained(local)
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
+    manifest = build_eval_data(
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path),
+        cfg=EvalConfig.from_config(EVAL_BLOCK), out_dir=tmp_path / "eval_data",
+    )
+    assert manifest["autointerp"]["core_contexts"] == 6 and manifest["autointerp"]["extra_contexts"] == 34
+    assert manifest["autointerp"]["masked_token_ids"] == [1, 2]
+
+    torch.manual_seed(0)
+    sae = build_sae("relu", 32, 16, target_l0=4)
+    sae.reset_parameters()
+    with torch.no_grad():
+        sae.W_enc[0, :] = 0.0  # dim 0 only feeds latent 0
+        sae.W_enc[:, 0] = 0.0
+        sae.W_enc[0, 0] = 1.0
+        sae.b_enc[0] = -4.0
+        sae.b_enc[1:] = 0.0
+    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post"})
+    out_parquet, out_json = tmp_path / "autointerp.parquet", tmp_path / "autointerp.json"
+    report = run_autointerp(
+        sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, judge_cfg={"kind": "offline"},
+        out_parquet=out_parquet, out_json=out_json, model="tiny", arch="relu", target_l0=4,
+        tokenizer=char_tokenizer, judge=offline_judge(),
+    )
+    on_disk = json.loads(out_json.read_text())
+    validate_summary(on_disk)
+    assert on_disk == json.loads(json.dumps(report))
+    assert on_disk["eval_data"]["n_contexts"] == 40 and on_disk["n_latents"] == on_disk["n_alive"]
+    table = pq.read_table(out_parquet)
+    assert table.schema.equals(PARQUET_SCHEMA)
+    rows = by_latent(table.to_pylist())
+    assert rows[0]["explanation"] == 'the tokens "x"'
+    assert rows[0]["accuracy"] == 1.0
+    assert on_disk["score"] == pytest.approx(sum(r["accuracy"] for r in rows.values()) / len(rows))
+
+    interp = evaluate_sae(
+        sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp.json",
+        model="tiny", arch="relu", target_l0=4, autointerp_json=out_json,
+    )
+    validate_report(json.loads((tmp_path / "interp.json").read_text()))
+    assert interp["autointerp"]["score"] == on_disk["score"]
+    assert interp["autointerp"]["judge"] == "offline-proxy"
+    with pytest.raises(Exception, match="another SAE"):
+        evaluate_sae(
+            sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp2.json",
+            model="tiny", arch="topk", target_l0=4, autointerp_json=out_json,
+        )
