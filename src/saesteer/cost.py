@@ -61,6 +61,44 @@ def cache_flops(spec: ModelSpec, tokens: int, context_length: int) -> float:
     return processed * (dense + attention)
 
 
+def forward_flops(spec: ModelSpec, tokens: float, context_length: int, first_layer: int, last_layer: int, unembed: bool) -> float:
+    """2 x parameters per token for blocks first..last (inclusive), plus attention scores
+    and, if asked, the unembedding (2 x vocab x d_model)."""
+    if spec.n_params is None:
+        raise ValueError(f"model {spec.name}: set n_params in the config for a cost estimate")
+    layers = last_layer - first_layer + 1
+    block_params = spec.n_params - (spec.vocab_size or 0) * spec.d_model
+    per_token = 2.0 * block_params * layers / spec.n_layers + 4.0 * layers * context_length * spec.d_model
+    if unembed:
+        per_token += 2.0 * (spec.vocab_size or 0) * spec.d_model
+    return tokens * per_token
+
+
+def eval_flops(spec: ModelSpec, eval_block: dict[str, Any] | None, dict_size: int) -> tuple[float, float]:
+    """(per model: prepare_eval_data, per SAE: eval_interp + autointerp) forward FLOPs."""
+    from saesteer.evals.config import EvalConfig
+
+    cfg = EvalConfig.from_config(eval_block)
+    ctx = cfg.core.context_length
+    top = spec.n_layers - 1
+    # Per model: held-out contexts through the whole model (clean logits), the zero-ablation
+    # run above the hook, probing passages and first-letter prompts up to the hook.
+    scanned = max(cfg.core.n_contexts, cfg.autointerp.n_contexts) * ctx
+    prep = forward_flops(spec, scanned, ctx, 0, top, unembed=True)
+    prep += forward_flops(spec, cfg.core.splice_contexts * ctx, ctx, spec.layer + 1, top, unembed=True)
+    for task in cfg.sparse_probing.tasks:
+        n_classes = len(task.classes or ()) or 2
+        subtasks = 1 if n_classes == 2 else n_classes
+        passages = subtasks * (cfg.sparse_probing.train_size + cfg.sparse_probing.test_size)
+        prep += forward_flops(spec, passages * cfg.sparse_probing.max_tokens, cfg.sparse_probing.max_tokens, 0, spec.layer, unembed=False)
+    prompt_tokens = 8 * (cfg.absorption.icl_examples + 1)  # about 8 tokens per "{word} has the first letter: X"
+    prep += forward_flops(spec, cfg.absorption.max_words * prompt_tokens, prompt_tokens, 0, spec.layer, unembed=False)
+    # Per SAE: the spliced run above the hook, and the SAE over every scanned token.
+    per_sae = forward_flops(spec, cfg.core.splice_contexts * ctx, ctx, spec.layer + 1, top, unembed=True)
+    per_sae += 4.0 * spec.d_model * dict_size * scanned
+    return prep, per_sae
+
+
 def train_flops(d_model: int, dict_size: int, tokens: int) -> float:
     return 12.0 * d_model * dict_size * tokens
 
@@ -186,10 +224,37 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"{'total':<16}{'':>14}{human_bytes(total_disk):>12}{total_cache:>13.2f}{'':>17}"
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
         "",
+        *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
-        f"total {total_cache + total_train:.1f}. Later stages are added here as they land.",
+        f"{_eval_totals(config, cost)}. Steering and selection are added here as they land.",
         "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
         "",
         *format_judge_estimate(config),
     ]
     return "\n".join(lines)
+
+
+def _eval_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[str, float, float, int]]:
+    peak = cost["gpu_peak_tflops"] * 1e12 * cost["mfu"]
+    grid = grid_from_config(config)
+    n_saes = len(grid.architectures) * len(grid.sparsities)
+    out = []
+    for spec in grid.models:
+        prep, per_sae = eval_flops(spec, config.get("eval"), int(config["sae"]["dict_size"]))
+        out.append((spec.name, prep / peak / 3600, per_sae / peak / 3600, n_saes))
+    return out
+
+
+def _eval_lines(config: dict[str, Any], peak: float, mfu: float, n_saes: int) -> list[str]:
+    cost = {"gpu_peak_tflops": peak / 1e12, "mfu": mfu}
+    lines = [f"{'model':<16}{'eval data GPU-h':>17}{'eval GPU-h/SAE':>16}{'eval GPU-h':>12}"]
+    for name, prep, per_sae, n in _eval_hours(config, cost):
+        lines.append(f"{name:<16}{prep:>17.2f}{per_sae:>16.3f}{prep + per_sae * n:>12.2f}")
+    return lines + [""]
+
+
+def _eval_totals(config: dict[str, Any], cost: dict[str, Any]) -> str:
+    rows = _eval_hours(config, cost)
+    prep = sum(r[1] for r in rows)
+    per_sae = sum(r[2] * r[3] for r in rows)
+    return f"prepare_eval_data {prep:.1f}, eval_interp + autointerp {per_sae:.1f}"
