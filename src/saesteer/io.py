@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -57,3 +58,23 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
 def sha256_json(obj: Any) -> str:
     """Stable fingerprint of a JSON-able object (key order does not matter)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finite_json(obj: Any) -> Any:
+    """JSON has no NaN/inf: replace them by None (null), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def schema_violations(obj: Any, schema_path: str | os.PathLike[str], limit: int = 10) -> list[str]:
+    """'path: message' for each way ``obj`` breaks the JSON schema at ``schema_path`` (first ``limit``)."""
+    import jsonschema
+
+    schema = json.loads(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:limit]]

@@ -59,7 +59,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -67,7 +66,7 @@ from torch import Tensor
 
 from saesteer.evals.config import AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
-from saesteer.io import atomic_path, sha256_file, write_json_atomic
+from saesteer.io import atomic_path, finite_json, schema_violations, sha256_file, write_json_atomic
 from saesteer.judges import (
     OFFLINE_KIND,
     ActivatingContext,
@@ -530,21 +529,11 @@ def write_table(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def validate_summary(summary: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    schema = json.loads(Path(schema_path).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(summary), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:10]]
+    lines = schema_violations(summary, schema_path)
+    if lines:
         raise AutointerpError("autointerp summary does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _check_autointerp_data(data: EvalData, cfg: EvalConfig) -> None:
@@ -622,7 +611,7 @@ def run_autointerp(
             judge.close()
     summary["timings"] = {"load_seconds": load_seconds, **summary["timings"], "total_seconds": time.perf_counter() - started}
     manifest_path = eval_dir / MANIFEST_NAME
-    report = _finite(
+    report = finite_json(
         {
             "autointerp_version": AUTOINTERP_VERSION,
             "model": model,

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import torch
 from safetensors import safe_open
 
@@ -28,7 +26,7 @@ from saesteer.evals.core import ReconstructionStats, splice_scores
 from saesteer.evals.eval_data import CORE_FILE, MANIFEST_NAME, SPLICE_FILE, EvalData, EvalDataError, batches, load_eval_data
 from saesteer.evals.probing import evaluate_task, mean_over_tasks, pooled_codes
 from saesteer.evals.splice import UpperRunner, spliced_losses
-from saesteer.io import sha256_file, write_json_atomic
+from saesteer.io import finite_json, schema_violations, sha256_file, write_json_atomic
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
 
@@ -198,22 +196,11 @@ def sparse_probing_metrics(sae: BaseSAE, data: EvalData, cfg: EvalConfig) -> dic
 # ---- the report ---------------------------------------------------------------------------
 
 
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/inf: report them as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    schema = json.loads(Path(schema_path).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(report), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        lines = [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:10]]
+    lines = schema_violations(report, schema_path)
+    if lines:
         raise ReportError("interp report does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
 
 
@@ -303,7 +290,7 @@ def evaluate_sae(
     results["timings"]["load_seconds"] = load_seconds
     results["timings"]["total_seconds"] = time.perf_counter() - started
     manifest_path = eval_dir / MANIFEST_NAME
-    report = _finite(
+    report = finite_json(
         {
             "report_version": REPORT_VERSION,
             "model": model,
