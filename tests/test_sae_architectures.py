@@ -171,3 +171,23 @@ def test_raw_scale_round_trip():
     assert torch.allclose(out.x_hat, 7.5 * sae.decode_normalized(out.codes), rtol=1e-5)
     # batch shape is preserved
     assert sae.encode(x.reshape(2, 5, 24)).shape == (2, 5, 64)
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "gated", "jumprelu"])
+def test_data_init_centres_the_encoder_on_the_median(arch):
+    """b_dec starts at the geometric median and every encoder sees x - median at first,
+    whether or not it subtracts b_dec itself (relu and jumprelu shift b_enc instead)."""
+    from saesteer.sae.base import geometric_median
+
+    torch.manual_seed(0)
+    sae = build_sae(arch, 16, 64, target_l0=4)
+    sae.reset_parameters(torch.Generator().manual_seed(0))
+    offset = torch.full((16,), 5.0)
+    x = torch.randn(256, 16) + offset
+    before_zero = sae.pre_acts(torch.zeros(1, 16)) if hasattr(sae, "pre_acts") else None
+    sae.init_from_batch(x)
+    median = geometric_median(x)
+    torch.testing.assert_close(sae.b_dec.detach(), median)
+    assert (median - offset).norm() < 1.0
+    if before_zero is not None:
+        torch.testing.assert_close(sae.pre_acts(median[None]), before_zero, atol=1e-4, rtol=1e-4)

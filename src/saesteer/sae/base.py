@@ -86,6 +86,20 @@ def mse_sum(x: Tensor, x_hat: Tensor) -> Tensor:
     return (x_hat.float() - x.float()).pow(2).sum(-1).mean()
 
 
+@torch.no_grad()
+def geometric_median(points: Tensor, max_iter: int = 100, tol: float = 1e-5) -> Tensor:
+    """Weiszfeld's algorithm: the point minimising the summed Euclidean distances."""
+    guess = points.mean(dim=0)
+    for _ in range(max_iter):
+        dist = (points - guess).norm(dim=1).clamp_min(1e-8)
+        weights = 1.0 / dist
+        new = (weights[:, None] * points).sum(0) / weights.sum()
+        if (new - guess).norm() < tol * max(1.0, float(guess.norm())):
+            return new
+        guess = new
+    return guess
+
+
 class BaseSAE(nn.Module, ABC):
     arch: ClassVar[str]
     sparsity_kind: ClassVar[SparsityKind]
@@ -139,7 +153,20 @@ class BaseSAE(nn.Module, ABC):
         param.zero_()
 
     def init_from_batch(self, x_n: Tensor) -> None:
-        """Data-dependent initialisation from the first training batch (default: none)."""
+        """Data-dependent initialisation from the first training batch.
+
+        b_dec starts at the batch's geometric median (Bricken et al. 2023, "Towards
+        Monosemanticity"; Gao et al. 2024, A.1), so the latents need not spend themselves on
+        the mean of the residual stream, which is large in some models (Gemma-3's is most of
+        its second moment). Architectures whose encoder does not subtract b_dec get b_enc
+        shifted by -b_dec W_enc, so their pre-activations start centred all the same.
+        """
+        with torch.no_grad():
+            median = geometric_median(x_n.float()).to(self.b_dec.dtype)
+            self.b_dec.copy_(median)
+            b_enc = getattr(self, "b_enc", None)
+            if not self.center_input and isinstance(b_enc, nn.Parameter):
+                b_enc.sub_(median @ self.W_enc)
 
     # ---- raw-scale API --------------------------------------------------------------
 

@@ -23,20 +23,6 @@ from saesteer.sae.base import BaseSAE, LossOutput, SparsityKind, StepContext, ms
 from saesteer.sae.sparse import SparseStructure, gathered_affine, sparse_decode
 
 
-@torch.no_grad()
-def geometric_median(points: Tensor, max_iter: int = 100, tol: float = 1e-5) -> Tensor:
-    """Weiszfeld's algorithm: the point minimising the summed Euclidean distances."""
-    guess = points.mean(dim=0)
-    for _ in range(max_iter):
-        dist = (points - guess).norm(dim=1).clamp_min(1e-8)
-        weights = 1.0 / dist
-        new = (weights[:, None] * points).sum(0) / weights.sum()
-        if (new - guess).norm() < tol * max(1.0, float(guess.norm())):
-            return new
-        guess = new
-    return guess
-
-
 class TopKSAE(BaseSAE):
     arch: ClassVar[str] = "topk"
     sparsity_kind: ClassVar[SparsityKind] = "k"
@@ -59,10 +45,6 @@ class TopKSAE(BaseSAE):
         self.aux_k = int(aux_k) if aux_k is not None else max(1, d_in // 2)
         self.aux_coef = float(aux_coef)
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
-
-    def init_from_batch(self, x_n: Tensor) -> None:
-        with torch.no_grad():
-            self.b_dec.copy_(geometric_median(x_n.float()))
 
     def pre_acts(self, x_n: Tensor) -> Tensor:
         return torch.addmm(self.b_enc, x_n - self.b_dec, self.W_enc)
