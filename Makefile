@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache report clean-demo
+.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache bench-steering report clean-demo
 
 setup: $(STAMP)
 
@@ -45,3 +45,6 @@ lint: setup
 
 bench-cache: setup
 	$(PY) benchmarks/cache_throughput.py
+
+bench-steering: setup
+	$(PY) benchmarks/steering_throughput.py

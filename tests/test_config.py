@@ -119,3 +119,49 @@ def test_both_configs_have_a_judge_the_judge_layer_accepts(paper):
     demo = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
     cfg = JudgeConfig.from_dict(demo["judge"])
     assert cfg.kind == "offline" and cfg.offline.reference_model == "results/models/smollm2-135m/model.json"
+
+
+def test_schema_steering_keys_match_steering_config():
+    """SteeringConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
+    import dataclasses
+
+    from saesteer.config import load_schema
+    from saesteer.steering.config import ConceptSpec, InstructionsConfig, SteeringConfig
+
+    steering = load_schema()["properties"]["steering"]
+    concept_item = steering["properties"]["concepts"]["items"]["oneOf"][1]
+    sections = {None: (SteeringConfig, steering), "instructions": (InstructionsConfig, steering["properties"]["instructions"]),
+                "concepts": (ConceptSpec, concept_item)}
+    for name, (cls, block) in sections.items():
+        props = block["properties"]
+        assert block["additionalProperties"] is False, name
+        assert set(props) == {f.name for f in dataclasses.fields(cls)}, name
+        if cls is ConceptSpec:
+            continue
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            if f.name == "instructions":
+                continue
+            value = getattr(instance, f.name)
+            assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{name}.{f.name}"
+
+
+def test_both_configs_have_a_steering_block(paper):
+    from saesteer.steering.config import AXBENCH_FACTORS, SteeringConfig
+
+    cfg = SteeringConfig.from_config(paper["steering"])
+    assert (cfg.n_concepts, cfg.n_instructions, cfg.n_selection, cfg.max_new_tokens) == (100, 10, 5, 128)
+    assert cfg.factors == AXBENCH_FACTORS and cfg.temperature == 1.0 and cfg.m_f_fallback == 50.0
+    assert cfg.instructions.source == "hf_dataset" and "alpaca_eval" in cfg.instructions.data_files
+    demo = SteeringConfig.from_config(load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])["steering"])
+    assert demo.instructions.source == "builtin" and demo.instructions.data_files is None
+    assert demo.n_concepts <= 8 and demo.max_new_tokens <= 32
+
+
+def test_steering_errors_are_named(paper):
+    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_selection", 10))
+    assert "steering.n_selection" in msg
+    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_concepts", 500))
+    assert "steering.n_concepts" in msg and "n_latents" in msg
+    msg = _broken(paper, lambda c: c["steering"].__setitem__("factors", []))
+    assert "steering.factors" in msg

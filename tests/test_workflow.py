@@ -43,6 +43,8 @@ def test_dry_run_of_the_paper_grid():
     assert counts["prepare_eval_data"] == 3
     assert counts["autointerp"] == 90
     assert counts["eval_interp"] == 90
+    assert counts["steering_instructions"] == 1
+    assert counts["steer_eval"] == 90
 
 
 def test_dry_run_of_the_demo_grid():
@@ -53,6 +55,8 @@ def test_dry_run_of_the_demo_grid():
     assert counts["train_sae"] == 30
     assert counts["autointerp"] == 30
     assert counts["eval_interp"] == 30
+    assert counts["steering_instructions"] == 1
+    assert counts["steer_eval"] == 30
 
 
 def test_one_sae_target_runs_only_its_chain():

@@ -63,7 +63,24 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     sources = [s["name"] for s in config["corpus"]["sources"]]
     if len(set(sources)) != len(sources):
         errors.append(f"config field corpus.sources: names must be unique, got {sources}")
+    errors += _steering_errors(config)
     return errors
+
+
+def _steering_errors(config: dict[str, Any]) -> list[str]:
+    from saesteer.steering.config import SteeringConfig, SteeringConfigError
+
+    try:
+        steering = SteeringConfig.from_config(config.get("steering"))
+    except SteeringConfigError as exc:
+        return [f"config field {exc}"]
+    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", 1000)
+    if not steering.concepts and steering.n_concepts > n_latents:
+        return [
+            f"config field steering.n_concepts: {steering.n_concepts} concepts need as many autointerp "
+            f"latents, eval.autointerp.n_latents is {n_latents}"
+        ]
+    return []
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> None:

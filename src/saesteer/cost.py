@@ -3,8 +3,9 @@ the LLM judge's calls, tokens and dollars.
 
 Rough by design: FLOPs from the config (2 x parameters per token for a forward pass,
 Kaplan et al. 2020, arXiv 2001.08361, plus attention scores; 12 x d_model x dict_size per
-token for an SAE step: encoder and decoder matmuls, forward 4dm plus backward 8dm) divided
-by the GPU's peak throughput times an assumed utilisation (config ``cost``). Judge calls
+token for an SAE step: encoder and decoder matmuls, forward 4dm plus backward 8dm; steering
+generation: every row's prompt and its new tokens through the whole model with a KV cache)
+divided by the GPU's peak throughput times an assumed utilisation (config ``cost``). Judge calls
 follow the protocols (``saesteer.judges.cost``: autointerp, 2 calls per sampled latent;
 AxBench steering, 3 ratings per generation), tokens per call are typical sizes of this
 project's prompts, prices those of ``judge.llm``.
@@ -28,6 +29,9 @@ STEERING_INSTRUCTIONS = 10
 """Instructions per concept: 5 pick the factor, 5 are held out."""
 AUTOINTERP_DEFAULT_LATENTS = 1000
 """SAEBench's n_latents, the schema default of eval.autointerp.n_latents."""
+STEERING_PROMPT_TOKENS = 64
+"""Typical prompt of a steering row: an AlpacaEval instruction (about 40 tokens on average)
+with a chat template's markup, or a short everyday request with SmolLM2's system prompt."""
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 # token_ids int32 + context_ids int64 + positions int16, stored beside each activation row
@@ -99,6 +103,32 @@ def eval_flops(spec: ModelSpec, eval_block: dict[str, Any] | None, dict_size: in
     return prep, per_sae
 
 
+def steering_rows(steering_block: dict[str, Any] | None) -> int:
+    """Generations of one SAE's steering eval: every (concept, factor, instruction), plus
+    each baseline on the held-out instructions."""
+    from saesteer.steering.config import SteeringConfig
+
+    cfg = SteeringConfig.from_config(steering_block)
+    return cfg.n_concepts_used * (cfg.n_instructions * len(cfg.factors) + len(cfg.baselines) * cfg.n_heldout)
+
+
+def steering_flops(spec: ModelSpec, steering_block: dict[str, Any] | None, prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
+    """Forward FLOPs of one SAE's steering generation, every row running to max_new_tokens
+    (an upper bound): the prompt through the whole model (logits at its last position only),
+    then one token per step with a KV cache (attention over the prompt and half the reply
+    on average)."""
+    from saesteer.steering.config import SteeringConfig
+
+    cfg = SteeringConfig.from_config(steering_block)
+    rows = steering_rows(steering_block)
+    top = spec.n_layers - 1
+    new = cfg.max_new_tokens
+    prefill = forward_flops(spec, rows * prompt_tokens, prompt_tokens, 0, top, unembed=False)
+    prefill += rows * 2.0 * (spec.vocab_size or 0) * spec.d_model
+    decode = forward_flops(spec, rows * new, prompt_tokens + new // 2, 0, top, unembed=True)
+    return prefill + decode
+
+
 def train_flops(d_model: int, dict_size: int, tokens: int) -> float:
     return 12.0 * d_model * dict_size * tokens
 
@@ -157,17 +187,21 @@ def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
     autointerp = estimate_task(calls, "explain", *price) + estimate_task(calls, "detect", *price)
     out = [JudgeCost(f"autointerp: {n_saes} SAEs x {n_latents} latents", autointerp)]
     steering = config.get("steering") or {}
-    n_concepts = int(steering.get("n_concepts", STEERING_CONCEPTS))
+    n_concepts = len(steering["concepts"]) if steering.get("concepts") else int(steering.get("n_concepts", STEERING_CONCEPTS))
     n_instructions = int(steering.get("n_instructions", STEERING_INSTRUCTIONS))
     if steering.get("factors"):
         grids = [(len(steering["factors"]), "steering.factors")]
     else:
         grids = [(len(AXBENCH_FACTORS), "AxBench"), (PAPER_N_FACTORS, "the paper")]
+    # Baselines (unsteered, prompted) are rated on the held-out instructions of each concept.
+    n_baselines = len(steering.get("baselines", ("unsteered", "prompted")))
+    n_heldout = n_instructions - int(steering.get("n_selection", STEERING_INSTRUCTIONS // 2))
+    baseline_calls = 3 * n_saes * n_concepts * n_baselines * n_heldout
     for n_factors, source in grids:
-        calls = steering_judge_calls(n_saes, n_concepts, n_instructions, n_factors)
+        calls = steering_judge_calls(n_saes, n_concepts, n_instructions, n_factors) + baseline_calls
         out.append(
             JudgeCost(
-                f"steering: {n_saes} SAEs x {n_concepts} concepts x {n_instructions} instr. x {n_factors} factors",
+                f"steering: {n_saes} SAEs x {n_concepts} concepts x {n_instructions} instr. x {n_factors} factors + baselines",
                 estimate_task(calls, "rating", *price),
                 f"{n_factors} factors ({source})",
             )
@@ -189,11 +223,11 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
         "prompt / completion tokens",
         "(typical tokens per call: src/saesteer/judges/cost.py)",
         "",
-        f"{'task':<60}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
+        f"{'task':<72}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
     ]
     for r in rows:
         e = r.estimate
-        lines.append(f"{r.task:<60}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
+        lines.append(f"{r.task:<72}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
     autointerp, steering = rows[0].estimate, rows[1:]
     totals = "; ".join(f"${(autointerp + r.estimate).dollars:,.2f} with {r.factors}" for r in steering)
     lines += [
@@ -205,10 +239,11 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
 
 def format_estimate(config: dict[str, Any]) -> str:
     rows = estimate(config)
-    cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, **config.get("cost", {})}
+    cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, "generate_mfu": 0.15, **config.get("cost", {})}
     lines = [
         f"Cost estimate ({cost['gpu_name']}, {cost['gpu_peak_tflops']:g} TFLOP/s peak, "
-        f"utilisation {cost['mfu']:g} for LLM forwards, {cost['sae_mfu']:g} for SAE training)",
+        f"utilisation {cost['mfu']:g} for LLM forwards, {cost['sae_mfu']:g} for SAE training, "
+        f"{cost['generate_mfu']:g} for steering generation)",
         "",
         f"{'model':<16}{'cache tokens':>14}{'cache disk':>12}{'cache GPU-h':>13}{'train GPU-h/SAE':>17}{'SAEs':>6}{'train GPU-h':>13}",
     ]
@@ -225,8 +260,10 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
         "",
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
+        *_steering_lines(config, cost),
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
-        f"{_eval_totals(config, cost)}. Steering and selection are added here as they land.",
+        f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}. "
+        "Feature selection is added here when it lands.",
         "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
         "",
         *format_judge_estimate(config),
@@ -258,3 +295,27 @@ def _eval_totals(config: dict[str, Any], cost: dict[str, Any]) -> str:
     prep = sum(r[1] for r in rows)
     per_sae = sum(r[2] * r[3] for r in rows)
     return f"prepare_eval_data {prep:.1f}, eval_interp + autointerp {per_sae:.1f}"
+
+
+def _steering_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[str, int, float, int]]:
+    """(model, generations per SAE, GPU-hours per SAE, SAEs) of steering generation."""
+    peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
+    grid = grid_from_config(config)
+    n_saes = len(grid.architectures) * len(grid.sparsities)
+    block = config.get("steering")
+    return [(spec.name, steering_rows(block), steering_flops(spec, block) / peak / 3600, n_saes) for spec in grid.models]
+
+
+def _steering_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
+    from saesteer.steering.config import SteeringConfig
+
+    cfg = SteeringConfig.from_config(config.get("steering"))
+    lines = [
+        f"steering: {cfg.n_concepts_used} concepts x {cfg.n_instructions} instructions x {len(cfg.factors)} factors "
+        f"+ {len(cfg.baselines)} baselines x {cfg.n_heldout} held-out, up to {cfg.max_new_tokens} new tokens "
+        f"(prompts of about {STEERING_PROMPT_TOKENS} tokens), batched with a KV cache",
+        f"{'model':<16}{'generations/SAE':>17}{'steer GPU-h/SAE':>17}{'steer GPU-h':>13}",
+    ]
+    for name, rows, per_sae, n in _steering_hours(config, cost):
+        lines.append(f"{name:<16}{rows:>17,}{per_sae:>17.3f}{per_sae * n:>13.2f}")
+    return lines + [""]

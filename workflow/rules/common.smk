@@ -39,7 +39,7 @@ if _KEY_MISSING:
         f"judge.llm: the environment variable {_KEY_ENV} is not set. A dry run works; a run that "
         f"includes judge jobs stops before its first job. export {_KEY_ENV}=<your key>"
     )
-JUDGE_RULES = {"autointerp"}
+JUDGE_RULES = {"autointerp", "steer_eval"}
 """Rules that call the judge: the API key must be set when one of them is to run."""
 
 
@@ -84,4 +84,5 @@ def all_targets():
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
+    targets += [f"results/{c.path}/steering/score.json" for c in GRID.cells()]
     return targets
