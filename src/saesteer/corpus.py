@@ -25,6 +25,7 @@ import glob
 import hashlib
 import importlib.metadata
 import json
+import os
 import random
 import re
 import sys
@@ -108,12 +109,19 @@ class PythonDocsSource:
     def _stdlib(self) -> Path:
         return Path(sysconfig.get_paths()["stdlib"])
 
+    def _module_files(self, root: Path) -> Iterator[Path]:
+        # Walk in sorted order and prune skipped folders before descending: site-packages
+        # alone can hold tens of thousands of files (torch, ...), which rglob would list.
+        for directory, subdirs, files in os.walk(root):
+            subdirs[:] = sorted(d for d in subdirs if d not in self.skip_dirs)
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield Path(directory) / name
+
     def documents(self) -> Iterator[Document]:
         root = self._stdlib()
-        for path in sorted(root.rglob("*.py")):
+        for path in sorted(self._module_files(root)):
             rel = path.relative_to(root)
-            if any(part in self.skip_dirs for part in rel.parts):
-                continue
             try:
                 tree = ast.parse(path.read_text(encoding="utf-8"))
             except (SyntaxError, UnicodeDecodeError, ValueError):
