@@ -78,3 +78,20 @@ def schema_violations(obj: Any, schema_path: str | os.PathLike[str], limit: int 
     schema = json.loads(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:limit]]
+
+
+def check_schema(obj: Any, schema_path: str | os.PathLike[str], what: str, error: type[Exception]) -> None:
+    """Raise ``error`` listing how ``obj`` (described as ``what``) breaks the schema."""
+    lines = schema_violations(obj, schema_path)
+    if lines:
+        raise error(f"{what} does not match {schema_path}:\n  " + "\n  ".join(lines))
+
+
+def write_parquet_atomic(records: list[dict[str, Any]], schema: Any, path: str | os.PathLike[str]) -> None:
+    """Rows (dicts) with an explicit pyarrow schema, written to ``path`` atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(records, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

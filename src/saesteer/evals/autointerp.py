@@ -60,13 +60,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from saesteer.evals.config import AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
-from saesteer.io import atomic_path, finite_json, schema_violations, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     OFFLINE_KIND,
     ActivatingContext,
@@ -523,15 +522,11 @@ PARQUET_SCHEMA = pa.schema(
 
 
 def write_table(records: list[dict[str, Any]], path: Path) -> None:
-    table = pa.Table.from_pylist(records, schema=PARQUET_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet_atomic(records, PARQUET_SCHEMA, path)
 
 
 def validate_summary(summary: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    lines = schema_violations(summary, schema_path)
-    if lines:
-        raise AutointerpError("autointerp summary does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
+    check_schema(summary, schema_path, "autointerp summary", AutointerpError)
 
 
 

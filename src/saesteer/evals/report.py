@@ -26,7 +26,7 @@ from saesteer.evals.core import ReconstructionStats, splice_scores
 from saesteer.evals.eval_data import CORE_FILE, MANIFEST_NAME, SPLICE_FILE, EvalData, EvalDataError, batches, load_eval_data
 from saesteer.evals.probing import evaluate_task, mean_over_tasks, pooled_codes
 from saesteer.evals.splice import UpperRunner, spliced_losses
-from saesteer.io import finite_json, schema_violations, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
 
@@ -199,9 +199,7 @@ def sparse_probing_metrics(sae: BaseSAE, data: EvalData, cfg: EvalConfig) -> dic
 
 
 def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    lines = schema_violations(report, schema_path)
-    if lines:
-        raise ReportError("interp report does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
+    check_schema(report, schema_path, "interp report", ReportError)
 
 
 def _check_compatible(sae: BaseSAE, sae_cfg: dict[str, Any], sae_dir: Path, data: EvalData, cfg: EvalConfig) -> None:

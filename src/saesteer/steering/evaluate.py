@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from saesteer.io import atomic_path, finite_json, schema_violations, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import Judge, JudgeConfig, SteeringItem, check_judge_config, check_single_judge, harmonic_mean
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode, prompt_ids
@@ -268,15 +268,11 @@ PARQUET_SCHEMA = pa.schema(
 
 
 def write_generations(records: list[dict[str, Any]], path: Path) -> None:
-    table = pa.Table.from_pylist(records, schema=PARQUET_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet_atomic(records, PARQUET_SCHEMA, path)
 
 
 def validate_score(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    lines = schema_violations(report, schema_path)
-    if lines:
-        raise SteeringError("steering score does not match " + str(schema_path) + ":\n  " + "\n  ".join(lines))
+    check_schema(report, schema_path, "steering score", SteeringError)
 
 
 def read_score(path: Path) -> dict[str, Any]:
