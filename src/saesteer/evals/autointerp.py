@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from saesteer.evals.config import AutointerpConfig, EvalConfig
-from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
+from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     OFFLINE_KIND,
@@ -571,18 +571,13 @@ def run_autointerp(
     """The workflow's per-SAE job: autointerp of the SAE in ``sae_dir`` on its model's eval
     data; writes the per-latent table ``out_parquet`` and the summary ``out_json``.
     ``tokenizer`` and ``judge`` override the ones of ``model_json`` and ``judge_cfg`` (tests)."""
-    from saesteer.evals.report import _check_compatible, load_sae
+    from saesteer.evals.report import open_sae_eval
     from saesteer.models import resolve_device
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
-    if threads:
-        torch.set_num_threads(threads)
     started = time.perf_counter()
-    cfg = EvalConfig.from_config(eval_cfg)
-    sae_dir, eval_dir = Path(sae_dir), Path(eval_dir)
-    sae, sae_cfg = load_sae(sae_dir)
-    data = load_eval_data(eval_dir)
-    _check_compatible(sae, sae_cfg, sae_dir, data, cfg)
+    sae_dir = Path(sae_dir)
+    cfg, sae, sae_cfg, data = open_sae_eval(sae_dir, eval_dir, eval_cfg, threads)
     _check_autointerp_data(data, cfg)
     if tokenizer is None:
         if model_json is None:
@@ -605,7 +600,7 @@ def run_autointerp(
         if own_judge:
             judge.close()
     summary["timings"] = {"load_seconds": load_seconds, **summary["timings"], "total_seconds": time.perf_counter() - started}
-    manifest_path = eval_dir / MANIFEST_NAME
+    manifest_path = data.root / MANIFEST_NAME
     report = finite_json(
         {
             "autointerp_version": AUTOINTERP_VERSION,

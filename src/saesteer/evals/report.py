@@ -202,6 +202,21 @@ def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     check_schema(report, schema_path, "interp report", ReportError)
 
 
+def open_sae_eval(
+    sae_dir: Path, eval_dir: Path, eval_cfg: dict[str, Any], threads: int | None = None
+) -> tuple[EvalConfig, BaseSAE, dict[str, Any], EvalData]:
+    """What every per-SAE eval job starts with: the config, the SAE and its model's eval
+    data, checked to belong together."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = EvalConfig.from_config(eval_cfg)
+    sae_dir = Path(sae_dir)
+    sae, sae_cfg = load_sae(sae_dir)
+    data = load_eval_data(Path(eval_dir))
+    _check_compatible(sae, sae_cfg, sae_dir, data, cfg)
+    return cfg, sae, sae_cfg, data
+
+
 def _check_compatible(sae: BaseSAE, sae_cfg: dict[str, Any], sae_dir: Path, data: EvalData, cfg: EvalConfig) -> None:
     manifest = data.manifest
     if sae.d_in != manifest["d_model"]:
@@ -270,14 +285,9 @@ def evaluate_sae(
     """The workflow's per-SAE job: evaluate the SAE in ``sae_dir``, write ``out_json``.
     ``autointerp_json``: the SAE's autointerp summary, whose score goes under ``autointerp``
     (the workflow always passes it)."""
-    if threads:
-        torch.set_num_threads(threads)
     started = time.perf_counter()
-    cfg = EvalConfig.from_config(eval_cfg)
-    sae_dir, eval_dir = Path(sae_dir), Path(eval_dir)
-    sae, sae_cfg = load_sae(sae_dir)
-    data = load_eval_data(eval_dir)
-    _check_compatible(sae, sae_cfg, sae_dir, data, cfg)
+    sae_dir = Path(sae_dir)
+    cfg, sae, sae_cfg, data = open_sae_eval(sae_dir, eval_dir, eval_cfg, threads)
     llm = load_model_only(model_json, data.manifest["model_dtype"], cfg.device)
     sae = sae.to(next(llm.parameters()).device)
     load_seconds = time.perf_counter() - started
@@ -287,7 +297,7 @@ def evaluate_sae(
         results["autointerp"] = autointerp_entry(autointerp_json, sae_dir, model, arch, target_l0)
     results["timings"]["load_seconds"] = load_seconds
     results["timings"]["total_seconds"] = time.perf_counter() - started
-    manifest_path = eval_dir / MANIFEST_NAME
+    manifest_path = data.root / MANIFEST_NAME
     report = finite_json(
         {
             "report_version": REPORT_VERSION,
