@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/cache.smk"
@@ -17,6 +20,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/steering.smk"
+include: "workflow/rules/selection.smk"
+include: "workflow/rules/aggregate.smk"
 
 
 rule all:

@@ -20,7 +20,14 @@ import torch
 
 from saesteer.judges import Judge, MixedJudgeError, OfflineJudgeConfig, Rating, SteeringItem, make_judge, summarize
 from saesteer.judges.base import ActivatingContext
-from saesteer.judges.offline import OfflineProxyJudge, bucket, fluency_bucket, lm_losses, repetition_fraction
+from saesteer.judges.offline import (
+    OfflineProxyJudge,
+    bucket,
+    concept_token_rate,
+    fluency_bucket,
+    lm_losses,
+    repetition_fraction,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,8 +164,9 @@ def test_offline_ratings_are_labelled_proxies(tiny_judge):
     assert all(r.judge == "offline-proxy" and r.judge_model == "hash-embedder+tiny" for r in ratings)
     assert all(v in (0, 1, 2) for r in ratings for v in (r.concept, r.instruction, r.fluency))
     assert (ratings[1].concept, ratings[1].instruction, ratings[1].fluency) == (0, 0, 0)  # empty generation
-    assert set(ratings[0].details) == {"concept_cosine", "instruction_cosine", "loss_per_char", "loss_per_token",
-                                       "n_tokens", "repetition"}
+    assert set(ratings[0].details) == {"concept_cosine", "concept_token_rate", "instruction_cosine", "loss_per_char",
+                                       "loss_per_token", "n_tokens", "repetition"}
+    assert ratings[0].details["concept_token_rate"] is None  # no quoted tokens: rated by embedding
     assert ratings[1].details["loss_per_char"] is None  # JSON-safe, not NaN
     assert ratings[0].details["concept_cosine"] > 0.25 and ratings == tiny_judge.rate(items)
     # Never in one table with an LLM judge's ratings.
@@ -188,6 +196,24 @@ def test_repetition_fraction_and_buckets():
     assert [bucket(x, (0.2, 0.4)) for x in (0.1, 0.2, 0.39, 0.4)] == [0, 1, 1, 2]
     cfg = OfflineJudgeConfig(loss_per_char_thresholds=(1.0, 1.4), repetition_thresholds=(0.15, 0.35))
     assert [fluency_bucket(loss, rep, cfg, 10) for loss, rep in [(0.5, 0.0), (1.2, 0.0), (0.5, 0.2), (0.5, 0.9), (2, 0)]] == [2, 1, 1, 0, 0]
+
+
+def test_token_list_concepts_are_rated_by_counting_the_quoted_tokens(tiny_judge):
+    """The proxy's own explanations name tokens: written often -> 2, once in ~15 words -> 1,
+    never -> 0, whatever the embedding says."""
+    concept = 'the tokens "def", "return"'
+    texts = [
+        "def f(x): return x + 1 and def g(y): return y",  # 4 of 19 words and marks
+        "You can write a small function for that, then return its value to the caller.",  # 1 of 17
+        "A function computes a value from its arguments and gives it back to the caller.",  # 0
+    ]
+    rated = tiny_judge.rate([SteeringItem(concept, "write a function", t) for t in texts])
+    assert [r.concept for r in rated] == [2, 1, 0]
+    assert rated[0].details["concept_token_rate"] == pytest.approx(4 / 19)
+    assert rated[2].details["concept_token_rate"] == 0.0
+    # Case-insensitive and whole words only: "Define" and "returned" are not "def" / "return".
+    assert concept_token_rate(concept, "Define it; it returned DEF") == pytest.approx(1 / 6)
+    assert concept_token_rate("cooking", "def def def") is None
 
 
 def test_offline_explain_and_detect(tiny_judge):

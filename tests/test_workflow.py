@@ -45,6 +45,8 @@ def test_dry_run_of_the_paper_grid():
     assert counts["eval_interp"] == 90
     assert counts["steering_instructions"] == 1
     assert counts["steer_eval"] == 90
+    assert counts["select_features"] == 90 and counts["steer_selected"] == 90
+    assert counts["aggregate"] == 1
 
 
 def test_dry_run_of_the_demo_grid():
@@ -57,6 +59,8 @@ def test_dry_run_of_the_demo_grid():
     assert counts["eval_interp"] == 30
     assert counts["steering_instructions"] == 1
     assert counts["steer_eval"] == 30
+    assert counts["select_features"] == 30 and counts["steer_selected"] == 30
+    assert counts["aggregate"] == 1
 
 
 def test_one_sae_target_runs_only_its_chain():

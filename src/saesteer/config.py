@@ -64,7 +64,21 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     if len(set(sources)) != len(sources):
         errors.append(f"config field corpus.sources: names must be unique, got {sources}")
     errors += _steering_errors(config)
+    errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
+    errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")
     return errors
+
+
+def _block_errors(config: dict[str, Any], key: str, module: str, cls: str, error: str) -> list[str]:
+    """The dataclass checks of one config block (beyond the schema), each naming its field."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    try:
+        getattr(mod, cls).from_config(config.get(key))
+    except getattr(mod, error) as exc:
+        return [f"config field {exc}"]
+    return []
 
 
 def _steering_errors(config: dict[str, Any]) -> list[str]:

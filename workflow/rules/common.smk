@@ -39,7 +39,7 @@ if _KEY_MISSING:
         f"judge.llm: the environment variable {_KEY_ENV} is not set. A dry run works; a run that "
         f"includes judge jobs stops before its first job. export {_KEY_ENV}=<your key>"
     )
-JUDGE_RULES = {"autointerp", "steer_eval"}
+JUDGE_RULES = {"autointerp", "steer_eval", "steer_selected"}
 """Rules that call the judge: the API key must be set when one of them is to run."""
 
 
@@ -77,6 +77,14 @@ def target_l0(wildcards):
     return GRID.target_l0(wildcards.sparsity)
 
 
+def selection_latent_inputs(wildcards):
+    """selection.latents: autointerp scores only the latents autointerp sampled (the
+    criteria's candidates), read from its table; all needs nothing more."""
+    if config["selection"]["latents"] == "autointerp":
+        return {"autointerp": f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/autointerp.parquet"}
+    return {}
+
+
 def all_targets():
     targets = [
         f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
@@ -85,4 +93,8 @@ def all_targets():
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/steering/score.json" for c in GRID.cells()]
+    targets += [f"results/{c.path}/selection/score.json" for c in GRID.cells()]
+    # The aggregation reads every SAE's outputs: one target pulls in the whole grid, and
+    # `snakemake --report` finds its tables and plots.
+    targets.append("results/summary/summary.md")
     return targets

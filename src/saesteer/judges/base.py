@@ -184,6 +184,13 @@ class OfflineJudgeConfig:
     concept_thresholds: tuple[float, float] = (0.15, 0.22)
     """cosine(concept, generation) for 1 and for 2. Calibration: on-concept texts
     0.24-0.50, texts mentioning the concept in passing 0.01-0.36, off-concept <= 0.14."""
+    concept_token_rate_thresholds: tuple[float, float] = (0.05, 0.12)
+    """For a concept that quotes tokens (the proxy's own token-list explanations, 'the tokens
+    "def", "return"'): the share of the generation's words (and punctuation marks) that are
+    one of the quoted tokens, for 1 and for 2. Sentence embeddings cannot rate such a concept
+    (a text full of "def" is not semantically close to the phrase 'the tokens "def"'). With
+    20 new tokens (about 15 words) one occurrence gives 1 and two give 2; ordinary English
+    uses "the" at about 5% of words, so an unsteered reply may already get 1 for it."""
     instruction_thresholds: tuple[float, float] = (0.25, 0.33)
     """cosine(instruction, generation) for 1 and for 2. Calibration: answers 0.36-0.88
     (steered answers that also talk about a concept 0.46-0.71), unrelated texts <= 0.21."""

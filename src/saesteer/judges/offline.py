@@ -6,6 +6,11 @@ config (calibration: tests/test_judge_offline.py and the defaults in base.Offlin
 
 - concept: cosine(concept, generation) of all-MiniLM-L6-v2 sentence embeddings (mean
   pooling over tokens, L2-normalised, as the model was trained), >= t1 -> 1, >= t2 -> 2.
+  A concept that quotes tokens (the proxy's own explanations, 'the tokens "def", "("') is
+  rated instead by how often the quoted tokens occur: the share of the generation's words
+  and punctuation marks equal to one of them (``concept_token_rate``). An embedding cannot
+  tell whether "def" was written; counting can. Known limit: a quoted sub-word piece
+  ("ing") never equals a whole word, so such a concept is never rated present.
 - instruction: cosine(instruction, generation), same mapping with its own thresholds.
 - fluency: the reference LM's loss on the generation in nats per character (see
   ``lm_losses`` for why not per token) and the fraction of repeated word n-grams: 2 if
@@ -193,7 +198,7 @@ class OfflineProxyJudge:
 
     # -- raw scores (for calibration and the details of each rating) -------------------
 
-    def scores(self, items: Sequence[SteeringItem]) -> list[dict[str, float]]:
+    def scores(self, items: Sequence[SteeringItem]) -> list[dict[str, Any]]:
         gens = [it.generation for it in items]
         bs = self.cfg.embed_batch_size
         concept = self.embedder.cosine([it.concept for it in items], gens, bs) if items else []
@@ -202,6 +207,7 @@ class OfflineProxyJudge:
         return [
             {
                 "concept_cosine": float(concept[k]),
+                "concept_token_rate": concept_token_rate(items[k].concept, gens[k]),
                 "instruction_cosine": float(instruction[k]),
                 # None, not NaN, where unmeasurable: the details go to JSON files.
                 "loss_per_char": _finite(losses[k].loss_per_char),
@@ -218,7 +224,7 @@ class OfflineProxyJudge:
             empty = not it.generation.strip()
             out.append(
                 Rating(
-                    concept=0 if empty else bucket(s["concept_cosine"], self.cfg.concept_thresholds),
+                    concept=0 if empty else self._concept_rating(s),
                     instruction=0 if empty else bucket(s["instruction_cosine"], self.cfg.instruction_thresholds),
                     fluency=fluency_bucket(s["loss_per_char"], s["repetition"], self.cfg, int(s["n_tokens"])),
                     judge=self.kind,
@@ -229,6 +235,11 @@ class OfflineProxyJudge:
             )
         self._counts["ratings"] += len(out)
         return out
+
+    def _concept_rating(self, s: dict[str, Any]) -> int:
+        if s["concept_token_rate"] is not None:
+            return bucket(s["concept_token_rate"], self.cfg.concept_token_rate_thresholds)
+        return bucket(s["concept_cosine"], self.cfg.concept_thresholds)
 
     # -- autointerp proxy ----------------------------------------------------------------
 
@@ -251,7 +262,7 @@ class OfflineProxyJudge:
     def detect_many(self, requests: Sequence[tuple[str, Sequence[ContextLike]]]) -> list[Detection]:
         out = []
         for explanation, contexts in requests:
-            quoted = {q.strip().lower() for q in _QUOTED.findall(explanation) if q.strip()}
+            quoted = quoted_tokens(explanation)
             if quoted:
                 predicted = tuple(k for k, c in enumerate(contexts) if quoted & _context_tokens(c))
             elif explanation.strip() and contexts:
@@ -275,6 +286,23 @@ class OfflineProxyJudge:
 
     def close(self) -> None:
         pass
+
+
+def quoted_tokens(concept: str) -> set[str]:
+    """The tokens a concept quotes ('the tokens "def", "("' -> {"def", "("}), lower-cased."""
+    return {q.strip().lower() for q in _QUOTED.findall(concept) if q.strip()}
+
+
+def concept_token_rate(concept: str, generation: str) -> float | None:
+    """Share of the generation's words and punctuation marks that are a token the concept
+    quotes; None for a concept that quotes nothing (rated by embedding instead)."""
+    quoted = quoted_tokens(concept)
+    if not quoted:
+        return None
+    words = _WORDS.findall(generation.lower())
+    if not words:
+        return 0.0
+    return sum(w in quoted for w in words) / len(words)
 
 
 def _finite(x: float) -> float | None:

@@ -1,0 +1,12 @@
+"""Aggregation stage: does a more interpretable SAE steer better?
+
+Reads every SAE's interpretability report, steering score and feature-selection scores
+(``collect``), ranks SAEs by each and measures the agreement (``stats``: Kendall tau-b, BCa
+bootstrap intervals, permutation p-values, axis-conditioned psi), and writes tables, a
+markdown summary next to the paper's numbers, and plots (``summary``, ``plots``) to
+results/summary/ (``job.run_aggregate``, rule ``aggregate``).
+"""
+
+from saesteer.aggregate.config import INTERP_METRICS, AggregateConfig, AggregateConfigError
+
+__all__ = ["INTERP_METRICS", "AggregateConfig", "AggregateConfigError"]

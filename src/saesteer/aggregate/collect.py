@@ -1,0 +1,251 @@
+"""One row per SAE of the grid with every number the aggregation ranks (NaN where missing).
+
+Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch}/l0-{L0}/``:
+
+- ``train_summary.json``: the achieved L0;
+- ``interp.json`` (workflow/schemas/interp.schema.json): autointerp score, CE-loss-recovered,
+  explained variance, sparse-probing accuracy of the top-k SAE latents, absorption;
+- ``steering/score.json`` (workflow/schemas/steering.schema.json): the steering score in both
+  aggregation orders (AxBench's, the default, and Arad et al.'s);
+- ``selection/score.json`` (workflow/schemas/selection.schema.json): steering scores with no
+  selection, with output-score selection and with Delta Token Confidence selection. Gains,
+  lifts ((selected - none) / none), the lifts' difference in points and the relative
+  improvement are recomputed here from the three scores (the same definitions as
+  saesteer.selection.steer), so that every row follows one rule.
+
+A file that is absent, unreadable, off-schema, written for another cell, or judged by a judge
+other than the configured one leaves its numbers NaN and adds a line to the cell's
+``missing`` list. Judge-free metrics of interp.json stay when only its autointerp part is
+unusable: offline-proxy numbers never share a ranking with LLM-judge numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from saesteer.config import Cell, Grid
+from saesteer.io import schema_violations
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
+INTERP_SCHEMA = SCHEMAS / "interp.schema.json"
+STEERING_SCHEMA = SCHEMAS / "steering.schema.json"
+SELECTION_SCHEMA = SCHEMAS / "selection.schema.json"
+
+TRAIN_FILE = "train_summary.json"
+INTERP_FILE = "interp.json"
+STEERING_FILE = "steering/score.json"
+SELECTION_FILE = "selection/score.json"
+CELL_FILES = (TRAIN_FILE, INTERP_FILE, STEERING_FILE, SELECTION_FILE)
+"""What the aggregate rule reads of every SAE (its input function lists these per cell)."""
+
+SELECTION_BLOCKS = {"no_selection": "none", "output_score": "output", "delta_conf": "delta_conf"}
+"""selection/score.json block -> column suffix (score_none, score_output, score_delta_conf)."""
+
+NUMERIC_COLUMNS = (
+    "achieved_l0", "l0_relative_error", "eval_l0",
+    "autointerp", "ce_loss_score", "explained_variance", "probing", "absorption_fraction", "absorption",
+    "steering", "steering_arad", "steering_n_concepts",
+    "score_none", "score_none_arad", "score_output", "score_output_arad", "score_delta_conf", "score_delta_conf_arad",
+    "n_latents_output", "n_latents_delta_conf",
+    "gain_output", "gain_delta_conf", "lift_output", "lift_delta_conf", "lift_difference_points", "relative_improvement",
+)
+JUDGE_COLUMNS = ("autointerp_judge", "steering_judge", "selection_judge")
+
+
+def cell_files(grid: Grid, results_dir: str | Path = "results", partial: bool = False) -> list[str]:
+    """The per-SAE files of the grid, in grid order; with ``partial`` only those that exist."""
+    files = [str(Path(results_dir) / cell.path / name) for cell in grid.cells() for name in CELL_FILES]
+    return [f for f in files if Path(f).is_file()] if partial else files
+
+
+@dataclass
+class Collected:
+    """The SAE table and what is missing from it."""
+
+    table: pd.DataFrame
+    """One row per grid cell; ``missing`` is a list of 'file: reason' lines."""
+    judges: dict[str, set[str]] = field(default_factory=dict)
+    """judge label -> judge models seen in the files that were used."""
+
+    @property
+    def missing(self) -> dict[str, list[str]]:
+        """'model/arch/l0-K' -> reasons, for every cell with something missing."""
+        return {
+            f"{r.model}/{r.arch}/l0-{r.target_l0}": list(r.missing)
+            for r in self.table.itertuples()
+            if len(r.missing)
+        }
+
+
+class _Unusable(Exception):
+    """A per-SAE file cannot be used; the message is the reason."""
+
+
+def _read(path: Path, schema: Path | None = None) -> dict[str, Any]:
+    if not path.is_file():
+        raise _Unusable("absent")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Unusable(f"unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise _Unusable("not a JSON object")
+    if schema is not None:
+        problems = schema_violations(obj, schema, limit=1)
+        if problems:
+            raise _Unusable(f"does not match {schema.name} ({problems[0]})")
+    return obj
+
+
+def _check_cell(obj: dict[str, Any], cell: Cell) -> None:
+    got = (obj.get("model"), obj.get("arch"), obj.get("target_l0"))
+    if got != (cell.model, cell.arch, cell.target_l0):
+        raise _Unusable(f"written for {got}, not for this cell")
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value) if math.isfinite(value) else math.nan
+
+
+def _lift(selected: float, none: float) -> float:
+    """(selected - none) / none: the relative gain of a selection over no selection."""
+    if math.isfinite(selected) and math.isfinite(none) and none > 0:
+        return (selected - none) / none
+    return math.nan
+
+
+def _judge_check(obj: dict[str, Any], expected: str | None) -> None:
+    judge = obj.get("judge")
+    if expected is not None and judge != expected:
+        raise _Unusable(f"judged by {judge!r}, the config's judge is {expected!r}: not ranked together")
+
+
+class _Row:
+    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int):
+        self.cell = cell
+        self.base = results / cell.path
+        self.expected_judge = expected_judge
+        self.probing_k = probing_k
+        self.values: dict[str, Any] = {
+            "model": cell.model,
+            "arch": cell.arch,
+            "target_l0": cell.target_l0,
+            **{c: math.nan for c in NUMERIC_COLUMNS},
+            **{c: None for c in JUDGE_COLUMNS},
+            "autointerp_judge_model": None,
+            "steering_judge_model": None,
+            "selection_judge_model": None,
+        }
+        self.missing: list[str] = []
+        self.judges: dict[str, set[str]] = {}
+
+    def part(self, name: str, schema: Path | None, fill: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            obj = _read(self.base / name, schema)
+            if name != TRAIN_FILE:
+                _check_cell(obj, self.cell)
+            fill(obj)
+        except _Unusable as exc:
+            self.missing.append(f"{name}: {exc}")
+
+    def _seen(self, obj: dict[str, Any]) -> None:
+        self.judges.setdefault(str(obj["judge"]), set()).add(str(obj["judge_model"]))
+
+    def train(self, obj: dict[str, Any]) -> None:
+        if (obj.get("arch"), obj.get("target_l0")) != (self.cell.arch, self.cell.target_l0):
+            raise _Unusable(f"written for {(obj.get('arch'), obj.get('target_l0'))}, not for this cell")
+        self.values["achieved_l0"] = _num(obj.get("achieved_l0"))
+        self.values["l0_relative_error"] = _num(obj.get("l0_relative_error"))
+
+    def interp(self, obj: dict[str, Any]) -> None:
+        core = obj["core"]
+        self.values["eval_l0"] = _num(core["l0"])
+        self.values["ce_loss_score"] = _num(core["ce_loss_score"])
+        self.values["explained_variance"] = _num(core["explained_variance"])
+        self.values["probing"] = _num(obj["sparse_probing"]["mean"]["sae_top_k_test_accuracy"].get(str(self.probing_k)))
+        fraction = _num(obj["absorption"]["mean_absorption_fraction_score"])
+        self.values["absorption_fraction"] = fraction
+        self.values["absorption"] = 1.0 - fraction  # higher = less absorption = better
+        for column, present in (("ce_loss_score", "core.ce_loss_score"), ("probing", f"sae_top_k_test_accuracy[{self.probing_k}]"),
+                                ("absorption", "mean_absorption_fraction_score")):
+            if math.isnan(self.values[column]):
+                self.missing.append(f"{INTERP_FILE}: {present} is null or absent")
+        auto = obj.get("autointerp")
+        if auto is None:
+            raise _Unusable("no autointerp block")
+        _judge_check(auto, self.expected_judge)
+        self._seen(auto)
+        self.values["autointerp"] = _num(auto["score"])
+        self.values["autointerp_judge"] = auto["judge"]
+        self.values["autointerp_judge_model"] = auto["judge_model"]
+        if math.isnan(self.values["autointerp"]):
+            self.missing.append(f"{INTERP_FILE}: autointerp.score is null")
+
+    def steering(self, obj: dict[str, Any]) -> None:
+        _judge_check(obj, self.expected_judge)
+        self._seen(obj)
+        self.values["steering"] = _num(obj["score"])
+        self.values["steering_arad"] = _num(obj["score_arad"])
+        self.values["steering_n_concepts"] = _num(obj["n_concepts"])
+        self.values["steering_judge"] = obj["judge"]
+        self.values["steering_judge_model"] = obj["judge_model"]
+        if math.isnan(self.values["steering"]):
+            self.missing.append(f"{STEERING_FILE}: score is null")
+
+    def selection(self, obj: dict[str, Any]) -> None:
+        _judge_check(obj, self.expected_judge)
+        self._seen(obj)
+        v = self.values
+        for block, suffix in SELECTION_BLOCKS.items():
+            v[f"score_{suffix}"] = _num(obj[block].get("score"))
+            v[f"score_{suffix}_arad"] = _num(obj[block].get("score_arad"))
+            if suffix != "none":
+                latents = obj[block].get("latents")
+                v[f"n_latents_{suffix}"] = float(len(latents)) if isinstance(latents, list) else math.nan
+                v[f"gain_{suffix}"] = v[f"score_{suffix}"] - v["score_none"]
+                v[f"lift_{suffix}"] = _lift(v[f"score_{suffix}"], v["score_none"])
+        v["lift_difference_points"] = 100.0 * (v["lift_delta_conf"] - v["lift_output"])
+        v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output"])
+        v["selection_judge"] = obj["judge"]
+        v["selection_judge_model"] = obj["judge_model"]
+        nulls = [f"{b}.score" for b, s in SELECTION_BLOCKS.items() if math.isnan(v[f"score_{s}"])]
+        if nulls:
+            self.missing.append(f"{SELECTION_FILE}: {', '.join(nulls)} null")
+
+
+def collect(
+    grid: Grid,
+    results_dir: str | Path = "results",
+    *,
+    expected_judge: str | None = None,
+    probing_k: int = 1,
+) -> Collected:
+    """The SAE table of ``grid`` from the files under ``results_dir``.
+
+    ``expected_judge``: "llm" or "offline-proxy" (the configured judge's label); files judged by
+    another are left out. None accepts any judge (the summary still warns when they differ).
+    """
+    results = Path(results_dir)
+    rows: list[dict[str, Any]] = []
+    judges: dict[str, set[str]] = {}
+    for cell in grid.cells():
+        row = _Row(cell, results, expected_judge, probing_k)
+        row.part(TRAIN_FILE, None, row.train)
+        row.part(INTERP_FILE, INTERP_SCHEMA, row.interp)
+        row.part(STEERING_FILE, STEERING_SCHEMA, row.steering)
+        row.part(SELECTION_FILE, SELECTION_SCHEMA, row.selection)
+        for label, models in row.judges.items():
+            judges.setdefault(label, set()).update(models)
+        rows.append({**row.values, "missing": row.missing, "complete": not row.missing})
+    table = pd.DataFrame(rows)
+    for column in NUMERIC_COLUMNS:
+        table[column] = table[column].astype(float)
+    return Collected(table=table, judges=judges)

@@ -1,0 +1,119 @@
+"""The config's ``aggregate`` block as a dataclass (defaults = workflow/schemas/config.schema.yaml).
+
+The aggregation stage ranks SAEs by interpretability and by steering and asks whether the
+rankings agree (SPEC.md, "Rank agreement"): Kendall tau-b, 95% BCa bootstrap intervals
+(Efron 1987) and permutation p-values, over all SAEs, per model / architecture / sparsity,
+and the axis-conditioned psi of Wang, Hu, Wang & Zou 2025 (arXiv 2510.03659).
+
+A test checks that every default here equals the schema's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+INTERP_METRICS = ("autointerp", "ce_loss_score", "explained_variance", "probing", "absorption")
+"""Interpretability metrics ranked against steering, each oriented so that higher is better:
+autointerp score (the paper's interpretability score), CE-loss-recovered, explained
+variance, sparse-probing accuracy of the top-k SAE latents (k = ``probing_k``), and
+absorption as 1 - mean absorption fraction (absorption is worse when higher)."""
+
+_TRUE = {"true": True, "false": False}
+
+
+class AggregateConfigError(ValueError):
+    """The ``aggregate`` block is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AggregateConfig:
+    partial: bool = False
+    """Aggregate only the per-SAE files that exist (after a ``--keep-going`` run with
+    failures); without it the aggregate rule asks for every SAE of the grid."""
+    min_saes: int = 5
+    """No statistic over fewer SAEs than this: the row keeps n and a reason, the value is null."""
+    n_bootstrap: int = 2000
+    """Bootstrap resamples of the SAEs (pairs of scores) for the BCa intervals."""
+    n_permutations: int = 2000
+    """Permutations of the steering scores for the two-sided permutation p-values."""
+    confidence: float = 0.95
+    seed: int = 0
+    """Seed of the numpy Generator behind every resample and permutation."""
+    metrics: tuple[str, ...] = INTERP_METRICS
+    """Interpretability metrics to rank (a subset of INTERP_METRICS); autointerp heads the summary."""
+    probing_k: int = 1
+    """Sparse probing: the accuracy of the probe on the top-k SAE latents, this k."""
+
+    @classmethod
+    def from_config(cls, block: dict[str, Any] | None) -> "AggregateConfig":
+        block = dict(block or {})
+        unknown = set(block) - {f.name for f in fields(cls)}
+        if unknown:
+            raise AggregateConfigError(f"aggregate: unknown keys {sorted(unknown)}; known {[f.name for f in fields(cls)]}")
+        if "partial" in block:
+            block["partial"] = _as_bool(block["partial"])
+        for name in _INTEGER_FIELDS:
+            if name in block:
+                block[name] = _as_number(name, block[name], int)
+        if "confidence" in block:
+            block["confidence"] = _as_number("confidence", block["confidence"], float)
+        if "metrics" in block:
+            block["metrics"] = tuple(block["metrics"])
+        cfg = cls(**block)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if not isinstance(self.min_saes, int) or self.min_saes < 2:
+            raise AggregateConfigError(f"aggregate.min_saes: {self.min_saes!r} must be an integer >= 2 (tau-b needs a pair)")
+        for name in ("n_bootstrap", "n_permutations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise AggregateConfigError(f"aggregate.{name}: {value!r} must be a positive integer")
+        if not 0.0 < float(self.confidence) < 1.0:
+            raise AggregateConfigError(f"aggregate.confidence: {self.confidence!r} must lie strictly between 0 and 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise AggregateConfigError(f"aggregate.seed: {self.seed!r} must be a non-negative integer")
+        unknown = [m for m in self.metrics if m not in INTERP_METRICS]
+        if unknown or not self.metrics or len(set(self.metrics)) != len(self.metrics):
+            raise AggregateConfigError(
+                f"aggregate.metrics: {list(self.metrics)} must be distinct, non-empty names from {list(INTERP_METRICS)}"
+            )
+        if not isinstance(self.probing_k, int) or self.probing_k < 1:
+            raise AggregateConfigError(f"aggregate.probing_k: {self.probing_k!r} must be a positive integer")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["metrics"] = list(self.metrics)
+        return out
+
+
+_INTEGER_FIELDS = ("min_saes", "n_bootstrap", "n_permutations", "seed", "probing_k")
+
+
+# ``snakemake --config aggregate='{partial: true, min_saes: 3}'`` parses the nested value with
+# YAML's BaseLoader (snakemake.cli.parse_config), which leaves every scalar a string ("true",
+# "3"); the schema accepts such strings for this block and these helpers convert them.
+
+
+def _as_number(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise AggregateConfigError(f"aggregate.{name}: {value!r} is not a {kind.__name__}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AggregateConfigError(f"aggregate.{name}: {value!r} is not a {kind.__name__}")
+    if kind is int and not isinstance(value, int):
+        raise AggregateConfigError(f"aggregate.{name}: {value!r} is not an integer")
+    return kind(value)
+
+
+def _as_bool(value: Any) -> bool:
+    """``partial`` as given in a config file (a boolean) or on the command line ("true")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE:
+        return _TRUE[value.lower()]
+    raise AggregateConfigError(f"aggregate.partial: {value!r} is not a boolean (true or false)")

@@ -1,0 +1,146 @@
+"""The aggregate job: per-SAE files of the grid -> tables, summary and plots in results/summary/."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from saesteer.aggregate.collect import JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
+from saesteer.aggregate.config import AggregateConfig
+from saesteer.aggregate.plots import PLOTS, write_plots
+from saesteer.aggregate.summary import (
+    PSI_COLUMNS,
+    RANK_COLUMNS,
+    SELECTION_COLUMNS,
+    SummaryInputs,
+    paper_model,
+    psi_table,
+    rank_agreement_table,
+    render_markdown,
+    selection_table,
+    summary_json,
+)
+from saesteer.config import grid_from_config
+from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
+from saesteer.judges.base import JUDGE_KINDS
+
+log = logging.getLogger(__name__)
+
+TABLES = ("sae_table", "rank_agreement", "psi", "selection")
+"""Each is written as results/summary/{name}.parquet and .csv."""
+SUMMARY_FILES = ("summary.md", "summary.json")
+
+_STRING = pa.string()
+_FLOAT = pa.float64()
+_INT = pa.int64()
+
+SAE_TABLE_SCHEMA = pa.schema(
+    [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("paper_model", _STRING)]
+    + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
+    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model")]
+    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING))]
+)
+RANK_SCHEMA = pa.schema([
+    (c, _STRING if c in ("metric", "target", "scope", "group", "reason") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
+    for c in RANK_COLUMNS
+])
+PSI_SCHEMA = pa.schema([
+    (c, _STRING if c in ("metric", "target", "axis", "varies", "reason", "group_taus") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
+    for c in PSI_COLUMNS
+])
+SELECTION_SCHEMA = pa.schema([
+    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n") else _FLOAT)
+    for c in SELECTION_COLUMNS
+])
+SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA}
+
+
+def output_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Every file the job writes: '{table}.parquet', '{table}.csv', the summaries and 'plots/{name}'."""
+    out = Path(out_dir)
+    paths = {f"{t}.{ext}": out / f"{t}.{ext}" for t in TABLES for ext in ("parquet", "csv")}
+    paths.update({name: out / name for name in SUMMARY_FILES})
+    paths.update({f"plots/{name}": out / "plots" / file for name, file in PLOTS.items()})
+    return paths
+
+
+def _records(frame: pd.DataFrame, schema: pa.Schema) -> list[dict[str, Any]]:
+    rows = []
+    for row in frame.to_dict(orient="records"):
+        clean = {}
+        for field in schema:
+            value = row.get(field.name)
+            if value is pd.NA or value is None:
+                value = None
+            elif pa.types.is_integer(field.type):
+                value = None if isinstance(value, float) and value != value else int(value)
+            elif pa.types.is_floating(field.type):
+                value = float(value)
+            elif pa.types.is_list(field.type):
+                value = [str(v) for v in value]
+            elif pa.types.is_boolean(field.type):
+                value = bool(value)
+            else:
+                value = None if isinstance(value, float) and value != value else str(value)
+            clean[field.name] = value
+        rows.append(clean)
+    return rows
+
+
+def _write_table(frame: pd.DataFrame, name: str, out_dir: Path) -> None:
+    schema = SCHEMAS[name]
+    write_parquet_atomic(_records(frame, schema), schema, out_dir / f"{name}.parquet")
+    csv = frame.reindex(columns=schema.names).copy()
+    if "missing" in csv:
+        csv["missing"] = ["; ".join(v) for v in csv["missing"]]
+    with atomic_path(out_dir / f"{name}.csv") as tmp:
+        csv.to_csv(tmp, index=False)
+
+
+def run_aggregate(
+    config: dict[str, Any],
+    *,
+    results_dir: str | Path = "results",
+    out_dir: str | Path = "results/summary",
+) -> dict[str, Path]:
+    """Aggregate the grid of ``config`` (its models, architectures, sparsities, judge and
+    aggregate blocks) from ``results_dir`` into ``out_dir``; returns what it wrote."""
+    started = time.perf_counter()
+    cfg = AggregateConfig.from_config(config.get("aggregate"))
+    grid = grid_from_config(config)
+    configured_judge = JUDGE_KINDS[(config.get("judge") or {}).get("kind", "offline")]
+    out = Path(out_dir)
+    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k)
+    table = collected.table
+    paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
+    table.insert(3, "paper_model", [paper_names[m] for m in table["model"]])
+    missing = collected.missing
+    log.info("collected %d SAEs, %d with something missing", len(table), len(missing))
+    for cell, reasons in missing.items():
+        log.warning("%s: %s", cell, "; ".join(reasons))
+
+    rank = rank_agreement_table(table, cfg, paper_names)
+    log.info("rank agreement: %d rows (%.1f s)", len(rank), time.perf_counter() - started)
+    psi = psi_table(table, cfg)
+    log.info("psi: %d rows (%.1f s)", len(psi), time.perf_counter() - started)
+    selection = selection_table(table, cfg, paper_names)
+
+    paths = output_paths(out)
+    for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection)):
+        _write_table(frame, name, out)
+    inputs = SummaryInputs(
+        sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
+        judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
+    )
+    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots")
+    write_text_atomic(paths["summary.md"], render_markdown(inputs))
+    grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities)}
+    outputs = {k: str(v) for k, v in paths.items()}
+    write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
+    log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)
+    return paths

@@ -1,0 +1,168 @@
+"""The config's ``selection`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+
+Per-latent feature-selection scores (SPEC.md, "Feature selection"), computed on one
+neutral prompt at its last position:
+
+- ``output_score``: Arad, Mueller & Belinkov 2025 (arXiv 2505.20063). Amplification
+  ``s = 10``, the top ``20`` logit-lens tokens, selection threshold ``0.01`` (their values).
+- ``delta_conf``: Delta Token Confidence of Wang et al. 2025 (arXiv 2510.03659, sec. 4.1),
+  ``k = 1``, ``alpha = 10``. How alpha amplifies latent f is ambiguous in the paper; the
+  three readings (``amplify``), with ``a`` the SAE code at the last position, ``a_f`` the
+  latent's activation there, ``a_max = max_j a_j`` and the SAE error ``x - x_hat`` always
+  added back:
+
+  - ``scale``: a_f <- alpha * a_f (a latent silent on the prompt changes nothing);
+  - ``add_max`` (default): a_f <- a_f + alpha * a_max (the output score's intervention);
+  - ``only_max``: every other latent zeroed and a_f <- alpha * a_max, i.e. the residual
+    becomes ``b_dec + alpha * a_max * W_dec[f] + (x - x_hat)``.
+
+  ``mode``, ``k_values``, ``quantiles`` and ``directions`` describe how latent sets are
+  picked from the scores (UP = most positive Delta C, DOWN = most negative; top-K per
+  direction or tail quantiles), used by ``saesteer.selection.sets``.
+
+A test checks that every default here equals the schema's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+AMPLIFY_MODES = ("scale", "add_max", "only_max")
+SET_MODES = ("top_k", "quantile")
+DIRECTIONS = ("up", "down")
+LATENT_SCOPES = ("all", "autointerp")
+ARAD_PROMPT = "From my experience,"
+"""The neutral prompt of Arad et al.'s code (and of the paper's Delta Token Confidence)."""
+
+
+class SelectionConfigError(ValueError):
+    """The ``selection`` block is inconsistent; the message names the field."""
+
+
+@dataclass(frozen=True)
+class OutputScoreConfig:
+    amplification: float = 10.0
+    """s: latent i's code is raised by s * a_max at the last position."""
+    top_n_tokens: int = 20
+    """Logit-lens tokens of a latent: the top this many of softmax(W_U LN_final(W_dec[i]))."""
+    threshold: float = 0.01
+    """Output-score selection keeps latents scoring at least this."""
+
+
+@dataclass(frozen=True)
+class DeltaConfConfig:
+    k: int = 1
+    """C_k(p) = -(1/k) sum over the top-k next tokens of log p_j."""
+    alpha: float = 10.0
+    amplify: str = "add_max"
+    """scale | add_max | only_max (see the module docstring); the ``delta_conf`` column."""
+    mode: str = "top_k"
+    """How sets are picked: top_k (the K most extreme per direction) or quantile (tails)."""
+    k_values: tuple[int, ...] = (1, 2, 3, 4, 5)
+    quantiles: tuple[float, ...] = (0.99, 0.95, 0.90, 0.80)
+    directions: tuple[str, ...] = ("up", "down")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    prompt: str = ARAD_PROMPT
+    device: str = "auto"
+    model_dtype: str = "float32"
+    batch_size: int = 512
+    """Interventions (rows) per forward pass. Each latent takes two rows (add_max/output
+    score and only_max), a third when it is active on the prompt (scale) and a fourth when
+    delta_conf.alpha differs from output_score.amplification. On CUDA the starting size:
+    halved and retried on out-of-memory."""
+    latents: str = "all"
+    """Which latents get scores: "all" (the paper: every latent, so quantile thresholds come
+    from the whole SAE) or "autointerp" (only those autointerp sampled, the candidates of
+    every criterion: d_sae / eval.autointerp.n_latents times cheaper, for the demo; quantile
+    thresholds then come from that sample)."""
+    output_score: OutputScoreConfig = field(default_factory=OutputScoreConfig)
+    delta_conf: DeltaConfConfig = field(default_factory=DeltaConfConfig)
+
+    @classmethod
+    def from_config(cls, block: dict[str, Any] | None) -> "SelectionConfig":
+        if block is not None and not isinstance(block, dict):
+            raise SelectionConfigError(f"selection: expected a mapping, got {type(block).__name__}")
+        block = dict(block or {})
+        _reject_unknown("selection", block, cls)
+        output_block = _mapping("selection.output_score", block.pop("output_score", None))
+        _reject_unknown("selection.output_score", output_block, OutputScoreConfig)
+        delta_block = _mapping("selection.delta_conf", block.pop("delta_conf", None))
+        _reject_unknown("selection.delta_conf", delta_block, DeltaConfConfig)
+        for key in ("k_values", "quantiles", "directions"):
+            if key in delta_block:
+                value = delta_block[key]
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                    raise SelectionConfigError(f"selection.delta_conf.{key}: expected a list, got {value!r}")
+                delta_block[key] = tuple(value)
+        cfg = cls(**block, output_score=OutputScoreConfig(**output_block), delta_conf=DeltaConfConfig(**delta_block))
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise SelectionConfigError(f"selection.{name}: {message}")
+
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            fail("prompt", f"must be a non-empty string, got {self.prompt!r}")
+        if self.model_dtype not in ("float32", "float16", "bfloat16"):
+            fail("model_dtype", f"{self.model_dtype!r} is not one of float32, float16, bfloat16")
+        if self.latents not in LATENT_SCOPES:
+            fail("latents", f"{self.latents!r} is not one of {list(LATENT_SCOPES)}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            fail("batch_size", f"must be a positive integer, got {self.batch_size!r}")
+        o, d = self.output_score, self.delta_conf
+        if not _is_number(o.amplification) or o.amplification <= 0:
+            fail("output_score.amplification", f"must be a positive number, got {o.amplification!r}")
+        if not _is_int(o.top_n_tokens) or o.top_n_tokens < 1:
+            fail("output_score.top_n_tokens", f"must be a positive integer, got {o.top_n_tokens!r}")
+        if not _is_number(o.threshold) or not 0 <= o.threshold <= 1:
+            fail("output_score.threshold", f"must be in [0, 1] (scores are), got {o.threshold!r}")
+        if not _is_int(d.k) or d.k < 1:
+            fail("delta_conf.k", f"must be a positive integer, got {d.k!r}")
+        if not _is_number(d.alpha) or d.alpha <= 0:
+            fail("delta_conf.alpha", f"must be a positive number, got {d.alpha!r}")
+        if d.amplify not in AMPLIFY_MODES:
+            fail("delta_conf.amplify", f"{d.amplify!r} is not one of {list(AMPLIFY_MODES)}")
+        if d.mode not in SET_MODES:
+            fail("delta_conf.mode", f"{d.mode!r} is not one of {list(SET_MODES)}")
+        if not d.k_values or not all(_is_int(k) and k >= 1 for k in d.k_values) or len(set(d.k_values)) != len(d.k_values):
+            fail("delta_conf.k_values", f"must be distinct positive integers, got {list(d.k_values)}")
+        if not d.quantiles or not all(_is_number(q) and 0 < q < 1 for q in d.quantiles) or len(set(d.quantiles)) != len(d.quantiles):
+            fail("delta_conf.quantiles", f"must be distinct numbers in (0, 1), got {list(d.quantiles)}")
+        if not d.directions or not set(d.directions) <= set(DIRECTIONS) or len(set(d.directions)) != len(d.directions):
+            fail("delta_conf.directions", f"must be a non-empty subset of {list(DIRECTIONS)} without repeats, got {list(d.directions)}")
+
+    @property
+    def reuse_add_max(self) -> bool:
+        """Delta C's add_max intervention is the output score's (alpha = s): one forward serves both."""
+        return float(self.delta_conf.alpha) == float(self.output_score.amplification)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SelectionConfigError(f"{where}: expected a mapping, got {value!r}")
+    return dict(value)
+
+
+def _reject_unknown(where: str, block: dict[str, Any], cls: type) -> None:
+    unknown = set(block) - {f.name for f in fields(cls)}
+    if unknown:
+        raise SelectionConfigError(f"{where}: unknown keys {sorted(unknown)}; known {sorted(f.name for f in fields(cls))}")

