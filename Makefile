@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache bench-steering report clean-demo
+.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report
 
 setup: $(STAMP)
 
@@ -48,3 +48,10 @@ bench-cache: setup
 
 bench-steering: setup
 	$(PY) benchmarks/steering_throughput.py
+
+bench-selection: setup
+	$(PY) benchmarks/selection_throughput.py
+
+# The Snakemake HTML report of the demo (plots and tables with captions), after `make demo`.
+report: setup
+	$(SNAKEMAKE) --report results/summary/report.html --configfile config/demo.yaml

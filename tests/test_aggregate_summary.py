@@ -104,7 +104,7 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
         "delta_conf": {**block(delta_conf, [4, 5]), **lifts(delta_conf), "chosen": candidate, "mode": "top_k",
                        "amplify": "add_max", "candidates": [candidate]},
         "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
-        "n_candidates": 6, "n_latents_steered": 5, "n_latents_reused": 3, "generation": {}, "timings": {}, "config": {},
+        "candidates": "explained", "n_candidates": 6, "n_latents_steered": 5, "n_latents_reused": 3, "generation": {}, "timings": {}, "config": {},
         "inputs": {},
     }
 

@@ -1,6 +1,8 @@
 import copy
 from pathlib import Path
 
+from pytest import approx
+
 from saesteer.cli import main
 from saesteer.config import load_config
 from saesteer.cost import estimate, eval_flops
@@ -49,7 +51,7 @@ def test_steering_cost_follows_the_steering_block():
     shorter = copy.deepcopy(config)
     shorter["steering"]["max_new_tokens"] = 64
     assert steering_flops(spec, shorter["steering"]) < steering_flops(spec, config["steering"])
-    calls = {r.factors: r.estimate.calls for r in judge_estimate(six)[1:]}
+    calls = {r.factors: r.estimate.calls for r in judge_estimate(six) if r.stage == "steer_eval"}
     assert calls == {"6 factors (steering.factors)": 3 * 90 * 100 * (10 * 6 + 2 * 5)}
 
 
@@ -58,3 +60,121 @@ def test_cost_command_refuses_a_bad_config(tmp_path, capsys):
     bad.write_text("sparsities: [0]\n")
     assert main(["cost", "--config", str(REPO / "config/config.yaml"), "--configfile", str(bad)]) == 2
     assert "sparsities[0]" in capsys.readouterr().err
+
+
+def _paper_config():
+    return load_config(REPO / "config/config.yaml")
+
+
+def test_select_features_cost_is_linear_in_dict_size_for_all_latents():
+    from saesteer.cost import select_features_flops, selection_estimate, selection_latents
+
+    config = _paper_config()
+    assert config["selection"]["latents"] == "all"
+    spec = grid_from_config(config).model("gemma-2-9b")
+    flops = {}
+    for d in (8192, 16384, 32768):
+        c = copy.deepcopy(config)
+        c["sae"]["dict_size"] = d
+        assert selection_latents(c) == d
+        flops[d] = select_features_flops(spec, c["selection"], selection_latents(c))
+        hours = {r.model: r for r in selection_estimate(c)}["gemma-2-9b"]
+        assert hours.latents == d and hours.select_gpu_hours_per_sae > 0
+    # a + b * d: equal steps for equal dict_size steps, and doubling doubles it up to the
+    # one prompt forward (a few tokens against tens of thousands of rows)
+    assert flops[32768] - flops[16384] == approx(2 * (flops[16384] - flops[8192]), rel=1e-9)
+    assert flops[16384] / flops[8192] == approx(2.0, rel=1e-3)
+    # per model: the per-SAE cost times the model's SAEs, at cost.mfu (the evaluations' utilisation)
+    r = {r.model: r for r in selection_estimate(config)}["gemma-2-9b"]
+    assert r.n_saes == 30
+    assert r.select_gpu_hours_per_sae == approx(select_features_flops(spec, config["selection"], 16384) / (989e12 * 0.35) / 3600)
+    slower = copy.deepcopy(config)
+    slower["cost"]["mfu"] = 0.175
+    assert {x.model: x for x in selection_estimate(slower)}["gemma-2-9b"].select_gpu_hours_per_sae == approx(2 * r.select_gpu_hours_per_sae)
+
+
+def test_select_features_cost_uses_autointerp_latents_and_alpha():
+    from saesteer.cost import select_features_flops, selection_estimate, selection_latents, selection_rows_per_latent
+
+    config = _paper_config()
+    spec = grid_from_config(config).model("gemma-2-2b")
+    c = copy.deepcopy(config)
+    c["selection"]["latents"] = "autointerp"
+    assert selection_latents(c) == config["eval"]["autointerp"]["n_latents"] == 100
+    bigger = copy.deepcopy(c)
+    bigger["sae"]["dict_size"] = 4 * config["sae"]["dict_size"]
+    assert selection_latents(bigger) == 100  # independent of dict_size
+    per_model = {r.model: r for r in selection_estimate(c)}["gemma-2-2b"]
+    assert per_model.latents == 100 and per_model.rows == approx(100 * 2.02)
+    assert per_model.select_gpu_hours_per_sae < {r.model: r for r in selection_estimate(config)}["gemma-2-2b"].select_gpu_hours_per_sae
+    assert select_features_flops(spec, c["selection"], 100) < select_features_flops(spec, c["selection"], 16384)
+    # alpha != amplification: add_max takes its own row
+    apart = copy.deepcopy(config)
+    apart["selection"]["delta_conf"]["alpha"] = 5.0
+    assert selection_rows_per_latent(apart["selection"]) == approx(selection_rows_per_latent(config["selection"]) + 1)
+
+
+def test_steer_selected_bound_grows_with_k_values():
+    from saesteer.cost import selection_estimate, steer_selected_flops, steer_selected_latents, steer_selected_rows
+
+    paper = _paper_config()
+    # The paper's design: the criteria choose among steer_eval's concepts; nothing is new.
+    assert steer_selected_latents(paper) == 0
+    explained = copy.deepcopy(paper)
+    explained["selection"]["candidates"] = "explained"
+    # Concept100 is the whole autointerp sample there: every candidate was steered anyway.
+    assert steer_selected_latents(explained) == 0
+    config = copy.deepcopy(paper)
+    config["eval"]["autointerp"]["n_latents"] = 1000
+    config["selection"]["candidates"] = "explained"
+    spec = grid_from_config(config).model("gemma-2-9b")
+    # the output-score set (n_concepts) + 2 directions x max(k_values), none assumed reused
+    assert steer_selected_latents(config) == 100 + 2 * 5
+    assert steer_selected_rows(config) == 110 * 10 * 14  # no baselines
+    more = copy.deepcopy(config)
+    more["selection"]["delta_conf"]["k_values"] = [1, 5, 10, 20]
+    assert steer_selected_latents(more) == 100 + 2 * 20
+    assert steer_selected_flops(spec, more) > steer_selected_flops(spec, config)
+    hours = lambda c: {r.model: r for r in selection_estimate(c)}["gemma-2-9b"].steer_gpu_hours_per_sae  # noqa: E731
+    assert hours(more) > hours(config)
+    one_way = copy.deepcopy(config)
+    one_way["selection"]["delta_conf"]["directions"] = ["up"]
+    assert steer_selected_latents(one_way) == 100 + 5
+    quantile = copy.deepcopy(config)
+    quantile["selection"]["delta_conf"]["mode"] = "quantile"
+    assert steer_selected_latents(quantile) == 100 + 2 * 100
+
+
+def test_by_stage_line_names_the_selection_stages(capsys):
+    assert main(["cost", "--config", str(REPO / "config/config.yaml")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("GPU-hours by stage:"))
+    assert "select_features" in line and "steer_selected" in line
+    assert "when it lands" not in out
+    assert "upper bound" in out
+    assert "select GPU-s/SAE" in out
+
+
+def test_judge_total_includes_steer_selected():
+    from saesteer.cost import format_judge_estimate, judge_estimate, judge_totals
+    from saesteer.judges import steering_judge_calls
+
+    config = _paper_config()
+    config["eval"]["autointerp"]["n_latents"] = 1000  # candidates beyond Concept100: steer_selected has new latents
+    config["selection"]["candidates"] = "explained"
+    rows = judge_estimate(config)
+    assert [r.stage for r in rows] == ["autointerp", "steer_eval", "steer_selected"]
+    selected = rows[2]
+    assert selected.estimate.calls == steering_judge_calls(90, 110, 10, 14) > 0
+    assert "steer_selected" in selected.task
+    (label, total), = judge_totals(config).items()
+    assert label == selected.factors
+    assert total.dollars == approx(sum(r.estimate.dollars for r in rows))
+    assert total.dollars > (rows[0].estimate + rows[1].estimate).dollars
+    printed = "\n".join(format_judge_estimate(config))
+    assert f"${total.dollars:,.2f}" in printed
+    # no factor grid in the config: one steer_selected row per grid (AxBench's 14, the paper's 6)
+    bare = copy.deepcopy(config)
+    del bare["steering"]["factors"]
+    stages = [r.stage for r in judge_estimate(bare)]
+    assert stages.count("steer_selected") == 2 and len(judge_totals(bare)) == 2

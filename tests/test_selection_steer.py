@@ -79,7 +79,7 @@ def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: d
     return run_steer_selected(
         latent_scores=tmp_path / "latent_scores.parquet", steering_generations=generations,
         steering_score=tmp_path / "steering" / "score.json",
-        selection_cfg=selection or {"delta_conf": {"k_values": [1, 2]}},
+        selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
         out_generations=tmp_path / out / "generations.parquet", out_concepts=tmp_path / out / "concepts.json",
         out_score=tmp_path / out / "score.json", **common,
     )
@@ -110,6 +110,23 @@ def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
     for block in ("output_score", "delta_conf"):
         expected = None if not none else (report[block]["score"] - none) / none
         assert report[block]["lift"] == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_the_papers_design_selects_among_the_steered_concepts_and_generates_nothing(setup):
+    """selection.candidates: concepts (the default): every set is a subset of steer_eval's
+    concepts, so no model, SAE or judge is needed."""
+    tmp_path, common = setup
+    report = _run(tmp_path, {**common, "lm": None, "tokenizer": None, "judge": None}, "concepts",
+                  tmp_path / "steering" / "generations.parquet", {"delta_conf": {"k_values": [1, 2]}})
+    assert report["candidates"] == "concepts" and report["n_candidates"] == 2
+    assert report["n_latents_steered"] == 0 and report["n_latents_reused"] == 2
+    # Among latents 3 (output score 0.001, Delta C 0.4) and 5 (0.2, -1.5):
+    assert report["output_score"]["latents"] == [5]
+    labels = {c["label"]: c["latents"] for c in report["delta_conf"]["candidates"]}
+    assert labels == {"delta_conf:up:k=1": [3], "delta_conf:down:k=1": [5]}
+    concepts = json.loads((tmp_path / "steering" / "concepts.json").read_text())["concepts"]
+    held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
+    assert report["output_score"]["score"] == held[5]
 
 
 def test_reused_generations_are_those_the_job_would_make(setup):

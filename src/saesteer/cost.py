@@ -4,11 +4,16 @@ the LLM judge's calls, tokens and dollars.
 Rough by design: FLOPs from the config (2 x parameters per token for a forward pass,
 Kaplan et al. 2020, arXiv 2001.08361, plus attention scores; 12 x d_model x dict_size per
 token for an SAE step: encoder and decoder matmuls, forward 4dm plus backward 8dm; steering
-generation: every row's prompt and its new tokens through the whole model with a KV cache)
-divided by the GPU's peak throughput times an assumed utilisation (config ``cost``). Judge calls
-follow the protocols (``saesteer.judges.cost``: autointerp, 2 calls per sampled latent;
-AxBench steering, 3 ratings per generation), tokens per call are typical sizes of this
-project's prompts, prices those of ``judge.llm``.
+generation: every row's prompt and its new tokens through the whole model with a KV cache;
+feature selection: each intervened row's last token through the blocks above the hook and the
+unembedding, plus one logit-lens unembedding per scored latent) divided by the GPU's peak
+throughput times an assumed utilisation (config ``cost``). Judge calls follow the protocols
+(``saesteer.judges.cost``: autointerp, 2 calls per sampled latent; AxBench steering, 3
+ratings per generation, for steer_eval and for the latents steer_selected adds), tokens per
+call are typical sizes of this project's prompts, prices those of ``judge.llm``.
+
+steer_selected is an upper bound: which latents it steers depends on the selection scores,
+so every latent its sets can hold is counted as new (none reused from steer_eval).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ AUTOINTERP_DEFAULT_LATENTS = 1000
 STEERING_PROMPT_TOKENS = 64
 """Typical prompt of a steering row: an AlpacaEval instruction (about 40 tokens on average)
 with a chat template's markup, or a short everyday request with SmolLM2's system prompt."""
+SELECTION_PROMPT_TOKENS = 8
+"""selection.prompt ("From my experience,": 4 or 5 tokens, plus BOS): the attention context
+of every intervened row of select_features."""
+SELECTION_ACTIVE_FRACTION = 0.02
+"""Assumed share of latents active at the prompt's last position: each takes a ``scale`` row."""
+FP32_SLOWDOWN = 15
+"""An H100's dense bf16 tensor-core peak over its FP32 peak (989 / 67 TFLOP/s): PyTorch's
+float32 matmuls do not use TF32 unless asked, and this project does not ask."""
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 # token_ids int32 + context_ids int64 + positions int16, stored beside each activation row
@@ -112,21 +125,115 @@ def steering_rows(steering_block: dict[str, Any] | None) -> int:
     return cfg.n_concepts_used * (cfg.n_instructions * len(cfg.factors) + len(cfg.baselines) * cfg.n_heldout)
 
 
-def steering_flops(spec: ModelSpec, steering_block: dict[str, Any] | None, prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
-    """Forward FLOPs of one SAE's steering generation, every row running to max_new_tokens
+def generation_flops(spec: ModelSpec, rows: float, max_new_tokens: int, prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
+    """Forward FLOPs of ``rows`` steered generations, every row running to max_new_tokens
     (an upper bound): the prompt through the whole model (logits at its last position only),
     then one token per step with a KV cache (attention over the prompt and half the reply
     on average)."""
-    from saesteer.steering.config import SteeringConfig
-
-    cfg = SteeringConfig.from_config(steering_block)
-    rows = steering_rows(steering_block)
     top = spec.n_layers - 1
-    new = cfg.max_new_tokens
+    new = max_new_tokens
     prefill = forward_flops(spec, rows * prompt_tokens, prompt_tokens, 0, top, unembed=False)
     prefill += rows * 2.0 * (spec.vocab_size or 0) * spec.d_model
     decode = forward_flops(spec, rows * new, prompt_tokens + new // 2, 0, top, unembed=True)
     return prefill + decode
+
+
+def steering_flops(spec: ModelSpec, steering_block: dict[str, Any] | None, prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
+    """Forward FLOPs of one SAE's steering generation (steer_eval): :func:`generation_flops`
+    of :func:`steering_rows`."""
+    from saesteer.steering.config import SteeringConfig
+
+    cfg = SteeringConfig.from_config(steering_block)
+    return generation_flops(spec, steering_rows(steering_block), cfg.max_new_tokens, prompt_tokens)
+
+
+def selection_latents(config: dict[str, Any]) -> int:
+    """Latents select_features scores per SAE: every one (``selection.latents: all``, the
+    dict_size) or only those autointerp sampled (``autointerp``: eval.autointerp.n_latents)."""
+    from saesteer.selection.config import SelectionConfig
+
+    sel = SelectionConfig.from_config(config.get("selection"))
+    dict_size = int(config["sae"]["dict_size"])
+    if sel.latents == "autointerp":
+        n_latents = int(((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", AUTOINTERP_DEFAULT_LATENTS))
+        return min(n_latents, dict_size)
+    return dict_size
+
+
+def selection_rows_per_latent(selection_block: dict[str, Any] | None) -> float:
+    """Intervened rows per scored latent (``plan_rows``): the output score (also Delta C
+    add_max when alpha equals the amplification), only_max, add_max apart when alpha differs,
+    and scale for the latents active on the prompt (assumed SELECTION_ACTIVE_FRACTION)."""
+    from saesteer.selection.config import SelectionConfig
+
+    sel = SelectionConfig.from_config(selection_block)
+    return 2.0 + (0.0 if sel.reuse_add_max else 1.0) + SELECTION_ACTIVE_FRACTION
+
+
+def select_features_flops(spec: ModelSpec, selection_block: dict[str, Any] | None, n_latents: int) -> float:
+    """Forward FLOPs of one SAE's select_features: the prompt once through the whole model
+    (plus the zero-intervention check row), then each intervened row's last token alone
+    through the blocks above the hook, the final norm and the unembedding (attention over the
+    cached prompt), plus the logit lens: one unembedding of each scored latent's decoder row.
+    The SAE's own matmuls (one encode, one delta per row) are negligible."""
+    top = spec.n_layers - 1
+    rows = n_latents * selection_rows_per_latent(selection_block) + 1
+    prompt = forward_flops(spec, SELECTION_PROMPT_TOKENS, SELECTION_PROMPT_TOKENS, 0, top, unembed=True)
+    scored = forward_flops(spec, rows, SELECTION_PROMPT_TOKENS, spec.layer + 1, top, unembed=True)
+    lens = n_latents * 2.0 * (spec.vocab_size or 0) * spec.d_model
+    return prompt + scored + lens
+
+
+def steer_selected_latents(config: dict[str, Any]) -> int:
+    """Upper bound on the latents steer_selected steers per SAE beyond steer_eval's: the
+    output-score set (up to steering.n_concepts, none assumed already steered) plus the
+    Delta C sets, per direction the top max(k_values) (top_k) or up to n_concepts (quantile:
+    each direction's sets are nested), and never more than the candidates steer_eval left
+    unsteered (eval.autointerp.n_latents - n_concepts: 0 in the paper config, where
+    Concept100 is the whole autointerp sample). 0 with a fixed steering.concepts list, where
+    feature selection does not apply."""
+    from saesteer.selection.config import SelectionConfig
+    from saesteer.steering.config import SteeringConfig
+
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    if scfg.concepts:
+        return 0
+    sel = SelectionConfig.from_config(config.get("selection"))
+    if sel.candidates == "concepts":
+        return 0  # the selected sets are subsets of steer_eval's concepts: all reused
+    delta = sel.delta_conf
+    per_direction = max(delta.k_values) if delta.mode == "top_k" else scfg.n_concepts
+    # Only candidates steer_eval did not steer are new (the others reuse its generations).
+    return min(scfg.n_concepts + len(delta.directions) * per_direction, steer_selected_unsteered_candidates(config))
+
+
+def steer_selected_unsteered_candidates(config: dict[str, Any]) -> int:
+    """Candidates steer_eval did not steer, at most: steer_selected picks among the latents
+    autointerp explained (at most eval.autointerp.n_latents) and steer_eval steered the first
+    steering.n_concepts of them. Printed beside the bound, which does not use it."""
+    from saesteer.steering.config import SteeringConfig
+
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    n_latents = int(((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", AUTOINTERP_DEFAULT_LATENTS))
+    return max(0, n_latents - scfg.n_concepts)
+
+
+def steer_selected_rows(config: dict[str, Any]) -> int:
+    """Generations of one SAE's steer_selected, at most: every new latent at every
+    (factor, instruction), as in steer_eval, without baselines."""
+    from saesteer.steering.config import SteeringConfig
+
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    return steer_selected_latents(config) * scfg.n_instructions * len(scfg.factors)
+
+
+def steer_selected_flops(spec: ModelSpec, config: dict[str, Any], prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
+    """Upper bound on the forward FLOPs of one SAE's steer_selected (:func:`steer_selected_rows`
+    generations, each costed as in steer_eval)."""
+    from saesteer.steering.config import SteeringConfig
+
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    return generation_flops(spec, steer_selected_rows(config), scfg.max_new_tokens, prompt_tokens)
 
 
 def train_flops(d_model: int, dict_size: int, tokens: int) -> float:
@@ -172,12 +279,15 @@ class JudgeCost:
     estimate: CostEstimate
     factors: str = ""
     """Steering rows: which factor grid."""
+    stage: str = ""
+    """The rule that makes the calls: autointerp, steer_eval or steer_selected."""
 
 
 def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
     """Calls, tokens and dollars of the grid's judge work, priced as ``judge.llm``:
-    autointerp, then steering at each factor grid (the config's ``steering.factors`` when
-    there is one, else AxBench's 14 and the paper's 6)."""
+    autointerp, then steering (steer_eval) at each factor grid (the config's
+    ``steering.factors`` when there is one, else AxBench's 14 and the paper's 6), then
+    steer_selected's new latents at each grid (an upper bound, :func:`steer_selected_latents`)."""
     grid = grid_from_config(config)
     n_saes = len(grid.cells())
     llm = JudgeConfig.from_dict(config.get("judge")).llm
@@ -185,7 +295,7 @@ def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
     n_latents = int(((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", AUTOINTERP_DEFAULT_LATENTS))
     calls = autointerp_judge_calls(n_saes, n_latents) // 2  # as many explanations as detections
     autointerp = estimate_task(calls, "explain", *price) + estimate_task(calls, "detect", *price)
-    out = [JudgeCost(f"autointerp: {n_saes} SAEs x {n_latents} latents", autointerp)]
+    out = [JudgeCost(f"autointerp: {n_saes} SAEs x {n_latents} latents", autointerp, stage="autointerp")]
     steering = config.get("steering") or {}
     n_concepts = len(steering["concepts"]) if steering.get("concepts") else int(steering.get("n_concepts", STEERING_CONCEPTS))
     n_instructions = int(steering.get("n_instructions", STEERING_INSTRUCTIONS))
@@ -204,9 +314,34 @@ def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
                 f"steering: {n_saes} SAEs x {n_concepts} concepts x {n_instructions} instr. x {n_factors} factors + baselines",
                 estimate_task(calls, "rating", *price),
                 f"{n_factors} factors ({source})",
+                "steer_eval",
+            )
+        )
+    # steer_selected: the same ratings for the latents it adds, without baselines.
+    n_selected = steer_selected_latents(config)
+    for n_factors, source in grids:
+        calls = steering_judge_calls(n_saes, n_selected, n_instructions, n_factors)
+        out.append(
+            JudgeCost(
+                f"steer_selected, at most: {n_saes} SAEs x {n_selected} latents x {n_instructions} instr. x {n_factors} factors",
+                estimate_task(calls, "rating", *price),
+                f"{n_factors} factors ({source})",
+                "steer_selected",
             )
         )
     return out
+
+
+def judge_totals(config: dict[str, Any]) -> dict[str, CostEstimate]:
+    """Per factor grid (the ``factors`` label of the rows): autointerp + steer_eval +
+    steer_selected (its upper bound)."""
+    rows = judge_estimate(config)
+    autointerp = sum((r.estimate for r in rows if r.stage == "autointerp"), CostEstimate(0, 0, 0, 0.0, 0.0))
+    totals: dict[str, CostEstimate] = {}
+    for r in rows:
+        if r.stage != "autointerp":
+            totals[r.factors] = totals.get(r.factors, autointerp) + r.estimate
+    return totals
 
 
 def format_judge_estimate(config: dict[str, Any]) -> list[str]:
@@ -218,20 +353,20 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
         ]
     llm = judge.llm
     rows = judge_estimate(config)
+    width = max(72, max(len(r.task) for r in rows) + 2)
     lines = [
         f"Judge: {llm.model} at {llm.base_url}, ${llm.price_per_m_input:g} / ${llm.price_per_m_output:g} per 1M "
         "prompt / completion tokens",
         "(typical tokens per call: src/saesteer/judges/cost.py)",
         "",
-        f"{'task':<72}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
+        f"{'task':<{width}}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
     ]
     for r in rows:
         e = r.estimate
-        lines.append(f"{r.task:<72}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
-    autointerp, steering = rows[0].estimate, rows[1:]
-    totals = "; ".join(f"${(autointerp + r.estimate).dollars:,.2f} with {r.factors}" for r in steering)
+        lines.append(f"{r.task:<{width}}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
+    totals = "; ".join(f"${e.dollars:,.2f} with {factors}" for factors, e in judge_totals(config).items())
     lines += [
-        f"Judge total (autointerp + steering): {totals}.",
+        f"Judge total (autointerp + steer_eval + steer_selected's upper bound): {totals}.",
         "Cached replies (judge.cache) are never paid twice; the logs report actual usage.",
     ]
     return lines
@@ -261,9 +396,10 @@ def format_estimate(config: dict[str, Any]) -> str:
         "",
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         *_steering_lines(config, cost),
+        *_selection_lines(config, cost),
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
-        f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}. "
-        "Feature selection is added here when it lands.",
+        f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}, "
+        f"{_selection_totals(config, cost)}.",
         "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
         "",
         *format_judge_estimate(config),
@@ -318,4 +454,110 @@ def _steering_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
     ]
     for name, rows, per_sae, n in _steering_hours(config, cost):
         lines.append(f"{name:<16}{rows:>17,}{per_sae:>17.3f}{per_sae * n:>13.2f}")
+    return lines + [""]
+
+
+@dataclass(frozen=True)
+class SelectionCost:
+    model: str
+    latents: int
+    """Latents select_features scores per SAE."""
+    rows: float
+    """Intervened rows per SAE (scale rows: the assumed active share)."""
+    select_gpu_hours_per_sae: float
+    steer_latents: int
+    """Upper bound on the latents steer_selected steers per SAE."""
+    steer_generations: int
+    steer_gpu_hours_per_sae: float
+    """Upper bound."""
+    n_saes: int
+
+
+def selection_estimate(config: dict[str, Any]) -> list[SelectionCost]:
+    """Per model: select_features at the LLM-forward utilisation (``cost.mfu``, as the
+    evaluations), steer_selected's upper bound at the generation utilisation
+    (``cost.generate_mfu``, as steer_eval)."""
+    cost = {"gpu_peak_tflops": 989.0, "mfu": 0.35, "generate_mfu": 0.15, **config.get("cost", {})}
+    peak = cost["gpu_peak_tflops"] * 1e12
+    grid = grid_from_config(config)
+    n_saes = len(grid.architectures) * len(grid.sparsities)
+    block = config.get("selection")
+    latents = selection_latents(config)
+    rows = latents * selection_rows_per_latent(block)
+    n_steer, generations = steer_selected_latents(config), steer_selected_rows(config)
+    return [
+        SelectionCost(
+            model=spec.name,
+            latents=latents,
+            rows=rows,
+            select_gpu_hours_per_sae=select_features_flops(spec, block, latents) / (peak * cost["mfu"]) / 3600,
+            steer_latents=n_steer,
+            steer_generations=generations,
+            steer_gpu_hours_per_sae=steer_selected_flops(spec, config) / (peak * cost["generate_mfu"]) / 3600,
+            n_saes=n_saes,
+        )
+        for spec in grid.models
+    ]
+
+
+def _hours(h: float) -> str:
+    """GPU-hours for the by-stage line: one decimal, or two significant digits below 0.05."""
+    return f"{h:.1f}" if h >= 0.05 or h == 0 else f"{h:.2g}"
+
+
+def _selection_totals(config: dict[str, Any], cost: dict[str, Any]) -> str:
+    rows = selection_estimate(config)
+    select = sum(r.select_gpu_hours_per_sae * r.n_saes for r in rows)
+    steer = sum(r.steer_gpu_hours_per_sae * r.n_saes for r in rows)
+    return f"select_features {_hours(select)}, steer_selected {_hours(steer)} at most"
+
+
+def _selection_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
+    from saesteer.selection.config import SelectionConfig
+    from saesteer.steering.config import SteeringConfig
+
+    sel = SelectionConfig.from_config(config.get("selection"))
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    rows = selection_estimate(config)
+    if not rows:
+        return []
+    first = rows[0]
+    kinds = "output score = Delta C add_max, only_max" if sel.reuse_add_max else "output score, Delta C add_max, only_max"
+    lines = [
+        f"select_features: {first.latents:,} latents per SAE (selection.latents: {sel.latents}) x "
+        f"{first.rows / max(first.latents, 1):.2f} rows ({kinds}; scale on the ~{SELECTION_ACTIVE_FRACTION:.0%} active), "
+        "each row's last token through the blocks above the hook + unembedding, plus one logit-lens unembedding per latent",
+        f"{'model':<16}{'rows/SAE':>17}{'select GPU-s/SAE':>19}{'select GPU-h':>14}",
+    ]
+    for r in rows:
+        lines.append(f"{r.model:<16}{r.rows:>17,.0f}{r.select_gpu_hours_per_sae * 3600:>19.2f}{r.select_gpu_hours_per_sae * r.n_saes:>14.3f}")
+    if sel.model_dtype == "float32":
+        lines.append(
+            f"(selection.model_dtype float32: without TF32 an H100 runs FP32 matmuls ~{FP32_SLOWDOWN}x below the bf16 peak "
+            "assumed here; loading the model likely dominates either way)"
+        )
+    lines.append("")
+    if scfg.concepts:
+        return lines + ["steer_selected: none (feature selection does not apply to a fixed steering.concepts list)", ""]
+    delta = sel.delta_conf
+    if delta.mode == "top_k":
+        dc = f"{len(delta.directions)} directions x top {max(delta.k_values)} Delta C"
+    else:
+        dc = f"{len(delta.directions)} directions x up to {scfg.n_concepts} Delta C (quantile tails)"
+    lines += [
+        f"steer_selected, an upper bound: at most {first.steer_latents} new latents per SAE (the smaller of the candidates steer_eval did not steer and the output-score set "
+        f"<= {scfg.n_concepts}, none assumed reused from steer_eval, + {dc}) x {scfg.n_instructions} instructions "
+        f"x {len(scfg.factors)} factors, no baselines; generation costed as steer_eval",
+        f"{'model':<16}{'generations/SAE':>17}{'steer GPU-h/SAE':>17}{'steer GPU-h':>13}",
+    ]
+    for r in rows:
+        lines.append(f"{r.model:<16}{r.steer_generations:>17,}{r.steer_gpu_hours_per_sae:>17.3f}{r.steer_gpu_hours_per_sae * r.n_saes:>13.2f}")
+    unsteered = steer_selected_unsteered_candidates(config)
+    if sel.candidates == "concepts":
+        lines.append("(selection.candidates: concepts, the paper's design: the criteria choose among steer_eval's concepts, whose generations are reused.)")
+    else:
+        lines.append(
+            f"(selection.candidates: explained, the latents autointerp explained, eval.autointerp.n_latents = {unsteered + scfg.n_concepts}; "
+            f"steer_eval steered the first {scfg.n_concepts}: at most {unsteered} per SAE can be new, the others reuse its generations.)"
+        )
     return lines + [""]

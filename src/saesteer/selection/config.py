@@ -33,6 +33,7 @@ AMPLIFY_MODES = ("scale", "add_max", "only_max")
 SET_MODES = ("top_k", "quantile")
 DIRECTIONS = ("up", "down")
 LATENT_SCOPES = ("all", "autointerp")
+CANDIDATE_POOLS = ("concepts", "explained")
 ARAD_PROMPT = "From my experience,"
 """The neutral prompt of Arad et al.'s code (and of the paper's Delta Token Confidence)."""
 
@@ -75,6 +76,11 @@ class SelectionConfig:
     score and only_max), a third when it is active on the prompt (scale) and a fourth when
     delta_conf.alpha differs from output_score.amplification. On CUDA the starting size:
     halved and retried on out-of-memory."""
+    candidates: str = "concepts"
+    """Which latents the criteria choose among: "concepts" (the paper: the steering
+    evaluation's Concept-N, so the selected sets are subsets of what steer_eval steered and
+    reuse its generations) or "explained" (every latent autointerp explained; those
+    steer_eval did not steer are steered by steer_selected with the same protocol)."""
     latents: str = "all"
     """Which latents get scores: "all" (the paper: every latent, so quantile thresholds come
     from the whole SAE) or "autointerp" (only those autointerp sampled, the candidates of
@@ -111,6 +117,8 @@ class SelectionConfig:
             fail("prompt", f"must be a non-empty string, got {self.prompt!r}")
         if self.model_dtype not in ("float32", "float16", "bfloat16"):
             fail("model_dtype", f"{self.model_dtype!r} is not one of float32, float16, bfloat16")
+        if self.candidates not in CANDIDATE_POOLS:
+            fail("candidates", f"{self.candidates!r} is not one of {list(CANDIDATE_POOLS)}")
         if self.latents not in LATENT_SCOPES:
             fail("latents", f"{self.latents!r} is not one of {list(LATENT_SCOPES)}")
         if not _is_int(self.batch_size) or self.batch_size < 1:

@@ -125,6 +125,9 @@ def run_steer_selected(
 
     n = scfg.n_concepts
     none_set = no_selection(cands, n)
+    if sel.candidates == "concepts":
+        # The paper's design: choose among the steered concepts (Concept100) themselves.
+        cands = cands[:n]
     os_set = output_score_set(cands, n, sel.output_score.threshold)
     dc_sets = delta_conf_sets(
         cands,
@@ -206,6 +209,7 @@ def run_steer_selected(
             "delta_conf": dc_block,
             "lift_difference_points": diff_points,
             "relative_improvement": lift(dc_block["score"], os_block["score"]),
+            "candidates": sel.candidates,
             "n_candidates": len(cands),
             "n_latents_steered": len(todo),
             "n_latents_reused": len(reused),
