@@ -207,7 +207,9 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
     ax.set_ylabel("steering score (AxBench order, mean over SAEs)")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
     handles, _ = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="black", lw=2, label="paper (matched model)"))
+    paper_drawn = any(math.isfinite(v) for k, _, _ in kinds for v in means.get(f"paper_{k}", pd.Series(dtype=float)).to_numpy(dtype=float))
+    if paper_drawn:  # only where a model of the grid is one of the paper's
+        handles.append(Line2D([], [], color="black", lw=2, label="paper (matched model)"))
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Steering score before and after feature selection (labels: lift over no selection; bars: ± s.e.m.)")
     ax.grid(axis="y", alpha=0.25)
