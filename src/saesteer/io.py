@@ -87,6 +87,19 @@ def check_schema(obj: Any, schema_path: str | os.PathLike[str], what: str, error
         raise error(f"{what} does not match {schema_path}:\n  " + "\n  ".join(lines))
 
 
+def read_checked_json(
+    path: str | os.PathLike[str], schema_path: str | os.PathLike[str], what: str, error: type[Exception], rule: str
+) -> Any:
+    """A JSON output of rule ``rule``, read and checked against its schema; ``error`` names
+    the file and the rule to rerun when it is unreadable or breaks the schema."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise error(f"{path} is not a readable {what} ({exc}); rerun {rule}") from exc
+    check_schema(obj, schema_path, what, error)
+    return obj
+
+
 def write_parquet_atomic(records: list[dict[str, Any]], schema: Any, path: str | os.PathLike[str]) -> None:
     """Rows (dicts) with an explicit pyarrow schema, written to ``path`` atomically."""
     import pyarrow as pa

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, LatentScores, SelectionError, score_latents
 
@@ -52,12 +52,7 @@ def validate_summary(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) ->
 
 def read_summary(path: Path) -> dict[str, Any]:
     """A latent_scores.json, validated."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SelectionError(f"{path} is not a readable selection summary ({exc}); rerun select_features") from exc
-    validate_summary(report)
-    return report
+    return read_checked_json(path, SCHEMA_PATH, "selection scores summary", SelectionError, "select_features")
 
 
 class TokenText:

@@ -17,7 +17,6 @@ not yet steered with the steering evaluation's protocol and seeds, and writes:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.sets import (
     Candidate,
@@ -239,9 +238,5 @@ def run_steer_selected(
 
 
 def read_selection_score(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SelectionError(f"{path} is not a readable selection score ({exc}); rerun steer_selected") from exc
-    check_schema(report, SCHEMA_PATH, "selection score", SelectionError)
-    return report
+    """A selection score.json, validated."""
+    return read_checked_json(path, SCHEMA_PATH, "selection score", SelectionError, "steer_selected")

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import Judge, JudgeConfig, SteeringItem, check_judge_config, check_single_judge, harmonic_mean
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode, prompt_ids
@@ -277,12 +277,7 @@ def validate_score(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> N
 
 def read_score(path: Path) -> dict[str, Any]:
     """A steering score.json, validated."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SteeringError(f"{path} is not a readable steering score ({exc}); rerun steer_eval") from exc
-    validate_score(report)
-    return report
+    return read_checked_json(path, SCHEMA_PATH, "steering score", SteeringError, "steer_eval")
 
 
 def hook_layer(sae_cfg: Mapping[str, Any]) -> int:
