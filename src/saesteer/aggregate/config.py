@@ -10,7 +10,9 @@ A test checks that every default here equals the schema's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from saesteer.config_blocks import reject_unknown_keys
+
+from dataclasses import asdict, dataclass
 from typing import Any
 
 INTERP_METRICS = ("autointerp", "ce_loss_score", "explained_variance", "probing", "absorption")
@@ -48,9 +50,7 @@ class AggregateConfig:
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "AggregateConfig":
         block = dict(block or {})
-        unknown = set(block) - {f.name for f in fields(cls)}
-        if unknown:
-            raise AggregateConfigError(f"aggregate: unknown keys {sorted(unknown)}; known {[f.name for f in fields(cls)]}")
+        reject_unknown_keys("aggregate", block, cls, AggregateConfigError)
         if "partial" in block:
             block["partial"] = _as_bool(block["partial"])
         for name in _INTEGER_FIELDS:

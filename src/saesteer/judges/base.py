@@ -10,9 +10,11 @@ every result carries ``judge`` ("llm" or "offline-proxy") and ``judge_model``, a
 
 from __future__ import annotations
 
+from saesteer.config_blocks import reject_unknown_keys
+
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
 LLM_KIND = "llm"
@@ -236,9 +238,7 @@ class JudgeConfig:
 
 
 def _reject_unknown(where: str, block: Mapping[str, Any], cls: type) -> None:
-    unknown = set(block) - {f.name for f in fields(cls)}
-    if unknown:
-        raise JudgeConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    reject_unknown_keys(where, block, cls, JudgeConfigError)
 
 
 def _sub(cls: type, where: str, block: Mapping[str, Any] | None) -> Any:

@@ -25,8 +25,10 @@ A test checks that every default here equals the schema's.
 
 from __future__ import annotations
 
+from saesteer.config_blocks import reject_unknown_keys
+
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 AMPLIFY_MODES = ("scale", "add_max", "only_max")
@@ -171,6 +173,4 @@ def _mapping(where: str, value: Any) -> dict[str, Any]:
 
 
 def _reject_unknown(where: str, block: dict[str, Any], cls: type) -> None:
-    unknown = set(block) - {f.name for f in fields(cls)}
-    if unknown:
-        raise SelectionConfigError(f"{where}: unknown keys {sorted(unknown)}; known {sorted(f.name for f in fields(cls))}")
+    reject_unknown_keys(where, block, cls, SelectionConfigError)

@@ -9,7 +9,9 @@ equals the schema's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from saesteer.config_blocks import reject_unknown_keys
+
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -155,6 +157,4 @@ class SteeringConfig:
 
 
 def _reject_unknown(where: str, block: dict[str, Any], cls: type) -> None:
-    unknown = set(block) - {f.name for f in fields(cls)}
-    if unknown:
-        raise SteeringConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    reject_unknown_keys(where, block, cls, SteeringConfigError)
