@@ -91,12 +91,15 @@ def test_upper_runner_uses_the_given_residual(tiny_model):
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-def _eval_cfg() -> EvalConfig:
+def _eval_cfg(zero_ablation: str | None = None) -> EvalConfig:
+    core = {"n_contexts": 7, "splice_contexts": 5, "context_length": 24}
+    if zero_ablation is not None:
+        core["zero_ablation"] = zero_ablation
     return EvalConfig.from_config(
         {
             "device": "cpu",
             "batch_size": 3,
-            "core": {"n_contexts": 7, "splice_contexts": 5, "context_length": 24},
+            "core": core,
             "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
         }
     )
@@ -142,12 +145,69 @@ def test_identity_sae_scores_one(eval_data):
     assert out["splice_n_tokens"] == 5 * 22
 
 
+def _zeroed_forward_ce(model, layer: int, tokens: torch.Tensor, first_scored: int, keep_bos: bool) -> float:
+    """Mean next-token CE of the model's own forward with block ``layer``'s output zeroed
+    (at every position, or all but position 0), over positions ``first_scored..T-2``."""
+    block = decoder_layers(model)[layer]
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        zeroed = hidden.clone()
+        zeroed[:, 1 if keep_bos else 0 :] = 0
+        return (zeroed, *output[1:]) if isinstance(output, tuple) else zeroed
+
+    handle = block.register_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=tokens, use_cache=False).logits.float()
+    finally:
+        handle.remove()
+    logp = torch.log_softmax(logits[:, first_scored:-1], dim=-1)
+    return float(-logp.gather(-1, tokens[:, first_scored + 1 :, None]).mean())
+
+
+def test_zero_ablation_zeroes_bos_by_default(tiny_model, char_tokenizer, text_corpus, tmp_path):
+    """SAEBench's zero-ablation (standard_zero_ablate_hook) zeroes every position, BOS
+    included: the stored CE_zero is that run's, not the one that keeps BOS clean."""
+    from saesteer.evals.eval_data import CORE_FILE, SPLICE_FILE
+
+    cfg = _eval_cfg()
+    assert cfg.core.zero_ablation == "all"
+    build_eval_data(tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=cfg, out_dir=tmp_path / "eval")
+    data = load_eval_data(tmp_path / "eval")
+    info = data.manifest["core"]
+    assert info["zero_ablation"] == "all" and info["first_replaced_position"] == 1
+    tokens = data.tensor(CORE_FILE, "tokens")[: info["splice_contexts"]]
+    assert bool((tokens[:, 0] == char_tokenizer.bos_token_id).all())
+    stored = float(data.tensor(SPLICE_FILE, "ce_zero").double().mean())
+    with_bos_zeroed = _zeroed_forward_ce(tiny_model, 1, tokens, 1, keep_bos=False)
+    bos_kept = _zeroed_forward_ce(tiny_model, 1, tokens, 1, keep_bos=True)
+    assert abs(with_bos_zeroed - bos_kept) > 1e-3  # the two readings differ on this model
+    assert stored == pytest.approx(with_bos_zeroed, abs=1e-4)
+    assert core_metrics(zero_sae(D_MODEL), tiny_model, data, cfg)["zero_ablation"] == "all"
+
+    keep = _eval_cfg("keep_bos")
+    build_eval_data(tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=keep, out_dir=tmp_path / "keep")
+    kept = load_eval_data(tmp_path / "keep")
+    assert float(kept.tensor(SPLICE_FILE, "ce_zero").double().mean()) == pytest.approx(bos_kept, abs=1e-4)
+    # With BOS kept clean in both, an SAE that outputs zeros is exactly the zero-ablation.
+    out = core_metrics(zero_sae(D_MODEL), tiny_model, kept, keep)
+    assert out["zero_ablation"] == "keep_bos" and out["ce_loss_score"] == pytest.approx(0.0, abs=1e-6)
+    # The one-pass KL (linear head) agrees with the direct one to float32 rounding.
+    assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_zero_ablation_mode_is_checked():
+    with pytest.raises(Exception, match="eval.core.zero_ablation"):
+        _eval_cfg("none")
+
+
 def test_zero_sae_scores_zero(eval_data):
     model, data, cfg = eval_data
     out = core_metrics(zero_sae(D_MODEL), model, data, cfg)
-    assert out["ce_loss_score"] == pytest.approx(0.0, abs=1e-6)
-    # The one-pass KL (linear head) agrees with the direct one to float32 rounding.
-    assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-4)
+    # The default zero-ablation zeroes BOS too, the zero SAE leaves it clean, so its scores
+    # are not exactly 0 here (test_zero_ablation_zeroes_bos_by_default checks keep_bos's 0).
+    assert out["zero_ablation"] == "all"
     assert out["explained_variance"] <= 0.0
     assert out["l0"] == 0.0 and out["frac_dead"] == 1.0 and out["density"]["dead"] == 2 * D_MODEL
 

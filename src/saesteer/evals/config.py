@@ -12,6 +12,7 @@ from typing import Any
 
 # Keys that change speed, not results: left out of the eval-data fingerprint.
 RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
+ZERO_ABLATION_MODES = ("all", "keep_bos")
 # The only autointerp keys the per-model eval data depend on; the others are per SAE.
 AUTOINTERP_DATA_KEYS = ("n_contexts",)
 
@@ -30,6 +31,10 @@ class CoreConfig:
     """The first this many of them are also run through the model with the SAE spliced in."""
     context_length: int = 128
     """Tokens per context, BOS included (SAEBench core: 128)."""
+    zero_ablation: str = "all"
+    """Which positions the zero-ablation reference run zeroes at the hook point: ``all``
+    (SAEBench core: every position, BOS included) or ``keep_bos`` (BOS keeps its clean
+    residual, as the SAE splice does). Named in interp.json (``core.zero_ablation``)."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,8 @@ class EvalConfig:
             raise EvalConfigError(
                 f"eval.core.splice_contexts ({cfg.core.splice_contexts}) exceeds eval.core.n_contexts ({cfg.core.n_contexts})"
             )
+        if cfg.core.zero_ablation not in ZERO_ABLATION_MODES:
+            raise EvalConfigError(f"eval.core.zero_ablation: {cfg.core.zero_ablation!r} is not one of {list(ZERO_ABLATION_MODES)}")
         if "{word}" not in cfg.absorption.prompt_template:
             raise EvalConfigError("eval.absorption.prompt_template must contain {word}")
         window = 2 * cfg.autointerp.buffer + 1

@@ -18,8 +18,11 @@ see BOS; SAEBench's ``exclude_special_tokens_from_reconstruction``):
 Spliced metrics, on the first ``eval.core.splice_contexts`` contexts (:mod:`splice`):
 
 - the hook-point residual is replaced by the SAE reconstruction at every position but BOS
-  (which keeps its clean value, in the zero-ablation too, so an SAE that outputs zeros
-  scores exactly the zero-ablation), and the model runs on;
+  (which keeps its clean value: the SAEs never saw BOS), and the model runs on;
+- the zero-ablation reference zeroes the residual at every position, BOS included, as
+  SAEBench's ``standard_zero_ablate_hook`` does (``eval.core.zero_ablation: all``, the
+  default; ``keep_bos`` leaves BOS clean, so that an SAE that outputs zeros scores exactly
+  the zero-ablation); interp.json names the mode (``core.zero_ablation``);
 - ``ce_loss_score`` = (CE_zero - CE_sae) / (CE_zero - CE_clean), CE the mean next-token
   cross-entropy over positions whose prediction saw a replaced residual;
 - ``kl_div_score`` = (KL_zero - KL_sae) / KL_zero, KL = mean over the same positions of

@@ -8,7 +8,9 @@
   documents separated by EOS, from the corpus's ``heldout`` split, which SAE training never
   reads) and their hook-point residuals [N, T, d] in the model's dtype.
 - ``splice.safetensors``: for the first ``eval.core.splice_contexts`` of them, per scored
-  token: clean and zero-ablation cross-entropy, the zero-ablation KL(clean || ablated),
+  token: clean and zero-ablation cross-entropy (``eval.core.zero_ablation``: ``all``
+  zeroes the hook-point residual at every position, BOS included, as SAEBench does;
+  ``keep_bos`` leaves BOS clean), the zero-ablation KL(clean || ablated),
   and what an SAE's KL needs about the clean next-token distribution: its negative entropy
   and expected unembedding vector when the LM head is linear (float32, no soft-cap), else
   the clean final hidden state. Zero-ablation does not depend on the SAE, so each SAE
@@ -109,7 +111,10 @@ def build_core(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: d
         log.warning("held-out text fills only %d of %d eval contexts", len(contexts), cfg.core.n_contexts)
     tokens = torch.tensor([c.tokens for c in contexts], dtype=torch.long)
     n, length = tokens.shape
-    first = 1 if contexts[0].has_bos else 0  # BOS keeps its clean residual in every splice
+    first = 1 if contexts[0].has_bos else 0  # BOS keeps its clean residual in every SAE splice
+    # The zero-ablation reference: SAEBench core zeroes every position, BOS included
+    # (sae_bench/evals/core/main.py, standard_zero_ablate_hook); keep_bos leaves BOS clean.
+    zeroed_from = first if cfg.core.zero_ablation == "keep_bos" else 0
     n_splice = min(cfg.core.splice_contexts, n)
     device = _device(model)
     capture = ResidualCapture(model, layer)
@@ -132,7 +137,7 @@ def build_core(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: d
         if head_gap is None:
             head_gap = check_head(model, ids_s[:2], clean[:2])
         zeroed = resid_s.clone()
-        zeroed[:, first:] = 0
+        zeroed[:, zeroed_from:] = 0
         ablated = runner(ids_s, zeroed)
         d = clean.shape[-1]
         scored = clean[:, first : length - 1]
@@ -156,6 +161,8 @@ def build_core(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: d
         "context_length": length,
         "n_tokens": n * (length - first),
         "first_replaced_position": first,
+        "zero_ablation": cfg.core.zero_ablation,
+        "first_zeroed_position": zeroed_from,
         "splice_contexts": n_splice,
         "splice_scored_tokens": int(splice["ce_clean"].numel()),
         "kl_method": "expected_unembedding" if fast_kl else "clean_logits",

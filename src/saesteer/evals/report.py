@@ -179,6 +179,8 @@ def core_metrics(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: Eval
         )
         spliced_scores["splice_n_tokens"] = spliced_scores.pop("n_tokens")
         out.update(spliced_scores)
+    # Eval data made before the option existed kept BOS in the zero-ablation.
+    out["zero_ablation"] = info.get("zero_ablation", "keep_bos")
     return out
 
 
