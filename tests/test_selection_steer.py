@@ -68,7 +68,7 @@ def setup(tmp_path, minilm):
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     common = dict(sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
                   model_json=tmp_path / "model.json", steering_cfg=STEERING, judge_cfg={"kind": "offline"},
-                  model="tiny", arch="relu", target_l0=4, lm=model, tokenizer=tok, judge=judge)
+                  model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok, judge=judge)
     steering = tmp_path / "steering"
     run_steer_eval(out_generations=steering / "generations.parquet", out_concepts=steering / "concepts.json",
                    out_score=steering / "score.json", **common)
@@ -149,6 +149,8 @@ def test_fixed_concept_lists_and_foreign_tables_are_refused(setup, tmp_path):
     base, common = setup
     with pytest.raises(SelectionError, match="fixed steering.concepts"):
         _run(base, {**common, "steering_cfg": {**STEERING, "concepts": ["the sea"]}}, "x", base / "steering" / "generations.parquet")
+    with pytest.raises(SelectionError, match="prompt_format base.*now chat: rerun steer_eval"):
+        _run(base, {**common, "prompt_format": "chat"}, "z", base / "steering" / "generations.parquet")
     pq.write_table(pa.Table.from_pylist([{"latent": 3, "output_score": 0.1, "delta_conf": 0.1}]), base / "latent_scores.parquet")
     with pytest.raises(SelectionError, match="no selection score"):
         _run(base, common, "y", base / "steering" / "generations.parquet")

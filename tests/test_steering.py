@@ -31,7 +31,8 @@ from saesteer.steering.evaluate import (
     run_steer_eval,
     validate_score,
 )
-from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids, row_uniforms, sample_tokens
+from saesteer.prompting import prompt_ids
+from saesteer.steering.generate import GenRow, SteeringModel, row_uniforms, sample_tokens
 from saesteer.steering.instructions import (
     HELDOUT,
     SELECTION,
@@ -112,7 +113,7 @@ def hf_generate(model, ids, max_new_tokens, vector=None):
 
 def test_zero_factor_reproduces_unsteered_generation_exactly():
     model, tok, steer, directions = steering_setup()
-    ids = [tuple(prompt_ids(tok, p)) for p in PROMPTS]
+    ids = [tuple(prompt_ids(tok, p, "base")) for p in PROMPTS]
     zero = [GenRow(x, direction=k % 3, coef=0.0, seed=k) for k, x in enumerate(ids)]
     none = [GenRow(x) for x in ids]
     a, _ = steer.generate(zero, directions, max_new_tokens=10, temperature=0.0, batch_size=8)
@@ -125,7 +126,7 @@ def test_left_padding_with_steering_matches_transformers_generate_row_by_row():
     """A padded batch of prompts of very different lengths, each row steered along its own
     vector, gives what transformers' generate gives for each prompt alone with that vector."""
     model, tok, steer, directions = steering_setup()
-    ids = [tuple(prompt_ids(tok, p)) for p in PROMPTS]
+    ids = [tuple(prompt_ids(tok, p, "base")) for p in PROMPTS]
     assert len({len(x) for x in ids}) == len(ids)  # every row padded differently
     rows = [GenRow(x, direction=k % 3, coef=3.0 * (k + 1), seed=k) for k, x in enumerate(ids)]
     batched, stats = steer.generate(rows, directions, max_new_tokens=12, temperature=0.0, batch_size=len(rows))
@@ -140,7 +141,7 @@ def test_left_padding_with_steering_matches_transformers_generate_row_by_row():
 
 def test_batched_sampling_equals_the_per_row_path_on_the_same_seeds():
     _, tok, steer, directions = steering_setup()
-    ids = [tuple(prompt_ids(tok, p)) for p in PROMPTS]
+    ids = [tuple(prompt_ids(tok, p, "base")) for p in PROMPTS]
     rows = [GenRow(x, direction=k % 3 - 1, coef=2.0 * k, seed=1000 + k) for k, x in enumerate(ids)]
     rows += [GenRow(ids[0], direction=1, coef=4.0, seed=7), GenRow(ids[0], direction=1, coef=4.0, seed=8)]
     batched, stats = steer.generate(rows, directions, max_new_tokens=16, temperature=1.0, batch_size=len(rows))
@@ -180,7 +181,7 @@ class FlakyMemory(torch.nn.Module):
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result():
     model, tok, steer, directions = steering_setup()
-    ids = [tuple(prompt_ids(tok, p)) for p in PROMPTS]
+    ids = [tuple(prompt_ids(tok, p, "base")) for p in PROMPTS]
     rows = [GenRow(x, direction=k % 3, coef=1.5, seed=k) for k, x in enumerate(ids)]
     expected, _ = steer.generate(rows, directions, max_new_tokens=6, temperature=1.0, batch_size=8)
     flaky = SteeringModel.wrap(FlakyMemory(model, limit=2), tok, LAYER)
@@ -242,7 +243,7 @@ def test_steering_along_a_tokens_unembedding_raises_its_frequency_and_the_concep
     target = tok.ids["ocean"]
     direction = torch.nn.functional.normalize(model.lm_head.weight[target].detach()[None], dim=-1)
     instructions = ["tell me about your day", "what is good about work", "how do people come back home", "give me one more way"]
-    ids = [tuple(prompt_ids(tok, t)) for t in instructions]
+    ids = [tuple(prompt_ids(tok, t, "base")) for t in instructions]
     resid = ResidualCapture(model, layer)(torch.tensor([ids[0]]))  # block output, before the final norm
     scale = float(resid.norm(dim=-1).mean())
     n = 20
@@ -274,11 +275,11 @@ def test_real_model_steered_along_a_word_talks_about_it(minilm, smollm2_model_js
     from saesteer.models import load_prepared
 
     model, tok = load_prepared(smollm2_model_json)
-    steer = SteeringModel.wrap(model, tok, 15)
+    steer = SteeringModel.wrap(model, tok, 15, prompt_format="chat")
     target = tok(" ocean", add_special_tokens=False)["input_ids"]
     direction = torch.nn.functional.normalize(model.lm_head.weight[target[0]].detach()[None], dim=-1)
     instructions = ["Give me three tips for sleeping better.", "Describe a relaxing way to spend a rainy Sunday."]
-    ids = [tuple(prompt_ids(tok, t)) for t in instructions]
+    ids = [tuple(steer.prompt(t)) for t in instructions]
     with torch.no_grad():  # the residual's typical norm there (about 160; BOS excluded)
         resid = model(torch.tensor([ids[0]]), output_hidden_states=True).hidden_states[16][0, 1:]
     scale = float(resid.norm(dim=-1).median())
@@ -451,7 +452,7 @@ def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
         sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
         model_json=tmp_path / "model.json", steering_cfg=steering, judge_cfg={"kind": "offline"},
         out_generations=out / "generations.parquet", out_concepts=out / "concepts.json", out_score=out / "score.json",
-        model="tiny", arch="relu", target_l0=4, lm=model, tokenizer=tok, judge=judge,
+        model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok, judge=judge,
     )
     on_disk = json.loads((out / "score.json").read_text())
     validate_score(on_disk)
@@ -471,3 +472,4 @@ def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
     mean = sum(c["axbench"]["heldout_score"] for c in concepts) / 2
     assert on_disk["score"] == pytest.approx(mean)
     assert math.isfinite(on_disk["generation"]["tokens_per_s"])
+    assert on_disk["generation"]["prompt_format"] == "base" and on_disk["generation"]["stop_token_ids"] == [1]

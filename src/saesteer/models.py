@@ -53,6 +53,9 @@ class ModelSpec:
     embedded: str | None = None
     n_params: float | None = None
     vocab_size: int | None = None
+    prompt_format: str = "base"
+    """How prompts are built for this model (saesteer.prompting): ``base`` or ``chat``. The
+    config requires it for every model entry."""
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> "ModelSpec":

@@ -77,6 +77,11 @@ def target_l0(wildcards):
     return GRID.target_l0(wildcards.sparsity)
 
 
+def prompt_format(wildcards):
+    """How this model is prompted (models[].prompt_format: chat | base)."""
+    return GRID.model(wildcards.model).prompt_format
+
+
 def selection_latent_inputs(wildcards):
     """selection.latents: autointerp scores only the latents autointerp sampled (the
     criteria's candidates), read from its table; all needs nothing more."""

@@ -4,7 +4,9 @@ rule prepare_model:
     output:
         record="results/models/{model}/model.json",
     params:
-        spec=model_entry,
+        # prompt_format does not change the prepared model: left out, so that changing it
+        # reruns only the jobs that prompt (params are a rerun trigger).
+        spec=lambda wildcards: {k: v for k, v in model_entry(wildcards).items() if k != "prompt_format"},
         weights_dir=lambda wildcards: f"results/models/{wildcards.model}/hf",
     log:
         "logs/{model}/prepare_model.log",

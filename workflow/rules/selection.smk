@@ -1,4 +1,4 @@
-# Feature selection (SPEC.md, "Feature selection"): score every latent of an SAE, then
+# Feature selection (docs/method.md, "Feature selection"): score every latent of an SAE, then
 # steer the latents each criterion keeps with the steering evaluation's protocol.
 
 
@@ -53,6 +53,7 @@ rule steer_selected:
         score="results/{model}/{arch}/{sparsity}/selection/score.json",
     params:
         target_l0=target_l0,
+        prompt_format=prompt_format,
         steering=config["steering"],
         selection=config["selection"],
         judge=config["judge"],

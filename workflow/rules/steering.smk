@@ -44,6 +44,7 @@ rule steer_eval:
         score="results/{model}/{arch}/{sparsity}/steering/score.json",
     params:
         target_l0=target_l0,
+        prompt_format=prompt_format,
         steering=config["steering"],
         judge=config["judge"],
     log:

@@ -20,5 +20,6 @@ run_steer_eval(
     model=snakemake.wildcards.model,
     arch=snakemake.wildcards.arch,
     target_l0=snakemake.params.target_l0,
+    prompt_format=snakemake.params.prompt_format,
     threads=snakemake.threads,
 )

@@ -1,8 +1,9 @@
-"""Per-latent feature-selection scores of one SAE, batched over latents (SPEC.md, "Feature selection").
+"""Per-latent feature-selection scores of one SAE, batched over latents (docs/method.md, "Feature selection").
 
 Everything happens at the last position of one neutral prompt (``selection.prompt``,
-"From my experience," in Arad et al.'s code), tokenised as the model's tokenizer does by
-default (special tokens as it adds them, no chat template). There ``x`` is the residual at
+"From my experience," in Arad et al.'s code), tokenised as every cached context starts: BOS
+(for every tokenizer that has one, added even where the tokenizer does not add it by
+default), then the text, no chat template. There ``x`` is the residual at
 the SAE's hook point (the output of decoder block ``layer``), ``a = encode(x)`` its code,
 ``a_max = max_j a_j``, ``a_f`` latent f's activation and ``x_hat = decode(a)``.
 
@@ -55,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from saesteer.cache.capture import decoder_layers
+from saesteer.prompting import text_ids
 from saesteer.evals.splice import UpperRunner, _base_model, head_logits, logit_chunk_tokens
 from saesteer.sae.base import BaseSAE
 from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig
@@ -80,11 +82,15 @@ class SelectionError(RuntimeError):
 
 
 def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt's ids as the tokenizer makes them by default (its BOS where it adds one)."""
-    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    if not ids:
+    """The prompt's ids as every cached context starts: BOS (where the tokenizer has one,
+    whether or not it adds it by default; SmolLM2's does not), then the text without special
+    tokens (saesteer.prompting.text_ids). No chat template: the scores read the SAE's
+    training distribution, plain text."""
+    ids = text_ids(tokenizer, prompt)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if len(ids) - (1 if bos is not None else 0) < 1:
         raise SelectionError(f"selection.prompt {prompt!r} tokenises to nothing")
-    return [int(i) for i in ids]
+    return ids
 
 
 def check_affine_decoder(sae: BaseSAE) -> None:

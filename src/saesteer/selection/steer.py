@@ -98,6 +98,7 @@ def run_steer_selected(
     model: str,
     arch: str,
     target_l0: int,
+    prompt_format: str,
     threads: int | None = None,
     lm: Any = None,
     tokenizer: Any = None,
@@ -117,6 +118,12 @@ def run_steer_selected(
     scfg = dataclasses.replace(scfg, baselines=())
     sel = selection_cfg if isinstance(selection_cfg, SelectionConfig) else SelectionConfig.from_config(selection_cfg)
     base = read_score(Path(steering_score))
+    # Reused steer_eval generations and new ones must share one prompt format.
+    if base["generation"]["prompt_format"] != prompt_format:
+        raise SelectionError(
+            f"{steering_score} was generated with prompt_format {base['generation']['prompt_format']}, the model's "
+            f"prompt_format is now {prompt_format}: rerun steer_eval"
+        )
     scores_rows = pq.read_table(latent_scores).to_pylist()
     cands = candidates(pq.read_table(autointerp_table).to_pylist(), scores_rows)
     if not cands:
@@ -148,7 +155,7 @@ def run_steer_selected(
              model, arch, target_l0, len(cands), len(os_set.latents), len(dc_sets), len(todo), len(reused))
 
     records = [r for lat in union if lat in reused for r in reused[lat]]
-    gen_stats: dict[str, Any] = {"new_tokens": 0, "tokens_per_s": None, "generate_seconds": 0.0, "judge_seconds": 0.0}
+    gen_stats: dict[str, Any] = {"prompt_format": prompt_format, "new_tokens": 0, "tokens_per_s": None, "generate_seconds": 0.0, "judge_seconds": 0.0}
     judge_label = (base.get("judge"), base.get("judge_model"))
     if todo:
         sae, sae_cfg = load_sae(Path(sae_dir))
@@ -161,7 +168,7 @@ def run_steer_selected(
         try:
             pool = read_instruction_pool(Path(instructions), scfg.instructions)
             directions = unit_directions(sae.W_dec, [c.latent for c in todo])
-            new, stats, timings = steer_and_rate(SteeringModel.wrap(lm, tokenizer, layer), directions, todo, pool, scfg, judge)
+            new, stats, timings = steer_and_rate(SteeringModel.wrap(lm, tokenizer, layer, prompt_format), directions, todo, pool, scfg, judge)
         finally:
             if own_judge:
                 judge.close()
@@ -171,7 +178,7 @@ def run_steer_selected(
                 f"{judge_label[0]}/{judge_label[1]} ({steering_score}): rerun steer_eval with the same judge"
             )
         records += new
-        gen_stats = {"new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s, **timings}
+        gen_stats = {"prompt_format": prompt_format, "new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s, **timings}
 
     per_concept_list = concept_scores(records, scfg.factors)
     per_concept = {int(r["latent"]): r for r in per_concept_list}

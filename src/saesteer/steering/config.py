@@ -87,10 +87,9 @@ class SteeringConfig:
     and retried on out-of-memory."""
     m_f_fallback: float = 50.0
     """Steering magnitude where a latent's max activation is unknown (AxBench's default)."""
-    chat_template: bool = True
-    """Use the tokenizer's chat template where it has one."""
     base_prompt_template: str = "{instruction}\n"
-    """The prompt of a model without a chat template (or with chat_template false)."""
+    """The prompt text of a model whose ``prompt_format`` is ``base`` (after BOS). How each
+    model is prompted is the model entry's ``prompt_format`` (saesteer.prompting)."""
     baselines: tuple[str, ...] = BASELINES
     """Rated on the held-out instructions: ``unsteered`` (no intervention) and ``prompted``
     (the concept asked for in the prompt, AxBench's prompt baseline)."""
@@ -99,6 +98,10 @@ class SteeringConfig:
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "SteeringConfig":
         block = dict(block or {})
+        if "chat_template" in block:
+            raise SteeringConfigError(
+                "steering.chat_template was replaced by each model's prompt_format (models[].prompt_format: chat | base)"
+            )
         _reject_unknown("steering", block, cls)
         instructions_block = dict(block.pop("instructions", None) or {})
         _reject_unknown("steering.instructions", instructions_block, InstructionsConfig)

@@ -15,7 +15,9 @@
    Where ``m_f`` is unknown, ``steering.m_f_fallback`` (50, AxBench's) is used and the row
    says so (``m_f_source = "fallback"``). Decoder directions, never SAE reconstructions of
    a steering vector (Mayne et al. 2024; SPEC.md's caveat).
-4. **Generation** (``generate.py``): chat template where the model has one, up to
+4. **Generation** (``generate.py``): the prompt in the model's ``prompt_format``
+   (``saesteer.prompting``: ``base`` = plain instruction text after BOS, ``chat`` = the
+   tokenizer's chat template, generation stopped at its turn markers), up to
    ``max_new_tokens`` at ``temperature``, every (concept, factor, instruction) row batched
    with its own vector and its own seed, derived from (seed, kind, concept, factor,
    instruction).
@@ -48,7 +50,7 @@ from torch import Tensor
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import Judge, JudgeConfig, SteeringItem, check_judge_config, check_single_judge, harmonic_mean
 from saesteer.steering.config import SteeringConfig
-from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode, prompt_ids
+from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode
 from saesteer.steering.instructions import concept_instructions, read_instruction_pool
 from saesteer.steering.score import STEERED, concept_scores, sae_scores
 
@@ -185,7 +187,7 @@ def steer_and_rate(
 
     def ids(text: str) -> tuple[int, ...]:
         if text not in cache:
-            cache[text] = tuple(prompt_ids(steer.tokenizer, text, chat_template=cfg.chat_template, base_template=cfg.base_prompt_template))
+            cache[text] = tuple(steer.prompt(text, cfg.base_prompt_template))
         return cache[text]
 
     rows = [
@@ -315,12 +317,14 @@ def run_steer_eval(
     model: str,
     arch: str,
     target_l0: int,
+    prompt_format: str,
     threads: int | None = None,
     lm: Any = None,
     tokenizer: Any = None,
     judge: Judge | None = None,
 ) -> dict[str, Any]:
-    """The workflow's per-SAE job. ``lm``/``tokenizer``/``judge`` override the ones of
+    """The workflow's per-SAE job. ``prompt_format``: the model entry's (``chat`` or
+    ``base``, see saesteer.prompting). ``lm``/``tokenizer``/``judge`` override the ones of
     ``model_json`` and ``judge_cfg`` (tests)."""
     from saesteer.evals.report import load_sae
     from saesteer.models import load_prepared, resolve_device
@@ -347,7 +351,7 @@ def run_steer_eval(
         lm, tokenizer = load_prepared(Path(model_json), dtype=cfg.model_dtype, device=str(device))
     own_judge = judge is None
     judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=cfg.model_dtype == "float32")
-    steer = SteeringModel.wrap(lm, tokenizer, layer)
+    steer = SteeringModel.wrap(lm, tokenizer, layer, prompt_format)
     load_seconds = time.perf_counter() - started
     n_fallback = sum(c.m_f_source == "fallback" for c in concepts)
     if n_fallback:
@@ -394,7 +398,8 @@ def run_steer_eval(
             "generation": {
                 "device": str(device),
                 "dtype": cfg.model_dtype,
-                "chat_template": bool(cfg.chat_template and getattr(tokenizer, "chat_template", None)),
+                "prompt_format": steer.prompt_format,
+                "stop_token_ids": sorted(steer.stop),
                 "new_tokens": stats.new_tokens,
                 "prompt_tokens": stats.prompt_tokens,
                 "forward_tokens": stats.forward_tokens,

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from saesteer.cache.capture import decoder_layers
+from saesteer.prompting import PromptFormatError, check_prompt_format, has_chat_template, prompt_ids, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,6 @@ class SteeringHook:
             hidden = output[0]
             return (hidden + self.vectors[:, None, :].to(hidden.dtype), *output[1:])
         return output + self.vectors[:, None, :].to(output.dtype)
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """EOS of the tokenizer and of the model's generation config (e.g. a chat model's end-of-turn)."""
-    ids: set[int] = set()
-    for value in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if value is None:
-            continue
-        ids.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-    return ids
 
 
 def _pad_id(model: Any, tokenizer: Any, stop: set[int]) -> int:
@@ -276,28 +267,11 @@ def generate(
 
 
 # ---- prompts --------------------------------------------------------------------------------
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def prompt_ids(tokenizer: Any, instruction: str, *, chat_template: bool = True, base_template: str = "{instruction}\n") -> list[int]:
-    """Token ids of the prompt for ``instruction``: the tokenizer's chat template (one user
-    turn, generation prompt added) where it has one, else ``base_template`` with BOS."""
-    if chat_template and has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-        )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    ids = list(tokenizer(base_template.format(instruction=instruction), add_special_tokens=True)["input_ids"])
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    return ids
+# How prompts are built and where generation stops: saesteer.prompting (per-model prompt_format).
 
 
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The judged text: special tokens (turn markers, EOS) removed."""
     try:
         return tokenizer.decode(list(ids), skip_special_tokens=True)
     except TypeError:  # minimal tokenizers (tests) take no keyword
@@ -306,21 +280,31 @@ def decode(tokenizer: Any, ids: Sequence[int]) -> str:
 
 @dataclass
 class SteeringModel:
-    """A model ready to steer: the block to hook, stop and pad tokens."""
+    """A model ready to steer: the block to hook, its prompt format, stop and pad tokens."""
 
     model: nn.Module
     tokenizer: Any
     layer: int
+    prompt_format: str = "base"
     stop: set[int] = field(default_factory=set)
     pad_id: int = 0
 
     @classmethod
-    def wrap(cls, model: nn.Module, tokenizer: Any, layer: int) -> "SteeringModel":
+    def wrap(cls, model: nn.Module, tokenizer: Any, layer: int, prompt_format: str = "base") -> "SteeringModel":
         n_blocks = len(decoder_layers(model))
         if not 0 <= layer < n_blocks:
             raise ValueError(f"layer {layer} outside 0..{n_blocks - 1} of {type(model).__name__}")
-        stop = stop_token_ids(model, tokenizer)
-        return cls(model, tokenizer, layer, stop, _pad_id(model, tokenizer, stop))
+        check_prompt_format(prompt_format)
+        if prompt_format == "chat" and not has_chat_template(tokenizer):
+            raise PromptFormatError(
+                f"prompt_format chat: the tokenizer of this model has no chat template (set the model's prompt_format to base)"
+            )
+        stop = stop_ids(model, tokenizer, prompt_format)
+        return cls(model, tokenizer, layer, prompt_format, stop, _pad_id(model, tokenizer, stop))
+
+    def prompt(self, instruction: str, base_template: str = "{instruction}\n") -> list[int]:
+        """The prompt's token ids in this model's format (:func:`saesteer.prompting.prompt_ids`)."""
+        return prompt_ids(self.tokenizer, instruction, self.prompt_format, base_template)
 
     def generate(self, rows: Sequence[GenRow], directions: Tensor | None, **kwargs: Any) -> tuple[list[Generated], GenStats]:
         return generate(self.model, self.layer, rows, directions, stop=self.stop, pad_id=self.pad_id, **kwargs)
