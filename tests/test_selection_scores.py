@@ -146,15 +146,16 @@ def test_interventions_equal_literal_encode_edit_decode_plus_error(arch):
     [
         ({}, None),  # defaults: alpha == s, the add_max forward is the output score's
         ({"delta_conf": {"alpha": 3.0, "k": 3}, "output_score": {"amplification": 6.0, "top_n_tokens": 5}}, None),
-        ({"delta_conf": {"alpha": 2.0}}, "x"),  # a one-token prompt: no prefix cache
+        ({"delta_conf": {"alpha": 2.0}}, "x"),  # one token and a tokenizer without BOS: no prefix cache
     ],
 )
 def test_batched_scores_equal_the_per_latent_loop(block, prompt):
     """Every column, every amplify mode: the batched last-position path (prefix KV cache,
     blocks below the hook skipped, many latents per forward, logits reduced chunk by chunk)
     equals one full forward per latent and mode with Arad et al.'s literal hook."""
-    model, tok, sae = sharp_llama(), CharTokenizer(), make_sae()
+    model, tok, sae = sharp_llama(), CharTokenizer(with_bos=prompt != "x"), make_sae()
     cfg = SelectionConfig.from_config({**block, "batch_size": 7, **({"prompt": prompt} if prompt else {})})
+    assert len(prompt_token_ids(tok, cfg.prompt)) == (1 if prompt == "x" else 20)
     batched = score_latents(model, tok, sae, LAYER, cfg)
     active = torch.nonzero(batched.columns["a_f"]).flatten().tolist()
     assert len(active) >= 3
@@ -221,7 +222,8 @@ def test_a_latent_along_a_tokens_unembedding_tops_both_scores():
 def test_config_defaults_and_errors_name_the_field():
     cfg = SelectionConfig.from_config(None)
     assert cfg == SelectionConfig() and cfg.prompt == "From my experience," and cfg.reuse_add_max
-    assert (cfg.delta_conf.k, cfg.delta_conf.alpha, cfg.delta_conf.amplify) == (1, 10.0, "add_max")
+    # The paper's reading of "amplify" (sec. 4.1 / app. D: the other codes kept at zero).
+    assert (cfg.delta_conf.k, cfg.delta_conf.alpha, cfg.delta_conf.amplify) == (1, 10.0, "only_max")
     assert cfg.output_score == OutputScoreConfig(10.0, 20, 0.01)
     assert SelectionConfig.from_config({"delta_conf": {"k_values": [2, 4]}}).delta_conf.k_values == (2, 4)
     cases = [

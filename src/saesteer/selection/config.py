@@ -1,20 +1,21 @@
 """The config's ``selection`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
 
-Per-latent feature-selection scores (SPEC.md, "Feature selection"), computed on one
+Per-latent feature-selection scores (docs/method.md, "Feature selection"), computed on one
 neutral prompt at its last position:
 
 - ``output_score``: Arad, Mueller & Belinkov 2025 (arXiv 2505.20063). Amplification
   ``s = 10``, the top ``20`` logit-lens tokens, selection threshold ``0.01`` (their values).
 - ``delta_conf``: Delta Token Confidence of Wang et al. 2025 (arXiv 2510.03659, sec. 4.1),
-  ``k = 1``, ``alpha = 10``. How alpha amplifies latent f is ambiguous in the paper; the
-  three readings (``amplify``), with ``a`` the SAE code at the last position, ``a_f`` the
-  latent's activation there, ``a_max = max_j a_j`` and the SAE error ``x - x_hat`` always
-  added back:
+  ``k = 1``, ``alpha = 10``. Three readings of how alpha amplifies latent f (``amplify``),
+  with ``a`` the SAE code at the last position, ``a_f`` the latent's activation there,
+  ``a_max = max_j a_j`` and the SAE error ``x - x_hat`` always added back:
 
-  - ``scale``: a_f <- alpha * a_f (a latent silent on the prompt changes nothing);
-  - ``add_max`` (default): a_f <- a_f + alpha * a_max (the output score's intervention);
-  - ``only_max``: every other latent zeroed and a_f <- alpha * a_max, i.e. the residual
-    becomes ``b_dec + alpha * a_max * W_dec[f] + (x - x_hat)``.
+  - ``only_max`` (default): every other latent zeroed and a_f <- alpha * a_max, i.e. the
+    residual becomes ``b_dec + alpha * a_max * W_dec[f] + (x - x_hat)``: the paper's own
+    description of the intervention keeps the other codes at zero (docs/method.md, "Delta
+    Token Confidence", says which sentence decided it);
+  - ``add_max``: a_f <- a_f + alpha * a_max (the output score's intervention, Arad et al.);
+  - ``scale``: a_f <- alpha * a_f (a latent silent on the prompt changes nothing).
 
   ``mode``, ``k_values``, ``quantiles`` and ``directions`` describe how latent sets are
   picked from the scores (UP = most positive Delta C, DOWN = most negative; top-K per
@@ -59,8 +60,9 @@ class DeltaConfConfig:
     k: int = 1
     """C_k(p) = -(1/k) sum over the top-k next tokens of log p_j."""
     alpha: float = 10.0
-    amplify: str = "add_max"
-    """scale | add_max | only_max (see the module docstring); the ``delta_conf`` column."""
+    amplify: str = "only_max"
+    """only_max (the paper's reading) | add_max | scale (see the module docstring); the
+    ``delta_conf`` column (all three are computed)."""
     mode: str = "top_k"
     """How sets are picked: top_k (the K most extreme per direction) or quantile (tails)."""
     k_values: tuple[int, ...] = (1, 2, 3, 4, 5)
