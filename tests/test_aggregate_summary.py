@@ -242,7 +242,7 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
 
 
 def test_selection_means_follow_the_papers_lift_convention():
-    """The paper's lifts are of model means: 0.328 / 0.133 - 1 = +146.6% (SPEC.md)."""
+    """The paper's lifts are of model means: 0.328 / 0.133 - 1 = +146.6% (docs/method.md)."""
     paper = {r: PAPER["selection"][r] for r in PAPER["selection"]}
     lifts = [p["delta_conf"] / p["none"] - 1 for p in paper.values()]
     assert [round(100 * v, 1) for v in lifts] == [146.6, 133.3, 103.5]

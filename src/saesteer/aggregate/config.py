@@ -1,7 +1,7 @@
 """The config's ``aggregate`` block as a dataclass (defaults = workflow/schemas/config.schema.yaml).
 
 The aggregation stage ranks SAEs by interpretability and by steering and asks whether the
-rankings agree (SPEC.md, "Rank agreement"): Kendall tau-b, 95% BCa bootstrap intervals
+rankings agree (docs/method.md, "Rank agreement"): Kendall tau-b, 95% BCa bootstrap intervals
 (Efron 1987) and permutation p-values, over all SAEs, per model / architecture / sparsity,
 and the axis-conditioned psi of Wang, Hu, Wang & Zou 2025 (arXiv 2510.03659).
 

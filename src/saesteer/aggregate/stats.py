@@ -1,5 +1,5 @@
 """Rank-agreement statistics: Kendall tau-b, BCa bootstrap intervals, permutation p-values and
-the axis-conditioned psi (SPEC.md, "Rank agreement").
+the axis-conditioned psi (docs/method.md, "Rank agreement").
 
 Kendall tau-b (Kendall 1945, "The treatment of ties in ranking problems", Biometrika 33:
 239-251) of n pairs (x_i, y_i)::

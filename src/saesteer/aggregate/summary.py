@@ -1,9 +1,9 @@
 """The aggregation's tables and its markdown summary, next to the paper's numbers.
 
-Rank agreement (SPEC.md, "Rank agreement"): Kendall tau-b of every interpretability metric
+Rank agreement (docs/method.md, "Rank agreement"): Kendall tau-b of every interpretability metric
 (``config.INTERP_METRICS``) against every steering target (``TARGETS``), over all SAEs and
 per model / architecture / sparsity, with 95% BCa intervals and permutation p-values; the
-axis-conditioned psi. Feature selection (SPEC.md, "Feature selection"): steering scores with
+axis-conditioned psi. Feature selection (docs/method.md, "Feature selection"): steering scores with
 no selection, output-score selection and Delta Token Confidence selection, their lifts.
 
 No statistic is reported over fewer than ``aggregate.min_saes`` SAEs: the row keeps n and a
@@ -49,7 +49,7 @@ TARGETS = {
 HEADLINE = ("autointerp", "steering")
 SCOPES = (("model", "model"), ("arch", "arch"), ("sparsity", "target_l0"))
 
-# The paper: Wang, Hu, Wang & Zou 2025, arXiv 2510.03659 (SPEC.md, findings table).
+# The paper: Wang, Hu, Wang & Zou 2025, arXiv 2510.03659 (docs/method.md, "The study").
 PAPER_MODELS = {"gemma-2-2b": "Gemma-2-2B", "qwen2.5-3b": "Qwen-2.5-3B", "gemma-2-9b": "Gemma-2-9B"}
 PAPER = {
     "source": "Wang, Hu, Wang, Zou 2025, arXiv 2510.03659",

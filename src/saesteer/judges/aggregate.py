@@ -1,6 +1,6 @@
 """Steering score from the three ratings: harmonic mean, 0 if any rating is 0.
 
-Two orders exist and SPEC.md asks for both:
+Two orders exist and both are reported (docs/method.md, "Steering score"):
 
 - ``axbench_score``: harmonic mean per generation, then the average over generations
   (AxBench, Wu et al. 2025, arXiv 2501.17148; what the paper being reproduced uses).

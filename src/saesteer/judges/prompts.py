@@ -1,6 +1,6 @@
 """The judge prompts (this project's own wording), as templates that build chat messages.
 
-Steering: three ratings in {0, 1, 2} following the rubrics of SPEC.md (AxBench protocol,
+Steering: three ratings in {0, 1, 2} following the rubrics of docs/method.md (AxBench protocol,
 Wu et al. 2025, arXiv 2501.17148): concept present, instruction answered, fluency. Each is
 asked in its own call, as AxBench does, so one rating cannot anchor another. Each reply
 ends with ``Rating: N``, which ``parsing.parse_rating`` reads.

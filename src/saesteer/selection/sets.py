@@ -1,4 +1,4 @@
-"""Which latents each selection criterion keeps, and their steering scores (SPEC.md,
+"""Which latents each selection criterion keeps, and their steering scores (docs/method.md,
 "Feature selection").
 
 The candidates are the latents autointerp explained (a concept needs an explanation), in

@@ -1,7 +1,7 @@
 """The config's ``steering`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
 
 Defaults follow AxBench's SAE steering evaluation (Wu et al. 2025, arXiv 2501.17148) as
-SPEC.md ("Steering utility") describes it: Concept100, 10 instructions per concept (5 pick
+docs/method.md ("Steering utility") describes it: Concept100, 10 instructions per concept (5 pick
 the factor, 5 are held out), AxBench's 14 SAE factors, 128 new tokens at temperature 1.0,
 m_f = 50 where a latent's max activation is unknown. A test checks that every default here
 equals the schema's.

@@ -1,4 +1,4 @@
-"""Steering evaluation of one SAE: the AxBench protocol (SPEC.md, "Steering utility").
+"""Steering evaluation of one SAE: the AxBench protocol (docs/method.md, "Steering utility").
 
 1. **Concepts.** The first ``steering.n_concepts`` latents of ``autointerp.parquet`` by
    ``rank`` (autointerp's deterministic, nested sample: Concept100 with 100) whose
@@ -14,7 +14,7 @@
    latent's largest activation on held-out text times its decoder norm: residual units).
    Where ``m_f`` is unknown, ``steering.m_f_fallback`` (50, AxBench's) is used and the row
    says so (``m_f_source = "fallback"``). Decoder directions, never SAE reconstructions of
-   a steering vector (Mayne et al. 2024; SPEC.md's caveat).
+   a steering vector (Mayne et al. 2024; docs/method.md, "Steering vectors").
 4. **Generation** (``generate.py``): the prompt in the model's ``prompt_format``
    (``saesteer.prompting``: ``base`` = plain instruction text after BOS, ``chat`` = the
    tokenizer's chat template, generation stopped at its turn markers), up to

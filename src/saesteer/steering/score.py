@@ -1,4 +1,4 @@
-"""From rated generations to the steering score of an SAE (SPEC.md, "Steering utility").
+"""From rated generations to the steering score of an SAE (docs/method.md, "Steering utility").
 
 Per concept and factor, the selection half's generations give a score in each aggregation
 order (``judges.aggregate``): ``axbench`` = harmonic mean of the three ratings per
