@@ -49,6 +49,7 @@ def interp_report(model: str, arch: str, k: int, autointerp: float, judge: str =
             "density": {"mean": 0.01, "median": 0.01, "log10_bin_edges": [-8.0, 0.0], "counts": [256], "dead": 0},
             "ce_loss_score": 0.8 + k / 1000, "kl_div_score": 0.9, "ce_loss_clean": 2.0, "ce_loss_zero_ablation": 10.0,
             "ce_loss_with_sae": 3.0, "kl_div_zero_ablation": 8.0, "kl_div_with_sae": 0.5, "splice_n_tokens": 50,
+            "zero_ablation": "all",
         },
         "sparse_probing": {"k": [1], "tasks": {}, "mean": {"llm_test_accuracy": 1.0, "llm_top_k_test_accuracy": {"1": 0.9},
                                                              "sae_top_k_test_accuracy": by_k}},
