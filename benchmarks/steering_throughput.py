@@ -37,12 +37,15 @@ from saesteer.cache.capture import decoder_layers
 from saesteer.config import grid_from_config, load_config
 from saesteer.cost import steering_flops, steering_rows
 from saesteer.models import ModelSpec, load_prepared
-from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
+from saesteer.prompting import prompt_ids
+from saesteer.steering.generate import GenRow, SteeringModel
 from saesteer.steering.instructions import builtin_instructions, concept_instructions
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_JSON = REPO / "results/models/smollm2-135m/model.json"
 LAYER = 15
+PROMPT_FORMAT = "chat"
+"""The demo config's prompt_format for SmolLM2-135M-Instruct."""
 FACTORS = (0.4, 0.8, 1.2, 1.6, 2.0)
 PAPER_HOURS_PER_SAE = (15.0, 23.0)
 """The paper's reported steering cost per SAE (hours), for comparison."""
@@ -78,7 +81,7 @@ def workload(tokenizer, n_concepts: int, n_instructions: int) -> list[GenRow]:
     rows = []
     for c in range(n_concepts):
         for iid, _ in concept_instructions(len(pool), c, n_instructions, 1, seed=0):
-            ids = tuple(prompt_ids(tokenizer, pool[iid]))
+            ids = tuple(prompt_ids(tokenizer, pool[iid], PROMPT_FORMAT))
             for k, f in enumerate(FACTORS):
                 rows.append(GenRow(ids, direction=c, coef=f, seed=hash((c, iid, k)) & 0x7FFFFFFF))
     return rows
@@ -111,7 +114,7 @@ class RowHook:
 def _gen_kwargs(model, tokenizer, new_tokens):
     from transformers import GenerationConfig
 
-    stop = sorted(SteeringModel.wrap(model, tokenizer, LAYER).stop)
+    stop = sorted(SteeringModel.wrap(model, tokenizer, LAYER, PROMPT_FORMAT).stop)
     return dict(
         generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
                                            eos_token_id=stop, pad_token_id=tokenizer.pad_token_id or stop[0]),
@@ -210,7 +213,7 @@ def main() -> None:
         raise SystemExit(f"{MODEL_JSON} is missing: run the demo's prepare_model first (make demo, or --until prepare_model)")
     device = torch.device(args.device)
     model, tokenizer = load_prepared(MODEL_JSON, device=args.device)
-    steer = SteeringModel.wrap(model, tokenizer, LAYER)
+    steer = SteeringModel.wrap(model, tokenizer, LAYER, PROMPT_FORMAT)
     dirs, m_f, source = demo_directions(model, args.concepts)
     rows = workload(tokenizer, args.concepts, args.instructions)
     step = max(1, len(rows) // args.loop_rows) if args.loop_rows else 1
