@@ -340,3 +340,49 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     # A changed steering config is refused: the comparison would not be paired.
     with pytest.raises(VectorsJobError, match="another steering config"):
         run_steering_vectors(**{**kwargs, "steering_cfg": {**STEERING, "max_new_tokens": 7}})
+
+
+# ---- config and cost ---------------------------------------------------------------------------------------
+
+
+def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_field():
+    import dataclasses
+
+    from saesteer.config import load_schema
+    from saesteer.steering.vectors_config import SteeringVectorsConfig, VectorsConfigError
+
+    block = load_schema()["properties"]["steering_vectors"]
+    props = block["properties"]
+    assert block["additionalProperties"] is False
+    assert set(props) == {f.name for f in dataclasses.fields(SteeringVectorsConfig)}
+    for f in dataclasses.fields(SteeringVectorsConfig):
+        value = getattr(SteeringVectorsConfig(), f.name)
+        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f.name
+    for bad, field in (({"methods": ["mean"]}, "methods"), ({"fit_k": 0}, "fit_k"), ({"min_activation_frac": 2}, "min_activation_frac"),
+                       ({"enabled": "maybe"}, "enabled"), ({"nope": 1}, "unknown keys")):
+        with pytest.raises(VectorsConfigError, match=field):
+            SteeringVectorsConfig.from_config(bad)
+    assert SteeringVectorsConfig.from_config({"enabled": "true"}).enabled is True
+    cfg = SteeringVectorsConfig.from_config({"vectors_file": "v/{model}/{arch}-{sparsity}.safetensors"})
+    assert cfg.vectors_path("m", "relu", "l0-20") == "v/m/relu-l0-20.safetensors"
+    with pytest.raises(VectorsConfigError, match="placeholder"):
+        SteeringVectorsConfig.from_config({"vectors_file": "{layer}.safetensors"}).vectors_path("m", "relu", "l0-20")
+
+
+def test_cost_counts_the_extra_generations_only_when_enabled():
+    from pathlib import Path
+
+    from saesteer.config import load_config
+    from saesteer.cost import format_estimate, judge_estimate, steering_vectors_rows
+
+    repo = Path(__file__).resolve().parents[1]
+    paper = load_config(repo / "config/config.yaml")
+    assert steering_vectors_rows(paper) == 0 and "steering_vectors" not in format_estimate(paper)
+    paper["steering_vectors"] = {"enabled": True}
+    assert steering_vectors_rows(paper) == 100 * 3 * 10 * 14
+    paper["judge"]["kind"] = "llm"
+    rows = [r for r in judge_estimate(paper) if r.stage == "steering_vectors"]
+    assert len(rows) == 1 and rows[0].estimate.calls == 3 * 90 * 100 * 3 * 10 * 14
+    assert "steering_vectors" in format_estimate(paper)
+    demo = load_config(repo / "config/config.yaml", [repo / "config/demo.yaml"])
+    assert steering_vectors_rows(demo) == 3 * 3 * 2 * 3

@@ -8,12 +8,6 @@ from saesteer.steering.vectors_config import SteeringVectorsConfig  # noqa: E402
 STEERING_VECTORS = SteeringVectorsConfig.from_config(config.get("steering_vectors"))
 
 
-def steering_vectors_file(wildcards):
-    """The user's vector file of this SAE (steering_vectors.vectors_file), if one is configured."""
-    path = STEERING_VECTORS.vectors_path(wildcards.model, wildcards.arch, wildcards.sparsity)
-    return {"vectors_file": path} if path else {}
-
-
 rule steering_vectors:
     """Per concept steer_eval steered: DiffMean (mean residual where its latent is strongly
     active minus mean at random held-out positions; or a user vector), its norm against the
@@ -22,7 +16,8 @@ rule steering_vectors:
     decode(0) and the signed fit steered at the latent's norm on the factor grid, rated by
     steer_eval's judge on its instructions and seeds (see src/saesteer/steering/vectors_job.py)."""
     input:
-        unpack(steering_vectors_file),
+        # the user's vector file of this SAE (steering_vectors.vectors_file), if one is configured
+        unpack(lambda w: STEERING_VECTORS.vectors_input(w.model, w.arch, w.sparsity)),
         **STEERING_JUDGE_INPUTS,
         autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
         steering_concepts="results/{model}/{arch}/{sparsity}/steering/concepts.json",

@@ -91,5 +91,10 @@ class SteeringVectorsConfig:
                 f"steering_vectors.vectors_file: {self.vectors_file!r} has an unknown placeholder {exc}; use {{model}}, {{arch}}, {{sparsity}}"
             ) from exc
 
+    def vectors_input(self, model: str, arch: str, sparsity: str) -> dict[str, str]:
+        """The rule's extra input: {"vectors_file": path} when a file is configured, else {}."""
+        path = self.vectors_path(model, arch, sparsity)
+        return {"vectors_file": path} if path else {}
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
