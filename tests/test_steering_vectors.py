@@ -386,3 +386,22 @@ def test_cost_counts_the_extra_generations_only_when_enabled():
     assert "steering_vectors" in format_estimate(paper)
     demo = load_config(repo / "config/config.yaml", [repo / "config/demo.yaml"])
     assert steering_vectors_rows(demo) == 3 * 3 * 2 * 3
+
+
+def test_streamed_top_positions_equal_the_in_memory_choice_ties_included():
+    from saesteer.steering.vectors import RunningTop
+
+    g = torch.Generator().manual_seed(5)
+    n, t, n_lat = 30, 16, 4
+    acts = torch.rand(n, t, n_lat, generator=g)
+    acts[acts < 0.6] = 0.0
+    acts = (acts * 4).round() / 4  # many ties
+    mask = torch.rand(n, t, generator=g) > 0.1
+    acts = acts * mask[..., None]
+    top = RunningTop(n_lat, 7)
+    for start in range(0, n, 4):  # row batches of 4 contexts
+        stop = min(n, start + 4)
+        top.update(acts[start:stop].reshape(-1, n_lat), torch.arange(start * t, stop * t))
+    for j in range(n_lat):
+        for frac in (0.0, 0.9):
+            assert torch.equal(top.strong(j, frac), strong_positions(acts[..., j], mask, 7, frac)), (j, frac)

@@ -57,6 +57,39 @@ def strong_positions(acts: Tensor, mask: Tensor, n_positive: int, min_activation
     return eligible[order[: max(0, n_positive)]].sort().values
 
 
+class RunningTop:
+    """The ``k`` largest positive values per column seen so far, streamed over row batches, with
+    their flat positions; ties go to the earlier position. After every batch it holds what
+    :func:`strong_positions` (with ``min_activation_frac = 0``) would pick from all rows so far,
+    in (value descending, position ascending) order, without keeping the activations."""
+
+    def __init__(self, n_columns: int, k: int):
+        self.k = k
+        self.values = [torch.zeros(0) for _ in range(n_columns)]
+        self.positions = [torch.zeros(0, dtype=torch.long) for _ in range(n_columns)]
+
+    def update(self, codes: Tensor, positions: Tensor) -> None:
+        """``codes`` [n, n_columns] at flat ``positions`` [n] (ascending, after every earlier batch)."""
+        codes = codes.detach().float().cpu()
+        positions = positions.cpu()
+        for j in range(codes.shape[1]):
+            col = codes[:, j]
+            hot = torch.nonzero(col > 0).flatten()
+            if not len(hot):
+                continue
+            values = torch.cat([self.values[j], col[hot]])
+            where = torch.cat([self.positions[j], positions[hot]])
+            order = torch.sort(values, descending=True, stable=True).indices[: self.k]
+            self.values[j], self.positions[j] = values[order], where[order]
+
+    def strong(self, j: int, min_activation_frac: float) -> Tensor:
+        """Column ``j``'s kept positions reaching ``min_activation_frac`` of its maximum, ascending."""
+        values, where = self.values[j], self.positions[j]
+        if not len(values):
+            return torch.zeros(0, dtype=torch.long)
+        return where[values >= min_activation_frac * float(values[0])].sort().values
+
+
 def random_positions(mask: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """Flat indices of ``n`` distinct uniformly random unmasked positions of ``mask`` [N, T]
     (all of them when there are fewer)."""

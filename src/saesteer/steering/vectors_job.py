@@ -41,12 +41,11 @@ from saesteer.steering.score import ORDERS, concept_scores, sae_scores
 from saesteer.steering.vectors import (
     VectorError,
     decompose,
+    RunningTop,
     diffmean,
     load_vector_file,
     mayne_diagnostics,
-    position_weights,
     random_positions,
-    strong_positions,
     unit,
 )
 from saesteer.steering.vectors_config import SteeringVectorsConfig
@@ -111,31 +110,51 @@ def _share(num: float | None, den: float | None) -> float | None:
 @torch.inference_mode()
 def held_out_vectors(sae: Any, source: Any, latents: Sequence[int], cfg: SteeringVectorsConfig, sae_batch_tokens: int) -> dict[str, Any]:
     """DiffMean of every latent from the held-out contexts ``source`` (autointerp's
-    ``ContextSource``): positions, the positive means, the negative (random) mean, and the
-    sorted activation norms at every unmasked position."""
-    from saesteer.evals.autointerp import scan
-
+    ``ContextSource``, its mask of BOS/EOS/padding): the positive positions, their means, the
+    negative (random) positions and mean, and the sorted activation norms at every unmasked
+    position. Two passes, memory bounded by the positions kept (the paper's 2M held-out
+    tokens never sit in memory at once): codes and norms first (streamed top activations per
+    latent, ``vectors.RunningTop``), then the residuals at the chosen positive positions."""
     n, length = source.tokens.shape
     mask = ~torch.isin(source.tokens, torch.tensor(list(source.masked_token_ids), dtype=source.tokens.dtype))
-    stats = scan(sae, source, list(latents), sae_batch_tokens)
-    positives = [strong_positions(stats.acts[int(lat)], mask, cfg.n_positive, cfg.min_activation_frac) for lat in latents]
+    flat_mask = mask.reshape(-1)
     negatives = random_positions(mask, cfg.n_negative, torch.Generator().manual_seed(cfg.seed))
-    weights = position_weights([*positives, negatives], n * length)
-    sums: torch.Tensor | None = None
+    device = sae.W_enc.device
+    index = torch.tensor(list(latents), dtype=torch.long, device=device)
+    top = RunningTop(len(latents), cfg.n_positive)
     norms = torch.zeros(n, length, dtype=torch.float32)
-    for rows, resid in source.batches(max(1, sae_batch_tokens // length)):
-        flat = resid.reshape(-1, resid.shape[-1]).double()
-        cols = slice(rows.start * length, rows.stop * length)
-        part = weights[:, cols] @ flat
-        sums = part if sums is None else sums + part
+    negative_sum: torch.Tensor | None = None
+    rows_per_batch = max(1, sae_batch_tokens // length)
+    for rows, resid in source.batches(rows_per_batch):
+        b = rows.stop - rows.start
+        flat = resid.reshape(b * length, -1)
+        start = rows.start * length
+        codes = sae.encode(flat.to(device)).float().index_select(1, index)
+        codes.mul_(flat_mask[start : start + b * length].reshape(-1, 1).to(device))
+        top.update(codes, torch.arange(start, start + b * length))
         norms[rows] = resid.float().norm(dim=-1)
-    assert sums is not None
-    means = sums.float()
+        local = negatives[(negatives >= start) & (negatives < start + b * length)] - start
+        part = flat[local].double().sum(0)
+        negative_sum = part if negative_sum is None else negative_sum + part
+    assert negative_sum is not None
+    positives = [top.strong(j, cfg.min_activation_frac) for j in range(len(latents))]
+    # Second pass: the residuals at the positive positions, summed per latent.
+    every = torch.cat(positives) if positives else torch.zeros(0, dtype=torch.long)
+    owner = torch.cat([torch.full((len(p),), j, dtype=torch.long) for j, p in enumerate(positives)]) if positives else every
+    sums = torch.zeros(len(latents), negative_sum.shape[0], dtype=torch.float64)
+    if len(every):
+        for rows, resid in source.batches(rows_per_batch):
+            start, stop = rows.start * length, rows.stop * length
+            inside = (every >= start) & (every < stop)
+            if bool(inside.any()):
+                flat = resid.reshape((rows.stop - rows.start) * length, -1)
+                sums.index_add_(0, owner[inside], flat[every[inside] - start].double())
+    counts = torch.tensor([max(1, len(p)) for p in positives], dtype=torch.float64)[:, None]
     return {
         "positives": positives,
         "negatives": negatives,
-        "positive_means": means[:-1],
-        "negative_mean": means[-1],
+        "positive_means": (sums / counts).float(),
+        "negative_mean": (negative_sum / max(1, len(negatives))).float(),
         "sorted_norms": norms[mask].sort().values,
         "n_positions": int(mask.sum()),
     }
