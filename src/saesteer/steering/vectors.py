@@ -99,16 +99,6 @@ def random_positions(mask: Tensor, n: int, generator: torch.Generator) -> Tensor
     return candidates[torch.randperm(len(candidates), generator=generator)[:n]].sort().values
 
 
-def position_weights(groups: Sequence[Tensor], n_positions: int) -> Tensor:
-    """[len(groups), n_positions] averaging weights: row g is 1/|group g| on its positions, so
-    ``weights @ X`` gives each group's mean residual from the flattened residuals X."""
-    w = torch.zeros(len(groups), n_positions, dtype=torch.float64)
-    for g, idx in enumerate(groups):
-        if len(idx):
-            w[g, idx] = 1.0 / len(idx)
-    return w
-
-
 def diffmean(positive_mean: Tensor, negative_mean: Tensor) -> Tensor:
     """The DiffMean steering vector."""
     return (positive_mean.double() - negative_mean.double()).float()
