@@ -403,3 +403,16 @@ def test_streamed_top_positions_equal_the_in_memory_choice_ties_included():
     for j in range(n_lat):
         for frac in (0.0, 0.9):
             assert torch.equal(top.strong(j, frac), strong_positions(acts[..., j], mask, 7, frac)), (j, frac)
+
+
+def test_an_empty_code_of_v_is_flagged_as_well():
+    sae = orthonormal_sae()
+    with torch.no_grad():
+        sae.b_enc.fill_(-1.0)  # thresholds above a small vector's pre-activations
+    acts = torch.randn(100, 32, generator=torch.Generator().manual_seed(0))
+    d = mayne_diagnostics(sae, 1e-3 * unit_decoder_rows(sae)[2], acts.mean(0), 2, acts.norm(dim=1).sort().values,
+                          top_k=5, bias_dominated_overlap=0.5)
+    assert d["encode_v_empty"] and d["bias_dominated"] and d["overlap_encode_v_with_encode_0"] is None
+    big = mayne_diagnostics(sae, 10.0 * unit_decoder_rows(sae)[2], acts.mean(0), 2, acts.norm(dim=1).sort().values,
+                            top_k=5, bias_dominated_overlap=0.5)
+    assert not big["encode_v_empty"] and not big["bias_dominated"] and big["top_latents_encode_v"] == [2]

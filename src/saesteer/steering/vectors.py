@@ -159,7 +159,7 @@ def mayne_diagnostics(
     norms at the hook (``sorted_norms``, ascending), the top-``top_k`` latents of encode(v), of
     encode(0) and of encode(mean + v) - encode(mean) (by |difference|), their overlaps with
     encode(0)'s, cos(v, d_f), and ``bias_dominated``: encode(v)'s top latents overlap
-    encode(0)'s by at least ``bias_dominated_overlap``."""
+    encode(0)'s by at least ``bias_dominated_overlap``, or encode(v) has no active latent."""
     dev = sae.W_enc.device
     v = v.to(dev).float()
     mean = mean_activation.to(dev).float()
@@ -182,7 +182,9 @@ def mayne_diagnostics(
         "overlap_encode_v_with_encode_0": ov,
         "overlap_in_distribution_with_encode_0": overlap(top_in, top_0),
         "cos_encode_v_with_encode_0": _cos(enc_v, enc_0),
-        "bias_dominated": bool(ov is not None and ov >= bias_dominated_overlap),
+        # Flagged too when encode(v) is empty: the thresholds/biases, not v, decide the code.
+        "bias_dominated": bool(not top_v or ov >= bias_dominated_overlap),
+        "encode_v_empty": not top_v,
         "n_active_encode_v": int((enc_v > 0).sum()),
         "n_active_encode_0": int((enc_0 > 0).sum()),
         "latent_in_top_encode_v": latent in top_v,
