@@ -335,6 +335,23 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     table = pq.read_table(out / "concepts.parquet")
     assert table.schema.equals(CONCEPTS_SCHEMA) and table.num_rows == 2
 
+    # A user vector replaces DiffMean for the concept it names, and is what gets steered.
+    from safetensors.torch import save_file
+
+    first = on_disk["concepts"][0]["latent"]
+    mine = torch.zeros(32)
+    mine[5] = 2.0
+    save_file({str(first): mine}, str(tmp_path / "user-relu.safetensors"))
+    user_out = tmp_path / "user"
+    user_report = run_steering_vectors(**{
+        **kwargs, "vectors_cfg": {**kwargs["vectors_cfg"], "vectors_file": str(tmp_path / "user-{arch}.safetensors")},
+        "out_score": user_out / "score.json", "out_concepts": user_out / "c.parquet", "out_generations": user_out / "g.parquet",
+        "out_vectors": user_out / "v.safetensors",
+    })
+    assert [c["vector_source"] for c in user_report["concepts"]] == ["file", "diffmean"] and user_report["n_user_vectors"] == 1
+    assert torch.equal(load_file(str(user_out / "v.safetensors"))[f"diffmean.{first}"], mine)
+    assert user_report["concepts"][0]["diagnostics"]["norm"] == pytest.approx(2.0)
+
     # A changed steering config is refused: the comparison would not be paired.
     with pytest.raises(VectorsJobError, match="another steering config"):
         run_steering_vectors(**{**kwargs, "steering_cfg": {**STEERING, "max_new_tokens": 7}})
