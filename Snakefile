@@ -21,6 +21,7 @@ include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/steering.smk"
 include: "workflow/rules/selection.smk"
+include: "workflow/rules/steering_vectors.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -47,6 +47,7 @@ def test_dry_run_of_the_paper_grid():
     assert counts["steer_eval"] == 90
     assert counts["select_features"] == 90 and counts["steer_selected"] == 90
     assert counts["aggregate"] == 1
+    assert "steering_vectors" not in counts  # steering_vectors.enabled is false in the paper config
 
 
 def test_dry_run_of_the_demo_grid():
@@ -61,6 +62,7 @@ def test_dry_run_of_the_demo_grid():
     assert counts["steer_eval"] == 30
     assert counts["select_features"] == 30 and counts["steer_selected"] == 30
     assert counts["aggregate"] == 1
+    assert counts["steering_vectors"] == 30 and counts["aggregate_steering_vectors"] == 1
 
 
 def test_one_sae_target_runs_only_its_chain():

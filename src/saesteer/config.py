@@ -66,6 +66,7 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     errors += _steering_errors(config)
     errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
     errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")
+    errors += _block_errors(config, "steering_vectors", "saesteer.steering.vectors_config", "SteeringVectorsConfig", "VectorsConfigError")
     return errors
 
 

@@ -236,6 +236,42 @@ def steer_selected_flops(spec: ModelSpec, config: dict[str, Any], prompt_tokens:
     return generation_flops(spec, steer_selected_rows(config), scfg.max_new_tokens, prompt_tokens)
 
 
+def steering_vectors_concepts(config: dict[str, Any]) -> int:
+    """Concepts the steering_vectors rule steers per SAE: 0 unless ``steering_vectors.enabled``,
+    else steer_eval's concepts, at most ``steering_vectors.max_concepts`` (0 = all)."""
+    from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.vectors_config import SteeringVectorsConfig
+
+    vcfg = SteeringVectorsConfig.from_config(config.get("steering_vectors"))
+    if not vcfg.enabled:
+        return 0
+    n = SteeringConfig.from_config(config.get("steering")).n_concepts_used
+    return min(n, vcfg.max_concepts) if vcfg.max_concepts else n
+
+
+def steering_vectors_rows(config: dict[str, Any]) -> int:
+    """Generations of one SAE's steering_vectors job: each method (DiffMean, naive, signed) at
+    every (concept, factor, instruction) of steer_eval, no baselines (steer_eval's are reused)."""
+    from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.vectors_config import SteeringVectorsConfig
+
+    n = steering_vectors_concepts(config)
+    if not n:
+        return 0
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    methods = len(SteeringVectorsConfig.from_config(config.get("steering_vectors")).methods)
+    return n * methods * scfg.n_instructions * len(scfg.factors)
+
+
+def steering_vectors_flops(spec: ModelSpec, config: dict[str, Any], prompt_tokens: int = STEERING_PROMPT_TOKENS) -> float:
+    """Forward FLOPs of one SAE's steering_vectors generations, costed as steer_eval's (the
+    DiffMean pass is one SAE encoding of the autointerp contexts: negligible)."""
+    from saesteer.steering.config import SteeringConfig
+
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    return generation_flops(spec, steering_vectors_rows(config), scfg.max_new_tokens, prompt_tokens)
+
+
 def train_flops(d_model: int, dict_size: int, tokens: int) -> float:
     return 12.0 * d_model * dict_size * tokens
 
@@ -329,6 +365,22 @@ def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
                 "steer_selected",
             )
         )
+    # steering_vectors (only when enabled): the same ratings for each method's generations.
+    n_sv = steering_vectors_concepts(config)
+    if n_sv:
+        from saesteer.steering.vectors_config import SteeringVectorsConfig
+
+        methods = len(SteeringVectorsConfig.from_config(config.get("steering_vectors")).methods)
+        for n_factors, source in grids:
+            calls = steering_judge_calls(n_saes, n_sv * methods, n_instructions, n_factors)
+            out.append(
+                JudgeCost(
+                    f"steering_vectors: {n_saes} SAEs x {n_sv} concepts x {methods} vectors x {n_instructions} instr. x {n_factors} factors",
+                    estimate_task(calls, "rating", *price),
+                    f"{n_factors} factors ({source})",
+                    "steering_vectors",
+                )
+            )
     return out
 
 
@@ -366,7 +418,8 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
         lines.append(f"{r.task:<{width}}{e.calls:>10,}{e.prompt_tokens:>15,}{e.completion_tokens:>13,}{e.dollars:>9,.2f}")
     totals = "; ".join(f"${e.dollars:,.2f} with {factors}" for factors, e in judge_totals(config).items())
     lines += [
-        f"Judge total (autointerp + steer_eval + steer_selected's upper bound): {totals}.",
+        f"Judge total (autointerp + steer_eval + steer_selected's upper bound"
+        f"{' + steering_vectors' if steering_vectors_concepts(config) else ''}): {totals}.",
         "Cached replies (judge.cache) are never paid twice; the logs report actual usage.",
     ]
     return lines
@@ -397,9 +450,10 @@ def format_estimate(config: dict[str, Any]) -> str:
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         *_steering_lines(config, cost),
         *_selection_lines(config, cost),
+        *_steering_vectors_lines(config, cost),
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
         f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}, "
-        f"{_selection_totals(config, cost)}.",
+        f"{_selection_totals(config, cost)}{_steering_vectors_total(config, cost)}.",
         "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
         "",
         *format_judge_estimate(config),
@@ -560,4 +614,40 @@ def _selection_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
             f"(selection.candidates: explained, the latents autointerp explained, eval.autointerp.n_latents = {unsteered + scfg.n_concepts}; "
             f"steer_eval steered the first {scfg.n_concepts}: at most {unsteered} per SAE can be new, the others reuse its generations.)"
         )
+    return lines + [""]
+
+
+def _steering_vectors_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[str, int, float, int]]:
+    """(model, generations per SAE, GPU-hours per SAE, SAEs) of steering_vectors (empty when disabled)."""
+    if not steering_vectors_concepts(config):
+        return []
+    peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
+    grid = grid_from_config(config)
+    n_saes = len(grid.architectures) * len(grid.sparsities)
+    rows = steering_vectors_rows(config)
+    return [(spec.name, rows, steering_vectors_flops(spec, config) / peak / 3600, n_saes) for spec in grid.models]
+
+
+def _steering_vectors_total(config: dict[str, Any], cost: dict[str, Any]) -> str:
+    rows = _steering_vectors_hours(config, cost)
+    return f", steering_vectors {_hours(sum(r[2] * r[3] for r in rows))}" if rows else ""
+
+
+def _steering_vectors_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
+    from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.vectors_config import SteeringVectorsConfig
+
+    rows = _steering_vectors_hours(config, cost)
+    if not rows:
+        return []
+    scfg = SteeringConfig.from_config(config.get("steering"))
+    methods = SteeringVectorsConfig.from_config(config.get("steering_vectors")).methods
+    lines = [
+        f"steering_vectors (steering_vectors.enabled): {steering_vectors_concepts(config)} concepts x {len(methods)} vectors "
+        f"({', '.join(methods)}) x {scfg.n_instructions} instructions x {len(scfg.factors)} factors, no baselines "
+        "(steer_eval's reused); generation costed as steer_eval",
+        f"{'model':<16}{'generations/SAE':>17}{'steer GPU-h/SAE':>17}{'steer GPU-h':>13}",
+    ]
+    for name, n_rows, per_sae, n in rows:
+        lines.append(f"{name:<16}{n_rows:>17,}{per_sae:>17.3f}{per_sae * n:>13.2f}")
     return lines + [""]

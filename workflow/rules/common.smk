@@ -39,7 +39,7 @@ if _KEY_MISSING:
         f"judge.llm: the environment variable {_KEY_ENV} is not set. A dry run works; a run that "
         f"includes judge jobs stops before its first job. export {_KEY_ENV}=<your key>"
     )
-JUDGE_RULES = {"autointerp", "steer_eval", "steer_selected"}
+JUDGE_RULES = {"autointerp", "steer_eval", "steer_selected", "steering_vectors"}
 """Rules that call the judge: the API key must be set when one of them is to run."""
 
 
@@ -99,6 +99,9 @@ def all_targets():
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/steering/score.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/selection/score.json" for c in GRID.cells()]
+    if STEERING_VECTORS.enabled:  # workflow/rules/steering_vectors.smk
+        targets += [f"results/{c.path}/steering_vectors/score.json" for c in GRID.cells()]
+        targets.append("results/summary/steering_vectors/summary.md")
     # The aggregation reads every SAE's outputs: one target pulls in the whole grid, and
     # `snakemake --report` finds its tables and plots.
     targets.append("results/summary/summary.md")

@@ -37,7 +37,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,12 +177,17 @@ def steer_and_rate(
     pool: Sequence[str],
     cfg: SteeringConfig,
     judge: Judge,
+    plan: list[dict[str, Any]] | None = None,
+    direction_of: Callable[[dict[str, Any]], int] | None = None,
 ) -> tuple[list[dict[str, Any]], GenStats, dict[str, float]]:
     """Generate every row of the plan and rate it: (records, generation stats, timings).
-    ``directions[k]`` is the unit direction of ``concepts[k]``."""
+    ``directions[k]`` is the unit direction of ``concepts[k]``. ``plan`` (default
+    ``build_plan``) and ``direction_of`` (a steered row -> its index in ``directions``) let a
+    caller steer several vectors per concept in one batch (steering_vectors)."""
     timings: dict[str, float] = {}
-    plan = build_plan(concepts, pool, cfg)
+    plan = build_plan(concepts, pool, cfg) if plan is None else plan
     position = {c.concept_id: k for k, c in enumerate(concepts)}
+    direction_of = direction_of or (lambda p: position[p["concept_id"]])
     cache: dict[str, tuple[int, ...]] = {}
 
     def ids(text: str) -> tuple[int, ...]:
@@ -191,7 +196,7 @@ def steer_and_rate(
         return cache[text]
 
     rows = [
-        GenRow(ids(p["prompt"]), position[p["concept_id"]] if p["kind"] == STEERED else -1, p["coef"], p["seed"])
+        GenRow(ids(p["prompt"]), direction_of(p) if p["kind"] == STEERED else -1, p["coef"], p["seed"])
         for p in plan
     ]
     n_total = len(rows)

@@ -1,0 +1,87 @@
+# Steering vectors next to the SAE latents (optional: steering_vectors.enabled; issue 17,
+# docs/steering-vectors.md): per SAE, a DiffMean vector per steered concept, Mayne et al.'s
+# diagnostics of reading it through the SAE, its signed decomposition, and steering with the
+# vector, its naive reconstruction and its signed fit on steer_eval's protocol and seeds.
+
+from saesteer.steering.vectors_config import SteeringVectorsConfig  # noqa: E402
+
+STEERING_VECTORS = SteeringVectorsConfig.from_config(config.get("steering_vectors"))
+
+
+rule steering_vectors:
+    """Per concept steer_eval steered: DiffMean (mean residual where its latent is strongly
+    active minus mean at random held-out positions; or a user vector), its norm against the
+    activation norms, encode(v) vs encode(0) (the Mayne effect), projections on every
+    decoder row and a signed k-term OMP fit; each of the vector, decode(encode(v)) -
+    decode(0) and the signed fit steered at the latent's norm on the factor grid, rated by
+    steer_eval's judge on its instructions and seeds (see src/saesteer/steering/vectors_job.py)."""
+    input:
+        # the user's vector file of this SAE (steering_vectors.vectors_file), if one is configured
+        unpack(lambda w: STEERING_VECTORS.vectors_input(w.model, w.arch, w.sparsity)),
+        **STEERING_JUDGE_INPUTS,
+        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
+        steering_concepts="results/{model}/{arch}/{sparsity}/steering/concepts.json",
+        steering_score="results/{model}/{arch}/{sparsity}/steering/score.json",
+        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
+        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        eval_data="results/{model}/eval_data/manifest.json",
+        model="results/models/{model}/model.json",
+        instructions="results/steering/instructions.json",
+    output:
+        score="results/{model}/{arch}/{sparsity}/steering_vectors/score.json",
+        concepts="results/{model}/{arch}/{sparsity}/steering_vectors/concepts.parquet",
+        generations="results/{model}/{arch}/{sparsity}/steering_vectors/generations.parquet",
+        vectors="results/{model}/{arch}/{sparsity}/steering_vectors/vectors.safetensors",
+    params:
+        target_l0=target_l0,
+        eval=config["eval"],
+        steering=config["steering"],
+        steering_vectors=config.get("steering_vectors", {}),
+        judge=config["judge"],
+    log:
+        "logs/{model}/{arch}/{sparsity}/steering_vectors.log",
+    benchmark:
+        "logs/benchmarks/{model}/{arch}/{sparsity}/steering_vectors.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/steering_vectors.py"
+
+
+from saesteer.aggregate.steering_vectors import input_files as _sv_inputs  # noqa: E402
+from saesteer.aggregate.steering_vectors import output_paths as _sv_outputs  # noqa: E402
+
+_SV_SUMMARY = {name: str(path) for name, path in _sv_outputs("results/summary/steering_vectors").items()}
+
+
+rule aggregate_steering_vectors:
+    """DiffMean-vs-latent and naive-vs-signed gaps per model, architecture and sparsity, and
+    tau-b of each interpretability metric with the share of DiffMean's steering score a
+    latent reaches (see src/saesteer/aggregate/steering_vectors.py)."""
+    input:
+        lambda wildcards: _sv_inputs(GRID, "results", partial=AGGREGATE.partial),
+    output:
+        sae_table=_SV_SUMMARY["sae_table.csv"],
+        sae_table_parquet=_SV_SUMMARY["sae_table.parquet"],
+        gaps=_SV_SUMMARY["gaps.csv"],
+        gaps_parquet=_SV_SUMMARY["gaps.parquet"],
+        rank_agreement=_SV_SUMMARY["rank_agreement.csv"],
+        rank_agreement_parquet=_SV_SUMMARY["rank_agreement.parquet"],
+        markdown=_SV_SUMMARY["summary.md"],
+        plot=_SV_SUMMARY["plot"],
+    params:
+        config={
+            "models": config["models"],
+            "architectures": config["architectures"],
+            "sparsities": config["sparsities"],
+            "judge": config.get("judge", {}),
+            "aggregate": config.get("aggregate", {}),
+        },
+    log:
+        "logs/summary/aggregate_steering_vectors.log",
+    benchmark:
+        "logs/benchmarks/summary/aggregate_steering_vectors.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
+    script:
+        "../scripts/aggregate_steering_vectors.py"
