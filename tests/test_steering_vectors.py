@@ -285,7 +285,7 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
         sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
         model_json=model_json, steering_cfg=STEERING, judge_cfg={"kind": "offline"}, out_generations=steer_dir / "generations.parquet",
         out_concepts=steer_dir / "concepts.json", out_score=steer_dir / "score.json", model="tiny", arch="relu", target_l0=4,
-        lm=model, tokenizer=tok, judge=judge,
+        lm=model, tokenizer=tok, judge=judge, prompt_format="base",
     )
     out = tmp_path / "steering_vectors"
     kwargs = dict(
@@ -315,12 +315,12 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     rows = rows.to_pylist()
     assert len(rows) == on_disk["n_generations"] == 3 * 2 * 2 * 4
     latent_rows = {(r["concept_id"], r["factor"], r["instruction_id"]): r for r in pq.read_table(steer_dir / "generations.parquet").to_pylist() if r["kind"] == "steered"}
-    steer = SteeringModel.wrap(model, tok, 1)
+    steer = SteeringModel.wrap(model, tok, 1, "base")
     for r in rows:
         twin = latent_rows[(r["concept_id"], r["factor"], r["instruction_id"])]
         assert r["seed"] == twin["seed"] and r["coef"] == pytest.approx(twin["coef"])
     zero = [r for r in rows if r["factor"] == 0.0]
-    plain, _ = steer.generate([GenRow(tuple(prompt_ids(tok, r["prompt"])), seed=r["seed"]) for r in zero], None,
+    plain, _ = steer.generate([GenRow(tuple(prompt_ids(tok, r["prompt"], "base")), seed=r["seed"]) for r in zero], None,
                               max_new_tokens=STEERING["max_new_tokens"], temperature=1.0, batch_size=64)
     assert [r["text"] for r in zero] == [tok.decode(g.token_ids) for g in plain]
     steered = [r for r in rows if r["factor"] == 3.0 and r["method"] == "diffmean"]

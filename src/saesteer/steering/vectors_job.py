@@ -312,7 +312,10 @@ def run_steering_vectors(
         lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(gen_device))
     own_judge = judge is None
     judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
-    steer = SteeringModel.wrap(lm, tokenizer, layer)
+    # steer_eval's prompt format (recorded in its score.json): the paired comparison needs the
+    # same prompts, so the vectors are steered in whatever format the latents were.
+    prompt_format = str(base["generation"]["prompt_format"])
+    steer = SteeringModel.wrap(lm, tokenizer, layer, prompt_format)
     by_method: dict[str, list[dict[str, Any]]] = {}
     sae_by_method: dict[str, dict[str, Any]] = {}
     # Every method's rows in one generation call (one set of batches: cheaper than one per method).
@@ -380,7 +383,7 @@ def run_steering_vectors(
         },
         "concepts": records,
         "n_generations": len(generations),
-        "generation": {"new_tokens": new_tokens, "generate_seconds": gen_seconds, "judge_seconds": judge_seconds, "device": str(gen_device)},
+        "generation": {"prompt_format": prompt_format, "new_tokens": new_tokens, "generate_seconds": gen_seconds, "judge_seconds": judge_seconds, "device": str(gen_device)},
         "usage": {k: (float if k == "dollars" else int)(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "prompt_tokens", "completion_tokens", "dollars")},
         "timings": {"vectors_seconds": vectors_seconds, "total_seconds": time.perf_counter() - started},
         "config": {**vcfg.as_dict(), "methods": list(vcfg.methods), "vectors_file_resolved": user_path},
