@@ -87,7 +87,33 @@ def steering_score(model: str, arch: str, k: int, score: float, judge: str = "of
     }
 
 
-def selection_score(model: str, arch: str, k: int, none: float, output: float, delta_conf: float) -> dict:
+def control_block(none: float, delta_conf: float, random_scores: list[float], output_order: float) -> dict:
+    """selection/score.json's control block for planted random-order and output-order search scores."""
+    import statistics
+
+    def search(score: float, seed: list[int] | None = None) -> dict:
+        return {**({"seed": seed} if seed else {}), "label": "delta_conf:up:k=1", "latents": [4], "n_concepts": 1, "score": score,
+                "score_arad": score * 0.9, "selection_score": score, "lift": (score - none) / none,
+                "lift_arad": (score - none) / none, "n_sets": 10}
+
+    runs = [search(v, [0, i]) for i, v in enumerate(random_scores)]
+    stats = {}
+    for key in ("score", "score_arad", "lift", "lift_arad"):
+        values = [r[key] for r in runs]
+        stats.update({f"{key}_mean": statistics.fmean(values), f"{key}_sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                      f"{key}_min": min(values), f"{key}_max": max(values)})
+    out = search(output_order)
+    dc_lift = (delta_conf - none) / none
+    return {"random": {"n_orderings": len(runs), "runs": runs, **stats}, "output_order": out,
+            "net_lift": dc_lift - stats["lift_mean"], "net_lift_arad": dc_lift - stats["lift_arad_mean"],
+            "net_lift_output_order": out["lift"] - stats["lift_mean"], "net_lift_output_order_arad": out["lift_arad"] - stats["lift_arad_mean"]}
+
+
+def selection_score(model: str, arch: str, k: int, none: float, output: float, delta_conf: float,
+                    random_scores: list[float] | None = None, output_order: float | None = None) -> dict:
+    random_scores = random_scores if random_scores is not None else [none + 0.5 * (delta_conf - none) + d for d in (-0.01, 0.0, 0.01)]
+    output_order = output_order if output_order is not None else none + 0.4 * (delta_conf - none)
+
     def block(score: float, latents: list[int]) -> dict:
         return {"score": score, "score_arad": score * 0.9, "n_concepts": len(latents), "latents": latents}
 
@@ -104,6 +130,7 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
         "delta_conf": {**block(delta_conf, [4, 5]), **lifts(delta_conf), "chosen": candidate, "mode": "top_k",
                        "amplify": "add_max", "candidates": [candidate]},
         "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
+        "control": control_block(none, delta_conf, random_scores, output_order),
         "candidates": "explained", "n_candidates": 6, "n_latents_steered": 5, "n_latents_reused": 3, "generation": {}, "timings": {}, "config": {},
         "inputs": {},
     }

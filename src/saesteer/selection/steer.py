@@ -11,7 +11,9 @@ not yet steered with the steering evaluation's protocol and seeds, and writes:
 - ``score.json``: the steering score with no selection, with output-score selection and
   with Delta Token Confidence selection, their lifts, the point difference of the lifts
   and the relative improvement of Delta C selection over output-score selection, and every
-  candidate set's selection-half and held-out scores.
+  candidate set's selection-half and held-out scores; and the null control of the set search
+  (``control.py``: the same search over random orderings and the output-score ordering, and
+  Delta C's lift net of the random-order search).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic
 from saesteer.selection.config import SelectionConfig
+from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
 from saesteer.selection.sets import (
     Candidate,
     SelectionError,
@@ -137,8 +140,13 @@ def run_steer_selected(
         all_delta_conf=[r["delta_conf"] for r in scores_rows],
         max_size=n,
     )
+    # The null control: the same search over other orderings of the same candidates (control.py).
+    search = SetSearch(sel.delta_conf.mode, tuple(sel.delta_conf.directions), tuple(sel.delta_conf.k_values),
+                       tuple(sel.delta_conf.quantiles), tuple(r["delta_conf"] for r in scores_rows), n)
+    ctl_sets = control_sets(cands, search, orderings(cands, sel.control.n_orderings, sel.control.seed, sel.control.output_order))
     by_latent = {c.latent: c for c in cands}
-    union = sorted({lat for s in [os_set, *dc_sets] for lat in s.latents}, key=lambda lat: by_latent[lat].index)
+    union = sorted({lat for s in [os_set, *dc_sets, *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
+                   key=lambda lat: by_latent[lat].index)
     wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
 
     previous = pq.read_table(steering_generations).to_pylist()
@@ -193,6 +201,8 @@ def run_steer_selected(
                 "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands)}
     dc_block = {**block(chosen), "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
                 "mode": sel.delta_conf.mode, "amplify": sel.delta_conf.amplify, "candidates": scored_dc}
+    control = control_report(ctl_sets, per_concept, none=none_score, none_arad=none_arad, delta_conf_lift=dc_block["lift"],
+                             delta_conf_lift_arad=dc_block["lift_arad"], n_random=sel.control.n_orderings, seed=sel.control.seed)
     diff_points = None if os_block["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - os_block["lift"])
     report = finite_json(
         {
@@ -208,6 +218,7 @@ def run_steer_selected(
             "delta_conf": dc_block,
             "lift_difference_points": diff_points,
             "relative_improvement": lift(dc_block["score"], os_block["score"]),
+            "control": control,
             "candidates": sel.candidates,
             "n_candidates": len(cands),
             "n_latents_steered": len(todo),
@@ -234,6 +245,9 @@ def run_steer_selected(
     log.info("%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
              model, arch, target_l0, none_score, os_block["score"], os_block["lift"], dc_block["score"],
              (dc_block["chosen"] or {}).get("label"), dc_block["lift"])
+    log.info("%s/%s/l0-%s: set-search control: random orderings lift %s (sd %s, %d orderings), output-score ordering lift %s; "
+             "Delta C net lift %s", model, arch, target_l0, control["random"]["lift_mean"], control["random"]["lift_sd"],
+             sel.control.n_orderings, (control["output_order"] or {}).get("lift"), control["net_lift"])
     return report
 
 
