@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -285,6 +286,38 @@ def test_selection_means_follow_the_papers_lift_convention():
     assert overall["paper_lift_difference_points"] == pytest.approx(52.5, abs=0.2)
     too_few = selection_table(table, AggregateConfig(min_saes=5), {})
     assert "min_saes=5" in too_few[too_few.scope == "model_mean"].iloc[0]["reason"]
+
+
+def test_the_set_search_control_is_aggregated_beside_the_papers_comparison():
+    """Per SAE: the control's lifts from its scores, net lift = Delta C's lift - the random-order
+    search's; per model: lifts of mean scores (the paper's convention), the spread over
+    orderings; over models: mean of the model lifts."""
+    from saesteer.aggregate.collect import _control_columns
+
+    rows = []
+    for arch, none, dc, seeds, out in (("topk", 0.1, 0.3, [0.15, 0.25], 0.2), ("relu", 0.3, 0.5, [0.35, 0.45], 0.3)):
+        v = {"model": "m", "arch": arch, "target_l0": 20, "score_none": none, "score_output": none, "score_delta_conf": dc,
+             "lift_delta_conf": dc / none - 1}
+        _control_columns(v, control_block(none, dc, seeds, out))
+        rows.append(v)
+    assert rows[0]["lift_control_random"] == pytest.approx(0.2 / 0.1 - 1)
+    assert rows[0]["net_lift_delta_conf"] == pytest.approx((0.3 / 0.1 - 1) - (0.2 / 0.1 - 1))
+    assert rows[0]["lift_control_output_order"] == pytest.approx(1.0) and rows[0]["net_lift_output_order"] == pytest.approx(0.0)
+    assert rows[0]["score_control_random_sd"] == pytest.approx(statistics.stdev([0.15, 0.25]))
+    frame = selection_table(pd.DataFrame(rows), AggregateConfig(min_saes=2), {})
+    mean = frame[frame.scope == "model_mean"].iloc[0]
+    # Means over SAEs: none 0.2, Delta C 0.4, random 0.3 (orderings: 0.25 and 0.35), output order 0.25.
+    assert mean["lift_delta_conf"] == pytest.approx(1.0) and mean["lift_control_random"] == pytest.approx(0.5)
+    assert mean["net_lift_delta_conf"] == pytest.approx(0.5) and mean["lift_control_output_order"] == pytest.approx(0.25)
+    assert mean["lift_control_random_sd"] == pytest.approx(statistics.stdev([0.25 / 0.2 - 1, 0.35 / 0.2 - 1]))
+    assert mean["n_control"] == 2
+    overall = frame[frame.scope == "all_models"].iloc[0]
+    assert overall["net_lift_delta_conf"] == pytest.approx(0.5) and overall["lift_control_random"] == pytest.approx(0.5)
+    # An SAE without the control leaves the model's control undefined (never a mix of subsets).
+    rows[1].update(score_control_random=math.nan)
+    partial = selection_table(pd.DataFrame(rows), AggregateConfig(min_saes=2), {})
+    assert math.isnan(partial[partial.scope == "model_mean"].iloc[0]["net_lift_delta_conf"])
+    assert partial[partial.scope == "model_mean"].iloc[0]["lift_delta_conf"] == pytest.approx(1.0)  # the paper's column stays
 
 
 def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):

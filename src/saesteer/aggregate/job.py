@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
+from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.summary import (
@@ -43,7 +43,7 @@ SAE_TABLE_SCHEMA = pa.schema(
     [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
     + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model")]
-    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING))]
+    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([
     (c, _STRING if c in ("metric", "target", "scope", "group", "reason") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
@@ -54,7 +54,7 @@ PSI_SCHEMA = pa.schema([
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n") else _FLOAT)
+    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n", "n_control") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
 SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA}
@@ -82,7 +82,7 @@ def _records(frame: pd.DataFrame, schema: pa.Schema) -> list[dict[str, Any]]:
             elif pa.types.is_floating(field.type):
                 value = float(value)
             elif pa.types.is_list(field.type):
-                value = [str(v) for v in value]
+                value = [float(v) if pa.types.is_floating(field.type.value_type) else str(v) for v in value]
             elif pa.types.is_boolean(field.type):
                 value = bool(value)
             else:
@@ -98,6 +98,8 @@ def _write_table(frame: pd.DataFrame, name: str, out_dir: Path) -> None:
     csv = frame.reindex(columns=schema.names).copy()
     if "missing" in csv:
         csv["missing"] = ["; ".join(v) for v in csv["missing"]]
+    if CONTROL_SEEDS_COLUMN in csv:
+        csv[CONTROL_SEEDS_COLUMN] = [" ".join(f"{x:.6g}" for x in v) for v in csv[CONTROL_SEEDS_COLUMN]]
     with atomic_path(out_dir / f"{name}.csv") as tmp:
         csv.to_csv(tmp, index=False)
 
