@@ -8,9 +8,12 @@ rule select_features:
     best rank and probability after amplifying the latent at the last position, with the SAE
     error term added back) and Delta Token Confidence of Wang et al. 2025 (the change of the
     top-k confidence of the next-token distribution), under each reading of "amplify" (see
-    src/saesteer/selection/latent_scores.py)."""
+    src/saesteer/selection/latent_scores.py); and Arad et al.'s input score of the latents with
+    autointerp top contexts (src/saesteer/selection/input_score.py)."""
     input:
-        unpack(selection_latent_inputs),
+        # The latents to score with selection.latents: autointerp, and always the top contexts
+        # of Arad et al.'s input score.
+        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
         sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
         model="results/models/{model}/model.json",
