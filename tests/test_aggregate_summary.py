@@ -88,6 +88,9 @@ def steering_score(model: str, arch: str, k: int, score: float, judge: str = "of
     }
 
 
+PER_LATENT_TAUS = {"output_score": 0.2, "input_score": -0.1, "delta_conf": 0.3, "abs_delta_conf": 0.1, "autointerp": 0.0}
+
+
 def control_block(none: float, delta_conf: float, random_scores: list[float], output_order: float) -> dict:
     """selection/score.json's control block for planted random-order and output-order search scores."""
     import statistics
@@ -132,6 +135,9 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
                        "amplify": "add_max", "candidates": [candidate]},
         "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
         "control": control_block(none, delta_conf, random_scores, output_order),
+        "per_latent": {"n_latents": 6, "n_steered": 6, "table": None,
+                       "tau_b": {k: {"tau_b": tau, "n": 6} for k, tau in PER_LATENT_TAUS.items()}, "tau_b_arad": {},
+                       "input_output": {"n_scored": 6, "n_high_both": 1, "share_high_both": 1 / 6, "tau_b_input_output": -0.2}},
         "candidates": "explained", "n_candidates": 6, "n_latents_steered": 5, "n_latents_reused": 3, "generation": {}, "timings": {}, "config": {},
         "inputs": {},
     }

@@ -82,7 +82,7 @@ def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: d
         steering_score=tmp_path / "steering" / "score.json",
         selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL},
         out_generations=tmp_path / out / "generations.parquet", out_concepts=tmp_path / out / "concepts.json",
-        out_score=tmp_path / out / "score.json", **common,
+        out_score=tmp_path / out / "score.json", out_latents=tmp_path / out / "latents.parquet", **common,
     )
 
 
@@ -143,6 +143,35 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
         assert control["net_lift"] is None and control["random"]["lift_mean"] is None
     else:
         assert control["net_lift"] == pytest.approx(report["delta_conf"]["lift"] - control["random"]["lift_mean"])
+
+
+def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_steering(setup):
+    from saesteer.selection.per_latent import PER_LATENT_SCHEMA, TAU_SCORES
+    from saesteer.aggregate.stats import tau_b
+
+    tmp_path, common = setup
+    report = _run(tmp_path, common, "view", tmp_path / "steering" / "generations.parquet")
+    table = pq.read_table(tmp_path / "view" / "latents.parquet")
+    assert table.schema.equals(PER_LATENT_SCHEMA)
+    rows = {r["latent"]: r for r in table.to_pylist()}
+    assert list(rows) == [3, 5, 1, 8, 12]  # autointerp rank order
+    for lat, (rank, text, _, os, dc) in LATENTS.items():
+        r = rows[lat]
+        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (rank, text, os, dc, abs(dc))
+        assert r["input_score"] is None  # the planted latent_scores table has no input score
+    # Steered here or by steer_eval: 1, 3, 5, 8; 12 is in no set.
+    assert {lat for lat, r in rows.items() if r["steered"]} == {1, 3, 5, 8} and rows[12]["heldout_score"] is None
+    assert [lat for lat, r in rows.items() if r["in_no_selection"]] == [3, 5]
+    concepts = {c["latent"]: c for c in json.loads((tmp_path / "view" / "concepts.json").read_text())["concepts"]}
+    for lat in (1, 3, 5, 8):
+        assert rows[lat]["heldout_score"] == concepts[lat]["axbench"]["heldout_score"]
+    view = report["per_latent"]
+    assert view["n_latents"] == 5 and view["n_steered"] == 4 and set(view["tau_b"]) == set(TAU_SCORES)
+    steered = [r for r in rows.values() if r["steered"]]
+    want = tau_b([r["delta_conf"] for r in steered], [r["heldout_score"] for r in steered])
+    got = view["tau_b"]["delta_conf"]["tau_b"]
+    assert (got is None and want != want) or got == pytest.approx(want)
+    assert view["tau_b"]["input_score"] == {"tau_b": None, "n": 0}
 
 
 def test_the_control_steers_the_latents_its_orderings_pick_among_explained_candidates(setup):

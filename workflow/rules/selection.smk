@@ -39,7 +39,9 @@ rule steer_selected:
     same sample, filtered), and Delta Token Confidence UP / DOWN sets (top K or tail
     quantiles), the set reported chosen on the factor-selection instructions only. Latents
     already steered by steer_eval reuse its generations (same seeds); the others are steered
-    with the same protocol (see src/saesteer/selection/steer.py)."""
+    with the same protocol (see src/saesteer/selection/steer.py). Also the null control of the
+    Delta C set search (control.py) and the per-latent table with tau-b of each score vs
+    steering across latents (per_latent.py)."""
     input:
         **STEERING_JUDGE_INPUTS,
         latent_scores="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
@@ -54,6 +56,7 @@ rule steer_selected:
         generations="results/{model}/{arch}/{sparsity}/selection/generations.parquet",
         concepts="results/{model}/{arch}/{sparsity}/selection/concepts.json",
         score="results/{model}/{arch}/{sparsity}/selection/score.json",
+        latents="results/{model}/{arch}/{sparsity}/selection/latents.parquet",
     params:
         target_l0=target_l0,
         steering=config["steering"],

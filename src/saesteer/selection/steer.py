@@ -29,9 +29,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
+from saesteer.selection.input_score import high_both
+from saesteer.selection.per_latent import PER_LATENT_SCHEMA, per_latent_rows, tau_table
 from saesteer.selection.sets import (
     Candidate,
     SelectionError,
@@ -105,7 +107,9 @@ def run_steer_selected(
     lm: Any = None,
     tokenizer: Any = None,
     judge: Any = None,
+    out_latents: Path | None = None,
 ) -> dict[str, Any]:
+    """The rule's job; ``out_latents``: the per-latent table (``per_latent.py``)."""
     from saesteer.evals.report import load_sae
     from saesteer.models import load_prepared, resolve_device
     from saesteer.steering.generate import SteeringModel
@@ -121,11 +125,13 @@ def run_steer_selected(
     sel = selection_cfg if isinstance(selection_cfg, SelectionConfig) else SelectionConfig.from_config(selection_cfg)
     base = read_score(Path(steering_score))
     scores_rows = pq.read_table(latent_scores).to_pylist()
-    cands = candidates(pq.read_table(autointerp_table).to_pylist(), scores_rows)
+    autointerp_rows = pq.read_table(autointerp_table).to_pylist()
+    cands = candidates(autointerp_rows, scores_rows)
     if not cands:
         raise SelectionError(f"{autointerp_table}: no explained latent to select from")
 
     n = scfg.n_concepts
+    explained = cands
     none_set = no_selection(cands, n)
     if sel.candidates == "concepts":
         # The paper's design: choose among the steered concepts (Concept100) themselves.
@@ -203,6 +209,8 @@ def run_steer_selected(
                 "mode": sel.delta_conf.mode, "amplify": sel.delta_conf.amplify, "candidates": scored_dc}
     control = control_report(ctl_sets, per_concept, none=none_score, none_arad=none_arad, delta_conf_lift=dc_block["lift"],
                              delta_conf_lift_arad=dc_block["lift_arad"], n_random=sel.control.n_orderings, seed=sel.control.seed)
+    per_latent = _per_latent(explained, scores_rows, autointerp_rows, per_concept, previous, union, scfg, sel,
+                             none_set.latents, os_set.latents, [] if chosen is None else chosen["latents"])
     diff_points = None if os_block["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - os_block["lift"])
     report = finite_json(
         {
@@ -219,6 +227,7 @@ def run_steer_selected(
             "lift_difference_points": diff_points,
             "relative_improvement": lift(dc_block["score"], os_block["score"]),
             "control": control,
+            "per_latent": {k: v for k, v in per_latent.items() if k != "rows"} | {"table": None if out_latents is None else str(out_latents)},
             "candidates": sel.candidates,
             "n_candidates": len(cands),
             "n_latents_steered": len(todo),
@@ -240,6 +249,8 @@ def run_steer_selected(
         for lat in union
     ]
     write_generations(records, Path(out_generations))
+    if out_latents is not None:
+        write_parquet_atomic(per_latent["rows"], PER_LATENT_SCHEMA, Path(out_latents))
     write_json_atomic(out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": concepts_out}))
     write_json_atomic(out_score, report)
     log.info("%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
@@ -249,6 +260,34 @@ def run_steer_selected(
              "Delta C net lift %s", model, arch, target_l0, control["random"]["lift_mean"], control["random"]["lift_sd"],
              sel.control.n_orderings, (control["output_order"] or {}).get("lift"), control["net_lift"])
     return report
+
+
+def _per_latent(
+    explained: list[Candidate], scores_rows: list[dict[str, Any]], autointerp_rows: list[dict[str, Any]],
+    per_concept: Mapping[int, Mapping[str, Any]], previous: list[dict[str, Any]], union: list[int], scfg: SteeringConfig,
+    sel: SelectionConfig, none_latents: Any, output_latents: Any, delta_conf_latents: Any,
+) -> dict[str, Any]:
+    """The per-latent table of every explained latent and tau-b of each score with steering
+    across the steered ones: this job's latents and the steering evaluation's other concepts
+    (their steer_eval rows, scored here the same way)."""
+    others = {c.latent: _concept(c, scfg) for c in explained if c.latent in set(none_latents) and c.latent not in set(union)}
+    extra = reusable_rows(previous, others, scfg)
+    steered = dict(per_concept)
+    if extra:
+        steered.update({int(r["latent"]): r for r in concept_scores([row for rows in extra.values() for row in rows], scfg.factors)})
+    rows = per_latent_rows(
+        explained, {int(r["latent"]): r for r in scores_rows}, {int(r["latent"]): r for r in autointerp_rows}, steered,
+        none_set=list(none_latents), output_set=list(output_latents), delta_conf_set=list(delta_conf_latents),
+        high_input=sel.input_score.high_input, high_output=sel.high_output,
+    )
+    return {
+        "rows": rows,
+        "n_latents": len(rows),
+        "n_steered": sum(r["steered"] for r in rows),
+        "tau_b": tau_table(rows, "heldout_score"),
+        "tau_b_arad": tau_table(rows, "heldout_score_arad"),
+        "input_output": high_both(rows, sel.input_score.high_input, sel.high_output),
+    }
 
 
 def read_selection_score(path: Path) -> dict[str, Any]:
