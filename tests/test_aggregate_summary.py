@@ -170,7 +170,28 @@ def fill_results(config: dict, root: Path, skip: dict[str, set[str]] | None = No
         for name, obj in files.items():
             if name not in skip.get(cell.path, set()):
                 write(base / name, obj)
+        if "selection/score.json" not in skip.get(cell.path, set()):
+            write_latents(base / "selection" / "latents.parquet", steering)
     return truth
+
+
+def write_latents(path: Path, steering: float) -> None:
+    """A per-latent table as steer_selected writes it: 6 latents, 4 steered, 5 with an input score."""
+    import pyarrow as pa
+
+    from saesteer.selection.per_latent import PER_LATENT_SCHEMA
+
+    rows = []
+    for i in range(6):
+        steered = i < 4
+        rows.append({"latent": 10 + i, "concept_id": i, "rank": i, "explanation": f"c{i}", "output_score": 0.002 * i,
+                     "input_score": None if i == 5 else i / 5, "n_top_contexts": 12, "delta_conf": i - 2.5, "abs_delta_conf": abs(i - 2.5),
+                     "autointerp": 0.5 + 0.05 * i, "steered": steered, "heldout_score": steering * (1 + 0.1 * i) if steered else None,
+                     "heldout_score_arad": steering if steered else None, "selection_score": steering if steered else None,
+                     "chosen_factor": 1.0 if steered else None, "in_no_selection": i < 3, "in_output_score_set": i in (2, 3),
+                     "in_delta_conf_set": i == 3, "high_input": None if i == 5 else i / 5 >= 0.5, "high_output": 0.002 * i >= 0.01})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=PER_LATENT_SCHEMA), path)
 
 
 def test_fake_files_match_the_real_schemas():
@@ -326,6 +347,28 @@ def test_the_set_search_control_is_aggregated_beside_the_papers_comparison():
     assert partial[partial.scope == "model_mean"].iloc[0]["lift_delta_conf"] == pytest.approx(1.0)  # the paper's column stays
 
 
+def test_per_latent_tau_is_summarised_per_sae_model_and_overall():
+    from saesteer.aggregate.latents import latent_tau_table, per_latent_columns
+
+    rows = []
+    for model, arch, taus in (("a", "relu", (0.2, 0.4)), ("a", "topk", (0.4, None)), ("b", "relu", (-0.3, 0.1))):
+        v = {"model": model, "arch": arch, "target_l0": 20}
+        per_latent_columns(v, {"n_steered": 7, "tau_b": {"output_score": {"tau_b": taus[0], "n": 7}, "delta_conf": {"tau_b": taus[1], "n": 7}},
+                               "input_output": {"n_scored": 9, "share_high_both": 1 / 9, "tau_b_input_output": 0.0}})
+        rows.append(v)
+    table = pd.DataFrame(rows)
+    tau = latent_tau_table(table)
+    sae = tau[(tau.scope == "sae") & (tau.score == "output_score")]
+    assert list(sae["tau_b"]) == [0.2, 0.4, -0.3] and list(sae["n"]) == [7, 7, 7]
+    a = tau[(tau.scope == "model_mean") & (tau.model == "a")].set_index("score")
+    assert a.loc["output_score", "tau_b"] == pytest.approx(0.3) and a.loc["output_score", "n_positive"] == 2
+    assert a.loc["delta_conf", "tau_b"] == pytest.approx(0.4) and a.loc["delta_conf", "n"] == 1  # one SAE has none
+    assert math.isnan(a.loc["input_score", "tau_b"]) and a.loc["input_score", "n"] == 0
+    overall = tau[tau.scope == "all_saes"].set_index("score")
+    assert overall.loc["output_score", "tau_b"] == pytest.approx(0.1) and overall.loc["output_score", "n"] == 3
+    assert table["share_high_both"].tolist() == pytest.approx([1 / 9] * 3)
+
+
 def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     results = tmp_path / "results"
     config = grid_config(min_saes=7)
@@ -370,7 +413,17 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     assert means.loc["smollm2-135m", "lift_delta_conf"] == pytest.approx(1.0)
     assert means.loc["smollm2-135m", "n"] == 9 and means.loc["gemma3-270m", "n"] == 8
 
+    assert means.loc["smollm2-135m", "net_lift_delta_conf"] == pytest.approx(0.5)  # random-order search: half Delta C's gain
+    assert means.loc["smollm2-135m", "lift_control_output_order"] == pytest.approx(0.4)
+
+    latents = pq.read_table(out / "per_latent.parquet").to_pandas()
+    assert len(latents) == 17 * 6 and latents["input_score"].isna().sum() == 17 and latents["high_input"].isna().sum() == 17
+    tau = pq.read_table(out / "latent_tau.parquet").to_pandas()
+    overall = tau[tau.scope == "all_saes"].set_index("score")
+    assert overall.loc["delta_conf", "tau_b"] == pytest.approx(0.3) and overall.loc["delta_conf", "n"] == 17
+
     md = (out / "summary.md").read_text()
+    assert "Control for the set search" in md and "Per-latent view" in md
     assert "gemma3-270m/gated/l0-80" in md and "steering/score.json: absent" in md
     assert "OFFLINE PROXY JUDGE" in md and "0.298" in md
     summary = json.loads((out / "summary.json").read_text())

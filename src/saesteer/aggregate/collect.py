@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
 from saesteer.io import schema_violations
 
@@ -57,6 +58,7 @@ NUMERIC_COLUMNS = (
     "gain_output", "gain_delta_conf", "lift_output", "lift_delta_conf", "lift_difference_points", "relative_improvement",
     *("score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
       "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order"),
+    *LATENT_COLUMNS,
 )
 CONTROL_SEEDS_COLUMN = "control_random_scores"
 """Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
@@ -224,6 +226,7 @@ class _Row:
         v["lift_difference_points"] = 100.0 * (v["lift_delta_conf"] - v["lift_output"])
         v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output"])
         self._control(obj["control"])
+        per_latent_columns(v, obj["per_latent"])
         v["selection_judge"] = obj["judge"]
         v["selection_judge_model"] = obj["judge_model"]
         nulls = [f"{b}.score" for b, s in SELECTION_BLOCKS.items() if math.isnan(v[f"score_{s}"])]

@@ -23,6 +23,7 @@ PLOTS = {
     "tau_by_subgroup": "tau_by_subgroup.png",
     "selection": "selection.png",
     "achieved_l0": "achieved_l0.png",
+    "input_output": "input_output.png",
 }
 """Plot name -> file name under the plots folder (the aggregate rule's outputs)."""
 
@@ -286,6 +287,54 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_input_output(latents: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
+    """Per SAE (rows: model x architecture, columns: sparsity): input score vs output score
+    (Arad et al. 2025) of every latent with an input score; steered latents coloured by their
+    held-out steering score, the others grey; the share of latents high on both in the corner."""
+    data = latents[np.isfinite(latents["input_score"].to_numpy(dtype=float))] if len(latents) else latents
+    cells = table[["model", "arch", "target_l0"]].drop_duplicates()
+    row_keys = list(dict.fromkeys(zip(cells["model"], cells["arch"])))
+    col_keys = sorted(int(k) for k in cells["target_l0"].drop_duplicates())
+    n_rows, n_cols = max(len(row_keys), 1), max(len(col_keys), 1)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.5 * n_cols + 1.2, 2.1 * n_rows + 0.8), squeeze=False,
+                             sharex=True, sharey=True)
+    steered_all = data[data["steered"].fillna(False).astype(bool)] if len(data) else data
+    vmax = max(float(steered_all["heldout_score"].max()), 1e-6) if len(steered_all) and steered_all["heldout_score"].notna().any() else 1.0
+    mappable = None
+    for i, (model, arch) in enumerate(row_keys):
+        for j, level in enumerate(col_keys):
+            ax = axes[i][j]
+            sub = data[(data["model"] == model) & (data["arch"] == arch) & (data["target_l0"] == level)] if len(data) else data
+            if not len(sub):
+                ax.text(0.5, 0.5, "no input scores", ha="center", va="center", fontsize=7, color="#888888", transform=ax.transAxes)
+            else:
+                steered = sub["steered"].fillna(False).astype(bool).to_numpy() & np.isfinite(sub["heldout_score"].to_numpy(dtype=float))
+                ax.scatter(sub.loc[~steered, "output_score"], sub.loc[~steered, "input_score"], s=10, color="#BBBBBB", alpha=0.7,
+                           edgecolor="none")
+                mappable = ax.scatter(sub.loc[steered, "output_score"], sub.loc[steered, "input_score"], s=18,
+                                      c=sub.loc[steered, "heldout_score"], cmap="viridis", vmin=0.0, vmax=vmax,
+                                      edgecolor="black", linewidth=0.3)
+                row = table[(table["model"] == model) & (table["arch"] == arch) & (table["target_l0"] == level)]
+                share = float(row["share_high_both"].iloc[0]) if len(row) and "share_high_both" in row else math.nan
+                if math.isfinite(share):
+                    ax.text(0.97, 0.97, f"both high: {100 * share:.0f}%", ha="right", va="top", fontsize=7, transform=ax.transAxes)
+            ax.set_xscale("symlog", linthresh=1e-3)
+            ax.set_xlim(-1e-4, 1.0)
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.2)
+            if i == 0:
+                ax.set_title(f"L0 {level}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{model}\n{ARCH_NAMES.get(arch, arch)}\ninput score", fontsize=8)
+            if i == n_rows - 1:
+                ax.set_xlabel("output score", fontsize=8)
+            ax.tick_params(labelsize=7)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.6, label="held-out steering score (steered latents)")
+    fig.suptitle("Input vs output score per latent (Arad et al. 2025); grey: not steered", fontsize=11)
+    _save(fig, path)
+
+
 def write_plots(
     table: pd.DataFrame,
     rank: pd.DataFrame,
@@ -295,6 +344,7 @@ def write_plots(
     paper_names: dict[str, str | None],
     judge: str,
     out_dir: Path,
+    latents: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Every figure into ``out_dir``; returns plot name -> path."""
     out_dir = Path(out_dir)
@@ -304,5 +354,7 @@ def write_plots(
     plot_tau_by_subgroup(rank, paths["tau_by_subgroup"], confidence)
     plot_selection(selection, table, paper_names, paths["selection"])
     plot_achieved_l0(table, paths["achieved_l0"])
+    plot_input_output(latents if latents is not None else pd.DataFrame(columns=["model", "arch", "target_l0", "input_score"]),
+                      table, paths["input_output"])
     return {name: str(p) for name, p in paths.items()}
 

@@ -341,6 +341,8 @@ class SummaryInputs:
     configured_judge: str
     partial: bool
     paper_names: dict[str, str | None]
+    latent_tau: pd.DataFrame | None = None
+    """Per-latent tau-b of each score with steering (aggregate.latents.latent_tau_table)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -497,6 +499,10 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines += [f"tau-b(autointerp, Delta Token Confidence selection gain) = {_tau_text(gain.iloc[0])} over "
                   f"{gain.iloc[0]['n']} SAEs; paper: about {PAPER['tau_gain_delta_conf']:+.2f} (the agreement vanishes).", ""]
 
+    if inputs.latent_tau is not None:
+        from saesteer.aggregate.latents import latent_markdown
+
+        lines += latent_markdown(inputs.sae_table, inputs.latent_tau, _fmt)
     lines += ["## Missing SAEs", ""]
     if inputs.missing:
         lines += [f"{len(inputs.missing)} of {n_cells} SAEs lack something; their missing numbers are left out of every statistic.", ""]
@@ -506,7 +512,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines.append("None: every SAE of the grid has all its files.")
     lines += ["", "## Files", "",
               "`sae_table` (one row per SAE), `rank_agreement` (tau-b per metric, target and subgroup), `psi`, "
-              "`selection` (.parquet and .csv each), `summary.json`, and `plots/`.", ""]
+              "`selection`, `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
+              "`summary.json`, and `plots/`.", ""]
     return "\n".join(lines)
 
 
@@ -524,7 +531,7 @@ def control_markdown(agg: pd.DataFrame) -> list[str]:
         "n": agg["n_control"].map(lambda v: "" if pd.isna(v) else str(int(v))),
         "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
         "lift random-order search": [
-            _pct(r["lift_control_random"]) + (f" ± {100 * r['lift_control_random_sd']:.1f}" if math.isfinite(r["lift_control_random_sd"]) else "")
+            _pct(r["lift_control_random"]) + (f" ± {100 * r['lift_control_random_sd']:.1f} pts" if math.isfinite(r["lift_control_random_sd"]) else "")
             for _, r in agg.iterrows()
         ],
         "lift output-order search": [_pct(v) for v in agg["lift_control_output_order"]],
@@ -570,6 +577,7 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "rank_agreement": records(inputs.rank),
         "psi": records(inputs.psi),
         "selection": records(inputs.selection),
+        "latent_tau": records(inputs.latent_tau) if inputs.latent_tau is not None else [],
         "outputs": outputs,
     }
 
