@@ -135,6 +135,7 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
                        "amplify": "add_max", "candidates": [candidate]},
         "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
         "control": control_block(none, delta_conf, random_scores, output_order),
+        "output_low_input": {**block(output * 0.9, [2]), **lifts(output * 0.9), "high_output": 0.01, "high_input": 0.5},
         "per_latent": {"n_latents": 6, "n_steered": 6, "table": None,
                        "tau_b": {k: {"tau_b": tau, "n": 6} for k, tau in PER_LATENT_TAUS.items()}, "tau_b_arad": {},
                        "input_output": {"n_scored": 6, "n_high_both": 1, "share_high_both": 1 / 6, "tau_b_input_output": -0.2}},
@@ -415,6 +416,8 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
 
     assert means.loc["smollm2-135m", "net_lift_delta_conf"] == pytest.approx(0.5)  # random-order search: half Delta C's gain
     assert means.loc["smollm2-135m", "lift_control_output_order"] == pytest.approx(0.4)
+    assert means.loc["smollm2-135m", "lift_output_low_input"] == pytest.approx(1.5 * 0.9 - 1)  # output * 0.9 planted
+    assert means.loc["smollm2-135m", "n_output_low_input"] == 9
 
     latents = pq.read_table(out / "per_latent.parquet").to_pandas()
     assert len(latents) == 17 * 6 and latents["input_score"].isna().sum() == 17 and latents["high_input"].isna().sum() == 17

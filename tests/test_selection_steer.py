@@ -174,6 +174,23 @@ def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_s
     assert view["tau_b"]["input_score"] == {"tau_b": None, "n": 0}
 
 
+def test_high_output_low_input_is_an_optional_criterion_row(setup):
+    tmp_path, common = setup
+    inputs = {3: 0.0, 5: 0.9, 1: 0.1, 8: None, 12: 0.0}
+    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "input_score": inputs[lat]}
+                                         for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+    report = _run(tmp_path, common, "holi", tmp_path / "steering" / "generations.parquet")
+    # Output score >= 0.01 and input score < 0.5: 5 is high input, 8 has no input score, 3 and 12 low output.
+    block = report["output_low_input"]
+    assert block["latents"] == [1] and (block["high_output"], block["high_input"]) == (0.01, 0.5)
+    concepts = {c["latent"]: c for c in json.loads((tmp_path / "holi" / "concepts.json").read_text())["concepts"]}
+    assert block["score"] == concepts[1]["axbench"]["heldout_score"]
+    rows = {r["latent"]: r for r in pq.read_table(tmp_path / "holi" / "latents.parquet").to_pylist()}
+    assert [rows[lat]["input_score"] for lat in (3, 5, 1, 8, 12)] == [0.0, 0.9, 0.1, None, 0.0]
+    assert rows[5]["high_input"] is True and rows[8]["high_input"] is None and rows[1]["high_output"] is True
+    assert report["per_latent"]["input_output"]["n_scored"] == 4 and report["per_latent"]["input_output"]["n_high_both"] == 1
+
+
 def test_the_control_steers_the_latents_its_orderings_pick_among_explained_candidates(setup):
     tmp_path, common = setup
     report = _run(tmp_path, common, "control", tmp_path / "steering" / "generations.parquet",

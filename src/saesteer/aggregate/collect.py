@@ -59,6 +59,7 @@ NUMERIC_COLUMNS = (
     *("score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
       "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order"),
     *LATENT_COLUMNS,
+    "score_output_low_input", "lift_output_low_input", "n_latents_output_low_input",
 )
 CONTROL_SEEDS_COLUMN = "control_random_scores"
 """Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
@@ -227,6 +228,10 @@ class _Row:
         v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output"])
         self._control(obj["control"])
         per_latent_columns(v, obj["per_latent"])
+        holi = obj["output_low_input"]  # optional criterion: its null score is not "missing"
+        v["score_output_low_input"] = _num(holi.get("score"))
+        v["lift_output_low_input"] = _lift(v["score_output_low_input"], v["score_none"])
+        v["n_latents_output_low_input"] = float(len(holi.get("latents") or []))
         v["selection_judge"] = obj["judge"]
         v["selection_judge_model"] = obj["judge_model"]
         nulls = [f"{b}.score" for b, s in SELECTION_BLOCKS.items() if math.isnan(v[f"score_{s}"])]

@@ -56,7 +56,7 @@ PSI_SCHEMA = pa.schema([
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n", "n_control") else _FLOAT)
+    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
 PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), *PER_LATENT_SCHEMA])

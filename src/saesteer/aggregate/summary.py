@@ -185,6 +185,7 @@ def psi_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- selection
 
 CONTROL_COLUMNS = [
+    "n_output_low_input", "score_output_low_input", "lift_output_low_input",
     "n_control", "score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
     "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order",
 ]
@@ -254,6 +255,19 @@ def _control_means(sub: pd.DataFrame, none: float, lift_delta_conf: float) -> di
     return out
 
 
+def _output_low_input_means(sub: pd.DataFrame) -> dict[str, Any]:
+    """The optional "high output, low input" criterion over the SAEs where it selected something:
+    lift of its mean score over the mean no-selection score of the same SAEs."""
+    if "score_output_low_input" not in sub:
+        return {"n_output_low_input": 0}
+    has = sub[np.isfinite(sub["score_output_low_input"].to_numpy(dtype=float))]
+    out: dict[str, Any] = {"n_output_low_input": len(has)}
+    if len(has):
+        out["score_output_low_input"] = float(has["score_output_low_input"].mean())
+        out["lift_output_low_input"] = _ratio_lift(out["score_output_low_input"], float(has["score_none"].mean()))
+    return out
+
+
 def _control_overall(defined: list[dict[str, Any]]) -> dict[str, Any]:
     """Over models: the mean of the model lifts (as for the criteria) and of their per-ordering lifts."""
     with_control = [r for r in defined if math.isfinite(r.get("lift_control_random", math.nan))]
@@ -284,6 +298,7 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
         rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
                      "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
                      "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
+                     "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
                      **{c: getattr(r, c) for c in SELECTION_COLUMNS if c in table.columns and c not in ("model", "arch", "target_l0")}})
     complete = table[np.isfinite(table[list(_SCORES)].to_numpy()).all(axis=1)]
     model_rows: list[dict[str, Any]] = []
@@ -300,6 +315,7 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
             row.update(means)
             row.update(_lifts(means["score_none"], means["score_output"], means["score_delta_conf"]))
             row.update(_control_means(sub, means["score_none"], row["lift_delta_conf"]))
+            row.update(_output_low_input_means(sub))
         row.update(_paper_selection(paper_names.get(model)))
         model_rows.append(row)
     rows += model_rows
@@ -311,6 +327,9 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
         overall["lift_difference_points"] = 100.0 * (overall["lift_delta_conf"] - overall["lift_output"])
         overall["relative_improvement"] = _ratio_lift(overall["score_delta_conf"], overall["score_output"])
         overall.update(_control_overall(defined))
+        holi = [r["lift_output_low_input"] for r in defined if math.isfinite(r.get("lift_output_low_input", math.nan))]
+        overall["n_output_low_input"] = sum(r.get("n_output_low_input", 0) for r in defined)
+        overall["lift_output_low_input"] = float(np.mean(holi)) if holi else math.nan
     else:
         overall["reason"] = "no model has min_saes SAEs with all three selection scores"
     paper_rows = [_paper_selection(name) for name in PAPER["selection"]]
@@ -525,7 +544,9 @@ def control_markdown(agg: pd.DataFrame) -> list[str]:
              "Delta C's reported set is the best of its candidate sets (UP / DOWN x K or quantile) by steering on the "
              "factor-selection half, which lifts the held-out score by itself. The control runs the identical search "
              "over random orderings of the same candidates (mean ± sd over orderings) and over the output-score "
-             "ordering. Net lift = lift of a search - lift of the random-order search: what the ordering adds.", ""]
+             "ordering. Net lift = lift of a search - lift of the random-order search: what the ordering adds. Last "
+             "column: the optional criterion of Arad et al.'s two scores (output score high, input score low; no "
+             "search), over the SAEs where it kept a latent (n).", ""]
     frame = pd.DataFrame({
         "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
         "n": agg["n_control"].map(lambda v: "" if pd.isna(v) else str(int(v))),
@@ -537,6 +558,10 @@ def control_markdown(agg: pd.DataFrame) -> list[str]:
         "lift output-order search": [_pct(v) for v in agg["lift_control_output_order"]],
         "net lift DC": [_pct(v) for v in agg["net_lift_delta_conf"]],
         "net lift output order": [_pct(v) for v in agg["net_lift_output_order"]],
+        "lift high output, low input (n)": [
+            f"{_pct(r['lift_output_low_input'])} ({'' if pd.isna(r['n_output_low_input']) else int(r['n_output_low_input'])})"
+            for _, r in agg.iterrows()
+        ],
     })
     return [*lines, to_markdown(frame), ""]
 

@@ -32,7 +32,7 @@ import torch
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
-from saesteer.selection.input_score import high_both
+from saesteer.selection.input_score import high_both, output_low_input_set
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA, per_latent_rows, tau_table
 from saesteer.selection.sets import (
     Candidate,
@@ -137,6 +137,8 @@ def run_steer_selected(
         # The paper's design: choose among the steered concepts (Concept100) themselves.
         cands = cands[:n]
     os_set = output_score_set(cands, n, sel.output_score.threshold)
+    holi_set = output_low_input_set(cands, {int(r["latent"]): r.get("input_score") for r in scores_rows}, n,
+                                    sel.high_output, sel.input_score.high_input)
     dc_sets = delta_conf_sets(
         cands,
         mode=sel.delta_conf.mode,
@@ -151,7 +153,7 @@ def run_steer_selected(
                        tuple(sel.delta_conf.quantiles), tuple(r["delta_conf"] for r in scores_rows), n)
     ctl_sets = control_sets(cands, search, orderings(cands, sel.control.n_orderings, sel.control.seed, sel.control.output_order))
     by_latent = {c.latent: c for c in cands}
-    union = sorted({lat for s in [os_set, *dc_sets, *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
+    union = sorted({lat for s in [os_set, holi_set, *dc_sets, *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
                    key=lambda lat: by_latent[lat].index)
     wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
 
@@ -223,6 +225,8 @@ def run_steer_selected(
             "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
                              "latents": list(none_set.latents), "source": str(steering_score)},
             "output_score": os_block,
+            "output_low_input": {**block(set_scores(holi_set, per_concept) if holi_set.latents else None),
+                                 "high_output": sel.high_output, "high_input": sel.input_score.high_input},
             "delta_conf": dc_block,
             "lift_difference_points": diff_points,
             "relative_improvement": lift(dc_block["score"], os_block["score"]),
