@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,36 @@ def steering_score(model: str, arch: str, k: int, score: float, judge: str = "of
     }
 
 
-def selection_score(model: str, arch: str, k: int, none: float, output: float, delta_conf: float) -> dict:
+PER_LATENT_TAUS = {"output_score": 0.2, "input_score": -0.1, "delta_conf": 0.3, "abs_delta_conf": 0.1, "autointerp": 0.0}
+
+
+def control_block(none: float, delta_conf: float, random_scores: list[float], output_order: float) -> dict:
+    """selection/score.json's control block for planted random-order and output-order search scores."""
+    import statistics
+
+    def search(score: float, seed: list[int] | None = None) -> dict:
+        return {**({"seed": seed} if seed else {}), "label": "delta_conf:up:k=1", "latents": [4], "n_concepts": 1, "score": score,
+                "score_arad": score * 0.9, "selection_score": score, "lift": (score - none) / none,
+                "lift_arad": (score - none) / none, "n_sets": 10}
+
+    runs = [search(v, [0, i]) for i, v in enumerate(random_scores)]
+    stats = {}
+    for key in ("score", "score_arad", "lift", "lift_arad"):
+        values = [r[key] for r in runs]
+        stats.update({f"{key}_mean": statistics.fmean(values), f"{key}_sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                      f"{key}_min": min(values), f"{key}_max": max(values)})
+    out = search(output_order)
+    dc_lift = (delta_conf - none) / none
+    return {"random": {"n_orderings": len(runs), "runs": runs, **stats}, "output_order": out,
+            "net_lift": dc_lift - stats["lift_mean"], "net_lift_arad": dc_lift - stats["lift_arad_mean"],
+            "net_lift_output_order": out["lift"] - stats["lift_mean"], "net_lift_output_order_arad": out["lift_arad"] - stats["lift_arad_mean"]}
+
+
+def selection_score(model: str, arch: str, k: int, none: float, output: float, delta_conf: float,
+                    random_scores: list[float] | None = None, output_order: float | None = None) -> dict:
+    random_scores = random_scores if random_scores is not None else [none + 0.5 * (delta_conf - none) + d for d in (-0.01, 0.0, 0.01)]
+    output_order = output_order if output_order is not None else none + 0.4 * (delta_conf - none)
+
     def block(score: float, latents: list[int]) -> dict:
         return {"score": score, "score_arad": score * 0.9, "n_concepts": len(latents), "latents": latents}
 
@@ -105,6 +135,11 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
         "delta_conf": {**block(delta_conf, [4, 5]), **lifts(delta_conf), "chosen": candidate, "mode": "top_k",
                        "amplify": "add_max", "candidates": [candidate]},
         "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
+        "control": control_block(none, delta_conf, random_scores, output_order),
+        "output_low_input": {**block(output * 0.9, [2]), **lifts(output * 0.9), "high_output": 0.01, "high_input": 0.5},
+        "per_latent": {"n_latents": 6, "n_steered": 6, "table": None,
+                       "tau_b": {k: {"tau_b": tau, "n": 6} for k, tau in PER_LATENT_TAUS.items()}, "tau_b_arad": {},
+                       "input_output": {"n_scored": 6, "n_high_both": 1, "share_high_both": 1 / 6, "tau_b_input_output": -0.2}},
         "candidates": "explained", "n_candidates": 6, "n_latents_steered": 5, "n_latents_reused": 3, "generation": {}, "timings": {}, "config": {},
         "inputs": {},
     }
@@ -137,7 +172,28 @@ def fill_results(config: dict, root: Path, skip: dict[str, set[str]] | None = No
         for name, obj in files.items():
             if name not in skip.get(cell.path, set()):
                 write(base / name, obj)
+        if "selection/score.json" not in skip.get(cell.path, set()):
+            write_latents(base / "selection" / "latents.parquet", steering)
     return truth
+
+
+def write_latents(path: Path, steering: float) -> None:
+    """A per-latent table as steer_selected writes it: 6 latents, 4 steered, 5 with an input score."""
+    import pyarrow as pa
+
+    from saesteer.selection.per_latent import PER_LATENT_SCHEMA
+
+    rows = []
+    for i in range(6):
+        steered = i < 4
+        rows.append({"latent": 10 + i, "concept_id": i, "rank": i, "explanation": f"c{i}", "output_score": 0.002 * i,
+                     "input_score": None if i == 5 else i / 5, "n_top_contexts": 12, "delta_conf": i - 2.5, "abs_delta_conf": abs(i - 2.5),
+                     "autointerp": 0.5 + 0.05 * i, "steered": steered, "heldout_score": steering * (1 + 0.1 * i) if steered else None,
+                     "heldout_score_arad": steering if steered else None, "selection_score": steering if steered else None,
+                     "chosen_factor": 1.0 if steered else None, "in_no_selection": i < 3, "in_output_score_set": i in (2, 3),
+                     "in_delta_conf_set": i == 3, "high_input": None if i == 5 else i / 5 >= 0.5, "high_output": 0.002 * i >= 0.01})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=PER_LATENT_SCHEMA), path)
 
 
 def test_fake_files_match_the_real_schemas():
@@ -261,6 +317,60 @@ def test_selection_means_follow_the_papers_lift_convention():
     assert "min_saes=5" in too_few[too_few.scope == "model_mean"].iloc[0]["reason"]
 
 
+def test_the_set_search_control_is_aggregated_beside_the_papers_comparison():
+    """Per SAE: the control's lifts from its scores, net lift = Delta C's lift - the random-order
+    search's; per model: lifts of mean scores (the paper's convention), the spread over
+    orderings; over models: mean of the model lifts."""
+    from saesteer.aggregate.collect import _control_columns
+
+    rows = []
+    for arch, none, dc, seeds, out in (("topk", 0.1, 0.3, [0.15, 0.25], 0.2), ("relu", 0.3, 0.5, [0.35, 0.45], 0.3)):
+        v = {"model": "m", "arch": arch, "target_l0": 20, "score_none": none, "score_output": none, "score_delta_conf": dc,
+             "lift_delta_conf": dc / none - 1}
+        _control_columns(v, control_block(none, dc, seeds, out))
+        rows.append(v)
+    assert rows[0]["lift_control_random"] == pytest.approx(0.2 / 0.1 - 1)
+    assert rows[0]["net_lift_delta_conf"] == pytest.approx((0.3 / 0.1 - 1) - (0.2 / 0.1 - 1))
+    assert rows[0]["lift_control_output_order"] == pytest.approx(1.0) and rows[0]["net_lift_output_order"] == pytest.approx(0.0)
+    assert rows[0]["score_control_random_sd"] == pytest.approx(statistics.stdev([0.15, 0.25]))
+    frame = selection_table(pd.DataFrame(rows), AggregateConfig(min_saes=2), {})
+    mean = frame[frame.scope == "model_mean"].iloc[0]
+    # Means over SAEs: none 0.2, Delta C 0.4, random 0.3 (orderings: 0.25 and 0.35), output order 0.25.
+    assert mean["lift_delta_conf"] == pytest.approx(1.0) and mean["lift_control_random"] == pytest.approx(0.5)
+    assert mean["net_lift_delta_conf"] == pytest.approx(0.5) and mean["lift_control_output_order"] == pytest.approx(0.25)
+    assert mean["lift_control_random_sd"] == pytest.approx(statistics.stdev([0.25 / 0.2 - 1, 0.35 / 0.2 - 1]))
+    assert mean["n_control"] == 2
+    overall = frame[frame.scope == "all_models"].iloc[0]
+    assert overall["net_lift_delta_conf"] == pytest.approx(0.5) and overall["lift_control_random"] == pytest.approx(0.5)
+    # An SAE without the control leaves the model's control undefined (never a mix of subsets).
+    rows[1].update(score_control_random=math.nan)
+    partial = selection_table(pd.DataFrame(rows), AggregateConfig(min_saes=2), {})
+    assert math.isnan(partial[partial.scope == "model_mean"].iloc[0]["net_lift_delta_conf"])
+    assert partial[partial.scope == "model_mean"].iloc[0]["lift_delta_conf"] == pytest.approx(1.0)  # the paper's column stays
+
+
+def test_per_latent_tau_is_summarised_per_sae_model_and_overall():
+    from saesteer.aggregate.latents import latent_tau_table, per_latent_columns
+
+    rows = []
+    for model, arch, taus in (("a", "relu", (0.2, 0.4)), ("a", "topk", (0.4, None)), ("b", "relu", (-0.3, 0.1))):
+        v = {"model": model, "arch": arch, "target_l0": 20}
+        per_latent_columns(v, {"n_steered": 7, "tau_b": {"output_score": {"tau_b": taus[0], "n": 7}, "delta_conf": {"tau_b": taus[1], "n": 7}},
+                               "input_output": {"n_scored": 9, "share_high_both": 1 / 9, "tau_b_input_output": 0.0}})
+        rows.append(v)
+    table = pd.DataFrame(rows)
+    tau = latent_tau_table(table)
+    sae = tau[(tau.scope == "sae") & (tau.score == "output_score")]
+    assert list(sae["tau_b"]) == [0.2, 0.4, -0.3] and list(sae["n"]) == [7, 7, 7]
+    a = tau[(tau.scope == "model_mean") & (tau.model == "a")].set_index("score")
+    assert a.loc["output_score", "tau_b"] == pytest.approx(0.3) and a.loc["output_score", "n_positive"] == 2
+    assert a.loc["delta_conf", "tau_b"] == pytest.approx(0.4) and a.loc["delta_conf", "n"] == 1  # one SAE has none
+    assert math.isnan(a.loc["input_score", "tau_b"]) and a.loc["input_score", "n"] == 0
+    overall = tau[tau.scope == "all_saes"].set_index("score")
+    assert overall.loc["output_score", "tau_b"] == pytest.approx(0.1) and overall.loc["output_score", "n"] == 3
+    assert table["share_high_both"].tolist() == pytest.approx([1 / 9] * 3)
+
+
 def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     results = tmp_path / "results"
     config = grid_config(min_saes=7)
@@ -305,7 +415,19 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     assert means.loc["smollm2-135m", "lift_delta_conf"] == pytest.approx(1.0)
     assert means.loc["smollm2-135m", "n"] == 9 and means.loc["gemma3-270m", "n"] == 8
 
+    assert means.loc["smollm2-135m", "net_lift_delta_conf"] == pytest.approx(0.5)  # random-order search: half Delta C's gain
+    assert means.loc["smollm2-135m", "lift_control_output_order"] == pytest.approx(0.4)
+    assert means.loc["smollm2-135m", "lift_output_low_input"] == pytest.approx(1.5 * 0.9 - 1)  # output * 0.9 planted
+    assert means.loc["smollm2-135m", "n_output_low_input"] == 9
+
+    latents = pq.read_table(out / "per_latent.parquet").to_pandas()
+    assert len(latents) == 17 * 6 and latents["input_score"].isna().sum() == 17 and latents["high_input"].isna().sum() == 17
+    tau = pq.read_table(out / "latent_tau.parquet").to_pandas()
+    overall = tau[tau.scope == "all_saes"].set_index("score")
+    assert overall.loc["delta_conf", "tau_b"] == pytest.approx(0.3) and overall.loc["delta_conf", "n"] == 17
+
     md = (out / "summary.md").read_text()
+    assert "Control for the set search" in md and "Per-latent view" in md
     assert "gemma3-270m/gated/l0-80" in md and "steering/score.json: absent" in md
     assert "OFFLINE PROXY JUDGE" in md and "0.298" in md
     summary = json.loads((out / "summary.json").read_text())

@@ -165,6 +165,11 @@ def test_examples_split_top_and_importance_between_explainer_and_detector():
     # Truth: an excerpt activates iff the latent fires on one of its tokens.
     for k, e in enumerate(ex.detect):
         assert (k in ex.positives) == bool((source.tokens[e.row, e.start : e.start + width] == TOKEN).any())
+    # The input score's data: each top excerpt's maximally activating token, strongest first.
+    assert len(ex.top_max) == CFG.n_top_explain + CFG.n_top_detect
+    maxima = [float(acts[r, c]) for r, c in ex.top_max]
+    assert maxima == sorted(maxima, reverse=True) and sorted(maxima) == sorted(e.peak for e in tops)
+    assert all(source.tokens[r, c] == TOKEN for r, c in ex.top_max)
     # Same seed, same examples.
     again = latent_examples(0, acts, CFG, latent_generator(0, 0))
     assert [(e.row, e.start) for e in again.detect] == [(e.row, e.start) for e in ex.detect]
@@ -357,6 +362,8 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     rows = by_latent(table.to_pylist())
     assert rows[0]["explanation"] == 'the tokens "x"'
     assert rows[0]["accuracy"] == 1.0
+    assert rows[0]["top_token_ids"] and set(rows[0]["top_token_ids"]) == {X}  # latent 0 peaks on "x" only
+    assert rows[0]["top_activations"] == sorted(rows[0]["top_activations"], reverse=True)
     assert on_disk["score"] == pytest.approx(sum(r["accuracy"] for r in rows.values()) / len(rows))
 
     interp = evaluate_sae(

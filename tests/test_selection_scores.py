@@ -23,7 +23,14 @@ from saesteer.config import ConfigError, check_config, load_config, load_schema
 from saesteer.evals.report import SAEFileError
 from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens_dir
-from saesteer.selection.config import DeltaConfConfig, OutputScoreConfig, SelectionConfig, SelectionConfigError
+from saesteer.selection.config import (
+    ControlConfig,
+    DeltaConfConfig,
+    InputScoreConfig,
+    OutputScoreConfig,
+    SelectionConfig,
+    SelectionConfigError,
+)
 from saesteer.selection.job import PARQUET_SCHEMA, read_summary, run_select_features
 from saesteer.selection.latent_scores import (
     ADD,
@@ -237,6 +244,10 @@ def test_config_defaults_and_errors_name_the_field():
         ({"delta_conf": {"directions": ["sideways"]}}, "selection.delta_conf.directions"),
         ({"batch_size": 0}, "selection.batch_size"),
         ({"output_score": {"amplification": -1}}, "selection.output_score.amplification"),
+        ({"control": {"n_orderings": -1}}, "selection.control.n_orderings"),
+        ({"control": {"orderings": 3}}, r"selection.control: unknown keys \['orderings'\]"),
+        ({"input_score": {"high_input": 1.5}}, "selection.input_score.high_input"),
+        ({"input_score": {"min_contexts": 0}}, "selection.input_score.min_contexts"),
     ]
     for block, pattern in cases:
         with pytest.raises(SelectionConfigError, match=pattern):
@@ -247,7 +258,9 @@ def test_schema_selection_keys_match_selection_config():
     """SelectionConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
     selection = load_schema()["properties"]["selection"]
     sections = {None: (SelectionConfig, selection), "output_score": (OutputScoreConfig, selection["properties"]["output_score"]),
-                "delta_conf": (DeltaConfConfig, selection["properties"]["delta_conf"])}
+                "delta_conf": (DeltaConfConfig, selection["properties"]["delta_conf"]),
+                "control": (ControlConfig, selection["properties"]["control"]),
+                "input_score": (InputScoreConfig, selection["properties"]["input_score"])}
     for name, (cls, block) in sections.items():
         props = block["properties"]
         assert block["additionalProperties"] is False, name

@@ -23,6 +23,7 @@ STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [
 # latent: (autointerp rank, explanation, m_f, output score, Delta C)
 LATENTS = {3: (0, "the sea", 4.0, 0.001, 0.4), 5: (1, "cooking food", 2.0, 0.2, -1.5), 1: (2, "music", 2.0, 0.05, 2.0),
            8: (3, "sports", 3.0, 0.5, -0.2), 12: (4, "the weather", 1.0, 0.0, 0.0)}
+NO_CONTROL = {"n_orderings": 0, "output_order": False}
 
 
 @pytest.fixture(autouse=True)
@@ -79,9 +80,9 @@ def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: d
     return run_steer_selected(
         latent_scores=tmp_path / "latent_scores.parquet", steering_generations=generations,
         steering_score=tmp_path / "steering" / "score.json",
-        selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
+        selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL},
         out_generations=tmp_path / out / "generations.parquet", out_concepts=tmp_path / out / "concepts.json",
-        out_score=tmp_path / out / "score.json", **common,
+        out_score=tmp_path / out / "score.json", out_latents=tmp_path / out / "latents.parquet", **common,
     )
 
 
@@ -127,6 +128,82 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
     concepts = json.loads((tmp_path / "steering" / "concepts.json").read_text())["concepts"]
     held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
     assert report["output_score"]["score"] == held[5]
+    # The control searches the same two concepts in 5 random orders and the output-score order:
+    # nothing new to steer. Among 2 candidates an ordering puts one UP and one DOWN.
+    control = report["control"]
+    assert len(control["random"]["runs"]) == 5 and all(r["n_sets"] == 2 for r in control["random"]["runs"])
+    by_label = {c["label"]: c for c in report["delta_conf"]["candidates"]}
+    for run in control["random"]["runs"]:
+        assert run["latents"] in ([3], [5]) and run["score"] == held[run["latents"][0]]
+    # Output-score ordering: 5 (0.2) is UP, 3 (0.001) DOWN: the opposite of Delta C's sets.
+    assert control["output_order"]["latents"] in ([3], [5]) and control["output_order"]["n_sets"] == 2
+    best = max(by_label.values(), key=lambda c: (c["selection_score"], -c["n_concepts"]))
+    assert control["output_order"]["score"] == best["score"]  # same two singletons, same choice rule
+    if report["delta_conf"]["lift"] is None:  # no-selection score 0 (tiny model): lifts undefined
+        assert control["net_lift"] is None and control["random"]["lift_mean"] is None
+    else:
+        assert control["net_lift"] == pytest.approx(report["delta_conf"]["lift"] - control["random"]["lift_mean"])
+
+
+def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_steering(setup):
+    from saesteer.selection.per_latent import PER_LATENT_SCHEMA, TAU_SCORES
+    from saesteer.aggregate.stats import tau_b
+
+    tmp_path, common = setup
+    report = _run(tmp_path, common, "view", tmp_path / "steering" / "generations.parquet")
+    table = pq.read_table(tmp_path / "view" / "latents.parquet")
+    assert table.schema.equals(PER_LATENT_SCHEMA)
+    rows = {r["latent"]: r for r in table.to_pylist()}
+    assert list(rows) == [3, 5, 1, 8, 12]  # autointerp rank order
+    for lat, (rank, text, _, os, dc) in LATENTS.items():
+        r = rows[lat]
+        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (rank, text, os, dc, abs(dc))
+        assert r["input_score"] is None  # the planted latent_scores table has no input score
+    # Steered here or by steer_eval: 1, 3, 5, 8; 12 is in no set.
+    assert {lat for lat, r in rows.items() if r["steered"]} == {1, 3, 5, 8} and rows[12]["heldout_score"] is None
+    assert [lat for lat, r in rows.items() if r["in_no_selection"]] == [3, 5]
+    concepts = {c["latent"]: c for c in json.loads((tmp_path / "view" / "concepts.json").read_text())["concepts"]}
+    for lat in (1, 3, 5, 8):
+        assert rows[lat]["heldout_score"] == concepts[lat]["axbench"]["heldout_score"]
+    view = report["per_latent"]
+    assert view["n_latents"] == 5 and view["n_steered"] == 4 and set(view["tau_b"]) == set(TAU_SCORES)
+    steered = [r for r in rows.values() if r["steered"]]
+    want = tau_b([r["delta_conf"] for r in steered], [r["heldout_score"] for r in steered])
+    got = view["tau_b"]["delta_conf"]["tau_b"]
+    assert (got is None and want != want) or got == pytest.approx(want)
+    assert view["tau_b"]["input_score"] == {"tau_b": None, "n": 0}
+
+
+def test_high_output_low_input_is_an_optional_criterion_row(setup):
+    tmp_path, common = setup
+    inputs = {3: 0.0, 5: 0.9, 1: 0.1, 8: None, 12: 0.0}
+    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "input_score": inputs[lat]}
+                                         for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+    report = _run(tmp_path, common, "holi", tmp_path / "steering" / "generations.parquet")
+    # Output score >= 0.01 and input score < 0.5: 5 is high input, 8 has no input score, 3 and 12 low output.
+    block = report["output_low_input"]
+    assert block["latents"] == [1] and (block["high_output"], block["high_input"]) == (0.01, 0.5)
+    concepts = {c["latent"]: c for c in json.loads((tmp_path / "holi" / "concepts.json").read_text())["concepts"]}
+    assert block["score"] == concepts[1]["axbench"]["heldout_score"]
+    rows = {r["latent"]: r for r in pq.read_table(tmp_path / "holi" / "latents.parquet").to_pylist()}
+    assert [rows[lat]["input_score"] for lat in (3, 5, 1, 8, 12)] == [0.0, 0.9, 0.1, None, 0.0]
+    assert rows[5]["high_input"] is True and rows[8]["high_input"] is None and rows[1]["high_output"] is True
+    assert report["per_latent"]["input_output"]["n_scored"] == 4 and report["per_latent"]["input_output"]["n_high_both"] == 1
+
+
+def test_the_control_steers_the_latents_its_orderings_pick_among_explained_candidates(setup):
+    tmp_path, common = setup
+    report = _run(tmp_path, common, "control", tmp_path / "steering" / "generations.parquet",
+                  {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": {"n_orderings": 3, "seed": 1}})
+    control = report["control"]
+    picked = {lat for r in [*control["random"]["runs"], control["output_order"]] for lat in r["latents"]}
+    concepts = {c["latent"] for c in json.loads((tmp_path / "control" / "concepts.json").read_text())["concepts"]}
+    assert picked <= concepts
+    # Output-score order: 8 (0.5), 5 (0.2), 1 (0.05), 3 (0.001), 12 (0.0) takes Delta C's values
+    # 2.0, 0.4, 0.0, -0.2, -1.5: UP = 8, 5; DOWN = 12, 3.
+    assert control["output_order"]["n_sets"] == 4
+    assert control["output_order"]["latents"] in ([8], [8, 5], [12], [12, 3])
+    assert report["n_latents_steered"] + report["n_latents_reused"] == len(concepts)
 
 
 def test_reused_generations_are_those_the_job_would_make(setup):

@@ -3,6 +3,7 @@
 
 from saesteer.aggregate import AggregateConfig  # noqa: E402
 from saesteer.aggregate.collect import cell_files  # noqa: E402
+from saesteer.aggregate.latents import latent_files  # noqa: E402
 from saesteer.aggregate.job import output_paths  # noqa: E402
 
 AGGREGATE = AggregateConfig.from_config(config.get("aggregate"))
@@ -18,9 +19,11 @@ rule aggregate:
     """Kendall tau-b (BCa intervals, permutation p-values) of each interpretability metric vs
     the steering scores, over all SAEs and per model / architecture / sparsity; the
     axis-conditioned psi; steering scores before and after feature selection; next to the
-    paper's numbers (see src/saesteer/aggregate)."""
+    paper's numbers; the set-search control, and the per-latent view (tau-b of each selection
+    score with steering across latents, input vs output score) (see src/saesteer/aggregate)."""
     input:
-        lambda wildcards: cell_files(GRID, "results", partial=AGGREGATE.partial),
+        cells=lambda wildcards: cell_files(GRID, "results", partial=AGGREGATE.partial),
+        latents=lambda wildcards: latent_files(GRID, "results", partial=AGGREGATE.partial),
     output:
         sae_table=report(_SUMMARY["sae_table.csv"], caption="../report/sae_table.rst", category="Tables"),
         sae_table_parquet=_SUMMARY["sae_table.parquet"],
@@ -30,6 +33,10 @@ rule aggregate:
         psi_parquet=_SUMMARY["psi.parquet"],
         selection=report(_SUMMARY["selection.csv"], caption="../report/selection.rst", category="Tables"),
         selection_parquet=_SUMMARY["selection.parquet"],
+        per_latent=report(_SUMMARY["per_latent.csv"], caption="../report/per_latent.rst", category="Feature selection"),
+        per_latent_parquet=_SUMMARY["per_latent.parquet"],
+        latent_tau=report(_SUMMARY["latent_tau.csv"], caption="../report/latent_tau.rst", category="Feature selection"),
+        latent_tau_parquet=_SUMMARY["latent_tau.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(
@@ -45,6 +52,9 @@ rule aggregate:
             _SUMMARY["plots/selection"], caption="../report/selection_plot.rst", category="Feature selection"
         ),
         achieved_l0=report(_SUMMARY["plots/achieved_l0"], caption="../report/achieved_l0.rst", category="Training"),
+        input_output=report(
+            _SUMMARY["plots/input_output"], caption="../report/input_output.rst", category="Feature selection"
+        ),
     params:
         config={
             "models": config["models"],

@@ -82,14 +82,6 @@ def prompt_format(wildcards):
     return GRID.model(wildcards.model).prompt_format
 
 
-def selection_latent_inputs(wildcards):
-    """selection.latents: autointerp scores only the latents autointerp sampled (the
-    criteria's candidates), read from its table; all needs nothing more."""
-    if config["selection"]["latents"] == "autointerp":
-        return {"autointerp": f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/autointerp.parquet"}
-    return {}
-
-
 def all_targets():
     targets = [
         f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models

@@ -8,9 +8,12 @@ rule select_features:
     best rank and probability after amplifying the latent at the last position, with the SAE
     error term added back) and Delta Token Confidence of Wang et al. 2025 (the change of the
     top-k confidence of the next-token distribution), under each reading of "amplify" (see
-    src/saesteer/selection/latent_scores.py)."""
+    src/saesteer/selection/latent_scores.py); and Arad et al.'s input score of the latents with
+    autointerp top contexts (src/saesteer/selection/input_score.py)."""
     input:
-        unpack(selection_latent_inputs),
+        # The latents to score with selection.latents: autointerp, and always the top contexts
+        # of Arad et al.'s input score.
+        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
         sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
         model="results/models/{model}/model.json",
@@ -36,7 +39,9 @@ rule steer_selected:
     same sample, filtered), and Delta Token Confidence UP / DOWN sets (top K or tail
     quantiles), the set reported chosen on the factor-selection instructions only. Latents
     already steered by steer_eval reuse its generations (same seeds); the others are steered
-    with the same protocol (see src/saesteer/selection/steer.py)."""
+    with the same protocol (see src/saesteer/selection/steer.py). Also the null control of the
+    Delta C set search (control.py) and the per-latent table with tau-b of each score vs
+    steering across latents (per_latent.py)."""
     input:
         **STEERING_JUDGE_INPUTS,
         latent_scores="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
@@ -51,6 +56,7 @@ rule steer_selected:
         generations="results/{model}/{arch}/{sparsity}/selection/generations.parquet",
         concepts="results/{model}/{arch}/{sparsity}/selection/concepts.json",
         score="results/{model}/{arch}/{sparsity}/selection/score.json",
+        latents="results/{model}/{arch}/{sparsity}/selection/latents.parquet",
     params:
         target_l0=target_l0,
         prompt_format=prompt_format,

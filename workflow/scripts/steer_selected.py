@@ -21,6 +21,7 @@ run_steer_selected(
     out_generations=Path(snakemake.output.generations),
     out_concepts=Path(snakemake.output.concepts),
     out_score=Path(snakemake.output.score),
+    out_latents=Path(snakemake.output.latents),
     model=snakemake.wildcards.model,
     arch=snakemake.wildcards.arch,
     target_l0=snakemake.params.target_l0,

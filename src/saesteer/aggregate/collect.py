@@ -11,7 +11,8 @@ Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch
   selection, with output-score selection and with Delta Token Confidence selection. Gains,
   lifts ((selected - none) / none), the lifts' difference in points and the relative
   improvement are recomputed here from the three scores (the same definitions as
-  saesteer.selection.steer), so that every row follows one rule.
+  saesteer.selection.steer), so that every row follows one rule; likewise the set-search
+  control's lifts and Delta C's net lift (``control``, docs/selection-controls.md).
 
 A file that is absent, unreadable, off-schema, written for another cell, or judged by a judge
 other than the configured one leaves its numbers NaN and adds a line to the cell's
@@ -29,6 +30,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
 from saesteer.io import schema_violations
 
@@ -54,7 +56,13 @@ NUMERIC_COLUMNS = (
     "score_none", "score_none_arad", "score_output", "score_output_arad", "score_delta_conf", "score_delta_conf_arad",
     "n_latents_output", "n_latents_delta_conf",
     "gain_output", "gain_delta_conf", "lift_output", "lift_delta_conf", "lift_difference_points", "relative_improvement",
+    *("score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
+      "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order"),
+    *LATENT_COLUMNS,
+    "score_output_low_input", "lift_output_low_input", "n_latents_output_low_input",
 )
+CONTROL_SEEDS_COLUMN = "control_random_scores"
+"""Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
 JUDGE_COLUMNS = ("autointerp_judge", "steering_judge", "selection_judge")
 
 
@@ -143,6 +151,7 @@ class _Row:
             "autointerp_judge_model": None,
             "steering_judge_model": None,
             "selection_judge_model": None,
+            CONTROL_SEEDS_COLUMN: [],
         }
         self.missing: list[str] = []
         self.judges: dict[str, set[str]] = {}
@@ -200,6 +209,9 @@ class _Row:
         if math.isnan(self.values["steering"]):
             self.missing.append(f"{STEERING_FILE}: score is null")
 
+    def _control(self, control: dict[str, Any]) -> None:
+        _control_columns(self.values, control)
+
     def selection(self, obj: dict[str, Any]) -> None:
         _judge_check(obj, self.expected_judge)
         self._seen(obj)
@@ -214,11 +226,37 @@ class _Row:
                 v[f"lift_{suffix}"] = _lift(v[f"score_{suffix}"], v["score_none"])
         v["lift_difference_points"] = 100.0 * (v["lift_delta_conf"] - v["lift_output"])
         v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output"])
+        self._control(obj["control"])
+        per_latent_columns(v, obj["per_latent"])
+        holi = obj["output_low_input"]  # optional criterion: its null score is not "missing"
+        v["score_output_low_input"] = _num(holi.get("score"))
+        v["lift_output_low_input"] = _lift(v["score_output_low_input"], v["score_none"])
+        v["n_latents_output_low_input"] = float(len(holi.get("latents") or []))
         v["selection_judge"] = obj["judge"]
         v["selection_judge_model"] = obj["judge_model"]
         nulls = [f"{b}.score" for b, s in SELECTION_BLOCKS.items() if math.isnan(v[f"score_{s}"])]
         if nulls:
             self.missing.append(f"{SELECTION_FILE}: {', '.join(nulls)} null")
+
+
+def _control_columns(v: dict[str, Any], control: dict[str, Any]) -> None:
+    """The set-search control (selection/score.json's ``control``; docs/selection-controls.md):
+    scores of the random-order searches (mean, sd over orderings) and of the output-order
+    search; lifts recomputed from them as for the criteria; net lift = Delta C's lift minus the
+    random-order searches' (per SAE the mean of their lifts = the lift of their mean score)."""
+    seeds = [_num(r.get("score")) for r in control["random"]["runs"]]
+    seeds = [x for x in seeds if math.isfinite(x)]
+    v[CONTROL_SEEDS_COLUMN] = seeds
+    v["score_control_random"] = float(sum(seeds) / len(seeds)) if seeds else math.nan
+    v["score_control_random_sd"] = float(pd.Series(seeds).std(ddof=1)) if len(seeds) > 1 else (0.0 if seeds else math.nan)
+    v["score_control_output_order"] = _num((control.get("output_order") or {}).get("score"))
+    none = v["score_none"]
+    v["lift_control_random"] = _lift(v["score_control_random"], none)
+    seed_lifts = [_lift(x, none) for x in seeds]
+    v["lift_control_random_sd"] = float(pd.Series(seed_lifts).std(ddof=1)) if len(seed_lifts) > 1 else (0.0 if seeds and math.isfinite(seed_lifts[0]) else math.nan)
+    v["lift_control_output_order"] = _lift(v["score_control_output_order"], none)
+    v["net_lift_delta_conf"] = v["lift_delta_conf"] - v["lift_control_random"]
+    v["net_lift_output_order"] = v["lift_control_output_order"] - v["lift_control_random"]
 
 
 def collect(

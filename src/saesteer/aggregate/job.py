@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
+from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
+from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.summary import (
     PSI_COLUMNS,
@@ -28,10 +29,11 @@ from saesteer.aggregate.summary import (
 from saesteer.config import grid_from_config
 from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
 from saesteer.judges.base import JUDGE_KINDS
+from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection")
+TABLES = ("sae_table", "rank_agreement", "psi", "selection", "per_latent", "latent_tau")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -43,7 +45,7 @@ SAE_TABLE_SCHEMA = pa.schema(
     [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
     + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model")]
-    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING))]
+    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([
     (c, _STRING if c in ("metric", "target", "scope", "group", "reason") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
@@ -54,10 +56,15 @@ PSI_SCHEMA = pa.schema([
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n") else _FLOAT)
+    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
-SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA}
+PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), *PER_LATENT_SCHEMA])
+LATENT_TAU_SCHEMA = pa.schema([
+    (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c == "target_l0" else _FLOAT) for c in LATENT_TAU_COLUMNS
+])
+SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
+           "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
 
 
 def output_paths(out_dir: str | Path) -> dict[str, Path]:
@@ -82,9 +89,9 @@ def _records(frame: pd.DataFrame, schema: pa.Schema) -> list[dict[str, Any]]:
             elif pa.types.is_floating(field.type):
                 value = float(value)
             elif pa.types.is_list(field.type):
-                value = [str(v) for v in value]
+                value = [float(v) if pa.types.is_floating(field.type.value_type) else str(v) for v in value]
             elif pa.types.is_boolean(field.type):
-                value = bool(value)
+                value = None if isinstance(value, float) and value != value else bool(value)
             else:
                 value = None if isinstance(value, float) and value != value else str(value)
             clean[field.name] = value
@@ -98,6 +105,8 @@ def _write_table(frame: pd.DataFrame, name: str, out_dir: Path) -> None:
     csv = frame.reindex(columns=schema.names).copy()
     if "missing" in csv:
         csv["missing"] = ["; ".join(v) for v in csv["missing"]]
+    if CONTROL_SEEDS_COLUMN in csv:
+        csv[CONTROL_SEEDS_COLUMN] = [" ".join(f"{x:.6g}" for x in v) for v in csv[CONTROL_SEEDS_COLUMN]]
     with atomic_path(out_dir / f"{name}.csv") as tmp:
         csv.to_csv(tmp, index=False)
 
@@ -129,15 +138,21 @@ def run_aggregate(
     psi = psi_table(table, cfg)
     log.info("psi: %d rows (%.1f s)", len(psi), time.perf_counter() - started)
     selection = selection_table(table, cfg, paper_names)
+    latents, latents_missing = collect_latents(grid, results_dir)
+    for line in latents_missing:
+        log.warning("per-latent table: %s", line)
+    latent_tau = latent_tau_table(table)
 
     paths = output_paths(out)
-    for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection)):
+    for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
+                        ("per_latent", latents), ("latent_tau", latent_tau)):
         _write_table(frame, name, out)
     inputs = SummaryInputs(
         sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
+        latent_tau=latent_tau,
     )
-    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots")
+    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))
     grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities)}
     outputs = {k: str(v) for k, v in paths.items()}

@@ -23,6 +23,7 @@ PLOTS = {
     "tau_by_subgroup": "tau_by_subgroup.png",
     "selection": "selection.png",
     "achieved_l0": "achieved_l0.png",
+    "input_output": "input_output.png",
 }
 """Plot name -> file name under the plots folder (the aggregate rule's outputs)."""
 
@@ -161,57 +162,84 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
     _save(fig, path)
 
 
+SELECTION_BARS = (
+    ("score_none", "no selection", "#9AA5B1", None),
+    ("score_output", "output score", "#4C72B0", "lift_output"),
+    ("score_delta_conf", "Delta Token Confidence", "#C44E52", "lift_delta_conf"),
+    ("score_control_random", "control: same search, random orderings (± sd over orderings)", "#E8B4B5", "lift_control_random"),
+    ("score_control_output_order", "control: same search, output-score ordering", "#9DB4D8", "lift_control_output_order"),
+)
+"""Bars of the selection plot: column, legend label, colour, lift column annotated. The first
+three are the paper's comparison; the last two the set-search control (docs/selection-controls.md)."""
+
+
 def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: dict[str, str | None], path: Path) -> None:
-    """Steering score per model with no selection, output-score and Delta Confidence selection."""
+    """Steering score per model with no selection, output-score and Delta Confidence selection,
+    and the control of Delta C's set search (random orderings, output-score ordering); Delta C's
+    bar also shows its net lift (its lift minus the random-order search's)."""
     means = selection[selection.scope == "model_mean"].reset_index(drop=True)
-    kinds = (("score_none", "no selection", "#9AA5B1"), ("score_output", "output score", "#4C72B0"),
-             ("score_delta_conf", "Delta Token Confidence", "#C44E52"))
-    fig, ax = plt.subplots(figsize=(2.6 * max(len(means), 1) + 2.5, 4.4))
-    width = 0.26
+    kinds = [k for k in SELECTION_BARS if k[0] in means.columns]
+    has_control = any(k[0] == "score_control_random" and np.isfinite(means[k[0]].to_numpy(dtype=float)).any() for k in kinds)
+    if not has_control:
+        kinds = kinds[:3]
+    fig, ax = plt.subplots(figsize=(max(2.6, 0.95 * len(kinds)) * max(len(means), 1) + 3.0, 4.6))
+    width = 0.78 / len(kinds)
     x = np.arange(len(means))
-    complete = table[np.isfinite(table[[k for k, _, _ in kinds]].to_numpy()).all(axis=1)]
-    for i, (column, label, colour) in enumerate(kinds):
+    paper_columns = [k for k, _, _, _ in kinds[:3]]
+    complete = table[np.isfinite(table[paper_columns].to_numpy()).all(axis=1)]
+    for i, (column, label, colour, lift_column) in enumerate(kinds):
+        offset = (i - (len(kinds) - 1) / 2) * width
         values = means[column].to_numpy(dtype=float)
-        sems = []
-        for model in means["model"]:
-            vals = complete.loc[complete["model"] == model, column].to_numpy(dtype=float)
-            sems.append(vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else np.nan)
-        bars = ax.bar(x + (i - 1) * width, np.nan_to_num(values), width, yerr=sems, capsize=3, color=colour, label=label,
+        errors = []
+        for _, row in means.iterrows():
+            if column == "score_control_random":
+                errors.append(float(row.get("score_control_random_sd", math.nan)))
+                continue
+            vals = complete.loc[complete["model"] == row["model"], column].to_numpy(dtype=float) if column in complete else np.array([])
+            errors.append(vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else np.nan)
+        bars = ax.bar(x + offset, np.nan_to_num(values), width, yerr=errors, capsize=3, color=colour, label=label,
                       error_kw={"elinewidth": 1, "ecolor": "#333333"})
-        for bar, value, sem, (_, row) in zip(bars, values, sems, means.iterrows()):
+        for bar, value, err, (_, row) in zip(bars, values, errors, means.iterrows()):
             centre = bar.get_x() + bar.get_width() / 2
             if not math.isfinite(value):
                 ax.text(centre, 0.0, "n/a", ha="center", va="bottom", fontsize=8, color="#666666")
                 continue
-            if column != "score_none":
-                lift = row["lift_output" if column == "score_output" else "lift_delta_conf"]
-                if math.isfinite(lift):
-                    top = value + (sem if math.isfinite(sem) else 0.0)
-                    ax.annotate(f"{100 * lift:+.0f}%", (centre, top), xytext=(0, 3), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=8, fontweight="bold", color=colour, zorder=5,
-                                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+            if lift_column is None:
+                continue
+            lift = row.get(lift_column, math.nan)
+            if math.isfinite(lift):
+                text = f"{100 * lift:+.0f}%"
+                net = row.get("net_lift_delta_conf", math.nan) if column == "score_delta_conf" and has_control else math.nan
+                if math.isfinite(net):
+                    text += f"\nnet {100 * net:+.0f}%"
+                top = value + (err if math.isfinite(err) else 0.0)
+                ax.annotate(text, (centre, top), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, fontweight="bold", color=colour if i < 3 else "#555555",
+                            zorder=5, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
         paper_column = f"paper_{column}"
         for xi, (_, row) in zip(x, means.iterrows()):
             if math.isfinite(row.get(paper_column, math.nan)):
-                ax.plot([xi + (i - 1) * width - width / 2, xi + (i - 1) * width + width / 2], [row[paper_column]] * 2,
-                        color="black", lw=2)
+                ax.plot([xi + offset - width / 2, xi + offset + width / 2], [row[paper_column]] * 2, color="black", lw=2)
     ticks = []
     for m, n in zip(means["model"], means["n"]):
         paper = paper_names.get(m)
         ticks.append(f"{m}\n(n={n}" + (f"; paper: {paper})" if paper else ")"))
     ax.set_xticks(x, ticks)
-    if not np.isfinite(means[[k for k, _, _ in kinds]].to_numpy(dtype=float)).any():
+    if not np.isfinite(means[paper_columns].to_numpy(dtype=float)).any():
         ax.set_ylim(0, 0.5)
         ax.text(0.5, 0.5, "no model has enough SAEs with all three selection scores yet", ha="center", va="center",
                 transform=ax.transAxes, color="#666666")
     ax.set_ylabel("steering score (AxBench order, mean over SAEs)")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     handles, _ = ax.get_legend_handles_labels()
-    paper_drawn = any(math.isfinite(v) for k, _, _ in kinds for v in means.get(f"paper_{k}", pd.Series(dtype=float)).to_numpy(dtype=float))
+    paper_drawn = any(math.isfinite(v) for k in paper_columns for v in means.get(f"paper_{k}", pd.Series(dtype=float)).to_numpy(dtype=float))
     if paper_drawn:  # only where a model of the grid is one of the paper's
         handles.append(Line2D([], [], color="black", lw=2, label="paper (matched model)"))
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Steering score before and after feature selection (labels: lift over no selection; bars: ± s.e.m.)")
+    title = "Steering score before and after feature selection (labels: lift over no selection; bars: ± s.e.m.)"
+    if has_control:
+        title += "\nnet = Delta C's lift - the random-order search's lift"
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.25)
     fig.tight_layout()
     _save(fig, path)
@@ -259,6 +287,54 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_input_output(latents: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
+    """Per SAE (rows: model x architecture, columns: sparsity): input score vs output score
+    (Arad et al. 2025) of every latent with an input score; steered latents coloured by their
+    held-out steering score, the others grey; the share of latents high on both in the corner."""
+    data = latents[np.isfinite(latents["input_score"].to_numpy(dtype=float))] if len(latents) else latents
+    cells = table[["model", "arch", "target_l0"]].drop_duplicates()
+    row_keys = list(dict.fromkeys(zip(cells["model"], cells["arch"])))
+    col_keys = sorted(int(k) for k in cells["target_l0"].drop_duplicates())
+    n_rows, n_cols = max(len(row_keys), 1), max(len(col_keys), 1)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.5 * n_cols + 1.2, 2.1 * n_rows + 0.8), squeeze=False,
+                             sharex=True, sharey=True)
+    steered_all = data[data["steered"].fillna(False).astype(bool)] if len(data) else data
+    vmax = max(float(steered_all["heldout_score"].max()), 1e-6) if len(steered_all) and steered_all["heldout_score"].notna().any() else 1.0
+    mappable = None
+    for i, (model, arch) in enumerate(row_keys):
+        for j, level in enumerate(col_keys):
+            ax = axes[i][j]
+            sub = data[(data["model"] == model) & (data["arch"] == arch) & (data["target_l0"] == level)] if len(data) else data
+            if not len(sub):
+                ax.text(0.5, 0.5, "no input scores", ha="center", va="center", fontsize=7, color="#888888", transform=ax.transAxes)
+            else:
+                steered = sub["steered"].fillna(False).astype(bool).to_numpy() & np.isfinite(sub["heldout_score"].to_numpy(dtype=float))
+                ax.scatter(sub.loc[~steered, "output_score"], sub.loc[~steered, "input_score"], s=10, color="#BBBBBB", alpha=0.7,
+                           edgecolor="none")
+                mappable = ax.scatter(sub.loc[steered, "output_score"], sub.loc[steered, "input_score"], s=18,
+                                      c=sub.loc[steered, "heldout_score"], cmap="viridis", vmin=0.0, vmax=vmax,
+                                      edgecolor="black", linewidth=0.3)
+                row = table[(table["model"] == model) & (table["arch"] == arch) & (table["target_l0"] == level)]
+                share = float(row["share_high_both"].iloc[0]) if len(row) and "share_high_both" in row else math.nan
+                if math.isfinite(share):
+                    ax.text(0.97, 0.97, f"both high: {100 * share:.0f}%", ha="right", va="top", fontsize=7, transform=ax.transAxes)
+            ax.set_xscale("symlog", linthresh=1e-3)
+            ax.set_xlim(-1e-4, 1.0)
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.2)
+            if i == 0:
+                ax.set_title(f"L0 {level}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{model}\n{ARCH_NAMES.get(arch, arch)}\ninput score", fontsize=8)
+            if i == n_rows - 1:
+                ax.set_xlabel("output score", fontsize=8)
+            ax.tick_params(labelsize=7)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.6, label="held-out steering score (steered latents)")
+    fig.suptitle("Input vs output score per latent (Arad et al. 2025); grey: not steered", fontsize=11)
+    _save(fig, path)
+
+
 def write_plots(
     table: pd.DataFrame,
     rank: pd.DataFrame,
@@ -268,6 +344,7 @@ def write_plots(
     paper_names: dict[str, str | None],
     judge: str,
     out_dir: Path,
+    latents: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """Every figure into ``out_dir``; returns plot name -> path."""
     out_dir = Path(out_dir)
@@ -277,5 +354,7 @@ def write_plots(
     plot_tau_by_subgroup(rank, paths["tau_by_subgroup"], confidence)
     plot_selection(selection, table, paper_names, paths["selection"])
     plot_achieved_l0(table, paths["achieved_l0"])
+    plot_input_output(latents if latents is not None else pd.DataFrame(columns=["model", "arch", "target_l0", "input_score"]),
+                      table, paths["input_output"])
     return {name: str(p) for name, p in paths.items()}
 

@@ -184,6 +184,15 @@ def psi_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- selection
 
+CONTROL_COLUMNS = [
+    "n_output_low_input", "score_output_low_input", "lift_output_low_input",
+    "n_control", "score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
+    "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order",
+]
+"""The set-search control (docs/selection-controls.md): the Delta C search over random orderings
+(mean; sd over orderings) and over the output-score ordering, and the net lifts (a search's
+lift minus the random-order searches')."""
+
 SELECTION_COLUMNS = [
     "scope", "model", "arch", "target_l0", "n", "score_none", "score_output", "score_delta_conf",
     "score_none_arad", "score_output_arad", "score_delta_conf_arad", "gain_output", "gain_delta_conf",
@@ -191,6 +200,7 @@ SELECTION_COLUMNS = [
     "n_latents_output", "n_latents_delta_conf", "reason", "paper_score_none", "paper_score_output",
     "paper_score_delta_conf", "paper_lift_output", "paper_lift_delta_conf", "paper_lift_difference_points",
     "paper_relative_improvement",
+    *CONTROL_COLUMNS,
 ]
 _SCORES = ("score_none", "score_output", "score_delta_conf")
 
@@ -218,6 +228,62 @@ def _paper_selection(name: str | None) -> dict[str, float]:
     return out
 
 
+def _control_means(sub: pd.DataFrame, none: float, lift_delta_conf: float) -> dict[str, Any]:
+    """The control's columns for a model's SAEs (``sub``: those with the three scores), in the
+    paper's convention: lifts of the mean scores. The spread is over orderings: ordering i's
+    lift is that of the mean over SAEs of their i-th random-order search. Undefined unless every
+    SAE of ``sub`` has the control."""
+    has = np.isfinite(sub["score_control_random"].to_numpy(dtype=float)) if "score_control_random" in sub else np.zeros(len(sub), bool)
+    out: dict[str, Any] = {"n_control": int(has.sum())}
+    if not len(sub) or not has.all():
+        return out
+    score_random = float(sub["score_control_random"].mean())
+    out["score_control_random"] = score_random
+    out["lift_control_random"] = _ratio_lift(score_random, none)
+    seeds = [list(v) for v in sub["control_random_scores"]] if "control_random_scores" in sub else []
+    k = min((len(v) for v in seeds), default=0)
+    seed_scores = [float(np.mean([v[i] for v in seeds])) for i in range(k)]
+    seed_lifts = [_ratio_lift(x, none) for x in seed_scores]
+    out["score_control_random_sd"] = float(np.std(seed_scores, ddof=1)) if k > 1 else math.nan
+    out["lift_control_random_sd"] = float(np.std(seed_lifts, ddof=1)) if k > 1 else math.nan
+    out["_seed_lifts"] = seed_lifts
+    output_scores = sub["score_control_output_order"].to_numpy(dtype=float)
+    out["score_control_output_order"] = float(output_scores.mean()) if np.isfinite(output_scores).all() else math.nan
+    out["lift_control_output_order"] = _ratio_lift(out["score_control_output_order"], none)
+    out["net_lift_delta_conf"] = lift_delta_conf - out["lift_control_random"]
+    out["net_lift_output_order"] = out["lift_control_output_order"] - out["lift_control_random"]
+    return out
+
+
+def _output_low_input_means(sub: pd.DataFrame) -> dict[str, Any]:
+    """The optional "high output, low input" criterion over the SAEs where it selected something:
+    lift of its mean score over the mean no-selection score of the same SAEs."""
+    if "score_output_low_input" not in sub:
+        return {"n_output_low_input": 0}
+    has = sub[np.isfinite(sub["score_output_low_input"].to_numpy(dtype=float))]
+    out: dict[str, Any] = {"n_output_low_input": len(has)}
+    if len(has):
+        out["score_output_low_input"] = float(has["score_output_low_input"].mean())
+        out["lift_output_low_input"] = _ratio_lift(out["score_output_low_input"], float(has["score_none"].mean()))
+    return out
+
+
+def _control_overall(defined: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over models: the mean of the model lifts (as for the criteria) and of their per-ordering lifts."""
+    with_control = [r for r in defined if math.isfinite(r.get("lift_control_random", math.nan))]
+    out: dict[str, Any] = {"n_control": sum(r.get("n_control", 0) for r in with_control)}
+    if not with_control or len(with_control) != len(defined):
+        return out
+    for c in ("score_control_random", "score_control_output_order", "lift_control_random", "lift_control_output_order"):
+        out[c] = float(np.mean([r[c] for r in with_control]))
+    k = min(len(r.get("_seed_lifts", [])) for r in with_control)
+    seed_lifts = [float(np.mean([r["_seed_lifts"][i] for r in with_control])) for i in range(k)]
+    out["lift_control_random_sd"] = float(np.std(seed_lifts, ddof=1)) if k > 1 else math.nan
+    out["net_lift_delta_conf"] = float(np.mean([r["lift_delta_conf"] for r in with_control])) - out["lift_control_random"]
+    out["net_lift_output_order"] = out["lift_control_output_order"] - out["lift_control_random"]
+    return out
+
+
 def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict[str, str | None] | None = None) -> pd.DataFrame:
     """Per SAE, per model (means over its SAEs with all three scores) and over models.
 
@@ -231,6 +297,8 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     for r in table.itertuples():
         rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
                      "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
+                     "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
+                     "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
                      **{c: getattr(r, c) for c in SELECTION_COLUMNS if c in table.columns and c not in ("model", "arch", "target_l0")}})
     complete = table[np.isfinite(table[list(_SCORES)].to_numpy()).all(axis=1)]
     model_rows: list[dict[str, Any]] = []
@@ -246,6 +314,8 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
                                "gain_output", "gain_delta_conf", "n_latents_output", "n_latents_delta_conf")}
             row.update(means)
             row.update(_lifts(means["score_none"], means["score_output"], means["score_delta_conf"]))
+            row.update(_control_means(sub, means["score_none"], row["lift_delta_conf"]))
+            row.update(_output_low_input_means(sub))
         row.update(_paper_selection(paper_names.get(model)))
         model_rows.append(row)
     rows += model_rows
@@ -256,6 +326,10 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
             overall[c] = float(np.mean([r[c] for r in defined]))
         overall["lift_difference_points"] = 100.0 * (overall["lift_delta_conf"] - overall["lift_output"])
         overall["relative_improvement"] = _ratio_lift(overall["score_delta_conf"], overall["score_output"])
+        overall.update(_control_overall(defined))
+        holi = [r["lift_output_low_input"] for r in defined if math.isfinite(r.get("lift_output_low_input", math.nan))]
+        overall["n_output_low_input"] = sum(r.get("n_output_low_input", 0) for r in defined)
+        overall["lift_output_low_input"] = float(np.mean(holi)) if holi else math.nan
     else:
         overall["reason"] = "no model has min_saes SAEs with all three selection scores"
     paper_rows = [_paper_selection(name) for name in PAPER["selection"]]
@@ -286,6 +360,8 @@ class SummaryInputs:
     configured_judge: str
     partial: bool
     paper_names: dict[str, str | None]
+    latent_tau: pd.DataFrame | None = None
+    """Per-latent tau-b of each score with steering (aggregate.latents.latent_tau_table)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -436,11 +512,16 @@ def render_markdown(inputs: SummaryInputs) -> str:
         ],
     })
     lines += [to_markdown(frame), ""]
+    lines += control_markdown(agg)
     gain = _rank_rows(rank, "autointerp", "gain_delta_conf", "all")
     if len(gain):
         lines += [f"tau-b(autointerp, Delta Token Confidence selection gain) = {_tau_text(gain.iloc[0])} over "
                   f"{gain.iloc[0]['n']} SAEs; paper: about {PAPER['tau_gain_delta_conf']:+.2f} (the agreement vanishes).", ""]
 
+    if inputs.latent_tau is not None:
+        from saesteer.aggregate.latents import latent_markdown
+
+        lines += latent_markdown(inputs.sae_table, inputs.latent_tau, _fmt)
     lines += ["## Missing SAEs", ""]
     if inputs.missing:
         lines += [f"{len(inputs.missing)} of {n_cells} SAEs lack something; their missing numbers are left out of every statistic.", ""]
@@ -450,8 +531,39 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines.append("None: every SAE of the grid has all its files.")
     lines += ["", "## Files", "",
               "`sae_table` (one row per SAE), `rank_agreement` (tau-b per metric, target and subgroup), `psi`, "
-              "`selection` (.parquet and .csv each), `summary.json`, and `plots/`.", ""]
+              "`selection`, `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
+              "`summary.json`, and `plots/`.", ""]
     return "\n".join(lines)
+
+
+def control_markdown(agg: pd.DataFrame) -> list[str]:
+    """The set-search control beside the paper's comparison (docs/selection-controls.md)."""
+    if "lift_control_random" not in agg:
+        return []
+    lines = ["### Control for the set search (not in the paper)", "",
+             "Delta C's reported set is the best of its candidate sets (UP / DOWN x K or quantile) by steering on the "
+             "factor-selection half, which lifts the held-out score by itself. The control runs the identical search "
+             "over random orderings of the same candidates (mean ± sd over orderings) and over the output-score "
+             "ordering. Net lift = lift of a search - lift of the random-order search: what the ordering adds. Last "
+             "column: the optional criterion of Arad et al.'s two scores (output score high, input score low; no "
+             "search), over the SAEs where it kept a latent (n).", ""]
+    frame = pd.DataFrame({
+        "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
+        "n": agg["n_control"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+        "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
+        "lift random-order search": [
+            _pct(r["lift_control_random"]) + (f" ± {100 * r['lift_control_random_sd']:.1f} pts" if math.isfinite(r["lift_control_random_sd"]) else "")
+            for _, r in agg.iterrows()
+        ],
+        "lift output-order search": [_pct(v) for v in agg["lift_control_output_order"]],
+        "net lift DC": [_pct(v) for v in agg["net_lift_delta_conf"]],
+        "net lift output order": [_pct(v) for v in agg["net_lift_output_order"]],
+        "lift high output, low input (n)": [
+            f"{_pct(r['lift_output_low_input'])} ({'' if pd.isna(r['n_output_low_input']) else int(r['n_output_low_input'])})"
+            for _, r in agg.iterrows()
+        ],
+    })
+    return [*lines, to_markdown(frame), ""]
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -490,6 +602,7 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "rank_agreement": records(inputs.rank),
         "psi": records(inputs.psi),
         "selection": records(inputs.selection),
+        "latent_tau": records(inputs.latent_tau) if inputs.latent_tau is not None else [],
         "outputs": outputs,
     }
 

@@ -38,7 +38,9 @@ SAEBench's (src/saesteer/evals/config.py cites them):
 Unparseable replies are counted, never dropped: an unparsed explanation gets no detection
 call and predicts no excerpt; an unparsed detection predicts none (the judge layer's rule).
 
-Per latent the table also stores what steering needs: ``max_activation`` (the largest code
+Per latent the table also stores, for each top excerpt (strongest first), its maximally
+activating token and that activation (``top_token_ids``, ``top_activations``: the data of
+Arad et al.'s input score, ``saesteer.selection.input_score``), and what steering needs: ``max_activation`` (the largest code
 on held-out text, in the SAE's code units), ``decoder_norm`` (norm of its decoder row in
 the residual stream's units) and ``m_f`` = their product, the residual-space size of the
 latent's largest contribution: steering adds ``factor * m_f * v_f`` with ``v_f`` the unit
@@ -206,6 +208,9 @@ class LatentExamples:
     positives: list[int]
     """Indices into ``detect`` of the excerpts that activate the latent."""
     act_threshold: float
+    top_max: list[tuple[int, int]] = field(default_factory=list)
+    """(row, column) of the maximally activating token of each top excerpt, strongest excerpt
+    first: the input score's data (Arad et al. 2025, sec. 3.1)."""
 
 
 def _start(center: int, width: int, length: int) -> int:
@@ -243,6 +248,7 @@ def latent_examples(latent: int, acts: Tensor, cfg: AutointerpConfig, generator:
         if len(peaks) == k_top:
             break
     top = [excerpt(r * length + c, "top") for r, c in peaks]
+    top_max = [(e.row, e.start + int(acts[e.row, e.start : e.start + width].argmax())) for e in top]
 
     # Importance sampling below the lowest top peak, outside the top excerpts
     # (Efraimidis-Spirakis keys: sampling without replacement, proportional to weight).
@@ -273,7 +279,7 @@ def latent_examples(latent: int, acts: Tensor, cfg: AutointerpConfig, generator:
     detect = top[cfg.n_top_explain :] + importance[cfg.n_importance_explain :] + random
     detect = [detect[i] for i in torch.randperm(len(detect), generator=generator).tolist()]
     positives = [k for k, e in enumerate(detect) if e.peak > act_threshold]
-    return LatentExamples(latent, explain, detect, positives, act_threshold)
+    return LatentExamples(latent, explain, detect, positives, act_threshold, top_max)
 
 
 class TokenText:
@@ -460,6 +466,8 @@ def autointerp_latents(
                 "detect_contexts": [c.text for c in detect_contexts[rank]],
                 "explain_raw": expl.raw,
                 "detect_raw": det.raw if det is not None else "",
+                "top_token_ids": [int(tokens[r, c]) for r, c in ex.top_max],
+                "top_activations": [float(stats.acts[latent][r, c]) for r, c in ex.top_max],
             }
         )
     accuracies = [r["accuracy"] for r in records if not math.isnan(r["accuracy"])]
@@ -517,6 +525,8 @@ PARQUET_SCHEMA = pa.schema(
         ("detect_contexts", pa.list_(pa.string())),
         ("explain_raw", pa.string()),
         ("detect_raw", pa.string()),
+        ("top_token_ids", pa.list_(pa.int64())),
+        ("top_activations", pa.list_(pa.float64())),
     ]
 )
 

@@ -71,6 +71,33 @@ class DeltaConfConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The null control of Delta C's set search (``saesteer.selection.control``)."""
+
+    n_orderings: int = 5
+    """Random orderings of the candidates searched like Delta C's (0: no random control)."""
+    seed: int = 0
+    """Ordering i is a permutation drawn by numpy's Generator seeded with (seed, i)."""
+    output_order: bool = True
+    """Also search the output-score ordering the same way."""
+
+
+@dataclass(frozen=True)
+class InputScoreConfig:
+    """Arad et al.'s input score (``saesteer.selection.input_score``) and the "high on both" share."""
+
+    min_contexts: int = 10
+    """A latent needs at least this many top-activating contexts for an input score (Arad et
+    al.'s code skips latents with fewer than 10)."""
+    high_input: float = 0.5
+    """A latent is "high input" when at least this share of its top contexts peak on one of
+    its logit-lens tokens (our choice: a majority; Arad et al. give no cut-off)."""
+    high_output: float | None = None
+    """A latent is "high output" at an output score of at least this; None: the output-score
+    selection threshold (``output_score.threshold``, Arad et al.'s 0.01)."""
+
+
+@dataclass(frozen=True)
 class SelectionConfig:
     prompt: str = ARAD_PROMPT
     device: str = "auto"
@@ -92,6 +119,8 @@ class SelectionConfig:
     thresholds then come from that sample)."""
     output_score: OutputScoreConfig = field(default_factory=OutputScoreConfig)
     delta_conf: DeltaConfConfig = field(default_factory=DeltaConfConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    input_score: InputScoreConfig = field(default_factory=InputScoreConfig)
 
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "SelectionConfig":
@@ -109,7 +138,12 @@ class SelectionConfig:
                 if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                     raise SelectionConfigError(f"selection.delta_conf.{key}: expected a list, got {value!r}")
                 delta_block[key] = tuple(value)
-        cfg = cls(**block, output_score=OutputScoreConfig(**output_block), delta_conf=DeltaConfConfig(**delta_block))
+        control_block = _mapping("selection.control", block.pop("control", None))
+        _reject_unknown("selection.control", control_block, ControlConfig)
+        input_block = _mapping("selection.input_score", block.pop("input_score", None))
+        _reject_unknown("selection.input_score", input_block, InputScoreConfig)
+        cfg = cls(**block, output_score=OutputScoreConfig(**output_block), delta_conf=DeltaConfConfig(**delta_block),
+                  control=ControlConfig(**control_block), input_score=InputScoreConfig(**input_block))
         cfg.check()
         return cfg
 
@@ -148,6 +182,27 @@ class SelectionConfig:
             fail("delta_conf.quantiles", f"must be distinct numbers in (0, 1), got {list(d.quantiles)}")
         if not d.directions or not set(d.directions) <= set(DIRECTIONS) or len(set(d.directions)) != len(d.directions):
             fail("delta_conf.directions", f"must be a non-empty subset of {list(DIRECTIONS)} without repeats, got {list(d.directions)}")
+        self._check_control_and_input(fail)
+
+    def _check_control_and_input(self, fail: Any) -> None:
+        c, i = self.control, self.input_score
+        if not _is_int(c.n_orderings) or c.n_orderings < 0:
+            fail("control.n_orderings", f"must be a non-negative integer, got {c.n_orderings!r}")
+        if not _is_int(c.seed) or c.seed < 0:
+            fail("control.seed", f"must be a non-negative integer, got {c.seed!r}")
+        if not isinstance(c.output_order, bool):
+            fail("control.output_order", f"must be true or false, got {c.output_order!r}")
+        if not _is_int(i.min_contexts) or i.min_contexts < 1:
+            fail("input_score.min_contexts", f"must be a positive integer, got {i.min_contexts!r}")
+        if not _is_number(i.high_input) or not 0 <= i.high_input <= 1:
+            fail("input_score.high_input", f"must be in [0, 1] (input scores are shares), got {i.high_input!r}")
+        if i.high_output is not None and (not _is_number(i.high_output) or not 0 <= i.high_output <= 1):
+            fail("input_score.high_output", f"must be null or in [0, 1] (output scores are), got {i.high_output!r}")
+
+    @property
+    def high_output(self) -> float:
+        """The output score from which a latent counts as "high output"."""
+        return float(self.output_score.threshold if self.input_score.high_output is None else self.input_score.high_output)
 
     @property
     def reuse_add_max(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,12 @@ PARQUET_SCHEMA = pa.schema(
         ("delta_conf_scale", pa.float64()),
         ("delta_conf_add_max", pa.float64()),
         ("delta_conf_only_max", pa.float64()),
+        ("input_score", pa.float64()),
+        ("n_top_contexts", pa.int64()),
     ]
 )
+"""``input_score``: Arad et al.'s (``input_score.py``), null for latents without autointerp top
+contexts (or fewer than ``selection.input_score.min_contexts``); ``n_top_contexts``: how many."""
 
 
 def validate_summary(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
@@ -87,6 +91,36 @@ def table_records(scores: LatentScores, tokenizer: Any) -> list[dict[str, Any]]:
     return records
 
 
+def read_top_tokens(autointerp_table: Path) -> dict[int, list[int] | None]:
+    """latent -> its top contexts' maximally activating token ids (autointerp.parquet)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(autointerp_table)
+    except (OSError, ValueError) as exc:
+        raise SelectionError(f"{autointerp_table} is not an autointerp table ({exc}); rerun autointerp") from exc
+    if "top_token_ids" not in table.column_names:
+        raise SelectionError(f"{autointerp_table} has no top_token_ids column (written before the input score existed): rerun autointerp")
+    return {int(r["latent"]): r["top_token_ids"] for r in table.select(["latent", "top_token_ids"]).to_pylist()}
+
+
+def add_input_scores(records: list[dict[str, Any]], top_tokens: Mapping[int, Sequence[int] | None] | None,
+                     cfg: SelectionConfig) -> dict[str, Any] | None:
+    """Fill each record's input_score / n_top_contexts; the summary's input_score block (None
+    without an autointerp table)."""
+    from saesteer.selection.input_score import high_both, input_score
+
+    for rec in records:
+        scored = input_score((top_tokens or {}).get(rec["latent"]), rec["logit_lens_ids"], cfg.input_score.min_contexts)
+        rec["input_score"] = scored.score
+        rec["n_top_contexts"] = scored.n_contexts
+    if top_tokens is None:
+        return None
+    return {"min_contexts": int(cfg.input_score.min_contexts), "top_n_tokens": int(cfg.output_score.top_n_tokens),
+            "n_with_contexts": sum(r["n_top_contexts"] > 0 for r in records),
+            **high_both(records, cfg.input_score.high_input, cfg.high_output)}
+
+
 def column_summary(values: torch.Tensor) -> dict[str, Any]:
     v = values.double()
     v = v[torch.isfinite(v)]
@@ -119,7 +153,8 @@ def run_select_features(
     tokenizer: Any = None,
 ) -> dict[str, Any]:
     """The workflow's per-SAE job. ``autointerp_table``: the latents to score when
-    ``selection.latents`` is "autointerp". ``lm``/``tokenizer`` override the ones of
+    ``selection.latents`` is "autointerp", and the top contexts of Arad et al.'s input score
+    (without it the input_score column stays null). ``lm``/``tokenizer`` override the ones of
     ``model_json`` (tests)."""
     from saesteer.evals.report import load_sae
     from saesteer.models import load_prepared, resolve_device
@@ -174,6 +209,7 @@ def run_select_features(
     scores = score_latents(lm, tokenizer, sae, layer, cfg, latents=subset, progress=progress)
     scoring_seconds = time.perf_counter() - scoring_start
     records = table_records(scores, tokenizer)
+    input_block = add_input_scores(records, read_top_tokens(Path(autointerp_table)) if autointerp_table is not None else None, cfg)
     state = scores.state
     text = TokenText(tokenizer)
     base_p = torch.softmax(state.base_logits.float(), dim=-1)
@@ -204,6 +240,7 @@ def run_select_features(
             "fraction_above_threshold": float((out_scores >= threshold).double().mean()) if out_scores.numel() else 0.0,
             "n_above_threshold": int((out_scores >= threshold).sum()),
             "columns": {c: column_summary(scores.columns[c]) for c in SCORE_COLUMNS},
+            "input_score": input_block,
             "n_latents": int(scores.latents.numel()),
             "compute": {
                 "device": str(device),

@@ -49,7 +49,7 @@ class Candidate:
 @dataclass(frozen=True)
 class LatentSet:
     criterion: str
-    """"none", "output_score" or "delta_conf"."""
+    """"none", "output_score", "delta_conf" or "output_low_input" (``input_score.py``)."""
     latents: tuple[int, ...]
     direction: str | None = None
     k: int | None = None

@@ -11,7 +11,9 @@ not yet steered with the steering evaluation's protocol and seeds, and writes:
 - ``score.json``: the steering score with no selection, with output-score selection and
   with Delta Token Confidence selection, their lifts, the point difference of the lifts
   and the relative improvement of Delta C selection over output-score selection, and every
-  candidate set's selection-half and held-out scores.
+  candidate set's selection-half and held-out scores; and the null control of the set search
+  (``control.py``: the same search over random orderings and the output-score ordering, and
+  Delta C's lift net of the random-order search).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic
+from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
+from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
+from saesteer.selection.input_score import high_both, output_low_input_set
+from saesteer.selection.per_latent import PER_LATENT_SCHEMA, per_latent_rows, tau_table
 from saesteer.selection.sets import (
     Candidate,
     SelectionError,
@@ -103,7 +108,9 @@ def run_steer_selected(
     lm: Any = None,
     tokenizer: Any = None,
     judge: Any = None,
+    out_latents: Path | None = None,
 ) -> dict[str, Any]:
+    """The rule's job; ``out_latents``: the per-latent table (``per_latent.py``)."""
     from saesteer.evals.report import load_sae
     from saesteer.models import load_prepared, resolve_device
     from saesteer.steering.generate import SteeringModel
@@ -125,16 +132,20 @@ def run_steer_selected(
             f"prompt_format is now {prompt_format}: rerun steer_eval"
         )
     scores_rows = pq.read_table(latent_scores).to_pylist()
-    cands = candidates(pq.read_table(autointerp_table).to_pylist(), scores_rows)
+    autointerp_rows = pq.read_table(autointerp_table).to_pylist()
+    cands = candidates(autointerp_rows, scores_rows)
     if not cands:
         raise SelectionError(f"{autointerp_table}: no explained latent to select from")
 
     n = scfg.n_concepts
+    explained = cands
     none_set = no_selection(cands, n)
     if sel.candidates == "concepts":
         # The paper's design: choose among the steered concepts (Concept100) themselves.
         cands = cands[:n]
     os_set = output_score_set(cands, n, sel.output_score.threshold)
+    holi_set = output_low_input_set(cands, {int(r["latent"]): r.get("input_score") for r in scores_rows}, n,
+                                    sel.high_output, sel.input_score.high_input)
     dc_sets = delta_conf_sets(
         cands,
         mode=sel.delta_conf.mode,
@@ -144,8 +155,13 @@ def run_steer_selected(
         all_delta_conf=[r["delta_conf"] for r in scores_rows],
         max_size=n,
     )
+    # The null control: the same search over other orderings of the same candidates (control.py).
+    search = SetSearch(sel.delta_conf.mode, tuple(sel.delta_conf.directions), tuple(sel.delta_conf.k_values),
+                       tuple(sel.delta_conf.quantiles), tuple(r["delta_conf"] for r in scores_rows), n)
+    ctl_sets = control_sets(cands, search, orderings(cands, sel.control.n_orderings, sel.control.seed, sel.control.output_order))
     by_latent = {c.latent: c for c in cands}
-    union = sorted({lat for s in [os_set, *dc_sets] for lat in s.latents}, key=lambda lat: by_latent[lat].index)
+    union = sorted({lat for s in [os_set, holi_set, *dc_sets, *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
+                   key=lambda lat: by_latent[lat].index)
     wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
 
     previous = pq.read_table(steering_generations).to_pylist()
@@ -200,6 +216,10 @@ def run_steer_selected(
                 "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands)}
     dc_block = {**block(chosen), "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
                 "mode": sel.delta_conf.mode, "amplify": sel.delta_conf.amplify, "candidates": scored_dc}
+    control = control_report(ctl_sets, per_concept, none=none_score, none_arad=none_arad, delta_conf_lift=dc_block["lift"],
+                             delta_conf_lift_arad=dc_block["lift_arad"], n_random=sel.control.n_orderings, seed=sel.control.seed)
+    per_latent = _per_latent(explained, scores_rows, autointerp_rows, per_concept, previous, union, scfg, sel,
+                             none_set.latents, os_set.latents, [] if chosen is None else chosen["latents"])
     diff_points = None if os_block["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - os_block["lift"])
     report = finite_json(
         {
@@ -212,9 +232,13 @@ def run_steer_selected(
             "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
                              "latents": list(none_set.latents), "source": str(steering_score)},
             "output_score": os_block,
+            "output_low_input": {**block(set_scores(holi_set, per_concept) if holi_set.latents else None),
+                                 "high_output": sel.high_output, "high_input": sel.input_score.high_input},
             "delta_conf": dc_block,
             "lift_difference_points": diff_points,
             "relative_improvement": lift(dc_block["score"], os_block["score"]),
+            "control": control,
+            "per_latent": {k: v for k, v in per_latent.items() if k != "rows"} | {"table": None if out_latents is None else str(out_latents)},
             "candidates": sel.candidates,
             "n_candidates": len(cands),
             "n_latents_steered": len(todo),
@@ -236,12 +260,45 @@ def run_steer_selected(
         for lat in union
     ]
     write_generations(records, Path(out_generations))
+    if out_latents is not None:
+        write_parquet_atomic(per_latent["rows"], PER_LATENT_SCHEMA, Path(out_latents))
     write_json_atomic(out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": concepts_out}))
     write_json_atomic(out_score, report)
     log.info("%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
              model, arch, target_l0, none_score, os_block["score"], os_block["lift"], dc_block["score"],
              (dc_block["chosen"] or {}).get("label"), dc_block["lift"])
+    log.info("%s/%s/l0-%s: set-search control: random orderings lift %s (sd %s, %d orderings), output-score ordering lift %s; "
+             "Delta C net lift %s", model, arch, target_l0, control["random"]["lift_mean"], control["random"]["lift_sd"],
+             sel.control.n_orderings, (control["output_order"] or {}).get("lift"), control["net_lift"])
     return report
+
+
+def _per_latent(
+    explained: list[Candidate], scores_rows: list[dict[str, Any]], autointerp_rows: list[dict[str, Any]],
+    per_concept: Mapping[int, Mapping[str, Any]], previous: list[dict[str, Any]], union: list[int], scfg: SteeringConfig,
+    sel: SelectionConfig, none_latents: Any, output_latents: Any, delta_conf_latents: Any,
+) -> dict[str, Any]:
+    """The per-latent table of every explained latent and tau-b of each score with steering
+    across the steered ones: this job's latents and the steering evaluation's other concepts
+    (their steer_eval rows, scored here the same way)."""
+    others = {c.latent: _concept(c, scfg) for c in explained if c.latent in set(none_latents) and c.latent not in set(union)}
+    extra = reusable_rows(previous, others, scfg)
+    steered = dict(per_concept)
+    if extra:
+        steered.update({int(r["latent"]): r for r in concept_scores([row for rows in extra.values() for row in rows], scfg.factors)})
+    rows = per_latent_rows(
+        explained, {int(r["latent"]): r for r in scores_rows}, {int(r["latent"]): r for r in autointerp_rows}, steered,
+        none_set=list(none_latents), output_set=list(output_latents), delta_conf_set=list(delta_conf_latents),
+        high_input=sel.input_score.high_input, high_output=sel.high_output,
+    )
+    return {
+        "rows": rows,
+        "n_latents": len(rows),
+        "n_steered": sum(r["steered"] for r in rows),
+        "tau_b": tau_table(rows, "heldout_score"),
+        "tau_b_arad": tau_table(rows, "heldout_score_arad"),
+        "input_output": high_both(rows, sel.input_score.high_input, sel.high_output),
+    }
 
 
 def read_selection_score(path: Path) -> dict[str, Any]:
