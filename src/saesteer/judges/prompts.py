@@ -241,7 +241,7 @@ class PromptSet:
     # -- steering ratings ------------------------------------------------------------------
 
     def _messages(self, system_key: str, user: str, **system_fields: Any) -> Messages:
-        system = self.templates[system_key].format(**system_fields) if system_fields else self.templates[system_key]
+        system = self.templates[system_key].format(**system_fields)
         out = [{"role": "system", "content": system}] if system.strip() else []
         return out + [{"role": "user", "content": user}]
 
