@@ -22,7 +22,7 @@
 5. **Baselines** on the held-out instructions: ``unsteered`` (no intervention) and
    ``prompted`` (the concept asked for in the prompt: ``prompt_baseline_template``,
    AxBench's prompt baseline). Their instruction rating is against the original instruction.
-6. **Ratings** from the configured judge (concept, instruction, fluency in {0, 1, 2}), and
+6. **Ratings** from the configured judge (concept, instruction, fluency in [0, 2]), and
    the scores of ``score.py``: factor = argmax on the selection half, the SAE's score = the
    mean over concepts of the held-out score there, in both aggregation orders.
 """
