@@ -298,26 +298,27 @@ def is_positive(excerpt: Excerpt, act_threshold: float, random_labels: str) -> b
     return excerpt.peak > act_threshold
 
 
+def highlight_frac(cfg: AutointerpConfig) -> float:
+    """The marking fraction in use: ``highlight_frac``, or its default for the mode."""
+    if cfg.highlight_frac is not None:
+        return cfg.highlight_frac
+    return cfg.act_threshold_frac if cfg.highlight == "global" else EXCERPT_HIGHLIGHT_FRAC
+
+
 def highlight_threshold(cfg: AutointerpConfig, max_act: float, excerpt_acts: Sequence[float]) -> float:
     """Tokens above this are marked for the explainer (module docstring, step 4)."""
     if cfg.highlight == "global":
-        frac = cfg.act_threshold_frac if cfg.highlight_frac is None else cfg.highlight_frac
-        return frac * max_act
-    frac = EXCERPT_HIGHLIGHT_FRAC if cfg.highlight_frac is None else cfg.highlight_frac
+        return highlight_frac(cfg) * max_act
     # ">= frac * max" as the earlier rule: the excerpt's strongest token is always marked.
-    return math.nextafter(frac * max(excerpt_acts, default=0.0), -math.inf)
+    return math.nextafter(highlight_frac(cfg) * max(excerpt_acts, default=0.0), -math.inf)
 
 
 def protocol(cfg: AutointerpConfig) -> dict[str, Any]:
     """The named protocol options this summary was computed with (for tables)."""
-    if cfg.highlight == "global":
-        frac = cfg.act_threshold_frac if cfg.highlight_frac is None else cfg.highlight_frac
-    else:
-        frac = EXCERPT_HIGHLIGHT_FRAC if cfg.highlight_frac is None else cfg.highlight_frac
     return {
         "random_labels": cfg.random_labels,
         "highlight": cfg.highlight,
-        "highlight_frac": frac,
+        "highlight_frac": highlight_frac(cfg),
         "unparsed": cfg.unparsed,
         "act_threshold_frac": cfg.act_threshold_frac,
     }

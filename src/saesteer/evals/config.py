@@ -153,7 +153,7 @@ class AutointerpConfig:
     ``excerpt``: those at or above ``highlight_frac`` x the excerpt's own max (this
     project's earlier rule, with highlight_frac 0.3)."""
     highlight_frac: float | None = None
-    """None: ``act_threshold_frac`` (SAEBench)."""
+    """None: ``act_threshold_frac`` with ``highlight: global`` (SAEBench), 0.3 with ``excerpt``."""
     unparsed: str = "exclude"
     """A latent whose explanation or detection reply cannot be parsed: ``exclude`` (left out
     of the mean and counted, as SAEBench drops it) or ``predict_none`` (kept, predicting no
