@@ -38,6 +38,11 @@ def grid_config(**aggregate) -> dict:
     return config
 
 
+NO_PROMPTS = {"label": "none", "name": "none", "path": None, "sha256": None}
+OTHER_PROMPTS = {"label": "axbench-style@0123456789ab", "name": "axbench-style", "path": "config/judge_prompts/axbench-style.yaml",
+                 "sha256": "0123456789ab" + "0" * 52}
+
+
 def interp_report(model: str, arch: str, k: int, autointerp: float, judge: str = "offline-proxy") -> dict:
     by_k = {"1": 0.6 + 0.01 * k / 80}
     return {
@@ -57,8 +62,10 @@ def interp_report(model: str, arch: str, k: int, autointerp: float, judge: str =
         "absorption": {"mean_absorption_fraction_score": 6.0 / k, "mean_full_absorption_score": 0.1,
                        "mean_num_split_features": 1.0, "letters_evaluated": 0, "n_train_words": 10, "n_test_words": 5,
                        "letters": {}},
-        "autointerp": {"score": autointerp, "score_std": 0.1, "n_latents": 100, "judge": judge, "judge_model": "proxy-v1",
-                       "explanation_kind": "token_list", "unparsed": {"explain": 0, "detect": 0}, "summary": "autointerp.json",
+        "autointerp": {"score": autointerp, "score_std": 0.1, "n_latents": 100, "n_scored": 100, "n_unparsed": 0, "judge": judge,
+                       "judge_model": "proxy-v1", "judge_prompts": NO_PROMPTS, "explanation_kind": "token_list",
+                       "protocol": {"random_labels": "saebench", "highlight": "global", "highlight_frac": 0.01, "unparsed": "exclude",
+                                    "act_threshold_frac": 0.01}, "unparsed": {"explain": 0, "detect": 0}, "summary": "autointerp.json",
                        "summary_sha256": SHA},
         "timings": {"load_seconds": 1.0, "core_seconds": 1.0, "sparse_probing_seconds": 1.0, "absorption_seconds": 1.0,
                     "total_seconds": 4.0},
@@ -66,13 +73,13 @@ def interp_report(model: str, arch: str, k: int, autointerp: float, judge: str =
     }
 
 
-def steering_score(model: str, arch: str, k: int, score: float, judge: str = "offline-proxy") -> dict:
+def steering_score(model: str, arch: str, k: int, score: float, judge: str = "offline-proxy", prompts: dict = NO_PROMPTS) -> dict:
     order = {"score": score, "selection_score": score, "concept": 1.0, "instruction": 1.0, "fluency": 1.0,
              "chosen_factors": {"1.0": 3}}
     return {
         "steering_version": 1, "model": model, "arch": arch, "target_l0": k, "hook_name": "blocks.3.hook_resid_post",
         "sae": {"path": "sae", "d_sae": 256, "weights_sha256": SHA}, "judge": judge, "judge_model": "proxy-v1",
-        "score": score, "score_arad": score * 0.9, "axbench": order, "arad": order, "baselines": {},
+        "judge_prompts": prompts, "judge_settings": {}, "score": score, "score_arad": score * 0.9, "axbench": order, "arad": order, "baselines": {},
         "by_factor": [{"factor": 1.0, "selection_axbench": score, "selection_arad": score, "heldout_axbench": score,
                        "heldout_arad": score}],
         "n_concepts": 3, "n_concepts_requested": 3, "concept_source": "autointerp", "n_m_f_fallback": 0,
@@ -130,7 +137,7 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
                  "selection_score_arad": delta_conf * 0.9}
     return {
         "selection_version": 1, "model": model, "arch": arch, "target_l0": k, "judge": "offline-proxy",
-        "judge_model": "proxy-v1", "no_selection": block(none, [1, 2, 3, 4, 5, 6]),
+        "judge_model": "proxy-v1", "judge_prompts": NO_PROMPTS, "no_selection": block(none, [1, 2, 3, 4, 5, 6]),
         "output_score": {**block(output, [1, 2, 3]), **lifts(output), "threshold": 0.01, "n_candidates_passing": 3},
         "delta_conf": {**block(delta_conf, [4, 5]), **lifts(delta_conf), "chosen": candidate, "mode": "top_k",
                        "amplify": "add_max", "candidates": [candidate]},
@@ -269,14 +276,18 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
     (tmp_path / "smollm2-135m/topk/l0-40/interp.json").write_text("{not json")
     write(tmp_path / "smollm2-135m/relu/l0-80/steering/score.json",
           steering_score("smollm2-135m", "relu", 80, 0.3, judge="llm"))
+    # Rated by the same judge with another template set: not ranked with the rest either.
+    write(tmp_path / "gemma3-270m/topk/l0-40/steering/score.json",
+          steering_score("gemma3-270m", "topk", 40, 0.3, prompts=OTHER_PROMPTS))
     stale = selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4)
     stale["selection_version"] = 2
     write(tmp_path / "gemma3-270m/relu/l0-40/selection/score.json", stale)
     write(tmp_path / "gemma3-270m/relu/l0-20/selection/score.json", selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4))
-    got = collect(grid_from_config(config), tmp_path, expected_judge="offline-proxy")
+    got = collect(grid_from_config(config), tmp_path, expected_judge="offline-proxy", expected_prompts="none")
     missing = got.missing
     assert set(missing) == {"gemma3-270m/gated/l0-80", "smollm2-135m/topk/l0-40", "smollm2-135m/relu/l0-80",
-                            "gemma3-270m/relu/l0-40", "gemma3-270m/relu/l0-20"}
+                            "gemma3-270m/relu/l0-40", "gemma3-270m/relu/l0-20", "gemma3-270m/topk/l0-40"}
+    assert "prompt templates 'axbench-style@0123456789ab', the config's judge.prompts are 'none'" in missing["gemma3-270m/topk/l0-40"][0]
     assert "does not match selection.schema.json" in missing["gemma3-270m/relu/l0-40"][0]
     assert "written for ('gemma3-270m', 'relu', 40)" in missing["gemma3-270m/relu/l0-20"][0]
     assert missing["gemma3-270m/gated/l0-80"] == ["steering/score.json: absent"]

@@ -8,6 +8,7 @@ the per-model eval data and the per-SAE job, as the workflow does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -267,15 +268,107 @@ def test_llm_judge_path_and_a_rerun_issues_no_requests(tmp_path):
     assert again == records
 
 
-def test_unparsed_explanations_are_counted_and_predict_nothing(tmp_path):
+def test_unparsed_explanations_are_counted_and_get_no_detection_call(tmp_path):
     endpoint = FakeEndpoint(explanation="I am not sure.\nIt could be many things.")
     with llm_judge(endpoint, tmp_path / "cache.sqlite") as judge:
         records, summary = autointerp_latents(constructed_sae(), constructed_source(), CFG, judge, WordTokenizer())
     assert endpoint.requests == len(records)  # no detection call without an explanation
     assert summary["unparsed"] == {"explain": len(records), "detect": 0}
+    assert summary["n_unparsed"] == len(records) and summary["n_scored"] == 0 and summary["score"] is None
     for r in records:
-        assert not r["explain_parsed"] and r["detect_predicted"] == []
-        assert r["accuracy"] == pytest.approx(1 - len(r["detect_positives"]) / r["n_detect"])
+        assert not r["explain_parsed"] and r["detect_predicted"] == [] and not r["scored"]
+
+
+class TokenOnlyEndpoint(FakeEndpoint):
+    """Explains only a latent whose marked tokens include w7; any other explanation reply is
+    unparseable (two lines without the marker). Detection as FakeEndpoint."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        user = json.loads(request.content)["messages"][-1]["content"]
+        self.explanation = "Explanation: the word w7" if "<<w7>>" in user else "Hmm.\nHard to say."
+        return super().__call__(request)
+
+
+def test_latents_with_unparsed_replies_are_left_out_of_the_mean_and_counted(tmp_path):
+    """SAEBench drops a latent whose reply it cannot parse; the old rule scored it as
+    predicting nothing, which credits it with every true negative."""
+    source, sae, tok = constructed_source(), constructed_sae(), WordTokenizer()
+    with llm_judge(TokenOnlyEndpoint(), tmp_path / "cache.sqlite") as judge:
+        records, summary = autointerp_latents(sae, source, CFG, judge, tok)
+    latents = by_latent(records)
+    assert latents[0]["explain_parsed"] and latents[0]["accuracy"] == 1.0
+    unparsed = [r for r in records if not r["explain_parsed"]]
+    assert len(unparsed) == len(records) - 1 >= 3
+    assert all(not r["scored"] and r["accuracy"] != r["accuracy"] for r in unparsed)  # NaN
+    assert summary["score"] == 1.0 and summary["n_scored"] == 1 and summary["n_unparsed"] == len(unparsed)
+    assert summary["protocol"]["unparsed"] == "exclude"
+    # The named alternative keeps them, each predicting no excerpt.
+    with llm_judge(TokenOnlyEndpoint(), tmp_path / "cache.sqlite") as judge:
+        kept, kept_summary = autointerp_latents(sae, source, dataclasses.replace(CFG, unparsed="predict_none"), judge, tok)
+    assert kept_summary["n_scored"] == len(kept) and kept_summary["protocol"]["unparsed"] == "predict_none"
+    for r in kept:
+        if not r["explain_parsed"]:
+            assert r["accuracy"] == pytest.approx(1 - len(r["detect_positives"]) / r["n_detect"])
+    assert kept_summary["score"] < 1.0
+
+
+def dense_source(n: int = 120, length: int = 64, n_token_rows: int = 12) -> ContextSource:
+    """Latent 0 of constructed_sae() fires on every token (0.2) and strongly (4.5) on TOKEN,
+    which occurs once in each of the first ``n_token_rows`` contexts only."""
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(TOKEN + 1, VOCAB, (n, length), generator=g)
+    tokens[:, 0] = BOS
+    tokens[:n_token_rows, 30] = TOKEN
+    resid = torch.zeros(n, length, D)
+    resid[..., 0] = 0.7 + 4.3 * (tokens == TOKEN)
+    return ContextSource.in_memory(tokens, resid, masked_token_ids=[EOS, BOS])
+
+
+DENSE_CFG = AutointerpConfig(n_latents=1, n_importance_explain=0, n_importance_detect=0)
+
+
+def test_a_dense_latent_whose_random_excerpts_all_fire_scores_1_with_a_detector_that_rejects_them(tmp_path):
+    """SAEBench builds random excerpts with zero activations: they never count as activating.
+    The dense latent exceeds 1% of its max on every token, so with the activation rule all
+    ten random excerpts would be positives and the detector, right to say "no", loses them."""
+    source, sae, tok = dense_source(), constructed_sae(), WordTokenizer()
+    acts = scan(sae, source, [0], 1000).acts[0]
+    ex = latent_examples(0, acts, DENSE_CFG, latent_generator(0, 0))
+    randoms = [e for e in ex.detect if e.source == "random"]
+    assert len(randoms) == 10 and all(e.peak > ex.act_threshold for e in randoms)  # they all fire
+    assert not any(e.row < 12 and e.start <= 30 < e.start + 21 for e in randoms)  # none shows w7
+    with llm_judge(FakeEndpoint(), tmp_path / "cache.sqlite") as judge:
+        records, summary = autointerp_latents(sae, source, DENSE_CFG, judge, tok)
+    (r,) = records
+    assert r["detect_sources"].count("random") == 10 and len(r["detect_predicted"]) == 2  # "no" to every random
+    assert r["accuracy"] == 1.0 and summary["score"] == 1.0
+    assert summary["protocol"]["random_labels"] == "saebench"
+    # The named alternative (this project's earlier rule) labels them by the activations.
+    with llm_judge(FakeEndpoint(), tmp_path / "cache.sqlite") as judge:
+        old, old_summary = autointerp_latents(sae, source, dataclasses.replace(DENSE_CFG, random_labels="activation"), judge, tok)
+    assert old[0]["accuracy"] == pytest.approx(2 / 12) and old_summary["protocol"]["random_labels"] == "activation"
+
+
+def test_the_explainer_marks_tokens_above_a_fraction_of_the_latents_global_max(tmp_path):
+    """SAEBench marks every token above act_threshold_frac x the latent's global max. The
+    dense latent's background (0.2) is above 1% of its max (4.5): marked. The earlier rule
+    (30% of the excerpt's own max) marked only the peak token."""
+    source, sae, tok = dense_source(), constructed_sae(), WordTokenizer()
+    judge = offline_judge()
+    records, summary = autointerp_latents(sae, source, DENSE_CFG, judge, tok)
+    shown = records[0]["explain_contexts"][0]
+    assert shown.count("<<") == 21  # every token of the excerpt
+    assert summary["protocol"]["highlight"] == "global" and summary["protocol"]["highlight_frac"] == 0.01
+    old, old_summary = autointerp_latents(sae, source, dataclasses.replace(DENSE_CFG, highlight="excerpt"), judge, tok)
+    assert old[0]["explain_contexts"][0].count("<<") == 1 and "<<w7>>" in old[0]["explain_contexts"][0]
+    assert old_summary["protocol"]["highlight_frac"] == 0.3
+    # Relative to the global max, not the excerpt's: an excerpt whose own max is small
+    # still has its tokens marked against the latent's max.
+    from saesteer.evals.autointerp import highlight_threshold
+
+    assert highlight_threshold(DENSE_CFG, max_act=10.0, excerpt_acts=[0.2, 0.5]) == pytest.approx(0.1)
+    excerpt_cfg = dataclasses.replace(DENSE_CFG, highlight="excerpt")
+    assert highlight_threshold(excerpt_cfg, max_act=10.0, excerpt_acts=[0.2, 0.5]) == pytest.approx(0.15)
 
 
 # ---- workflow plumbing ---------------------------------------------------------------------------
@@ -361,7 +454,15 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     assert table.schema.equals(PARQUET_SCHEMA)
     rows = by_latent(table.to_pylist())
     assert rows[0]["explanation"] == 'the tokens "x"'
-    assert rows[0]["accuracy"] == 1.0
+    # The detector names every excerpt with an "x": right on the top and importance-sampled
+    # ones; a random excerpt counts as not activating (SAEBench), so naming one is an error.
+    r0 = rows[0]
+    random_named = [k for k in r0["detect_predicted"] if r0["detect_sources"][k] == "random"]
+    assert r0["detect_positives"] == [k for k in r0["detect_predicted"] if r0["detect_sources"][k] != "random"]
+    assert r0["accuracy"] == pytest.approx(1 - len(random_named) / r0["n_detect"])
+    assert on_disk["protocol"] == {"random_labels": "saebench", "highlight": "global", "highlight_frac": 0.01,
+                                   "unparsed": "exclude", "act_threshold_frac": 0.01}
+    assert on_disk["judge_prompts"]["label"] == "none" and on_disk["n_scored"] == on_disk["n_latents"]
     assert rows[0]["top_token_ids"] and set(rows[0]["top_token_ids"]) == {X}  # latent 0 peaks on "x" only
     assert rows[0]["top_activations"] == sorted(rows[0]["top_activations"], reverse=True)
     assert on_disk["score"] == pytest.approx(sum(r["accuracy"] for r in rows.values()) / len(rows))
@@ -373,6 +474,7 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     validate_report(json.loads((tmp_path / "interp.json").read_text()))
     assert interp["autointerp"]["score"] == on_disk["score"]
     assert interp["autointerp"]["judge"] == "offline-proxy"
+    assert interp["autointerp"]["protocol"] == on_disk["protocol"] and interp["autointerp"]["n_scored"] == on_disk["n_scored"]
     with pytest.raises(Exception, match="another SAE"):
         evaluate_sae(
             sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp2.json",

@@ -79,7 +79,7 @@ def test_guard_refuses_tables_that_mix_judges():
         summarize([_rating(2, 2, 2), offline])
     with pytest.raises(MixedJudgeError, match="judge_model"):
         check_single_judge([_rating(1, 1, 1, model="a"), _rating(1, 1, 1, model="b")])
-    assert check_single_judge([offline.as_dict(), offline.as_dict()]) == "offline-proxy/all-MiniLM-L6-v2+smollm2-135m"
+    assert check_single_judge([offline.as_dict(), offline.as_dict()]) == "offline-proxy/all-MiniLM-L6-v2+smollm2-135m/none"
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame([_rating(2, 2, 2).as_dict(), offline.as_dict()])
     with pytest.raises(MixedJudgeError):
@@ -107,7 +107,11 @@ def test_detection_accuracy():
         ("Rating: 2\n...on reflection, Rating: 1", 1, True),  # the last one wins
         (" 2 ", 2, True),
         ("Rating: 3", 0, False),
-        ("Rating: 1.5", 0, False),
+        ("Rating: 2.5", 0, False),  # outside [0, 2]: unparsed, not clipped
+        ("Rating: 1.5", 1.5, True),  # AxBench parses decimals
+        ('Rating: [[0.5]]', 0.5, True),
+        ('Rating: "1.75".', 1.75, True),
+        ("Rating: -1", 0, False),
         ("I think it is fluent!", 0, False),
         ("", 0, False),
         (None, 0, False),
@@ -130,7 +134,9 @@ def test_parse_rating(reply, value, ok):
         ("Answer: 9", 5, (), False),  # out of range
         ("Answer: 0, 1", 5, (), False),
         ("Answer: maybe the second", 5, (), False),
-        ("2, 4", 5, (), False),  # no Answer line
+        ("2, 4", 5, (1, 3), True),  # SAEBench's format: the numbers alone
+        ("None", 5, (), True),
+        ("2, 4\nor maybe 5", 5, (), False),  # no Answer line and not one line
     ],
 )
 def test_parse_detection(reply, n, value, ok):
@@ -142,6 +148,8 @@ def test_parse_explanation():
     assert parse_explanation("Thinking...\nExplanation: words about cooking").value == "words about cooking"
     assert parse_explanation('"the word \'river\'"').value == "the word 'river'"
     assert parse_explanation("line one\nline two") == parse_explanation("") and not parse_explanation("").parsed
+    # SAEBench's reply format and its parse rule: the text after "activates on", no final period.
+    assert parse_explanation("This neuron activates on verbs of cooking.").value == "verbs of cooking"
 
 
 def test_prompts_mark_activating_tokens_and_number_contexts():
@@ -173,7 +181,14 @@ def test_cost_estimate():
 
 def test_config_defaults_and_unknown_keys():
     cfg = JudgeConfig.from_dict({"kind": "llm", "llm": {"model": "x", "max_concurrency": 2}})
-    assert cfg.llm.model == "x" and cfg.llm.temperature == 0.0 and cfg.label == "llm"
+    assert cfg.llm.model == "x" and cfg.label == "llm"
+    # The protocols' sampling settings: AxBench's evaluation judge rates at 0.7; SAEBench's
+    # explainer and detector use the API default 1.0, explanations cut at 30 tokens and
+    # predictions at 2 x (excerpts) + 5.
+    assert (cfg.llm.temperature_rating, cfg.llm.temperature_explain, cfg.llm.temperature_detect) == (0.7, 1.0, 1.0)
+    assert cfg.llm.max_tokens_explain == 30 and cfg.llm.max_tokens_detect is None
+    with pytest.raises(JudgeConfigError, match="judge.llm.temperature: replaced by temperature_rating"):
+        JudgeConfig.from_dict({"kind": "llm", "llm": {"temperature": 0.0}})
     assert JudgeConfig.from_dict({"offline": {"concept_thresholds": [0.1, 0.2]}}).offline.concept_thresholds == (0.1, 0.2)
     with pytest.raises(JudgeConfigError, match="unknown keys"):
         JudgeConfig.from_dict({"llm": {"modle": "x"}})

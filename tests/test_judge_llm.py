@@ -33,10 +33,10 @@ USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
 def default_reply(body: dict) -> str:
     """A well-behaved judge: answers in the requested format, by prompt kind."""
     user = body["messages"][-1]["content"]
-    if user.startswith("Rate how strongly the concept"):
+    if user.startswith("Rate whether the concept"):
         return "The concept is central.\nRating: 2"
-    if user.startswith("Rate how well the text responds"):
-        return "It partly answers.\nRating: 1"
+    if user.startswith("Rate whether the text is related"):
+        return "It is partly related.\nRating: 1"
     if user.startswith("Rate the fluency"):
         return "Fluent.\nRating: [[2]]"
     if "Explanation:" in user:
@@ -225,7 +225,7 @@ def test_second_run_is_served_from_the_cache(server_factory, tmp_path, caplog):
     s2 = second.stats()
     assert s2["cache_hits"] == 12 and s2["api_calls"] == 0 and s2["dollars"] == 0.0
     # Another temperature is another request.
-    third = make_llm_judge(server, cache, temperature=0.5)
+    third = make_llm_judge(server, cache, temperature_rating=0.5)
     third.rate(ITEMS[:1])
     assert server.hits == 15
 
@@ -242,7 +242,7 @@ def test_garbage_replies_count_as_zero_and_are_counted(server_factory, tmp_path)
         user = body["messages"][-1]["content"]
         if user.startswith("Rate the fluency"):
             return "What a lovely text, I would give it full marks."
-        if user.startswith("Rate how well"):
+        if user.startswith("Rate whether the text is related"):
             return "Rating: 7"
         return default_reply(body)
 

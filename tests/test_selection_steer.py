@@ -231,3 +231,21 @@ def test_fixed_concept_lists_and_foreign_tables_are_refused(setup, tmp_path):
     pq.write_table(pa.Table.from_pylist([{"latent": 3, "output_score": 0.1, "delta_conf": 0.1}]), base / "latent_scores.parquet")
     with pytest.raises(SelectionError, match="no selection score"):
         _run(base, common, "y", base / "steering" / "generations.parquet")
+
+
+def test_new_generations_rated_with_other_judge_templates_than_steer_evals_are_refused(setup):
+    """The selected sets' scores are compared with steer_eval's: both must come from one
+    judge and one template set (judge.prompts)."""
+    tmp_path, common = setup
+    score = json.loads((tmp_path / "steering" / "score.json").read_text())
+    assert score["judge_prompts"]["label"] == "none"  # the offline proxy asks no prompt
+    score["judge_prompts"] = {"label": "axbench-style@0123456789ab", "name": "axbench-style", "path": "x.yaml", "sha256": "0" * 64}
+    other = tmp_path / "steering" / "other_score.json"
+    other.write_text(json.dumps(score))
+    with pytest.raises(SelectionError, match="axbench-style@0123456789ab.*same judge and judge.prompts"):
+        run_steer_selected(
+            latent_scores=tmp_path / "latent_scores.parquet", steering_generations=tmp_path / "steering" / "generations.parquet",
+            steering_score=other, selection_cfg={"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
+            out_generations=tmp_path / "o" / "generations.parquet", out_concepts=tmp_path / "o" / "concepts.json",
+            out_score=tmp_path / "o" / "score.json", **common,
+        )

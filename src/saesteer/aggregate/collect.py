@@ -64,6 +64,8 @@ NUMERIC_COLUMNS = (
 CONTROL_SEEDS_COLUMN = "control_random_scores"
 """Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
 JUDGE_COLUMNS = ("autointerp_judge", "steering_judge", "selection_judge")
+PROMPTS_COLUMNS = ("autointerp_judge_prompts", "steering_judge_prompts", "selection_judge_prompts")
+"""The judge's template set (name@hash) of each part: one set per table (``_judge_check``)."""
 
 
 def cell_files(grid: Grid, results_dir: str | Path = "results", partial: bool = False) -> list[str]:
@@ -130,17 +132,23 @@ def _lift(selected: float, none: float) -> float:
     return math.nan
 
 
-def _judge_check(obj: dict[str, Any], expected: str | None) -> None:
+def _judge_check(obj: dict[str, Any], expected: str | None, expected_prompts: str | None = None) -> None:
     judge = obj.get("judge")
     if expected is not None and judge != expected:
         raise _Unusable(f"judged by {judge!r}, the config's judge is {expected!r}: not ranked together")
+    prompts = (obj.get("judge_prompts") or {}).get("label")
+    if expected_prompts is not None and prompts != expected_prompts:
+        raise _Unusable(
+            f"judged with the prompt templates {prompts!r}, the config's judge.prompts are {expected_prompts!r}: not ranked together"
+        )
 
 
 class _Row:
-    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int):
+    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int, expected_prompts: str | None = None):
         self.cell = cell
         self.base = results / cell.path
         self.expected_judge = expected_judge
+        self.expected_prompts = expected_prompts
         self.probing_k = probing_k
         self.values: dict[str, Any] = {
             "model": cell.model,
@@ -152,6 +160,7 @@ class _Row:
             "steering_judge_model": None,
             "selection_judge_model": None,
             CONTROL_SEEDS_COLUMN: [],
+            **{c: None for c in PROMPTS_COLUMNS},
         }
         self.missing: list[str] = []
         self.judges: dict[str, set[str]] = {}
@@ -190,8 +199,9 @@ class _Row:
         auto = obj.get("autointerp")
         if auto is None:
             raise _Unusable("no autointerp block")
-        _judge_check(auto, self.expected_judge)
+        _judge_check(auto, self.expected_judge, self.expected_prompts)
         self._seen(auto)
+        self.values["autointerp_judge_prompts"] = auto["judge_prompts"]["label"]
         self.values["autointerp"] = _num(auto["score"])
         self.values["autointerp_judge"] = auto["judge"]
         self.values["autointerp_judge_model"] = auto["judge_model"]
@@ -199,8 +209,9 @@ class _Row:
             self.missing.append(f"{INTERP_FILE}: autointerp.score is null")
 
     def steering(self, obj: dict[str, Any]) -> None:
-        _judge_check(obj, self.expected_judge)
+        _judge_check(obj, self.expected_judge, self.expected_prompts)
         self._seen(obj)
+        self.values["steering_judge_prompts"] = obj["judge_prompts"]["label"]
         self.values["steering"] = _num(obj["score"])
         self.values["steering_arad"] = _num(obj["score_arad"])
         self.values["steering_n_concepts"] = _num(obj["n_concepts"])
@@ -213,8 +224,9 @@ class _Row:
         _control_columns(self.values, control)
 
     def selection(self, obj: dict[str, Any]) -> None:
-        _judge_check(obj, self.expected_judge)
+        _judge_check(obj, self.expected_judge, self.expected_prompts)
         self._seen(obj)
+        self.values["selection_judge_prompts"] = obj["judge_prompts"]["label"]
         v = self.values
         for block, suffix in SELECTION_BLOCKS.items():
             v[f"score_{suffix}"] = _num(obj[block].get("score"))
@@ -265,17 +277,20 @@ def collect(
     *,
     expected_judge: str | None = None,
     probing_k: int = 1,
+    expected_prompts: str | None = None,
 ) -> Collected:
     """The SAE table of ``grid`` from the files under ``results_dir``.
 
     ``expected_judge``: "llm" or "offline-proxy" (the configured judge's label); files judged by
     another are left out. None accepts any judge (the summary still warns when they differ).
+    ``expected_prompts``: the configured template set's label (``JudgeConfig.prompts_label``);
+    files rated with other templates are left out the same way. None accepts any.
     """
     results = Path(results_dir)
     rows: list[dict[str, Any]] = []
     judges: dict[str, set[str]] = {}
     for cell in grid.cells():
-        row = _Row(cell, results, expected_judge, probing_k)
+        row = _Row(cell, results, expected_judge, probing_k, expected_prompts)
         row.part(TRAIN_FILE, None, row.train)
         row.part(INTERP_FILE, INTERP_SCHEMA, row.interp)
         row.part(STEERING_FILE, STEERING_SCHEMA, row.steering)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, collect
+from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
@@ -28,7 +28,7 @@ from saesteer.aggregate.summary import (
 )
 from saesteer.config import grid_from_config
 from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
-from saesteer.judges.base import JUDGE_KINDS
+from saesteer.judges.base import JUDGE_KINDS, JudgeConfig
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ _INT = pa.int64()
 SAE_TABLE_SCHEMA = pa.schema(
     [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
-    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model")]
+    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS)]
     + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([
@@ -123,8 +123,9 @@ def run_aggregate(
     cfg = AggregateConfig.from_config(config.get("aggregate"))
     grid = grid_from_config(config)
     configured_judge = JUDGE_KINDS[(config.get("judge") or {}).get("kind", "offline")]
+    configured_prompts = JudgeConfig.from_dict(config.get("judge")).prompts_label
     out = Path(out_dir)
-    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k)
+    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts)
     table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
     table.insert(3, "paper_model", [paper_names[m] for m in table["model"]])

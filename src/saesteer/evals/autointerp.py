@@ -27,16 +27,23 @@ SAEBench's (src/saesteer/evals/config.py cites them):
    Top and importance-sampled excerpts are split at random between the explainer and the
    detector, so the detector never sees an excerpt the explainer was shown.
 4. **Explain.** The judge sees the explainer's excerpts, strongest first, activating
-   tokens marked. The offline proxy judge writes a token-list explanation instead (the
-   latent's most frequent peak tokens, labelled ``explanation_kind = "token_list"``).
+   tokens marked: with ``highlight: global`` (SAEBench) those above ``highlight_frac``
+   (default: ``act_threshold_frac``, 0.01) x the latent's global max; with ``excerpt``
+   those at or above ``highlight_frac`` (default 0.3) x the excerpt's own max. The offline
+   proxy judge writes a token-list explanation instead (the latent's most frequent peak
+   tokens, labelled ``explanation_kind = "token_list"``).
 5. **Detect.** The judge sees the explanation and the detector's excerpts, shuffled and
-   unmarked, and names those that activate the latent. Truth: an excerpt activates if the
-   latent exceeds ``act_threshold_frac`` of its largest activation on one of its tokens (a
-   random excerpt can activate). Accuracy = share of excerpts classified correctly; the
-   SAE's autointerp score = mean accuracy over the sampled latents.
+   unmarked, and names those that activate the latent. Truth: a top or importance-sampled
+   excerpt activates if the latent exceeds ``act_threshold_frac`` of its global max on one
+   of its tokens; a random excerpt never does with ``random_labels: saebench`` (SAEBench
+   builds random excerpts with zero activations), and by the same rule as the others with
+   ``random_labels: activation``. Accuracy = share of excerpts classified correctly; the
+   SAE's autointerp score = mean accuracy over the scored latents.
 
-Unparseable replies are counted, never dropped: an unparsed explanation gets no detection
-call and predicts no excerpt; an unparsed detection predicts none (the judge layer's rule).
+Unparseable replies are counted. An unparsed explanation gets no detection call. With
+``unparsed: exclude`` (SAEBench, which drops such latents) a latent whose explanation or
+detection was unparsed has no accuracy and is left out of the mean (``n_scored`` latents are
+averaged, ``n_unparsed`` left out); with ``predict_none`` it predicts no excerpt and counts.
 
 Per latent the table also stores, for each top excerpt (strongest first), its maximally
 activating token and that activation (``top_token_ids``, ``top_activations``: the data of
@@ -76,7 +83,9 @@ from saesteer.judges import (
     JudgeConfigError,
     check_judge_config,
     detection_accuracy,
+    judge_settings,
     make_judge,
+    prompts_record,
 )
 from saesteer.judges.prompts import highlight
 from saesteer.sae.base import BaseSAE
@@ -84,8 +93,12 @@ from saesteer.sae.base import BaseSAE
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "autointerp.schema.json"
-AUTOINTERP_VERSION = 1
+AUTOINTERP_VERSION = 2
+"""2: SAEBench's random-excerpt labels, global-max highlighting and unparsed exclusion by
+default; the protocol options and the judge's templates and settings are recorded."""
 TOKEN_LIST = "token_list"
+EXCERPT_HIGHLIGHT_FRAC = 0.3
+"""``highlight: excerpt`` without ``highlight_frac``: this project's earlier rule."""
 LLM_EXPLANATION = "llm"
 
 
@@ -208,6 +221,8 @@ class LatentExamples:
     positives: list[int]
     """Indices into ``detect`` of the excerpts that activate the latent."""
     act_threshold: float
+    max_act: float
+    """The latent's largest activation on the scanned tokens (its global max)."""
     top_max: list[tuple[int, int]] = field(default_factory=list)
     """(row, column) of the maximally activating token of each top excerpt, strongest excerpt
     first: the input score's data (Arad et al. 2025, sec. 3.1)."""
@@ -278,8 +293,41 @@ def latent_examples(latent: int, acts: Tensor, cfg: AutointerpConfig, generator:
     explain.sort(key=lambda e: -e.peak)  # strongest first, as SAEBench shows them
     detect = top[cfg.n_top_explain :] + importance[cfg.n_importance_explain :] + random
     detect = [detect[i] for i in torch.randperm(len(detect), generator=generator).tolist()]
-    positives = [k for k, e in enumerate(detect) if e.peak > act_threshold]
-    return LatentExamples(latent, explain, detect, positives, act_threshold, top_max)
+    positives = [k for k, e in enumerate(detect) if is_positive(e, act_threshold, cfg.random_labels)]
+    return LatentExamples(latent, explain, detect, positives, act_threshold, max_act, top_max)
+
+
+def is_positive(excerpt: Excerpt, act_threshold: float, random_labels: str) -> bool:
+    """The detector's truth for one excerpt (see the module docstring, step 5)."""
+    if excerpt.source == "random" and random_labels == "saebench":
+        return False  # SAEBench: random excerpts carry zero activations
+    return excerpt.peak > act_threshold
+
+
+def highlight_frac(cfg: AutointerpConfig) -> float:
+    """The marking fraction in use: ``highlight_frac``, or its default for the mode."""
+    if cfg.highlight_frac is not None:
+        return cfg.highlight_frac
+    return cfg.act_threshold_frac if cfg.highlight == "global" else EXCERPT_HIGHLIGHT_FRAC
+
+
+def highlight_threshold(cfg: AutointerpConfig, max_act: float, excerpt_acts: Sequence[float]) -> float:
+    """Tokens above this are marked for the explainer (module docstring, step 4)."""
+    if cfg.highlight == "global":
+        return highlight_frac(cfg) * max_act
+    # ">= frac * max" as the earlier rule: the excerpt's strongest token is always marked.
+    return math.nextafter(highlight_frac(cfg) * max(excerpt_acts, default=0.0), -math.inf)
+
+
+def protocol(cfg: AutointerpConfig) -> dict[str, Any]:
+    """The named protocol options this summary was computed with (for tables)."""
+    return {
+        "random_labels": cfg.random_labels,
+        "highlight": cfg.highlight,
+        "highlight_frac": highlight_frac(cfg),
+        "unparsed": cfg.unparsed,
+        "act_threshold_frac": cfg.act_threshold_frac,
+    }
 
 
 class TokenText:
@@ -350,12 +398,13 @@ def autointerp_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None) -> Judge
 
 
 def reference_model_input(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_names: Sequence[str]) -> dict[str, str]:
-    """Extra inputs of an autointerp job: the offline judge's reference-model record, which
-    must be a prepared model of the grid (``results/models/<name>/model.json``) so that
-    ``prepare_model`` makes it; nothing for an LLM judge."""
+    """Extra inputs of a judge job (autointerp, steering, selection): the offline judge's
+    reference-model record, which must be a prepared model of the grid
+    (``results/models/<name>/model.json``) so that ``prepare_model`` makes it; for an LLM
+    judge, its ``judge.prompts`` file if any (so editing the templates reruns the jobs)."""
     cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else JudgeConfig.from_dict(judge_cfg)
     if cfg.kind != "offline":
-        return {}
+        return {"judge_prompts": str(cfg.prompts)} if cfg.prompts else {}
     path = Path(cfg.offline.reference_model)
     expected = {f"results/models/{name}/model.json" for name in model_names}
     if path.as_posix() not in expected:
@@ -415,10 +464,13 @@ def autointerp_latents(
         ex = latent_examples(latent, stats.acts[latent], cfg, latent_generator(latent, seed))
         assert ex is not None, "alive latents fire"
         examples.append(ex)
-    explain_contexts = [
-        [ActivatingContext(text(_window(tokens, e, width).tolist()), _window(stats.acts[ex.latent], e, width).tolist()) for e in ex.explain]
-        for ex in examples
-    ]
+    explain_contexts = []
+    for ex in examples:
+        contexts = []
+        for e in ex.explain:
+            acts = _window(stats.acts[ex.latent], e, width).tolist()
+            contexts.append(ActivatingContext(text(_window(tokens, e, width).tolist()), acts, highlight_threshold(cfg, ex.max_act, acts)))
+        explain_contexts.append(contexts)
     detect_contexts = [
         [ActivatingContext(text(_window(tokens, e, width).tolist())) for e in ex.detect] for ex in examples
     ]
@@ -436,6 +488,8 @@ def autointerp_latents(
         det = detections.get(rank)
         predicted = sorted(det.predicted) if det is not None else []
         n_detect = len(ex.detect)
+        parsed = bool(expl.parsed and det is not None and det.parsed)
+        scored = bool(n_detect) and (parsed or cfg.unparsed == "predict_none")
         latent = ex.latent
         max_act = float(stats.max_acts[latent])
         records.append(
@@ -446,6 +500,7 @@ def autointerp_latents(
                 "explanation_kind": kind,
                 "judge": judge.kind,
                 "judge_model": judge.model_label,
+                "judge_prompts": judge.prompts_label,
                 "explain_parsed": bool(expl.parsed),
                 "detect_parsed": bool(det is not None and det.parsed),
                 "n_shown": len(ex.explain),
@@ -455,7 +510,8 @@ def autointerp_latents(
                 "detect_sources": [e.source for e in ex.detect],
                 "detect_positives": list(ex.positives),
                 "detect_predicted": predicted,
-                "accuracy": detection_accuracy(predicted, ex.positives, n_detect) if n_detect else float("nan"),
+                "scored": scored,
+                "accuracy": detection_accuracy(predicted, ex.positives, n_detect) if scored else float("nan"),
                 "max_activation": max_act,
                 "decoder_norm": float(norms[latent]),
                 "m_f": max_act * float(norms[latent]),
@@ -470,17 +526,22 @@ def autointerp_latents(
                 "top_activations": [float(stats.acts[latent][r, c]) for r, c in ex.top_max],
             }
         )
-    accuracies = [r["accuracy"] for r in records if not math.isnan(r["accuracy"])]
+    accuracies = [r["accuracy"] for r in records if r["scored"]]
     stats_judge = judge.stats()
     usage = {k: int(stats_judge.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
     usage["dollars"] = float(stats_judge.get("dollars", 0.0))
     summary = {
         "judge": judge.kind,
         "judge_model": judge.model_label,
+        "judge_prompts": prompts_record(judge),
+        "judge_settings": judge_settings(judge),
         "explanation_kind": kind,
+        "protocol": protocol(cfg),
         "score": statistics.fmean(accuracies) if accuracies else None,
         "score_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
         "n_latents": len(records),
+        "n_scored": len(accuracies),
+        "n_unparsed": sum(not (r["explain_parsed"] and r["detect_parsed"]) for r in records),
         "n_latents_requested": cfg.n_latents,
         "n_alive": int(len(alive)),
         "d_sae": sae.d_sae,
@@ -505,6 +566,7 @@ PARQUET_SCHEMA = pa.schema(
         ("explanation_kind", pa.string()),
         ("judge", pa.string()),
         ("judge_model", pa.string()),
+        ("judge_prompts", pa.string()),
         ("explain_parsed", pa.bool_()),
         ("detect_parsed", pa.bool_()),
         ("n_shown", pa.int64()),
@@ -514,6 +576,7 @@ PARQUET_SCHEMA = pa.schema(
         ("detect_sources", pa.list_(pa.string())),
         ("detect_positives", pa.list_(pa.int64())),
         ("detect_predicted", pa.list_(pa.int64())),
+        ("scored", pa.bool_()),
         ("accuracy", pa.float64()),
         ("max_activation", pa.float64()),
         ("decoder_norm", pa.float64()),
@@ -635,8 +698,8 @@ def run_autointerp(
     write_table(records, Path(out_parquet))
     write_json_atomic(out_json, report)
     log.info(
-        "%s/%s/l0-%s: autointerp score %s over %d latents (%s), unparsed %s, usage %s (%.1f s)",
-        model, arch, target_l0, report["score"], report["n_latents"], report["judge_model"], report["unparsed"],
+        "%s/%s/l0-%s: autointerp score %s over %d of %d latents (%s), unparsed %s, usage %s (%.1f s)",
+        model, arch, target_l0, report["score"], report["n_scored"], report["n_latents"], report["judge_model"], report["unparsed"],
         report["usage"], report["timings"]["total_seconds"],
     )
     return report

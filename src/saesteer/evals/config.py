@@ -15,6 +15,12 @@ RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
 ZERO_ABLATION_MODES = ("all", "keep_bos")
 # The only autointerp keys the per-model eval data depend on; the others are per SAE.
 AUTOINTERP_DATA_KEYS = ("n_contexts",)
+# Named protocol options of autointerp: the first of each is SAEBench's (the default).
+AUTOINTERP_CHOICES = {
+    "random_labels": ("saebench", "activation"),
+    "highlight": ("global", "excerpt"),
+    "unparsed": ("exclude", "predict_none"),
+}
 
 
 class EvalConfigError(ValueError):
@@ -139,8 +145,24 @@ class AutointerpConfig:
     no_overlap: bool = True
     """Top excerpts' peaks are more than ``buffer`` tokens apart in a context (SAEBench)."""
     act_threshold_frac: float = 0.01
-    """An excerpt counts as activating if the latent exceeds this fraction of its top
-    activation on one of its tokens (SAEBench)."""
+    """An excerpt counts as activating if the latent exceeds this fraction of its global max
+    (over the scanned tokens) on one of its tokens (SAEBench's ``act_threshold_frac``)."""
+    random_labels: str = "saebench"
+    """How random detection excerpts are labelled. ``saebench``: never activating (SAEBench
+    builds them with zero activations, whatever the latent does there); ``activation``: by
+    the latent's activations like the other excerpts (a dense latent then fires on many of
+    them, and a detector that says "no" to random text loses accuracy)."""
+    highlight: str = "global"
+    """Which tokens the explainer sees marked. ``global``: those above ``highlight_frac`` x
+    the latent's global max (SAEBench: the same threshold as ``act_threshold_frac``);
+    ``excerpt``: those at or above ``highlight_frac`` x the excerpt's own max (this
+    project's earlier rule, with highlight_frac 0.3)."""
+    highlight_frac: float | None = None
+    """None: ``act_threshold_frac`` with ``highlight: global`` (SAEBench), 0.3 with ``excerpt``."""
+    unparsed: str = "exclude"
+    """A latent whose explanation or detection reply cannot be parsed: ``exclude`` (left out
+    of the mean and counted, as SAEBench drops it) or ``predict_none`` (kept, predicting no
+    excerpt)."""
     n_top_explain: int = 10
     n_importance_explain: int = 5
     n_top_detect: int = 2
@@ -198,6 +220,12 @@ class EvalConfig:
                 f"eval.autointerp.buffer {cfg.autointerp.buffer}: excerpts of {window} tokens do not fit in "
                 f"eval.core.context_length {cfg.core.context_length}"
             )
+        auto = cfg.autointerp
+        for key, allowed in AUTOINTERP_CHOICES.items():
+            if getattr(auto, key) not in allowed:
+                raise EvalConfigError(f"eval.autointerp.{key}: {getattr(auto, key)!r} is not one of {list(allowed)}")
+        if auto.highlight_frac is not None and not 0 <= auto.highlight_frac <= 1:
+            raise EvalConfigError(f"eval.autointerp.highlight_frac: {auto.highlight_frac} is outside [0, 1]")
         if cfg.autointerp.n_top_explain + cfg.autointerp.n_importance_explain < 1:
             raise EvalConfigError("eval.autointerp: the explainer needs at least one excerpt (n_top_explain + n_importance_explain)")
         if cfg.autointerp.n_top_detect + cfg.autointerp.n_importance_detect + cfg.autointerp.n_random_detect < 1:

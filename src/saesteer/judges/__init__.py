@@ -14,7 +14,9 @@ from typing import Any
 
 from .aggregate import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
 from .base import (
+    JUDGE_COLUMNS,
     LLM_KIND,
+    NO_PROMPTS,
     OFFLINE_KIND,
     ActivatingContext,
     Detection,
@@ -29,6 +31,8 @@ from .base import (
     SteeringItem,
     check_judge_config,
     check_single_judge,
+    judge_settings,
+    prompts_record,
 )
 from .cost import CostEstimate, autointerp_judge_calls, estimate_cost, estimate_task, steering_judge_calls
 
@@ -53,7 +57,9 @@ def make_judge(
     if cfg.kind == "llm":
         from .llm import LLMJudge
 
-        return LLMJudge(cfg.llm, cfg.cache, environ=environ)
+        from .prompts import load_prompt_set
+
+        return LLMJudge(cfg.llm, cfg.cache, prompt_set=load_prompt_set(cfg.prompts), environ=environ)
     from saesteer.models import load_prepared, resolve_device
 
     from .offline import MiniLMEmbedder, OfflineProxyJudge
@@ -67,7 +73,9 @@ def make_judge(
 
 
 __all__ = [
+    "JUDGE_COLUMNS",
     "LLM_KIND",
+    "NO_PROMPTS",
     "OFFLINE_KIND",
     "ActivatingContext",
     "CostEstimate",
@@ -90,6 +98,8 @@ __all__ = [
     "estimate_cost",
     "estimate_task",
     "harmonic_mean",
+    "judge_settings",
+    "prompts_record",
     "make_judge",
     "steering_judge_calls",
     "summarize",

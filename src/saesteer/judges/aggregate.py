@@ -81,6 +81,7 @@ def summarize(ratings: Sequence[Rating]) -> dict[str, Any]:
     return {
         "judge": ratings[0].judge,
         "judge_model": ratings[0].judge_model,
+        "judge_prompts": ratings[0].judge_prompts,
         "n": len(ratings),
         "concept": float(c.mean()),
         "instruction": float(i.mean()),

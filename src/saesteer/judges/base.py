@@ -4,8 +4,10 @@ Two backends implement :class:`Judge`: an LLM over any OpenAI-compatible chat-co
 endpoint (``llm.py``; the judge of AxBench, Wu et al. 2025, arXiv 2501.17148, and of the
 paper being reproduced) and an offline proxy built from sentence embeddings and a reference
 LM's loss (``offline.py``; for the demo and CI only). Their numbers are not comparable:
-every result carries ``judge`` ("llm" or "offline-proxy") and ``judge_model``, and
-:func:`check_single_judge` refuses a table that mixes them.
+every result carries ``judge`` ("llm" or "offline-proxy"), ``judge_model`` and
+``judge_prompts`` (the template set's name@hash, ``prompts.PromptSet.label``; "none" for the
+offline proxy, which uses no prompt), and :func:`check_single_judge` refuses a table that
+mixes any of them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Protocol, Union, runtime_checkable
 
 LLM_KIND = "llm"
 OFFLINE_KIND = "offline-proxy"
+NO_PROMPTS = "none"
+"""``judge_prompts`` of a judge that uses no prompt templates (the offline proxy)."""
 JUDGE_KINDS = {"llm": LLM_KIND, "offline": OFFLINE_KIND}
 """Config value of ``judge.kind`` -> the label every result of that judge carries."""
 
@@ -45,19 +49,21 @@ class SteeringItem:
 
 @dataclass(frozen=True)
 class Rating:
-    """The three AxBench ratings of one generation, each in {0, 1, 2}.
+    """The three AxBench ratings of one generation, each in [0, 2] (AxBench parses decimals).
 
     A rating the judge's reply did not let us parse is 0 (AxBench's rule) and counted in
     ``n_unparsed``, so results can report how often that happened.
     """
 
-    concept: int
-    instruction: int
-    fluency: int
+    concept: float
+    instruction: float
+    fluency: float
     judge: str
     """"llm" or "offline-proxy": never mix the two in one table."""
     judge_model: str
     n_unparsed: int = 0
+    judge_prompts: str = NO_PROMPTS
+    """The template set that asked for the ratings (``PromptSet.label``)."""
     details: Mapping[str, Any] = field(default_factory=dict)
     """Backend specifics: the raw replies (LLM) or the proxy's scores (offline)."""
 
@@ -71,6 +77,10 @@ class ActivatingContext:
 
     tokens: tuple[str, ...]
     activations: tuple[float, ...] | None = None
+    threshold: float | None = None
+    """Tokens whose activation exceeds this are the activating ones the explainer sees marked
+    (autointerp: a fraction of the latent's global max, as SAEBench); None: ``highlight``
+    falls back to a fraction of this excerpt's own max."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
@@ -96,6 +106,7 @@ class Explanation:
     judge: str
     judge_model: str
     raw: str = ""
+    judge_prompts: str = NO_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,7 @@ class Detection:
     judge: str
     judge_model: str
     raw: str = ""
+    judge_prompts: str = NO_PROMPTS
 
 
 @runtime_checkable
@@ -120,6 +132,8 @@ class Judge(Protocol):
 
     kind: str
     model_label: str
+    prompts_label: str
+    """``judge_prompts`` of everything this judge rates."""
 
     def rate(self, items: Sequence[SteeringItem]) -> list[Rating]: ...
 
@@ -149,7 +163,13 @@ class LLMJudgeConfig:
     """AxBench's judge."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key; "" for a server without auth."""
-    temperature: float = 0.0
+    temperature_rating: float = 0.7
+    """Steering ratings: AxBench's evaluation judge samples at 0.7 (axbench/scripts/evaluate.py)."""
+    temperature_explain: float = 1.0
+    """Autointerp explanations: SAEBench sets no temperature, so the API default 1.0 applies
+    (sae_bench/evals/autointerp/main.py, ``get_api_response``)."""
+    temperature_detect: float = 1.0
+    """Autointerp detections: SAEBench's, as for explanations."""
     max_concurrency: int = 8
     timeout_s: float = 60.0
     max_retries: int = 6
@@ -158,8 +178,11 @@ class LLMJudgeConfig:
     backoff_max_s: float = 60.0
     """Cap on one wait, Retry-After included."""
     max_tokens_rating: int = 256
-    max_tokens_explain: int = 128
-    max_tokens_detect: int = 64
+    """AxBench sets no cap; the rubric asks for two sentences and the rating line."""
+    max_tokens_explain: int = 30
+    """SAEBench's ``max_tokens_in_explanation``: a longer explanation is cut there."""
+    max_tokens_detect: int | None = None
+    """None: SAEBench's ``max_tokens_in_prediction`` = 2 * (excerpts shown) + 5."""
     price_per_m_input: float = 0.15
     """US dollars per 1M prompt tokens (gpt-4o-mini list price); 0 for a local server."""
     price_per_m_output: float = 0.60
@@ -219,6 +242,9 @@ class OfflineJudgeConfig:
 class JudgeConfig:
     kind: str = "offline"
     """"offline" (the proxy: demo, CI) or "llm"."""
+    prompts: str | None = None
+    """A YAML file of the judge's templates (``prompts.TEMPLATE_FIELDS`` names them); None:
+    the project's own wording. Recorded in every rated output as name@hash."""
     cache: str = "results/judge/cache.sqlite"
     """Persistent response cache of the LLM judge, shared by all jobs: a rerun never pays twice."""
     llm: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
@@ -228,10 +254,24 @@ class JudgeConfig:
     def label(self) -> str:
         return JUDGE_KINDS[self.kind]
 
+    @property
+    def prompts_label(self) -> str:
+        """What outputs of this judge record as ``judge_prompts`` (the offline proxy uses none)."""
+        if self.kind == "offline":
+            return NO_PROMPTS
+        from .prompts import load_prompt_set
+
+        return load_prompt_set(self.prompts).label
+
     @classmethod
     def from_dict(cls, block: Mapping[str, Any] | None) -> "JudgeConfig":
         block = dict(block or {})
         _reject_unknown("judge", block, cls)
+        if "temperature" in (block.get("llm") or {}):
+            raise JudgeConfigError(
+                "judge.llm.temperature: replaced by temperature_rating (steering ratings, AxBench: 0.7), "
+                "temperature_explain and temperature_detect (autointerp, SAEBench: 1.0)"
+            )
         llm = _sub(LLMJudgeConfig, "judge.llm", block.pop("llm", None))
         offline = _sub(OfflineJudgeConfig, "judge.offline", block.pop("offline", None))
         return cls(llm=llm, offline=offline, **block)
@@ -264,15 +304,24 @@ def check_judge_config(
     environ = os.environ if environ is None else environ
     if cfg.kind not in JUDGE_KINDS:
         raise JudgeConfigError(f"judge.kind: {cfg.kind!r} is not one of {sorted(JUDGE_KINDS)}")
+    if cfg.prompts:
+        from .prompts import load_prompt_set
+
+        load_prompt_set(cfg.prompts)  # PromptsError naming the file and the template
     if cfg.kind == "llm":
         llm = cfg.llm
         if not llm.base_url.startswith(("http://", "https://")):
             raise JudgeConfigError(f"judge.llm.base_url: {llm.base_url!r} is not an http(s) URL")
         if not llm.model:
             raise JudgeConfigError("judge.llm.model is empty")
-        for name in ("max_concurrency", "max_tokens_rating", "max_tokens_explain", "max_tokens_detect"):
+        for name in ("max_concurrency", "max_tokens_rating", "max_tokens_explain"):
             if getattr(llm, name) < 1:
                 raise JudgeConfigError(f"judge.llm.{name} must be >= 1")
+        if llm.max_tokens_detect is not None and llm.max_tokens_detect < 1:
+            raise JudgeConfigError("judge.llm.max_tokens_detect must be >= 1 (or null: SAEBench's 2 * excerpts + 5)")
+        for name in ("temperature_rating", "temperature_explain", "temperature_detect"):
+            if not 0 <= getattr(llm, name) <= 2:
+                raise JudgeConfigError(f"judge.llm.{name}: {getattr(llm, name)} is outside [0, 2]")
         if llm.timeout_s <= 0 or llm.max_retries < 0 or llm.backoff_base_s < 0:
             raise JudgeConfigError("judge.llm: timeout_s must be > 0, max_retries and backoff_base_s >= 0")
         if llm.price_per_m_input < 0 or llm.price_per_m_output < 0:
@@ -314,6 +363,27 @@ def api_key_from_env(llm: LLMJudgeConfig, environ: Mapping[str, str] | None = No
     return key
 
 
+# ------------------------------------------------------------------------------- what outputs record
+
+
+def prompts_record(judge: Any) -> dict[str, Any]:
+    """``judge_prompts`` of an output: the template set's label, name, path and hash (the
+    offline proxy uses none)."""
+    ps = getattr(judge, "prompts", None)
+    if ps is not None and hasattr(ps, "record"):
+        return ps.record()
+    return {"label": judge.prompts_label, "name": judge.prompts_label, "path": None, "sha256": None}
+
+
+def judge_settings(judge: Any) -> dict[str, Any]:
+    """The judge's sampling settings (LLM) or detection knobs (offline proxy), for the record."""
+    cfg = getattr(judge, "cfg", None)
+    if judge.kind == OFFLINE_KIND:
+        return {k: getattr(cfg, k) for k in ("detect_threshold", "explain_top_tokens")} if cfg is not None else {}
+    keys = ("temperature_rating", "temperature_explain", "temperature_detect", "max_tokens_rating", "max_tokens_explain", "max_tokens_detect")
+    return {k: getattr(cfg, k) for k in keys} if cfg is not None else {}
+
+
 # ------------------------------------------------------------------------------------- guard
 
 
@@ -333,12 +403,16 @@ def _judge_labels(table: Any, columns: Sequence[str]) -> dict[str, set[str]]:
     return labels
 
 
-def check_single_judge(table: Any, columns: Sequence[str] = ("judge", "judge_model")) -> str:
+JUDGE_COLUMNS = ("judge", "judge_model", "judge_prompts")
+
+
+def check_single_judge(table: Any, columns: Sequence[str] = JUDGE_COLUMNS) -> str:
     """Raise MixedJudgeError unless every row of ``table`` comes from one judge; return its label.
 
     ``table``: a pandas DataFrame or an iterable of dicts / Ratings / Explanations /
     Detections. Offline-proxy numbers must never share a table with LLM-judge numbers, and
-    two LLM judges are not comparable either, hence the check on ``judge_model`` too.
+    two LLM judges are not comparable either, hence the check on ``judge_model`` too; nor
+    are ratings asked with different templates (``judge_prompts``).
     """
     labels = _judge_labels(table, columns)
     for column, values in labels.items():

@@ -1,8 +1,9 @@
 """Persistent cache of judge replies in one sqlite file: a rerun never pays twice.
 
-Key: sha256 of (model, messages, temperature, max_tokens) as canonical JSON; at
-temperature 0 the same request has (up to provider nondeterminism) the same answer, and
-the first answer is the one kept, so reruns reproduce scores exactly.
+Key: sha256 of (model, messages, temperature, max_tokens) as canonical JSON. The first
+answer to a request is the one kept, so reruns reproduce scores exactly, also at the
+protocols' sampling temperatures (AxBench rates at 0.7, SAEBench explains at 1.0): a rerun
+reads the same sample instead of drawing a new one.
 
 Why sqlite: one file, atomic transactions, and safe for many processes at once (parallel
 Snakemake jobs): in WAL mode readers never block and writers queue on a lock with a busy

@@ -146,11 +146,11 @@ class ChatClient:
 
     # -- one request -------------------------------------------------------------------
 
-    def _payload(self, messages: prompts.Messages, max_tokens: int) -> dict[str, Any]:
+    def _payload(self, messages: prompts.Messages, max_tokens: int, temperature: float) -> dict[str, Any]:
         return {
             "model": self.cfg.model,
             "messages": messages,
-            "temperature": self.cfg.temperature,
+            "temperature": temperature,
             "max_tokens": max_tokens,
         }
 
@@ -198,14 +198,14 @@ class ChatClient:
             self._sleep(delay)
         raise JudgeRequestError(f"judge request to {self.url} failed after {self.cfg.max_retries + 1} attempts: {reason}")
 
-    def complete(self, messages: prompts.Messages, max_tokens: int) -> Completion:
-        key = request_key(self.cfg.model, messages, self.cfg.temperature, max_tokens)
+    def complete(self, messages: prompts.Messages, max_tokens: int, temperature: float) -> Completion:
+        key = request_key(self.cfg.model, messages, temperature, max_tokens)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.add(cache_hits=1)
                 return Completion(hit["content"], hit["prompt_tokens"], hit["completion_tokens"], cached=True)
-        payload = self._payload(messages, max_tokens)
+        payload = self._payload(messages, max_tokens, temperature)
         content, p_tok, c_tok = self._post(payload)
         self.stats.add(api_calls=1, prompt_tokens=p_tok, completion_tokens=c_tok)
         if self.cache is not None:
@@ -214,18 +214,19 @@ class ChatClient:
 
     # -- a batch -----------------------------------------------------------------------
 
-    def complete_many(self, requests: Sequence[tuple[prompts.Messages, int]]) -> list[Completion]:
-        """Completions in request order. Identical requests are sent once. If any request
-        fails for good, the others still finish (and are cached) before the error is raised."""
-        keys = [request_key(self.cfg.model, m, self.cfg.temperature, t) for m, t in requests]
-        unique: dict[str, tuple[prompts.Messages, int]] = {}
+    def complete_many(self, requests: Sequence[tuple[prompts.Messages, int, float]]) -> list[Completion]:
+        """Completions of (messages, max_tokens, temperature) in request order. Identical
+        requests are sent once. If any request fails for good, the others still finish (and
+        are cached) before the error is raised."""
+        keys = [request_key(self.cfg.model, m, temp, t) for m, t, temp in requests]
+        unique: dict[str, tuple[prompts.Messages, int, float]] = {}
         for key, req in zip(keys, requests):
             unique.setdefault(key, req)
         results: dict[str, Completion] = {}
         errors: list[BaseException] = []
         workers = max(1, min(self.cfg.max_concurrency, len(unique)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
-            futures = {key: pool.submit(self.complete, m, t) for key, (m, t) in unique.items()}
+            futures = {key: pool.submit(self.complete, m, t, temp) for key, (m, t, temp) in unique.items()}
             for done, (key, fut) in enumerate(futures.items(), start=1):
                 try:
                     results[key] = fut.result()
@@ -248,6 +249,7 @@ class LLMJudge:
         cfg: LLMJudgeConfig,
         cache_path: str | Path | None,
         *,
+        prompt_set: prompts.PromptSet | None = None,
         environ: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -255,12 +257,14 @@ class LLMJudge:
     ):
         self.cfg = cfg
         self.model_label = cfg.model
+        self.prompts = prompt_set or prompts.PROJECT_PROMPT_SET
+        self.prompts_label = self.prompts.label
         api_key = api_key_from_env(cfg, environ)  # fails here, naming the variable, if unset
         cache = ResponseCache(cache_path, cfg.cache_journal_mode) if cache_path else None
         self.usage = UsageStats(cfg.price_per_m_input, cfg.price_per_m_output)
         self.client = ChatClient(cfg, api_key, cache, self.usage, sleep=sleep, rng=rng, transport=transport)
 
-    def _run(self, requests: Sequence[tuple[prompts.Messages, int]], what: str) -> list[Completion]:
+    def _run(self, requests: Sequence[tuple[prompts.Messages, int, float]], what: str) -> list[Completion]:
         before = self.usage.snapshot()
         out = self.client.complete_many(requests)
         after = self.usage.snapshot()
@@ -279,13 +283,13 @@ class LLMJudge:
         return out
 
     def rate(self, items: Sequence[SteeringItem]) -> list[Rating]:
-        t = self.cfg.max_tokens_rating
+        t, temp, ps = self.cfg.max_tokens_rating, self.cfg.temperature_rating, self.prompts
         requests = []
         for it in items:
             requests += [
-                (prompts.concept_messages(it.concept, it.generation), t),
-                (prompts.instruction_messages(it.instruction, it.generation), t),
-                (prompts.fluency_messages(it.generation), t),
+                (ps.concept_messages(it.concept, it.generation), t, temp),
+                (ps.instruction_messages(it.instruction, it.generation), t, temp),
+                (ps.fluency_messages(it.generation), t, temp),
             ]
         replies = self._run(requests, "ratings")
         ratings = []
@@ -303,6 +307,7 @@ class LLMJudge:
                     judge=self.kind,
                     judge_model=self.model_label,
                     n_unparsed=sum(not p.parsed for p in parsed.values()),
+                    judge_prompts=self.prompts_label,
                     details={"replies": raw},
                 )
             )
@@ -312,23 +317,29 @@ class LLMJudge:
         return ratings
 
     def explain_many(self, top_contexts: Sequence[Sequence[ContextLike]]) -> list[Explanation]:
-        requests = [(prompts.explain_messages(ctxs), self.cfg.max_tokens_explain) for ctxs in top_contexts]
+        t, temp = self.cfg.max_tokens_explain, self.cfg.temperature_explain
+        requests = [(self.prompts.explain_messages(ctxs), t, temp) for ctxs in top_contexts]
         out = []
         for reply in self._run(requests, "explanations"):
             p = parsing.parse_explanation(reply.content)
             if not p.parsed:
                 self.usage.add(unparsed_explain=1)
-            out.append(Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content))
+            out.append(Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
         return out
 
+    def detect_max_tokens(self, n_contexts: int) -> int:
+        """``max_tokens_detect``, or SAEBench's ``max_tokens_in_prediction``: 2 * n + 5."""
+        return self.cfg.max_tokens_detect if self.cfg.max_tokens_detect is not None else 2 * n_contexts + 5
+
     def detect_many(self, requests: Sequence[tuple[str, Sequence[ContextLike]]]) -> list[Detection]:
-        reqs = [(prompts.detect_messages(expl, ctxs), self.cfg.max_tokens_detect) for expl, ctxs in requests]
+        temp = self.cfg.temperature_detect
+        reqs = [(self.prompts.detect_messages(expl, ctxs), self.detect_max_tokens(len(ctxs)), temp) for expl, ctxs in requests]
         out = []
         for (_, ctxs), reply in zip(requests, self._run(reqs, "detections")):
             p = parsing.parse_detection(reply.content, len(ctxs))
             if not p.parsed:
                 self.usage.add(unparsed_detect=1)
-            out.append(Detection(p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content))
+            out.append(Detection(p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
         return out
 
     def explain(self, top_contexts: Sequence[ContextLike]) -> Explanation:
@@ -338,7 +349,7 @@ class LLMJudge:
         return self.detect_many([(explanation, contexts)])[0]
 
     def stats(self) -> dict[str, Any]:
-        return {"judge": self.kind, "judge_model": self.model_label, **self.usage.snapshot()}
+        return {"judge": self.kind, "judge_model": self.model_label, "judge_prompts": self.prompts_label, **self.usage.snapshot()}
 
     def close(self) -> None:
         log.info("judge %s closed: %s", self.cfg.model, self.usage.summary())

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from .base import (
+    NO_PROMPTS,
     OFFLINE_KIND,
     ContextLike,
     Detection,
@@ -179,6 +180,8 @@ class OfflineProxyJudge:
     """The proxy judge. ``lm`` and ``tokenizer``: the reference causal LM for fluency."""
 
     kind = OFFLINE_KIND
+    prompts_label = NO_PROMPTS
+    """The proxy computes its ratings: no prompt template is involved."""
 
     def __init__(
         self,
@@ -282,7 +285,7 @@ class OfflineProxyJudge:
         return self.detect_many([(explanation, contexts)])[0]
 
     def stats(self) -> dict[str, Any]:
-        return {"judge": self.kind, "judge_model": self.model_label, **self._counts, "dollars": 0.0}
+        return {"judge": self.kind, "judge_model": self.model_label, "judge_prompts": self.prompts_label, **self._counts, "dollars": 0.0}
 
     def close(self) -> None:
         pass

@@ -172,7 +172,7 @@ def run_steer_selected(
 
     records = [r for lat in union if lat in reused for r in reused[lat]]
     gen_stats: dict[str, Any] = {"prompt_format": prompt_format, "new_tokens": 0, "tokens_per_s": None, "generate_seconds": 0.0, "judge_seconds": 0.0}
-    judge_label = (base.get("judge"), base.get("judge_model"))
+    judge_label = (base.get("judge"), base.get("judge_model"), base["judge_prompts"]["label"])
     if todo:
         sae, sae_cfg = load_sae(Path(sae_dir))
         layer = hook_layer(sae_cfg)
@@ -188,10 +188,11 @@ def run_steer_selected(
         finally:
             if own_judge:
                 judge.close()
-        if (new[0]["judge"], new[0]["judge_model"]) != judge_label:
+        got = (new[0]["judge"], new[0]["judge_model"], new[0]["judge_prompts"])
+        if got != judge_label:
             raise SelectionError(
-                f"judge {new[0]['judge']}/{new[0]['judge_model']} differs from the steering evaluation's "
-                f"{judge_label[0]}/{judge_label[1]} ({steering_score}): rerun steer_eval with the same judge"
+                f"judge {'/'.join(got)} (judge/model/prompts) differs from the steering evaluation's "
+                f"{'/'.join(judge_label)} ({steering_score}): rerun steer_eval with the same judge and judge.prompts"
             )
         records += new
         gen_stats = {"prompt_format": prompt_format, "new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s, **timings}
@@ -229,6 +230,7 @@ def run_steer_selected(
             "target_l0": int(target_l0),
             "judge": judge_label[0],
             "judge_model": judge_label[1],
+            "judge_prompts": base["judge_prompts"],
             "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
                              "latents": list(none_set.latents), "source": str(steering_score)},
             "output_score": os_block,

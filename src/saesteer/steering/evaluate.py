@@ -24,7 +24,7 @@
 5. **Baselines** on the held-out instructions: ``unsteered`` (no intervention) and
    ``prompted`` (the concept asked for in the prompt: ``prompt_baseline_template``,
    AxBench's prompt baseline). Their instruction rating is against the original instruction.
-6. **Ratings** from the configured judge (concept, instruction, fluency in {0, 1, 2}), and
+6. **Ratings** from the configured judge (concept, instruction, fluency in [0, 2]), and
    the scores of ``score.py``: factor = argmax on the selection half, the SAE's score = the
    mean over concepts of the held-out score there, in both aggregation orders.
 """
@@ -48,7 +48,16 @@ import torch
 from torch import Tensor
 
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
-from saesteer.judges import Judge, JudgeConfig, SteeringItem, check_judge_config, check_single_judge, harmonic_mean
+from saesteer.judges import (
+    Judge,
+    JudgeConfig,
+    SteeringItem,
+    check_judge_config,
+    check_single_judge,
+    harmonic_mean,
+    judge_settings,
+    prompts_record,
+)
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode
 from saesteer.steering.instructions import concept_instructions, read_instruction_pool
@@ -227,13 +236,14 @@ def steer_and_rate(
                 "text": text,
                 "n_new_tokens": len(g.token_ids),
                 "finished": g.finished,
-                "concept_rating": int(r.concept),
-                "instruction_rating": int(r.instruction),
-                "fluency_rating": int(r.fluency),
+                "concept_rating": float(r.concept),
+                "instruction_rating": float(r.instruction),
+                "fluency_rating": float(r.fluency),
                 "score": float(harmonic_mean(r.concept, r.instruction, r.fluency)),
                 "n_unparsed": int(r.n_unparsed),
                 "judge": r.judge,
                 "judge_model": r.judge_model,
+                "judge_prompts": r.judge_prompts,
                 "judge_details": json.dumps(finite_json(dict(r.details)), default=str),
             }
         )
@@ -262,13 +272,14 @@ PARQUET_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("n_new_tokens", pa.int64()),
         ("finished", pa.bool_()),
-        ("concept_rating", pa.int64()),
-        ("instruction_rating", pa.int64()),
-        ("fluency_rating", pa.int64()),
+        ("concept_rating", pa.float64()),
+        ("instruction_rating", pa.float64()),
+        ("fluency_rating", pa.float64()),
         ("score", pa.float64()),
         ("n_unparsed", pa.int64()),
         ("judge", pa.string()),
         ("judge_model", pa.string()),
+        ("judge_prompts", pa.string()),
         ("judge_details", pa.string()),
     ]
 )
@@ -388,6 +399,8 @@ def run_steer_eval(
             "sae": {"path": str(sae_dir), "d_sae": int(sae.d_sae), "weights_sha256": sha256_file(sae_dir / SAELENS_WEIGHTS)},
             "judge": records[0]["judge"],
             "judge_model": records[0]["judge_model"],
+            "judge_prompts": prompts_record(judge),
+            "judge_settings": judge_settings(judge),
             "score": scores["axbench"]["score"],
             "score_arad": scores["arad"]["score"],
             "axbench": scores["axbench"],
