@@ -2,6 +2,7 @@
 # wildcard constraints restricted to the configured values.
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,8 +55,8 @@ onstart:
 
 wildcard_constraints:
     model="|".join(GRID.model_names),
-    arch="|".join(GRID.architectures),
-    sparsity="|".join(GRID.sparsity_labels),
+    arch="|".join(GRID.all_architectures),
+    sparsity="|".join(re.escape(label) for label in GRID.all_sparsity_labels),
     layer="|".join(sorted({str(m.layer) for m in GRID.models})),
 
 
@@ -74,7 +75,7 @@ def cache_manifest(wildcards):
 
 
 def target_l0(wildcards):
-    return GRID.target_l0(wildcards.sparsity)
+    return GRID.target_l0(wildcards.sparsity, model=wildcards.model)
 
 
 def selection_latent_inputs(wildcards):
