@@ -175,6 +175,16 @@ class Grid:
     def all_architectures(self) -> list[str]:
         return list(self.architectures) + sorted({p.arch for p in self.pretrained} - set(self.architectures))
 
+    def n_trained(self, model: str) -> int:
+        return len(self.architectures) * len(self.sparsities)
+
+    def n_imported(self, model: str) -> int:
+        return sum(1 for p in self.pretrained if p.model == model)
+
+    def n_cells(self, model: str) -> int:
+        """SAEs of ``model`` every per-SAE stage runs on: trained plus imported."""
+        return self.n_trained(model) + self.n_imported(model)
+
     def pretrained_entry(self, model: str, label: str) -> Any:
         for p in self.pretrained:
             if p.model == model and p.name == label:
