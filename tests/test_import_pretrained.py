@@ -375,3 +375,60 @@ def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs
     assert st.columns.keys() == si.columns.keys()
     for key in st.columns:
         assert torch.equal(st.columns[key], si.columns[key]), key
+
+
+# ---- a mixed grid through the aggregation -----------------------------------------------------
+
+
+def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
+    import pyarrow.parquet as pq
+    from test_aggregate_summary import fill_results, grid_config, write
+
+    from saesteer.aggregate.job import run_aggregate
+
+    config = grid_config(min_saes=3)
+    smol = config["models"][0]
+    pretrained = []
+    for k in (20, 40, 80):
+        sae = sae_lens.SAE.from_dict({
+            "architecture": "topk", "k": k, "d_in": smol["d_model"], "d_sae": 96, "dtype": "float32", "device": "cpu",
+            "apply_b_dec_to_input": True, "normalize_activations": "none",
+            "metadata": {"hook_name": f"blocks.{smol['layer']}.hook_resid_post"},
+        })
+        sae.save_model(tmp_path / "pretrained" / f"k{k}")
+        pretrained.append({"name": f"public-k{k}", "source": "path", "path": str(tmp_path / "pretrained" / f"k{k}")})
+    smol["pretrained"] = pretrained
+    check_config(config)
+    grid = grid_from_config(config)
+    imported = [c for c in grid.cells() if c.source == "imported"]
+    assert [c.path for c in imported] == [f"smollm2-135m/topk/public-k{k}" for k in (20, 40, 80)]
+    results = tmp_path / "results"
+    fill_results(config, results)
+    for cell in imported:  # what import_sae writes
+        write(results / cell.path / "train_summary.json", {"arch": "topk", "target_l0": cell.target_l0, "achieved_l0": 1.0 * cell.target_l0,
+                                                           "l0_relative_error": 0.0, "trained": False, "source": "path"})
+    out = tmp_path / "summary"
+    run_aggregate(config, results_dir=results, out_dir=out)
+    sae = pq.read_table(out / "sae_table.parquet").to_pandas()
+    assert len(sae) == 21 and sae["complete"].all()
+    assert sorted(sae.loc[sae.source == "imported", "sparsity"]) == ["public-k20", "public-k40", "public-k80"]
+    assert (sae.loc[sae.source == "trained", "sparsity"].str.startswith("l0-")).all()
+    for table in ("rank_agreement", "psi", "selection"):
+        frame = pq.read_table(out / f"{table}.parquet").to_pandas()
+        assert "source" in frame.columns and frame["source"].notna().all(), table
+    rank = pq.read_table(out / "rank_agreement.parquet").to_pandas()
+    head = rank[(rank.metric == "autointerp") & (rank.target == "steering")].set_index(["scope", "group"])
+    assert head.loc[("all", "all"), "source"] == "mixed" and head.loc[("all", "all"), "n"] == 21
+    assert head.loc[("source", "imported"), "n"] == 3 and head.loc[("source", "trained"), "n"] == 18
+    assert head.loc[("model", "gemma3-270m"), "source"] == "trained"
+    selection = pq.read_table(out / "selection.parquet").to_pandas()
+    per_sae = selection[selection.scope == "sae"]
+    assert (per_sae["source"] == "imported").sum() == 3
+    md = (out / "summary.md").read_text()
+    assert "18 trained here, 3 imported pretrained SAEs" in md and "Per source" in md
+
+    # A trained cell's folder holding an imported SAE's summary (or the reverse) is not mixed up.
+    write(results / imported[0].path / "train_summary.json", {"arch": "topk", "target_l0": 20, "achieved_l0": 20.0})
+    run_aggregate(config, results_dir=results, out_dir=out)
+    sae = pq.read_table(out / "sae_table.parquet").to_pandas()
+    assert "does not fit this imported cell" in " ".join(sae.loc[sae.sparsity == "public-k20", "missing"].iloc[0])
