@@ -53,10 +53,10 @@ def _randomise(sae, seed: int) -> None:
             param.copy_(values)
 
 
-def _saelens_folder(tmp_path: Path, arch: str, seed: int = 0, **cfg) -> Path:
+def _saelens_folder(tmp_path: Path, arch: str, seed: int = 0, d_in: int = D_IN, **cfg) -> Path:
     """A SAELens SAE of ``arch`` with random weights, saved by SAELens itself."""
     base = {
-        "architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
+        "architecture": arch, "d_in": d_in, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": True, "normalize_activations": "none", "metadata": {"hook_name": HOOK},
     }
     sae = sae_lens.SAE.from_dict({**base, **cfg})
@@ -432,3 +432,55 @@ def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
     run_aggregate(config, results_dir=results, out_dir=out)
     sae = pq.read_table(out / "sae_table.parquet").to_pandas()
     assert "does not fit this imported cell" in " ".join(sae.loc[sae.sparsity == "public-k20", "missing"].iloc[0])
+
+
+# ---- the workflow -----------------------------------------------------------------------------
+
+
+def _snakemake(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    import re
+
+    return {m.group(1): int(m.group(2)) for line in output.splitlines() if (m := re.fullmatch(r"(\w+)\s+(\d+)", line.strip()))}
+
+
+def test_dry_run_of_the_pretrained_grid_imports_and_trains_nothing():
+    result = _snakemake("-n", "--forceall", "--configfile", "config/pretrained.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout)
+    assert "train_sae" not in counts
+    assert counts["fetch_sae"] == counts["import_sae"] == 23
+    for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected"):
+        assert counts[rule] == 23, rule
+    assert counts["cache_activations"] == 1 and counts["aggregate"] == 1
+    assert "results/gemma-2-2b/jumprelu/gemmascope-82/sae/cfg.json" in result.stdout
+
+
+def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    folder = _saelens_folder(tmp_path, "jumprelu", d_in=576, apply_b_dec_to_input=False,
+                             metadata={"hook_name": "blocks.15.hook_resid_post"})
+    demo["models"][0]["pretrained"] = [{"name": "mine", "source": "path", "path": str(folder), "target_l0": 30}]
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(yaml.safe_dump(demo))
+    result = _snakemake("-n", "--forceall", "--configfile", "config/demo.yaml", str(mixed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _job_counts(result.stdout)
+    assert counts["train_sae"] == 30 and counts["import_sae"] == 1 and counts["steer_eval"] == 31
+    assert "results/smollm2-135m/jumprelu/mine/train_summary.json" in result.stdout
+
+    demo["models"][0]["pretrained"] = [{"name": "x", "source": "saelens", "release": "gemma-scope-2b-pt-rez",
+                                        "sae_id": "layer_12/width_16k/average_l0_82"}]
+    mixed.write_text(yaml.safe_dump(demo))
+    result = _snakemake("-n", "--configfile", "config/demo.yaml", str(mixed))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "models[0].pretrained[0].release: 'gemma-scope-2b-pt-rez' is not in SAELens's registry" in output
+    assert "'gemma-scope-2b-pt-res'" in output and "Job stats" not in output
