@@ -99,3 +99,19 @@ def all_targets():
     # `snakemake --report` finds its tables and plots.
     targets.append("results/summary/summary.md")
     return targets
+
+
+# ---- pretrained SAEs (workflow/rules/import.smk, docs/pretrained-saes.md)
+
+# Only the imported cells' labels ("(?!)" never matches: no pretrained entries).
+IMPORTED_SPARSITY = "|".join(re.escape(label) for label in GRID.imported_labels) or "(?!)"
+
+
+def pretrained_entry(wildcards):
+    entry = GRID.pretrained_entry(wildcards.model, wildcards.sparsity)
+    if entry.arch != wildcards.arch:
+        raise ValueError(
+            f"pretrained SAE {wildcards.sparsity!r} of model {wildcards.model!r} is a {entry.arch} SAE, "
+            f"not {wildcards.arch}: results/{entry.cell_path}/"
+        )
+    return entry.to_dict() | {"field": entry.field}
