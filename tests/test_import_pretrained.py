@@ -484,3 +484,10 @@ def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "models[0].pretrained[0].release: 'gemma-scope-2b-pt-rez' is not in SAELens's registry" in output
     assert "'gemma-scope-2b-pt-res'" in output and "Job stats" not in output
+
+
+def test_adding_pretrained_saes_leaves_the_models_rule_params_unchanged(tmp_path):
+    topk = _saelens_folder(tmp_path, "topk", k=5)
+    plain = _config([])
+    with_sae = _config([{"name": "mine", "source": "path", "path": str(topk)}])
+    assert grid_from_config(plain).model_entry("gemma-2-2b") == grid_from_config(with_sae).model_entry("gemma-2-2b")

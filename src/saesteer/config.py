@@ -198,7 +198,10 @@ class Grid:
         raise KeyError(f"no model named {name!r} in the config (models: {self.model_names})")
 
     def model_entry(self, name: str) -> dict[str, Any]:
-        return self.entries[self.model_names.index(name)]
+        """The model's config entry without its ``pretrained`` list: rules take it as a param,
+        and adding a pretrained SAE must not rerun the model's preparation, cache and SAEs."""
+        entry = self.entries[self.model_names.index(name)]
+        return {k: v for k, v in entry.items() if k != "pretrained"}
 
     def target_l0(self, label: str, model: str | None = None) -> int:
         for p in self.pretrained:
