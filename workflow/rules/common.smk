@@ -115,3 +115,12 @@ def pretrained_entry(wildcards):
             f"not {wildcards.arch}: results/{entry.cell_path}/"
         )
     return entry.to_dict() | {"field": entry.field}
+
+
+def pretrained_files(wildcards):
+    """A source: path SAE's two files (so Snakemake reruns the import when they change, and
+    orders it after the job that writes them); nothing for a registry SAE (fetched)."""
+    entry = GRID.pretrained_entry(wildcards.model, wildcards.sparsity)
+    if entry.source != "path":
+        return {}
+    return {"cfg": f"{entry.path}/cfg.json", "weights": f"{entry.path}/sae_weights.safetensors"}

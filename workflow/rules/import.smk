@@ -8,6 +8,8 @@ rule fetch_sae:
     """Bring a pretrained SAE's files local: a SAELens registry SAE into the Hugging Face
     cache (with SAELens's own loader), a local folder's checksums recorded. A local rule:
     it runs where Snakemake runs, where the hub is reachable (`--until fetch_sae`)."""
+    input:
+        unpack(pretrained_files),
     output:
         record="results/{model}/{arch}/{sparsity}/sae_fetch.json",
     wildcard_constraints:

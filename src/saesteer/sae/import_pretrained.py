@@ -29,6 +29,7 @@ huggingface_hub is imported):
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -210,6 +211,11 @@ def import_sae(
     if threads:
         torch.set_num_threads(int(threads))
     where = str(entry.get("field") or entry.get("name"))
+    if fetch_record is not None and entry["source"] == "path":
+        recorded = json.loads(Path(fetch_record).read_text()).get("sha256", {})
+        for name, digest in recorded.items():
+            if sha256_file(Path(str(entry["path"])) / name) != digest:
+                raise ImportError_(f"{where}: {Path(str(entry['path'])) / name} changed since fetch_sae recorded it; rerun fetch_sae")
     sl_sae = load_with_saelens(entry)
     cfg = saelens_config(sl_sae)
     hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
