@@ -279,7 +279,8 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     ratio_ax.legend(handles=arch_handles + model_handles + _source_handles(table)
                     + [Line2D([], [], ls="--", color="#888888", label="achieved = target")],
                     frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Sparsity calibration of the trained SAEs", fontsize=12)
+    fig.suptitle("Sparsity calibration of the trained SAEs" + ("; imported SAEs (hollow) against their nominal L0"
+                                                              if _imported(table).any() else ""), fontsize=12)
     fig.tight_layout()
     _save(fig, path)
 
