@@ -38,7 +38,7 @@ dryrun-demo: setup
 	$(SNAKEMAKE) -n --configfile config/demo.yaml
 
 cost: setup
-	$(PY) -m saesteer.cli cost --config config/config.yaml
+	$(PY) -m saesteer.cli cost --config config/config.yaml $(if $(CONFIGFILE),--configfile $(CONFIGFILE))
 
 lint: setup
 	$(SNAKEMAKE) --lint

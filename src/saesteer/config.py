@@ -63,11 +63,23 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     sources = [s["name"] for s in config["corpus"]["sources"]]
     if len(set(sources)) != len(sources):
         errors.append(f"config field corpus.sources: names must be unique, got {sources}")
+    errors += _pretrained_errors(config)
     errors += _steering_errors(config)
     errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
     errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")
     errors += _block_errors(config, "steering_vectors", "saesteer.steering.vectors_config", "SteeringVectorsConfig", "VectorsConfigError")
     return errors
+
+
+def _pretrained_errors(config: dict[str, Any]) -> list[str]:
+    """models[].pretrained: every entry resolvable before any job (saesteer.sae.pretrained)."""
+    if not any(m.get("pretrained") for m in config["models"]):
+        if not config["architectures"] or not config["sparsities"]:
+            return ["config field architectures/sparsities: the grid is empty (no trained and no pretrained SAE)"]
+        return []
+    from saesteer.sae.pretrained import resolve_pretrained
+
+    return resolve_pretrained(config)[1]
 
 
 def _block_errors(config: dict[str, Any], key: str, module: str, cls: str, error: str) -> list[str]:
@@ -113,15 +125,18 @@ def sparsity_label(target_l0: int) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One SAE of the grid."""
+    """One SAE of the grid: trained by the workflow (label ``l0-{target_l0}``) or imported
+    (``source`` "imported", ``label`` the pretrained entry's name)."""
 
     model: str
     arch: str
     target_l0: int
+    label: str | None = None
+    source: str = "trained"
 
     @property
     def sparsity(self) -> str:
-        return sparsity_label(self.target_l0)
+        return self.label or sparsity_label(self.target_l0)
 
     @property
     def path(self) -> str:
@@ -134,6 +149,8 @@ class Grid:
     architectures: tuple[str, ...]
     sparsities: tuple[int, ...]
     entries: tuple[dict[str, Any], ...]
+    pretrained: tuple[Any, ...] = ()
+    """saesteer.sae.pretrained.PretrainedEntry per imported cell."""
 
     @property
     def model_names(self) -> list[str]:
@@ -143,6 +160,38 @@ class Grid:
     def sparsity_labels(self) -> list[str]:
         return [sparsity_label(k) for k in self.sparsities]
 
+    @property
+    def trained_sparsity_labels(self) -> list[str]:
+        return self.sparsity_labels
+
+    @property
+    def imported_labels(self) -> list[str]:
+        return sorted({p.name for p in self.pretrained})
+
+    @property
+    def all_sparsity_labels(self) -> list[str]:
+        return self.sparsity_labels + [x for x in self.imported_labels if x not in self.sparsity_labels]
+
+    @property
+    def all_architectures(self) -> list[str]:
+        return list(self.architectures) + sorted({p.arch for p in self.pretrained} - set(self.architectures))
+
+    def n_trained(self, model: str) -> int:
+        return len(self.architectures) * len(self.sparsities)
+
+    def n_imported(self, model: str) -> int:
+        return sum(1 for p in self.pretrained if p.model == model)
+
+    def n_cells(self, model: str) -> int:
+        """SAEs of ``model`` every per-SAE stage runs on: trained plus imported."""
+        return self.n_trained(model) + self.n_imported(model)
+
+    def pretrained_entry(self, model: str, label: str) -> Any:
+        for p in self.pretrained:
+            if p.model == model and p.name == label:
+                return p
+        raise KeyError(f"no pretrained SAE named {label!r} for model {model!r}")
+
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
             if m.name == name:
@@ -150,24 +199,42 @@ class Grid:
         raise KeyError(f"no model named {name!r} in the config (models: {self.model_names})")
 
     def model_entry(self, name: str) -> dict[str, Any]:
-        return self.entries[self.model_names.index(name)]
+        """The model's config entry without its ``pretrained`` list: rules take it as a param,
+        and adding a pretrained SAE must not rerun the model's preparation, cache and SAEs."""
+        entry = self.entries[self.model_names.index(name)]
+        return {k: v for k, v in entry.items() if k != "pretrained"}
 
-    def target_l0(self, label: str) -> int:
+    def target_l0(self, label: str, model: str | None = None) -> int:
+        for p in self.pretrained:
+            if p.name == label and (model is None or p.model == model):
+                return int(p.target_l0)
         for k in self.sparsities:
             if sparsity_label(k) == label:
                 return k
         raise KeyError(f"no sparsity level {label!r} in the config ({self.sparsity_labels})")
 
     def cells(self) -> list[Cell]:
-        return [Cell(m.name, a, k) for m in self.models for a in self.architectures for k in self.sparsities]
+        """Trained cells (models x architectures x sparsities), then each model's imported ones."""
+        cells = [Cell(m.name, a, k) for m in self.models for a in self.architectures for k in self.sparsities]
+        cells += [Cell(p.model, p.arch, int(p.target_l0), p.name, "imported") for p in self.pretrained]
+        return cells
 
 
-def grid_from_config(config: dict[str, Any]) -> Grid:
+def grid_from_config(config: dict[str, Any], base_dir: str | Path = ".") -> Grid:
+    pretrained: tuple[Any, ...] = ()
+    if any(m.get("pretrained") for m in config["models"]):
+        from saesteer.sae.pretrained import resolve_pretrained
+
+        entries, errors = resolve_pretrained(config, base_dir)
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        pretrained = tuple(entries)
     return Grid(
         models=tuple(ModelSpec.from_config(m) for m in config["models"]),
         architectures=tuple(config["architectures"]),
         sparsities=tuple(int(k) for k in config["sparsities"]),
         entries=tuple(config["models"]),
+        pretrained=pretrained,
     )
 
 

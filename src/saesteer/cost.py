@@ -59,10 +59,18 @@ class ModelCost:
     cache_gpu_hours: float
     train_gpu_hours_per_sae: float
     n_saes: int
+    """SAEs trained (the grid's architectures x sparsities)."""
+    n_imported: int = 0
+    """Pretrained SAEs imported instead (models[].pretrained): no training cost."""
 
     @property
     def train_gpu_hours(self) -> float:
         return self.train_gpu_hours_per_sae * self.n_saes
+
+    @property
+    def saved_gpu_hours(self) -> float:
+        """What training the imported SAEs here would have cost (at the configured recipe)."""
+        return self.train_gpu_hours_per_sae * self.n_imported
 
 
 def cache_flops(spec: ModelSpec, tokens: int, context_length: int) -> float:
@@ -281,7 +289,6 @@ def estimate(config: dict[str, Any]) -> list[ModelCost]:
     cost = {"gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, **config.get("cost", {})}
     peak = cost["gpu_peak_tflops"] * 1e12
     cache = config["cache"]
-    per_model_saes = len(grid.architectures) * len(grid.sparsities)
     out = []
     for spec in grid.models:
         tokens = int(cache["tokens"])
@@ -295,7 +302,8 @@ def estimate(config: dict[str, Any]) -> list[ModelCost]:
                 train_gpu_hours_per_sae=train_flops(spec.d_model, int(config["sae"]["dict_size"]), int(config["training"]["tokens"]))
                 / (peak * cost["sae_mfu"])
                 / 3600,
-                n_saes=per_model_saes,
+                n_saes=grid.n_trained(spec.name),
+                n_imported=grid.n_imported(spec.name),
             )
         )
     return out
@@ -447,6 +455,7 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"{'total':<16}{'':>14}{human_bytes(total_disk):>12}{total_cache:>13.2f}{'':>17}"
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
         "",
+        *_import_lines(rows),
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         *_steering_lines(config, cost),
         *_selection_lines(config, cost),
@@ -461,14 +470,28 @@ def format_estimate(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _import_lines(rows: list[ModelCost]) -> list[str]:
+    """Pretrained SAEs (models[].pretrained): imported by import_sae, so no train_sae job;
+    the saving is what training as many SAEs with this config's recipe would cost."""
+    if not any(r.n_imported for r in rows):
+        return []
+    lines = [f"{'model':<16}{'imported SAEs':>15}{'train GPU-h saved':>19}"]
+    for r in rows:
+        lines.append(f"{r.model:<16}{r.n_imported:>15}{r.saved_gpu_hours:>19.2f}")
+    lines.append(
+        f"{'total':<16}{sum(r.n_imported for r in rows):>15}{sum(r.saved_gpu_hours for r in rows):>19.2f}"
+        "  (import_sae: one pass over the held-out activations per SAE, negligible)"
+    )
+    return lines + [""]
+
+
 def _eval_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[str, float, float, int]]:
     peak = cost["gpu_peak_tflops"] * 1e12 * cost["mfu"]
     grid = grid_from_config(config)
-    n_saes = len(grid.architectures) * len(grid.sparsities)
     out = []
     for spec in grid.models:
         prep, per_sae = eval_flops(spec, config.get("eval"), int(config["sae"]["dict_size"]))
-        out.append((spec.name, prep / peak / 3600, per_sae / peak / 3600, n_saes))
+        out.append((spec.name, prep / peak / 3600, per_sae / peak / 3600, grid.n_cells(spec.name)))
     return out
 
 
@@ -491,9 +514,8 @@ def _steering_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[
     """(model, generations per SAE, GPU-hours per SAE, SAEs) of steering generation."""
     peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
     grid = grid_from_config(config)
-    n_saes = len(grid.architectures) * len(grid.sparsities)
     block = config.get("steering")
-    return [(spec.name, steering_rows(block), steering_flops(spec, block) / peak / 3600, n_saes) for spec in grid.models]
+    return [(spec.name, steering_rows(block), steering_flops(spec, block) / peak / 3600, grid.n_cells(spec.name)) for spec in grid.models]
 
 
 def _steering_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
@@ -534,7 +556,6 @@ def selection_estimate(config: dict[str, Any]) -> list[SelectionCost]:
     cost = {"gpu_peak_tflops": 989.0, "mfu": 0.35, "generate_mfu": 0.15, **config.get("cost", {})}
     peak = cost["gpu_peak_tflops"] * 1e12
     grid = grid_from_config(config)
-    n_saes = len(grid.architectures) * len(grid.sparsities)
     block = config.get("selection")
     latents = selection_latents(config)
     rows = latents * selection_rows_per_latent(block)
@@ -548,7 +569,7 @@ def selection_estimate(config: dict[str, Any]) -> list[SelectionCost]:
             steer_latents=n_steer,
             steer_generations=generations,
             steer_gpu_hours_per_sae=steer_selected_flops(spec, config) / (peak * cost["generate_mfu"]) / 3600,
-            n_saes=n_saes,
+            n_saes=grid.n_cells(spec.name),
         )
         for spec in grid.models
     ]

@@ -41,6 +41,8 @@ def grid_table(config: dict[str, Any], results_dir: str | Path = "results") -> p
                 "model": cell.model,
                 "arch": cell.arch,
                 "target_l0": cell.target_l0,
+                "sparsity": cell.sparsity,
+                "source": cell.source,
                 "trained": bool(train),
                 "achieved_l0": train.get("achieved_l0"),
                 "train_explained_variance": train.get("explained_variance"),

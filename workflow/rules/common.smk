@@ -2,6 +2,7 @@
 # wildcard constraints restricted to the configured values.
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,8 +55,8 @@ onstart:
 
 wildcard_constraints:
     model="|".join(GRID.model_names),
-    arch="|".join(GRID.architectures),
-    sparsity="|".join(GRID.sparsity_labels),
+    arch="|".join(GRID.all_architectures),
+    sparsity="|".join(re.escape(label) for label in GRID.all_sparsity_labels),
     layer="|".join(sorted({str(m.layer) for m in GRID.models})),
 
 
@@ -74,7 +75,7 @@ def cache_manifest(wildcards):
 
 
 def target_l0(wildcards):
-    return GRID.target_l0(wildcards.sparsity)
+    return GRID.target_l0(wildcards.sparsity, model=wildcards.model)
 
 
 def prompt_format(wildcards):
@@ -98,3 +99,28 @@ def all_targets():
     # `snakemake --report` finds its tables and plots.
     targets.append("results/summary/summary.md")
     return targets
+
+
+# ---- pretrained SAEs (workflow/rules/import.smk, docs/pretrained-saes.md)
+
+# Only the imported cells' labels ("(?!)" never matches: no pretrained entries).
+IMPORTED_SPARSITY = "|".join(re.escape(label) for label in GRID.imported_labels) or "(?!)"
+
+
+def pretrained_entry(wildcards):
+    entry = GRID.pretrained_entry(wildcards.model, wildcards.sparsity)
+    if entry.arch != wildcards.arch:
+        raise ValueError(
+            f"pretrained SAE {wildcards.sparsity!r} of model {wildcards.model!r} is a {entry.arch} SAE, "
+            f"not {wildcards.arch}: results/{entry.cell_path}/"
+        )
+    return entry.to_dict() | {"field": entry.field}
+
+
+def pretrained_files(wildcards):
+    """A source: path SAE's two files (so Snakemake reruns the import when they change, and
+    orders it after the job that writes them); nothing for a registry SAE (fetched)."""
+    entry = GRID.pretrained_entry(wildcards.model, wildcards.sparsity)
+    if entry.source != "path":
+        return {}
+    return {"cfg": f"{entry.path}/cfg.json", "weights": f"{entry.path}/sae_weights.safetensors"}

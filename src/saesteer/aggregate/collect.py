@@ -1,6 +1,8 @@
 """One row per SAE of the grid with every number the aggregation ranks (NaN where missing).
 
-Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch}/l0-{L0}/``:
+Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch}/l0-{L0}/``
+(an imported cell: ``results/{model}/{arch}/{name}/``; its ``source`` column says "imported",
+a trained one's "trained"):
 
 - ``train_summary.json``: the achieved L0;
 - ``interp.json`` (workflow/schemas/interp.schema.json): autointerp score, CE-loss-recovered,
@@ -87,7 +89,7 @@ class Collected:
     def missing(self) -> dict[str, list[str]]:
         """'model/arch/l0-K' -> reasons, for every cell with something missing."""
         return {
-            f"{r.model}/{r.arch}/l0-{r.target_l0}": list(r.missing)
+            f"{r.model}/{r.arch}/{r.sparsity}": list(r.missing)
             for r in self.table.itertuples()
             if len(r.missing)
         }
@@ -154,6 +156,8 @@ class _Row:
             "model": cell.model,
             "arch": cell.arch,
             "target_l0": cell.target_l0,
+            "sparsity": cell.sparsity,
+            "source": cell.source,
             **{c: math.nan for c in NUMERIC_COLUMNS},
             **{c: None for c in JUDGE_COLUMNS},
             "autointerp_judge_model": None,
@@ -180,6 +184,8 @@ class _Row:
     def train(self, obj: dict[str, Any]) -> None:
         if (obj.get("arch"), obj.get("target_l0")) != (self.cell.arch, self.cell.target_l0):
             raise _Unusable(f"written for {(obj.get('arch'), obj.get('target_l0'))}, not for this cell")
+        if (obj.get("trained", True) is False) != (self.cell.source == "imported"):
+            raise _Unusable(f"trained: {obj.get('trained', True)} does not fit this {self.cell.source} cell")
         self.values["achieved_l0"] = _num(obj.get("achieved_l0"))
         self.values["l0_relative_error"] = _num(obj.get("l0_relative_error"))
 

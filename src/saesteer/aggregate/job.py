@@ -42,21 +42,22 @@ _FLOAT = pa.float64()
 _INT = pa.int64()
 
 SAE_TABLE_SCHEMA = pa.schema(
-    [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("paper_model", _STRING)]
+    [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
+     ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
     + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS)]
     + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "scope", "group", "reason") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
+    (c, _STRING if c in ("metric", "target", "scope", "group", "reason", "source") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
     for c in RANK_COLUMNS
 ])
 PSI_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "axis", "varies", "reason", "group_taus") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
+    (c, _STRING if c in ("metric", "target", "axis", "varies", "reason", "group_taus", "source") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
+    (c, _STRING if c in ("scope", "model", "arch", "reason", "source") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
 PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), *PER_LATENT_SCHEMA])

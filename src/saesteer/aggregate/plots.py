@@ -50,12 +50,28 @@ def _sizes(table: pd.DataFrame) -> dict[int, float]:
     return {k: 30.0 + 150.0 * i / max(len(levels) - 1, 1) for i, k in enumerate(levels)}
 
 
+def _imported(frame: pd.DataFrame) -> pd.Series:
+    """True for imported pretrained SAEs (models[].pretrained): drawn hollow, joined by dashed lines."""
+    if "source" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["source"] == "imported"
+
+
+def _source_handles(table: pd.DataFrame) -> list[Line2D]:
+    if not _imported(table).any():
+        return []
+    return [
+        Line2D([], [], marker="o", ls="-", color="#777777", markersize=8, label="trained here"),
+        Line2D([], [], marker="o", ls="--", color="#777777", markerfacecolor="none", markersize=8, label="imported (pretrained)"),
+    ]
+
+
 def _legend_handles(table: pd.DataFrame, sizes: dict[int, float]) -> tuple[list[Line2D], list[Line2D]]:
     archs = [a for a in table["arch"].drop_duplicates()]
     arch_handles = [Line2D([], [], marker="o", ls="", color=_colour(a), markersize=8, label=ARCH_NAMES.get(a, a)) for a in archs]
     size_handles = [Line2D([], [], marker="o", ls="", color="#999999", markersize=math.sqrt(s), label=f"L0 {k}")
                     for k, s in sizes.items()]
-    return arch_handles, size_handles
+    return arch_handles, size_handles + _source_handles(table)
 
 
 def _tau_of(rank: pd.DataFrame, metric: str, target: str, scope: str, group: str) -> str:
@@ -71,11 +87,13 @@ def _scatter_panel(ax: plt.Axes, sub: pd.DataFrame, metric: str, target: str, si
     if data.empty:
         ax.text(0.5, 0.5, "no SAE with both scores", ha="center", va="center", transform=ax.transAxes, color="#666666")
         return
-    for arch, group in data.groupby("arch", sort=False):
+    data = data.assign(_imported=_imported(data))
+    for (arch, imported), group in data.groupby(["arch", "_imported"], sort=False):
         group = group.sort_values("target_l0")
-        ax.plot(group[metric], group[target], color=_colour(arch), alpha=0.35, lw=1, zorder=1)
-        ax.scatter(group[metric], group[target], s=[sizes[int(k)] for k in group["target_l0"]], color=_colour(arch),
-                   edgecolor="white", linewidth=0.6, alpha=0.9, zorder=2)
+        colour = _colour(arch)
+        ax.plot(group[metric], group[target], color=colour, alpha=0.35, lw=1, zorder=1, ls="--" if imported else "-")
+        style = dict(facecolor="none", edgecolor=colour, linewidth=1.4) if imported else dict(color=colour, edgecolor="white", linewidth=0.6)
+        ax.scatter(group[metric], group[target], s=[sizes[int(k)] for k in group["target_l0"]], alpha=0.9, zorder=2, **style)
     ax.grid(alpha=0.25)
 
 
@@ -125,9 +143,9 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
     metric, target = HEADLINE
     rows = rank[(rank.metric == metric) & (rank.target == target)].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 4) + 1.4))
-    titles = {"all": "all SAEs", "model": "model", "arch": "architecture", "sparsity": "sparsity"}
+    titles = {"all": "all SAEs", "model": "model", "arch": "architecture", "sparsity": "sparsity", "source": "source"}
     ypos = np.arange(len(rows))[::-1]
-    colours = {"all": "#222222", "model": "#4C72B0", "arch": "#DD8452", "sparsity": "#55A868"}
+    colours = {"all": "#222222", "model": "#4C72B0", "arch": "#DD8452", "sparsity": "#55A868", "source": "#8172B3"}
     labels = []
     for y, (_, r) in zip(ypos, rows.iterrows()):
         group = r["group"]
@@ -223,7 +241,9 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
     ticks = []
     for m, n in zip(means["model"], means["n"]):
         paper = paper_names.get(m)
-        ticks.append(f"{m}\n(n={n}" + (f"; paper: {paper})" if paper else ")"))
+        n_imported = int(_imported(complete[complete["model"] == m]).sum())
+        imported = f", {n_imported} imported" if n_imported else ""
+        ticks.append(f"{m}\n(n={n}{imported}" + (f"; paper: {paper})" if paper else ")"))
     ax.set_xticks(x, ticks)
     if not np.isfinite(means[paper_columns].to_numpy(dtype=float)).any():
         ax.set_ylim(0, 0.5)
@@ -251,10 +271,14 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     models = list(table["model"].drop_duplicates())
     data = table[np.isfinite(table["achieved_l0"])]
     for m_i, model in enumerate(models):
-        for arch, group in data[data["model"] == model].groupby("arch", sort=False):
+        model_data = data[data["model"] == model]
+        for (arch, imported), group in model_data.assign(_imported=_imported(model_data)).groupby(["arch", "_imported"], sort=False):
             jitter = 1.0 + 0.03 * (m_i - (len(models) - 1) / 2)
-            style = dict(marker=MODEL_MARKERS[m_i % len(MODEL_MARKERS)], color=_colour(arch), s=45, edgecolor="white",
-                         linewidth=0.5, alpha=0.9)
+            style = dict(marker=MODEL_MARKERS[m_i % len(MODEL_MARKERS)], s=45, alpha=0.9)
+            if imported:  # hollow: an imported SAE's target is its nominal L0 (docs/pretrained-saes.md)
+                style.update(facecolor="none", edgecolor=_colour(arch), linewidth=1.2)
+            else:
+                style.update(color=_colour(arch), edgecolor="white", linewidth=0.5)
             ax.scatter(group["target_l0"] * jitter, group["achieved_l0"], **style)
             ratio_ax.scatter(group["target_l0"] * jitter, group["achieved_l0"] / group["target_l0"], **style)
     levels = sorted(int(k) for k in table["target_l0"].drop_duplicates())
@@ -280,9 +304,11 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     arch_handles = [Line2D([], [], marker="o", ls="", color=_colour(a), label=ARCH_NAMES.get(a, a)) for a in table["arch"].drop_duplicates()]
     model_handles = [Line2D([], [], marker=MODEL_MARKERS[i % len(MODEL_MARKERS)], ls="", color="#555555", label=m)
                      for i, m in enumerate(models)]
-    ratio_ax.legend(handles=arch_handles + model_handles + [Line2D([], [], ls="--", color="#888888", label="achieved = target")],
+    ratio_ax.legend(handles=arch_handles + model_handles + _source_handles(table)
+                    + [Line2D([], [], ls="--", color="#888888", label="achieved = target")],
                     frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Sparsity calibration of the trained SAEs", fontsize=12)
+    fig.suptitle("Sparsity calibration of the trained SAEs" + ("; imported SAEs (hollow) against their nominal L0"
+                                                              if _imported(table).any() else ""), fontsize=12)
     fig.tight_layout()
     _save(fig, path)
 

@@ -84,8 +84,16 @@ def _too_few(n: int, cfg: AggregateConfig) -> str | None:
     return f"n={n} SAEs < min_saes={cfg.min_saes}" if n < cfg.min_saes else None
 
 
+def source_of(frame: pd.DataFrame) -> str:
+    """Where a set of SAEs came from: "trained", "imported" (models[].pretrained), "mixed" or ""."""
+    if "source" not in frame.columns or frame.empty:
+        return "trained" if not frame.empty else ""
+    kinds = set(frame["source"].dropna())
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "")
+
+
 def _pairs(frame: pd.DataFrame, metric: str, target: str) -> pd.DataFrame:
-    sub = frame[[metric, target, "model", "arch", "target_l0"]]
+    sub = frame[[metric, target, "model", "arch", "target_l0", *(["source"] if "source" in frame.columns else [])]]
     return sub[np.isfinite(sub[metric].to_numpy()) & np.isfinite(sub[target].to_numpy())]
 
 
@@ -94,6 +102,7 @@ def _pairs(frame: pd.DataFrame, metric: str, target: str) -> pd.DataFrame:
 RANK_COLUMNS = [
     "metric", "target", "scope", "group", "n", "n_pairs", "tau_b", "ci_low", "ci_high", "p_value",
     "z0", "acceleration", "n_bootstrap_valid", "reason", "paper_tau_b", "paper_ci_low", "paper_ci_high",
+    "source",
 ]
 
 
@@ -127,10 +136,13 @@ def rank_agreement_table(
                 for value in table[column].drop_duplicates():
                     label = f"l0-{value}" if column == "target_l0" else str(value)
                     subsets.append((scope, label, data[data[column] == value]))
+            if "source" in table.columns and table["source"].nunique() > 1:  # a mixed grid: each source alone
+                for value in table["source"].drop_duplicates():
+                    subsets.append(("source", str(value), data[data["source"] == value]))
             for scope, group, sub in subsets:
                 n = len(sub)
                 row: dict[str, Any] = {"metric": metric, "target": target, "scope": scope, "group": group, "n": n,
-                                       "n_pairs": n * (n - 1) // 2}
+                                       "n_pairs": n * (n - 1) // 2, "source": source_of(sub)}
                 reason = _too_few(n, cfg)
                 if reason:
                     row.update(tau_b=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, z0=math.nan,
@@ -153,7 +165,7 @@ def rank_agreement_table(
 
 PSI_COLUMNS = [
     "metric", "target", "axis", "varies", "psi", "ci_low", "ci_high", "p_value", "n_groups", "n_saes",
-    "n_bootstrap_valid", "reason", "paper_psi", "group_taus",
+    "n_bootstrap_valid", "reason", "paper_psi", "group_taus", "source",
 ]
 PSI_VARIES = {"by_architecture": "sparsity", "by_matched_sparsity": "architecture", "by_model": "model", PSI_MEAN: "(mean of the three)"}
 
@@ -176,7 +188,7 @@ def psi_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
                     "metric": metric, "target": target, "axis": r.axis, "varies": PSI_VARIES[r.axis], "psi": r.psi,
                     "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value, "n_groups": r.n_groups,
                     "n_saes": r.n_saes, "n_bootstrap_valid": r.n_bootstrap_valid, "reason": r.reason,
-                    "paper_psi": paper,
+                    "paper_psi": paper, "source": source_of(data),
                     "group_taus": json.dumps({k: (v if math.isfinite(v) else None) for k, v in r.group_taus.items()}),
                 })
     return pd.DataFrame(rows, columns=PSI_COLUMNS)
@@ -199,7 +211,7 @@ SELECTION_COLUMNS = [
     "lift_output", "lift_delta_conf", "lift_difference_points", "relative_improvement",
     "n_latents_output", "n_latents_delta_conf", "reason", "paper_score_none", "paper_score_output",
     "paper_score_delta_conf", "paper_lift_output", "paper_lift_delta_conf", "paper_lift_difference_points",
-    "paper_relative_improvement",
+    "paper_relative_improvement", "source",
     *CONTROL_COLUMNS,
 ]
 _SCORES = ("score_none", "score_output", "score_delta_conf")
@@ -296,6 +308,7 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     rows: list[dict[str, Any]] = []
     for r in table.itertuples():
         rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
+                     "source": getattr(r, "source", "trained"),
                      "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
                      "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
                      "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
@@ -304,7 +317,8 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     model_rows: list[dict[str, Any]] = []
     for model in table["model"].drop_duplicates():
         sub = complete[complete["model"] == model]
-        row: dict[str, Any] = {"scope": "model_mean", "model": model, "arch": None, "target_l0": None, "n": len(sub)}
+        row: dict[str, Any] = {"scope": "model_mean", "model": model, "arch": None, "target_l0": None, "n": len(sub),
+                               "source": source_of(sub)}
         reason = _too_few(len(sub), cfg)
         if reason:
             row["reason"] = reason
@@ -320,7 +334,8 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
         model_rows.append(row)
     rows += model_rows
     defined = [r for r in model_rows if "reason" not in r]
-    overall: dict[str, Any] = {"scope": "all_models", "model": None, "arch": None, "target_l0": None, "n": sum(r["n"] for r in defined)}
+    overall: dict[str, Any] = {"scope": "all_models", "model": None, "arch": None, "target_l0": None, "n": sum(r["n"] for r in defined),
+                               "source": source_of(complete)}
     if defined:
         for c in (*_SCORES, "lift_output", "lift_delta_conf"):
             overall[c] = float(np.mean([r[c] for r in defined]))
@@ -407,6 +422,13 @@ def _rank_rows(rank: pd.DataFrame, metric: str, target: str, scope: str) -> pd.D
     return rank[(rank.metric == metric) & (rank.target == target) & (rank.scope == scope)]
 
 
+def _source_counts(table: pd.DataFrame) -> str:
+    if "source" not in table.columns or not (table["source"] == "imported").any():
+        return ""
+    imported = int((table["source"] == "imported").sum())
+    return f" ({len(table) - imported} trained here, {imported} imported pretrained SAEs: docs/pretrained-saes.md)"
+
+
 def render_markdown(inputs: SummaryInputs) -> str:
     cfg, rank, psi, sel = inputs.cfg, inputs.rank, inputs.psi, inputs.selection
     n_cells = len(inputs.sae_table)
@@ -416,7 +438,7 @@ def render_markdown(inputs: SummaryInputs) -> str:
     lines += [
         "",
         f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
-        f"- Grid: {n_cells} SAEs, {n_cells - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
+        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}, {n_cells - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
         + (" (partial aggregation: only the files that exist were required)." if inputs.partial else "."),
         f"- Statistics: Kendall tau-b (Kendall 1945), {int(cfg.confidence * 100)}% BCa bootstrap intervals "
         f"(Efron 1987; {cfg.n_bootstrap} resamples of SAEs), two-sided permutation p-values ({cfg.n_permutations} "
@@ -438,7 +460,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
         ]
     else:
         lines += ["autointerp is not among aggregate.metrics: no headline.", ""]
-    for scope, title in (("model", "Per model"), ("arch", "Per architecture"), ("sparsity", "Per sparsity (target L0)")):
+    for scope, title in (("model", "Per model"), ("arch", "Per architecture"), ("sparsity", "Per sparsity (target L0)"),
+                         ("source", "Per source (SAEs trained here vs imported pretrained SAEs)")):
         sub = _rank_rows(rank, *HEADLINE, scope)
         if not len(sub):
             continue
@@ -446,6 +469,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
             scope: sub["group"], "n": sub["n"], "tau-b [CI], p": [_tau_text(r) for _, r in sub.iterrows()],
             "paper tau-b": [_fmt(v, 2) for v in sub["paper_tau_b"]],
         })
+        if "source" in sub.columns and scope != "source":
+            frame.insert(2, "source", sub["source"].fillna("").to_list())
         if scope == "model":
             frame.insert(1, "paper model", [inputs.paper_names.get(g) or "" for g in sub["group"]])
         lines += [f"### {title}", "", to_markdown(frame), ""]

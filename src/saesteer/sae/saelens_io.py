@@ -163,12 +163,23 @@ def load_saelens(path: str | Path) -> BaseSAE:
     directory = path.parent if path.name == SAELENS_CFG else path
     cfg = json.loads((directory / SAELENS_CFG).read_text())
     state = {k: v.float() for k, v in load_file(str(directory / SAELENS_WEIGHTS)).items()}
+    return sae_from_saelens_state(cfg, state, str(directory))
+
+
+@torch.no_grad()
+def sae_from_saelens_state(
+    cfg: dict[str, Any], state: dict[str, Tensor], where: str, arch: str | None = None
+) -> BaseSAE:
+    """Our SAE holding a SAELens config + state dict (float32 tensors); ``arch`` (ours)
+    overrides the one the config implies (e.g. batchtopk for a SAELens jumprelu)."""
+    state = {k: v.detach().float().clone() for k, v in state.items()}
+    directory = where
     if cfg.get("normalize_activations", "none") not in ("none", None):
         raise ValueError(
             f"{directory}: normalize_activations={cfg['normalize_activations']!r} is not folded into the "
             f"weights; fold it with SAELens (fold_activation_norm_scaling_factor) and save again"
         )
-    arch = _our_arch(cfg)
+    arch = arch or _our_arch(cfg)
     meta = (cfg.get("metadata") or {}).get("saesteer", {})
     sparsity = meta.get("sparsity", {})
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
@@ -197,7 +208,13 @@ def load_saelens(path: str | Path) -> BaseSAE:
             state["b_enc"] = state["b_enc"] + sign * shift
 
     if isinstance(sae, BatchTopKSAE):
-        sae.threshold.copy_(state.pop("threshold").max().to(torch.float64))
+        threshold = state.pop("threshold")
+        if float(threshold.max() - threshold.min()) > 0:
+            raise ValueError(
+                f"{directory}: a BatchTopK SAE has one inference threshold, these thresholds differ across "
+                f"latents ({float(threshold.min())}..{float(threshold.max())}): import it as jumprelu"
+            )
+        sae.threshold.copy_(threshold.max().to(torch.float64))
     missing = [name for name, _ in sae.named_parameters() if name not in state]
     if missing:
         raise ValueError(f"{directory}: weights lack {missing} for architecture {arch}")
