@@ -160,7 +160,7 @@ def _config(pretrained: list[dict], d_model: int = D_IN, layer: int = 2, **model
     base = yaml_config()
     base["models"] = [{
         "name": "gemma-2-2b", "source": "hub", "hub_id": "google/gemma-2-2b", "layer": layer, "n_layers": 26,
-        "d_model": d_model, "pretrained": pretrained, **model,
+        "d_model": d_model, "prompt_format": "base", "pretrained": pretrained, **model,
     }]
     base["architectures"], base["sparsities"] = [], []
     return base
@@ -347,7 +347,7 @@ def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs
                         curves_path=trained_dir / "training_curves.parquet", summary_path=trained_dir / "train_summary.json",
                         checkpoint_dir=tmp_path / "ckpt")
     cfg = {"models": [{"name": "m", "source": "embedded", "embedded": "smollm2-135m-instruct", "layer": 1,
-                       "n_layers": 4, "d_model": d_model,
+                       "n_layers": 4, "d_model": d_model, "prompt_format": "chat",
                        "pretrained": [{"name": "again", "source": "path", "path": str(trained_dir / "sae")}]}],
            "architectures": ["topk"], "sparsities": [8]}
     (entry,) = resolve_pretrained(cfg)[0]
