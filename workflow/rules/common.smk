@@ -15,12 +15,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 from saesteer.judges import check_judge_config  # noqa: E402
+from saesteer.training.jobs import train_job_log, train_job_members, train_job_outputs  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
 # validate() fills in the schema's defaults.
 check_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 GRID = grid_from_config(config)
+TRAIN_GROUP_BY = config["training"]["group_by"]
 
 # The judge block is checked now, all but the LLM judge's API key: that one when jobs are
 # about to run (onstart below), so that dry runs (`snakemake -n`) work without a key.
