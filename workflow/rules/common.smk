@@ -75,6 +75,14 @@ def cache_manifest(wildcards):
     return f"results/{spec.name}/activations/layer-{spec.layer}/manifest.json"
 
 
+def train_data_input(wildcards):
+    """What a training job reads: the activation cache (cache.mode: disk), or the prepared
+    model, whose activations it computes itself (stream)."""
+    if config["cache"]["mode"] == "stream":
+        return f"results/models/{wildcards.model}/model.json"
+    return cache_manifest(wildcards)
+
+
 def target_l0(wildcards):
     return GRID.target_l0(wildcards.sparsity)
 
@@ -88,9 +96,9 @@ def selection_latent_inputs(wildcards):
 
 
 def all_targets():
-    targets = [
-        f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
-    ]
+    targets = []
+    if config["cache"]["mode"] == "disk":  # stream mode keeps no activation cache
+        targets += [f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]

@@ -4,14 +4,16 @@
 # SAEs' single-SAE outputs (saesteer.training.jobs), so asking for one SAE's sae/cfg.json
 # runs its group and every downstream rule is the same in all modes. Checkpoints live per
 # SAE outside the declared outputs (Snakemake deletes a failed job's outputs): a killed or
-# preempted job resumes every SAE where it stopped, whatever the grouping.
+# preempted job resumes every SAE where it stopped, whatever the grouping. With
+# cache.mode: stream the job reads the prepared model instead of an activation cache and
+# runs the LLM up to the hook itself (saesteer.cache.stream).
 
 
 rule train_sae:
-    """The SAEs of one training group, trained on their model's cached activations and
-    saved in SAELens's format, each exactly as if trained alone."""
+    """The SAEs of one training group, trained on their model's activations (cached, or
+    streamed: cache.mode) and saved in SAELens's format, each exactly as if trained alone."""
     input:
-        cache=cache_manifest,
+        data=train_data_input,
     output:
         weights=train_job_outputs(GRID, TRAIN_GROUP_BY, "weights"),
         cfg=train_job_outputs(GRID, TRAIN_GROUP_BY, "cfg"),
@@ -21,6 +23,9 @@ rule train_sae:
         members=lambda wildcards: train_job_members(GRID, TRAIN_GROUP_BY, wildcards),
         sae=config["sae"],
         training=config["training"],
+        cache=config["cache"],
+        corpus=config["corpus"],
+        model=model_entry,
     log:
         f"logs/{train_job_log(TRAIN_GROUP_BY)}.log",
     benchmark:

@@ -4,7 +4,7 @@ checkpoints and the trainer. The workflow calls :func:`train_sae`."""
 from saesteer.training.config import TrainConfig
 from saesteer.training.controller import SparsityController
 from saesteer.training.data import CacheSource, ShuffledBatches, TensorSource
-from saesteer.training.group import GroupMember, GroupTrainer, run_group_training, train_sae_group
+from saesteer.training.group import GroupMember, GroupTrainer, run_group_training, train_sae_group, train_sae_group_streaming
 from saesteer.training.trainer import Trainer, TrainingDiverged, run_training, train_sae
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "run_training",
     "train_sae",
     "train_sae_group",
+    "train_sae_group_streaming",
 ]

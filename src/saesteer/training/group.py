@@ -218,3 +218,33 @@ def train_sae_group(
         device=device,
         on_step=on_step,
     )
+
+
+def train_sae_group_streaming(
+    model_json: str | Path,
+    model_entry: Mapping[str, Any],
+    corpus: Mapping[str, Any],
+    cache_block: Mapping[str, Any],
+    members: Sequence[Mapping[str, Any]],
+    training: Mapping[str, Any] | None,
+    sae: Mapping[str, Any],
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Workflow entry point in ``cache.mode: stream``: the job runs the LLM up to the hook
+    itself (saesteer.cache.stream) and co-trains the group on those activations."""
+    from saesteer.cache.stream import stream_source_from_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if "dict_size" not in sae:
+        raise ValueError("the sae config block needs dict_size")
+    cfg = TrainConfig.from_dict(dict(training or {}))
+    source = stream_source_from_model(model_json, dict(model_entry), dict(corpus), dict(cache_block))
+    summaries = run_group_training(
+        source, [GroupMember.from_dict(m) for m in members], cfg, int(sae["dict_size"]), device=device, on_step=on_step
+    )
+    log.info("the LLM ran over %d tokens for this job (no activation cache)", source.forward_tokens)
+    return summaries
