@@ -4,6 +4,7 @@ alone, survives a kill, and writes exactly the single-SAE job's outputs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -143,3 +144,26 @@ def test_group_rejects_duplicates_and_bad_members(tmp_path):
         GroupMember.from_dict({"arch": "topk", "target_l0": 4})
     with pytest.raises(ValueError, match="group_by"):
         _cfg(group_by="layer")
+
+
+def test_training_jobs_cover_the_grid_once_in_every_grouping():
+    from types import SimpleNamespace
+
+    from saesteer.config import grid_from_config, load_config
+    from saesteer.training.jobs import train_job_members, train_job_outputs
+
+    grid = grid_from_config(load_config(Path(__file__).resolve().parents[1] / "config/demo.yaml"))
+    for group_by, wildcards in (
+        ("sae", [SimpleNamespace(model=c.model, arch=c.arch, sparsity=c.sparsity) for c in grid.cells()]),
+        ("arch", [SimpleNamespace(model=m, arch=a) for m in grid.model_names for a in grid.architectures]),
+        ("model", [SimpleNamespace(model=m) for m in grid.model_names]),
+    ):
+        members = [m for w in wildcards for m in train_job_members(grid, group_by, w)]
+        paths = sorted(m["cfg_path"] for m in members)
+        assert paths == sorted(f"results/{c.path}/sae/cfg.json" for c in grid.cells()), group_by
+        # The declared outputs, with the job's wildcards filled in, are its members' files.
+        patterns = train_job_outputs(grid, group_by, "cfg")
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        for w in wildcards:
+            declared = sorted(p.format(**vars(w)) for p in patterns)
+            assert declared == sorted(m["cfg_path"] for m in train_job_members(grid, group_by, w))

@@ -57,3 +57,10 @@ def test_group_trains_from_a_stream(tiny_model, char_tokenizer, text_corpus, tmp
     assert [t.step for t in group.trainers] == [12, 12]
     assert all(r.n_tokens == 100 for r in results)
     assert stream.describe()["mode"] == "stream" and stream.identity().startswith("stream:")
+
+
+def test_cache_mode_is_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="cache.mode"):
+        CacheConfig(tokens=10, mode="tape")
