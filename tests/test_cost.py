@@ -1,6 +1,7 @@
 import copy
 from pathlib import Path
 
+import pytest
 from pytest import approx
 
 from saesteer.cli import main
@@ -178,3 +179,43 @@ def test_judge_total_includes_steer_selected():
     del bare["steering"]["factors"]
     stages = [r.stage for r in judge_estimate(bare)]
     assert stages.count("steer_selected") == 2 and len(judge_totals(bare)) == 2
+
+
+def test_shape_cost_follows_grouping_and_cache_mode():
+    from saesteer.config import load_config
+    from saesteer.cost import estimate
+    from saesteer.cost_shape import shape_estimate
+
+    config = load_config(REPO / "config/config.yaml")
+    per_sae = shape_estimate(config, "sae", "disk")
+    per_arch = shape_estimate(config, "arch", "disk")
+    per_model = shape_estimate(config, "model", "disk")
+    # One read of the cache per training job: 30 jobs per model read 30x what one job reads.
+    assert per_sae.stage("train_sae").jobs == 90 and per_model.stage("train_sae").jobs == 3
+    assert per_sae.stage("train_sae").read_bytes == pytest.approx(30 * per_model.stage("train_sae").read_bytes)
+    assert per_arch.stage("train_sae").read_bytes == pytest.approx(5 * per_model.stage("train_sae").read_bytes)
+    # The SAE compute is the same; only reads and starts differ.
+    assert per_sae.stage("train_sae").compute_hours == pytest.approx(per_model.stage("train_sae").compute_hours)
+    disk = sum(r.cache_bytes for r in estimate(config))
+    assert per_model.disk_bytes == disk and disk > 5e12
+    # Each training job reads training.tokens rows plus the whole cache for its held-out evaluation.
+    assert per_model.stage("train_sae").read_bytes == pytest.approx(2 * disk)  # training.tokens == cache.tokens
+    stream_model, stream_sae = shape_estimate(config, "model", "stream"), shape_estimate(config, "sae", "stream")
+    assert stream_model.disk_bytes == 0 and stream_model.stage("train_sae").read_bytes == 0
+    assert stream_model.stage("cache_activations").jobs == 0
+    llm = sum(r.cache_gpu_hours for r in estimate(config))
+    sae_compute = per_model.stage("train_sae").compute_hours
+    assert stream_model.stage("train_sae").compute_hours == pytest.approx(sae_compute + llm)
+    assert stream_sae.stage("train_sae").compute_hours == pytest.approx(sae_compute + 30 * llm)
+    # The paper grid: co-training at least halves the GPU-hours of getting trained SAEs.
+    assert per_sae.training_hours > 2 * per_model.training_hours
+    # Per-SAE LLM stages load the model once per SAE.
+    assert per_model.stage("steer_eval").llm_loads == 90 and per_model.stage("autointerp").llm_loads == 0
+
+
+def test_cost_command_prints_the_shape_table(capsys):
+    assert main(["cost", "--config", str(REPO / "config/config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Workflow shape: training.group_by model, cache.mode disk" in out
+    for mode, group_by in (("disk", "sae"), ("stream", "model")):
+        assert any(line.split()[:2] == [mode, group_by] for line in out.splitlines()), (mode, group_by)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def test_dry_run_of_the_paper_grid():
     counts = job_counts(result.stdout)
     assert counts["prepare_model"] == 3
     assert counts["cache_activations"] == 3
-    assert counts["train_sae"] == 90
+    assert counts["train_sae"] == 3  # training.group_by: model, one co-training job per model
     assert counts["prepare_eval_data"] == 3
     assert counts["autointerp"] == 90
     assert counts["eval_interp"] == 90
@@ -55,7 +56,7 @@ def test_dry_run_of_the_demo_grid():
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["cache_activations"] == 2
-    assert counts["train_sae"] == 30
+    assert counts["train_sae"] == 2
     assert counts["autointerp"] == 30
     assert counts["eval_interp"] == 30
     assert counts["steering_instructions"] == 1
@@ -71,6 +72,23 @@ def test_one_sae_target_runs_only_its_chain():
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts == {"prepare_model": 1, "cache_activations": 1, "train_sae": 1, "total": 3}
+
+
+@pytest.mark.parametrize("group_by, jobs", [("sae", 90), ("arch", 15), ("model", 3)])
+def test_training_jobs_follow_group_by(group_by, jobs, tmp_path):
+    overlay = tmp_path / "group.yaml"
+    overlay.write_text(f"training:\n  group_by: {group_by}\n")
+    result = snakemake("-n", "--forceall", "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train_sae"] == jobs and counts["eval_interp"] == 90
+    # One SAE's target runs its whole group: every member's files are outputs of that job.
+    target = "results/qwen2.5-3b/gated/l0-160/sae/cfg.json"
+    result = snakemake("-n", "--forceall", target, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["train_sae"] == 1
+    group_size = {"sae": 1, "arch": 6, "model": 30}[group_by]
+    assert result.stdout.count("/sae/cfg.json") >= group_size
 
 
 def test_until_stops_at_the_caching_stage():

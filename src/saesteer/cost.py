@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saesteer.config import grid_from_config
+from saesteer.cost_shape import format_shape
 from saesteer.judges import CostEstimate, JudgeConfig, autointerp_judge_calls, estimate_task, steering_judge_calls
 from saesteer.models import ModelSpec
 
@@ -463,8 +464,10 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
         f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}, "
         f"{_selection_totals(config, cost)}{_steering_vectors_total(config, cost)}.",
-        "Rough: FLOP counts over assumed utilisation; I/O, queueing and retries not included.",
+        "Rough: FLOP counts over assumed utilisation; queueing and retries not included; "
+        "reads, LLM loads and job starts below.",
         "",
+        *format_shape(config),
         *format_judge_estimate(config),
     ]
     return "\n".join(lines)

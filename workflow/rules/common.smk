@@ -16,12 +16,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 from saesteer.judges import check_judge_config  # noqa: E402
+from saesteer.training.jobs import train_job_log, train_job_members, train_job_outputs  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
 # validate() fills in the schema's defaults.
 check_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 GRID = grid_from_config(config)
+TRAIN_GROUP_BY = config["training"]["group_by"]
 
 # The judge block is checked now, all but the LLM judge's API key: that one when jobs are
 # about to run (onstart below), so that dry runs (`snakemake -n`) work without a key.
@@ -74,6 +76,14 @@ def cache_manifest(wildcards):
     return f"results/{spec.name}/activations/layer-{spec.layer}/manifest.json"
 
 
+def train_data_input(wildcards):
+    """What a training job reads: the activation cache (cache.mode: disk), or the prepared
+    model, whose activations it computes itself (stream)."""
+    if config["cache"]["mode"] == "stream":
+        return f"results/models/{wildcards.model}/model.json"
+    return cache_manifest(wildcards)
+
+
 def target_l0(wildcards):
     return GRID.target_l0(wildcards.sparsity, model=wildcards.model)
 
@@ -84,9 +94,9 @@ def prompt_format(wildcards):
 
 
 def all_targets():
-    targets = [
-        f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
-    ]
+    targets = []
+    if config["cache"]["mode"] == "disk":  # stream mode keeps no activation cache
+        targets += [f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]

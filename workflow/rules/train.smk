@@ -1,24 +1,35 @@
+# training.group_by (docs/scaling.md) decides what one train_sae job trains: one SAE
+# (sae), all sparsities of one (model, architecture) (arch), or all SAEs of a model (model),
+# co-trained from one pass over its activations. A job's declared outputs are exactly its
+# SAEs' single-SAE outputs (saesteer.training.jobs), so asking for one SAE's sae/cfg.json
+# runs its group and every downstream rule is the same in all modes. Checkpoints live per
+# SAE outside the declared outputs (Snakemake deletes a failed job's outputs): a killed or
+# preempted job resumes every SAE where it stopped, whatever the grouping. With
+# cache.mode: stream the job reads the prepared model instead of an activation cache and
+# runs the LLM up to the hook itself (saesteer.cache.stream).
+
+
 rule train_sae:
-    """One SAE of the grid, trained on its model's cached activations and saved in
-    SAELens's format. Checkpoints live outside the declared outputs, so a killed or
-    preempted job resumes where it stopped."""
+    """The SAEs of one training group, trained on their model's activations (cached, or
+    streamed: cache.mode) and saved in SAELens's format, each exactly as if trained alone."""
     input:
-        cache=cache_manifest,
+        data=train_data_input,
     output:
-        weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
-        cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        curves="results/{model}/{arch}/{sparsity}/training_curves.parquet",
-        summary="results/{model}/{arch}/{sparsity}/train_summary.json",
+        weights=train_job_outputs(GRID, TRAIN_GROUP_BY, "weights"),
+        cfg=train_job_outputs(GRID, TRAIN_GROUP_BY, "cfg"),
+        curves=train_job_outputs(GRID, TRAIN_GROUP_BY, "curves"),
+        summary=train_job_outputs(GRID, TRAIN_GROUP_BY, "summary"),
     params:
-        arch=lambda wildcards: wildcards.arch,
-        target_l0=target_l0,
+        members=lambda wildcards: train_job_members(GRID, TRAIN_GROUP_BY, wildcards),
         sae=config["sae"],
         training=config["training"],
-        checkpoint_dir=lambda wildcards: f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/checkpoints",
+        cache=config["cache"],
+        corpus=config["corpus"],
+        model=model_entry,
     log:
-        "logs/{model}/{arch}/{sparsity}/train_sae.log",
+        f"logs/{train_job_log(TRAIN_GROUP_BY)}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/train_sae.tsv"
+        f"logs/benchmarks/{train_job_log(TRAIN_GROUP_BY)}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     script:

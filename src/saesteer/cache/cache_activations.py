@@ -42,6 +42,8 @@ from saesteer.io import sha256_file, sha256_json, write_json_atomic
 log = logging.getLogger(__name__)
 
 RUN_NAME = "run.json"
+_NOT_IN_IDENTITY = {"batch_size", "device", "mode", "stream_norm_contexts"}
+"""Cache fields that change speed or where activations come from, never their bytes."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,16 @@ class CacheConfig:
     shard_tokens: int = 1_000_000
     drop_bos: bool = True
     device: str = "auto"
+    mode: str = "disk"
+    """disk: cache_activations writes the cache; stream: training jobs compute it (stream.py)."""
+    stream_norm_contexts: int = 256
+    """stream mode: contexts whose activations estimate the mean squared norm."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("disk", "stream"):
+            raise ValueError(f"cache.mode must be disk or stream, got {self.mode!r}")
+        if int(self.stream_norm_contexts) <= 0:
+            raise ValueError(f"cache.stream_norm_contexts must be positive, got {self.stream_norm_contexts}")
 
     @classmethod
     def from_config(cls, block: dict[str, Any]) -> "CacheConfig":
@@ -231,7 +243,7 @@ def cache_activations(
         "layer": layer,
         "split": split,
         "corpus": corpus_cfg,
-        "cache": {k: v for k, v in asdict(cache_cfg).items() if k not in {"batch_size", "device"}},
+        "cache": {k: v for k, v in asdict(cache_cfg).items() if k not in _NOT_IN_IDENTITY},
         "model_provenance": provenance or {},
     }
     fingerprint = sha256_json(identity)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 Device = Literal["auto", "cpu", "cuda"]
 SparseKernels = Literal["auto", "always", "never"]
+GroupBy = Literal["sae", "arch", "model"]
+GROUP_BY: tuple[str, ...] = ("sae", "arch", "model")
 
 # Initial sparsity coefficient per penalty architecture. Deliberately on the low side:
 # with calibration on, the controller raises it toward the target L0, which plays the
@@ -98,6 +100,11 @@ class TrainConfig:
     max_sparse_density: float = 0.1
     keep_checkpoint: bool = False
     """Keep the resumable checkpoint after a successful run (it is deleted otherwise)."""
+    group_by: GroupBy = "model"
+    """How the workflow groups SAEs into training jobs (docs/scaling.md): ``model``, one job
+    per model co-trains all its SAEs from one pass over the activations; ``arch``, one job
+    per (model, architecture); ``sae``, one job per SAE. The trained weights are the same
+    (bit for bit on CPU); only the jobs, the reads and the memory differ."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"training.autocast_dtype must be 'bfloat16' or 'none', got {self.autocast_dtype!r}")
         if self.sparse_kernels not in ("auto", "always", "never"):
             raise ValueError(f"training.sparse_kernels must be auto, always or never, got {self.sparse_kernels!r}")
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"training.group_by must be one of {list(GROUP_BY)}, got {self.group_by!r}")
         if self.jumprelu_sparsity_loss not in ("target_l0", "l0"):
             raise ValueError("training.jumprelu_sparsity_loss must be 'target_l0' or 'l0'")
 
@@ -159,7 +168,7 @@ class TrainConfig:
     def result_fields(self) -> dict[str, Any]:
         """The fields that change the trained weights (for the checkpoint fingerprint)."""
         out = self.to_dict()
-        for name in ("checkpoint_every_steps", "log_every_steps", "keep_checkpoint", "device"):
+        for name in ("checkpoint_every_steps", "log_every_steps", "keep_checkpoint", "device", "group_by"):
             out.pop(name)
         return out
 

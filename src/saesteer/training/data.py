@@ -152,6 +152,9 @@ class ShuffledBatches:
                 f"the cache holds {self.n_train} training tokens (after holding out {self.n_eval}), "
                 f"fewer than one batch of {batch_size}"
             )
+        hold_out = getattr(source, "hold_out", None)
+        if hold_out is not None:  # a stream source keeps the held-out rows as it computes them
+            hold_out(self.train_rows)
         self.position = StreamPosition()
         self._pool_key: tuple[int, int] | None = None
         self._pool: Tensor | None = None
@@ -207,6 +210,7 @@ class ShuffledBatches:
         for index, (size, n_train) in enumerate(zip(self.source.shard_sizes, self.train_rows)):
             if n_train == size:
                 continue
-            rows = self.source.load(index)[n_train:]
+            load_rows = getattr(self.source, "load_rows", None)
+            rows = load_rows(index, n_train) if load_rows is not None else self.source.load(index)[n_train:]
             for start in range(0, rows.shape[0], batch_size):
                 yield rows[start : start + batch_size].to(torch.float32)

@@ -91,6 +91,52 @@ class EvalResult:
     dead_fraction: float
 
 
+class EvalAccumulator:
+    """Held-out metrics of one trainer's SAE, accumulated batch by batch (so a group of
+    SAEs can be evaluated from one pass over the held-out rows)."""
+
+    def __init__(self, trainer: "Trainer") -> None:
+        self.sae = trainer.sae
+        self.device = trainer.device
+        self.sae.eval()
+        d = self.sae.d_in
+        self.n = 0
+        self.l0_sum = 0.0
+        self.fired = torch.zeros(self.sae.d_sae, dtype=torch.bool, device=self.device)
+        self.sq_err = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.x_sum = torch.zeros(d, dtype=torch.float64, device=self.device)
+        self.x_sq = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    @torch.no_grad()
+    def add(self, batch: torch.Tensor) -> None:
+        x = batch.to(self.device)
+        codes = self.sae.encode(x)
+        x_hat = self.sae.decode(codes)
+        active = codes != 0
+        self.n += x.shape[0]
+        self.l0_sum += float(active.sum())
+        self.fired |= active.any(0)
+        self.sq_err += (x - x_hat).double().pow(2).sum()
+        self.x_sum += x.double().sum(0)
+        self.x_sq += x.double().pow(2).sum()
+
+    def result(self) -> EvalResult:
+        n, d = self.n, self.sae.d_in
+        if n == 0:
+            nan = float("nan")
+            return EvalResult(0, nan, nan, nan, nan, nan)
+        total_var = float(self.x_sq - self.x_sum.pow(2).sum() / n)
+        scale_sq = float(self.sae.act_scale) ** 2
+        return EvalResult(
+            n_tokens=n,
+            l0=self.l0_sum / n,
+            explained_variance=1.0 - float(self.sq_err) / total_var if total_var > 0 else float("nan"),
+            mse=float(self.sq_err) / (n * d),
+            mse_normalized=float(self.sq_err) / n / scale_sq,
+            dead_fraction=1.0 - float(self.fired.float().mean()),
+        )
+
+
 class Trainer:
     """Trains one SAE of ``arch`` with ``d_sae`` latents toward ``target_l0`` on ``source``."""
 
@@ -286,7 +332,7 @@ class Trainer:
     def train(self, max_steps: int | None = None) -> None:
         """Run (or continue) training to the end, or to ``max_steps`` total steps."""
         stop = self.n_steps if max_steps is None else min(self.n_steps, max_steps)
-        every_log, every_ckpt = self.cfg.log_every_steps, self.cfg.checkpoint_every_steps
+        every_log = self.cfg.log_every_steps
         interactive = sys.stderr.isatty()
         bar = tqdm(
             total=self.n_steps,
@@ -298,64 +344,46 @@ class Trainer:
         )
         try:
             while self.step < stop:
-                start = time.perf_counter()
-                out, x_n, lr, coef = self._train_step(self.stream.next_batch())
-                self.train_seconds += time.perf_counter() - start
-                self.step += 1
-                if self.step % every_log == 0 or self.step == self.n_steps:
-                    row = self._log_row(out, x_n, lr, coef)
-                    self.curves.append(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}")
-                    log.info(
-                        "step %d/%d loss %.5g mse %.5g l0 %.1f ev %.4f lr %.3g coef %.4g dead %.3f",
-                        self.step, self.n_steps, row["loss"], row["mse"], row["l0"],
-                        row["explained_variance"], lr, coef, row["dead_fraction"],
-                    )
-                if self.step % every_ckpt == 0 and self.step < self.n_steps:
-                    self.save_checkpoint()
+                self.advance(self.stream.next_batch())
                 bar.update(1)
+                if self.step % every_log == 0 or self.step == self.n_steps:
+                    last = self.curves[-1]
+                    bar.set_postfix(loss=f"{last['loss']:.4g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}")
                 if self.on_step is not None:
                     self.on_step(self.step)
         finally:
             bar.close()
+
+    def advance(self, batch: torch.Tensor) -> None:
+        """One training step on ``batch``, then its log row and checkpoint when due.
+
+        ``train`` feeds it this trainer's own stream; a :class:`GroupTrainer` feeds every
+        member the same batch of a shared stream.
+        """
+        start = time.perf_counter()
+        out, x_n, lr, coef = self._train_step(batch)
+        self.train_seconds += time.perf_counter() - start
+        self.step += 1
+        if self.step % self.cfg.log_every_steps == 0 or self.step == self.n_steps:
+            row = self._log_row(out, x_n, lr, coef)
+            self.curves.append(row)
+            log.info(
+                "%s L0=%d step %d/%d loss %.5g mse %.5g l0 %.1f ev %.4f lr %.3g coef %.4g dead %.3f",
+                self.arch, self.target_l0, self.step, self.n_steps, row["loss"], row["mse"], row["l0"],
+                row["explained_variance"], lr, coef, row["dead_fraction"],
+            )
+        if self.step % self.cfg.checkpoint_every_steps == 0 and self.step < self.n_steps:
+            self.save_checkpoint()
 
     # ---- evaluation ---------------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self) -> EvalResult:
         """Inference-mode metrics of the SAE (as exported) on the held-out part of the cache."""
-        self.sae.eval()
-        d = self.sae.d_in
-        n = 0
-        l0_sum = 0.0
-        fired = torch.zeros(self.sae.d_sae, dtype=torch.bool, device=self.device)
-        sq_err = torch.zeros((), dtype=torch.float64, device=self.device)
-        x_sum = torch.zeros(d, dtype=torch.float64, device=self.device)
-        x_sq = torch.zeros((), dtype=torch.float64, device=self.device)
+        acc = EvalAccumulator(self)
         for batch in self.stream.eval_batches(self.cfg.batch_size):
-            x = batch.to(self.device)
-            codes = self.sae.encode(x)
-            x_hat = self.sae.decode(codes)
-            active = codes != 0
-            n += x.shape[0]
-            l0_sum += float(active.sum())
-            fired |= active.any(0)
-            sq_err += (x - x_hat).double().pow(2).sum()
-            x_sum += x.double().sum(0)
-            x_sq += x.double().pow(2).sum()
-        if n == 0:
-            nan = float("nan")
-            return EvalResult(0, nan, nan, nan, nan, nan)
-        total_var = float(x_sq - x_sum.pow(2).sum() / n)
-        scale_sq = float(self.sae.act_scale) ** 2
-        return EvalResult(
-            n_tokens=n,
-            l0=l0_sum / n,
-            explained_variance=1.0 - float(sq_err) / total_var if total_var > 0 else float("nan"),
-            mse=float(sq_err) / (n * d),
-            mse_normalized=float(sq_err) / n / scale_sq,
-            dead_fraction=1.0 - float(fired.float().mean()),
-        )
+            acc.add(batch)
+        return acc.result()
 
     def summary(self, ev: EvalResult) -> dict[str, Any]:
         n_tokens = self.step * self.cfg.batch_size
@@ -422,8 +450,31 @@ def run_training(
     )
     trainer.train()
     evaluation = trainer.evaluate()
+    return write_outputs(
+        trainer,
+        evaluation,
+        weights_path=weights_path,
+        cfg_path=cfg_path,
+        curves_path=curves_path,
+        summary_path=summary_path,
+    )
+
+
+def write_outputs(
+    trainer: Trainer,
+    evaluation: EvalResult,
+    *,
+    weights_path: str | Path,
+    cfg_path: str | Path,
+    curves_path: str | Path,
+    summary_path: str | Path,
+    extra_summary: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a trained SAE's outputs (SAELens files, curves, summary); drop its checkpoint."""
+    cfg, target_l0 = trainer.cfg, trainer.target_l0
     summary = trainer.summary(evaluation)
-    data = source.describe()
+    summary.update(extra_summary or {})
+    data = trainer.source.describe()
     metadata: dict[str, Any] = {
         "model_name": data.get("model"),
         "hook_name": data.get("hook_name"),
@@ -442,10 +493,10 @@ def run_training(
     _write_curves(curves_path, trainer.curves)
     write_json_atomic(summary_path, summary)
     if not cfg.keep_checkpoint:
-        remove_checkpoint(checkpoint_dir)
+        remove_checkpoint(trainer.checkpoint_dir)
     log.info(
-        "done: L0 %.1f (target %d), explained variance %.4f, dead %.3f, %.0f tokens/s",
-        evaluation.l0, target_l0, evaluation.explained_variance, evaluation.dead_fraction,
+        "done %s L0=%d: L0 %.1f, explained variance %.4f, dead %.3f, %.0f tokens/s",
+        trainer.arch, target_l0, evaluation.l0, evaluation.explained_variance, evaluation.dead_fraction,
         summary["tokens_per_s"] or 0.0,
     )
     return summary

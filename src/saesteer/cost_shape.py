@@ -1,0 +1,219 @@
+"""What the workflow's shape adds to the compute: activation-cache disk and reads, LLM
+loads and job starts, per stage, for a training grouping (``training.group_by``) and a
+cache mode (``cache.mode``). docs/scaling.md explains the choices.
+
+Per model, with ``J`` training jobs (``sae``: one per SAE, ``arch``: one per architecture,
+``model``: one) and ``E = training.tokens / cache.tokens`` passes over the activations:
+
+- ``disk``: cache_activations runs the LLM once and writes the cache; every training job
+  reads ``training.tokens`` rows, plus the whole cache once more for its held-out
+  evaluation (the held-out rows are the end of every shard, and a shard is read whole), at
+  ``cost.read_gbps``. A read is counted as GPU time: the trainer's loader does not overlap
+  reading with training.
+- ``stream``: no cache on disk; every training job runs the LLM up to the hook itself, for
+  ``E`` passes (the held-out rows are kept in memory from the first pass), and loads the
+  LLM once.
+
+Every job pays ``cost.job_start_s`` (Python, torch and CUDA imports); every job that runs
+the LLM loads its weights (parameters x the stage's ``model_dtype`` bytes) at
+``cost.load_gbps``: cache_activations and prepare_eval_data once per model; eval_interp,
+steer_eval, select_features and steer_selected once per SAE (one process per SAE and
+stage); autointerp loads only the tokenizer. Compute is the FLOP estimate of
+:mod:`saesteer.cost`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from saesteer.config import grid_from_config
+from saesteer.training.config import GROUP_BY
+
+MODES = ("disk", "stream")
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+PER_SAE_LLM_STAGES = ("eval_interp", "steer_eval", "select_features", "steer_selected")
+"""Per-SAE stages whose job loads the LLM (one process, one load per SAE)."""
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    jobs: int
+    llm_loads: int
+    compute_hours: float
+    read_bytes: float
+    read_hours: float
+    load_hours: float
+    start_hours: float
+
+    @property
+    def total_hours(self) -> float:
+        return self.compute_hours + self.read_hours + self.load_hours + self.start_hours
+
+
+@dataclass(frozen=True)
+class ShapeCost:
+    group_by: str
+    mode: str
+    stages: tuple[StageCost, ...]
+    disk_bytes: float
+    """Activation caches on disk (none in stream mode)."""
+
+    def stage(self, name: str) -> StageCost:
+        return next(s for s in self.stages if s.stage == name)
+
+    @property
+    def total_hours(self) -> float:
+        return sum(s.total_hours for s in self.stages)
+
+    @property
+    def training_hours(self) -> float:
+        """Getting trained SAEs: cache_activations plus train_sae, everything included."""
+        return self.stage("cache_activations").total_hours + self.stage("train_sae").total_hours
+
+
+def _assumptions(config: dict[str, Any]) -> dict[str, float]:
+    return {"read_gbps": 1.5, "load_gbps": 1.0, "job_start_s": 10.0, **(config.get("cost") or {})}
+
+
+def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
+    grid = grid_from_config(config)
+    if group_by not in GROUP_BY:
+        raise ValueError(f"training.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+    return {"sae": len(grid.architectures) * len(grid.sparsities), "arch": len(grid.architectures), "model": 1}[group_by]
+
+
+def shape_estimate(config: dict[str, Any], group_by: str | None = None, mode: str | None = None) -> ShapeCost:
+    """Per-stage GPU-hours (compute, reads, LLM loads, job starts) for one shape; by
+    default the config's own ``training.group_by`` and ``cache.mode``."""
+    from saesteer import cost as flops
+
+    group_by = group_by or (config.get("training") or {}).get("group_by", "model")
+    mode = mode or (config.get("cache") or {}).get("mode", "disk")
+    if mode not in MODES:
+        raise ValueError(f"cache.mode must be one of {list(MODES)}, got {mode!r}")
+    a = _assumptions(config)
+    cost = {"gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, "generate_mfu": 0.15, **(config.get("cost") or {})}
+    grid = grid_from_config(config)
+    n_models = len(grid.models)
+    per_model_saes = len(grid.architectures) * len(grid.sparsities)
+    n_saes = n_models * per_model_saes
+    jobs = jobs_per_model(config, group_by)
+    models = {r.model: r for r in flops.estimate(config)}
+    passes = float(config["training"]["tokens"]) / float(config["cache"]["tokens"])
+
+    def weights(stage_block: str, spec: Any) -> float:
+        dtype = ((config.get(stage_block) or {}).get("model_dtype")) or "float32"
+        return float(spec.n_params or 0) * DTYPE_BYTES[dtype]
+
+    def load_h(n_bytes: float) -> float:
+        return n_bytes / (a["load_gbps"] * 1e9) / 3600
+
+    start_h = a["job_start_s"] / 3600
+    rows: dict[str, StageCost] = {}
+
+    # cache_activations and train_sae
+    cache_compute = cache_loads = 0.0
+    train_compute = read_bytes = train_loads = 0.0
+    disk = 0.0
+    for spec in grid.models:
+        m = models[spec.name]
+        train_compute += m.train_gpu_hours
+        if mode == "disk":
+            disk += m.cache_bytes
+            cache_compute += m.cache_gpu_hours
+            cache_loads += load_h(weights("cache", spec))
+            row_bytes = m.cache_bytes / m.cache_tokens
+            read_bytes += jobs * (float(config["training"]["tokens"]) * row_bytes + m.cache_bytes)
+        else:
+            train_compute += jobs * max(passes, 1.0) * m.cache_gpu_hours
+            train_loads += jobs * load_h(weights("cache", spec))
+    read_h = read_bytes / (a["read_gbps"] * 1e9) / 3600
+    cache_jobs = n_models if mode == "disk" else 0
+    rows["cache_activations"] = StageCost(
+        "cache_activations", cache_jobs, cache_jobs, cache_compute, 0.0, 0.0, cache_loads, cache_jobs * start_h
+    )
+    train_jobs = n_models * jobs
+    rows["train_sae"] = StageCost(
+        "train_sae", train_jobs, train_jobs if mode == "stream" else 0, train_compute, read_bytes, read_h,
+        train_loads, train_jobs * start_h,
+    )
+
+    # Evaluation stages: compute from saesteer.cost, one job per SAE (per model for prepare_eval_data).
+    eval_rows = flops._eval_hours(config, cost)
+    steer_rows = flops._steering_hours(config, cost)
+    sel_rows = flops.selection_estimate(config)
+    compute = {
+        "prepare_eval_data": sum(r[1] for r in eval_rows),
+        # eval_interp + autointerp share one FLOP figure in saesteer.cost; the LLM part is eval_interp's.
+        "eval_interp": sum(r[2] * r[3] for r in eval_rows),
+        "autointerp": 0.0,
+        "steer_eval": sum(r[2] * r[3] for r in steer_rows),
+        "select_features": sum(r.select_gpu_hours_per_sae * r.n_saes for r in sel_rows),
+        "steer_selected": sum(r.steer_gpu_hours_per_sae * r.n_saes for r in sel_rows),
+    }
+    block = {"prepare_eval_data": "eval", "eval_interp": "eval", "steer_eval": "steering",
+             "select_features": "selection", "steer_selected": "selection"}
+    for stage, hours in compute.items():
+        per_model = stage == "prepare_eval_data"
+        n_jobs = n_models if per_model else n_saes
+        loads = 0 if stage == "autointerp" else n_jobs
+        load_hours = 0.0
+        if loads:
+            load_hours = sum(load_h(weights(block[stage], spec)) for spec in grid.models) * (1 if per_model else per_model_saes)
+        rows[stage] = StageCost(stage, n_jobs, loads, hours, 0.0, 0.0, load_hours, n_jobs * start_h)
+    order = ("cache_activations", "train_sae", "prepare_eval_data", "eval_interp", "autointerp", "steer_eval",
+             "select_features", "steer_selected")
+    return ShapeCost(group_by, mode, tuple(rows[s] for s in order), disk)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def format_shape(config: dict[str, Any]) -> list[str]:
+    """The per-stage table for the config's shape, then every (cache.mode, group_by) side by side."""
+    a = _assumptions(config)
+    chosen = shape_estimate(config)
+    lines = [
+        f"Workflow shape: training.group_by {chosen.group_by}, cache.mode {chosen.mode} "
+        f"(assumed: cache reads at {a['read_gbps']:g} GB/s, LLM loads at {a['load_gbps']:g} GB/s, "
+        f"{a['job_start_s']:g} s per job start; docs/scaling.md)",
+        f"{'stage':<20}{'jobs':>6}{'LLM loads':>11}{'compute GPU-h':>15}{'cache read':>12}{'read GPU-h':>12}"
+        f"{'load GPU-h':>12}{'start GPU-h':>13}{'total GPU-h':>13}",
+    ]
+    for s in chosen.stages:
+        lines.append(
+            f"{s.stage:<20}{s.jobs:>6}{s.llm_loads:>11}{s.compute_hours:>15.2f}{_bytes(s.read_bytes):>12}"
+            f"{s.read_hours:>12.2f}{s.load_hours:>12.2f}{s.start_hours:>13.2f}{s.total_hours:>13.2f}"
+        )
+    lines += [
+        f"{'total':<20}{sum(s.jobs for s in chosen.stages):>6}{sum(s.llm_loads for s in chosen.stages):>11}"
+        f"{sum(s.compute_hours for s in chosen.stages):>15.2f}{_bytes(sum(s.read_bytes for s in chosen.stages)):>12}"
+        f"{sum(s.read_hours for s in chosen.stages):>12.2f}{sum(s.load_hours for s in chosen.stages):>12.2f}"
+        f"{sum(s.start_hours for s in chosen.stages):>13.2f}{chosen.total_hours:>13.2f}",
+        "",
+        "Every shape (training = cache_activations + train_sae, all included; * = this config; "
+        "disk/sae is the one-job-per-SAE workflow before co-training):",
+        f"{'cache.mode':<12}{'group_by':<10}{'train jobs':>11}{'cache disk':>12}{'cache read':>12}"
+        f"{'training GPU-h':>16}{'workflow GPU-h':>16}",
+    ]
+    for mode in MODES:
+        for group_by in GROUP_BY:
+            s = shape_estimate(config, group_by, mode)
+            mark = " *" if (group_by, mode) == (chosen.group_by, chosen.mode) else ""
+            lines.append(
+                f"{mode:<12}{group_by:<10}{s.stage('train_sae').jobs:>11}{_bytes(s.disk_bytes):>12}"
+                f"{_bytes(s.stage('train_sae').read_bytes):>12}{s.training_hours:>16.1f}{s.total_hours:>16.1f}{mark}"
+            )
+    lines += [
+        "Stream mode reruns the LLM in every training job: cheapest with one job per model, "
+        "costliest with one per SAE.",
+        "",
+    ]
+    return lines
