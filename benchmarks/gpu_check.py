@@ -143,16 +143,19 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
     cfg = TrainConfig.from_dict({
         "tokens": sizes.train_tokens, "batch_size": sizes.train_batch, "lr": 1e-3, "lr_warmup_steps": 5,
         "sparsity_warmup_steps": 10, "autocast_dtype": "bfloat16", "device": device.type,
-        "dead_window_tokens": max(sizes.train_batch, sizes.train_tokens // 4), "log_every_steps": 1000,
+        "dead_window_tokens": max(sizes.train_batch, sizes.train_tokens // 4),
+        "log_every_steps": max(1, sizes.train_tokens // sizes.train_batch // 8),
         "checkpoint_every_steps": 10**6, "eval_tokens": min(2048, flat.shape[0] // 4),
     })
     source = TensorSource(flat, shard_tokens=max(1024, flat.shape[0] // 4))
     trainer = Trainer(cfg, source, "topk", 32, sizes.d_sae, device=device.type)
     _, seconds = timed(device, trainer.train)
     ev = trainer.evaluate()
-    note = f"{trainer.n_steps} steps, autocast {'bf16' if device.type == 'cuda' else 'off (cpu)'}, L0 {ev.l0:.1f}, EV {ev.explained_variance:.3f}"
-    results.append(Result(name, "train", bool(torch.isfinite(torch.tensor(ev.explained_variance)) and ev.explained_variance > 0),
-                          trainer.n_steps * sizes.train_batch / seconds, seconds, note))
+    first, last = trainer.curves[0]["loss"], trainer.curves[-1]["loss"]
+    note = (f"{trainer.n_steps} steps, autocast {'bf16' if device.type == 'cuda' else 'off (cpu)'}, loss {first:.3g} -> {last:.3g}, "
+            f"L0 {ev.l0:.1f}, EV {ev.explained_variance:.3f}")
+    ok = all(map(lambda v: v == v and abs(v) != float("inf"), (first, last, ev.explained_variance))) and last < first
+    results.append(Result(name, "train", ok, trainer.n_steps * sizes.train_batch / seconds, seconds, note))
     sae = trainer.sae.to(device).eval()
 
     # splice: identity SAE == clean
