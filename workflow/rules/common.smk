@@ -29,10 +29,13 @@ GRID = grid_from_config(config)
 # time under -n). `onstart` runs after the DAG is built and before the first job, never in
 # a dry run. With --no-hooks it does not run either; a judge job then fails itself,
 # naming the variable.
-_KEY_ENV = config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
+_KEY_ENV = (
+    config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
+)
 _KEY_MISSING = bool(_KEY_ENV) and not os.environ.get(_KEY_ENV)
 JUDGE = check_judge_config(
-    config["judge"], environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None
+    config["judge"],
+    environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None,
 )
 if _KEY_MISSING:
     logger.warning(
@@ -81,13 +84,16 @@ def selection_latent_inputs(wildcards):
     """selection.latents: autointerp scores only the latents autointerp sampled (the
     criteria's candidates), read from its table; all needs nothing more."""
     if config["selection"]["latents"] == "autointerp":
-        return {"autointerp": f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/autointerp.parquet"}
+        return {
+            "autointerp": f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/autointerp.parquet"
+        }
     return {}
 
 
 def all_targets():
     targets = [
-        f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models
+        f"results/{m.name}/activations/layer-{m.layer}/manifest.json"
+        for m in GRID.models
     ]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]

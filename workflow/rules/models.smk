@@ -3,12 +3,12 @@ rule prepare_model:
     fetch a hub model into the Hugging Face cache (run where the hub is reachable)."""
     output:
         record="results/models/{model}/model.json",
-    params:
-        spec=model_entry,
-        weights_dir=lambda wildcards: f"results/models/{wildcards.model}/hf",
     log:
         "logs/{model}/prepare_model.log",
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        spec=model_entry,
+        weights_dir=lambda wildcards: f"results/models/{wildcards.model}/hf",
     script:
         "../scripts/prepare_model.py"

@@ -9,17 +9,17 @@ rule train_sae:
         cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         curves="results/{model}/{arch}/{sparsity}/training_curves.parquet",
         summary="results/{model}/{arch}/{sparsity}/train_summary.json",
-    params:
-        arch=lambda wildcards: wildcards.arch,
-        target_l0=target_l0,
-        sae=config["sae"],
-        training=config["training"],
-        checkpoint_dir=lambda wildcards: f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/checkpoints",
     log:
         "logs/{model}/{arch}/{sparsity}/train_sae.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/train_sae.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        arch=lambda wildcards: wildcards.arch,
+        target_l0=target_l0,
+        sae=config["sae"],
+        training=config["training"],
+        checkpoint_dir=lambda wildcards: f"results/{wildcards.model}/{wildcards.arch}/{wildcards.sparsity}/checkpoints",
     script:
         "../scripts/train_sae.py"
