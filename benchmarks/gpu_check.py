@@ -185,7 +185,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
     worst = max(float((scores.columns[c][latents].double() - torch.tensor(ref[c], dtype=torch.float64)).abs().max())
                 for c in SCORE_COLUMNS if c != "output_rank")
     results.append(Result(name, "selection", worst <= 2e-3, scores.stats.rows / seconds, seconds,
-                          f"{scores.stats.rows} rows (latent interventions)/s shown; max |batched - literal| {worst:.2e}"))
+                          f"tokens/s column: intervened rows/s ({scores.stats.rows} rows); max |batched - literal| {worst:.2e}"))
 
     # steering: batched == per row
     directions = torch.nn.functional.normalize(sae.W_dec.detach().float()[:8], dim=-1).to(device)
