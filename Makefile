@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report
+.PHONY: setup demo test test-models test-workflow dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
 
 setup: $(STAMP)
 
@@ -31,6 +31,23 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The workflow run for real (CI): tiny random Gemma-2 / Qwen-2.5 / Llama models
+# (src/saesteer/tiny_models.py) x 2 architectures x 1 sparsity, every rule to `all` and the
+# HTML report, in .test/ (its config: .test/config/config.yaml); then every per-SAE output
+# is checked against its schema and the aggregate must list no missing SAE. Qwen-2.5 comes
+# through `source: hub` from a local Hugging Face cache, offline.
+TEST_DIR := .test
+TEST_ENV := HF_HOME=$(abspath $(TEST_DIR))/hf-home HF_HUB_OFFLINE=1
+test-models: $(TEST_DIR)/models/manifest.json
+$(TEST_DIR)/models/manifest.json: $(STAMP) src/saesteer/tiny_models.py
+	$(PY) -m saesteer.cli tiny-models $(TEST_DIR)/models --hf-home $(TEST_DIR)/hf-home
+
+test-workflow: $(TEST_DIR)/models/manifest.json
+	$(TEST_ENV) $(SNAKEMAKE) --directory $(TEST_DIR) --cores 2
+	$(TEST_ENV) $(SNAKEMAKE) --directory $(TEST_DIR) --report results/report.html
+	test -s $(TEST_DIR)/results/report.html
+	$(PY) -m saesteer.cli check-run --directory $(TEST_DIR)
+
 # Inspect the grid without running anything.
 dryrun: setup
 	$(SNAKEMAKE) -n
@@ -42,6 +59,7 @@ cost: setup
 
 lint: setup
 	$(SNAKEMAKE) --lint
+	$(VENV)/bin/snakefmt --check Snakefile workflow
 
 bench-cache: setup
 	$(PY) benchmarks/cache_throughput.py

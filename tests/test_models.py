@@ -43,7 +43,7 @@ def test_unreachable_hub_model_fails_with_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     spec = ModelSpec(name="g", source="hub", hub_id="google/gemma-2-2b", layer=12, n_layers=26, d_model=2304)
-    with pytest.raises(ModelError, match="cannot fetch google/gemma-2-2b"):
+    with pytest.raises(ModelError, match="cannot get google/gemma-2-2b@main from the Hugging Face hub"):
         prepare_model(spec, tmp_path / "model.json", tmp_path / "hf")
 
 

@@ -66,6 +66,18 @@ def test_dry_run_of_the_demo_grid():
     assert counts["steering_vectors"] == 30 and counts["aggregate_steering_vectors"] == 1
 
 
+def test_dry_run_of_the_ci_grid():
+    """.test/ (snakemake-workflows convention: --directory .test reads .test/config/config.yaml):
+    the three tiny paper-family models x 2 architectures x 1 sparsity that CI runs for real."""
+    result = snakemake("-n", "--forceall", "--directory", ".test")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["prepare_model"] == 3 and counts["cache_activations"] == 3
+    for rule in ("train_sae", "autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected"):
+        assert counts[rule] == 6, rule
+    assert counts["aggregate"] == 1
+
+
 def test_one_sae_target_runs_only_its_chain():
     target = "results/qwen2.5-3b/gated/l0-160/sae/cfg.json"
     result = snakemake("-n", "--forceall", target)

@@ -1,5 +1,7 @@
-"""Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it) and
-`saesteer table` (what the grid's jobs have produced so far)."""
+"""Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it),
+`saesteer table` (what the grid's jobs have produced so far), `saesteer tiny-models` (the
+tiny random paper-family models of tests and CI) and `saesteer check-run` (a finished
+workflow run's outputs against their schemas)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,35 @@ def main(argv: list[str] | None = None) -> int:
         if name == "table":
             p.add_argument("--results", default="results", help="results directory (default: %(default)s)")
             p.add_argument("--csv", help="also write the full table to this CSV file")
+    tiny = sub.add_parser("tiny-models", help="write tiny random Gemma-2 / Qwen-2.5 / Llama models (tests, CI)")
+    tiny.add_argument("out_dir", help="folder receiving tiny-{family}/ model folders")
+    tiny.add_argument("--hf-home", help="also lay them out as a Hugging Face cache here (HF_HOME), for source: hub")
+    tiny.add_argument("--families", nargs="+", help="subset of gemma2 qwen2 llama (default: all)")
+    tiny.add_argument("--seed", type=int, default=0)
+    check = sub.add_parser("check-run", help="check a finished run: every per-SAE file present and valid, no missing cell")
+    check.add_argument("--directory", default=".", help="the run's working directory (default: %(default)s)")
+    check.add_argument("--configfile", dest="run_config", help="its config (default: DIRECTORY/config/config.yaml)")
     args = parser.parse_args(argv)
+    if args.command == "tiny-models":
+        import logging
+        from pathlib import Path
+
+        from saesteer.tiny_models import write_all
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        write_all(Path(args.out_dir), Path(args.hf_home) if args.hf_home else None, args.families, args.seed)
+        return 0
+    if args.command == "check-run":
+        from pathlib import Path
+
+        from saesteer.run_check import check_run
+
+        directory = Path(args.directory)
+        problems, checked = check_run(directory, Path(args.run_config) if args.run_config else directory / "config" / "config.yaml")
+        for line in problems:
+            print(f"FAIL {line}", file=sys.stderr)
+        print(f"check-run: {checked} files checked, {len(problems)} problems")
+        return 1 if problems else 0
     try:
         config = load_config(args.config, args.configfile)
     except ConfigError as exc:

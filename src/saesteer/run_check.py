@@ -1,0 +1,136 @@
+"""Checks of a finished workflow run (CI's `make test-workflow`, or a user after a run).
+
+``check_run(directory, config_path)`` looks at what the run left under
+``directory/results/`` for the grid of ``config_path`` and returns one line per problem:
+
+- per model: the prepared-model record, the activation cache manifest, the eval-data manifest;
+- per SAE: the SAELens files, and every JSON output that has a schema in
+  ``workflow/schemas/`` present and valid against it (autointerp, interp, steering score,
+  selection latent scores, selection score), each naming the SAE it belongs to; the tables
+  beside them readable and non-empty;
+- the aggregate: ``summary.json`` valid JSON whose grid has every SAE complete and whose
+  ``missing`` map is empty, and ``sae_table.parquet`` with one row per SAE, none marked
+  incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from saesteer.config import check_config, grid_from_config
+from saesteer.io import schema_violations
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+
+CELL_JSON = {
+    "autointerp.json": "autointerp.schema.json",
+    "interp.json": "interp.schema.json",
+    "steering/score.json": "steering.schema.json",
+    "selection/latent_scores.json": "selection_scores.schema.json",
+    "selection/score.json": "selection.schema.json",
+}
+"""Per-SAE JSON outputs -> their schema in workflow/schemas/."""
+
+CELL_TABLES = (
+    "autointerp.parquet",
+    "steering/generations.parquet",
+    "selection/latent_scores.parquet",
+    "selection/generations.parquet",
+)
+CELL_FILES = ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "steering/concepts.json", "selection/concepts.json")
+
+
+def _json(path: Path, problems: list[str]) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"{path}: missing")
+    except (OSError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: unreadable ({exc})")
+    return None
+
+
+def _table_rows(path: Path, problems: list[str]) -> int | None:
+    import pandas as pd
+
+    if not path.is_file():
+        problems.append(f"{path}: missing")
+        return None
+    try:
+        return len(pd.read_parquet(path))
+    except Exception as exc:  # pyarrow raises several types
+        problems.append(f"{path}: unreadable ({exc})")
+        return None
+
+
+def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
+    """(problems, number of files checked) of the run in ``directory``."""
+    directory = Path(directory)
+    config = yaml.safe_load(Path(config_path).read_text()) or {}
+    check_config(config)
+    grid = grid_from_config(config)
+    results = directory / "results"
+    problems: list[str] = []
+    checked = 0
+    for model in grid.models:
+        for rel in (
+            f"models/{model.name}/model.json",
+            f"{model.name}/activations/layer-{model.layer}/manifest.json",
+            f"{model.name}/eval_data/manifest.json",
+        ):
+            checked += 1
+            _json(results / rel, problems)
+    for cell in grid.cells():
+        base = results / cell.path
+        for rel in CELL_FILES:
+            checked += 1
+            if not (base / rel).is_file():
+                problems.append(f"{base / rel}: missing")
+        for rel in CELL_TABLES:
+            checked += 1
+            rows = _table_rows(base / rel, problems)
+            if rows == 0 and rel != "selection/generations.parquet":
+                problems.append(f"{base / rel}: no rows")
+        for rel, schema in CELL_JSON.items():
+            checked += 1
+            obj = _json(base / rel, problems)
+            if obj is None:
+                continue
+            for line in schema_violations(obj, SCHEMAS / schema):
+                problems.append(f"{base / rel}: breaks {schema}: {line}")
+            if isinstance(obj, dict):
+                for key, want in (("model", cell.model), ("arch", cell.arch), ("target_l0", cell.target_l0)):
+                    if key in obj and obj[key] != want:
+                        problems.append(f"{base / rel}: {key} is {obj[key]!r}, the cell's is {want!r}")
+    summary_dir = results / "summary"
+    checked += 1
+    summary = _json(summary_dir / "summary.json", problems)
+    if isinstance(summary, dict):
+        grid_info = summary.get("grid", {})
+        n = len(grid.cells())
+        if grid_info.get("n_saes") != n or grid_info.get("n_complete") != n:
+            problems.append(f"{summary_dir / 'summary.json'}: grid {grid_info}, expected {n} SAEs, all complete")
+        for cell, reasons in (summary.get("missing") or {}).items():
+            problems.append(f"{summary_dir / 'summary.json'}: {cell} missing {reasons}")
+    checked += 1
+    table_path = summary_dir / "sae_table.parquet"
+    if _table_rows(table_path, problems) is not None:
+        import pandas as pd
+
+        table = pd.read_parquet(table_path)
+        cells = {(r.model, r.arch, int(r.target_l0)) for r in table.itertuples()}
+        want = {(c.model, c.arch, c.target_l0) for c in grid.cells()}
+        if cells != want:
+            problems.append(f"{table_path}: cells {sorted(cells)} are not the grid's {sorted(want)}")
+        if "complete" in table and not bool(table["complete"].all()):
+            problems.append(f"{table_path}: incomplete rows {table.loc[~table['complete'], ['model', 'arch', 'target_l0']].values.tolist()}")
+    for name in ("summary.md", "rank_agreement.csv", "psi.csv", "selection.csv"):
+        checked += 1
+        path = summary_dir / name
+        if not path.is_file() or path.stat().st_size == 0:
+            problems.append(f"{path}: missing or empty")
+    return problems, checked
