@@ -20,41 +20,84 @@ rule aggregate:
     the steering scores, over all SAEs and per model / architecture / sparsity; the
     axis-conditioned psi; steering scores before and after feature selection; next to the
     paper's numbers; the set-search control, and the per-latent view (tau-b of each selection
-    score with steering across latents, input vs output score) (see src/saesteer/aggregate)."""
+    score with steering across latents, input vs output score) (see src/saesteer/aggregate).
+    """
     input:
         cells=lambda wildcards: cell_files(GRID, "results", partial=AGGREGATE.partial),
-        latents=lambda wildcards: latent_files(GRID, "results", partial=AGGREGATE.partial),
+        latents=lambda wildcards: latent_files(
+            GRID, "results", partial=AGGREGATE.partial
+        ),
     output:
-        sae_table=report(_SUMMARY["sae_table.csv"], caption="../report/sae_table.rst", category="Tables"),
+        sae_table=report(
+            _SUMMARY["sae_table.csv"],
+            caption="../report/sae_table.rst",
+            category="Tables",
+        ),
         sae_table_parquet=_SUMMARY["sae_table.parquet"],
-        rank_agreement=report(_SUMMARY["rank_agreement.csv"], caption="../report/rank_agreement.rst", category="Tables"),
+        rank_agreement=report(
+            _SUMMARY["rank_agreement.csv"],
+            caption="../report/rank_agreement.rst",
+            category="Tables",
+        ),
         rank_agreement_parquet=_SUMMARY["rank_agreement.parquet"],
         psi=report(_SUMMARY["psi.csv"], caption="../report/psi.rst", category="Tables"),
         psi_parquet=_SUMMARY["psi.parquet"],
-        selection=report(_SUMMARY["selection.csv"], caption="../report/selection.rst", category="Tables"),
+        selection=report(
+            _SUMMARY["selection.csv"],
+            caption="../report/selection.rst",
+            category="Tables",
+        ),
         selection_parquet=_SUMMARY["selection.parquet"],
-        per_latent=report(_SUMMARY["per_latent.csv"], caption="../report/per_latent.rst", category="Feature selection"),
+        per_latent=report(
+            _SUMMARY["per_latent.csv"],
+            caption="../report/per_latent.rst",
+            category="Feature selection",
+        ),
         per_latent_parquet=_SUMMARY["per_latent.parquet"],
-        latent_tau=report(_SUMMARY["latent_tau.csv"], caption="../report/latent_tau.rst", category="Feature selection"),
+        latent_tau=report(
+            _SUMMARY["latent_tau.csv"],
+            caption="../report/latent_tau.rst",
+            category="Feature selection",
+        ),
         latent_tau_parquet=_SUMMARY["latent_tau.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(
-            _SUMMARY["plots/interp_vs_steering"], caption="../report/interp_vs_steering.rst", category="Rank agreement"
+            _SUMMARY["plots/interp_vs_steering"],
+            caption="../report/interp_vs_steering.rst",
+            category="Rank agreement",
         ),
         metrics_vs_steering=report(
-            _SUMMARY["plots/metrics_vs_steering"], caption="../report/metrics_vs_steering.rst", category="Rank agreement"
+            _SUMMARY["plots/metrics_vs_steering"],
+            caption="../report/metrics_vs_steering.rst",
+            category="Rank agreement",
         ),
         tau_by_subgroup=report(
-            _SUMMARY["plots/tau_by_subgroup"], caption="../report/tau_by_subgroup.rst", category="Rank agreement"
+            _SUMMARY["plots/tau_by_subgroup"],
+            caption="../report/tau_by_subgroup.rst",
+            category="Rank agreement",
         ),
         selection_plot=report(
-            _SUMMARY["plots/selection"], caption="../report/selection_plot.rst", category="Feature selection"
+            _SUMMARY["plots/selection"],
+            caption="../report/selection_plot.rst",
+            category="Feature selection",
         ),
-        achieved_l0=report(_SUMMARY["plots/achieved_l0"], caption="../report/achieved_l0.rst", category="Training"),
+        achieved_l0=report(
+            _SUMMARY["plots/achieved_l0"],
+            caption="../report/achieved_l0.rst",
+            category="Training",
+        ),
         input_output=report(
-            _SUMMARY["plots/input_output"], caption="../report/input_output.rst", category="Feature selection"
+            _SUMMARY["plots/input_output"],
+            caption="../report/input_output.rst",
+            category="Feature selection",
         ),
+    log:
+        "logs/summary/aggregate.log",
+    benchmark:
+        "logs/benchmarks/summary/aggregate.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
     params:
         config={
             "models": config["models"],
@@ -63,11 +106,5 @@ rule aggregate:
             "judge": config.get("judge", {}),
             "aggregate": config.get("aggregate", {}),
         },
-    log:
-        "logs/summary/aggregate.log",
-    benchmark:
-        "logs/benchmarks/summary/aggregate.tsv"
-    conda:
-        "../../envs/saesteer.yaml"
     script:
         "../scripts/aggregate.py"

@@ -21,15 +21,15 @@ rule autointerp:
     output:
         table="results/{model}/{arch}/{sparsity}/autointerp.parquet",
         summary="results/{model}/{arch}/{sparsity}/autointerp.json",
-    params:
-        target_l0=target_l0,
-        eval=config["eval"],
-        judge=config["judge"],
     log:
         "logs/{model}/{arch}/{sparsity}/autointerp.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/autointerp.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        eval=config["eval"],
+        judge=config["judge"],
     script:
         "../scripts/autointerp.py"

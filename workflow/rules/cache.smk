@@ -6,15 +6,15 @@ rule cache_activations:
         model="results/models/{model}/model.json",
     output:
         manifest="results/{model}/activations/layer-{layer}/manifest.json",
-    params:
-        spec=model_entry,
-        corpus=config["corpus"],
-        cache=config["cache"],
     log:
         "logs/{model}/cache_activations.layer-{layer}.log",
     benchmark:
         "logs/benchmarks/{model}/cache_activations.layer-{layer}.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        spec=model_entry,
+        corpus=config["corpus"],
+        cache=config["cache"],
     script:
         "../scripts/cache_activations.py"

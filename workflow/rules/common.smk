@@ -16,7 +16,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 from saesteer.judges import check_judge_config  # noqa: E402
-from saesteer.training.jobs import train_job_log, train_job_members, train_job_outputs  # noqa: E402
+from saesteer.training.jobs import (
+    train_job_log,
+    train_job_members,
+    train_job_outputs,
+)  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
 # validate() fills in the schema's defaults.
@@ -32,10 +36,13 @@ TRAIN_GROUP_BY = config["training"]["group_by"]
 # time under -n). `onstart` runs after the DAG is built and before the first job, never in
 # a dry run. With --no-hooks it does not run either; a judge job then fails itself,
 # naming the variable.
-_KEY_ENV = config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
+_KEY_ENV = (
+    config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
+)
 _KEY_MISSING = bool(_KEY_ENV) and not os.environ.get(_KEY_ENV)
 JUDGE = check_judge_config(
-    config["judge"], environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None
+    config["judge"],
+    environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None,
 )
 if _KEY_MISSING:
     logger.warning(
@@ -96,14 +103,19 @@ def prompt_format(wildcards):
 def all_targets():
     targets = []
     if config["cache"]["mode"] == "disk":  # stream mode keeps no activation cache
-        targets += [f"results/{m.name}/activations/layer-{m.layer}/manifest.json" for m in GRID.models]
+        targets += [
+            f"results/{m.name}/activations/layer-{m.layer}/manifest.json"
+            for m in GRID.models
+        ]
     targets += [f"results/{c.path}/sae/cfg.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/autointerp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/interp.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/steering/score.json" for c in GRID.cells()]
     targets += [f"results/{c.path}/selection/score.json" for c in GRID.cells()]
     if STEERING_VECTORS.enabled:  # workflow/rules/steering_vectors.smk
-        targets += [f"results/{c.path}/steering_vectors/score.json" for c in GRID.cells()]
+        targets += [
+            f"results/{c.path}/steering_vectors/score.json" for c in GRID.cells()
+        ]
         targets.append("results/summary/steering_vectors/summary.md")
     # The aggregation reads every SAE's outputs: one target pulls in the whole grid, and
     # `snakemake --report` finds its tables and plots.
@@ -114,7 +126,9 @@ def all_targets():
 # ---- pretrained SAEs (workflow/rules/import.smk, docs/pretrained-saes.md)
 
 # Only the imported cells' labels ("(?!)" never matches: no pretrained entries).
-IMPORTED_SPARSITY = "|".join(re.escape(label) for label in GRID.imported_labels) or "(?!)"
+IMPORTED_SPARSITY = (
+    "|".join(re.escape(label) for label in GRID.imported_labels) or "(?!)"
+)
 
 
 def pretrained_entry(wildcards):
@@ -133,4 +147,7 @@ def pretrained_files(wildcards):
     entry = GRID.pretrained_entry(wildcards.model, wildcards.sparsity)
     if entry.source != "path":
         return {}
-    return {"cfg": f"{entry.path}/cfg.json", "weights": f"{entry.path}/sae_weights.safetensors"}
+    return {
+        "cfg": f"{entry.path}/cfg.json",
+        "weights": f"{entry.path}/sae_weights.safetensors",
+    }

@@ -11,17 +11,17 @@ rule prepare_eval_data:
         model="results/models/{model}/model.json",
     output:
         manifest="results/{model}/eval_data/manifest.json",
-    params:
-        spec=model_entry,
-        corpus=config["corpus"],
-        # Without the per-SAE autointerp keys: changing them must not rebuild the data.
-        eval=eval_data_block(config["eval"]),
     log:
         "logs/{model}/prepare_eval_data.log",
     benchmark:
         "logs/benchmarks/{model}/prepare_eval_data.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        spec=model_entry,
+        corpus=config["corpus"],
+        # Without the per-SAE autointerp keys: changing them must not rebuild the data.
+        eval=eval_data_block(config["eval"]),
     script:
         "../scripts/prepare_eval_data.py"
 
@@ -39,14 +39,14 @@ rule eval_interp:
         autointerp="results/{model}/{arch}/{sparsity}/autointerp.json",
     output:
         interp="results/{model}/{arch}/{sparsity}/interp.json",
-    params:
-        target_l0=target_l0,
-        eval=config["eval"],
     log:
         "logs/{model}/{arch}/{sparsity}/eval_interp.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/eval_interp.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        eval=config["eval"],
     script:
         "../scripts/eval_interp.py"

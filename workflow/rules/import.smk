@@ -1,6 +1,7 @@
 # Pretrained SAEs (config models[].pretrained, docs/pretrained-saes.md): each imported cell
 # gets its sae/ folder and train_summary.json from import_sae instead of train_sae.
 
+
 ruleorder: import_sae > train_sae
 
 
@@ -12,15 +13,15 @@ rule fetch_sae:
         unpack(pretrained_files),
     output:
         record="results/{model}/{arch}/{sparsity}/sae_fetch.json",
-    wildcard_constraints:
-        sparsity=IMPORTED_SPARSITY,
-    params:
-        entry=pretrained_entry,
     log:
         "logs/{model}/{arch}/{sparsity}/fetch_sae.log",
+    wildcard_constraints:
+        sparsity=IMPORTED_SPARSITY,
     localrule: True
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        entry=pretrained_entry,
     script:
         "../scripts/fetch_sae.py"
 
@@ -38,18 +39,18 @@ rule import_sae:
         weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
         cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         summary="results/{model}/{arch}/{sparsity}/train_summary.json",
+    log:
+        "logs/{model}/{arch}/{sparsity}/import_sae.log",
+    benchmark:
+        "logs/benchmarks/{model}/{arch}/{sparsity}/import_sae.tsv"
     wildcard_constraints:
         sparsity=IMPORTED_SPARSITY,
+    conda:
+        "../../envs/saesteer.yaml"
     params:
         entry=pretrained_entry,
         training=config["training"],
         layer=lambda wildcards: GRID.model(wildcards.model).layer,
         d_model=lambda wildcards: GRID.model(wildcards.model).d_model,
-    log:
-        "logs/{model}/{arch}/{sparsity}/import_sae.log",
-    benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/import_sae.tsv"
-    conda:
-        "../../envs/saesteer.yaml"
     script:
         "../scripts/import_sae.py"

@@ -20,15 +20,15 @@ rule select_features:
     output:
         table="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
         summary="results/{model}/{arch}/{sparsity}/selection/latent_scores.json",
-    params:
-        target_l0=target_l0,
-        selection=config["selection"],
     log:
         "logs/{model}/{arch}/{sparsity}/select_features.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/select_features.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        selection=config["selection"],
     script:
         "../scripts/select_features.py"
 
@@ -57,17 +57,17 @@ rule steer_selected:
         concepts="results/{model}/{arch}/{sparsity}/selection/concepts.json",
         score="results/{model}/{arch}/{sparsity}/selection/score.json",
         latents="results/{model}/{arch}/{sparsity}/selection/latents.parquet",
-    params:
-        target_l0=target_l0,
-        prompt_format=prompt_format,
-        steering=config["steering"],
-        selection=config["selection"],
-        judge=config["judge"],
     log:
         "logs/{model}/{arch}/{sparsity}/steer_selected.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/steer_selected.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        prompt_format=prompt_format,
+        steering=config["steering"],
+        selection=config["selection"],
+        judge=config["judge"],
     script:
         "../scripts/steer_selected.py"

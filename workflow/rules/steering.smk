@@ -12,13 +12,13 @@ rule steering_instructions:
     on a cluster it runs where snakemake runs, which is where the hub is reachable."""
     output:
         pool="results/steering/instructions.json",
-    params:
-        instructions=config["steering"]["instructions"],
     log:
         "logs/steering/steering_instructions.log",
     localrule: True
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        instructions=config["steering"]["instructions"],
     script:
         "../scripts/steering_instructions.py"
 
@@ -42,16 +42,16 @@ rule steer_eval:
         generations="results/{model}/{arch}/{sparsity}/steering/generations.parquet",
         concepts="results/{model}/{arch}/{sparsity}/steering/concepts.json",
         score="results/{model}/{arch}/{sparsity}/steering/score.json",
-    params:
-        target_l0=target_l0,
-        prompt_format=prompt_format,
-        steering=config["steering"],
-        judge=config["judge"],
     log:
         "logs/{model}/{arch}/{sparsity}/steer_eval.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/steer_eval.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        prompt_format=prompt_format,
+        steering=config["steering"],
+        judge=config["judge"],
     script:
         "../scripts/steer_eval.py"

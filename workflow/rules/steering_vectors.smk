@@ -14,7 +14,8 @@ rule steering_vectors:
     activation norms, encode(v) vs encode(0) (the Mayne effect), projections on every
     decoder row and a signed k-term OMP fit; each of the vector, decode(encode(v)) -
     decode(0) and the signed fit steered at the latent's norm on the factor grid, rated by
-    steer_eval's judge on its instructions and seeds (see src/saesteer/steering/vectors_job.py)."""
+    steer_eval's judge on its instructions and seeds (see src/saesteer/steering/vectors_job.py).
+    """
     input:
         # the user's vector file of this SAE (steering_vectors.vectors_file), if one is configured
         unpack(lambda w: STEERING_VECTORS.vectors_input(w.model, w.arch, w.sparsity)),
@@ -32,26 +33,31 @@ rule steering_vectors:
         concepts="results/{model}/{arch}/{sparsity}/steering_vectors/concepts.parquet",
         generations="results/{model}/{arch}/{sparsity}/steering_vectors/generations.parquet",
         vectors="results/{model}/{arch}/{sparsity}/steering_vectors/vectors.safetensors",
-    params:
-        target_l0=target_l0,
-        eval=config["eval"],
-        steering=config["steering"],
-        steering_vectors=config.get("steering_vectors", {}),
-        judge=config["judge"],
     log:
         "logs/{model}/{arch}/{sparsity}/steering_vectors.log",
     benchmark:
         "logs/benchmarks/{model}/{arch}/{sparsity}/steering_vectors.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    params:
+        target_l0=target_l0,
+        eval=config["eval"],
+        steering=config["steering"],
+        steering_vectors=config.get("steering_vectors", {}),
+        judge=config["judge"],
     script:
         "../scripts/steering_vectors.py"
 
 
 from saesteer.aggregate.steering_vectors import input_files as _sv_inputs  # noqa: E402
-from saesteer.aggregate.steering_vectors import output_paths as _sv_outputs  # noqa: E402
+from saesteer.aggregate.steering_vectors import (
+    output_paths as _sv_outputs,
+)  # noqa: E402
 
-_SV_SUMMARY = {name: str(path) for name, path in _sv_outputs("results/summary/steering_vectors").items()}
+_SV_SUMMARY = {
+    name: str(path)
+    for name, path in _sv_outputs("results/summary/steering_vectors").items()
+}
 
 
 rule aggregate_steering_vectors:
@@ -69,6 +75,12 @@ rule aggregate_steering_vectors:
         rank_agreement_parquet=_SV_SUMMARY["rank_agreement.parquet"],
         markdown=_SV_SUMMARY["summary.md"],
         plot=_SV_SUMMARY["plot"],
+    log:
+        "logs/summary/aggregate_steering_vectors.log",
+    benchmark:
+        "logs/benchmarks/summary/aggregate_steering_vectors.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
     params:
         config={
             "models": config["models"],
@@ -77,11 +89,5 @@ rule aggregate_steering_vectors:
             "judge": config.get("judge", {}),
             "aggregate": config.get("aggregate", {}),
         },
-    log:
-        "logs/summary/aggregate_steering_vectors.log",
-    benchmark:
-        "logs/benchmarks/summary/aggregate_steering_vectors.tsv"
-    conda:
-        "../../envs/saesteer.yaml"
     script:
         "../scripts/aggregate_steering_vectors.py"

@@ -11,7 +11,8 @@
 
 rule train_sae:
     """The SAEs of one training group, trained on their model's activations (cached, or
-    streamed: cache.mode) and saved in SAELens's format, each exactly as if trained alone."""
+    streamed: cache.mode) and saved in SAELens's format, each exactly as if trained alone.
+    """
     input:
         data=train_data_input,
     output:
@@ -19,6 +20,12 @@ rule train_sae:
         cfg=train_job_outputs(GRID, TRAIN_GROUP_BY, "cfg"),
         curves=train_job_outputs(GRID, TRAIN_GROUP_BY, "curves"),
         summary=train_job_outputs(GRID, TRAIN_GROUP_BY, "summary"),
+    log:
+        f"logs/{train_job_log(TRAIN_GROUP_BY)}.log",
+    benchmark:
+        f"logs/benchmarks/{train_job_log(TRAIN_GROUP_BY)}.tsv"
+    conda:
+        "../../envs/saesteer.yaml"
     params:
         members=lambda wildcards: train_job_members(GRID, TRAIN_GROUP_BY, wildcards),
         sae=config["sae"],
@@ -26,11 +33,5 @@ rule train_sae:
         cache=config["cache"],
         corpus=config["corpus"],
         model=model_entry,
-    log:
-        f"logs/{train_job_log(TRAIN_GROUP_BY)}.log",
-    benchmark:
-        f"logs/benchmarks/{train_job_log(TRAIN_GROUP_BY)}.tsv"
-    conda:
-        "../../envs/saesteer.yaml"
     script:
         "../scripts/train_sae.py"
