@@ -40,7 +40,11 @@ CELL_TABLES = (
     "steering/generations.parquet",
     "selection/latent_scores.parquet",
     "selection/generations.parquet",
+    "selection/latents.parquet",
 )
+VECTORS_JSON = {"steering_vectors/score.json": "steering_vectors.schema.json"}
+VECTORS_TABLES = ("steering_vectors/concepts.parquet", "steering_vectors/generations.parquet")
+"""Checked only where steering_vectors.enabled (rule steering_vectors)."""
 CELL_FILES = ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "steering/concepts.json", "selection/concepts.json")
 
 
@@ -84,18 +88,21 @@ def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
         ):
             checked += 1
             _json(results / rel, problems)
+    vectors = bool((config.get("steering_vectors") or {}).get("enabled"))
+    cell_json = {**CELL_JSON, **(VECTORS_JSON if vectors else {})}
+    cell_tables = CELL_TABLES + (VECTORS_TABLES if vectors else ())
     for cell in grid.cells():
         base = results / cell.path
         for rel in CELL_FILES:
             checked += 1
             if not (base / rel).is_file():
                 problems.append(f"{base / rel}: missing")
-        for rel in CELL_TABLES:
+        for rel in cell_tables:
             checked += 1
             rows = _table_rows(base / rel, problems)
             if rows == 0 and rel != "selection/generations.parquet":
                 problems.append(f"{base / rel}: no rows")
-        for rel, schema in CELL_JSON.items():
+        for rel, schema in cell_json.items():
             checked += 1
             obj = _json(base / rel, problems)
             if obj is None:
@@ -128,7 +135,10 @@ def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
             problems.append(f"{table_path}: cells {sorted(cells)} are not the grid's {sorted(want)}")
         if "complete" in table and not bool(table["complete"].all()):
             problems.append(f"{table_path}: incomplete rows {table.loc[~table['complete'], ['model', 'arch', 'target_l0']].values.tolist()}")
-    for name in ("summary.md", "rank_agreement.csv", "psi.csv", "selection.csv"):
+    names = ["summary.md", "rank_agreement.csv", "psi.csv", "selection.csv"]
+    if vectors:
+        names.append("steering_vectors/summary.md")
+    for name in names:
         checked += 1
         path = summary_dir / name
         if not path.is_file() or path.stat().st_size == 0:
