@@ -138,3 +138,64 @@ def test_readme_is_short_and_keeps_the_two_commands():
         assert f"docs/{doc}.md" in text, doc
     for doc in (REPO / "docs").glob("*.md"):
         assert f"docs/{doc.name}" in text, f"README does not link docs/{doc.name}"
+
+
+def test_config_readme_is_the_generated_reference():
+    from saesteer.config_docs import render
+
+    committed = (REPO / "config" / "README.md").read_text()
+    assert committed == render(), (
+        "config/README.md differs from the schema: run `saesteer config-docs --output config/README.md`"
+    )
+
+
+def _schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
+    """Every property path of the schema, found independently of saesteer.config_docs."""
+    def deref(n):
+        while isinstance(n, dict) and "$ref" in n:
+            target = schema
+            for part in n["$ref"][2:].split("/"):
+                target = target[part]
+            n = {**target, **{k: v for k, v in n.items() if k != "$ref"}}
+        return n
+
+    node = deref(node)
+    props = dict(node.get("properties", {}))
+    for alt in node.get("oneOf", []):
+        props.update(deref(alt).get("properties", {}))
+    out = set()
+    for name, child in props.items():
+        child = deref(child)
+        path = prefix + name
+        out.add(path)
+        if child.get("type") == "array" and isinstance(child.get("items"), dict):
+            out |= _schema_keys(child["items"], schema, path + "[].")
+        else:
+            out |= _schema_keys(child, schema, path + ".")
+    return out
+
+
+def test_config_readme_documents_every_schema_key_with_its_default():
+    import yaml
+
+    from saesteer.config_docs import render
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = _schema_keys(schema, schema)
+    assert {"models[].prompt_format", "training.aux_k", "steering.instructions.source", "aggregate.probing_k"} <= keys
+    rows = {}
+    for line in (REPO / "config" / "README.md").read_text().splitlines():
+        m = re.match(r"^\| `([^`]+)` \| (.*?) \| (.*?) \| (.*) \|$", line)
+        if m:
+            rows[m.group(1)] = m.groups()[1:]
+    missing = sorted(keys - set(rows))
+    assert not missing, f"config/README.md lacks schema key(s) {missing}"
+    for key, (_, default, meaning) in rows.items():
+        assert meaning.strip(), f"config/README.md: {key} has no meaning (add a description to the schema)"
+    # a schema default shows up verbatim; a changed default changes the reference
+    assert rows["steering.n_concepts"][1] == "`100`"
+    assert rows["selection.prompt"][1] == "`From my experience,`"
+    # a schema without a description is refused, naming the key
+    schema["properties"]["sae"]["properties"]["dict_size"].pop("description")
+    with pytest.raises(ValueError, match="sae.dict_size"):
+        render(schema)

@@ -1,5 +1,6 @@
-"""Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it) and
-`saesteer table` (what the grid's jobs have produced so far)."""
+"""Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it),
+`saesteer table` (what the grid's jobs have produced so far) and `saesteer config-docs`
+(config/README.md, generated from the config schema)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "table":
             p.add_argument("--results", default="results", help="results directory (default: %(default)s)")
             p.add_argument("--csv", help="also write the full table to this CSV file")
+    docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
+    docs.add_argument("--output", help="write it to this file instead of stdout")
     args = parser.parse_args(argv)
+    if args.command == "config-docs":
+        from saesteer.config_docs import render, write
+
+        if args.output:
+            write(args.output)
+        else:
+            sys.stdout.write(render())
+        return 0
     try:
         config = load_config(args.config, args.configfile)
     except ConfigError as exc:
