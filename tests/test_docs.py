@@ -199,3 +199,14 @@ def test_config_readme_documents_every_schema_key_with_its_default():
     schema["properties"]["sae"]["properties"]["dict_size"].pop("description")
     with pytest.raises(ValueError, match="sae.dict_size"):
         render(schema)
+
+
+def test_config_docs_cli_writes_the_reference(tmp_path, capsys):
+    from saesteer.cli import main
+    from saesteer.config_docs import render
+
+    out = tmp_path / "README.md"
+    assert main(["config-docs", "--output", str(out)]) == 0
+    assert out.read_text() == render()
+    assert main(["config-docs"]) == 0
+    assert capsys.readouterr().out == render()
