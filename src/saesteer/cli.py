@@ -1,7 +1,8 @@
 """Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it),
 `saesteer table` (what the grid's jobs have produced so far), `saesteer tiny-models` (the
-tiny random paper-family models of tests and CI) and `saesteer check-run` (a finished
-workflow run's outputs against their schemas)."""
+tiny random paper-family models of tests and CI), `saesteer check-run` (a finished
+workflow run's outputs against their schemas) and `saesteer config-docs` (config/README.md,
+generated from the config schema)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-run", help="check a finished run: every per-SAE file present and valid, no missing cell")
     check.add_argument("--directory", default=".", help="the run's working directory (default: %(default)s)")
     check.add_argument("--configfile", dest="run_config", help="its config (default: DIRECTORY/config/config.yaml)")
+    docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
+    docs.add_argument("--output", help="write it to this file instead of stdout")
     args = parser.parse_args(argv)
     if args.command == "tiny-models":
         import logging
@@ -55,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {line}", file=sys.stderr)
         print(f"check-run: {checked} files checked, {len(problems)} problems")
         return 1 if problems else 0
+    if args.command == "config-docs":
+        from saesteer.config_docs import render, write
+
+        if args.output:
+            write(args.output)
+        else:
+            sys.stdout.write(render())
+        return 0
     try:
         config = load_config(args.config, args.configfile)
     except ConfigError as exc:
