@@ -73,7 +73,8 @@ def test_dry_run_of_the_ci_grid():
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert counts["prepare_model"] == 3 and counts["cache_activations"] == 3
-    for rule in ("train_sae", "autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected"):
+    assert counts["train_sae"] == 3  # training.group_by: model, one co-training job per model
+    for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected", "steering_vectors"):
         assert counts[rule] == 6, rule
     assert counts["aggregate"] == 1
 
