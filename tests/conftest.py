@@ -47,6 +47,16 @@ def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> Llam
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny tensors stall when threads oversubscribe a shared
+    machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_model() -> LlamaForCausalLM:
     return make_tiny_llama()
 

@@ -41,13 +41,7 @@ from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- constructed data ----------------------------------------------------------------------

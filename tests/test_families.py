@@ -56,13 +56,7 @@ SPLICE_ATOL = 1e-4  # identity-SAE splice vs clean: final hidden, CE and KL per 
 SELECTION_ATOL = 2e-4  # batched vs per-latent selection scores (rtol 1e-4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _MODELS: dict[str, torch.nn.Module] = {}

@@ -54,13 +54,7 @@ LAYER = 2
 HOOK = f"blocks.{LAYER}.hook_resid_post"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sharp_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -23,12 +23,7 @@ from saesteer.steering.vectors import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def orthonormal_sae(d: int = 32, seed: int = 0):
