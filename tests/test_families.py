@@ -30,7 +30,7 @@ from saesteer.cache.capture import ResidualCapture, decoder_layers
 from saesteer.evals.core import splice_scores
 from saesteer.evals.splice import (
     UpperRunner,
-    _base_model,
+    base_model,
     check_head,
     head_logits,
     linear_unembedding,
@@ -113,7 +113,7 @@ def test_gemma2_soft_caps_and_sliding_window_bind():
     ids = long_ids()
     with torch.inference_mode():
         base = model(input_ids=ids).logits
-        hidden = _base_model(model)(input_ids=ids).last_hidden_state
+        hidden = base_model(model)(input_ids=ids).last_hidden_state
         raw = model.get_output_embeddings()(hidden)
         assert (raw - base).abs().max() > 1.0  # the final soft-cap changes logits by more than 1
         for key, value in (("attn_logit_softcapping", None), ("sliding_window", 4096)):
@@ -146,7 +146,7 @@ def test_logits_from_the_final_hidden_state_equal_the_models(family):
     model = tiny(family)
     ids = long_ids()
     with torch.inference_mode():
-        hidden = _base_model(model)(input_ids=ids).last_hidden_state
+        hidden = base_model(model)(input_ids=ids).last_hidden_state
         gap = check_head(model, ids, hidden, tol=HEAD_ATOL)
         assert gap <= HEAD_ATOL, (family, gap)
         want = model(input_ids=ids).logits
@@ -170,7 +170,7 @@ def test_identity_sae_spliced_in_equals_the_clean_model(family):
         assert (recon - resid).abs().max().item() == 0.0
         runner = UpperRunner(model, LAYER)
         clean = runner(ids, resid)
-        plain = _base_model(model)(input_ids=ids).last_hidden_state
+        plain = base_model(model)(input_ids=ids).last_hidden_state
         assert (clean - plain).abs().max().item() <= SPLICE_ATOL, family
         spliced = runner(ids, recon)
         zeroed = resid.clone()

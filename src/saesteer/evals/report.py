@@ -115,7 +115,8 @@ def load_model_only(model_json: Path, dtype: str, device: str) -> torch.nn.Modul
     """The prepared LLM without its tokenizer (the per-SAE stage needs only stored tokens)."""
     from transformers import AutoModelForCausalLM
 
-    from saesteer.models import TORCH_DTYPES, ModelError, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import TORCH_DTYPES, ModelError
 
     try:
         local_dir = json.loads(Path(model_json).read_text())["local_dir"]

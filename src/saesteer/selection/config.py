@@ -41,6 +41,11 @@ ARAD_PROMPT = "From my experience,"
 """The neutral prompt of Arad et al.'s code (and of the paper's Delta Token Confidence)."""
 
 
+class SelectionError(RuntimeError):
+    """Feature selection cannot run on these inputs (scores, sets or the selected steering):
+    the message names the file or field and why."""
+
+
 class SelectionConfigError(ValueError):
     """The ``selection`` block is inconsistent; the message names the field."""
 

@@ -157,7 +157,8 @@ def run_select_features(
     (without it the input_score column stays null). ``lm``/``tokenizer`` override the ones of
     ``model_json`` (tests)."""
     from saesteer.evals.report import load_sae
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
     from saesteer.steering.evaluate import SteeringError, hook_layer
 

@@ -237,11 +237,12 @@ def run_steering_vectors(
     """The workflow's per-SAE job; ``lm``/``tokenizer``/``judge`` override the configured ones (tests)."""
     from safetensors.torch import save_file
 
-    from saesteer.evals.autointerp import ContextSource, _check_autointerp_data
+    from saesteer.evals.autointerp import ContextSource, check_autointerp_data
     from saesteer.evals.report import open_sae_eval
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
-    from saesteer.steering.evaluate import _steering_judge, hook_layer
+    from saesteer.steering.evaluate import steering_judge, hook_layer
     from saesteer.steering.generate import SteeringModel
     from saesteer.steering.instructions import read_instruction_pool
 
@@ -254,7 +255,7 @@ def run_steering_vectors(
     if not latent_concepts:
         raise VectorsJobError(f"{steering_concepts}: steer_eval steered no concept")
     ecfg, sae, sae_cfg, data = open_sae_eval(Path(sae_dir), Path(eval_dir), dict(eval_cfg), threads)
-    _check_autointerp_data(data, ecfg)
+    check_autointerp_data(data, ecfg)
     layer = hook_layer(sae_cfg)
     device = resolve_device(vcfg.device)
     sae = sae.to(device)
@@ -311,7 +312,7 @@ def run_steering_vectors(
     if lm is None or tokenizer is None:
         lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(gen_device))
     own_judge = judge is None
-    judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
+    judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
     # steer_eval's prompt format (recorded in its score.json): the paired comparison needs the
     # same prompts, so the vectors are steered in whatever format the latents were.
     prompt_format = str(base["generation"]["prompt_format"])

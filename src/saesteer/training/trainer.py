@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from saesteer.devices import resolve_device
 from saesteer.io import atomic_path, sha256_json, write_json_atomic
 from saesteer.sae.base import BaseSAE, LossOutput, StepContext
 from saesteer.sae.registry import build_sae
@@ -45,15 +46,6 @@ StepHook = Callable[[int], None]
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"training.device is {name!r} but CUDA is not available here")
-    return device
 
 
 def lr_at(step: int, n_steps: int, cfg: TrainConfig) -> float:
@@ -155,7 +147,7 @@ class Trainer:
         self.source = source
         self.arch = arch
         self.target_l0 = int(target_l0)
-        self.device = resolve_device(device or cfg.device)
+        self.device = resolve_device(device or cfg.device, "training.device")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.on_step = on_step
         self.n_steps = cfg.n_steps
