@@ -72,6 +72,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
+from saesteer.schemas import schema_path
 from saesteer.evals.config import AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
@@ -92,7 +93,7 @@ from saesteer.sae.base import BaseSAE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "autointerp.schema.json"
+SCHEMA_PATH = schema_path("autointerp.schema.json")
 AUTOINTERP_VERSION = 2
 """2: SAEBench's random-excerpt labels, global-max highlighting and unparsed exclusion by
 default; the protocol options and the judge's templates and settings are recorded."""

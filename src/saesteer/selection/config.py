@@ -1,4 +1,4 @@
-"""The config's ``selection`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``selection`` block as dataclasses (defaults = src/saesteer/schemas/config.schema.yaml).
 
 Per-latent feature-selection scores (docs/method.md, "Feature selection"), computed on one
 neutral prompt at its last position:

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
@@ -61,7 +62,7 @@ from saesteer.steering.score import STEERED, concept_scores
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "selection.schema.json"
+SCHEMA_PATH = schema_path("selection.schema.json")
 SELECTION_VERSION = 1
 
 

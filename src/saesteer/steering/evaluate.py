@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     Judge,
@@ -65,7 +66,7 @@ from saesteer.steering.score import STEERED, concept_scores, sae_scores
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "steering.schema.json"
+SCHEMA_PATH = schema_path("steering.schema.json")
 STEERING_VERSION = 1
 
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import PARQUET_SCHEMA as STEERING_PARQUET_SCHEMA
@@ -52,7 +53,7 @@ from saesteer.steering.vectors_config import SteeringVectorsConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "steering_vectors.schema.json"
+SCHEMA_PATH = schema_path("steering_vectors.schema.json")
 VECTORS_VERSION = 1
 LATENT = "latent"
 """The SAE latent's own steering (steer_eval), the reference every method is set beside."""
