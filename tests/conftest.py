@@ -46,6 +46,46 @@ def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> Llam
     return LlamaForCausalLM(config).eval()
 
 
+def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vector=None) -> list[int]:
+    """transformers' own greedy generate on one unpadded prompt (eos = pad = 1), with an optional
+    hook adding ``vector`` to block ``layer``'s output: the reference for the batched, padded,
+    KV-cached steered generation. The new tokens, up to the first eos."""
+    from saesteer.cache.capture import decoder_layers
+
+    handle = None
+    if vector is not None:
+
+        def hook(module, args, output):
+            if isinstance(output, tuple):
+                return (output[0] + vector, *output[1:])
+            return output + vector
+
+        handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        out = model.generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
+        )
+    finally:
+        if handle is not None:
+            handle.remove()
+    new = out[0, len(ids) :].tolist()
+    return new[: new.index(1)] if 1 in new else new
+
+
+def tiny_eval_block(n_latents: int) -> dict[str, Any]:
+    """An ``eval`` config block small enough for the tiny Llama and the char tokenizer, with
+    ``n_latents`` sampled autointerp latents."""
+    return {
+        "device": "cpu",
+        "batch_size": 4,
+        "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
+        "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
+        "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
+        "autointerp": {"n_contexts": 40, "n_latents": n_latents, "buffer": 4, "dead_latent_threshold": 3},
+    }
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: tiny tensors stall when threads oversubscribe a shared

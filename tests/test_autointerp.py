@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import tiny_eval_block
 from saesteer.evals.autointerp import (
     PARQUET_SCHEMA,
     ContextSource,
@@ -394,14 +395,7 @@ def _corpus(tmp_path: Path) -> dict:
     }
 
 
-EVAL_BLOCK = {
-    "device": "cpu",
-    "batch_size": 4,
-    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
-    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
-    "autointerp": {"n_contexts": 40, "n_latents": 16, "buffer": 4, "dead_latent_threshold": 3},
-}
+EVAL_BLOCK = tiny_eval_block(n_latents=16)
 X = 3 + ord("x")  # the char tokenizer's id of "x"
 
 

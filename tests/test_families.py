@@ -25,8 +25,8 @@ import copy
 import pytest
 import torch
 
-from conftest import TINY_VOCAB, CharTokenizer
-from saesteer.cache.capture import ResidualCapture, decoder_layers
+from conftest import TINY_VOCAB, CharTokenizer, hf_generate
+from saesteer.cache.capture import ResidualCapture
 from saesteer.evals.core import splice_scores
 from saesteer.evals.splice import (
     UpperRunner,
@@ -234,30 +234,6 @@ PROMPTS = [
 ]
 
 
-def hf_greedy(model, ids, max_new_tokens, vector=None):
-    """transformers' own greedy generate on one unpadded prompt, with an optional hook adding
-    ``vector`` to block LAYER's output."""
-    handle = None
-    if vector is not None:
-
-        def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + vector, *output[1:])
-            return output + vector
-
-        handle = decoder_layers(model)[LAYER].register_forward_hook(hook)
-    try:
-        out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
-        )
-    finally:
-        if handle is not None:
-            handle.remove()
-    new = out[0, len(ids) :].tolist()
-    return new[: new.index(1)] if 1 in new else new
-
-
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_batched_steered_generation_equals_the_per_row_path(family):
     """Left-padded batches of prompts up to four sliding windows long, each row with its own
@@ -282,6 +258,6 @@ def test_batched_steered_generation_equals_the_per_row_path(family):
     greedy, _ = steer.generate(rows, directions, max_new_tokens=new, temperature=0.0, batch_size=len(rows))
     for row, g in zip(rows, greedy):
         vector = row.coef * directions[row.direction] if row.direction >= 0 else None
-        assert g.token_ids == hf_greedy(model, list(row.prompt_ids), new, vector), family
+        assert g.token_ids == hf_generate(model, list(row.prompt_ids), new, layer=LAYER, vector=vector), family
     plain, _ = steer.generate([GenRow(r.prompt_ids) for r in rows], None, max_new_tokens=new, temperature=0.0, batch_size=8)
     assert any(p.token_ids != g.token_ids for p, g in zip(plain, greedy))  # the steering does something

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -187,14 +188,7 @@ def test_vector_file_is_validated_with_errors_naming_the_tensor(tmp_path):
 # ---- the per-SAE job on the tiny model ---------------------------------------------------------------
 
 X = 3 + ord("x")  # the char tokenizer's id of "x"
-EVAL_BLOCK = {
-    "device": "cpu",
-    "batch_size": 4,
-    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
-    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
-    "autointerp": {"n_contexts": 40, "n_latents": 6, "buffer": 4, "dead_latent_threshold": 3},
-}
+EVAL_BLOCK = tiny_eval_block(n_latents=6)
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
 
 
