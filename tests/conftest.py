@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,21 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vecto
             handle.remove()
     new = out[0, len(ids) :].tolist()
     return new[: new.index(1)] if 1 in new else new
+
+
+def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any]:
+    """A two-source local-files corpus (prose and code, 200 documents each, written under
+    ``tmp_path``) for the char tokenizer; ``fox_prefix`` goes before the fox's number."""
+    for name, template in (("prose", "Once upon a time {i} a fox named " + fox_prefix + "{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
+    return {
+        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
+        "context_length": 32,
+        "heldout_fraction": 0.3,
+        "seed": 0,
+    }
 
 
 def tiny_eval_block(n_latents: int) -> dict[str, Any]:

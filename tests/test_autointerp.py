@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import tiny_eval_block
+from conftest import prose_and_code_corpus, tiny_eval_block
 from saesteer.evals.autointerp import (
     PARQUET_SCHEMA,
     ContextSource,
@@ -379,22 +379,6 @@ def test_reference_model_must_be_a_model_of_the_grid():
     assert reference_model_input({"kind": "llm"}, ["gemma-2-2b"]) == {}
 
 
-def _corpus(tmp_path: Path) -> dict:
-    for name, template in (("prose", "Once upon a time {i} a fox named {i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [
-            {"kind": "local_files", "name": "prose", "path": str(tmp_path / "prose")},
-            {"kind": "local_files", "name": "code", "path": str(tmp_path / "code")},
-        ],
-        "context_length": 32,
-        "heldout_fraction": 0.3,
-        "seed": 0,
-    }
-
-
 EVAL_BLOCK = tiny_eval_block(n_latents=16)
 X = 3 + ord("x")  # the char tokenizer's id of "x"
 
@@ -412,7 +396,7 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
     manifest = build_eval_data(
-        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path),
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path),
         cfg=EvalConfig.from_config(EVAL_BLOCK), out_dir=tmp_path / "eval_data",
     )
     assert manifest["autointerp"]["core_contexts"] == 6 and manifest["autointerp"]["extra_contexts"] == 34

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_eval_block
+from conftest import prose_and_code_corpus, tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -192,19 +192,6 @@ EVAL_BLOCK = tiny_eval_block(n_latents=6)
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
 
 
-def _corpus(tmp_path):
-    import json
-
-    for name, template in (("prose", "Once upon a time {i} a fox named x{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
-        "context_length": 32, "heldout_fraction": 0.3, "seed": 0,
-    }
-
-
 @pytest.fixture(scope="module")
 def minilm():
     try:
@@ -247,7 +234,7 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     model.save_pretrained(local)
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local), "hook_name": "blocks.1.hook_resid_post"}))
-    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path), cfg=EvalConfig.from_config(EVAL_BLOCK),
+    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path, fox_prefix="x"), cfg=EvalConfig.from_config(EVAL_BLOCK),
                     out_dir=tmp_path / "eval_data")
     torch.manual_seed(0)
     sae = build_sae("relu", 32, 16, target_l0=4)

@@ -494,6 +494,16 @@ def write_outputs(
     return summary
 
 
+def job_settings(training: Mapping[str, Any] | None, sae: Mapping[str, Any], threads: int | None) -> tuple[TrainConfig, int]:
+    """The training entry points' common start: torch's CPU thread count (``threads``, if set),
+    the ``training`` block as a :class:`TrainConfig`, and the ``sae`` block's ``dict_size``."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    if "dict_size" not in sae:
+        raise ValueError("the sae config block needs dict_size")
+    return TrainConfig.from_dict(dict(training or {})), int(sae["dict_size"])
+
+
 def train_sae(
     cache: str | Path,
     arch: str,
@@ -516,17 +526,13 @@ def train_sae(
     its ``sae`` block (``dict_size``). ``device`` overrides ``training.device`` (e.g. a
     Snakemake resource); ``threads`` sets torch's CPU thread count.
     """
-    if threads:
-        torch.set_num_threads(int(threads))
-    if "dict_size" not in sae:
-        raise ValueError("the sae config block needs dict_size")
-    cfg = TrainConfig.from_dict(dict(training or {}))
+    cfg, dict_size = job_settings(training, sae, threads)
     return run_training(
         CacheSource(str(cache)),
         arch,
         int(target_l0),
         cfg,
-        int(sae["dict_size"]),
+        dict_size,
         weights_path=weights_path,
         cfg_path=cfg_path,
         curves_path=curves_path,
