@@ -89,6 +89,26 @@ def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any
     }
 
 
+def assert_schema_block_matches(cls: type, block: dict[str, Any], where: str, skip: tuple[str, ...] = (), defaults: bool = True) -> None:
+    """The config schema's ``block`` allows exactly the fields of the dataclass ``cls``
+    (``additionalProperties: false``, the same keys) and, with ``defaults``, gives each field
+    the dataclass default as its ``default`` (tuples as lists); fields in ``skip`` (nested
+    blocks) are not compared. ``where`` names the block in a failure."""
+    import dataclasses
+
+    props = block["properties"]
+    assert block["additionalProperties"] is False, where
+    assert set(props) == {f.name for f in dataclasses.fields(cls)}, where
+    if not defaults:
+        return
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        value = getattr(instance, f.name)
+        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{where}.{f.name}"
+
+
 def tiny_eval_block(n_latents: int) -> dict[str, Any]:
     """An ``eval`` config block small enough for the tiny Llama and the char tokenizer, with
     ``n_latents`` sampled autointerp latents."""

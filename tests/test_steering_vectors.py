@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import prose_and_code_corpus, tiny_eval_block
+from conftest import assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -326,18 +326,10 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
 
 
 def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_field():
-    import dataclasses
-
     from saesteer.config import load_schema
     from saesteer.steering.vectors_config import SteeringVectorsConfig, VectorsConfigError
 
-    block = load_schema()["properties"]["steering_vectors"]
-    props = block["properties"]
-    assert block["additionalProperties"] is False
-    assert set(props) == {f.name for f in dataclasses.fields(SteeringVectorsConfig)}
-    for f in dataclasses.fields(SteeringVectorsConfig):
-        value = getattr(SteeringVectorsConfig(), f.name)
-        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f.name
+    assert_schema_block_matches(SteeringVectorsConfig, load_schema()["properties"]["steering_vectors"], "steering_vectors")
     for bad, field in (({"methods": ["mean"]}, "methods"), ({"fit_k": 0}, "fit_k"), ({"min_activation_frac": 2}, "min_activation_frac"),
                        ({"enabled": "maybe"}, "enabled"), ({"nope": 1}, "unknown keys")):
         with pytest.raises(VectorsConfigError, match=field):
