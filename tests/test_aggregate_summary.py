@@ -4,7 +4,6 @@ files written here), its config block, and the aggregate rule's --config syntax.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import statistics
@@ -16,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import assert_schema_block_matches
 from saesteer.aggregate import AggregateConfig, AggregateConfigError
 from saesteer.aggregate.collect import INTERP_SCHEMA, SELECTION_SCHEMA, STEERING_SCHEMA, cell_files, collect
 from saesteer.aggregate.job import output_paths, run_aggregate
@@ -213,14 +213,7 @@ def test_fake_files_match_the_real_schemas():
 
 
 def test_schema_aggregate_keys_match_aggregate_config():
-    block = load_schema()["properties"]["aggregate"]
-    props = block["properties"]
-    assert block["additionalProperties"] is False
-    assert set(props) == {f.name for f in dataclasses.fields(AggregateConfig)}
-    default = AggregateConfig()
-    for f in dataclasses.fields(AggregateConfig):
-        value = getattr(default, f.name)
-        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f.name
+    assert_schema_block_matches(AggregateConfig, load_schema()["properties"]["aggregate"], "aggregate")
 
 
 def test_aggregate_config_is_strict_and_names_the_field():

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import prose_and_code_corpus, tiny_eval_block
 from saesteer.evals.autointerp import (
     PARQUET_SCHEMA,
     ContextSource,
@@ -41,13 +42,7 @@ from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- constructed data ----------------------------------------------------------------------
@@ -384,30 +379,7 @@ def test_reference_model_must_be_a_model_of_the_grid():
     assert reference_model_input({"kind": "llm"}, ["gemma-2-2b"]) == {}
 
 
-def _corpus(tmp_path: Path) -> dict:
-    for name, template in (("prose", "Once upon a time {i} a fox named {i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [
-            {"kind": "local_files", "name": "prose", "path": str(tmp_path / "prose")},
-            {"kind": "local_files", "name": "code", "path": str(tmp_path / "code")},
-        ],
-        "context_length": 32,
-        "heldout_fraction": 0.3,
-        "seed": 0,
-    }
-
-
-EVAL_BLOCK = {
-    "device": "cpu",
-    "batch_size": 4,
-    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
-    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
-    "autointerp": {"n_contexts": 40, "n_latents": 16, "buffer": 4, "dead_latent_threshold": 3},
-}
+EVAL_BLOCK = tiny_eval_block(n_latents=16)
 X = 3 + ord("x")  # the char tokenizer's id of "x"
 
 
@@ -424,7 +396,7 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
     manifest = build_eval_data(
-        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path),
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path),
         cfg=EvalConfig.from_config(EVAL_BLOCK), out_dir=tmp_path / "eval_data",
     )
     assert manifest["autointerp"]["core_contexts"] == 6 and manifest["autointerp"]["extra_contexts"] == 34

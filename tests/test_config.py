@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import assert_schema_block_matches
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +91,6 @@ def test_schema_training_keys_match_train_config():
 
 def test_schema_judge_keys_match_judge_config():
     """JudgeConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
-    import dataclasses
-
     from saesteer.config import load_schema
     from saesteer.judges import JudgeConfig, LLMJudgeConfig, OfflineJudgeConfig
 
@@ -100,15 +99,7 @@ def test_schema_judge_keys_match_judge_config():
     sections = {None: (JudgeConfig, judge), "llm": (LLMJudgeConfig, judge["properties"]["llm"]),
                 "offline": (OfflineJudgeConfig, judge["properties"]["offline"])}
     for name, (cls, block) in sections.items():
-        props = block["properties"]
-        assert block["additionalProperties"] is False, name
-        assert set(props) == {f.name for f in dataclasses.fields(cls)}, name
-        instance = cls()
-        for f in dataclasses.fields(cls):
-            if f.name in sections:
-                continue
-            value = getattr(instance, f.name)
-            assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{name}.{f.name}"
+        assert_schema_block_matches(cls, block, str(name), skip=tuple(n for n in sections if n))
 
 
 def test_both_configs_have_a_judge_the_judge_layer_accepts(paper):
@@ -123,8 +114,6 @@ def test_both_configs_have_a_judge_the_judge_layer_accepts(paper):
 
 def test_schema_steering_keys_match_steering_config():
     """SteeringConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
-    import dataclasses
-
     from saesteer.config import load_schema
     from saesteer.steering.config import ConceptSpec, InstructionsConfig, SteeringConfig
 
@@ -133,17 +122,7 @@ def test_schema_steering_keys_match_steering_config():
     sections = {None: (SteeringConfig, steering), "instructions": (InstructionsConfig, steering["properties"]["instructions"]),
                 "concepts": (ConceptSpec, concept_item)}
     for name, (cls, block) in sections.items():
-        props = block["properties"]
-        assert block["additionalProperties"] is False, name
-        assert set(props) == {f.name for f in dataclasses.fields(cls)}, name
-        if cls is ConceptSpec:
-            continue
-        instance = cls()
-        for f in dataclasses.fields(cls):
-            if f.name == "instructions":
-                continue
-            value = getattr(instance, f.name)
-            assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{name}.{f.name}"
+        assert_schema_block_matches(cls, block, str(name), skip=("instructions",), defaults=cls is not ConceptSpec)
 
 
 def test_both_configs_have_a_steering_block(paper):

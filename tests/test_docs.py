@@ -142,6 +142,7 @@ def test_readme_is_short_and_keeps_the_two_commands():
 
 def test_config_readme_is_the_generated_reference():
     from saesteer.config_docs import render
+    from saesteer.schemas import schema_path
 
     committed = (REPO / "config" / "README.md").read_text()
     assert committed == render(), (
@@ -179,8 +180,9 @@ def test_config_readme_documents_every_schema_key_with_its_default():
     import yaml
 
     from saesteer.config_docs import render
+    from saesteer.schemas import schema_path
 
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(schema_path("config.schema.yaml").read_text())
     keys = _schema_keys(schema, schema)
     assert {"models[].prompt_format", "training.aux_k", "steering.instructions.source", "aggregate.probing_k"} <= keys
     rows = {}
@@ -204,6 +206,7 @@ def test_config_readme_documents_every_schema_key_with_its_default():
 def test_config_docs_cli_writes_the_reference(tmp_path, capsys):
     from saesteer.cli import main
     from saesteer.config_docs import render
+    from saesteer.schemas import schema_path
 
     out = tmp_path / "README.md"
     assert main(["config-docs", "--output", str(out)]) == 0

@@ -17,13 +17,7 @@ from saesteer.sae.relu import ReLUSAE
 D_MODEL = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def identity_sae(d: int) -> ReLUSAE:

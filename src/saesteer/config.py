@@ -1,6 +1,6 @@
 """Config validation and the grid of SAEs it defines.
 
-``check_config`` validates against ``workflow/schemas/config.schema.yaml`` (the same file
+``check_config`` validates against ``src/saesteer/schemas/config.schema.yaml`` (the same file
 the Snakefile hands to ``snakemake.utils.validate``) and then checks what a schema cannot
 say (unique names, layer below n_layers, target L0 below the dictionary size). Every
 error names the field, e.g. ``config field models[1].layer: 40 is not below n_layers 26``.
@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
+from saesteer.schemas import schema_path
 from saesteer.models import ModelSpec
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = schema_path("config.schema.yaml")
 
 
 class ConfigError(ValueError):

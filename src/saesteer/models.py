@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import torch
 
+from saesteer.devices import resolve_device
 from saesteer.io import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -280,14 +281,6 @@ def prepare_model(spec: ModelSpec, out_json: Path, weights_dir: Path) -> dict[st
     _check_shape(spec, AutoConfig.from_pretrained(record["local_dir"]))
     write_json_atomic(out_json, record)
     return record
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available on this node")
-    return torch.device(device)
 
 
 def load_prepared(model_json: Path, dtype: str = "float32", device: str = "cpu"):

@@ -5,7 +5,7 @@
 
 - per model: the prepared-model record, the activation cache manifest, the eval-data manifest;
 - per SAE: the SAELens files, and every JSON output that has a schema in
-  ``workflow/schemas/`` present and valid against it (autointerp, interp, steering score,
+  ``src/saesteer/schemas/`` present and valid against it (autointerp, interp, steering score,
   selection latent scores, selection score), each naming the SAE it belongs to; the tables
   beside them readable and non-empty;
 - the aggregate: ``summary.json`` valid JSON whose grid has every SAE complete and whose
@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
+from saesteer.schemas import SCHEMA_DIR
 from saesteer.config import check_config, grid_from_config
 from saesteer.io import schema_violations
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+SCHEMAS = SCHEMA_DIR
 
 CELL_JSON = {
     "autointerp.json": "autointerp.schema.json",
@@ -33,7 +34,7 @@ CELL_JSON = {
     "selection/latent_scores.json": "selection_scores.schema.json",
     "selection/score.json": "selection.schema.json",
 }
-"""Per-SAE JSON outputs -> their schema in workflow/schemas/."""
+"""Per-SAE JSON outputs -> their schema in src/saesteer/schemas/."""
 
 CELL_TABLES = (
     "autointerp.parquet",

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 from saesteer.judges import check_judge_config  # noqa: E402
+from saesteer.schemas import schema_path  # noqa: E402
 from saesteer.training.jobs import (
     train_job_log,
     train_job_members,
@@ -25,7 +26,7 @@ from saesteer.training.jobs import (
 # Our check first: it lists every problem, each naming its field; then Snakemake's
 # validate() fills in the schema's defaults.
 check_config(config)
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema=str(schema_path("config.schema.yaml")))
 GRID = grid_from_config(config)
 TRAIN_GROUP_BY = config["training"]["group_by"]
 

@@ -30,7 +30,7 @@ rule eval_interp:
     """SAEBench-style interpretability report of one SAE: core metrics (with the SAE
     spliced into the model), sparse probing and first-letter absorption, computed here
     without a judge, and the autointerp score of the autointerp rule; validated against
-    workflow/schemas/interp.schema.json."""
+    src/saesteer/schemas/interp.schema.json."""
     input:
         sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
         sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",

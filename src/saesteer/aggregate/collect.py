@@ -5,11 +5,11 @@ Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch
 a trained one's "trained"):
 
 - ``train_summary.json``: the achieved L0;
-- ``interp.json`` (workflow/schemas/interp.schema.json): autointerp score, CE-loss-recovered,
+- ``interp.json`` (src/saesteer/schemas/interp.schema.json): autointerp score, CE-loss-recovered,
   explained variance, sparse-probing accuracy of the top-k SAE latents, absorption;
-- ``steering/score.json`` (workflow/schemas/steering.schema.json): the steering score in both
+- ``steering/score.json`` (src/saesteer/schemas/steering.schema.json): the steering score in both
   aggregation orders (AxBench's, the default, and Arad et al.'s);
-- ``selection/score.json`` (workflow/schemas/selection.schema.json): steering scores with no
+- ``selection/score.json`` (src/saesteer/schemas/selection.schema.json): steering scores with no
   selection, with output-score selection and with Delta Token Confidence selection. Gains,
   lifts ((selected - none) / none), the lifts' difference in points and the relative
   improvement are recomputed here from the three scores (the same definitions as
@@ -32,11 +32,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from saesteer.schemas import SCHEMA_DIR
 from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
 from saesteer.io import schema_violations
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
+SCHEMAS = SCHEMA_DIR
 INTERP_SCHEMA = SCHEMAS / "interp.schema.json"
 STEERING_SCHEMA = SCHEMAS / "steering.schema.json"
 SELECTION_SCHEMA = SCHEMAS / "selection.schema.json"

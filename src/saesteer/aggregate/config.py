@@ -1,4 +1,4 @@
-"""The config's ``aggregate`` block as a dataclass (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``aggregate`` block as a dataclass (defaults = src/saesteer/schemas/config.schema.yaml).
 
 The aggregation stage ranks SAEs by interpretability and by steering and asks whether the
 rankings agree (docs/method.md, "Rank agreement"): Kendall tau-b, 95% BCa bootstrap intervals

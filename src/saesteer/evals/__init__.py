@@ -9,7 +9,7 @@ Two stages, as in the workflow:
   that model needs (``results/{model}/eval_data/``);
 - per SAE, :func:`~saesteer.evals.report.evaluate_sae` reads it, runs only the blocks above
   the hook with the SAE spliced in, and writes ``interp.json``
-  (schema: ``workflow/schemas/interp.schema.json``).
+  (schema: ``src/saesteer/schemas/interp.schema.json``).
 """
 
 from saesteer.evals.config import EvalConfig

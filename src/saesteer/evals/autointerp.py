@@ -72,6 +72,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
+from saesteer.schemas import schema_path
 from saesteer.evals.config import AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
@@ -92,7 +93,7 @@ from saesteer.sae.base import BaseSAE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "autointerp.schema.json"
+SCHEMA_PATH = schema_path("autointerp.schema.json")
 AUTOINTERP_VERSION = 2
 """2: SAEBench's random-excerpt labels, global-max highlighting and unparsed exclusion by
 default; the protocol options and the judge's templates and settings are recorded."""
@@ -386,7 +387,7 @@ def autointerp_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None) -> Judge
     if cfg.kind == "llm":
         return make_judge(cfg)
     from saesteer.judges.offline import OfflineProxyJudge
-    from saesteer.models import resolve_device
+    from saesteer.devices import resolve_device
 
     record = Path(cfg.offline.reference_model)
     try:
@@ -604,7 +605,7 @@ def validate_summary(summary: dict[str, Any], schema_path: Path = SCHEMA_PATH) -
 
 
 
-def _check_autointerp_data(data: EvalData, cfg: EvalConfig) -> None:
+def check_autointerp_data(data: EvalData, cfg: EvalConfig) -> None:
     stored = (data.manifest["identity"]["eval"] or {}).get("autointerp")
     if stored != cfg.identity()["autointerp"]:
         raise EvalDataError(
@@ -645,13 +646,13 @@ def run_autointerp(
     data; writes the per-latent table ``out_parquet`` and the summary ``out_json``.
     ``tokenizer`` and ``judge`` override the ones of ``model_json`` and ``judge_cfg`` (tests)."""
     from saesteer.evals.report import open_sae_eval
-    from saesteer.models import resolve_device
+    from saesteer.devices import resolve_device
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
     started = time.perf_counter()
     sae_dir = Path(sae_dir)
     cfg, sae, sae_cfg, data = open_sae_eval(sae_dir, eval_dir, eval_cfg, threads)
-    _check_autointerp_data(data, cfg)
+    check_autointerp_data(data, cfg)
     if tokenizer is None:
         if model_json is None:
             raise AutointerpError("run_autointerp needs model_json or a tokenizer")

@@ -1,4 +1,4 @@
-"""The config's ``eval`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``eval`` block as dataclasses (defaults = src/saesteer/schemas/config.schema.yaml).
 
 Defaults are the SAEBench ones (Karvonen et al. 2025, arXiv 2503.09532) wherever SAEBench
 has one; config/demo.yaml shrinks the sizes so the whole per-model evaluation fits in a few

@@ -4,7 +4,7 @@
 reads its model's eval data (:mod:`saesteer.evals.eval_data`; computed once per model),
 runs the model above the hook with the SAE spliced in, and writes
 ``results/{model}/{arch}/{sparsity}/interp.json`` atomically after validating it against
-``workflow/schemas/interp.schema.json``. Definitions of every number: :mod:`core`,
+``src/saesteer/schemas/interp.schema.json``. Definitions of every number: :mod:`core`,
 :mod:`probing`, :mod:`absorption`; the autointerp score (the only judged metric) comes
 from the SAE's ``autointerp.json`` (:mod:`autointerp`) and is copied under ``autointerp``.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from saesteer.schemas import schema_path
 from saesteer.evals.absorption import evaluate_absorption
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.core import ReconstructionStats, splice_scores
@@ -32,7 +33,7 @@ from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "interp.schema.json"
+SCHEMA_PATH = schema_path("interp.schema.json")
 REPORT_VERSION = 1
 
 # Tensors a SAELens-format SAE of each on-disk architecture must hold, and their shapes.
@@ -115,7 +116,8 @@ def load_model_only(model_json: Path, dtype: str, device: str) -> torch.nn.Modul
     """The prepared LLM without its tokenizer (the per-SAE stage needs only stored tokens)."""
     from transformers import AutoModelForCausalLM
 
-    from saesteer.models import TORCH_DTYPES, ModelError, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import TORCH_DTYPES, ModelError
 
     try:
         local_dir = json.loads(Path(model_json).read_text())["local_dir"]

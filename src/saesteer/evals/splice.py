@@ -39,7 +39,7 @@ def _text_config(model: nn.Module) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def _base_model(model: nn.Module) -> nn.Module:
+def base_model(model: nn.Module) -> nn.Module:
     """The decoder stack without the LM head (returns last_hidden_state after the final norm)."""
     if hasattr(model, "get_decoder"):
         base = model.get_decoder()
@@ -119,7 +119,7 @@ class UpperRunner:
         self.layers = decoder_layers(model)
         if not 0 <= layer < len(self.layers):
             raise SpliceError(f"layer {layer} outside 0..{len(self.layers) - 1} of {type(model).__name__}")
-        self.base = _base_model(model)
+        self.base = base_model(model)
         device = next(model.parameters()).device
         self.as_tuple = _block_returns_tuple(model, self.layers[0], device)
         self.dtype = next(model.parameters()).dtype

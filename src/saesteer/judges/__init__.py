@@ -60,7 +60,8 @@ def make_judge(
         from .prompts import load_prompt_set
 
         return LLMJudge(cfg.llm, cfg.cache, prompt_set=load_prompt_set(cfg.prompts), environ=environ)
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
 
     from .offline import MiniLMEmbedder, OfflineProxyJudge
 

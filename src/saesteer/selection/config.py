@@ -1,4 +1,4 @@
-"""The config's ``selection`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``selection`` block as dataclasses (defaults = src/saesteer/schemas/config.schema.yaml).
 
 Per-latent feature-selection scores (docs/method.md, "Feature selection"), computed on one
 neutral prompt at its last position:
@@ -39,6 +39,11 @@ LATENT_SCOPES = ("all", "autointerp")
 CANDIDATE_POOLS = ("concepts", "explained")
 ARAD_PROMPT = "From my experience,"
 """The neutral prompt of Arad et al.'s code (and of the paper's Delta Token Confidence)."""
+
+
+class SelectionError(RuntimeError):
+    """Feature selection cannot run on these inputs (scores, sets or the selected steering):
+    the message names the file or field and why."""
 
 
 class SelectionConfigError(ValueError):

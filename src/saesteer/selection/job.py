@@ -3,7 +3,7 @@
 Writes ``results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet`` (one row per
 latent, :data:`PARQUET_SCHEMA`) and ``latent_scores.json`` (the prompt, its code and base
 distribution, per-column statistics, timings, config; validated against
-``workflow/schemas/selection_scores.schema.json``). Definitions: :mod:`latent_scores`.
+``src/saesteer/schemas/selection_scores.schema.json``). Definitions: :mod:`latent_scores`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, LatentScores, SelectionError, score_latents
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "selection_scores.schema.json"
+SCHEMA_PATH = schema_path("selection_scores.schema.json")
 SELECTION_VERSION = 1
 SUMMARY_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 BASE_TOP_TOKENS = 10
@@ -157,7 +158,8 @@ def run_select_features(
     (without it the input_score column stays null). ``lm``/``tokenizer`` override the ones of
     ``model_json`` (tests)."""
     from saesteer.evals.report import load_sae
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
     from saesteer.steering.evaluate import SteeringError, hook_layer
 

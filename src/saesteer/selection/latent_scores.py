@@ -56,10 +56,11 @@ import torch
 from torch import Tensor, nn
 
 from saesteer.cache.capture import decoder_layers
+from saesteer.devices import is_oom
 from saesteer.prompting import text_ids
-from saesteer.evals.splice import UpperRunner, _base_model, head_logits, logit_chunk_tokens
+from saesteer.evals.splice import UpperRunner, base_model, head_logits, logit_chunk_tokens
 from saesteer.sae.base import BaseSAE
-from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig
+from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig, SelectionError
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,6 @@ SCORE_COLUMNS = (
     "a_f", "output_score", "output_rank", "output_prob",
     "delta_conf", "delta_conf_scale", "delta_conf_add_max", "delta_conf_only_max",
 )
-
-
-class SelectionError(RuntimeError):
-    """Scores cannot be computed on these inputs (the message says which and why)."""
 
 
 # ---- pieces ----------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def decoder_rows(sae: BaseSAE) -> Tensor:
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The decoder stack's final norm (the LM head's input normalisation)."""
-    base = _base_model(model)
+    base = base_model(model)
     for name in ("norm", "final_layernorm", "final_layer_norm", "ln_f"):
         module = getattr(base, name, None)
         if isinstance(module, nn.Module):
@@ -365,10 +362,6 @@ def intervention_deltas(rows: Tensor, state: PromptState, latent: Tensor, kind: 
     return delta
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 @torch.inference_mode()
 def score_latents(
     model: nn.Module,
@@ -418,7 +411,7 @@ def score_latents(
             hidden = runner.final_hidden(state.x.to(device)[None] + delta)
             rs = stats_from_hidden(model, hidden, lens_ids[position[sl]], k)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not (adaptive and _is_oom(exc)) or size == 1:
+            if not (adaptive and is_oom(exc)) or size == 1:
                 raise
             size = max(1, size // 2)
             stats.oom_retries += 1

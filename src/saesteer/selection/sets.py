@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from saesteer.selection.config import SelectionError
+
 UP, DOWN = "up", "down"
 
 
@@ -61,10 +63,6 @@ class LatentSet:
             return self.criterion
         size = f"k={self.k}" if self.k is not None else f"q={self.quantile}"
         return f"delta_conf:{self.direction}:{size}"
-
-
-class SelectionError(RuntimeError):
-    """The inputs of feature selection do not fit together."""
 
 
 def candidates(autointerp_rows: Sequence[Mapping[str, Any]], latent_scores: Sequence[Mapping[str, Any]]) -> list[Candidate]:

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
@@ -48,8 +49,8 @@ from saesteer.selection.sets import (
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import (
     Concept,
-    _steering_judge,
-    _valid_m_f,
+    steering_judge,
+    valid_m_f,
     hook_layer,
     read_score,
     steer_and_rate,
@@ -61,12 +62,12 @@ from saesteer.steering.score import STEERED, concept_scores
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "selection.schema.json"
+SCHEMA_PATH = schema_path("selection.schema.json")
 SELECTION_VERSION = 1
 
 
 def _concept(c: Candidate, cfg: SteeringConfig) -> Concept:
-    if _valid_m_f(c.m_f):
+    if valid_m_f(c.m_f):
         return Concept(c.index, c.explanation, c.latent, float(c.m_f), "autointerp", "autointerp", c.rank)
     return Concept(c.index, c.explanation, c.latent, float(cfg.m_f_fallback), "fallback", "autointerp", c.rank)
 
@@ -112,7 +113,8 @@ def run_steer_selected(
 ) -> dict[str, Any]:
     """The rule's job; ``out_latents``: the per-latent table (``per_latent.py``)."""
     from saesteer.evals.report import load_sae
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.steering.generate import SteeringModel
 
     started = time.perf_counter()
@@ -180,7 +182,7 @@ def run_steer_selected(
         if lm is None or tokenizer is None:
             lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(device))
         own_judge = judge is None
-        judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
+        judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
         try:
             pool = read_instruction_pool(Path(instructions), scfg.instructions)
             directions = unit_directions(sae.W_dec, [c.latent for c in todo])

@@ -1,4 +1,4 @@
-"""The config's ``steering`` block as dataclasses (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``steering`` block as dataclasses (defaults = src/saesteer/schemas/config.schema.yaml).
 
 Defaults follow AxBench's SAE steering evaluation (Wu et al. 2025, arXiv 2501.17148) as
 docs/method.md ("Steering utility") describes it: Concept100, 10 instructions per concept (5 pick

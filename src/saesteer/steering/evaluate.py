@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     Judge,
@@ -65,7 +66,7 @@ from saesteer.steering.score import STEERED, concept_scores, sae_scores
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "steering.schema.json"
+SCHEMA_PATH = schema_path("steering.schema.json")
 STEERING_VERSION = 1
 
 
@@ -90,7 +91,7 @@ class Concept:
     rank: int | None = None
 
 
-def _valid_m_f(value: Any) -> bool:
+def valid_m_f(value: Any) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
@@ -103,7 +104,7 @@ def load_concepts(table: Sequence[Mapping[str, Any]], cfg: SteeringConfig, embed
 
     def m_f(latent: int) -> tuple[float, str]:
         value = (by_latent.get(latent) or {}).get("m_f")
-        return (float(value), "autointerp") if _valid_m_f(value) else (float(cfg.m_f_fallback), "fallback")
+        return (float(value), "autointerp") if valid_m_f(value) else (float(cfg.m_f_fallback), "fallback")
 
     out: list[Concept] = []
     if not cfg.concepts:
@@ -307,7 +308,7 @@ def hook_layer(sae_cfg: Mapping[str, Any]) -> int:
     return int(m.group(1))
 
 
-def _steering_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool) -> Judge:
+def steering_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool) -> Judge:
     """The configured judge; the offline judge reuses the steered model as its reference LM
     when they are the same prepared model in float32 (hooks are off while it rates)."""
     from saesteer.judges import make_judge
@@ -343,7 +344,8 @@ def run_steer_eval(
     ``base``, see saesteer.prompting). ``lm``/``tokenizer``/``judge`` override the ones of
     ``model_json`` and ``judge_cfg`` (tests)."""
     from saesteer.evals.report import load_sae
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
     started = time.perf_counter()
@@ -366,7 +368,7 @@ def run_steer_eval(
     if lm is None or tokenizer is None:
         lm, tokenizer = load_prepared(Path(model_json), dtype=cfg.model_dtype, device=str(device))
     own_judge = judge is None
-    judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=cfg.model_dtype == "float32")
+    judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=cfg.model_dtype == "float32")
     steer = SteeringModel.wrap(lm, tokenizer, layer, prompt_format)
     load_seconds = time.perf_counter() - started
     n_fallback = sum(c.m_f_source == "fallback" for c in concepts)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from saesteer.cache.capture import decoder_layers
+from saesteer.devices import is_oom
 from saesteer.prompting import PromptFormatError, check_prompt_format, has_chat_template, prompt_ids, stop_ids
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,6 @@ def _generate_batch(
     return [Generated(out_tokens[i], finished[i]) for i in range(b)]
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def generate(
     model: nn.Module,
     layer: int,
@@ -241,7 +238,7 @@ def generate(
                     temperature=temperature, stop=stop, pad_id=pad_id, stats=local,
                 )
             except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not (adaptive and _is_oom(exc)) or size == 1:
+                if not (adaptive and is_oom(exc)) or size == 1:
                     raise
                 size = max(1, size // 2)
                 stats.oom_retries += 1

@@ -1,4 +1,4 @@
-"""The config's ``steering_vectors`` block (defaults = workflow/schemas/config.schema.yaml).
+"""The config's ``steering_vectors`` block (defaults = src/saesteer/schemas/config.schema.yaml).
 
 Steering vectors next to the SAE latents (docs/steering-vectors.md; Mayne et al. 2024,
 arXiv 2411.08790; AxBench's DiffMean, Wu et al. 2025, arXiv 2501.17148). Off by default: the

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import PARQUET_SCHEMA as STEERING_PARQUET_SCHEMA
@@ -52,7 +53,7 @@ from saesteer.steering.vectors_config import SteeringVectorsConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "steering_vectors.schema.json"
+SCHEMA_PATH = schema_path("steering_vectors.schema.json")
 VECTORS_VERSION = 1
 LATENT = "latent"
 """The SAE latent's own steering (steer_eval), the reference every method is set beside."""
@@ -237,11 +238,12 @@ def run_steering_vectors(
     """The workflow's per-SAE job; ``lm``/``tokenizer``/``judge`` override the configured ones (tests)."""
     from safetensors.torch import save_file
 
-    from saesteer.evals.autointerp import ContextSource, _check_autointerp_data
+    from saesteer.evals.autointerp import ContextSource, check_autointerp_data
     from saesteer.evals.report import open_sae_eval
-    from saesteer.models import load_prepared, resolve_device
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
-    from saesteer.steering.evaluate import _steering_judge, hook_layer
+    from saesteer.steering.evaluate import steering_judge, hook_layer
     from saesteer.steering.generate import SteeringModel
     from saesteer.steering.instructions import read_instruction_pool
 
@@ -254,7 +256,7 @@ def run_steering_vectors(
     if not latent_concepts:
         raise VectorsJobError(f"{steering_concepts}: steer_eval steered no concept")
     ecfg, sae, sae_cfg, data = open_sae_eval(Path(sae_dir), Path(eval_dir), dict(eval_cfg), threads)
-    _check_autointerp_data(data, ecfg)
+    check_autointerp_data(data, ecfg)
     layer = hook_layer(sae_cfg)
     device = resolve_device(vcfg.device)
     sae = sae.to(device)
@@ -311,7 +313,7 @@ def run_steering_vectors(
     if lm is None or tokenizer is None:
         lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(gen_device))
     own_judge = judge is None
-    judge = judge or _steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
+    judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
     # steer_eval's prompt format (recorded in its score.json): the paired comparison needs the
     # same prompts, so the vectors are steered in whatever format the latents were.
     prompt_format = str(base["generation"]["prompt_format"])

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from saesteer.training.config import TrainConfig
 from saesteer.training.data import ActivationSource, CacheSource
-from saesteer.training.trainer import EvalAccumulator, EvalResult, Trainer, write_outputs
+from saesteer.training.trainer import EvalAccumulator, EvalResult, Trainer, job_settings, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +205,12 @@ def train_sae_group(
     on_step: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Workflow entry point: co-train a group of SAEs on one cache (see :func:`train_sae`)."""
-    if threads:
-        torch.set_num_threads(int(threads))
-    if "dict_size" not in sae:
-        raise ValueError("the sae config block needs dict_size")
-    cfg = TrainConfig.from_dict(dict(training or {}))
+    cfg, dict_size = job_settings(training, sae, threads)
     return run_group_training(
         CacheSource(str(cache)),
         [GroupMember.from_dict(m) for m in members],
         cfg,
-        int(sae["dict_size"]),
+        dict_size,
         device=device,
         on_step=on_step,
     )
@@ -237,14 +233,10 @@ def train_sae_group_streaming(
     itself (saesteer.cache.stream) and co-trains the group on those activations."""
     from saesteer.cache.stream import stream_source_from_model
 
-    if threads:
-        torch.set_num_threads(int(threads))
-    if "dict_size" not in sae:
-        raise ValueError("the sae config block needs dict_size")
-    cfg = TrainConfig.from_dict(dict(training or {}))
+    cfg, dict_size = job_settings(training, sae, threads)
     source = stream_source_from_model(model_json, dict(model_entry), dict(corpus), dict(cache_block))
     summaries = run_group_training(
-        source, [GroupMember.from_dict(m) for m in members], cfg, int(sae["dict_size"]), device=device, on_step=on_step
+        source, [GroupMember.from_dict(m) for m in members], cfg, dict_size, device=device, on_step=on_step
     )
     log.info("the LLM ran over %d tokens for this job (no activation cache)", source.forward_tokens)
     return summaries

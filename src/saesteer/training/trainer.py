@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from saesteer.devices import resolve_device
 from saesteer.io import atomic_path, sha256_json, write_json_atomic
 from saesteer.sae.base import BaseSAE, LossOutput, StepContext
 from saesteer.sae.registry import build_sae
@@ -45,15 +46,6 @@ StepHook = Callable[[int], None]
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"training.device is {name!r} but CUDA is not available here")
-    return device
 
 
 def lr_at(step: int, n_steps: int, cfg: TrainConfig) -> float:
@@ -155,7 +147,7 @@ class Trainer:
         self.source = source
         self.arch = arch
         self.target_l0 = int(target_l0)
-        self.device = resolve_device(device or cfg.device)
+        self.device = resolve_device(device or cfg.device, "training.device")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.on_step = on_step
         self.n_steps = cfg.n_steps
@@ -502,6 +494,16 @@ def write_outputs(
     return summary
 
 
+def job_settings(training: Mapping[str, Any] | None, sae: Mapping[str, Any], threads: int | None) -> tuple[TrainConfig, int]:
+    """The training entry points' common start: torch's CPU thread count (``threads``, if set),
+    the ``training`` block as a :class:`TrainConfig`, and the ``sae`` block's ``dict_size``."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    if "dict_size" not in sae:
+        raise ValueError("the sae config block needs dict_size")
+    return TrainConfig.from_dict(dict(training or {})), int(sae["dict_size"])
+
+
 def train_sae(
     cache: str | Path,
     arch: str,
@@ -524,17 +526,13 @@ def train_sae(
     its ``sae`` block (``dict_size``). ``device`` overrides ``training.device`` (e.g. a
     Snakemake resource); ``threads`` sets torch's CPU thread count.
     """
-    if threads:
-        torch.set_num_threads(int(threads))
-    if "dict_size" not in sae:
-        raise ValueError("the sae config block needs dict_size")
-    cfg = TrainConfig.from_dict(dict(training or {}))
+    cfg, dict_size = job_settings(training, sae, threads)
     return run_training(
         CacheSource(str(cache)),
         arch,
         int(target_l0),
         cfg,
-        int(sae["dict_size"]),
+        dict_size,
         weights_path=weights_path,
         cfg_path=cfg_path,
         curves_path=curves_path,
