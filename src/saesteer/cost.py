@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saesteer.config import grid_from_config
-from saesteer.cost_shape import format_shape
+from saesteer.cost_shape import format_shape, human_bytes
 from saesteer.judges import CostEstimate, JudgeConfig, autointerp_judge_calls, estimate_task, steering_judge_calls
 from saesteer.models import ModelSpec
 
@@ -308,14 +308,6 @@ def estimate(config: dict[str, Any]) -> list[ModelCost]:
             )
         )
     return out
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,8 @@ def shape_estimate(config: dict[str, Any], group_by: str | None = None, mode: st
     return ShapeCost(group_by, mode, tuple(rows[s] for s in order), disk)
 
 
-def _bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """Decimal units (1 TB = 1e12 bytes), as disk quotas are quoted."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":
             return f"{n:.1f} {unit}"
@@ -189,12 +190,12 @@ def format_shape(config: dict[str, Any]) -> list[str]:
     ]
     for s in chosen.stages:
         lines.append(
-            f"{s.stage:<20}{s.jobs:>6}{s.llm_loads:>11}{s.compute_hours:>15.2f}{_bytes(s.read_bytes):>12}"
+            f"{s.stage:<20}{s.jobs:>6}{s.llm_loads:>11}{s.compute_hours:>15.2f}{human_bytes(s.read_bytes):>12}"
             f"{s.read_hours:>12.2f}{s.load_hours:>12.2f}{s.start_hours:>13.2f}{s.total_hours:>13.2f}"
         )
     lines += [
         f"{'total':<20}{sum(s.jobs for s in chosen.stages):>6}{sum(s.llm_loads for s in chosen.stages):>11}"
-        f"{sum(s.compute_hours for s in chosen.stages):>15.2f}{_bytes(sum(s.read_bytes for s in chosen.stages)):>12}"
+        f"{sum(s.compute_hours for s in chosen.stages):>15.2f}{human_bytes(sum(s.read_bytes for s in chosen.stages)):>12}"
         f"{sum(s.read_hours for s in chosen.stages):>12.2f}{sum(s.load_hours for s in chosen.stages):>12.2f}"
         f"{sum(s.start_hours for s in chosen.stages):>13.2f}{chosen.total_hours:>13.2f}",
         "",
@@ -208,8 +209,8 @@ def format_shape(config: dict[str, Any]) -> list[str]:
             s = shape_estimate(config, group_by, mode)
             mark = " *" if (group_by, mode) == (chosen.group_by, chosen.mode) else ""
             lines.append(
-                f"{mode:<12}{group_by:<10}{s.stage('train_sae').jobs:>11}{_bytes(s.disk_bytes):>12}"
-                f"{_bytes(s.stage('train_sae').read_bytes):>12}{s.training_hours:>16.1f}{s.total_hours:>16.1f}{mark}"
+                f"{mode:<12}{group_by:<10}{s.stage('train_sae').jobs:>11}{human_bytes(s.disk_bytes):>12}"
+                f"{human_bytes(s.stage('train_sae').read_bytes):>12}{s.training_hours:>16.1f}{s.total_hours:>16.1f}{mark}"
             )
     lines += [
         "Stream mode reruns the LLM in every training job: cheapest with one job per model, "
