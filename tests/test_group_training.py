@@ -145,7 +145,7 @@ def test_training_jobs_cover_the_grid_once_in_every_grouping():
     from types import SimpleNamespace
 
     from saesteer.config import grid_from_config, load_config
-    from saesteer.training.jobs import train_job_members, train_job_outputs
+    from saesteer.training.job import train_job_members, train_job_outputs
 
     grid = grid_from_config(load_config(Path(__file__).resolve().parents[1] / "config/demo.yaml"))
     for group_by, wildcards in (

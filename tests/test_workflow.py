@@ -42,11 +42,10 @@ def test_dry_run_of_the_paper_grid():
     assert counts["cache_activations"] == 3
     assert counts["train_sae"] == 3  # training.group_by: model, one co-training job per model
     assert counts["prepare_eval_data"] == 3
-    assert counts["autointerp"] == 90
-    assert counts["eval_interp"] == 90
+    # eval_jobs.group_by: arch, one job per (model, architecture) and stage, 6 SAEs each
+    for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected"):
+        assert counts[rule] == 15, rule
     assert counts["steering_instructions"] == 1
-    assert counts["steer_eval"] == 90
-    assert counts["select_features"] == 90 and counts["steer_selected"] == 90
     assert counts["aggregate"] == 1
     assert "steering_vectors" not in counts  # steering_vectors.enabled is false in the paper config
 
@@ -57,13 +56,11 @@ def test_dry_run_of_the_demo_grid():
     counts = job_counts(result.stdout)
     assert counts["cache_activations"] == 2
     assert counts["train_sae"] == 2
-    assert counts["autointerp"] == 30
-    assert counts["eval_interp"] == 30
+    # eval_jobs.group_by: model, one job per model and stage (15 SAEs, one load of the LLM)
+    for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected", "steering_vectors"):
+        assert counts[rule] == 2, rule
     assert counts["steering_instructions"] == 1
-    assert counts["steer_eval"] == 30
-    assert counts["select_features"] == 30 and counts["steer_selected"] == 30
-    assert counts["aggregate"] == 1
-    assert counts["steering_vectors"] == 30 and counts["aggregate_steering_vectors"] == 1
+    assert counts["aggregate"] == 1 and counts["aggregate_steering_vectors"] == 1
 
 
 def test_dry_run_of_the_ci_grid():
@@ -75,7 +72,7 @@ def test_dry_run_of_the_ci_grid():
     assert counts["prepare_model"] == 3 and counts["cache_activations"] == 3
     assert counts["train_sae"] == 3  # training.group_by: model, one co-training job per model
     for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected", "steering_vectors"):
-        assert counts[rule] == 6, rule
+        assert counts[rule] == 3, rule  # eval_jobs.group_by: model
     assert counts["aggregate"] == 1
 
 
@@ -94,7 +91,7 @@ def test_training_jobs_follow_group_by(group_by, jobs, tmp_path):
     result = snakemake("-n", "--forceall", "--configfile", "config/config.yaml", str(overlay))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert counts["train_sae"] == jobs and counts["eval_interp"] == 90
+    assert counts["train_sae"] == jobs and counts["eval_interp"] == 15  # eval_jobs has its own grouping
     # One SAE's target runs its whole group: every member's files are outputs of that job.
     target = "results/qwen2.5-3b/gated/l0-160/sae/cfg.json"
     result = snakemake("-n", "--forceall", target, "--configfile", "config/config.yaml", str(overlay))
@@ -102,6 +99,24 @@ def test_training_jobs_follow_group_by(group_by, jobs, tmp_path):
     assert job_counts(result.stdout)["train_sae"] == 1
     group_size = {"sae": 1, "arch": 6, "model": 30}[group_by]
     assert result.stdout.count("/sae/cfg.json") >= group_size
+
+
+@pytest.mark.parametrize("group_by, jobs, group_size", [("sae", 90, 1), ("arch", 15, 6), ("model", 3, 30)])
+def test_eval_jobs_follow_group_by_and_one_saes_target_runs_its_group(group_by, jobs, group_size, tmp_path):
+    overlay = tmp_path / "group.yaml"
+    overlay.write_text(f"eval_jobs:\n  group_by: {group_by}\n")
+    result = snakemake("-n", "--forceall", "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    for rule in ("autointerp", "eval_interp", "steer_eval", "select_features", "steer_selected"):
+        assert counts[rule] == jobs, rule
+    assert counts["train_sae"] == 3  # training has its own grouping
+    target = "results/qwen2.5-3b/gated/l0-160/interp.json"
+    result = snakemake("-n", "--forceall", target, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["eval_interp"] == 1 and counts["autointerp"] == 1
+    assert len(set(re.findall(r"results/qwen2\.5-3b/\w+/l0-\d+/interp\.json", result.stdout))) == group_size
 
 
 def test_until_stops_at_the_caching_stage():

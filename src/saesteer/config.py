@@ -65,6 +65,14 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     if len(set(sources)) != len(sources):
         errors.append(f"config field corpus.sources: names must be unique, got {sources}")
     errors += _pretrained_errors(config)
+    group_by = (config.get("eval_jobs") or {}).get("group_by", "sae")
+    if group_by != "sae" and any(m.get("pretrained") for m in config["models"]):
+        # A grouped job's outputs are patterns over the trained grid; imported SAEs have
+        # their own labels per model, which no such pattern lists (docs/scaling.md).
+        errors.append(
+            f"config field eval_jobs.group_by: {group_by!r} groups trained SAEs only; with models[].pretrained "
+            "entries use group_by 'sae'"
+        )
     errors += _steering_errors(config)
     errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
     errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")

@@ -14,21 +14,21 @@ rule autointerp:
     gives steering its concepts (see src/saesteer/evals/autointerp.py)."""
     input:
         **AUTOINTERP_JUDGE_INPUTS,
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         eval_data="results/{model}/eval_data/manifest.json",
         model="results/models/{model}/model.json",
     output:
-        table="results/{model}/{arch}/{sparsity}/autointerp.parquet",
-        summary="results/{model}/{arch}/{sparsity}/autointerp.json",
+        table=sae_files("autointerp.parquet"),
+        summary=sae_files("autointerp.json"),
     log:
-        "logs/{model}/{arch}/{sparsity}/autointerp.log",
+        f"logs/{sae_job_log('autointerp')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/autointerp.tsv"
+        f"logs/benchmarks/{sae_job_log('autointerp')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         eval=config["eval"],
         judge=config["judge"],
     script:

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from saesteer.config import check_config, grid_from_config  # noqa: E402
 from saesteer.judges import check_judge_config  # noqa: E402
 from saesteer.schemas import schema_path  # noqa: E402
-from saesteer.training.jobs import (
+from saesteer.grouping import job_cells, job_files, job_log  # noqa: E402
+from saesteer.training.job import (
     train_job_log,
     train_job_members,
     train_job_outputs,
@@ -29,6 +30,7 @@ check_config(config)
 validate(config, schema=str(schema_path("config.schema.yaml")))
 GRID = grid_from_config(config)
 TRAIN_GROUP_BY = config["training"]["group_by"]
+EVAL_GROUP_BY = config["eval_jobs"]["group_by"]
 
 # The judge block is checked now, all but the LLM judge's API key: that one when jobs are
 # about to run (onstart below), so that dry runs (`snakemake -n`) work without a key.
@@ -94,6 +96,29 @@ def train_data_input(wildcards):
 
 def target_l0(wildcards):
     return GRID.target_l0(wildcards.sparsity, model=wildcards.model)
+
+
+# ---- the per-SAE stages after training (eval_jobs.group_by, docs/scaling.md): one job runs
+# one SAE, a (model, arch) or a whole model, loading the LLM once; its declared files are its
+# SAEs' own, so every per-SAE target stays and asking for one runs its group.
+
+
+def sae_files(tail):
+    """One per-SAE file (results/{model}/{arch}/{sparsity}/<tail>) of each SAE of the job."""
+    return job_files(GRID, EVAL_GROUP_BY, tail, field="eval_jobs.group_by")
+
+
+def sae_job_log(rule):
+    """logs/<stem>.log and logs/benchmarks/<stem>.tsv of a per-SAE stage's job."""
+    return job_log(EVAL_GROUP_BY, rule, field="eval_jobs.group_by")
+
+
+def sae_job_cells(wildcards):
+    """The job's SAEs (model, arch, sparsity, target_l0), in the order of its file lists."""
+    return [
+        c.to_dict()
+        for c in job_cells(GRID, EVAL_GROUP_BY, wildcards, field="eval_jobs.group_by")
+    ]
 
 
 def prompt_format(wildcards):

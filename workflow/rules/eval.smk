@@ -32,21 +32,21 @@ rule eval_interp:
     without a judge, and the autointerp score of the autointerp rule; validated against
     src/saesteer/schemas/interp.schema.json."""
     input:
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         eval_data="results/{model}/eval_data/manifest.json",
         model="results/models/{model}/model.json",
-        autointerp="results/{model}/{arch}/{sparsity}/autointerp.json",
+        autointerp=sae_files("autointerp.json"),
     output:
-        interp="results/{model}/{arch}/{sparsity}/interp.json",
+        interp=sae_files("interp.json"),
     log:
-        "logs/{model}/{arch}/{sparsity}/eval_interp.log",
+        f"logs/{sae_job_log('eval_interp')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/eval_interp.tsv"
+        f"logs/benchmarks/{sae_job_log('eval_interp')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         eval=config["eval"],
     script:
         "../scripts/eval_interp.py"

@@ -13,21 +13,21 @@ rule select_features:
     input:
         # The latents to score with selection.latents: autointerp, and always the top contexts
         # of Arad et al.'s input score.
-        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        autointerp=sae_files("autointerp.parquet"),
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         model="results/models/{model}/model.json",
     output:
-        table="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
-        summary="results/{model}/{arch}/{sparsity}/selection/latent_scores.json",
+        table=sae_files("selection/latent_scores.parquet"),
+        summary=sae_files("selection/latent_scores.json"),
     log:
-        "logs/{model}/{arch}/{sparsity}/select_features.log",
+        f"logs/{sae_job_log('select_features')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/select_features.tsv"
+        f"logs/benchmarks/{sae_job_log('select_features')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         selection=config["selection"],
     script:
         "../scripts/select_features.py"
@@ -44,27 +44,27 @@ rule steer_selected:
     steering across latents (per_latent.py)."""
     input:
         **STEERING_JUDGE_INPUTS,
-        latent_scores="results/{model}/{arch}/{sparsity}/selection/latent_scores.parquet",
-        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
-        steering_generations="results/{model}/{arch}/{sparsity}/steering/generations.parquet",
-        steering_score="results/{model}/{arch}/{sparsity}/steering/score.json",
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        latent_scores=sae_files("selection/latent_scores.parquet"),
+        autointerp=sae_files("autointerp.parquet"),
+        steering_generations=sae_files("steering/generations.parquet"),
+        steering_score=sae_files("steering/score.json"),
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         model="results/models/{model}/model.json",
         instructions="results/steering/instructions.json",
     output:
-        generations="results/{model}/{arch}/{sparsity}/selection/generations.parquet",
-        concepts="results/{model}/{arch}/{sparsity}/selection/concepts.json",
-        score="results/{model}/{arch}/{sparsity}/selection/score.json",
-        latents="results/{model}/{arch}/{sparsity}/selection/latents.parquet",
+        generations=sae_files("selection/generations.parquet"),
+        concepts=sae_files("selection/concepts.json"),
+        score=sae_files("selection/score.json"),
+        latents=sae_files("selection/latents.parquet"),
     log:
-        "logs/{model}/{arch}/{sparsity}/steer_selected.log",
+        f"logs/{sae_job_log('steer_selected')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/steer_selected.tsv"
+        f"logs/benchmarks/{sae_job_log('steer_selected')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         prompt_format=prompt_format,
         steering=config["steering"],
         selection=config["selection"],

@@ -33,23 +33,23 @@ rule steer_eval:
     the same instructions (see src/saesteer/steering/evaluate.py)."""
     input:
         **STEERING_JUDGE_INPUTS,
-        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        autointerp=sae_files("autointerp.parquet"),
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         model="results/models/{model}/model.json",
         instructions="results/steering/instructions.json",
     output:
-        generations="results/{model}/{arch}/{sparsity}/steering/generations.parquet",
-        concepts="results/{model}/{arch}/{sparsity}/steering/concepts.json",
-        score="results/{model}/{arch}/{sparsity}/steering/score.json",
+        generations=sae_files("steering/generations.parquet"),
+        concepts=sae_files("steering/concepts.json"),
+        score=sae_files("steering/score.json"),
     log:
-        "logs/{model}/{arch}/{sparsity}/steer_eval.log",
+        f"logs/{sae_job_log('steer_eval')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/steer_eval.tsv"
+        f"logs/benchmarks/{sae_job_log('steer_eval')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         prompt_format=prompt_format,
         steering=config["steering"],
         judge=config["judge"],

@@ -17,30 +17,38 @@ rule steering_vectors:
     steer_eval's judge on its instructions and seeds (see src/saesteer/steering/vectors_job.py).
     """
     input:
-        # the user's vector file of this SAE (steering_vectors.vectors_file), if one is configured
-        unpack(lambda w: STEERING_VECTORS.vectors_input(w.model, w.arch, w.sparsity)),
+        # the user's vector file of each SAE (steering_vectors.vectors_file), if one is configured
+        unpack(
+            lambda w: {
+                f"vectors_file_{i}": path
+                for i, c in enumerate(sae_job_cells(w))
+                for path in STEERING_VECTORS.vectors_input(
+                    c["model"], c["arch"], c["sparsity"]
+                ).values()
+            }
+        ),
         **STEERING_JUDGE_INPUTS,
-        autointerp="results/{model}/{arch}/{sparsity}/autointerp.parquet",
-        steering_concepts="results/{model}/{arch}/{sparsity}/steering/concepts.json",
-        steering_score="results/{model}/{arch}/{sparsity}/steering/score.json",
-        sae_cfg="results/{model}/{arch}/{sparsity}/sae/cfg.json",
-        sae_weights="results/{model}/{arch}/{sparsity}/sae/sae_weights.safetensors",
+        autointerp=sae_files("autointerp.parquet"),
+        steering_concepts=sae_files("steering/concepts.json"),
+        steering_score=sae_files("steering/score.json"),
+        sae_cfg=sae_files("sae/cfg.json"),
+        sae_weights=sae_files("sae/sae_weights.safetensors"),
         eval_data="results/{model}/eval_data/manifest.json",
         model="results/models/{model}/model.json",
         instructions="results/steering/instructions.json",
     output:
-        score="results/{model}/{arch}/{sparsity}/steering_vectors/score.json",
-        concepts="results/{model}/{arch}/{sparsity}/steering_vectors/concepts.parquet",
-        generations="results/{model}/{arch}/{sparsity}/steering_vectors/generations.parquet",
-        vectors="results/{model}/{arch}/{sparsity}/steering_vectors/vectors.safetensors",
+        score=sae_files("steering_vectors/score.json"),
+        concepts=sae_files("steering_vectors/concepts.parquet"),
+        generations=sae_files("steering_vectors/generations.parquet"),
+        vectors=sae_files("steering_vectors/vectors.safetensors"),
     log:
-        "logs/{model}/{arch}/{sparsity}/steering_vectors.log",
+        f"logs/{sae_job_log('steering_vectors')}.log",
     benchmark:
-        "logs/benchmarks/{model}/{arch}/{sparsity}/steering_vectors.tsv"
+        f"logs/benchmarks/{sae_job_log('steering_vectors')}.tsv"
     conda:
         "../../envs/saesteer.yaml"
     params:
-        target_l0=target_l0,
+        cells=sae_job_cells,
         eval=config["eval"],
         steering=config["steering"],
         steering_vectors=config.get("steering_vectors", {}),

@@ -1,7 +1,7 @@
 # training.group_by (docs/scaling.md) decides what one train_sae job trains: one SAE
 # (sae), all sparsities of one (model, architecture) (arch), or all SAEs of a model (model),
 # co-trained from one pass over its activations. A job's declared outputs are exactly its
-# SAEs' single-SAE outputs (saesteer.training.jobs), so asking for one SAE's sae/cfg.json
+# SAEs' single-SAE outputs (saesteer.training.job), so asking for one SAE's sae/cfg.json
 # runs its group and every downstream rule is the same in all modes. Checkpoints live per
 # SAE outside the declared outputs (Snakemake deletes a failed job's outputs): a killed or
 # preempted job resumes every SAE where it stopped, whatever the grouping. With

@@ -1,9 +1,6 @@
-"""Adapter: rule fetch_sae -> saesteer.sae.import_pretrained.fetch_sae."""
+"""Adapter: rule fetch_sae -> saesteer.sae.job.fetch_sae (saesteer.rule_jobs)."""
 
-import _bootstrap  # noqa: F401
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+from saesteer.rule_jobs import run_rule
 
-from saesteer.joblog import setup_job_logging
-from saesteer.sae.import_pretrained import fetch_sae
-
-setup_job_logging(snakemake.log[0])
-fetch_sae(snakemake.params.entry, snakemake.output.record)
+run_rule(snakemake)

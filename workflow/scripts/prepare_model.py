@@ -1,14 +1,6 @@
-"""Adapter: rule prepare_model -> saesteer.models.prepare_model."""
+"""Adapter: rule prepare_model -> saesteer.models.job.prepare_model (saesteer.rule_jobs)."""
 
-import _bootstrap  # noqa: F401
-from pathlib import Path
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+from saesteer.rule_jobs import run_rule
 
-from saesteer.joblog import setup_job_logging
-from saesteer.models import ModelSpec, prepare_model
-
-setup_job_logging(snakemake.log[0])
-prepare_model(
-    ModelSpec.from_config(snakemake.params.spec),
-    out_json=Path(snakemake.output.record),
-    weights_dir=Path(snakemake.params.weights_dir),
-)
+run_rule(snakemake)

@@ -1,14 +1,6 @@
-"""Adapter: rule steering_instructions -> saesteer.steering.instructions.write_instruction_pool."""
+"""Adapter: rule steering_instructions -> saesteer.steering.job.steering_instructions (saesteer.rule_jobs)."""
 
-import _bootstrap  # noqa: F401
-from pathlib import Path
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+from saesteer.rule_jobs import run_rule
 
-from saesteer.joblog import setup_job_logging
-from saesteer.steering.config import SteeringConfig
-from saesteer.steering.instructions import write_instruction_pool
-
-setup_job_logging(snakemake.log[0])
-write_instruction_pool(
-    SteeringConfig.from_config({"instructions": snakemake.params.instructions}).instructions,
-    Path(snakemake.output.pool),
-)
+run_rule(snakemake)

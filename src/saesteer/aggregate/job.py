@@ -29,6 +29,7 @@ from saesteer.aggregate.summary import (
 from saesteer.config import grid_from_config
 from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
 from saesteer.judges.base import JUDGE_KINDS, JudgeConfig
+from saesteer.rule_jobs import RuleJob
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -161,3 +162,17 @@ def run_aggregate(
     write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)
     return paths
+
+
+def aggregate(job: RuleJob) -> None:
+    """Rule aggregate (workflow/rules/aggregate.smk): the whole grid into results/summary/."""
+    summary_dir = Path(job.outputs["json"]).parent
+    run_aggregate(job.params["config"], results_dir=summary_dir.parent, out_dir=summary_dir)
+
+
+def aggregate_steering_vectors(job: RuleJob) -> None:
+    """Rule aggregate_steering_vectors: results/summary/steering_vectors/."""
+    from saesteer.aggregate.steering_vectors import run_aggregate_vectors
+
+    out_dir = Path(job.outputs["markdown"]).parent
+    run_aggregate_vectors(job.params["config"], results_dir=out_dir.parent.parent, out_dir=out_dir)

@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
-from saesteer.cache.cache_activations import CacheConfig, cache_activations
+import saesteer.cache.cache_activations as activation_cache
+from saesteer.cache.cache_activations import CacheConfig
 from saesteer.models import ModelSpec, load_prepared
+from saesteer.rule_jobs import RuleJob
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def run_cache_job(
     provenance = json.loads(Path(model_json).read_text())
     provenance.pop("local_dir", None)  # where it sits on disk does not change the activations
     log.info("caching %s %s on %s, %d tokens", spec.name, spec.hook_name, next(model.parameters()).device, cfg.tokens)
-    manifest = cache_activations(
+    manifest = activation_cache.cache_activations(
         model,
         tokenizer,
         model_name=spec.name,
@@ -51,3 +53,15 @@ def run_cache_job(
         manifest["dropped_positions"]["bos"],
     )
     return manifest
+
+
+def cache_activations(job: RuleJob) -> None:
+    """Rule cache_activations (workflow/rules/cache.smk): one model's activation cache."""
+    run_cache_job(
+        model_json=Path(job.inputs["model"]),
+        model_entry=job.params["spec"],
+        corpus_cfg=job.params["corpus"],
+        cache_block=job.params["cache"],
+        manifest_path=Path(job.outputs["manifest"]),
+        threads=job.threads,
+    )

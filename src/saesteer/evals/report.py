@@ -289,14 +289,17 @@ def evaluate_sae(
     target_l0: int,
     autointerp_json: Path | None = None,
     threads: int | None = None,
+    llm: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """The workflow's per-SAE job: evaluate the SAE in ``sae_dir``, write ``out_json``.
-    ``autointerp_json``: the SAE's autointerp summary, whose score goes under ``autointerp``
-    (the workflow always passes it)."""
+    """Evaluate the SAE in ``sae_dir``, write ``out_json``. ``autointerp_json``: the SAE's
+    autointerp summary, whose score goes under ``autointerp`` (the workflow always passes
+    it). ``llm``: the prepared model already loaded (a grouped job loads it once for all
+    its SAEs); otherwise it is loaded from ``model_json``."""
     started = time.perf_counter()
     sae_dir = Path(sae_dir)
     cfg, sae, sae_cfg, data = open_sae_eval(sae_dir, eval_dir, eval_cfg, threads)
-    llm = load_model_only(model_json, data.manifest["model_dtype"], cfg.device)
+    if llm is None:
+        llm = load_model_only(model_json, data.manifest["model_dtype"], cfg.device)
     sae = sae.to(next(llm.parameters()).device)
     load_seconds = time.perf_counter() - started
     log.info("evaluating %s on %s eval data (%s)", sae_dir, model, data.manifest["fingerprint"][:12])

@@ -20,6 +20,7 @@ import torch
 
 from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.rule_jobs import RuleJob
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, LatentScores, SelectionError, score_latents
 
@@ -277,3 +278,75 @@ def run_select_features(
         cfg.delta_conf.amplify, report["columns"]["delta_conf"]["mean"] or float("nan"),
     )
     return report
+
+
+# ---- the rules (workflow/rules/selection.smk) ----------------------------------------------
+# A job runs a group of SAEs (eval_jobs.group_by) in one process: the model (and the judge)
+# loaded once, each SAE scored and steered exactly as in a job of its own, into its files.
+
+
+def _load_model(job: RuleJob, dtype: str, device: str) -> tuple[Any, Any]:
+    from saesteer.devices import resolve_device
+    from saesteer.models import load_prepared
+
+    return load_prepared(Path(job.inputs["model"]), dtype=dtype, device=str(resolve_device(device)))
+
+
+def select_features(job: RuleJob) -> None:
+    """Selection scores of every latent of each SAE of the job (per SAE: selection/latent_scores.*)."""
+    cfg = SelectionConfig.from_config(dict(job.params["selection"] or {}))
+    lm, tokenizer = _load_model(job, cfg.model_dtype, cfg.device)
+    for k, sae in enumerate(job.saes, 1):
+        log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+        run_select_features(
+            sae_dir=sae.sae_dir,
+            model_json=Path(job.inputs["model"]),
+            selection_cfg=job.params["selection"],
+            out_table=sae.outputs["table"],
+            out_summary=sae.outputs["summary"],
+            model=sae.cell.model,
+            arch=sae.cell.arch,
+            target_l0=sae.cell.target_l0,
+            threads=job.threads,
+            autointerp_table=sae.inputs.get("autointerp"),
+            lm=lm,
+            tokenizer=tokenizer,
+        )
+
+
+def steer_selected(job: RuleJob) -> None:
+    """Steering scores of the latents each criterion selects, for each SAE of the job
+    (per SAE: selection/score.json and its tables)."""
+    from saesteer.selection.steer import run_steer_selected
+    from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.job import SharedSteeringModel
+
+    # Loaded by the first SAE with a latent steer_eval did not steer (often none: then never).
+    shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
+    try:
+        for k, sae in enumerate(job.saes, 1):
+            log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+            run_steer_selected(
+                sae_dir=sae.sae_dir,
+                autointerp_table=sae.inputs["autointerp"],
+                latent_scores=sae.inputs["latent_scores"],
+                steering_generations=sae.inputs["steering_generations"],
+                steering_score=sae.inputs["steering_score"],
+                instructions=Path(job.inputs["instructions"]),
+                model_json=Path(job.inputs["model"]),
+                steering_cfg=job.params["steering"],
+                selection_cfg=job.params["selection"],
+                judge_cfg=job.params["judge"],
+                out_generations=sae.outputs["generations"],
+                out_concepts=sae.outputs["concepts"],
+                out_score=sae.outputs["score"],
+                out_latents=sae.outputs["latents"],
+                model=sae.cell.model,
+                arch=sae.cell.arch,
+                target_l0=sae.cell.target_l0,
+                prompt_format=job.params["prompt_format"],
+                threads=job.threads,
+                shared_model=shared.get,
+            )
+    finally:
+        shared.close()

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 import torch
@@ -110,8 +110,12 @@ def run_steer_selected(
     tokenizer: Any = None,
     judge: Any = None,
     out_latents: Path | None = None,
+    shared_model: Callable[[], tuple[Any, Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The rule's job; ``out_latents``: the per-latent table (``per_latent.py``)."""
+    """One SAE's steer_selected; ``out_latents``: the per-latent table (``per_latent.py``).
+    The model is needed only when a selected latent was not steered by steer_eval: then
+    ``lm``/``tokenizer``/``judge`` are used if given, else ``shared_model()`` (a grouped job's
+    model, loaded by its first SAE that needs it), else the model of ``model_json``."""
     from saesteer.evals.report import load_sae
     from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
@@ -179,6 +183,8 @@ def run_steer_selected(
         sae, sae_cfg = load_sae(Path(sae_dir))
         layer = hook_layer(sae_cfg)
         device = resolve_device(scfg.device)
+        if (lm is None or tokenizer is None) and shared_model is not None:
+            lm, tokenizer, judge = shared_model()
         if lm is None or tokenizer is None:
             lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(device))
         own_judge = judge is None

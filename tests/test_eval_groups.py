@@ -1,0 +1,296 @@
+"""Grouped per-SAE jobs (eval_jobs.group_by): one job loads the model and the judge once and
+runs several SAEs; each SAE's outputs must equal what a job of its own writes.
+
+The chain runs on a tiny random Llama with SmolLM2's tokenizer and the CI config's blocks
+(.test/config/config.yaml), through the rule functions the workflow calls
+(saesteer.rule_jobs.RULE_JOBS). Every stage runs once grouped (two SAEs) and once per SAE
+on the same inputs; JSON outputs are compared with timings and output paths taken out,
+tables and tensors exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from saesteer.grouping import JobCell, all_jobs, job_cells, job_files
+from saesteer.rule_jobs import RuleJob, RuleJobError, SaeFiles, make_rule_job, rule_function
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
+MODEL = "tiny"
+CELLS = (JobCell(MODEL, "topk", "l0-8", 8), JobCell(MODEL, "relu", "l0-8", 8))
+HOOK = "blocks.2.hook_resid_post"
+
+# Each per-SAE stage: its per-SAE inputs and outputs (name -> file under results/<cell>/),
+# its shared inputs, and the params its rule passes.
+STAGES: dict[str, dict[str, Any]] = {
+    "autointerp": {
+        "in": {"sae_cfg": "sae/cfg.json"},
+        "out": {"table": "autointerp.parquet", "summary": "autointerp.json"},
+        "shared": ("model", "eval_data"),
+        "params": ("eval", "judge"),
+    },
+    "eval_interp": {
+        "in": {"sae_cfg": "sae/cfg.json", "autointerp": "autointerp.json"},
+        "out": {"interp": "interp.json"},
+        "shared": ("model", "eval_data"),
+        "params": ("eval",),
+    },
+    "steer_eval": {
+        "in": {"sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet"},
+        "out": {"generations": "steering/generations.parquet", "concepts": "steering/concepts.json", "score": "steering/score.json"},
+        "shared": ("model", "instructions"),
+        "params": ("steering", "judge", "prompt_format"),
+    },
+    "select_features": {
+        "in": {"sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet"},
+        "out": {"table": "selection/latent_scores.parquet", "summary": "selection/latent_scores.json"},
+        "shared": ("model",),
+        "params": ("selection",),
+    },
+    "steer_selected": {
+        "in": {
+            "sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet", "latent_scores": "selection/latent_scores.parquet",
+            "steering_generations": "steering/generations.parquet", "steering_score": "steering/score.json",
+        },
+        "out": {
+            "generations": "selection/generations.parquet", "concepts": "selection/concepts.json",
+            "score": "selection/score.json", "latents": "selection/latents.parquet",
+        },
+        "shared": ("model", "instructions"),
+        "params": ("steering", "selection", "judge", "prompt_format"),
+    },
+    "steering_vectors": {
+        "in": {
+            "sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet",
+            "steering_concepts": "steering/concepts.json", "steering_score": "steering/score.json",
+        },
+        "out": {
+            "score": "steering_vectors/score.json", "concepts": "steering_vectors/concepts.parquet",
+            "generations": "steering_vectors/generations.parquet", "vectors": "steering_vectors/vectors.safetensors",
+        },
+        "shared": ("model", "eval_data", "instructions"),
+        "params": ("eval", "steering", "steering_vectors", "judge"),
+    },
+}
+SHARED = {
+    "model": f"results/models/{MODEL}/model.json",
+    "eval_data": f"results/{MODEL}/eval_data/manifest.json",
+    "instructions": "results/steering/instructions.json",
+}
+
+
+@contextmanager
+def inside(folder: Path):
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def params() -> dict[str, Any]:
+    judge = {**CFG["judge"], "offline": {**CFG["judge"]["offline"], "reference_model": SHARED["model"]}}
+    return {
+        "eval": CFG["eval"], "judge": judge, "steering": CFG["steering"], "selection": CFG["selection"],
+        "steering_vectors": CFG["steering_vectors"], "prompt_format": "chat",
+        "corpus": CFG["corpus"], "instructions": CFG["steering"].get("instructions"),
+    }
+
+
+def stage_job(stage: str, saes: list[SaeFiles]) -> RuleJob:
+    spec = STAGES[stage]
+    p = params()
+    return RuleJob(
+        rule=stage, inputs={k: SHARED[k] for k in spec["shared"]}, saes=tuple(saes),
+        params={k: p[k] for k in spec["params"]}, threads=1,
+    )
+
+
+def sae_files(stage: str, cell: JobCell, out_root: str = "results") -> SaeFiles:
+    spec = STAGES[stage]
+    return SaeFiles(
+        cell,
+        {k: Path(f"results/{cell.path}/{v}") for k, v in spec["in"].items()},
+        {k: Path(f"{out_root}/{cell.path}/{v}") for k, v in spec["out"].items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, smollm2_tokenizer, minilm):
+    """Model, eval data, instruction pool and two SAEs of different architectures."""
+    from saesteer.sae.registry import build_sae
+    from saesteer.sae.saelens_io import save_saelens_dir
+    from saesteer.tiny_models import write_tiny_model
+
+    root = tmp_path_factory.mktemp("groups")
+    info = write_tiny_model("llama", root / "hf-tiny", smollm2_tokenizer)
+    spec = {"name": MODEL, "source": "local", "path": str(root / "hf-tiny"), "layer": info["layer"],
+            "n_layers": info["n_layers"], "d_model": info["d_model"], "prompt_format": "chat"}
+    torch.set_num_threads(1)
+    with inside(root):
+        run = rule_function
+        run("prepare_model")(RuleJob("prepare_model", outputs={"record": SHARED["model"]},
+                                     params={"spec": spec, "weights_dir": "results/models/tiny/hf"}))
+        run("prepare_eval_data")(RuleJob("prepare_eval_data", inputs={"model": SHARED["model"]}, outputs={"manifest": SHARED["eval_data"]},
+                                         params={"spec": spec, "corpus": CFG["corpus"], "eval": CFG["eval"]}))
+        run("steering_instructions")(RuleJob("steering_instructions", outputs={"pool": SHARED["instructions"]},
+                                             params={"instructions": params()["instructions"]}))
+        for i, cell in enumerate(CELLS):
+            torch.manual_seed(i)
+            sae = build_sae(cell.arch, info["d_model"], 256, target_l0=cell.target_l0)
+            sae.reset_parameters()
+            save_saelens_dir(sae, Path(f"results/{cell.path}/sae"), metadata={"hook_name": HOOK})
+    return root
+
+
+def _normalised(value: Any) -> Any:
+    """JSON without what may differ between a grouped and a single job: timings and the
+    folder the outputs were written to."""
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items() if "seconds" not in k and "per_s" not in k and k != "timings"}
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("single/", "results/")
+    return value
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """Where two JSON values differ, or None. Floats are equal to 1e-12 relative: a least-
+    squares fit (the OMP decomposition of steering_vectors) can differ in its last bit from
+    one call to the next in the same process (LAPACK's blocking follows memory alignment)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            found = first_difference(a.get(k), b.get(k), f"{where}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(a, float) and isinstance(b, float):
+        return None if math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) else f"{where}: {a!r} != {b!r}"
+    return None if a == b else f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_file(a: Path, b: Path) -> None:
+    if a.suffix == ".json":
+        found = first_difference(_normalised(json.loads(a.read_text())), _normalised(json.loads(b.read_text())))
+        assert found is None, (a, found)
+    elif a.suffix == ".parquet":
+        ta, tb = pq.read_table(a), pq.read_table(b)
+        assert ta.schema.equals(tb.schema), a
+        found = first_difference(_normalised(ta.to_pylist()), _normalised(tb.to_pylist()))
+        assert found is None, (a, found)
+    else:
+        from safetensors.torch import load_file
+
+        xa, xb = load_file(str(a)), load_file(str(b))
+        assert xa.keys() == xb.keys() and all(torch.equal(xa[k], xb[k]) for k in xa), a
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_grouped_jobs_outputs_equal_each_saes_own_job(prepared, stage):
+    """Stages run in file order (each reads the previous stages' grouped outputs)."""
+    with inside(prepared):
+        rule_function(stage)(stage_job(stage, [sae_files(stage, c) for c in CELLS]))
+        for cell in CELLS:
+            rule_function(stage)(stage_job(stage, [sae_files(stage, cell, out_root="single")]))
+        for cell in CELLS:
+            for name, tail in STAGES[stage]["out"].items():
+                assert_same_file(Path(f"results/{cell.path}/{tail}"), Path(f"single/{cell.path}/{tail}"))
+        if stage == "steer_eval":  # not vacuous: every SAE steered something
+            grouped = [json.loads(Path(f"results/{c.path}/steering/score.json").read_text()) for c in CELLS]
+            assert all(g["n_generations"] > 0 and g["n_concepts"] > 0 for g in grouped)
+
+
+@pytest.mark.parametrize("stage, loads", [("steer_eval", 1), ("select_features", 1), ("steering_vectors", 1), ("steer_selected", None)])
+def test_a_grouped_job_loads_the_model_once(prepared, stage, loads, monkeypatch):
+    """What grouping is for: one load of the LLM per job, not per SAE (the loader is the
+    real one, counted). steer_selected loads it only if a selected latent was not steered
+    by steer_eval: at most once."""
+    import saesteer.models as models
+
+    calls = []
+    real = models.load_prepared
+
+    def counted(*args: Any, **kwargs: Any):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "load_prepared", counted)
+    with inside(prepared):
+        rule_function(stage)(stage_job(stage, [sae_files(stage, c, out_root="loads") for c in CELLS]))
+    assert len(calls) == loads if loads is not None else len(calls) <= 1
+
+
+# ---- how a job is cut and translated ------------------------------------------------------------
+
+
+class _W:
+    def __init__(self, **kw: str):
+        self.__dict__.update(kw)
+
+
+def test_job_files_and_cells_pair_up_in_every_grouping():
+    from saesteer.config import grid_from_config
+
+    paper = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    grid = grid_from_config(paper)
+    counts = {"sae": 90, "arch": 15, "model": 3}
+    for group_by, n_jobs in counts.items():
+        jobs = all_jobs(grid, group_by)
+        assert len(jobs) == n_jobs
+        cells = [c.path for job in jobs for c in job]
+        assert sorted(cells) == sorted(c.path for c in grid.cells())  # every SAE once
+        first = jobs[0][0]
+        wildcards = _W(model=first.model, arch=first.arch, sparsity=first.sparsity)
+        members = job_cells(grid, group_by, wildcards)
+        files = job_files(grid, group_by, "interp.json")
+        files = [files] if isinstance(files, str) else files
+        filled = [f.format(model=first.model, arch=first.arch, sparsity=first.sparsity) for f in files]
+        assert filled == [f"results/{c.path}/interp.json" for c in members]
+
+
+def test_translation_splits_per_sae_and_shared_files_and_refuses_a_wrong_order():
+    cells = [c.to_dict() for c in CELLS]
+    job = make_rule_job(
+        "steer_eval",
+        {"model": SHARED["model"], "autointerp": [f"results/{c.path}/autointerp.parquet" for c in CELLS]},
+        {"score": [f"results/{c.path}/steering/score.json" for c in CELLS]},
+        {"cells": cells, "steering": {}},
+    )
+    assert job.inputs == {"model": SHARED["model"]} and "cells" not in job.params
+    assert [s.inputs["autointerp"] for s in job.saes] == [Path(f"results/{c.path}/autointerp.parquet") for c in CELLS]
+    assert [s.cell for s in job.saes] == list(CELLS)
+    with pytest.raises(RuleJobError, match="out of the job's SAE order"):
+        make_rule_job("steer_eval", {"autointerp": [f"results/{c.path}/autointerp.parquet" for c in reversed(CELLS)]}, {}, {"cells": cells})
+    with pytest.raises(RuleJobError, match="1 per-SAE paths for a job of 2 SAEs"):
+        make_rule_job("steer_eval", {"autointerp": f"results/{CELLS[0].path}/autointerp.parquet"}, {}, {"cells": cells})
+
+
+def test_grouped_eval_jobs_refuse_pretrained_entries_naming_the_field():
+    from saesteer.config import ConfigError, check_config
+
+    cfg = yaml.safe_load((REPO / "config/pretrained.yaml").read_text())
+    base = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    merged = {**base, **cfg, "eval_jobs": {"group_by": "arch"}}
+    with pytest.raises(ConfigError, match="eval_jobs.group_by"):
+        check_config(merged)
