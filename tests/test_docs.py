@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from saesteer.rule_jobs import RULE_JOBS, rule_function
+
 REPO = Path(__file__).resolve().parents[1]
 RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:(.*?)(?=^(?:rule|checkpoint)\s+\w+\s*:|\Z)", re.S | re.M)
 SCRIPT_RE = re.compile(r"^\s*script:\s*\n?\s*[\"']([^\"']+)[\"']", re.M)
@@ -30,19 +32,21 @@ def workflow_rules() -> dict[str, tuple[str, str | None]]:
     return rules
 
 
-def adapter_entry_points(script: str) -> set[str]:
-    """The functions an adapter imports from the package (`saesteer.x.f`), logging set-up aside.
+ADAPTER = """import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+from saesteer.rule_jobs import run_rule
 
-    Class imports (configs, specs) are not entry points: they are recognised by a capitalised name.
-    """
-    tree = ast.parse((REPO / script).read_text())
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("saesteer"):
-            if node.module == "saesteer.joblog":
-                continue
-            out |= {f"{node.module}.{a.name}" for a in node.names if a.name[:1].islower()}
-    return out
+run_rule(snakemake)
+"""
+
+
+def adapter_body(script: str) -> str:
+    """An adapter's code without its docstring."""
+    text = (REPO / script).read_text()
+    tree = ast.parse(text)
+    first = tree.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        text = "\n".join(text.splitlines()[first.end_lineno:]).lstrip("\n") + "\n"
+    return text
 
 
 def stage_table() -> dict[str, list[str]]:
@@ -75,13 +79,17 @@ def test_stage_map_lists_every_rule_with_its_script_and_entry_point():
         assert row[1] == smk, f"docs/stages.md: rule {name} is in {smk}, not {row[1]}"
         assert script is not None, f"rule {name} has no script: (the stage map expects an adapter)"
         assert row[2] == script, f"docs/stages.md: rule {name} runs {script}, not {row[2]}"
-        entries = adapter_entry_points(script)
-        assert entries, f"{script} imports no saesteer function"
-        listed = {e.strip() for e in row[3].split(",")}
-        assert listed == entries, f"docs/stages.md: {script} calls {sorted(entries)}, the row says {sorted(listed)}"
+        assert Path(script).stem == name, f"rule {name}: its adapter {script} is not named after it"
+        assert adapter_body(script) == ADAPTER, f"{script} is not the two-line adapter (run_rule(snakemake))"
+        entry = RULE_JOBS.get(name)
+        assert entry, f"rule {name} has no entry in saesteer.rule_jobs.RULE_JOBS"
+        assert row[3] == entry.replace(":", "."), f"docs/stages.md: rule {name} runs {entry}, the row says {row[3]}"
+        assert entry.split(":")[0].endswith(".job") and entry.split(":")[1] == name, f"{entry}: not saesteer.<stage>.job.{name}"
 
 
 def test_stage_map_entry_points_and_modules_exist():
+    for name in RULE_JOBS:
+        assert callable(rule_function(name)), name
     for name, row in stage_table().items():
         for entry in row[3].split(","):
             module, func = entry.strip().rsplit(".", 1)
