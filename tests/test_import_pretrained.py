@@ -163,6 +163,7 @@ def _config(pretrained: list[dict], d_model: int = D_IN, layer: int = 2, **model
         "d_model": d_model, "prompt_format": "base", "pretrained": pretrained, **model,
     }]
     base["architectures"], base["sparsities"] = [], []
+    base["eval_jobs"] = {"group_by": "sae"}  # imported SAEs are evaluated one job each
     return base
 
 
@@ -387,6 +388,7 @@ def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
     from saesteer.aggregate.job import run_aggregate
 
     config = grid_config(min_saes=3)
+    config["eval_jobs"] = {"group_by": "sae"}  # grids with imported SAEs: one evaluation job per SAE
     smol = config["models"][0]
     pretrained = []
     for k in (20, 40, 80):
@@ -468,6 +470,7 @@ def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
     folder = _saelens_folder(tmp_path, "jumprelu", d_in=576, apply_b_dec_to_input=False,
                              metadata={"hook_name": "blocks.15.hook_resid_post"})
     demo["models"][0]["pretrained"] = [{"name": "mine", "source": "path", "path": str(folder), "target_l0": 30}]
+    demo["eval_jobs"] = {"group_by": "sae"}  # grids with imported SAEs: one evaluation job per SAE
     mixed = tmp_path / "mixed.yaml"
     mixed.write_text(yaml.safe_dump(demo))
     result = _snakemake("-n", "--forceall", "--configfile", "config/demo.yaml", str(mixed))
