@@ -32,9 +32,10 @@ class CharTokenizer:
 TINY_VOCAB = 3 + 256
 
 
-def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+def tiny_shape(n_layers: int = 4, d_model: int = 32) -> dict[str, Any]:
+    """The config fields every tiny test model shares (the char tokenizer's vocabulary and
+    special ids, 4 heads over 2 key-value heads, MLP width 2 * d_model)."""
+    return dict(
         vocab_size=TINY_VOCAB,
         hidden_size=d_model,
         intermediate_size=2 * d_model,
@@ -45,7 +46,12 @@ def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> Llam
         bos_token_id=2,
         eos_token_id=1,
     )
-    return LlamaForCausalLM(config).eval()
+
+
+def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> LlamaForCausalLM:
+    """A randomly initialised tiny Llama (torch seeded with ``seed``) for the char tokenizer."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**tiny_shape(n_layers, d_model))).eval()
 
 
 def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vector=None) -> list[int]:
@@ -135,11 +141,7 @@ def have_minilm() -> bool:
 def sharp_llama(seed: int = 0) -> LlamaForCausalLM:
     """The tiny Llama, initialised at 0.3 instead of 0.02: peaked next-token distributions."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=2, eos_token_id=1, initializer_range=0.3,
-    )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**tiny_shape(), initializer_range=0.3)).eval()
 
 
 def random_directions(n: int, d_model: int, seed: int = 1) -> torch.Tensor:
