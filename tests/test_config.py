@@ -1,13 +1,10 @@
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import assert_schema_block_matches
+from tests.helpers import REPO, assert_schema_block_matches
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -1,15 +1,13 @@
 import copy
-from pathlib import Path
 
 import pytest
 from pytest import approx
 
+from tests.helpers import REPO
 from saesteer.cli import main
 from saesteer.config import load_config
 from saesteer.cost import estimate, eval_flops
 from saesteer.config import grid_from_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_paper_cache_disk_is_tokens_times_row_bytes():

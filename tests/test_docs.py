@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.helpers import REPO
 
 from saesteer.rule_jobs import RULE_JOBS, rule_function
-
-REPO = Path(__file__).resolve().parents[1]
 RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:(.*?)(?=^(?:rule|checkpoint)\s+\w+\s*:|\Z)", re.S | re.M)
 SCRIPT_RE = re.compile(r"^\s*script:\s*\n?\s*[\"']([^\"']+)[\"']", re.M)
 

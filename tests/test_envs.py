@@ -2,11 +2,9 @@
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:

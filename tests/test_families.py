@@ -25,7 +25,7 @@ import copy
 import pytest
 import torch
 
-from conftest import TINY_VOCAB, CharTokenizer, hf_generate
+from tests.helpers import TINY_VOCAB, CharTokenizer, hf_generate, random_directions
 from saesteer.cache.capture import ResidualCapture
 from saesteer.evals.core import splice_scores
 from saesteer.evals.splice import (
@@ -241,8 +241,7 @@ def test_batched_steered_generation_equals_the_per_row_path(family):
     equal transformers' generate on each prompt alone (its own cache and masks)."""
     model, tok = tiny(family), CharTokenizer()
     steer = SteeringModel.wrap(model, tok, LAYER)
-    torch.manual_seed(1)
-    directions = torch.nn.functional.normalize(torch.randn(3, model.config.hidden_size), dim=-1)
+    directions = random_directions(3, model.config.hidden_size)
     ids = [tuple(prompt_ids(tok, p, "base")) for p in PROMPTS]
     assert max(len(x) for x in ids) > 4 * GEMMA2_SLIDING_WINDOW
     # Coefficients in units of the residual's norm at the hook (Gemma-2's is large).

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import REPO
 from saesteer.models import ModelError, ModelSpec, hub_error_message, load_prepared, prepare_model
 from saesteer.tiny_models import FAMILIES, write_hub_cache, write_tiny_model
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def char_tokenizer():

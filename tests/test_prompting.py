@@ -16,7 +16,7 @@ from saesteer.selection.config import ARAD_PROMPT
 from saesteer.selection.latent_scores import prompt_token_ids
 from saesteer.steering.generate import GenRow, SteeringModel, decode
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 

@@ -2,7 +2,7 @@
 
 Every result carries ``judge="offline-proxy"``; ``base.check_single_judge`` refuses tables
 that mix it with an LLM judge. Scores, each mapped to {0, 1, 2} by thresholds from the
-config (calibration: tests/test_judge_offline.py and the defaults in base.OfflineJudgeConfig):
+config (calibration: tests/judges/test_offline.py and the defaults in base.OfflineJudgeConfig):
 
 - concept: cosine(concept, generation) of all-MiniLM-L6-v2 sentence embeddings (mean
   pooling over tokens, L2-normalised, as the model was trained), >= t1 -> 1, >= t2 -> 2.
@@ -144,7 +144,7 @@ def lm_losses(
     Per character, not per token: broken output of a steered model (emoji, stray
     punctuation, newlines) splits into many cheap tokens and has a per-token loss as low as
     fluent prose (3-4 nats under SmolLM2), but costs 2-6 nats per character against 0.4-1.0
-    for fluent text (calibration in tests/test_judge_offline.py).
+    for fluent text (calibration in tests/judges/test_offline.py).
     """
     device = next(model.parameters()).device
     ids = [_token_ids(tokenizer, t) for t in texts]

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from tests.helpers import randomize_biases
 from saesteer.sae import ARCHITECTURES, StepContext, build_sae, get_sae_class
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.sparse import batch_topk_flat_indices
@@ -23,10 +24,8 @@ def _random_sae(arch: str, seed: int = 0) -> BaseSAE:
     sae = build_sae(arch, 24, 64, target_l0=6, act_scale=1.0)
     sae.reset_parameters(torch.Generator().manual_seed(seed))
     gen = torch.Generator().manual_seed(seed + 1)
+    randomize_biases(sae, gen)
     with torch.no_grad():
-        for name, param in sae.named_parameters():
-            if name.startswith("b_") or name == "r_mag":
-                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
         if arch == "jumprelu":
             sae.threshold.copy_(0.05 + 0.05 * torch.rand(64, generator=gen))
     return sae

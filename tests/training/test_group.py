@@ -4,12 +4,12 @@ alone, survives a kill, and writes exactly the single-SAE job's outputs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from tests.helpers import REPO
 from saesteer.training import GroupMember, GroupTrainer, TensorSource, TrainConfig, Trainer, train_sae, train_sae_group
 from saesteer.training.checkpoint import checkpoint_path
 from saesteer.training.synthetic import planted_data, write_cache
@@ -147,7 +147,7 @@ def test_training_jobs_cover_the_grid_once_in_every_grouping():
     from saesteer.config import grid_from_config, load_config
     from saesteer.training.job import train_job_members, train_job_outputs
 
-    grid = grid_from_config(load_config(Path(__file__).resolve().parents[1] / "config/demo.yaml"))
+    grid = grid_from_config(load_config(REPO / "config/demo.yaml"))
     for group_by, wildcards in (
         ("sae", [SimpleNamespace(model=c.model, arch=c.arch, sparsity=c.sparsity) for c in grid.cells()]),
         ("arch", [SimpleNamespace(model=m, arch=a) for m in grid.model_names for a in grid.architectures]),

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import prose_and_code_corpus, tiny_eval_block
+from tests.helpers import X, plant_x_dimension, prose_and_code_corpus, save_sae, tiny_eval_block, write_model_json, x_reading_sae
 from saesteer.evals.autointerp import (
     PARQUET_SCHEMA,
     ContextSource,
@@ -39,7 +39,6 @@ from saesteer.judges import JudgeConfigError, LLMJudgeConfig, OfflineJudgeConfig
 from saesteer.judges.llm import LLMJudge
 from saesteer.judges.offline import OfflineProxyJudge
 from saesteer.sae.registry import build_sae
-from saesteer.sae.saelens_io import save_saelens_dir
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -380,21 +379,14 @@ def test_reference_model_must_be_a_model_of_the_grid():
 
 
 EVAL_BLOCK = tiny_eval_block(n_latents=16)
-X = 3 + ord("x")  # the char tokenizer's id of "x"
 
 
 def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     """Eval data with autointerp contexts, the per-SAE job, outputs that validate, and the
     score in interp.json. Latent 0 fires exactly on "x": the tiny model's embedding of "x"
     gets a large dedicated dimension, which the residual stream carries to the hook."""
-    with torch.no_grad():
-        emb = tiny_model.get_input_embeddings().weight
-        emb[:, 0] = 0.0
-        emb[X, 0] = 8.0
-    local = tmp_path / "hf"
-    tiny_model.save_pretrained(local)
-    model_json = tmp_path / "model.json"
-    model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
+    plant_x_dimension(tiny_model)
+    model_json = write_model_json(tmp_path, model=tiny_model)
     manifest = build_eval_data(
         tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path),
         cfg=EvalConfig.from_config(EVAL_BLOCK), out_dir=tmp_path / "eval_data",
@@ -402,16 +394,7 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     assert manifest["autointerp"]["core_contexts"] == 6 and manifest["autointerp"]["extra_contexts"] == 34
     assert manifest["autointerp"]["masked_token_ids"] == [1, 2]
 
-    torch.manual_seed(0)
-    sae = build_sae("relu", 32, 16, target_l0=4)
-    sae.reset_parameters()
-    with torch.no_grad():
-        sae.W_enc[0, :] = 0.0  # dim 0 only feeds latent 0
-        sae.W_enc[:, 0] = 0.0
-        sae.W_enc[0, 0] = 1.0
-        sae.b_enc[0] = -4.0
-        sae.b_enc[1:] = 0.0
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post"})
+    sae_dir = save_sae(x_reading_sae(), tmp_path / "sae", 1)
     out_parquet, out_json = tmp_path / "autointerp.parquet", tmp_path / "autointerp.json"
     report = run_autointerp(
         sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, judge_cfg={"kind": "offline"},

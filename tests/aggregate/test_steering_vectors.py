@@ -12,7 +12,7 @@ from saesteer.aggregate.steering_vectors import input_files, output_paths, run_a
 from saesteer.config import grid_from_config
 from saesteer.io import schema_violations
 from saesteer.steering.vectors_job import SCHEMA_PATH
-from test_aggregate_summary import fill_results, grid_config
+from tests.synthetic_results import fill_results, grid_config
 
 SHA = "0" * 64
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from saesteer.judges import (
     JudgeConfig,
     LLMJudgeConfig,
@@ -30,7 +31,6 @@ from saesteer.judges.prompts import (
     load_prompt_set,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 ITEM = SteeringItem(concept="the ocean", instruction="Describe your morning.", generation="I woke up and saw the sea.")
 
 

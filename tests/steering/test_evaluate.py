@@ -12,14 +12,23 @@ import json
 import math
 import random
 import re
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import CharTokenizer, have_minilm, hf_generate, make_tiny_llama
+from tests.helpers import (
+    CharTokenizer,
+    explained_row,
+    have_minilm,
+    hf_generate,
+    make_tiny_llama,
+    random_directions,
+    random_sae,
+    save_sae,
+    write_model_json,
+)
 from saesteer.cache.capture import ResidualCapture
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.steering.config import SteeringConfig, SteeringConfigError
@@ -43,7 +52,6 @@ from saesteer.steering.instructions import (
 )
 from saesteer.steering.score import choose_factor, concept_scores, sae_scores
 
-REPO = Path(__file__).resolve().parents[1]
 LAYER = 2
 
 
@@ -56,9 +64,7 @@ PROMPTS = ["hi", "hello there, how are you today?", "abc", "a much longer prompt
 def steering_setup(seed: int = 0):
     model, tok = make_tiny_llama(seed), CharTokenizer()
     steer = SteeringModel.wrap(model, tok, LAYER)
-    torch.manual_seed(1)
-    directions = torch.nn.functional.normalize(torch.randn(3, model.config.hidden_size), dim=-1)
-    return model, tok, steer, directions
+    return model, tok, steer, random_directions(3, model.config.hidden_size)
 
 
 # ---- generation ------------------------------------------------------------------------------
@@ -381,24 +387,17 @@ def test_scores_of_a_constructed_table():
 def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
     from saesteer.evals.autointerp import write_table
     from saesteer.judges.offline import OfflineProxyJudge
-    from saesteer.sae.registry import build_sae
-    from saesteer.sae.saelens_io import save_saelens_dir
 
     model, tok = make_tiny_llama(), CharTokenizer()
-    torch.manual_seed(0)
-    sae = build_sae("relu", 32, 16, target_l0=4)
-    sae.reset_parameters()
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": f"blocks.{LAYER}.hook_resid_post"})
-    base = {k: None for k in ("explain_contexts", "detect_contexts", "detect_sources", "detect_positives", "detect_predicted")}
+    sae_dir = save_sae(random_sae("relu", 32, 16, target_l0=4), tmp_path / "sae", LAYER)
     records = [
-        {**base, "latent": latent, "rank": rank, "explanation": text, "explanation_kind": "llm", "judge": "offline-proxy",
-         "judge_model": "x", "explain_parsed": True, "detect_parsed": True, "m_f": m_f}
+        explained_row(latent, rank, text, m_f)
         for rank, (latent, text, m_f) in enumerate([(3, "the sea", 4.0), (5, "cooking food", float("nan")), (1, "music", 2.0)])
     ]
     write_table(records, tmp_path / "autointerp.parquet")
     steering = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 8, "batch_size": 16}
     write_instruction_pool(SteeringConfig.from_config(steering).instructions, tmp_path / "instructions.json")
-    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": f"blocks.{LAYER}.hook_resid_post"}))
+    write_model_json(tmp_path, layer=LAYER)
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     out = tmp_path / "steering"
     report = run_steer_eval(

@@ -10,13 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import prose_and_code_corpus
+from tests.helpers import prose_and_code_corpus, random_sae, save_sae, write_model_json
 from saesteer.config import load_schema
 from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data
 from saesteer.evals.report import SAEFileError, evaluate_sae, load_sae, validate_report
-from saesteer.sae.registry import build_sae
-from saesteer.sae.saelens_io import save_saelens_dir
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,10 +41,7 @@ EVAL_BLOCK = {
 @pytest.fixture
 def prepared(tiny_model, char_tokenizer, tmp_path):
     """A saved tiny model (model.json) and its eval data."""
-    local = tmp_path / "hf"
-    tiny_model.save_pretrained(local)
-    model_json = tmp_path / "model.json"
-    model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local)}))
+    model_json = write_model_json(tmp_path, model=tiny_model)
     cfg = EvalConfig.from_config(EVAL_BLOCK)
     build_eval_data(
         tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path), cfg=cfg, out_dir=tmp_path / "eval_data"
@@ -55,10 +50,23 @@ def prepared(tiny_model, char_tokenizer, tmp_path):
 
 
 def _save_sae(directory: Path, arch: str = "topk") -> Path:
-    torch.manual_seed(0)
-    sae = build_sae(arch, D_MODEL, 64, target_l0=4, act_scale=2.0)
-    sae.reset_parameters()
-    return save_saelens_dir(sae, directory, metadata={"hook_name": "blocks.1.hook_resid_post", "model_name": "tiny"})
+    return save_sae(random_sae(arch, D_MODEL, 64, target_l0=4, act_scale=2.0), directory, 1, model_name="tiny")
+
+
+def _edit_weights(sae_dir: Path, edit) -> Path:
+    """The SAE's safetensors file rewritten with ``edit`` applied to its tensors; its path."""
+    weights = sae_dir / "sae_weights.safetensors"
+    tensors = load_file(str(weights))
+    edit(tensors)
+    save_file(tensors, str(weights))
+    return weights
+
+
+def _assert_refused(sae_dir: Path, match: str, named: Path) -> None:
+    """Loading the SAE fails with an error matching ``match`` that names the file ``named``."""
+    with pytest.raises(SAEFileError, match=match) as info:
+        load_sae(sae_dir)
+    assert str(named) in str(info.value)
 
 
 def test_interp_json_validates_against_the_schema(prepared, tmp_path):
@@ -104,57 +112,40 @@ def test_valid_sae_loads(tmp_path):
 
 def test_missing_weights_key_is_named(tmp_path):
     sae_dir = _save_sae(tmp_path / "sae")
-    weights = sae_dir / "sae_weights.safetensors"
-    tensors = load_file(str(weights))
-    del tensors["W_dec"]
-    save_file(tensors, str(weights))
-    with pytest.raises(SAEFileError, match="W_dec") as info:
-        load_sae(sae_dir)
-    assert str(weights) in str(info.value)
+    weights = _edit_weights(sae_dir, lambda tensors: tensors.pop("W_dec"))
+    _assert_refused(sae_dir, "W_dec", weights)
 
 
 def test_wrong_shape_is_named(tmp_path):
     sae_dir = _save_sae(tmp_path / "sae")
-    weights = sae_dir / "sae_weights.safetensors"
-    tensors = load_file(str(weights))
-    tensors["W_enc"] = torch.zeros(D_MODEL, 63)
-    save_file(tensors, str(weights))
-    with pytest.raises(SAEFileError, match=r"W_enc has shape \[32, 63\], expected \[32, 64\]") as info:
-        load_sae(sae_dir)
-    assert str(weights) in str(info.value)
+    weights = _edit_weights(sae_dir, lambda tensors: tensors.update(W_enc=torch.zeros(D_MODEL, 63)))
+    _assert_refused(sae_dir, r"W_enc has shape \[32, 63\], expected \[32, 64\]", weights)
 
 
 def test_corrupted_json_is_named(tmp_path):
     sae_dir = _save_sae(tmp_path / "sae")
     cfg = sae_dir / "cfg.json"
     cfg.write_text(cfg.read_text()[:40])
-    with pytest.raises(SAEFileError, match="not valid JSON") as info:
-        load_sae(sae_dir)
-    assert str(cfg) in str(info.value)
+    _assert_refused(sae_dir, "not valid JSON", cfg)
 
 
 def test_corrupted_weights_and_missing_files_are_named(tmp_path):
     sae_dir = _save_sae(tmp_path / "sae")
     weights = sae_dir / "sae_weights.safetensors"
     weights.write_bytes(b"\x00garbage")
-    with pytest.raises(SAEFileError, match="not a readable safetensors file") as info:
-        load_sae(sae_dir)
-    assert str(weights) in str(info.value)
+    _assert_refused(sae_dir, "not a readable safetensors file", weights)
     weights.unlink()
-    with pytest.raises(SAEFileError, match="does not exist") as info:
-        load_sae(sae_dir)
-    assert str(weights) in str(info.value)
+    _assert_refused(sae_dir, "does not exist", weights)
 
 
 def test_nan_weights_are_refused(tmp_path):
     sae_dir = _save_sae(tmp_path / "sae", arch="relu")
-    weights = sae_dir / "sae_weights.safetensors"
-    tensors = load_file(str(weights))
-    tensors["b_enc"][3] = float("nan")
-    save_file(tensors, str(weights))
-    with pytest.raises(SAEFileError, match="b_enc contains NaN") as info:
-        load_sae(sae_dir)
-    assert str(weights) in str(info.value)
+
+    def one_nan(tensors):
+        tensors["b_enc"][3] = float("nan")
+
+    weights = _edit_weights(sae_dir, one_nan)
+    _assert_refused(sae_dir, "b_enc contains NaN", weights)
 
 
 # ---- config --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+from tests.helpers import tiny_shape
 from saesteer.cache.capture import ResidualCapture, decoder_layers
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.core import ReconstructionStats, splice_scores
@@ -43,18 +44,10 @@ def zero_sae(d: int) -> ReLUSAE:
 def tiny_gemma3() -> Gemma3ForCausalLM:
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=259,
-        hidden_size=D_MODEL,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **tiny_shape(d_model=D_MODEL),
         head_dim=8,
         sliding_window=4,  # shorter than the test inputs: the local masks matter
-        max_position_embeddings=256,
         final_logit_softcapping=5.0,
-        bos_token_id=2,
-        eos_token_id=1,
         pad_token_id=0,
     )
     return Gemma3ForCausalLM(config).eval()

@@ -8,9 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from conftest import CharTokenizer, make_tiny_llama
+from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.selection.sets import SelectionError
 from saesteer.selection.steer import read_selection_score, run_steer_selected
@@ -33,26 +32,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def setup(tmp_path, minilm):
     from saesteer.evals.autointerp import write_table
     from saesteer.judges.offline import OfflineProxyJudge
-    from saesteer.sae.registry import build_sae
-    from saesteer.sae.saelens_io import save_saelens_dir
 
     model, tok = make_tiny_llama(), CharTokenizer()
-    torch.manual_seed(0)
-    sae = build_sae("relu", 32, 16, target_l0=4)
-    sae.reset_parameters()
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": f"blocks.{LAYER}.hook_resid_post"})
-    base = {k: None for k in ("explain_contexts", "detect_contexts", "detect_sources", "detect_positives", "detect_predicted")}
-    write_table(
-        [{**base, "latent": lat, "rank": rank, "explanation": text, "explanation_kind": "llm", "judge": "offline-proxy",
-          "judge_model": "x", "explain_parsed": True, "detect_parsed": True, "m_f": m_f}
-         for lat, (rank, text, m_f, _, _) in LATENTS.items()],
-        tmp_path / "autointerp.parquet",
-    )
+    sae_dir = save_sae(random_sae("relu", 32, 16, target_l0=4), tmp_path / "sae", LAYER)
+    write_table([explained_row(lat, rank, text, m_f) for lat, (rank, text, m_f, _, _) in LATENTS.items()], tmp_path / "autointerp.parquet")
     # Selection scores as select_features writes them (the columns steer_selected reads).
     pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc}
                                          for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
-    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": f"blocks.{LAYER}.hook_resid_post"}))
+    write_model_json(tmp_path, layer=LAYER)
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     common = dict(sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
                   model_json=tmp_path / "model.json", steering_cfg=STEERING, judge_cfg={"kind": "offline"},

@@ -10,18 +10,14 @@ made them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import TINY_VOCAB, CharTokenizer, assert_schema_block_matches
+from tests.helpers import REPO, CharTokenizer, assert_schema_block_matches, make_sae, planted, save_sae, sharp_llama, write_model_json
 from saesteer.config import ConfigError, check_config, load_config, load_schema
 from saesteer.evals.report import SAEFileError
-from saesteer.sae.registry import build_sae
-from saesteer.sae.saelens_io import save_saelens_dir
 from saesteer.selection.config import (
     ControlConfig,
     DeltaConfConfig,
@@ -48,42 +44,10 @@ from saesteer.selection.latent_scores import (
     score_latents,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 LAYER = 2
-HOOK = f"blocks.{LAYER}.hook_resid_post"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def sharp_llama(seed: int = 0) -> LlamaForCausalLM:
-    """conftest's tiny Llama, initialised at 0.3 instead of 0.02: peaked next-token distributions."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=2, eos_token_id=1, initializer_range=0.3,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def make_sae(arch: str = "topk", d_sae: int = 64, seed: int = 1, act_scale: float = 2.5):
-    torch.manual_seed(seed)
-    sae = build_sae(arch, 32, d_sae, target_l0=8, act_scale=act_scale)
-    sae.reset_parameters()
-    with torch.no_grad():
-        sae.b_dec.normal_(0.0, 0.1)  # a nonzero decoder bias: only_max keeps it, the others do not see it
-        for name in ("b_enc", "b_mag", "b_gate"):
-            if hasattr(sae, name):
-                getattr(sae, name).normal_(0.0, 0.05)
-    return sae.eval()
-
-
-def planted(model, tok, sae, latent: int = 17, char: str = "Q"):
-    """Latent ``latent``'s decoder row along the unembedding of ``char``'s token."""
-    target = tok(char)["input_ids"][0]
-    with torch.no_grad():
-        sae.W_dec[latent] = torch.nn.functional.normalize(model.lm_head.weight[target].detach(), dim=0)
-    return target
 
 
 def check_close(batched, reference, latents, atol=1e-4):
@@ -277,8 +241,8 @@ def test_job_writes_a_valid_table_and_summary(tmp_path):
     the table has one row per latent with decoded logit-lens tokens; the summary validates."""
     model, tok, sae = sharp_llama(), CharTokenizer(), make_sae()
     target = planted(model, tok, sae, latent=17)
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": HOOK})
-    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": HOOK}))
+    sae_dir = save_sae(sae, tmp_path / "sae", LAYER)
+    write_model_json(tmp_path, layer=LAYER)
     out = tmp_path / "selection"
     block = {"batch_size": 32, "delta_conf": {"amplify": "only_max"}}
     report = run_select_features(
@@ -309,15 +273,15 @@ def test_job_writes_a_valid_table_and_summary(tmp_path):
 
 def test_job_refuses_bad_inputs_by_name(tmp_path):
     model, tok, sae = sharp_llama(), CharTokenizer(), make_sae()
-    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": HOOK}))
+    write_model_json(tmp_path, layer=LAYER)
     kwargs = dict(model_json=tmp_path / "model.json", selection_cfg={}, out_table=tmp_path / "t.parquet",
                   out_summary=tmp_path / "s.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok)
     with pytest.raises(SAEFileError, match=r"sae_weights.safetensors does not exist|cfg.json does not exist"):
         run_select_features(sae_dir=tmp_path / "missing", **kwargs)
-    other = save_saelens_dir(sae, tmp_path / "other", metadata={"hook_name": "blocks.1.hook_resid_post"})
+    other = save_sae(sae, tmp_path / "other", 1)
     with pytest.raises(SelectionError, match=r"blocks\.1\.hook_resid_post.*model.json is prepared for blocks\.2"):
         run_select_features(sae_dir=other, **kwargs)
-    good = save_saelens_dir(sae, tmp_path / "good", metadata={"hook_name": HOOK})
+    good = save_sae(sae, tmp_path / "good", LAYER)
     with pytest.raises(SelectionConfigError, match="selection.delta_conf.amplify"):
         run_select_features(sae_dir=good, **{**kwargs, "selection_cfg": {"delta_conf": {"amplify": "x"}}})
     assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "s.json").exists()

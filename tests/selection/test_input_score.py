@@ -7,15 +7,14 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from conftest import TINY_VOCAB, CharTokenizer
+from tests.helpers import TINY_VOCAB, CharTokenizer, make_sae, planted, save_sae, sharp_llama, write_model_json
 from saesteer.evals.autointerp import write_table
-from saesteer.sae.saelens_io import save_saelens_dir
 from saesteer.selection.input_score import high_both, input_score, input_scores
 from saesteer.selection.job import read_summary, run_select_features
 from saesteer.selection.latent_scores import SelectionError
-from test_selection_scores import HOOK, make_sae, planted, sharp_llama
+
+LAYER = 2
 
 
 def test_input_score_is_the_share_of_top_contexts_peaking_on_logit_lens_tokens():
@@ -43,8 +42,8 @@ def test_select_features_adds_the_input_score_from_autointerps_top_contexts(tmp_
     whose top contexts peak on unrelated tokens scores 0; one without enough contexts: null."""
     model, tok, sae = sharp_llama(), CharTokenizer(), make_sae()
     target = planted(model, tok, sae, latent=17)
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": HOOK})
-    (tmp_path / "model.json").write_text(json.dumps({"name": "tiny", "hook_name": HOOK}))
+    sae_dir = save_sae(sae, tmp_path / "sae", LAYER)
+    write_model_json(tmp_path, layer=LAYER)
     common = dict(sae_dir=sae_dir, model_json=tmp_path / "model.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok)
     first = run_select_features(selection_cfg={"batch_size": 64}, out_table=tmp_path / "a.parquet",
                                 out_summary=tmp_path / "a.json", **common)

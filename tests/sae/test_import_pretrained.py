@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import REPO
 from saesteer.config import check_config, grid_from_config, ConfigError
 from saesteer.sae.import_pretrained import convert, import_sae, load_with_saelens
 from saesteer.sae.pretrained import PretrainedConfigError, resolve_pretrained
@@ -26,7 +27,6 @@ from saesteer.training.synthetic import planted_data, write_cache
 
 sae_lens = pytest.importorskip("sae_lens")
 
-ROOT = Path(__file__).resolve().parents[1]
 D_IN, D_SAE = 16, 40
 HOOK = "blocks.2.hook_resid_post"
 
@@ -170,7 +170,7 @@ def _config(pretrained: list[dict], d_model: int = D_IN, layer: int = 2, **model
 def yaml_config() -> dict:
     import yaml
 
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_path_entries_become_cells_and_bad_ones_are_refused_by_field(tmp_path):
@@ -291,7 +291,7 @@ def test_registry_releases_resolve_offline_and_dictionary_learning_is_converted(
     x = _activations(3000, seed=9)
     manifest = write_cache(tmp_path / "cache", x, shard_tokens=1000, layer=12, dtype=torch.float32)
     training = {"batch_size": 64, "eval_tokens": 512}
-    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
     env.pop("HF_HUB_CACHE", None)
     args = {"entries": [e.to_dict() for e in grid.pretrained], "cache": str(manifest), "training": training,
             "out": str(tmp_path / "results"), "d_model": D_IN}
@@ -383,7 +383,7 @@ def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs
 
 def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
     import pyarrow.parquet as pq
-    from test_aggregate_summary import fill_results, grid_config, write
+    from tests.synthetic_results import fill_results, grid_config, write
 
     from saesteer.aggregate.job import run_aggregate
 
@@ -441,7 +441,7 @@ def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
 
 def _snakemake(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env=env)
 
 
@@ -466,7 +466,7 @@ def test_dry_run_of_the_pretrained_grid_imports_and_trains_nothing():
 def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
     import yaml
 
-    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     folder = _saelens_folder(tmp_path, "jumprelu", d_in=576, apply_b_dec_to_input=False,
                              metadata={"hook_name": "blocks.15.hook_resid_post"})
     demo["models"][0]["pretrained"] = [{"name": "mine", "source": "path", "path": str(folder), "target_l0": 30}]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from saesteer.schemas import SCHEMA_DIR, schema_path
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.name for p in SCHEMA_DIR.iterdir() if p.name.endswith((".schema.json", ".schema.yaml")))
 
 

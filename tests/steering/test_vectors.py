@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
+from tests.helpers import REPO, assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -187,7 +187,6 @@ def test_vector_file_is_validated_with_errors_naming_the_tensor(tmp_path):
 
 # ---- the per-SAE job on the tiny model ---------------------------------------------------------------
 
-X = 3 + ord("x")  # the char tokenizer's id of "x"
 EVAL_BLOCK = tiny_eval_block(n_latents=6)
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.0, 3.0], "max_new_tokens": 6, "batch_size": 32}
 
@@ -201,13 +200,12 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     import pyarrow.parquet as pq
     from safetensors.torch import load_file
 
-    from conftest import CharTokenizer, make_tiny_llama
+    from tests.helpers import CharTokenizer, make_tiny_llama, plant_x_dimension, save_sae, write_model_json, x_reading_sae
     from saesteer.evals.autointerp import run_autointerp
     from saesteer.evals.config import EvalConfig
     from saesteer.evals.eval_data import build_eval_data
     from saesteer.judges import OfflineJudgeConfig
     from saesteer.judges.offline import OfflineProxyJudge
-    from saesteer.sae.saelens_io import save_saelens_dir
     from saesteer.steering.config import SteeringConfig
     from saesteer.steering.evaluate import run_steer_eval
     from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
@@ -215,26 +213,11 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     from saesteer.steering.vectors_job import CONCEPTS_SCHEMA, GENERATIONS_SCHEMA, VectorsJobError, run_steering_vectors
 
     model, tok = make_tiny_llama(), CharTokenizer()
-    with torch.no_grad():  # "x" gets a dedicated residual dimension, which latent 0 reads
-        emb = model.get_input_embeddings().weight
-        emb[:, 0] = 0.0
-        emb[X, 0] = 8.0
-    local = tmp_path / "hf"
-    model.save_pretrained(local)
-    model_json = tmp_path / "model.json"
-    model_json.write_text(json.dumps({"name": "tiny", "local_dir": str(local), "hook_name": "blocks.1.hook_resid_post"}))
+    plant_x_dimension(model)  # "x" gets a dedicated residual dimension, which latent 0 reads
+    model_json = write_model_json(tmp_path, model=model, layer=1)
     build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path, fox_prefix="x"), cfg=EvalConfig.from_config(EVAL_BLOCK),
                     out_dir=tmp_path / "eval_data")
-    torch.manual_seed(0)
-    sae = build_sae("relu", 32, 16, target_l0=4)
-    sae.reset_parameters()
-    with torch.no_grad():
-        sae.W_enc[0, :] = 0.0
-        sae.W_enc[:, 0] = 0.0
-        sae.W_enc[0, 0] = 1.0
-        sae.b_enc[0] = -4.0
-        sae.b_enc[1:] = 0.0
-    sae_dir = save_saelens_dir(sae, tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post"})
+    sae_dir = save_sae(x_reading_sae(), tmp_path / "sae", 1)
 
     class NoEmbedder:
         name = "no-embedder"
@@ -342,13 +325,10 @@ def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_fi
 
 
 def test_cost_counts_the_extra_generations_only_when_enabled():
-    from pathlib import Path
-
     from saesteer.config import load_config
     from saesteer.cost import format_estimate, judge_estimate, steering_vectors_rows
 
-    repo = Path(__file__).resolve().parents[1]
-    paper = load_config(repo / "config/config.yaml")
+    paper = load_config(REPO / "config/config.yaml")
     assert steering_vectors_rows(paper) == 0 and "steering_vectors" not in format_estimate(paper)
     paper["steering_vectors"] = {"enabled": True}
     assert steering_vectors_rows(paper) == 100 * 3 * 10 * 14
@@ -356,7 +336,7 @@ def test_cost_counts_the_extra_generations_only_when_enabled():
     rows = [r for r in judge_estimate(paper) if r.stage == "steering_vectors"]
     assert len(rows) == 1 and rows[0].estimate.calls == 3 * 90 * 100 * 3 * 10 * 14
     assert "steering_vectors" in format_estimate(paper)
-    demo = load_config(repo / "config/config.yaml", [repo / "config/demo.yaml"])
+    demo = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
     assert steering_vectors_rows(demo) == 3 * 3 * 2 * 3
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from pathlib import Path
 
 import pytest
 import torch
+
 
 from saesteer.judges import Judge, MixedJudgeError, OfflineJudgeConfig, Rating, SteeringItem, make_judge, summarize
 from saesteer.judges.base import ActivatingContext
@@ -29,7 +29,6 @@ from saesteer.judges.offline import (
     repetition_fraction,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------- examples
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from tests.helpers import randomize_biases
 from saesteer.sae import ARCHITECTURES, build_sae, load_saelens, save_saelens_dir
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.batchtopk import BatchTopKSAE
@@ -25,10 +26,8 @@ def _sae(arch: str) -> BaseSAE:
     sae = build_sae(arch, D_IN, D_SAE, target_l0=8, act_scale=SCALE)
     sae.reset_parameters(torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
+    randomize_biases(sae, gen)
     with torch.no_grad():
-        for name, param in sae.named_parameters():
-            if name.startswith("b_") or name == "r_mag":
-                param.copy_(0.1 * torch.randn(param.shape, generator=gen))
         if arch == "relu":
             sae.W_dec.mul_(0.5 + torch.rand(D_SAE, 1, generator=gen))  # unconstrained norms
         if arch == "jumprelu":
