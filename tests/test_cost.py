@@ -308,3 +308,18 @@ def test_cost_command_prints_the_eval_grouping_table(capsys):
     assert [rows[g][1] for g in ("sae", "arch", "model")] == ["450", "75", "15"]  # 5 stages x 90 / 15 / 3
     assert [rows[g][2] for g in ("sae", "arch", "model")] == ["270", "45", "9"]  # 3 LLM stages
     assert rows["arch"][-1] == "*"
+
+
+def test_imported_saes_join_the_eval_groups_and_need_no_training_job():
+    from saesteer.cost_shape import eval_groups, shape_estimate
+
+    config = load_config(REPO / "config/config.yaml", [REPO / "config/pretrained.yaml"])
+    grid = grid_from_config(config)
+    assert not grid.architectures and grid.pretrained
+    n = sum(grid.n_cells(m) for m in grid.model_names)
+    assert sum(eval_groups(config, "sae").values()) == n
+    assert sum(eval_groups(config, "model").values()) == len(grid.models)
+    assert sum(eval_groups(config, "arch").values()) == len({(p.model, p.arch) for p in grid.pretrained})
+    for g in ("sae", "arch", "model"):
+        s = shape_estimate(config, g, "disk")
+        assert s.stage("train_sae").jobs == 0 and s.stage("train_sae").read_bytes == 0

@@ -113,7 +113,9 @@ def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
     grid = grid_from_config(config)
     if group_by not in GROUP_BY:
         raise ValueError(f"training.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
-    return {"sae": len(grid.architectures) * len(grid.sparsities), "arch": len(grid.architectures), "model": 1}[group_by]
+    n_trained = len(grid.architectures) * len(grid.sparsities)
+    # No trained SAE (only models[].pretrained): no training job in any grouping.
+    return {"sae": n_trained, "arch": len(grid.architectures) if n_trained else 0, "model": 1 if n_trained else 0}[group_by]
 
 
 def eval_groups(config: dict[str, Any], group_by: str) -> dict[str, int]:
