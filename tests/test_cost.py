@@ -207,13 +207,117 @@ def test_shape_cost_follows_grouping_and_cache_mode():
     assert stream_sae.stage("train_sae").compute_hours == pytest.approx(sae_compute + 30 * llm)
     # The paper grid: co-training at least halves the GPU-hours of getting trained SAEs.
     assert per_sae.training_hours > 2 * per_model.training_hours
-    # Per-SAE LLM stages load the model once per SAE.
-    assert per_model.stage("steer_eval").llm_loads == 90 and per_model.stage("autointerp").llm_loads == 0
+    # With one evaluation job per SAE, the per-SAE LLM stages load the model once per SAE.
+    one_per_sae = shape_estimate(config, "model", "disk", "sae")
+    assert one_per_sae.stage("steer_eval").llm_loads == 90 and one_per_sae.stage("autointerp").llm_loads == 0
 
 
 def test_cost_command_prints_the_shape_table(capsys):
     assert main(["cost", "--config", str(REPO / "config/config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "Workflow shape: training.group_by model, cache.mode disk" in out
+    assert "Workflow shape: training.group_by model, cache.mode disk, eval_jobs.group_by arch" in out
     for mode, group_by in (("disk", "sae"), ("stream", "model")):
         assert any(line.split()[:2] == [mode, group_by] for line in out.splitlines()), (mode, group_by)
+
+
+def test_eval_stages_load_the_llm_once_per_eval_group():
+    from saesteer.cost_shape import shape_estimate
+
+    config = _paper_config()
+    assert config["eval_jobs"]["group_by"] == "arch"
+    assert shape_estimate(config).eval_group_by == "arch"
+    shapes = {g: shape_estimate(config, eval_group_by=g) for g in ("sae", "arch", "model")}
+    # 3 models x 5 architectures x 6 sparsities: 90 SAEs, 15 (model, arch) groups, 3 models.
+    for g, n in (("sae", 90), ("arch", 15), ("model", 3)):
+        s = shapes[g]
+        for stage in ("eval_interp", "steer_eval", "select_features"):
+            assert s.stage(stage).jobs == s.stage(stage).llm_loads == n, (g, stage)
+        assert s.stage("autointerp").jobs == n and s.stage("autointerp").llm_loads == 0
+        # candidates: concepts, every selected latent reuses steer_eval's generations: no load
+        assert s.stage("steer_selected").jobs == n and s.stage("steer_selected").llm_loads == 0
+        assert all(x.judge_loads == 0 for x in s.stages)  # an LLM judge is an API
+        assert s.stage("steer_eval").start_hours == pytest.approx(n * 10 / 3600)
+        # training and prepare_eval_data do not follow the evaluation grouping
+        assert s.stage("train_sae") == shapes["sae"].stage("train_sae")
+        assert s.stage("prepare_eval_data").jobs == 3
+    # Compute is the same under every grouping; loads, starts and the total fall from sae to model.
+    compute = {g: sum(x.compute_hours for x in s.eval_stages) for g, s in shapes.items()}
+    assert compute["sae"] > 0
+    assert compute["arch"] == pytest.approx(compute["sae"]) and compute["model"] == pytest.approx(compute["sae"])
+    load = {g: sum(x.load_hours for x in s.eval_stages) for g, s in shapes.items()}
+    assert load["model"] > 0
+    assert load["sae"] == pytest.approx(6 * load["arch"]) and load["sae"] == pytest.approx(30 * load["model"])
+    assert shapes["sae"].total_hours > shapes["arch"].total_hours > shapes["model"].total_hours
+    # steer_eval loads each model once per group in steering.model_dtype (bfloat16): 2 bytes a parameter
+    params = sum(m.n_params for m in grid_from_config(config).models)
+    assert shapes["model"].stage("steer_eval").load_hours == pytest.approx(params * 2 / 1e9 / 3600)
+    with pytest.raises(ValueError, match="eval_jobs.group_by"):
+        shape_estimate(config, eval_group_by="layer")
+
+
+def test_steer_selected_loads_the_llm_when_it_can_steer_new_latents():
+    from saesteer.cost import steer_selected_latents
+    from saesteer.cost_shape import shape_estimate
+
+    config = _paper_config()
+    config["eval"]["autointerp"]["n_latents"] = 1000
+    config["selection"]["candidates"] = "explained"
+    assert steer_selected_latents(config) > 0
+    s = shape_estimate(config, eval_group_by="model")
+    assert s.stage("steer_selected").llm_loads == s.stage("steer_selected").jobs == 3
+    assert s.stage("steer_selected").load_hours > 0
+
+
+def test_offline_judge_reference_and_steering_vectors_are_counted_per_group():
+    from saesteer.cost_shape import shape_estimate
+
+    config = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
+    assert config["judge"]["kind"] == "offline" and config["steering_vectors"]["enabled"]
+    assert config["judge"]["offline"]["reference_model"] == "results/models/smollm2-135m/model.json"
+    assert config["steering"]["model_dtype"] == "float32"
+    names = [m["name"] for m in config["models"]]
+    assert len(names) == 2 and "smollm2-135m" in names
+    for g, per_model in (("sae", 15), ("arch", 5), ("model", 1)):
+        s = shape_estimate(config, eval_group_by=g)
+        sv = s.stage("steering_vectors")
+        assert sv.jobs == sv.llm_loads == 2 * per_model
+        # The SmolLM2 groups rate with the model they steer; the other model's groups load the reference.
+        assert s.stage("steer_eval").judge_loads == sv.judge_loads == per_model
+        assert s.stage("autointerp").judge_loads == s.stage("select_features").judge_loads == 0
+    # In bfloat16 the steered SmolLM2 is not the float32 reference: every group loads it.
+    bf16 = copy.deepcopy(config)
+    bf16["steering"]["model_dtype"] = "bfloat16"
+    assert shape_estimate(bf16, eval_group_by="model").stage("steer_eval").judge_loads == 2
+    # Disabled steering vectors: no stage, no jobs.
+    off = copy.deepcopy(config)
+    off["steering_vectors"]["enabled"] = False
+    assert "steering_vectors" not in [x.stage for x in shape_estimate(off).stages]
+    bad = copy.deepcopy(config)
+    bad["judge"]["offline"]["reference_model"] = "elsewhere/model.json"
+    with pytest.raises(ValueError, match="judge.offline.reference_model"):
+        shape_estimate(bad)
+
+
+def test_cost_command_prints_the_eval_grouping_table(capsys):
+    assert main(["cost", "--config", str(REPO / "config/config.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("Every evaluation grouping"))
+    rows = {x.split()[0]: x.split() for x in lines[start + 2 : start + 5]}
+    assert [rows[g][1] for g in ("sae", "arch", "model")] == ["450", "75", "15"]  # 5 stages x 90 / 15 / 3
+    assert [rows[g][2] for g in ("sae", "arch", "model")] == ["270", "45", "9"]  # 3 LLM stages
+    assert rows["arch"][-1] == "*"
+
+
+def test_imported_saes_join_the_eval_groups_and_need_no_training_job():
+    from saesteer.cost_shape import eval_groups, shape_estimate
+
+    config = load_config(REPO / "config/config.yaml", [REPO / "config/pretrained.yaml"])
+    grid = grid_from_config(config)
+    assert not grid.architectures and grid.pretrained
+    n = sum(grid.n_cells(m) for m in grid.model_names)
+    assert sum(eval_groups(config, "sae").values()) == n
+    assert sum(eval_groups(config, "model").values()) == len(grid.models)
+    assert sum(eval_groups(config, "arch").values()) == len({(p.model, p.arch) for p in grid.pretrained})
+    for g in ("sae", "arch", "model"):
+        s = shape_estimate(config, g, "disk")
+        assert s.stage("train_sae").jobs == 0 and s.stage("train_sae").read_bytes == 0
