@@ -23,9 +23,10 @@ import torch
 import yaml
 
 from saesteer.grouping import JobCell, all_jobs, job_cells, job_files
+from tests.helpers import REPO
 from saesteer.rule_jobs import RuleJob, RuleJobError, SaeFiles, make_rule_job, rule_function
 
-REPO = Path(__file__).resolve().parents[1]
+
 CFG = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
 MODEL = "tiny"
 CELLS = (JobCell(MODEL, "topk", "l0-8", 8), JobCell(MODEL, "relu", "l0-8", 8))
