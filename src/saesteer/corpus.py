@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from saesteer.schemas import ITEMS, schema_defaults
+
 SPLITS = ("train", "heldout")
 
 
@@ -144,13 +146,16 @@ class PythonDocsSource:
         }
 
 
+_SOURCE = schema_defaults("corpus", "sources", ITEMS)
+
+
 @dataclass
 class LocalFilesSource:
     """Documents from local .txt, .jsonl or .parquet files."""
 
     name: str
     path: str
-    text_field: str = "text"
+    text_field: str = _SOURCE["text_field"]
 
     def _files(self) -> list[Path]:
         p = Path(self.path)
@@ -202,8 +207,8 @@ class HFDatasetSource:
 
     name: str
     path: str
-    split: str = "train"
-    text_field: str = "text"
+    split: str = _SOURCE["split"]
+    text_field: str = _SOURCE["text_field"]
     config_name: str | None = None
     revision: str | None = None
     data_files: str | list[str] | None = None
