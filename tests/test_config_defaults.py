@@ -200,3 +200,41 @@ def test_exceptions_are_still_needed():
     for where in NOT_FIELDS:
         path, key = where[:-1], where[-1]
         assert key in schema_defaults(*path), f"{_where(where)} has no schema default any more: remove it from NOT_FIELDS"
+
+
+def _minimal_config() -> dict[str, Any]:
+    """Only what the schema requires: every other key is left to its default."""
+    return {
+        "models": [{"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8,
+                    "prompt_format": "base"}],
+        "architectures": ["relu"],
+        "sparsities": [4],
+        "corpus": {"sources": [{"kind": "hf_dataset", "name": "web", "path": "org/web"}], "context_length": 16},
+        "cache": {"tokens": 1000},
+        "sae": {"dict_size": 64},
+        "training": {"tokens": 1000, "batch_size": 10},
+        "judge": {},
+    }
+
+
+def test_the_workflow_fills_in_the_same_defaults_the_dataclasses_hold():
+    """Snakemake's validate(set_default=True) fills the schema's defaults into a minimal config;
+    every block built from the filled config equals the dataclass built from nothing, so a
+    workflow run and a direct Python call use the same values."""
+    from snakemake.utils import validate
+
+    from saesteer.schemas import schema_path
+
+    config = _minimal_config()
+    validate(config, str(schema_path("config.schema.yaml")), set_default=True)
+    assert TrainConfig.from_dict(config["training"]) == TrainConfig(tokens=1000, batch_size=10)
+    assert CacheConfig.from_config(config["cache"]) == CacheConfig(tokens=1000)
+    assert ModelSpec.from_config(config["models"][0]) == ModelSpec.from_config(_minimal_config()["models"][0])
+    source = config["corpus"]["sources"][0]
+    assert (source["split"], source["text_field"]) == (HFDatasetSource("web", "p").split, HFDatasetSource("web", "p").text_field)
+    assert EvalConfig.from_config(config["eval"]) == EvalConfig.from_config({}) == EvalConfig()
+    assert JudgeConfig.from_dict(config["judge"]) == JudgeConfig.from_dict({}) == JudgeConfig()
+    assert SelectionConfig.from_config(config["selection"]) == SelectionConfig()
+    assert SteeringConfig.from_config(config["steering"]) == SteeringConfig()
+    assert SteeringVectorsConfig.from_config(config["steering_vectors"]) == SteeringVectorsConfig()
+    assert AggregateConfig.from_config(config["aggregate"]) == AggregateConfig()

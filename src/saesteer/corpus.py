@@ -245,12 +245,12 @@ class HFDatasetSource:
 SOURCE_KINDS: dict[str, Callable[[dict[str, Any]], CorpusSource]] = {
     "shakespeare": lambda c: ShakespeareSource(name=c.get("name", "shakespeare")),
     "python_docs": lambda c: PythonDocsSource(name=c.get("name", "python-docs")),
-    "local_files": lambda c: LocalFilesSource(name=c["name"], path=c["path"], text_field=c.get("text_field", "text")),
+    "local_files": lambda c: LocalFilesSource(name=c["name"], path=c["path"], text_field=c.get("text_field", _SOURCE["text_field"])),
     "hf_dataset": lambda c: HFDatasetSource(
         name=c["name"],
         path=c["path"],
-        split=c.get("split", "train"),
-        text_field=c.get("text_field", "text"),
+        split=c.get("split", _SOURCE["split"]),
+        text_field=c.get("text_field", _SOURCE["text_field"]),
         config_name=c.get("config_name"),
         revision=c.get("revision"),
         data_files=c.get("data_files"),
@@ -370,4 +370,4 @@ def corpus_from_config(corpus_cfg: dict[str, Any]) -> tuple[list[CorpusSource], 
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise CorpusError(f"corpus.sources: names must be unique, got {names}")
-    return [build_source(e) for e in entries], [float(e.get("weight", 1.0)) for e in entries]
+    return [build_source(e) for e in entries], [float(e.get("weight", _SOURCE["weight"])) for e in entries]

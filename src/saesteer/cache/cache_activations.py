@@ -203,8 +203,13 @@ def _write_and_record(path: Path, tensors: dict[str, torch.Tensor], index: int, 
 
 def iter_contexts(corpus_cfg: dict[str, Any], tokenizer: Any, split: str, documents_out: list[DocumentRecord] | None = None) -> Iterator[PackedContext]:
     sources, weights = corpus_from_config(corpus_cfg)
+    defaults = schema_defaults("corpus")
     docs = mixed_documents(
-        sources, weights, split, float(corpus_cfg.get("heldout_fraction", 0.02)), int(corpus_cfg.get("seed", 0))
+        sources,
+        weights,
+        split,
+        float(corpus_cfg.get("heldout_fraction", defaults["heldout_fraction"])),
+        int(corpus_cfg.get("seed", defaults["seed"])),
     )
     return pack_documents(docs, tokenizer, int(corpus_cfg["context_length"]), documents_out)
 
