@@ -166,7 +166,7 @@ def test_schema_defaults_equal_dataclass_defaults(path, cls):
             assert (path + (key,)) in BLOCKS, f"{_where(path, key)}: nested block not registered in BLOCKS"
             continue
         if expected == {} and isinstance(actual, dict):  # a map whose entries carry the defaults
-            expected = schema_defaults(*path, key)
+            expected = dict(schema_defaults(*path, key))
         assert _plain(actual) == expected, f"{_where(path, key)}: schema default {expected!r} != {cls.__name__} default {actual!r}"
         assert type(_plain(actual)) is type(expected), f"{_where(path, key)}: {type(expected).__name__} in the schema, {type(actual).__name__} in {cls.__name__}"
     for name, f in fields.items():

@@ -76,8 +76,21 @@ def config_block_schema(*path: str) -> dict[str, Any]:
     return node
 
 
-def schema_defaults(*path: str) -> dict[str, Any]:
+class SchemaDefaults(dict):
+    """``{key: default}`` of one config block; a key without a schema default is a KeyError
+    naming the block and the schema file."""
+
+    def __init__(self, where: str, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.where = where
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(f"config schema: {self.where}.{key} has no default in {schema_path('config.schema.yaml')}")
+
+
+def schema_defaults(*path: str) -> SchemaDefaults:
     """``{key: default}`` of the config block at ``path`` (e.g. ``schema_defaults("training")``),
     for its keys that have a ``default:``; values are fresh copies (lists stay lists)."""
     props = config_block_schema(*path).get("properties", {})
-    return {key: copy.deepcopy(node["default"]) for key, node in props.items() if "default" in node}
+    where = ".".join(path) or "(top level)"
+    return SchemaDefaults(where, {key: copy.deepcopy(node["default"]) for key, node in props.items() if "default" in node})

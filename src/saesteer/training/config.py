@@ -29,7 +29,7 @@ _D = schema_defaults("training")
 # target L0, which plays the role of SAEBench's linear sparsity warm-up (see controller.py).
 # 1.0 for JumpReLU is dictionary_learning's sparsity_penalty for its target-L0 loss.
 # "jumprelu_l0" is JumpReLU with the plain L0 penalty (jumprelu_sparsity_loss: l0).
-DEFAULT_COEF_INIT: dict[str, float] = schema_defaults("training", "sparsity_coef_init")
+DEFAULT_COEF_INIT: dict[str, float] = dict(schema_defaults("training", "sparsity_coef_init"))
 
 
 @dataclass
