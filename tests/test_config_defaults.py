@@ -77,7 +77,6 @@ NOT_DATACLASSES = {
 NO_SCHEMA_DEFAULT = {
     ("training", "tokens"): "required by the schema; the dataclass default serves direct Python use (tests, benchmarks)",
     ("training", "batch_size"): "required by the schema; as tokens",
-    ("cache",): None,
     ("models", ITEMS, "prompt_format"): "required by the schema (every model says chat or base)",
     ("models", ITEMS, "hub_id"): "None = absent; required by the schema when source is hub",
     ("models", ITEMS, "embedded"): "None = absent; required by the schema when source is embedded",
@@ -95,7 +94,6 @@ NO_SCHEMA_DEFAULT = {
     ("eval", "sparse_probing", "tasks", ITEMS, "data_files"): "None = absent",
     ("steering", "concepts", ITEMS, "latent"): "None = absent (the closest autointerp explanation's latent)",
 }
-del NO_SCHEMA_DEFAULT[("cache",)]
 
 # Schema defaults of a block that its dataclass does not hold as a field.
 NOT_FIELDS = {
@@ -173,8 +171,7 @@ def test_schema_defaults_equal_dataclass_defaults(path, cls):
         if _field_default(f) is dataclasses.MISSING or name in defaults:
             continue
         where = path + (name,)
-        if name not in props and cls in (HFDatasetSource, LocalFilesSource):
-            pytest.fail(f"{_where(where)}: {cls.__name__} field is no schema key")
+        assert name in props, f"{_where(where)}: {cls.__name__} field with a default is no key of the schema block"
         assert where in NO_SCHEMA_DEFAULT, f"{_where(where)}: {cls.__name__} default {_field_default(f)!r} but no schema default"
 
 
