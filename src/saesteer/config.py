@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
-from saesteer.schemas import schema_path
+from saesteer.schemas import schema_defaults, schema_path
 from saesteer.models import ModelSpec
 
 SCHEMA_PATH = schema_path("config.schema.yaml")
@@ -110,7 +110,7 @@ def _steering_errors(config: dict[str, Any]) -> list[str]:
         steering = SteeringConfig.from_config(config.get("steering"))
     except SteeringConfigError as exc:
         return [f"config field {exc}"]
-    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", 1000)
+    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", schema_defaults("eval", "autointerp")["n_latents"])
     if not steering.concepts and steering.n_concepts > n_latents:
         return [
             f"config field steering.n_concepts: {steering.n_concepts} concepts need as many autointerp "

@@ -7,8 +7,6 @@ place a key is documented; ``tests/test_docs.py`` checks the committed file equa
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,49 +32,9 @@ Cluster resources (GPUs, memory, runtime, partition) live in the profiles, not i
 
 A key is written as its path (`a.b`; `a[]` = each item of the list `a`). "required" means the
 config must set it; a key with neither a default nor "required" is optional (unset: the
-package's behaviour described in its meaning). Defaults are the schema's; a default marked
-(package) is not in the schema and comes from the package's dataclass for that block (the
-`training` details: `saesteer.training.config.TrainConfig`).
+package's behaviour described in its meaning). Defaults are the schema's, the one place they
+are set: the package's config dataclasses take theirs from it (tests/test_config_defaults.py).
 """
-
-# Blocks whose schema leaves some defaults to a package dataclass: block -> (module, class).
-PACKAGE_DEFAULTS: dict[str, tuple[str, str]] = {"training": ("saesteer.training.config", "TrainConfig")}
-
-
-def package_default(path: str) -> tuple[bool, Any]:
-    """(found, value) of the dataclass default of a block's field (``training.aux_coef``), or of
-    an entry of a dict-valued default (``training.sparsity_coef_init.relu``)."""
-    block, _, rest = path.partition(".")
-    if block not in PACKAGE_DEFAULTS or not rest or "[" in rest:
-        return False, None
-    field_name, *keys = rest.split(".")
-    module, cls_name = PACKAGE_DEFAULTS[block]
-    cls = getattr(importlib.import_module(module), cls_name)
-    for f in dataclasses.fields(cls):
-        if f.name != field_name:
-            continue
-        if f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:
-            return False, None
-        for key in keys:
-            if not isinstance(value, dict) or key not in value:
-                return False, None
-            value = value[key]
-        return True, value
-    return False, None
-    module, cls_name = PACKAGE_DEFAULTS[block]
-    cls = getattr(importlib.import_module(module), cls_name)
-    for f in dataclasses.fields(cls):
-        if f.name == field_name:
-            if f.default is not dataclasses.MISSING:
-                return True, f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return True, f.default_factory()
-    return False, None
-
 
 @dataclass(frozen=True)
 class KeyDoc:
@@ -87,7 +45,6 @@ class KeyDoc:
     default: str
     required: bool
     description: str
-    package_default: bool = False  # the default comes from the block's dataclass, not the schema
 
 
 def _resolve(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -154,13 +111,8 @@ def collect_keys(schema: dict[str, Any]) -> list[KeyDoc]:
             child_r = _resolve(child, schema)
             path = f"{prefix}{name}"
             desc = " ".join(str(child_r.get("description", "")).split())
-            from_package = False
-            if "default" in child_r:
-                default = _fmt_default(child_r["default"])
-            else:
-                from_package, value = package_default(path)
-                default = _fmt_default(value) if from_package else ""
-            out.append(KeyDoc(path, _type_of(child_r, schema), default, name in required, desc, from_package))
+            default = _fmt_default(child_r["default"]) if "default" in child_r else ""
+            out.append(KeyDoc(path, _type_of(child_r, schema), default, name in required, desc))
             sub = child_r
             if child_r.get("type") == "array" and isinstance(child_r.get("items"), dict):
                 sub = _resolve(child_r["items"], schema)
@@ -185,9 +137,7 @@ def render(schema: dict[str, Any] | None = None) -> str:
         raise ValueError(f"config schema: no description for key(s) {missing} ({SCHEMA_PATH})")
     lines = [HEADER, "| key | type | default | meaning |", "|---|---|---|---|"]
     for k in keys:
-        if k.package_default:
-            default = f"`{_cell(k.default)}` (package)"
-        elif k.default:
+        if k.default:
             default = f"`{_cell(k.default)}`"
         else:
             default = "required" if k.required else ""

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from saesteer.schemas import ITEMS, schema_defaults
+
 SPLITS = ("train", "heldout")
 
 
@@ -144,13 +146,16 @@ class PythonDocsSource:
         }
 
 
+_SOURCE = schema_defaults("corpus", "sources", ITEMS)
+
+
 @dataclass
 class LocalFilesSource:
     """Documents from local .txt, .jsonl or .parquet files."""
 
     name: str
     path: str
-    text_field: str = "text"
+    text_field: str = _SOURCE["text_field"]
 
     def _files(self) -> list[Path]:
         p = Path(self.path)
@@ -202,8 +207,8 @@ class HFDatasetSource:
 
     name: str
     path: str
-    split: str = "train"
-    text_field: str = "text"
+    split: str = _SOURCE["split"]
+    text_field: str = _SOURCE["text_field"]
     config_name: str | None = None
     revision: str | None = None
     data_files: str | list[str] | None = None
@@ -240,12 +245,12 @@ class HFDatasetSource:
 SOURCE_KINDS: dict[str, Callable[[dict[str, Any]], CorpusSource]] = {
     "shakespeare": lambda c: ShakespeareSource(name=c.get("name", "shakespeare")),
     "python_docs": lambda c: PythonDocsSource(name=c.get("name", "python-docs")),
-    "local_files": lambda c: LocalFilesSource(name=c["name"], path=c["path"], text_field=c.get("text_field", "text")),
+    "local_files": lambda c: LocalFilesSource(name=c["name"], path=c["path"], text_field=c.get("text_field", _SOURCE["text_field"])),
     "hf_dataset": lambda c: HFDatasetSource(
         name=c["name"],
         path=c["path"],
-        split=c.get("split", "train"),
-        text_field=c.get("text_field", "text"),
+        split=c.get("split", _SOURCE["split"]),
+        text_field=c.get("text_field", _SOURCE["text_field"]),
         config_name=c.get("config_name"),
         revision=c.get("revision"),
         data_files=c.get("data_files"),
@@ -365,4 +370,4 @@ def corpus_from_config(corpus_cfg: dict[str, Any]) -> tuple[list[CorpusSource], 
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise CorpusError(f"corpus.sources: names must be unique, got {names}")
-    return [build_source(e) for e in entries], [float(e.get("weight", 1.0)) for e in entries]
+    return [build_source(e) for e in entries], [float(e.get("weight", _SOURCE["weight"])) for e in entries]

@@ -5,7 +5,7 @@ rankings agree (docs/method.md, "Rank agreement"): Kendall tau-b, 95% BCa bootst
 (Efron 1987) and permutation p-values, over all SAEs, per model / architecture / sparsity,
 and the axis-conditioned psi of Wang, Hu, Wang & Zou 2025 (arXiv 2510.03659).
 
-A test checks that every default here equals the schema's.
+The defaults are the schema's (``saesteer.schemas.schema_defaults``; tests/test_config_defaults.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from saesteer.config_blocks import reject_unknown_keys
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from saesteer.schemas import schema_defaults
 
 INTERP_METRICS = ("autointerp", "ce_loss_score", "explained_variance", "probing", "absorption")
 """Interpretability metrics ranked against steering, each oriented so that higher is better:
@@ -28,23 +30,26 @@ class AggregateConfigError(ValueError):
     """The ``aggregate`` block is invalid; the message names the field."""
 
 
+_D = schema_defaults("aggregate")
+
+
 @dataclass(frozen=True)
 class AggregateConfig:
-    partial: bool = False
+    partial: bool = _D["partial"]
     """Aggregate only the per-SAE files that exist (after a ``--keep-going`` run with
     failures); without it the aggregate rule asks for every SAE of the grid."""
-    min_saes: int = 5
+    min_saes: int = _D["min_saes"]
     """No statistic over fewer SAEs than this: the row keeps n and a reason, the value is null."""
-    n_bootstrap: int = 2000
+    n_bootstrap: int = _D["n_bootstrap"]
     """Bootstrap resamples of the SAEs (pairs of scores) for the BCa intervals."""
-    n_permutations: int = 2000
+    n_permutations: int = _D["n_permutations"]
     """Permutations of the steering scores for the two-sided permutation p-values."""
-    confidence: float = 0.95
-    seed: int = 0
+    confidence: float = _D["confidence"]
+    seed: int = _D["seed"]
     """Seed of the numpy Generator behind every resample and permutation."""
-    metrics: tuple[str, ...] = INTERP_METRICS
+    metrics: tuple[str, ...] = tuple(_D["metrics"])
     """Interpretability metrics to rank (a subset of INTERP_METRICS); autointerp heads the summary."""
-    probing_k: int = 1
+    probing_k: int = _D["probing_k"]
     """Sparse probing: the accuracy of the probe on the top-k SAE latents, this k."""
 
     @classmethod

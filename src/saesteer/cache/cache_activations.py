@@ -38,6 +38,7 @@ from saesteer.cache.store import (
 )
 from saesteer.corpus import DocumentRecord, PackedContext, corpus_from_config, mixed_documents, pack_documents
 from saesteer.io import sha256_file, sha256_json, write_json_atomic
+from saesteer.schemas import schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,23 @@ _NOT_IN_IDENTITY = {"batch_size", "device", "mode", "stream_norm_contexts"}
 """Cache fields that change speed or where activations come from, never their bytes."""
 
 
+_D = schema_defaults("cache")
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """The config's ``cache`` block."""
 
     tokens: int
-    dtype: str = "bfloat16"
-    model_dtype: str = "float32"
-    batch_size: int = 16
-    shard_tokens: int = 1_000_000
-    drop_bos: bool = True
-    device: str = "auto"
-    mode: str = "disk"
+    dtype: str = _D["dtype"]
+    model_dtype: str = _D["model_dtype"]
+    batch_size: int = _D["batch_size"]
+    shard_tokens: int = _D["shard_tokens"]
+    drop_bos: bool = _D["drop_bos"]
+    device: str = _D["device"]
+    mode: str = _D["mode"]
     """disk: cache_activations writes the cache; stream: training jobs compute it (stream.py)."""
-    stream_norm_contexts: int = 256
+    stream_norm_contexts: int = _D["stream_norm_contexts"]
     """stream mode: contexts whose activations estimate the mean squared norm."""
 
     def __post_init__(self) -> None:
@@ -199,8 +203,13 @@ def _write_and_record(path: Path, tensors: dict[str, torch.Tensor], index: int, 
 
 def iter_contexts(corpus_cfg: dict[str, Any], tokenizer: Any, split: str, documents_out: list[DocumentRecord] | None = None) -> Iterator[PackedContext]:
     sources, weights = corpus_from_config(corpus_cfg)
+    defaults = schema_defaults("corpus")
     docs = mixed_documents(
-        sources, weights, split, float(corpus_cfg.get("heldout_fraction", 0.02)), int(corpus_cfg.get("seed", 0))
+        sources,
+        weights,
+        split,
+        float(corpus_cfg.get("heldout_fraction", defaults["heldout_fraction"])),
+        int(corpus_cfg.get("seed", defaults["seed"])),
     )
     return pack_documents(docs, tokenizer, int(corpus_cfg["context_length"]), documents_out)
 

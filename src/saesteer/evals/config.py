@@ -2,13 +2,16 @@
 
 Defaults are the SAEBench ones (Karvonen et al. 2025, arXiv 2503.09532) wherever SAEBench
 has one; config/demo.yaml shrinks the sizes so the whole per-model evaluation fits in a few
-minutes on a 2-core CPU. A test checks that every default here equals the schema's.
+minutes on a 2-core CPU. The defaults are read from the schema
+(``saesteer.schemas.schema_defaults``; tests/test_config_defaults.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from saesteer.schemas import ITEMS, schema_defaults
 
 # Keys that change speed, not results: left out of the eval-data fingerprint.
 RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
@@ -27,20 +30,26 @@ class EvalConfigError(ValueError):
     """The ``eval`` block is inconsistent (beyond what the schema checks)."""
 
 
+_CORE = schema_defaults("eval", "core")
+
+
 @dataclass(frozen=True)
 class CoreConfig:
     """Reconstruction, sparsity and spliced-in (CE / KL) metrics."""
 
-    n_contexts: int = 3200
+    n_contexts: int = _CORE["n_contexts"]
     """Held-out contexts whose hook-point residuals are stored (SAEBench: 200 batches x 16)."""
-    splice_contexts: int = 3200
+    splice_contexts: int = _CORE["splice_contexts"]
     """The first this many of them are also run through the model with the SAE spliced in."""
-    context_length: int = 128
+    context_length: int = _CORE["context_length"]
     """Tokens per context, BOS included (SAEBench core: 128)."""
-    zero_ablation: str = "all"
+    zero_ablation: str = _CORE["zero_ablation"]
     """Which positions the zero-ablation reference run zeroes at the hook point: ``all``
     (SAEBench core: every position, BOS included) or ``keep_bos`` (BOS keeps its clean
     residual, as the SAE splice does). Named in interp.json (``core.zero_ablation``)."""
+
+
+_TASK = schema_defaults("eval", "sparse_probing", "tasks", ITEMS)
 
 
 @dataclass(frozen=True)
@@ -48,16 +57,16 @@ class ProbingTask:
     """One sparse-probing dataset: passages with a class label."""
 
     name: str
-    kind: str = "hf_dataset"
+    kind: str = _TASK["kind"]
     """``hf_dataset`` (a labelled Hugging Face dataset, streamed) or ``corpus_sources``
     (label = which corpus source a held-out passage comes from)."""
     path: str | None = None
     config_name: str | None = None
-    split: str = "train"
+    split: str = _TASK["split"]
     test_split: str | None = None
     """Where test passages come from; without it, rows of ``split`` are divided."""
-    text_field: str = "text"
-    label_field: str = "label"
+    text_field: str = _TASK["text_field"]
+    label_field: str = _TASK["label_field"]
     classes: tuple[str, ...] | None = None
     """Class values (compared as strings); corpus_sources: source names, default all."""
     revision: str | None = None
@@ -84,44 +93,53 @@ def _class_key(value: Any) -> str:
     return str(value)
 
 
+_PROBING = schema_defaults("eval", "sparse_probing")
+
+
 @dataclass(frozen=True)
 class ProbingConfig:
     """Sparse probing (Gurnee et al. 2023, arXiv 2305.01610; SAEBench)."""
 
-    k: tuple[int, ...] = (1, 2, 5)
-    train_size: int = 4000
+    k: tuple[int, ...] = tuple(_PROBING["k"])
+    train_size: int = _PROBING["train_size"]
     """Passages per binary task for training, half positive (SAEBench: 4000)."""
-    test_size: int = 1000
+    test_size: int = _PROBING["test_size"]
     """Passages per binary task for testing, half positive (SAEBench: 1000)."""
-    max_tokens: int = 128
+    max_tokens: int = _PROBING["max_tokens"]
     """Passages are truncated to this many tokens (SAEBench context_length 128)."""
-    passages_per_document: int = 1
+    passages_per_document: int = _PROBING["passages_per_document"]
     """corpus_sources tasks: consecutive passages cut from one held-out document."""
-    C: float = 1.0
+    C: float = _PROBING["C"]
     """Inverse L2 strength of the logistic probes (sklearn's default, as SAEBench)."""
-    tasks: tuple[ProbingTask, ...] = ()
+    tasks: tuple[ProbingTask, ...] = tuple(_PROBING["tasks"])
+
+
+_ABSORPTION = schema_defaults("eval", "absorption")
 
 
 @dataclass(frozen=True)
 class AbsorptionConfig:
     """First-letter absorption (Chanin et al. 2024, arXiv 2409.14507; SAEBench)."""
 
-    prompt_template: str = "{word} has the first letter:"
-    icl_examples: int = 10
-    icl_separator: str = "\n"
-    max_words: int = 10000
+    prompt_template: str = _ABSORPTION["prompt_template"]
+    icl_examples: int = _ABSORPTION["icl_examples"]
+    icl_separator: str = _ABSORPTION["icl_separator"]
+    max_words: int = _ABSORPTION["max_words"]
     """Single-token alphabetic words sampled from the vocabulary (0 = all of them)."""
-    min_word_chars: int = 1
-    test_fraction: float = 0.2
-    max_k: int = 10
-    f1_jump_threshold: float = 0.03
-    min_probe_f1: float = 0.6
-    min_true_positives: int = 20
-    full_absorption_cos_threshold: float = 0.025
-    fraction_cos_threshold: float = 0.1
-    projection_proportion_threshold: float = 0.4
-    max_absorbing_latents: int = 3
-    C: float = 1.0
+    min_word_chars: int = _ABSORPTION["min_word_chars"]
+    test_fraction: float = _ABSORPTION["test_fraction"]
+    max_k: int = _ABSORPTION["max_k"]
+    f1_jump_threshold: float = _ABSORPTION["f1_jump_threshold"]
+    min_probe_f1: float = _ABSORPTION["min_probe_f1"]
+    min_true_positives: int = _ABSORPTION["min_true_positives"]
+    full_absorption_cos_threshold: float = _ABSORPTION["full_absorption_cos_threshold"]
+    fraction_cos_threshold: float = _ABSORPTION["fraction_cos_threshold"]
+    projection_proportion_threshold: float = _ABSORPTION["projection_proportion_threshold"]
+    max_absorbing_latents: int = _ABSORPTION["max_absorbing_latents"]
+    C: float = _ABSORPTION["C"]
+
+
+_AUTOINTERP = schema_defaults("eval", "autointerp")
 
 
 @dataclass(frozen=True)
@@ -132,57 +150,60 @@ class AutointerpConfig:
     buffer 10, no_overlap, act_threshold_frac 0.01, 10 top + 5 importance-sampled excerpts
     for the explanation, 2 top + 2 importance-sampled + 10 random for the detection)."""
 
-    n_contexts: int = 15625
+    n_contexts: int = _AUTOINTERP["n_contexts"]
     """Held-out contexts of ``core.context_length`` tokens scanned for examples (SAEBench:
     2M tokens = 15625 x 128). The first ``core.n_contexts`` are the core eval contexts;
     only the rest are added to the eval data."""
-    n_latents: int = 1000
+    n_latents: int = _AUTOINTERP["n_latents"]
     """Latents sampled per SAE among the alive ones (SAEBench 1000; the paper 100)."""
-    dead_latent_threshold: int = 15
+    dead_latent_threshold: int = _AUTOINTERP["dead_latent_threshold"]
     """A latent is alive if it fires on more than this many scanned tokens (SAEBench)."""
-    buffer: int = 10
+    buffer: int = _AUTOINTERP["buffer"]
     """Tokens on each side of the peak: excerpts are 2 * buffer + 1 tokens (SAEBench)."""
-    no_overlap: bool = True
+    no_overlap: bool = _AUTOINTERP["no_overlap"]
     """Top excerpts' peaks are more than ``buffer`` tokens apart in a context (SAEBench)."""
-    act_threshold_frac: float = 0.01
+    act_threshold_frac: float = _AUTOINTERP["act_threshold_frac"]
     """An excerpt counts as activating if the latent exceeds this fraction of its global max
     (over the scanned tokens) on one of its tokens (SAEBench's ``act_threshold_frac``)."""
-    random_labels: str = "saebench"
+    random_labels: str = _AUTOINTERP["random_labels"]
     """How random detection excerpts are labelled. ``saebench``: never activating (SAEBench
     builds them with zero activations, whatever the latent does there); ``activation``: by
     the latent's activations like the other excerpts (a dense latent then fires on many of
     them, and a detector that says "no" to random text loses accuracy)."""
-    highlight: str = "global"
+    highlight: str = _AUTOINTERP["highlight"]
     """Which tokens the explainer sees marked. ``global``: those above ``highlight_frac`` x
     the latent's global max (SAEBench: the same threshold as ``act_threshold_frac``);
     ``excerpt``: those at or above ``highlight_frac`` x the excerpt's own max (this
     project's earlier rule, with highlight_frac 0.3)."""
-    highlight_frac: float | None = None
+    highlight_frac: float | None = _AUTOINTERP["highlight_frac"]
     """None: ``act_threshold_frac`` with ``highlight: global`` (SAEBench), 0.3 with ``excerpt``."""
-    unparsed: str = "exclude"
+    unparsed: str = _AUTOINTERP["unparsed"]
     """A latent whose explanation or detection reply cannot be parsed: ``exclude`` (left out
     of the mean and counted, as SAEBench drops it) or ``predict_none`` (kept, predicting no
     excerpt)."""
-    n_top_explain: int = 10
-    n_importance_explain: int = 5
-    n_top_detect: int = 2
-    n_importance_detect: int = 2
-    n_random_detect: int = 10
-    importance_power: float = 2.0
+    n_top_explain: int = _AUTOINTERP["n_top_explain"]
+    n_importance_explain: int = _AUTOINTERP["n_importance_explain"]
+    n_top_detect: int = _AUTOINTERP["n_top_detect"]
+    n_importance_detect: int = _AUTOINTERP["n_importance_detect"]
+    n_random_detect: int = _AUTOINTERP["n_random_detect"]
+    importance_power: float = _AUTOINTERP["importance_power"]
     """Importance sampling below the top excerpts draws peaks with probability
     proportional to activation ** power (SAEBench: squared activations)."""
 
 
+_EVAL = schema_defaults("eval")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    device: str = "auto"
-    model_dtype: str = "float32"
-    batch_size: int = 16
+    device: str = _EVAL["device"]
+    model_dtype: str = _EVAL["model_dtype"]
+    batch_size: int = _EVAL["batch_size"]
     """Eval contexts per LLM forward; shorter inputs (probing passages, first-letter
     prompts) are batched to the same number of tokens."""
-    sae_batch_tokens: int = 8192
+    sae_batch_tokens: int = _EVAL["sae_batch_tokens"]
     """Tokens per SAE encode/decode call."""
-    seed: int = 0
+    seed: int = _EVAL["seed"]
     core: CoreConfig = field(default_factory=CoreConfig)
     sparse_probing: ProbingConfig = field(default_factory=ProbingConfig)
     absorption: AbsorptionConfig = field(default_factory=AbsorptionConfig)

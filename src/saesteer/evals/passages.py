@@ -32,6 +32,7 @@ from torch import Tensor
 
 from saesteer.corpus import build_source, split_of
 from saesteer.evals.config import ProbingConfig, ProbingTask, _class_key
+from saesteer.schemas import schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _fill_from_corpus(
     pools: _Pools, task: ProbingTask, classes: list[str], corpus_cfg: dict[str, Any], tokenizer: Any, cfg: ProbingConfig
 ) -> None:
     entries = {e["name"]: e for e in corpus_cfg["sources"]}
-    fraction = float(corpus_cfg.get("heldout_fraction", 0.02))
+    fraction = float(corpus_cfg.get("heldout_fraction", schema_defaults("corpus")["heldout_fraction"]))
     for label, name in enumerate(classes):
         if name not in entries:
             raise PassageError(f"probing task {task.name}: class {name!r} is not a corpus source ({sorted(entries)})")

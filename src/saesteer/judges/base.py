@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
+from saesteer.schemas import schema_defaults
+
 LLM_KIND = "llm"
 OFFLINE_KIND = "offline-proxy"
 NO_PROMPTS = "none"
@@ -153,42 +155,48 @@ class Judge(Protocol):
 # ------------------------------------------------------------------------------------ config
 
 
+_LLM = schema_defaults("judge", "llm")
+
+
 @dataclass(frozen=True)
 class LLMJudgeConfig:
     """An OpenAI-compatible chat-completions endpoint: a hosted API, or a vLLM / llama.cpp
     server started on the cluster (``base_url: http://node:8000/v1``, ``api_key_env: ""``)."""
 
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o-mini"
+    base_url: str = _LLM["base_url"]
+    model: str = _LLM["model"]
     """AxBench's judge."""
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = _LLM["api_key_env"]
     """Name of the environment variable holding the key; "" for a server without auth."""
-    temperature_rating: float = 0.7
+    temperature_rating: float = _LLM["temperature_rating"]
     """Steering ratings: AxBench's evaluation judge samples at 0.7 (axbench/scripts/evaluate.py)."""
-    temperature_explain: float = 1.0
+    temperature_explain: float = _LLM["temperature_explain"]
     """Autointerp explanations: SAEBench sets no temperature, so the API default 1.0 applies
     (sae_bench/evals/autointerp/main.py, ``get_api_response``)."""
-    temperature_detect: float = 1.0
+    temperature_detect: float = _LLM["temperature_detect"]
     """Autointerp detections: SAEBench's, as for explanations."""
-    max_concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 6
+    max_concurrency: int = _LLM["max_concurrency"]
+    timeout_s: float = _LLM["timeout_s"]
+    max_retries: int = _LLM["max_retries"]
     """Retries after the first attempt, on 429, 5xx, timeouts and connection errors."""
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_base_s: float = _LLM["backoff_base_s"]
+    backoff_max_s: float = _LLM["backoff_max_s"]
     """Cap on one wait, Retry-After included."""
-    max_tokens_rating: int = 256
+    max_tokens_rating: int = _LLM["max_tokens_rating"]
     """AxBench sets no cap; the rubric asks for two sentences and the rating line."""
-    max_tokens_explain: int = 30
+    max_tokens_explain: int = _LLM["max_tokens_explain"]
     """SAEBench's ``max_tokens_in_explanation``: a longer explanation is cut there."""
-    max_tokens_detect: int | None = None
+    max_tokens_detect: int | None = _LLM["max_tokens_detect"]
     """None: SAEBench's ``max_tokens_in_prediction`` = 2 * (excerpts shown) + 5."""
-    price_per_m_input: float = 0.15
+    price_per_m_input: float = _LLM["price_per_m_input"]
     """US dollars per 1M prompt tokens (gpt-4o-mini list price); 0 for a local server."""
-    price_per_m_output: float = 0.60
-    cache_journal_mode: str = "wal"
+    price_per_m_output: float = _LLM["price_per_m_output"]
+    cache_journal_mode: str = _LLM["cache_journal_mode"]
     """sqlite journal mode of the response cache: "wal" (concurrent readers and one writer
     on a local disk) or "delete" for a network filesystem, where WAL is unsafe."""
+
+
+_OFFLINE = schema_defaults("judge", "offline")
 
 
 @dataclass(frozen=True)
@@ -197,55 +205,58 @@ class OfflineJudgeConfig:
     calibrated). Thresholds are pairs (t1, t2): score >= t2 -> 2, >= t1 -> 1, else 0; the
     fluency pairs are upper bounds instead (lower loss / repetition is better)."""
 
-    reference_model: str = "results/models/smollm2-135m/model.json"
+    reference_model: str = _OFFLINE["reference_model"]
     """Prepared-model record of the reference LM for fluency; the loss thresholds are
     calibrated for SmolLM2-135M-Instruct and must be recalibrated for another LM."""
-    device: str = "auto"
+    device: str = _OFFLINE["device"]
     """Where the embedder and the reference LM run: "auto" (CUDA when present), "cpu", "cuda"."""
-    embed_batch_size: int = 32
-    lm_batch_size: int = 8
-    max_tokens: int = 256
+    embed_batch_size: int = _OFFLINE["embed_batch_size"]
+    lm_batch_size: int = _OFFLINE["lm_batch_size"]
+    max_tokens: int = _OFFLINE["max_tokens"]
     """Texts are cut to this many tokens for both the embedder and the reference LM."""
-    concept_thresholds: tuple[float, float] = (0.15, 0.22)
+    concept_thresholds: tuple[float, float] = tuple(_OFFLINE["concept_thresholds"])
     """cosine(concept, generation) for 1 and for 2. Calibration: on-concept texts
     0.24-0.50, texts mentioning the concept in passing 0.01-0.36, off-concept <= 0.14."""
-    concept_token_rate_thresholds: tuple[float, float] = (0.05, 0.12)
+    concept_token_rate_thresholds: tuple[float, float] = tuple(_OFFLINE["concept_token_rate_thresholds"])
     """For a concept that quotes tokens (the proxy's own token-list explanations, 'the tokens
     "def", "return"'): the share of the generation's words (and punctuation marks) that are
     one of the quoted tokens, for 1 and for 2. Sentence embeddings cannot rate such a concept
     (a text full of "def" is not semantically close to the phrase 'the tokens "def"'). With
     20 new tokens (about 15 words) one occurrence gives 1 and two give 2; ordinary English
     uses "the" at about 5% of words, so an unsteered reply may already get 1 for it."""
-    instruction_thresholds: tuple[float, float] = (0.25, 0.33)
+    instruction_thresholds: tuple[float, float] = tuple(_OFFLINE["instruction_thresholds"])
     """cosine(instruction, generation) for 1 and for 2. Calibration: answers 0.36-0.88
     (steered answers that also talk about a concept 0.46-0.71), unrelated texts <= 0.21."""
-    loss_per_char_thresholds: tuple[float, float] = (1.0, 1.3)
+    loss_per_char_thresholds: tuple[float, float] = tuple(_OFFLINE["loss_per_char_thresholds"])
     """Upper bounds for 2 and for 1 on the reference LM's loss in nats per character.
     Calibration (SmolLM2-135M): fluent prose 0.37-0.96; its own unsteered replies at
     temperature 1 0.37-1.26; ungrammatical English 0.98-1.35; shuffled words 1.17-1.72;
     replies steered along a random direction at 0.5x the residual norm 1.02-2.06, at 1-4x
     (garbage) 1.62-6.07; keyboard mash 3.9-4.4."""
-    repetition_thresholds: tuple[float, float] = (0.15, 0.35)
+    repetition_thresholds: tuple[float, float] = tuple(_OFFLINE["repetition_thresholds"])
     """Upper bounds for 2 and for 1 on the fraction of repeated word n-grams. Calibration:
     fluent text 0-0.08, loops ("I love the ocean. I love ...", "the the the") 0.68-0.98."""
-    repetition_ngram: int = 3
-    min_tokens: int = 2
+    repetition_ngram: int = _OFFLINE["repetition_ngram"]
+    min_tokens: int = _OFFLINE["min_tokens"]
     """Shorter generations (nothing to measure) get fluency 0."""
-    detect_threshold: float = 0.20
+    detect_threshold: float = _OFFLINE["detect_threshold"]
     """Autointerp proxy: cosine(explanation, context) from which a context counts as
     activating, used when the explanation names no quoted tokens (same scale as concept
     relevance: between off-concept <= 0.14 and on-concept >= 0.24)."""
-    explain_top_tokens: int = 3
+    explain_top_tokens: int = _OFFLINE["explain_top_tokens"]
+
+
+_JUDGE = schema_defaults("judge")
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    kind: str = "offline"
+    kind: str = _JUDGE["kind"]
     """"offline" (the proxy: demo, CI) or "llm"."""
-    prompts: str | None = None
+    prompts: str | None = _JUDGE["prompts"]
     """A YAML file of the judge's templates (``prompts.TEMPLATE_FIELDS`` names them); None:
     the project's own wording. Recorded in every rated output as name@hash."""
-    cache: str = "results/judge/cache.sqlite"
+    cache: str = _JUDGE["cache"]
     """Persistent response cache of the LLM judge, shared by all jobs: a rerun never pays twice."""
     llm: LLMJudgeConfig = field(default_factory=LLMJudgeConfig)
     offline: OfflineJudgeConfig = field(default_factory=OfflineJudgeConfig)

@@ -32,6 +32,7 @@ import torch
 
 from saesteer.devices import resolve_device
 from saesteer.io import sha256_file, write_json_atomic
+from saesteer.schemas import ITEMS, schema_defaults
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 
 class ModelError(RuntimeError):
     """A model cannot be prepared or loaded as configured."""
+
+
+_MODEL = schema_defaults("models", ITEMS)
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,9 @@ class ModelSpec:
     layer: int
     n_layers: int
     d_model: int
-    dtype: str = "float32"
+    dtype: str = _MODEL["dtype"]
     hub_id: str | None = None
-    revision: str = "main"
+    revision: str = _MODEL["revision"]
     embedded: str | None = None
     path: str | None = None
     n_params: float | None = None

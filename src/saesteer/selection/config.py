@@ -21,7 +21,7 @@ neutral prompt at its last position:
   picked from the scores (UP = most positive Delta C, DOWN = most negative; top-K per
   direction or tail quantiles), used by ``saesteer.selection.sets``.
 
-A test checks that every default here equals the schema's.
+The defaults are the schema's (``saesteer.schemas.schema_defaults``; tests/test_config_defaults.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from saesteer.config_blocks import reject_unknown_keys
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from saesteer.schemas import schema_defaults
 
 AMPLIFY_MODES = ("scale", "add_max", "only_max")
 SET_MODES = ("top_k", "quantile")
@@ -50,74 +52,89 @@ class SelectionConfigError(ValueError):
     """The ``selection`` block is inconsistent; the message names the field."""
 
 
+_OUTPUT_SCORE = schema_defaults("selection", "output_score")
+
+
 @dataclass(frozen=True)
 class OutputScoreConfig:
-    amplification: float = 10.0
+    amplification: float = _OUTPUT_SCORE["amplification"]
     """s: latent i's code is raised by s * a_max at the last position."""
-    top_n_tokens: int = 20
+    top_n_tokens: int = _OUTPUT_SCORE["top_n_tokens"]
     """Logit-lens tokens of a latent: the top this many of softmax(W_U LN_final(W_dec[i]))."""
-    threshold: float = 0.01
+    threshold: float = _OUTPUT_SCORE["threshold"]
     """Output-score selection keeps latents scoring at least this."""
+
+
+_DELTA_CONF = schema_defaults("selection", "delta_conf")
 
 
 @dataclass(frozen=True)
 class DeltaConfConfig:
-    k: int = 1
+    k: int = _DELTA_CONF["k"]
     """C_k(p) = -(1/k) sum over the top-k next tokens of log p_j."""
-    alpha: float = 10.0
-    amplify: str = "only_max"
+    alpha: float = _DELTA_CONF["alpha"]
+    amplify: str = _DELTA_CONF["amplify"]
     """only_max (the paper's reading) | add_max | scale (see the module docstring); the
     ``delta_conf`` column (all three are computed)."""
-    mode: str = "top_k"
+    mode: str = _DELTA_CONF["mode"]
     """How sets are picked: top_k (the K most extreme per direction) or quantile (tails)."""
-    k_values: tuple[int, ...] = (1, 2, 3, 4, 5)
-    quantiles: tuple[float, ...] = (0.99, 0.95, 0.90, 0.80)
-    directions: tuple[str, ...] = ("up", "down")
+    k_values: tuple[int, ...] = tuple(_DELTA_CONF["k_values"])
+    quantiles: tuple[float, ...] = tuple(_DELTA_CONF["quantiles"])
+    directions: tuple[str, ...] = tuple(_DELTA_CONF["directions"])
+
+
+_CONTROL = schema_defaults("selection", "control")
 
 
 @dataclass(frozen=True)
 class ControlConfig:
     """The null control of Delta C's set search (``saesteer.selection.control``)."""
 
-    n_orderings: int = 5
+    n_orderings: int = _CONTROL["n_orderings"]
     """Random orderings of the candidates searched like Delta C's (0: no random control)."""
-    seed: int = 0
+    seed: int = _CONTROL["seed"]
     """Ordering i is a permutation drawn by numpy's Generator seeded with (seed, i)."""
-    output_order: bool = True
+    output_order: bool = _CONTROL["output_order"]
     """Also search the output-score ordering the same way."""
+
+
+_INPUT_SCORE = schema_defaults("selection", "input_score")
 
 
 @dataclass(frozen=True)
 class InputScoreConfig:
     """Arad et al.'s input score (``saesteer.selection.input_score``) and the "high on both" share."""
 
-    min_contexts: int = 10
+    min_contexts: int = _INPUT_SCORE["min_contexts"]
     """A latent needs at least this many top-activating contexts for an input score (Arad et
     al.'s code skips latents with fewer than 10)."""
-    high_input: float = 0.5
+    high_input: float = _INPUT_SCORE["high_input"]
     """A latent is "high input" when at least this share of its top contexts peak on one of
     its logit-lens tokens (our choice: a majority; Arad et al. give no cut-off)."""
-    high_output: float | None = None
+    high_output: float | None = _INPUT_SCORE["high_output"]
     """A latent is "high output" at an output score of at least this; None: the output-score
     selection threshold (``output_score.threshold``, Arad et al.'s 0.01)."""
 
 
+_SELECTION = schema_defaults("selection")
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
-    prompt: str = ARAD_PROMPT
-    device: str = "auto"
-    model_dtype: str = "float32"
-    batch_size: int = 512
+    prompt: str = _SELECTION["prompt"]
+    device: str = _SELECTION["device"]
+    model_dtype: str = _SELECTION["model_dtype"]
+    batch_size: int = _SELECTION["batch_size"]
     """Interventions (rows) per forward pass. Each latent takes two rows (add_max/output
     score and only_max), a third when it is active on the prompt (scale) and a fourth when
     delta_conf.alpha differs from output_score.amplification. On CUDA the starting size:
     halved and retried on out-of-memory."""
-    candidates: str = "concepts"
+    candidates: str = _SELECTION["candidates"]
     """Which latents the criteria choose among: "concepts" (the paper: the steering
     evaluation's Concept-N, so the selected sets are subsets of what steer_eval steered and
     reuse its generations) or "explained" (every latent autointerp explained; those
     steer_eval did not steer are steered by steer_selected with the same protocol)."""
-    latents: str = "all"
+    latents: str = _SELECTION["latents"]
     """Which latents get scores: "all" (the paper: every latent, so quantile thresholds come
     from the whole SAE) or "autointerp" (only those autointerp sampled, the candidates of
     every criterion: d_sae / eval.autointerp.n_latents times cheaper, for the demo; quantile

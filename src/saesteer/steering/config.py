@@ -3,8 +3,8 @@
 Defaults follow AxBench's SAE steering evaluation (Wu et al. 2025, arXiv 2501.17148) as
 docs/method.md ("Steering utility") describes it: Concept100, 10 instructions per concept (5 pick
 the factor, 5 are held out), AxBench's 14 SAE factors, 128 new tokens at temperature 1.0,
-m_f = 50 where a latent's max activation is unknown. A test checks that every default here
-equals the schema's.
+m_f = 50 where a latent's max activation is unknown. The defaults are the schema's
+(``saesteer.schemas.schema_defaults``; tests/test_config_defaults.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from saesteer.config_blocks import reject_unknown_keys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from saesteer.schemas import schema_defaults
+
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
 """AxBench's steering factors for SAEs; the paper uses six, values unstated."""
 BASELINES = ("unsteered", "prompted")
@@ -22,6 +24,9 @@ INSTRUCTION_SOURCES = ("builtin", "hf_dataset", "local_file")
 
 class SteeringConfigError(ValueError):
     """The ``steering`` block is inconsistent (beyond what the schema checks)."""
+
+
+_INSTRUCTIONS = schema_defaults("steering", "instructions")
 
 
 @dataclass(frozen=True)
@@ -40,14 +45,14 @@ class InstructionsConfig:
       records with ``field``.
     """
 
-    source: str = "builtin"
-    path: str | None = None
-    config_name: str | None = None
-    split: str = "train"
-    field: str = "instruction"
-    revision: str | None = None
-    data_files: str | tuple[str, ...] | None = None
-    max_instructions: int = 0
+    source: str = _INSTRUCTIONS["source"]
+    path: str | None = _INSTRUCTIONS["path"]
+    config_name: str | None = _INSTRUCTIONS["config_name"]
+    split: str = _INSTRUCTIONS["split"]
+    field: str = _INSTRUCTIONS["field"]
+    revision: str | None = _INSTRUCTIONS["revision"]
+    data_files: str | tuple[str, ...] | None = _INSTRUCTIONS["data_files"]
+    max_instructions: int = _INSTRUCTIONS["max_instructions"]
     """Keep the first this many (0 = all), before per-concept sampling."""
 
 
@@ -64,36 +69,39 @@ class ConceptSpec:
     latent: int | None = None
 
 
+_STEERING = schema_defaults("steering")
+
+
 @dataclass(frozen=True)
 class SteeringConfig:
-    device: str = "auto"
-    model_dtype: str = "float32"
-    n_concepts: int = 100
+    device: str = _STEERING["device"]
+    model_dtype: str = _STEERING["model_dtype"]
+    n_concepts: int = _STEERING["n_concepts"]
     """Concepts per SAE: the first ``n_concepts`` autointerp latents by ``rank`` (Concept100)."""
-    concepts: tuple[ConceptSpec, ...] = ()
+    concepts: tuple[ConceptSpec, ...] = tuple(_STEERING["concepts"])
     """A fixed concept list; when given it replaces the autointerp concepts (n_concepts ignored)."""
     instructions: InstructionsConfig = field(default_factory=InstructionsConfig)
-    n_instructions: int = 10
+    n_instructions: int = _STEERING["n_instructions"]
     """Instructions sampled per concept (seeded by the concept's index: every SAE's k-th concept sees the same ones)."""
-    n_selection: int = 5
+    n_selection: int = _STEERING["n_selection"]
     """The first this many of them pick the factor; the rest are held out for the score."""
-    factors: tuple[float, ...] = AXBENCH_FACTORS
-    max_new_tokens: int = 128
-    temperature: float = 1.0
+    factors: tuple[float, ...] = tuple(_STEERING["factors"])
+    max_new_tokens: int = _STEERING["max_new_tokens"]
+    temperature: float = _STEERING["temperature"]
     """0 = greedy."""
-    seed: int = 0
-    batch_size: int = 64
+    seed: int = _STEERING["seed"]
+    batch_size: int = _STEERING["batch_size"]
     """Rows (concept x factor x instruction) per forward. On CUDA the starting size: halved
     and retried on out-of-memory."""
-    m_f_fallback: float = 50.0
+    m_f_fallback: float = _STEERING["m_f_fallback"]
     """Steering magnitude where a latent's max activation is unknown (AxBench's default)."""
-    base_prompt_template: str = "{instruction}\n"
+    base_prompt_template: str = _STEERING["base_prompt_template"]
     """The prompt text of a model whose ``prompt_format`` is ``base`` (after BOS). How each
     model is prompted is the model entry's ``prompt_format`` (saesteer.prompting)."""
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = tuple(_STEERING["baselines"])
     """Rated on the held-out instructions: ``unsteered`` (no intervention) and ``prompted``
     (the concept asked for in the prompt, AxBench's prompt baseline)."""
-    prompt_baseline_template: str = "{instruction}\n\nIn your answer, talk about {concept}."
+    prompt_baseline_template: str = _STEERING["prompt_baseline_template"]
 
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "SteeringConfig":

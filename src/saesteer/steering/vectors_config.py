@@ -3,7 +3,7 @@
 Steering vectors next to the SAE latents (docs/steering-vectors.md; Mayne et al. 2024,
 arXiv 2411.08790; AxBench's DiffMean, Wu et al. 2025, arXiv 2501.17148). Off by default: the
 rule ``steering_vectors`` adds ``len(methods) x`` steer_eval's steered generations per SAE.
-A test checks that every default here equals the schema's.
+The defaults are the schema's (``saesteer.schemas.schema_defaults``; tests/test_config_defaults.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from saesteer.config_blocks import reject_unknown_keys
+from saesteer.schemas import schema_defaults
 
 METHODS = ("diffmean", "naive", "signed")
 """What is steered: the DiffMean (or user) vector, its naive SAE reconstruction
@@ -23,34 +24,37 @@ class VectorsConfigError(ValueError):
     """The ``steering_vectors`` block is inconsistent; the message names the field."""
 
 
+_D = schema_defaults("steering_vectors")
+
+
 @dataclass(frozen=True)
 class SteeringVectorsConfig:
-    enabled: bool = False
+    enabled: bool = _D["enabled"]
     """Run the rule per SAE and its aggregation (adds generations: see ``make cost``)."""
-    methods: tuple[str, ...] = METHODS
-    max_concepts: int = 0
+    methods: tuple[str, ...] = tuple(_D["methods"])
+    max_concepts: int = _D["max_concepts"]
     """Steer only steer_eval's first this many concepts (0 = all); the latent's score is then
     taken over the same concepts."""
-    n_positive: int = 64
+    n_positive: int = _D["n_positive"]
     """Positive positions per concept: the latent's largest held-out activations..."""
-    min_activation_frac: float = 0.5
+    min_activation_frac: float = _D["min_activation_frac"]
     """...among positions where it reaches at least this fraction of its held-out maximum."""
-    n_negative: int = 4096
+    n_negative: int = _D["n_negative"]
     """Negative positions: uniformly random held-out positions (BOS/EOS/padding excluded)."""
-    top_k: int = 10
+    top_k: int = _D["top_k"]
     """Top-k latents compared between encode(v), encode(0) and the in-distribution difference."""
-    bias_dominated_overlap: float = 0.5
+    bias_dominated_overlap: float = _D["bias_dominated_overlap"]
     """encode(v)'s top-k overlapping encode(0)'s by at least this flags the Mayne effect."""
-    fit_k: int = 16
+    fit_k: int = _D["fit_k"]
     """Terms of the signed (orthogonal matching pursuit) fit over the unit decoder rows."""
-    n_report: int = 5
+    n_report: int = _D["n_report"]
     """Top positive / negative latents reported (with autointerp explanations where known)."""
-    vectors_file: str | None = None
+    vectors_file: str | None = _D["vectors_file"]
     """A safetensors file of user vectors, tensor name = latent index; placeholders {model},
     {arch}, {sparsity}. Concepts it does not name get DiffMean."""
-    seed: int = 0
+    seed: int = _D["seed"]
     """Seed of the random negative positions."""
-    device: str = "auto"
+    device: str = _D["device"]
 
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "SteeringVectorsConfig":

@@ -2,7 +2,9 @@
 
 The first group of fields is the SAEBench recipe the paper follows (Wang et al. 2025,
 arXiv 2510.03659, appendix; SAEBench suite values). The rest are details the recipe
-leaves to the implementation; each default names its source.
+leaves to the implementation; each field's docstring names the source of its default.
+The default values themselves are the config schema's (``saesteer.schemas.schema_defaults``;
+tests/test_config_defaults.py), the one place they are set.
 """
 
 from __future__ import annotations
@@ -12,95 +14,102 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from saesteer.schemas import schema_defaults
+
 Device = Literal["auto", "cpu", "cuda"]
 SparseKernels = Literal["auto", "always", "never"]
 GroupBy = Literal["sae", "arch", "model"]
 GROUP_BY: tuple[str, ...] = ("sae", "arch", "model")
 
-# Initial sparsity coefficient per penalty architecture. Deliberately on the low side:
-# with calibration on, the controller raises it toward the target L0, which plays the
-# role of SAEBench's linear sparsity warm-up (see controller.py). 1.0 for JumpReLU is
-# dictionary_learning's sparsity_penalty for its target-L0 loss.
+_D = schema_defaults("training")
+
+# Initial sparsity coefficient per penalty architecture (the schema's
+# training.sparsity_coef_init defaults: relu 0.03, gated 0.03, jumprelu 1.0, jumprelu_l0 0.001).
+# Deliberately on the low side: with calibration on, the controller raises it toward the
+# target L0, which plays the role of SAEBench's linear sparsity warm-up (see controller.py).
+# 1.0 for JumpReLU is dictionary_learning's sparsity_penalty for its target-L0 loss.
 # "jumprelu_l0" is JumpReLU with the plain L0 penalty (jumprelu_sparsity_loss: l0).
-DEFAULT_COEF_INIT: dict[str, float] = {"relu": 0.03, "gated": 0.03, "jumprelu": 1.0, "jumprelu_l0": 0.001}
+DEFAULT_COEF_INIT: dict[str, float] = dict(schema_defaults("training", "sparsity_coef_init"))
 
 
 @dataclass
 class TrainConfig:
     # ---- the recipe (config `training` block) -----------------------------------------
+    # tokens and batch_size are required config keys (no schema default); these two values
+    # serve direct Python use only (tests, benchmarks): the paper grid's (config/config.yaml).
     tokens: int = 500_000_000
     """Training tokens; above the cache size the trainer makes several passes."""
     batch_size: int = 2048
-    lr: float = 3e-4
-    lr_warmup_steps: int = 1000
-    lr_decay_fraction: float = 0.2
+    lr: float = _D["lr"]
+    lr_warmup_steps: int = _D["lr_warmup_steps"]
+    lr_decay_fraction: float = _D["lr_decay_fraction"]
     """Linear decay to zero over this final fraction of the steps."""
-    sparsity_warmup_steps: int = 5000
-    normalize_activations: bool = True
+    sparsity_warmup_steps: int = _D["sparsity_warmup_steps"]
+    normalize_activations: bool = _D["normalize_activations"]
     """Scale activations to unit mean squared norm (the cache's manifest statistic)."""
-    autocast_dtype: str | None = "bfloat16"
+    autocast_dtype: str | None = _D["autocast_dtype"]
     """Autocast dtype on CUDA ("bfloat16" or "none"); CPU always trains in float32."""
-    seed: int = 0
-    checkpoint_every_steps: int = 5000
-    device: Device = "auto"
+    seed: int = _D["seed"]
+    checkpoint_every_steps: int = _D["checkpoint_every_steps"]
+    device: Device = _D["device"]
 
     # ---- implementation details, with sources -------------------------------------------
-    adam_betas: tuple[float, float] | None = None
+    adam_betas: tuple[float, float] | None = _D["adam_betas"]
     """None: (0.9, 0.999) (Adam defaults; SAEBench), except JumpReLU (0.0, 0.999)
     (Rajamanoharan et al. 2024b, arXiv 2407.14435, appendix)."""
-    adam_eps: float = 1e-8
-    grad_clip_norm: float = 1.0
+    adam_eps: float = _D["adam_eps"]
+    grad_clip_norm: float = _D["grad_clip_norm"]
     """Global gradient-norm clip (dictionary_learning and SAELens trainers)."""
-    dead_window_tokens: int = 10_000_000
+    dead_window_tokens: int = _D["dead_window_tokens"]
     """A latent is dead after this many tokens without firing (Gao et al. 2024, A.2)."""
-    aux_k: int | None = None
+    aux_k: int | None = _D["aux_k"]
     """AuxK: dead latents used; None = d_in // 2 (Gao et al. 2024, B.1)."""
-    aux_coef: float = 1.0 / 32.0
+    aux_coef: float = _D["aux_coef"]
     """AuxK coefficient alpha (Gao et al. 2024, A.2)."""
-    batchtopk_threshold_beta: float = 0.999
-    batchtopk_threshold_start_step: int = 1000
+    batchtopk_threshold_beta: float = _D["batchtopk_threshold_beta"]
+    batchtopk_threshold_start_step: int = _D["batchtopk_threshold_start_step"]
     """EMA of the smallest kept activation (Bussmann et al. 2024; dictionary_learning)."""
-    jumprelu_bandwidth: float = 0.001
-    jumprelu_init_threshold: float = 0.001
+    jumprelu_bandwidth: float = _D["jumprelu_bandwidth"]
+    jumprelu_init_threshold: float = _D["jumprelu_init_threshold"]
     """Rajamanoharan et al. 2024b, section 4."""
-    jumprelu_sparsity_loss: Literal["target_l0", "l0"] = "target_l0"
+    jumprelu_sparsity_loss: Literal["target_l0", "l0"] = _D["jumprelu_sparsity_loss"]
     """target_l0: c * (L0 / target - 1)^2 (SAEBench); l0: c * L0 (the paper)."""
-    relu_decoder_init_norm: float = 0.1
+    relu_decoder_init_norm: float = _D["relu_decoder_init_norm"]
     """Anthropic April 2024 update (and dictionary_learning): decoder rows of norm 0.1."""
     sparsity_coef_init: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COEF_INIT))
     """Starting sparsity coefficient per penalty architecture."""
-    sparsity_coef_table: dict[str, dict[int, float]] = field(default_factory=dict)
+    sparsity_coef_table: dict[str, dict[int, float]] = field(default_factory=lambda: dict(_D["sparsity_coef_table"]))
     """Known coefficients per architecture and target L0 (e.g. from an earlier
     calibration); an entry replaces ``sparsity_coef_init`` for that SAE."""
-    calibrate_sparsity: bool = True
+    calibrate_sparsity: bool = _D["calibrate_sparsity"]
     """Tune the coefficient toward the target L0 (controller.py) for relu, gated and
     jumprelu with the ``l0`` loss. Otherwise (and for jumprelu's ``target_l0`` loss) the
     coefficient is fixed, ramped linearly over ``sparsity_warmup_steps`` (SAEBench)."""
-    calibration_rate: float = 20.0
+    calibration_rate: float = _D["calibration_rate"]
     """Controller gain: d log(coef)/d step = min(rate / warmup, max_gain) * clip(log(L0/target), +-1)."""
-    calibration_max_gain: float | None = None
+    calibration_max_gain: float | None = _D["calibration_max_gain"]
     """Cap on that gain per step. None: 0.01 * lr / 3e-4, at most 0.05 (Adam moves a
     weight by ~lr per step, so L0 follows the coefficient faster at a higher lr)."""
-    calibration_horizon_steps: float = 50.0
+    calibration_horizon_steps: float = _D["calibration_horizon_steps"]
     """Look-ahead of the controller's derivative term, about L0's response lag (tens of
     steps on real activations; a shorter look-ahead, tried at 15, let a 128-step demo
     ReLU SAE collapse to L0 ~ 15 of a target 40)."""
-    calibration_track_fraction: float = 0.1
+    calibration_track_fraction: float = _D["calibration_track_fraction"]
     """Once the warm-up is over and L0 has reached the target (within 10%), the gain is
     multiplied by this (0 freezes the coefficient)."""
-    shuffle_shards: int = 4
+    shuffle_shards: int = _D["shuffle_shards"]
     """Shards mixed into one shuffled pool (memory: about twice that many shards)."""
-    eval_tokens: int = 65536
+    eval_tokens: int = _D["eval_tokens"]
     """Held-out tokens (the end of every shard; at most 10% of the cache) for the summary."""
-    log_every_steps: int = 100
-    sparse_kernels: SparseKernels = "auto"
+    log_every_steps: int = _D["log_every_steps"]
+    sparse_kernels: SparseKernels = _D["sparse_kernels"]
     """auto: sparse kernels on CPU when code density <= max_sparse_density (measured
     crossover on CPU: ~15%), dense
     elsewhere (and always on CUDA); always / never force one."""
-    max_sparse_density: float = 0.1
-    keep_checkpoint: bool = False
+    max_sparse_density: float = _D["max_sparse_density"]
+    keep_checkpoint: bool = _D["keep_checkpoint"]
     """Keep the resumable checkpoint after a successful run (it is deleted otherwise)."""
-    group_by: GroupBy = "model"
+    group_by: GroupBy = _D["group_by"]
     """How the workflow groups SAEs into training jobs (docs/scaling.md): ``model``, one job
     per model co-trains all its SAEs from one pass over the activations; ``arch``, one job
     per (model, architecture); ``sae``, one job per SAE. The trained weights are the same
