@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from saesteer.evals.report import load_sae
+from saesteer.evals.interp import load_sae
 from saesteer.models import load_prepared
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, reference_latent_scores, score_latents

@@ -55,7 +55,7 @@ def demo_directions(model, n: int, seed: int = 0) -> tuple[torch.Tensor, list[fl
     """(unit directions [n, d], m_f per direction, where they came from)."""
     import pyarrow.parquet as pq
 
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
 
     for sae_dir in sorted((REPO / "results/smollm2-135m").glob("*/l0-*/sae")):
         table_path = sae_dir.parent / "autointerp.parquet"

@@ -34,7 +34,7 @@ from saesteer.evals.autointerp import (
 )
 from saesteer.evals.config import AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import build_eval_data
-from saesteer.evals.report import evaluate_sae, validate_report
+from saesteer.evals.interp import evaluate_sae, validate_report
 from saesteer.judges import JudgeConfigError, LLMJudgeConfig, OfflineJudgeConfig
 from saesteer.judges.llm import LLMJudge
 from saesteer.judges.offline import OfflineProxyJudge

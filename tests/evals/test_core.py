@@ -11,7 +11,7 @@ from saesteer.cache.capture import ResidualCapture, decoder_layers
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.core import ReconstructionStats, splice_scores
 from saesteer.evals.eval_data import build_eval_data, load_eval_data
-from saesteer.evals.report import core_metrics
+from saesteer.evals.interp import core_metrics
 from saesteer.evals.splice import UpperRunner, head_logits, reference_losses, spliced_losses
 from saesteer.sae.relu import ReLUSAE
 

@@ -333,7 +333,7 @@ def test_registry_releases_resolve_offline_and_dictionary_learning_is_converted(
 
 
 def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs(tmp_path, tiny_model, char_tokenizer):
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
     from saesteer.selection.config import SelectionConfig
     from saesteer.selection.latent_scores import score_latents
 

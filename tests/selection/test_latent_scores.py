@@ -17,7 +17,7 @@ import torch
 
 from tests.helpers import REPO, CharTokenizer, assert_schema_block_matches, make_sae, planted, save_sae, sharp_llama, write_model_json
 from saesteer.config import ConfigError, check_config, load_config, load_schema
-from saesteer.evals.report import SAEFileError
+from saesteer.evals.interp import SAEFileError
 from saesteer.selection.config import (
     ControlConfig,
     DeltaConfConfig,
@@ -301,7 +301,7 @@ def test_real_model_batched_path_matches_the_plain_loop(name, layer):
     sae_dirs = sorted((REPO / f"results/{name}").glob("topk/l0-*/sae"))
     if not model_json.exists() or not sae_dirs or not (sae_dirs[0] / "sae_weights.safetensors").exists():
         pytest.skip(f"the demo has not prepared {name} and a topk SAE of it")
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
     from saesteer.models import load_prepared
 
     model, tok = load_prepared(model_json)

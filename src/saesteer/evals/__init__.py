@@ -7,14 +7,14 @@ Two stages, as in the workflow:
 - per model, :func:`~saesteer.evals.eval_data.prepare_eval_data` runs the LLM once on the
   held-out text, probing passages and first-letter prompts and stores what every SAE of
   that model needs (``results/{model}/eval_data/``);
-- per SAE, :func:`~saesteer.evals.report.evaluate_sae` reads it, runs only the blocks above
+- per SAE, :func:`~saesteer.evals.interp.evaluate_sae` reads it, runs only the blocks above
   the hook with the SAE spliced in, and writes ``interp.json``
   (schema: ``src/saesteer/schemas/interp.schema.json``).
 """
 
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data, load_eval_data, prepare_eval_data
-from saesteer.evals.report import SAEFileError, evaluate_loaded, evaluate_sae, load_sae
+from saesteer.evals.interp import SAEFileError, evaluate_loaded, evaluate_sae, load_sae
 
 __all__ = [
     "EvalConfig",

@@ -645,7 +645,7 @@ def run_autointerp(
     """The workflow's per-SAE job: autointerp of the SAE in ``sae_dir`` on its model's eval
     data; writes the per-latent table ``out_parquet`` and the summary ``out_json``.
     ``tokenizer`` and ``judge`` override the ones of ``model_json`` and ``judge_cfg`` (tests)."""
-    from saesteer.evals.report import open_sae_eval
+    from saesteer.evals.interp import open_sae_eval
     from saesteer.devices import resolve_device
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 

@@ -29,7 +29,7 @@
   the fingerprint of everything the data depend on (model provenance, corpus and eval
   config; batch size and device excluded) and each file's sha256.
 
-Each SAE's evaluation (:mod:`saesteer.evals.report`) reads these and runs the model only
+Each SAE's evaluation (:mod:`saesteer.evals.interp`) reads these and runs the model only
 above the hook (:mod:`saesteer.evals.splice`).
 """
 

@@ -62,7 +62,7 @@ def eval_interp(job: RuleJob) -> None:
     loaded once, at the dtype its eval data were made with."""
     from saesteer.evals.config import EvalConfig
     from saesteer.evals.eval_data import load_eval_data
-    from saesteer.evals.report import evaluate_sae, load_model_only
+    from saesteer.evals.interp import evaluate_sae, load_model_only
 
     eval_dir = Path(job.inputs["eval_data"]).parent
     model_json = Path(job.inputs["model"])

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .aggregate import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
+from .ratings import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
 from .base import (
     JUDGE_COLUMNS,
     LLM_KIND,

@@ -158,7 +158,7 @@ def run_select_features(
     ``selection.latents`` is "autointerp", and the top contexts of Arad et al.'s input score
     (without it the input_score column stays null). ``lm``/``tokenizer`` override the ones of
     ``model_json`` (tests)."""
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS

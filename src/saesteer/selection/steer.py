@@ -116,7 +116,7 @@ def run_steer_selected(
     The model is needed only when a selected latent was not steered by steer_eval: then
     ``lm``/``tokenizer``/``judge`` are used if given, else ``shared_model()`` (a grouped job's
     model, loaded by its first SAE that needs it), else the model of ``model_json``."""
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
     from saesteer.steering.generate import SteeringModel

@@ -343,7 +343,7 @@ def run_steer_eval(
     """The workflow's per-SAE job. ``prompt_format``: the model entry's (``chat`` or
     ``base``, see saesteer.prompting). ``lm``/``tokenizer``/``judge`` override the ones of
     ``model_json`` and ``judge_cfg`` (tests)."""
-    from saesteer.evals.report import load_sae
+    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS

@@ -1,7 +1,7 @@
 """From rated generations to the steering score of an SAE (docs/method.md, "Steering utility").
 
 Per concept and factor, the selection half's generations give a score in each aggregation
-order (``judges.aggregate``): ``axbench`` = harmonic mean of the three ratings per
+order (``judges.ratings``): ``axbench`` = harmonic mean of the three ratings per
 generation, then the mean (AxBench, the paper); ``arad`` = the mean of each rating, then
 their harmonic mean (Arad et al.). The concept's factor is the argmax of the selection
 score (the smallest factor on ties), chosen separately for each order; its held-out score
@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from saesteer.judges.aggregate import arad_score, axbench_score
+from saesteer.judges.ratings import arad_score, axbench_score
 from saesteer.steering.instructions import HELDOUT, SELECTION
 
 STEERED = "steered"

@@ -239,7 +239,7 @@ def run_steering_vectors(
     from safetensors.torch import save_file
 
     from saesteer.evals.autointerp import ContextSource, check_autointerp_data
-    from saesteer.evals.report import open_sae_eval
+    from saesteer.evals.interp import open_sae_eval
     from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS

@@ -14,7 +14,7 @@ from tests.helpers import prose_and_code_corpus, random_sae, save_sae, write_mod
 from saesteer.config import load_schema
 from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data
-from saesteer.evals.report import SAEFileError, evaluate_sae, load_sae, validate_report
+from saesteer.evals.interp import SAEFileError, evaluate_sae, load_sae, validate_report
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
