@@ -295,3 +295,56 @@ def test_grouped_eval_jobs_refuse_pretrained_entries_naming_the_field():
     merged = {**base, **cfg, "eval_jobs": {"group_by": "arch"}}
     with pytest.raises(ConfigError, match="eval_jobs.group_by"):
         check_config(merged)
+
+
+def test_a_grouped_job_killed_after_its_first_sae_resumes_without_redoing_it(prepared, monkeypatch):
+    """Snakemake deletes a failed job's outputs; the group keeps each finished SAE's outputs
+    aside (results/<cell>/.group_done/<rule>/) and the rerun restores them, unless an input
+    changed since."""
+    import shutil
+
+    import saesteer.evals.autointerp as autointerp
+
+    real, ran = autointerp.run_autointerp, []
+
+    def counted(**kwargs: Any):
+        ran.append(kwargs["sae_dir"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(autointerp, "run_autointerp", counted)
+    with inside(prepared):
+        outputs = [sae_files("autointerp", c, out_root="results") for c in CELLS]
+        job = stage_job("autointerp", outputs)
+        weights = Path(f"results/{CELLS[1].path}/sae/sae_weights.safetensors")
+        good = weights.read_bytes()
+        weights.write_bytes(b"not safetensors")  # the second SAE fails
+        try:
+            with pytest.raises(Exception, match="sae_weights.safetensors"):
+                rule_function("autointerp")(job)
+        finally:
+            weights.write_bytes(good)
+        first = outputs[0].outputs["summary"]
+        kept = json.loads(first.read_text())
+        for sae in outputs:  # what Snakemake does to a failed job's outputs
+            for out in sae.outputs.values():
+                Path(out).unlink(missing_ok=True)
+        assert Path(f"results/{CELLS[0].path}/.group_done/autointerp/fingerprint.json").is_file()
+
+        ran.clear()
+        rule_function("autointerp")(job)
+        assert ran == [outputs[1].sae_dir]  # the first SAE was restored, not recomputed
+        assert json.loads(first.read_text()) == kept
+        assert not [p for c in CELLS for p in Path(f"results/{c.path}/.group_done").glob("*/fingerprint.json")]
+
+        # A kept SAE whose inputs changed since is recomputed.
+        weights.write_bytes(b"not safetensors")
+        try:
+            with pytest.raises(Exception):
+                rule_function("autointerp")(job)
+        finally:
+            weights.write_bytes(good)
+        Path(f"results/{CELLS[0].path}/sae/cfg.json").touch()
+        ran.clear()
+        rule_function("autointerp")(job)
+        assert ran == [outputs[0].sae_dir, outputs[1].sae_dir]
+        shutil.rmtree("loads", ignore_errors=True)

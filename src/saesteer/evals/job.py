@@ -5,13 +5,10 @@ evaluated exactly as in a job of its own, into its own files."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from saesteer.judges.shared import JudgeView
-from saesteer.rule_jobs import RuleJob
-
-log = logging.getLogger(__name__)
+from saesteer.rule_jobs import RuleJob, each_sae
 
 
 def prepare_eval_data(job: RuleJob) -> None:
@@ -36,8 +33,7 @@ def autointerp(job: RuleJob) -> None:
     tokenizer = load_tokenizer(model_json)
     judge = autointerp_judge(job.params["judge"])
     try:
-        for k, sae in enumerate(job.saes, 1):
-            log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+        for _, sae in each_sae(job):
             run_autointerp(
                 sae_dir=sae.sae_dir,
                 eval_dir=Path(job.inputs["eval_data"]).parent,
@@ -68,8 +64,7 @@ def eval_interp(job: RuleJob) -> None:
     model_json = Path(job.inputs["model"])
     cfg = EvalConfig.from_config(job.params["eval"])
     llm = load_model_only(model_json, load_eval_data(eval_dir).manifest["model_dtype"], cfg.device)
-    for k, sae in enumerate(job.saes, 1):
-        log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+    for _, sae in each_sae(job):
         evaluate_sae(
             sae_dir=sae.sae_dir,
             eval_dir=eval_dir,

@@ -20,7 +20,7 @@ import torch
 
 from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
-from saesteer.rule_jobs import RuleJob
+from saesteer.rule_jobs import RuleJob, each_sae
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, LatentScores, SelectionError, score_latents
 
@@ -296,8 +296,7 @@ def select_features(job: RuleJob) -> None:
     """Selection scores of every latent of each SAE of the job (per SAE: selection/latent_scores.*)."""
     cfg = SelectionConfig.from_config(dict(job.params["selection"] or {}))
     lm, tokenizer = _load_model(job, cfg.model_dtype, cfg.device)
-    for k, sae in enumerate(job.saes, 1):
-        log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+    for _, sae in each_sae(job):
         run_select_features(
             sae_dir=sae.sae_dir,
             model_json=Path(job.inputs["model"]),
@@ -324,8 +323,7 @@ def steer_selected(job: RuleJob) -> None:
     # Loaded by the first SAE with a latent steer_eval did not steer (often none: then never).
     shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
     try:
-        for k, sae in enumerate(job.saes, 1):
-            log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+        for _, sae in each_sae(job):
             run_steer_selected(
                 sae_dir=sae.sae_dir,
                 autointerp_table=sae.inputs["autointerp"],

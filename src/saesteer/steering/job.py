@@ -5,14 +5,11 @@ in a job of its own (every row has its own seed), into its own files."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from saesteer.judges.shared import JudgeView
-from saesteer.rule_jobs import RuleJob
-
-log = logging.getLogger(__name__)
+from saesteer.rule_jobs import RuleJob, each_sae
 
 
 def steering_instructions(job: RuleJob) -> None:
@@ -61,8 +58,7 @@ def steer_eval(job: RuleJob) -> None:
 
     shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
     try:
-        for k, sae in enumerate(job.saes, 1):
-            log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+        for _, sae in each_sae(job):
             lm, tokenizer, judge = shared.get()
             run_steer_eval(
                 sae_dir=sae.sae_dir,
@@ -94,8 +90,7 @@ def steering_vectors(job: RuleJob) -> None:
 
     shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
     try:
-        for k, sae in enumerate(job.saes, 1):
-            log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
+        for _, sae in each_sae(job):
             lm, tokenizer, judge = shared.get()
             run_steering_vectors(
                 sae_dir=sae.sae_dir,
