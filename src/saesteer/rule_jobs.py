@@ -63,6 +63,11 @@ class SaeFiles:
     outputs: Mapping[str, Path]
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """What every per-SAE output records about its SAE: model, arch, target_l0."""
+        return {"model": self.cell.model, "arch": self.cell.arch, "target_l0": self.cell.target_l0}
+
+    @property
     def sae_dir(self) -> Path:
         """The SAE's folder (its sae_cfg input's)."""
         return Path(self.inputs["sae_cfg"]).parent
