@@ -316,7 +316,7 @@ def steer_selected(job: RuleJob) -> None:
     (per SAE: selection/score.json and its tables)."""
     from saesteer.selection.steer import run_steer_selected
     from saesteer.steering.config import SteeringConfig
-    from saesteer.steering.job import SharedSteeringModel
+    from saesteer.steering.job import SharedSteeringModel, steering_inputs
 
     # Loaded by the first SAE with a latent steer_eval did not steer (often none: then never).
     shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
@@ -328,18 +328,14 @@ def steer_selected(job: RuleJob) -> None:
                 latent_scores=sae.inputs["latent_scores"],
                 steering_generations=sae.inputs["steering_generations"],
                 steering_score=sae.inputs["steering_score"],
-                instructions=Path(job.inputs["instructions"]),
-                model_json=Path(job.inputs["model"]),
-                steering_cfg=job.params["steering"],
                 selection_cfg=job.params["selection"],
-                judge_cfg=job.params["judge"],
                 out_generations=sae.outputs["generations"],
                 out_concepts=sae.outputs["concepts"],
                 out_score=sae.outputs["score"],
                 out_latents=sae.outputs["latents"],
-                **sae.identity,
                 prompt_format=job.params["prompt_format"],
-                threads=job.threads,
+                **steering_inputs(job),
+                **sae.identity,
                 shared_model=shared.get,
             )
     finally:

@@ -5,11 +5,12 @@ in a job of its own (every row has its own seed), into its own files."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from saesteer.judges.shared import JudgeView
-from saesteer.rule_jobs import RuleJob, each_sae
+from saesteer.rule_jobs import RuleJob, SaeFiles, each_sae
 
 
 def steering_instructions(job: RuleJob) -> None:
@@ -51,67 +52,69 @@ class SharedSteeringModel:
             self._loaded[2].close()
 
 
-def steer_eval(job: RuleJob) -> None:
-    """AxBench-protocol steering of each SAE of the job (per SAE: steering/)."""
+def steering_inputs(job: RuleJob) -> dict[str, Any]:
+    """What every steering worker (steer_eval, steer_selected, steering_vectors) takes from
+    the job itself: the model record, the instruction pool, the steering and judge blocks."""
+    return {
+        "instructions": Path(job.inputs["instructions"]),
+        "model_json": Path(job.inputs["model"]),
+        "steering_cfg": job.params["steering"],
+        "judge_cfg": job.params["judge"],
+        "threads": job.threads,
+    }
+
+
+def steered_saes(job: RuleJob) -> Iterator[tuple[SaeFiles, dict[str, Any]]]:
+    """Each SAE of the job to steer, with the model, tokenizer and (its view of) the judge
+    loaded once for the job; closes the judge after the last SAE."""
     from saesteer.steering.config import SteeringConfig
-    from saesteer.steering.evaluate import run_steer_eval
 
     shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
     try:
         for _, sae in each_sae(job):
             lm, tokenizer, judge = shared.get()
-            run_steer_eval(
-                sae_dir=sae.sae_dir,
-                autointerp_table=sae.inputs["autointerp"],
-                instructions=Path(job.inputs["instructions"]),
-                model_json=Path(job.inputs["model"]),
-                steering_cfg=job.params["steering"],
-                judge_cfg=job.params["judge"],
-                out_generations=sae.outputs["generations"],
-                out_concepts=sae.outputs["concepts"],
-                out_score=sae.outputs["score"],
-                **sae.identity,
-                prompt_format=job.params["prompt_format"],
-                threads=job.threads,
-                lm=lm,
-                tokenizer=tokenizer,
-                judge=judge,
-            )
+            yield sae, {"lm": lm, "tokenizer": tokenizer, "judge": judge}
     finally:
         shared.close()
+
+
+def steer_eval(job: RuleJob) -> None:
+    """AxBench-protocol steering of each SAE of the job (per SAE: steering/)."""
+    from saesteer.steering.evaluate import run_steer_eval
+
+    for sae, loaded in steered_saes(job):
+        run_steer_eval(
+            sae_dir=sae.sae_dir,
+            autointerp_table=sae.inputs["autointerp"],
+            out_generations=sae.outputs["generations"],
+            out_concepts=sae.outputs["concepts"],
+            out_score=sae.outputs["score"],
+            prompt_format=job.params["prompt_format"],
+            **steering_inputs(job),
+            **sae.identity,
+            **loaded,
+        )
 
 
 def steering_vectors(job: RuleJob) -> None:
     """Each SAE's latents against DiffMean steering vectors (per SAE: steering_vectors/)."""
-    from saesteer.steering.config import SteeringConfig
     from saesteer.steering.vectors_job import run_steering_vectors
 
-    shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
-    try:
-        for _, sae in each_sae(job):
-            lm, tokenizer, judge = shared.get()
-            run_steering_vectors(
-                sae_dir=sae.sae_dir,
-                eval_dir=Path(job.inputs["eval_data"]).parent,
-                eval_cfg=job.params["eval"],
-                autointerp_table=sae.inputs["autointerp"],
-                steering_concepts=sae.inputs["steering_concepts"],
-                steering_score=sae.inputs["steering_score"],
-                instructions=Path(job.inputs["instructions"]),
-                model_json=Path(job.inputs["model"]),
-                steering_cfg=job.params["steering"],
-                vectors_cfg=job.params["steering_vectors"],
-                judge_cfg=job.params["judge"],
-                out_score=sae.outputs["score"],
-                out_concepts=sae.outputs["concepts"],
-                out_generations=sae.outputs["generations"],
-                out_vectors=sae.outputs["vectors"],
-                **sae.identity,
-                sparsity=sae.cell.sparsity,
-                threads=job.threads,
-                lm=lm,
-                tokenizer=tokenizer,
-                judge=judge,
-            )
-    finally:
-        shared.close()
+    for sae, loaded in steered_saes(job):
+        run_steering_vectors(
+            sae_dir=sae.sae_dir,
+            eval_dir=Path(job.inputs["eval_data"]).parent,
+            eval_cfg=job.params["eval"],
+            autointerp_table=sae.inputs["autointerp"],
+            steering_concepts=sae.inputs["steering_concepts"],
+            steering_score=sae.inputs["steering_score"],
+            vectors_cfg=job.params["steering_vectors"],
+            out_score=sae.outputs["score"],
+            out_concepts=sae.outputs["concepts"],
+            out_generations=sae.outputs["generations"],
+            out_vectors=sae.outputs["vectors"],
+            sparsity=sae.cell.sparsity,
+            **steering_inputs(job),
+            **sae.identity,
+            **loaded,
+        )
