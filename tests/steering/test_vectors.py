@@ -300,6 +300,11 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     assert torch.equal(load_file(str(user_out / "v.safetensors"))[f"diffmean.{first}"], mine)
     assert user_report["concepts"][0]["diagnostics"]["norm"] == pytest.approx(2.0)
 
+    # Another judge than steer_eval's is refused: the latent's scores are steer_eval's.
+    other = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="another-reference", embedder=minilm)
+    with pytest.raises(VectorsJobError, match="differs from the steering evaluation's"):
+        run_steering_vectors(**{**kwargs, "judge": other, "out_score": tmp_path / "other" / "score.json"})
+
     # A changed steering config is refused: the comparison would not be paired.
     with pytest.raises(VectorsJobError, match="another steering config"):
         run_steering_vectors(**{**kwargs, "steering_cfg": {**STEERING, "max_new_tokens": 7}})

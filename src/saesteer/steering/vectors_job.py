@@ -335,6 +335,15 @@ def run_steering_vectors(
     finally:
         if own_judge:
             judge.close()
+    # The latent's scores are steer_eval's: the vectors must be rated by the same judge, with
+    # the same prompt templates, or the comparison is not paired.
+    want = (base["judge"], base["judge_model"], base["judge_prompts"]["label"])
+    got = (rows[0]["judge"], rows[0]["judge_model"], rows[0]["judge_prompts"]) if rows else want
+    if got != want:
+        raise VectorsJobError(
+            f"judge {'/'.join(map(str, got))} (judge/model/prompts) differs from the steering evaluation's "
+            f"{'/'.join(map(str, want))} ({steering_score}): rerun steer_eval with the same judge and judge.prompts"
+        )
     gen_seconds, judge_seconds, new_tokens = timings.get("generate_seconds", 0.0), timings.get("judge_seconds", 0.0), stats.new_tokens
     generations = [{"method": r["method"], **{k: v for k, v in r.items() if k != "method"}} for r in rows]
     for method in vcfg.methods:
