@@ -38,11 +38,11 @@ def test_package_data_ships_every_schema():
 def test_modules_read_the_schemas_inside_the_package():
     from saesteer import config, run_check
     from saesteer.aggregate import collect
-    from saesteer.evals import autointerp, report
+    from saesteer.evals import autointerp, interp
     from saesteer.selection import job, steer
     from saesteer.steering import evaluate, vectors_job
 
-    for module in (config, autointerp, report, job, steer, evaluate, vectors_job):
+    for module in (config, autointerp, interp, job, steer, evaluate, vectors_job):
         assert module.SCHEMA_PATH.parent == SCHEMA_DIR and module.SCHEMA_PATH.is_file(), module.__name__
     assert collect.SCHEMAS == run_check.SCHEMAS == SCHEMA_DIR
     assert not (REPO / "workflow" / "schemas").exists()
