@@ -10,7 +10,7 @@ build a ``RuleJob`` directly.
 Per-SAE files: a rule of a per-SAE stage passes ``params.cells``, the job's SAEs in the
 order of its file lists (:mod:`saesteer.grouping`). A named input or output whose paths
 lie under those SAEs' folders (one path per SAE, in that order) belongs to the SAEs
-(``cell.inputs[name]``); every other one is shared by the job (``job.inputs[name]``).
+(``job.saes[i].inputs[name]``); every other one is shared by the job (``job.inputs[name]``).
 """
 
 from __future__ import annotations
@@ -190,8 +190,7 @@ def _fingerprint(job: RuleJob, sae: SaeFiles) -> dict[str, Any]:
     """What an SAE's outputs were computed from: the rule, its params, and every input's
     path, size and modification time (what Snakemake itself compares)."""
     files: dict[str, Any] = {}
-    shared = {k: v for k, v in job.inputs.items()}
-    for name, value in {**shared, **{k: str(v) for k, v in sae.inputs.items()}}.items():
+    for value in [*job.inputs.values(), *(str(v) for v in sae.inputs.values())]:
         for p in [value] if isinstance(value, (str, Path)) else value:
             st = Path(p).stat()
             files[str(p)] = [st.st_size, st.st_mtime_ns]
