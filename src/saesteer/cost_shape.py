@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from saesteer.config import grid_from_config
-from saesteer.training.config import GROUP_BY
+from saesteer.grouping import GROUP_BY, check_group_by
 
 MODES = ("disk", "stream")
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
@@ -111,8 +111,7 @@ def _assumptions(config: dict[str, Any]) -> dict[str, float]:
 
 def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
     grid = grid_from_config(config)
-    if group_by not in GROUP_BY:
-        raise ValueError(f"training.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+    check_group_by(group_by, "training.group_by")
     n_trained = len(grid.architectures) * len(grid.sparsities)
     # No trained SAE (only models[].pretrained): no training job in any grouping.
     return {"sae": n_trained, "arch": len(grid.architectures) if n_trained else 0, "model": 1 if n_trained else 0}[group_by]
@@ -122,8 +121,7 @@ def eval_groups(config: dict[str, Any], group_by: str) -> dict[str, int]:
     """Jobs of each per-SAE stage after training, per model, for ``eval_jobs.group_by``:
     every SAE the stages run on (trained and imported), one job per SAE, per (model,
     architecture) or per model."""
-    if group_by not in GROUP_BY:
-        raise ValueError(f"eval_jobs.group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+    check_group_by(group_by, "eval_jobs.group_by")
     grid = grid_from_config(config)
     keys: dict[str, set[tuple[Any, ...]]] = {m: set() for m in grid.model_names}
     for c in grid.cells():

@@ -13,6 +13,7 @@ alike), which is how a job pairs each SAE with its files.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from saesteer.config import Grid, sparsity_label
@@ -43,7 +44,7 @@ class JobCell:
         return asdict(self)
 
 
-def _members(grid: Grid, group_by: str, model: str, arch: str | None, sparsity: str | None) -> list[tuple[str, str]]:
+def _members(grid: Grid, group_by: str, arch: str | None, sparsity: str | None) -> list[tuple[str, str]]:
     """(arch, sparsity label) of the job's SAEs, in file-list order."""
     if group_by == "sae":
         return [(str(arch), str(sparsity))]
@@ -60,7 +61,7 @@ def job_files(grid: Grid, group_by: str, tail: str, field: str = "group_by") -> 
     if group_by == "sae":
         return [f"results/{{model}}/{{arch}}/{{sparsity}}/{tail}"]
     arch = "{arch}" if group_by == "arch" else None
-    return [f"results/{{model}}/{a}/{label}/{tail}" for a, label in _members(grid, group_by, "{model}", arch, None)]
+    return [f"results/{{model}}/{a}/{label}/{tail}" for a, label in _members(grid, group_by, arch, None)]
 
 
 def job_log(group_by: str, rule: str, field: str = "group_by") -> str:
@@ -77,7 +78,7 @@ def job_cells(grid: Grid, group_by: str, wildcards: Any, field: str = "group_by"
     sparsity = getattr(wildcards, "sparsity", None)
     return [
         JobCell(model, a, label, grid.target_l0(label, model=model))
-        for a, label in _members(grid, group_by, model, arch, sparsity)
+        for a, label in _members(grid, group_by, arch, sparsity)
     ]
 
 
@@ -93,10 +94,5 @@ def all_jobs(grid: Grid, group_by: str) -> list[list[JobCell]]:
         else:
             keys = [{"model": m, "arch": a, "sparsity": sparsity_label(k)} for a in grid.architectures for k in grid.sparsities]
         for key in keys:
-            jobs.append(job_cells(grid, group_by, _Wildcards(**key)))
+            jobs.append(job_cells(grid, group_by, SimpleNamespace(**key)))
     return jobs
-
-
-class _Wildcards:
-    def __init__(self, **values: str):
-        self.__dict__.update(values)

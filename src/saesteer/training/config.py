@@ -14,12 +14,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from saesteer.grouping import GroupBy, check_group_by
 from saesteer.schemas import schema_defaults
 
 Device = Literal["auto", "cpu", "cuda"]
 SparseKernels = Literal["auto", "always", "never"]
-GroupBy = Literal["sae", "arch", "model"]
-GROUP_BY: tuple[str, ...] = ("sae", "arch", "model")
 
 _D = schema_defaults("training")
 
@@ -135,8 +134,7 @@ class TrainConfig:
             raise ValueError(f"training.autocast_dtype must be 'bfloat16' or 'none', got {self.autocast_dtype!r}")
         if self.sparse_kernels not in ("auto", "always", "never"):
             raise ValueError(f"training.sparse_kernels must be auto, always or never, got {self.sparse_kernels!r}")
-        if self.group_by not in GROUP_BY:
-            raise ValueError(f"training.group_by must be one of {list(GROUP_BY)}, got {self.group_by!r}")
+        check_group_by(self.group_by, "training.group_by")
         if self.jumprelu_sparsity_loss not in ("target_l0", "l0"):
             raise ValueError("training.jumprelu_sparsity_loss must be 'target_l0' or 'l0'")
 
