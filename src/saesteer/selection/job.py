@@ -285,17 +285,12 @@ def run_select_features(
 # loaded once, each SAE scored and steered exactly as in a job of its own, into its files.
 
 
-def _load_model(job: RuleJob, dtype: str, device: str) -> tuple[Any, Any]:
-    from saesteer.devices import resolve_device
-    from saesteer.models import load_prepared
-
-    return load_prepared(Path(job.inputs["model"]), dtype=dtype, device=str(resolve_device(device)))
-
-
 def select_features(job: RuleJob) -> None:
     """Selection scores of every latent of each SAE of the job (per SAE: selection/latent_scores.*)."""
+    from saesteer.models import load_prepared
+
     cfg = SelectionConfig.from_config(dict(job.params["selection"] or {}))
-    lm, tokenizer = _load_model(job, cfg.model_dtype, cfg.device)
+    lm, tokenizer = load_prepared(Path(job.inputs["model"]), dtype=cfg.model_dtype, device=cfg.device)
     for _, sae in each_sae(job):
         run_select_features(
             sae_dir=sae.sae_dir,

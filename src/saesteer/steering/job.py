@@ -36,12 +36,11 @@ class SharedSteeringModel:
     def get(self) -> tuple[Any, Any, JudgeView]:
         """(model, tokenizer, this SAE's view of the judge)."""
         if self._loaded is None:
-            from saesteer.devices import resolve_device
             from saesteer.models import load_prepared
             from saesteer.steering.evaluate import steering_judge
 
             cfg = self._cfg
-            lm, tokenizer = load_prepared(self._model_json, dtype=cfg.model_dtype, device=str(resolve_device(cfg.device)))
+            lm, tokenizer = load_prepared(self._model_json, dtype=cfg.model_dtype, device=cfg.device)
             judge = steering_judge(self._judge_cfg, self._model_json, lm, tokenizer, reuse=cfg.model_dtype == "float32")
             self._loaded = (lm, tokenizer, judge)
         lm, tokenizer, judge = self._loaded
