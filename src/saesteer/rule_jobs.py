@@ -82,10 +82,8 @@ class RuleJob:
     outputs: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
     saes: tuple[SaeFiles, ...] = ()
-    wildcards: Mapping[str, str] = field(default_factory=dict)
     threads: int = 1
     resources: Mapping[str, Any] = field(default_factory=dict)
-    log: Path | None = None
 
 
 def _named(namedlist: Any) -> dict[str, Any]:
@@ -124,10 +122,8 @@ def make_rule_job(
     outputs: Mapping[str, Any],
     params: Mapping[str, Any],
     *,
-    wildcards: Mapping[str, str] | None = None,
     threads: int = 1,
     resources: Mapping[str, Any] | None = None,
-    log: str | Path | None = None,
 ) -> RuleJob:
     """A :class:`RuleJob` from plain mappings (what :func:`job_from_snakemake` reads)."""
     cells = [c if isinstance(c, JobCell) else JobCell(**c) for c in params.get("cells") or ()]
@@ -140,10 +136,8 @@ def make_rule_job(
         outputs=shared_out,
         params={k: v for k, v in params.items() if k != "cells"},
         saes=saes,
-        wildcards=dict(wildcards or {}),
         threads=int(threads or 1),
         resources=dict(resources or {}),
-        log=Path(log) if log else None,
     )
 
 
@@ -154,10 +148,8 @@ def job_from_snakemake(smk: Any) -> RuleJob:
         _named(smk.input),
         _named(smk.output),
         {name: getattr(smk.params, name) for name in smk.params.keys()},
-        wildcards={name: str(getattr(smk.wildcards, name)) for name in smk.wildcards.keys()},
         threads=smk.threads,
         resources={name: getattr(smk.resources, name) for name in smk.resources.keys()},
-        log=smk.log[0] if len(smk.log) else None,
     )
 
 
