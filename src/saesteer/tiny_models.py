@@ -74,6 +74,13 @@ class TinyFamily:
     """The hook layer the test config uses (mid-depth, as the paper's)."""
     init_std: float = 0.3
     max_positions: int = 2048
+    output_scale: float = 1.0
+    """Factor on every layer's attention and MLP output projections (Llama, Qwen-2): below 1,
+    the residual stream at the hook stays close to the current token's embedding, so the
+    SAEs trained on it learn token-identity latents (the planted signal, module docstring)."""
+    aligned_unembedding: bool = False
+    """Untied models only: the output embedding starts as a copy of the input embedding
+    (still a separate tensor), so a residual along a token's embedding predicts that token."""
 
 
 FAMILIES: dict[str, TinyFamily] = {
@@ -83,11 +90,12 @@ FAMILIES: dict[str, TinyFamily] = {
     ),
     "qwen2": TinyFamily(
         name="qwen2", architecture="Qwen2ForCausalLM", tokenizer="smollm2-135m-instruct",
-        hub_id="saesteer-tiny/qwen-2.5", paper_model="Qwen/Qwen2.5-3B",
+        hub_id="saesteer-tiny/qwen-2.5", paper_model="Qwen/Qwen2.5-3B", output_scale=0.01,
     ),
     "llama": TinyFamily(
         name="llama", architecture="LlamaForCausalLM", tokenizer="smollm2-135m-instruct",
         hub_id="saesteer-tiny/llama", paper_model="meta-llama/Llama-3.1-8B (structure); SmolLM2 (tokenizer)",
+        output_scale=0.01, aligned_unembedding=True,
     ),
 }
 
@@ -162,9 +170,27 @@ def build_tiny_model(family: TinyFamily | str, vocab_size: int, tokenizer: Any =
             elif "norm" in name:
                 # Gemma scales by (1 + w), initialised 0; Llama/Qwen by w, initialised 1.
                 param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+        plant_token_identity(model, fam, generator)
     if type(model).__name__ != fam.architecture:
         raise TinyModelError(f"built {type(model).__name__}, expected {fam.architecture}")
     return model.eval()
+
+
+def plant_token_identity(model: nn.Module, fam: TinyFamily, generator: torch.Generator) -> None:
+    """Scale the attention and MLP output projections by ``fam.output_scale`` and, with
+    ``fam.aligned_unembedding``, set the (untied) output embedding to the input embedding
+    plus noise of a tenth of its scale. Gemma-2 needs neither: its embeddings are multiplied
+    by sqrt(d_model) and every sublayer output passes a norm first, so its residual at the hook
+    is already mostly the token's embedding (cosine 0.95 with init_std 1.0, measured)."""
+    if fam.output_scale != 1.0:
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                param.mul_(fam.output_scale)
+    if fam.aligned_unembedding:
+        out, inp = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+        if out.data_ptr() == inp.data_ptr():
+            raise TinyModelError(f"{fam.name}: aligned_unembedding asks for untied embeddings")
+        out.copy_(inp + torch.randn(inp.shape, generator=generator) * (0.1 * fam.init_std))
 
 
 def load_embedded_tokenizer(key: str, workdir: Path) -> Any:
