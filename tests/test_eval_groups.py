@@ -31,6 +31,11 @@ CFG = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
 MODEL = "tiny"
 CELLS = (JobCell(MODEL, "topk", "l0-8", 8), JobCell(MODEL, "relu", "l0-8", 8))
 HOOK = "blocks.2.hook_resid_post"
+# The planted fixture (saesteer.planted): per SAE, its only live latents, each reading one
+# token and writing along its unembedding. Whole words and punctuation steer (the offline
+# judge counts them in the generation); word pieces do not ("inginging" is no word "ing").
+PLANTS = {"topk": {3: " the", 17: " and", 40: ",", 77: "ing"}, "relu": {5: " of", 19: "ed", 33: "er"}}
+STEERS = {" the", " and", ",", " of"}
 
 # Each per-SAE stage: its per-SAE inputs and outputs (name -> file under results/<cell>/),
 # its shared inputs, and the params its rule passes.
@@ -133,6 +138,7 @@ def prepared(tmp_path_factory, smollm2_tokenizer, minilm):
     """Model, eval data, instruction pool and two SAEs of different architectures."""
     from saesteer.sae.registry import build_sae
     from saesteer.sae.saelens_io import save_saelens_dir
+    from saesteer.planted import embeddings, plant_token_latents
     from saesteer.tiny_models import write_tiny_model
 
     root = tmp_path_factory.mktemp("groups")
@@ -148,12 +154,19 @@ def prepared(tmp_path_factory, smollm2_tokenizer, minilm):
                                          params={"spec": spec, "corpus": CFG["corpus"], "eval": CFG["eval"]}))
         run("steering_instructions")(RuleJob("steering_instructions", outputs={"pool": SHARED["instructions"]},
                                              params={"instructions": params()["instructions"]}))
+        embed, unembed = embeddings(root / "hf-tiny")
         for i, cell in enumerate(CELLS):
             torch.manual_seed(i)
             sae = build_sae(cell.arch, info["d_model"], 256, target_l0=cell.target_l0)
             sae.reset_parameters()
+            plant_token_latents(sae, embed, unembed, {lat: token_id(smollm2_tokenizer, text) for lat, text in PLANTS[cell.arch].items()})
             save_saelens_dir(sae, Path(f"results/{cell.path}/sae"), metadata={"hook_name": HOOK})
     return root
+
+
+def token_id(tokenizer: Any, text: str) -> int:
+    (tid,) = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tid
 
 
 def _normalised(value: Any) -> Any:

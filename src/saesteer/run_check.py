@@ -144,4 +144,7 @@ def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
         path = summary_dir / name
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"{path}: missing or empty")
+    from saesteer.planted import check_planted  # the tiny models' planted answer ([] for other models)
+
+    problems.extend(check_planted(directory, config))
     return problems, checked
