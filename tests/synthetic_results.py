@@ -145,18 +145,31 @@ def write(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj))
 
 
+WOBBLE = (0.0, 0.03, -0.025, 0.012, -0.04, 0.02, 0.05)
+"""Added to each cell's steering score in grid order (cycle of 7, the grid's 9 cells per model
+see every phase): across architectures and sparsities of one model autointerp steps by 0.02
+and 0.005 in steering units, so these swap many neighbours but not the models' order."""
+LIFTS = ((0.5, 1.0), (0.3, 1.2), (0.8, 0.6), (0.1, 0.9), (0.6, 1.5))
+"""(output-score lift, Delta C lift) of each cell in grid order (cycle of 5)."""
+
+
 def fill_results(config: dict, root: Path, skip: dict[str, set[str]] | None = None) -> dict[str, dict]:
-    """Write every cell's four files; steering = 0.1 + autointerp / 2 (tau-b 1); ``skip``: cell path -> files left out."""
+    """Write every cell's four files; ``skip``: cell path -> files left out. Steering is
+    0.1 + autointerp / 2 plus a fixed wobble (:data:`WOBBLE`) that makes some pairs discordant,
+    so tau-b is neither 1 nor -1 (a test of anything monotone would pass a wrong tau), and the
+    lifts differ between SAEs (:data:`LIFTS`); the truth returned has every value written."""
     skip = skip or {}
     truth = {}
     grid = grid_from_config(config)
-    for cell in grid.cells():
+    for index, cell in enumerate(grid.cells()):
         base = root / cell.path
         m_i = grid.model_names.index(cell.model)
         autointerp = 0.3 + 0.2 * m_i + 0.04 * grid.architectures.index(cell.arch) + 0.01 * grid.sparsities.index(cell.target_l0)
-        steering = 0.1 + autointerp / 2
-        none, output, dc = steering, steering * 1.5, steering * 2.0
-        truth[cell.path] = {"autointerp": autointerp, "steering": steering, "none": none, "output": output, "dc": dc}
+        steering = 0.1 + autointerp / 2 + WOBBLE[index % len(WOBBLE)]
+        lift_output, lift_dc = LIFTS[index % len(LIFTS)]
+        none, output, dc = steering, steering * (1 + lift_output), steering * (1 + lift_dc)
+        truth[cell.path] = {"autointerp": autointerp, "steering": steering, "none": none, "output": output, "dc": dc,
+                            "model": cell.model, "arch": cell.arch, "target_l0": cell.target_l0}
         files = {
             "train_summary.json": {"arch": cell.arch, "target_l0": cell.target_l0, "achieved_l0": cell.target_l0 * 1.1,
                                    "l0_relative_error": 0.1},
