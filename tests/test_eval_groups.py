@@ -169,6 +169,97 @@ def token_id(tokenizer: Any, text: str) -> int:
     return tid
 
 
+# ---- the planted answer of each stage (outputs of the grouped job, by architecture) ----------------
+
+H211 = 3 / (1 / 2 + 1 + 1)
+"""A planted concept's generation at factor 2: concept 2 (every word is the quoted token),
+instruction 1 and fluency 1 (a loop: repeats above 0.5, below 1.0; the .test bounds)."""
+
+
+def planted_latents(folder: Path) -> set[int]:
+    """The SAE's planted latents as saesteer.planted defines them from the files."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from saesteer.planted import embeddings, token_latents
+
+    model_dir = Path("hf-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    found = token_latents(load_file(str(folder / "sae/sae_weights.safetensors"))["W_dec"], embeddings(model_dir)[1],
+                          lambda t: tokenizer.decode([t]))
+    assert set(found) == set(PLANTS[folder.parent.name])  # every planted row is found, nothing else
+    return {latent for latent, t in found.items() if t.countable}
+
+
+def _autointerp(out: dict[str, Path]) -> None:
+    """The offline judge names each live planted latent by its token; "ing" never fires alone
+    in the eval data (dead, not sampled); the ReLU latent of "ed" also fires on other tokens."""
+    got = {a: {r["latent"]: r["explanation"] for r in pq.read_table(f / "autointerp.parquet").to_pylist()} for a, f in out.items()}
+    assert got["topk"] == {3: 'the tokens "the"', 40: 'the tokens ","', 17: 'the tokens "and"'}
+    assert got["relu"][5] == 'the tokens "of"' and got["relu"][19].startswith('the tokens "ed", ') and len(got["relu"]) == 2
+
+
+def _eval_interp(out: dict[str, Path]) -> None:
+    scores = {a: json.loads((f / "interp.json").read_text())["autointerp"]["score"] for a, f in out.items()}
+    assert scores == {a: json.loads((f / "autointerp.json").read_text())["score"] for a, f in out.items()}
+    assert scores["relu"] > scores["topk"] > 0.5  # detection of a token latent is mostly right; values differ
+
+
+def _steer_eval(out: dict[str, Path]) -> None:
+    """Planted latents (whole words) steer, the others (a word piece, a comma) do not; the
+    SAE's score is the mean over its concepts."""
+    for arch, folder in out.items():
+        concepts = json.loads((folder / "steering/concepts.json").read_text())["concepts"]
+        held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
+        good = planted_latents(folder)
+        assert held == {lat: pytest.approx(H211) if lat in good else 0.0 for lat in held}, arch
+        score = json.loads((folder / "steering/score.json").read_text())["score"]
+        assert score == pytest.approx(sum(held.values()) / len(held))
+    assert planted_latents(out["topk"]) == {3, 17} and planted_latents(out["relu"]) == {5}
+    scores = {a: json.loads((f / "steering/score.json").read_text())["score"] for a, f in out.items()}
+    assert scores == {"topk": pytest.approx(2 * H211 / 3), "relu": pytest.approx(H211 / 2)}
+
+
+def _select_features(out: dict[str, Path]) -> None:
+    """TopK: the comma latent fires on the prompt's last token ("From my experience,"), so
+    only_max amplification has an a_max and every planted latent makes its token near certain
+    (output score near 1, confidence up: Delta C < 0). ReLU: no latent fires there, a_max is 0,
+    nothing moves."""
+    rows = {a: {r["latent"]: r for r in pq.read_table(f / "selection/latent_scores.parquet").to_pylist()} for a, f in out.items()}
+    for lat in (3, 17, 40):
+        assert rows["topk"][lat]["output_score"] > 0.9 and rows["topk"][lat]["delta_conf"] < -1.0
+    for lat in (5, 19):
+        assert rows["relu"][lat]["output_score"] < 0.01 and abs(rows["relu"][lat]["delta_conf"]) < 1e-4
+
+
+def _steer_selected(out: dict[str, Path]) -> None:
+    """Delta C's DOWN set of one (the most confident, " the") is chosen on the selection half:
+    the planted latent; its lift over no selection is 1.2 / 0.8 - 1. Every TopK concept passes
+    the output-score threshold (the set is the no-selection set: lift 0); no ReLU latent does."""
+    topk = json.loads((out["topk"] / "selection/score.json").read_text())
+    assert topk["delta_conf"]["chosen"]["label"] == "delta_conf:down:k=1" and topk["delta_conf"]["latents"] == [3]
+    assert 3 in planted_latents(out["topk"])
+    assert topk["delta_conf"]["lift"] == pytest.approx(H211 / (2 * H211 / 3) - 1)
+    assert topk["output_score"]["latents"] == [3, 40, 17] and topk["output_score"]["lift"] == pytest.approx(0.0, abs=1e-12)
+    relu = json.loads((out["relu"] / "selection/score.json").read_text())
+    assert relu["output_score"]["latents"] == [] and relu["output_score"]["lift"] is None
+
+
+def _steering_vectors(out: dict[str, Path]) -> None:
+    """The latent's score in the comparison is steer_eval's over the same (first two) concepts."""
+    for arch, folder in out.items():
+        report = json.loads((folder / "steering_vectors/score.json").read_text())
+        concepts = json.loads((folder / "steering/concepts.json").read_text())["concepts"]
+        held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
+        latents = [c["latent"] for c in report["concepts"]]
+        assert report["score_latent"] == pytest.approx(sum(held[lat] for lat in latents) / len(latents)) == pytest.approx(H211 / 2), arch
+    assert [c["latent"] for c in json.loads((out["topk"] / "steering_vectors/score.json").read_text())["concepts"]] == [3, 40]
+
+
+PLANTED_ANSWER = {"autointerp": _autointerp, "eval_interp": _eval_interp, "steer_eval": _steer_eval,
+                  "select_features": _select_features, "steer_selected": _steer_selected, "steering_vectors": _steering_vectors}
+
+
 def _normalised(value: Any) -> Any:
     """JSON without what may differ between a grouped and a single job: timings and the
     folder the outputs were written to."""
@@ -222,7 +313,8 @@ def assert_same_file(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_grouped_jobs_outputs_equal_each_saes_own_job(prepared, stage):
-    """Stages run in file order (each reads the previous stages' grouped outputs)."""
+    """Stages run in file order (each reads the previous stages' grouped outputs). Each stage's
+    grouped outputs then carry the planted answer (PLANTED_ANSWER)."""
     with inside(prepared):
         rule_function(stage)(stage_job(stage, [sae_files(stage, c) for c in CELLS]))
         for cell in CELLS:
@@ -230,16 +322,15 @@ def test_a_grouped_jobs_outputs_equal_each_saes_own_job(prepared, stage):
         for cell in CELLS:
             for name, tail in STAGES[stage]["out"].items():
                 assert_same_file(Path(f"results/{cell.path}/{tail}"), Path(f"single/{cell.path}/{tail}"))
-        if stage == "steer_eval":  # not vacuous: every SAE steered something
-            grouped = [json.loads(Path(f"results/{c.path}/steering/score.json").read_text()) for c in CELLS]
-            assert all(g["n_generations"] > 0 and g["n_concepts"] > 0 for g in grouped)
+        PLANTED_ANSWER[stage]({cell.arch: Path(f"results/{cell.path}") for cell in CELLS})
 
 
-@pytest.mark.parametrize("stage, loads", [("steer_eval", 1), ("select_features", 1), ("steering_vectors", 1), ("steer_selected", None)])
+@pytest.mark.parametrize("stage, loads", [("steer_eval", 1), ("select_features", 1), ("steering_vectors", 1), ("steer_selected", 0)])
 def test_a_grouped_job_loads_the_model_once(prepared, stage, loads, monkeypatch):
     """What grouping is for: one load of the LLM per job, not per SAE (the loader is the
-    real one, counted). steer_selected loads it only if a selected latent was not steered
-    by steer_eval: at most once."""
+    real one, counted). steer_selected with the CI config's selection.candidates (concepts,
+    the paper's design) chooses among latents steer_eval steered and reuses their
+    generations: it loads no model."""
     import saesteer.models as models
 
     calls = []
@@ -252,7 +343,7 @@ def test_a_grouped_job_loads_the_model_once(prepared, stage, loads, monkeypatch)
     monkeypatch.setattr(models, "load_prepared", counted)
     with inside(prepared):
         rule_function(stage)(stage_job(stage, [sae_files(stage, c, out_root="loads") for c in CELLS]))
-    assert len(calls) == loads if loads is not None else len(calls) <= 1
+    assert len(calls) == loads
 
 
 # ---- how a job is cut and translated ------------------------------------------------------------

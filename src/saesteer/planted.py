@@ -6,9 +6,10 @@ as (Llama) that embedding. An SAE trained there learns *token latents*: decoder 
 token's output embedding. The offline judge explains such a latent as ``the tokens "w"`` (its
 peak token) and steering along its decoder row makes the model write ``w``, which the judge's
 concept rating counts (``judges/offline.py``, ``concept_token_rate``) when ``w`` is a word it
-can count: a whole word (the token's text starts with a space) or a punctuation mark. A token
-latent of a word piece (``"ing"``) makes the model write ``inginging``, which is no word: it
-does not steer. So the answer is known before the run, from its files alone:
+can count and the reference LM can score: a whole word (the token's text starts with a space).
+A token latent of a word piece (``"ing"``) makes the model write ``inginging``, which is no
+word, and one of a punctuation mark a run that is one token to the reference LM (fluency 0):
+they do not steer (:func:`countable`). So the answer is known before the run, from its files alone:
 
 - a **planted latent** of an SAE is one whose decoder row has cosine at least
   ``min_cosine`` with the output embedding of one token (:func:`token_latents`), and whose
@@ -36,7 +37,6 @@ MIN_COSINE = 0.9
 """Decoder row / output embedding cosine from which a latent is a token latent."""
 
 _WORD = re.compile(r"\w+")
-_PUNCT = re.compile(r"[^\w\s]")
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,12 @@ class TokenLatent:
 
 
 def countable(text: str) -> bool:
-    """A token the offline judge counts when a steered model repeats it: one punctuation
-    mark, or a word whose text starts with whitespace (so that repeats stay separate words)."""
-    core = text.strip()
-    if _PUNCT.fullmatch(core):
-        return True
-    return bool(_WORD.fullmatch(core)) and text[:1].isspace()
+    """A token the offline judge can rate present when a steered model repeats it: a word
+    whose text starts with whitespace, so that repeats stay separate words (" the the the").
+    A word piece glues into one word ("inginging" is no "ing"); a run of one punctuation mark
+    is re-tokenised by byte-level BPE into one token (",,,,,,,," is one SmolLM2 token), too
+    short for the reference LM's loss, so its fluency is 0 (``judges/offline.py``)."""
+    return bool(_WORD.fullmatch(text.strip())) and text[:1].isspace()
 
 
 def embeddings(model_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:

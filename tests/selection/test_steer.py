@@ -1,4 +1,9 @@
-"""The steering of selected latent sets (rule steer_selected) on a tiny Llama."""
+"""The steering of selected latent sets (rule steer_selected) on the planted fixture: the tiny
+CI Llama (its residual at the hook is the current token's embedding) with SmolLM2's tokenizer,
+and a ReLU SAE whose live latents each read one token and write along its unembedding
+(saesteer.planted). Latents of whole words (" the", " and", " of") steer: the generation
+becomes a loop of the word, which the offline judge (with the .test bounds) rates
+concept 2, instruction 1, fluency 1 (score 1.2); word pieces ("ing", "ed") do not (0)."""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
+from tests.helpers import REPO, explained_row, random_sae, save_sae, write_model_json
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.selection.sets import SelectionError
 from saesteer.selection.steer import read_selection_score, run_steer_selected
@@ -19,29 +25,49 @@ from saesteer.steering.instructions import write_instruction_pool
 
 LAYER = 2
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 6, "batch_size": 32}
-# latent: (autointerp rank, explanation, m_f, output score, Delta C)
-LATENTS = {3: (0, "the sea", 4.0, 0.001, 0.4), 5: (1, "cooking food", 2.0, 0.2, -1.5), 1: (2, "music", 2.0, 0.05, 2.0),
-           8: (3, "sports", 3.0, 0.5, -0.2), 12: (4, "the weather", 1.0, 0.0, 0.0)}
+# latent: (autointerp rank, token, output score, Delta C)
+LATENTS = {3: (0, " the", 0.001, 0.4), 5: (1, "ing", 0.2, -1.5), 1: (2, " and", 0.05, 2.0),
+           8: (3, "ed", 0.5, -0.2), 12: (4, " of", 0.0, 0.0)}
+STEERS = {3, 1, 12}
+"""The planted latents (whole words); 5 and 8 are word pieces."""
+H211 = 3 / (1 / 2 + 1 + 1)
+"""Harmonic mean of concept 2, instruction 1, fluency 1: a planted latent's held-out score."""
+CI_JUDGE = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())["judge"]["offline"]
 NO_CONTROL = {"n_orderings": 0, "output_order": False}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def explanation(token: str) -> str:
+    return f'the tokens "{token.strip()}"'
+
+
 @pytest.fixture
-def setup(tmp_path, minilm):
+def setup(tmp_path, minilm, smollm2_tokenizer):
     from saesteer.evals.autointerp import write_table
     from saesteer.judges.offline import OfflineProxyJudge
+    from saesteer.planted import plant_token_latents
+    from saesteer.tiny_models import _vocab_size, build_tiny_model
 
-    model, tok = make_tiny_llama(), CharTokenizer()
-    sae_dir = save_sae(random_sae("relu", 32, 16, target_l0=4), tmp_path / "sae", LAYER)
-    write_table([explained_row(lat, rank, text, m_f) for lat, (rank, text, m_f, _, _) in LATENTS.items()], tmp_path / "autointerp.parquet")
+    tok = smollm2_tokenizer
+    model = build_tiny_model("llama", _vocab_size(tok), tok)
+    embed, unembed = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
+    ids = {lat: tok(text, add_special_tokens=False)["input_ids"] for lat, (_, text, _, _) in LATENTS.items()}
+    assert all(len(v) == 1 for v in ids.values())
+    sae = random_sae("relu", 64, 16, target_l0=4)
+    plant_token_latents(sae, embed, unembed, {lat: v[0] for lat, v in ids.items()})
+    sae_dir = save_sae(sae, tmp_path / "sae", LAYER)
+    # m_f: the residual norm at the token (its embedding's), as autointerp measures it on the tiny model.
+    write_table([explained_row(lat, rank, explanation(text), float(embed[ids[lat][0]].norm())) for lat, (rank, text, _, _) in LATENTS.items()],
+                tmp_path / "autointerp.parquet")
     # Selection scores as select_features writes them (the columns steer_selected reads).
     pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc}
-                                         for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+                                         for lat, (_, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=LAYER)
-    judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
+    bounds = {k: tuple(v) for k, v in CI_JUDGE.items() if k.endswith("_thresholds")}
+    judge = OfflineProxyJudge(OfflineJudgeConfig(**bounds), model, tok, lm_name="tiny", embedder=minilm)
     common = dict(sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
                   model_json=tmp_path / "model.json", steering_cfg=STEERING, judge_cfg={"kind": "offline"},
                   model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok, judge=judge)
@@ -67,8 +93,11 @@ def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
     assert read_selection_score(tmp_path / "selection" / "score.json") == json.loads(json.dumps(report))
     steering = json.loads((tmp_path / "steering" / "score.json").read_text())
     assert report["no_selection"]["score"] == steering["score"] and report["no_selection"]["latents"] == [3, 5]
-    # Output score >= 0.01: latents 5, 1, 8 pass; the first two in rank order.
+    # The planted answer: " the" steers, "ing" does not.
+    assert steering["score"] == pytest.approx(H211 / 2)
+    # Output score >= 0.01: latents 5, 1, 8 pass; the first two in rank order: "ing" and " and".
     assert report["output_score"]["latents"] == [5, 1] and report["output_score"]["n_candidates_passing"] == 3
+    assert report["output_score"]["score"] == pytest.approx(H211 / 2) and report["output_score"]["lift"] == pytest.approx(0.0, abs=1e-12)
     # Delta C: UP = 1 (2.0), 3 (0.4); DOWN = 5 (-1.5), 8 (-0.2); K in {1, 2}.
     labels = {c["label"]: c["latents"] for c in report["delta_conf"]["candidates"]}
     assert labels == {"delta_conf:up:k=1": [1], "delta_conf:up:k=2": [1, 3],
@@ -76,6 +105,13 @@ def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
     best = max(c["selection_score"] for c in report["delta_conf"]["candidates"])
     chosen = next(c for c in report["delta_conf"]["candidates"] if c["label"] == report["delta_conf"]["chosen"]["label"])
     assert chosen["selection_score"] == best and report["delta_conf"]["score"] == chosen["score"]
+    # UP k=1 ([" and"]) and k=2 ([" and", " the"]) both score H211 on the selection half; the
+    # smaller wins. DOWN sets hold "ing" ([5]: 0; [5, 8]: 0). Delta C picks the planted latent.
+    by_label = {c["label"]: c["selection_score"] for c in report["delta_conf"]["candidates"]}
+    assert by_label == {"delta_conf:up:k=1": pytest.approx(H211), "delta_conf:up:k=2": pytest.approx(H211),
+                        "delta_conf:down:k=1": 0.0, "delta_conf:down:k=2": 0.0}
+    assert report["delta_conf"]["latents"] == [1] and set(report["delta_conf"]["latents"]) <= STEERS
+    assert report["delta_conf"]["lift"] == pytest.approx(H211 / (H211 / 2) - 1)
     # Latents 3 and 5 were steered by steer_eval: reused; 1 and 8 are new.
     assert report["n_latents_reused"] == 2 and report["n_latents_steered"] == 2
     rows = pq.read_table(tmp_path / "selection" / "generations.parquet")
@@ -84,8 +120,7 @@ def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
     assert len(rows) == 4 * len(STEERING["factors"]) * STEERING["n_instructions"]
     none = report["no_selection"]["score"]
     for block in ("output_score", "delta_conf"):
-        expected = None if not none else (report[block]["score"] - none) / none
-        assert report[block]["lift"] == (pytest.approx(expected) if expected is not None else None)
+        assert report[block]["lift"] == pytest.approx((report[block]["score"] - none) / none)
 
 
 def test_the_papers_design_selects_among_the_steered_concepts_and_generates_nothing(setup):
@@ -96,8 +131,9 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
                   tmp_path / "steering" / "generations.parquet", {"delta_conf": {"k_values": [1, 2]}})
     assert report["candidates"] == "concepts" and report["n_candidates"] == 2
     assert report["n_latents_steered"] == 0 and report["n_latents_reused"] == 2
-    # Among latents 3 (output score 0.001, Delta C 0.4) and 5 (0.2, -1.5):
-    assert report["output_score"]["latents"] == [5]
+    # Among latents 3 (" the": output score 0.001, Delta C 0.4) and 5 ("ing": 0.2, -1.5):
+    assert report["output_score"]["latents"] == [5] and report["output_score"]["score"] == 0.0
+    assert report["delta_conf"]["latents"] == [3] and report["delta_conf"]["lift"] == pytest.approx(1.0)
     labels = {c["label"]: c["latents"] for c in report["delta_conf"]["candidates"]}
     assert labels == {"delta_conf:up:k=1": [3], "delta_conf:down:k=1": [5]}
     concepts = json.loads((tmp_path / "steering" / "concepts.json").read_text())["concepts"]
@@ -114,10 +150,10 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
     assert control["output_order"]["latents"] in ([3], [5]) and control["output_order"]["n_sets"] == 2
     best = max(by_label.values(), key=lambda c: (c["selection_score"], -c["n_concepts"]))
     assert control["output_order"]["score"] == best["score"]  # same two singletons, same choice rule
-    if report["delta_conf"]["lift"] is None:  # no-selection score 0 (tiny model): lifts undefined
-        assert control["net_lift"] is None and control["random"]["lift_mean"] is None
-    else:
-        assert control["net_lift"] == pytest.approx(report["delta_conf"]["lift"] - control["random"]["lift_mean"])
+    # Every random ordering's best singleton is " the" (the search always finds the planted
+    # latent among two): the random-order lift equals Delta C's, net lift 0.
+    assert control["random"]["lift_mean"] == pytest.approx(1.0)
+    assert control["net_lift"] == pytest.approx(report["delta_conf"]["lift"] - control["random"]["lift_mean"])
 
 
 def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_steering(setup):
@@ -130,9 +166,9 @@ def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_s
     assert table.schema.equals(PER_LATENT_SCHEMA)
     rows = {r["latent"]: r for r in table.to_pylist()}
     assert list(rows) == [3, 5, 1, 8, 12]  # autointerp rank order
-    for lat, (rank, text, _, os, dc) in LATENTS.items():
+    for lat, (rank, text, os, dc) in LATENTS.items():
         r = rows[lat]
-        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (rank, text, os, dc, abs(dc))
+        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (rank, explanation(text), os, dc, abs(dc))
         assert r["input_score"] is None  # the planted latent_scores table has no input score
     # Steered here or by steer_eval: 1, 3, 5, 8; 12 is in no set.
     assert {lat for lat, r in rows.items() if r["steered"]} == {1, 3, 5, 8} and rows[12]["heldout_score"] is None
@@ -153,7 +189,7 @@ def test_high_output_low_input_is_an_optional_criterion_row(setup):
     tmp_path, common = setup
     inputs = {3: 0.0, 5: 0.9, 1: 0.1, 8: None, 12: 0.0}
     pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "input_score": inputs[lat]}
-                                         for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+                                         for lat, (_, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
     report = _run(tmp_path, common, "holi", tmp_path / "steering" / "generations.parquet")
     # Output score >= 0.01 and input score < 0.5: 5 is high input, 8 has no input score, 3 and 12 low output.
     block = report["output_low_input"]
