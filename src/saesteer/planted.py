@@ -224,8 +224,8 @@ def check_planted(directory: Path, config: dict[str, Any], min_cosine: float = M
     2. the steering evaluation's concepts include planted latents, and every planted concept
        scores above the mean of the others (``steering/concepts.json``);
     3. every SAE whose concepts include both planted and other latents has its Delta Token
-       Confidence set chosen among planted latents only, and a positive, defined lift of both
-       criteria (``selection/score.json``);
+       Confidence set chosen among planted latents only, with a positive, defined lift
+       (``selection/score.json``; the output-score set may be every concept, lift 0);
     4. tau-b of autointerp vs the steering score over all SAEs is defined
        (``summary/summary.json``).
     """
@@ -262,10 +262,9 @@ def check_planted(directory: Path, config: dict[str, Any], min_cosine: float = M
         picked = set(chosen.get("latents") or [])
         if not picked or not picked <= a.good:
             problems.append(f"{path}: Delta C chose {sorted(picked)}, not planted latents only (planted: {sorted(concepts & a.good)})")
-        for block in ("output_score", "delta_conf"):
-            value = (a.selection.get(block) or {}).get("lift")
-            if value is None or not math.isfinite(value) or value <= 0:
-                problems.append(f"{path}: {block} lift is {value!r}, expected > 0 with planted and other concepts")
+        value = chosen.get("lift")
+        if value is None or not math.isfinite(value) or value <= 0:
+            problems.append(f"{path}: the Delta C lift is {value!r}, expected > 0 where planted and other latents are concepts")
 
     summary_path = results / "summary" / "summary.json"
     summary = _read_json(summary_path, problems)
