@@ -256,6 +256,27 @@ def _steering_vectors(out: dict[str, Path]) -> None:
         latents = [c["latent"] for c in report["concepts"]]
         assert report["score_latent"] == pytest.approx(sum(held[lat] for lat in latents) / len(latents)) == pytest.approx(H211 / 2), arch
     assert [c["latent"] for c in json.loads((out["topk"] / "steering_vectors/score.json").read_text())["concepts"]] == [3, 40]
+    from safetensors.torch import load_file
+
+    from saesteer.planted import embeddings
+
+    embed = embeddings(Path("hf-tiny"))[0]
+    tokenizer_ids = {lat: token_id_of(arch, lat) for arch in out for lat in PLANTS[arch]}
+    for arch, folder in out.items():
+        report = json.loads((folder / "steering_vectors/score.json").read_text())
+        scores = report["axbench"]["scores"]
+        assert scores["diffmean"] > 0 and report["axbench"]["share_of_diffmean"]["latent"] == pytest.approx(scores["latent"] / scores["diffmean"])
+        # DiffMean (strongly active positions minus random ones) of a token latent points along its token's embedding.
+        vectors = load_file(str(folder / "steering_vectors/vectors.safetensors"))
+        for c in report["concepts"]:
+            v, e = vectors[f"diffmean.{c['latent']}"], embed[tokenizer_ids[c["latent"]]]
+            assert torch.nn.functional.cosine_similarity(v, e, dim=0) > 0.7, (arch, c["latent"])
+
+
+def token_id_of(arch: str, latent: int) -> int:
+    from transformers import AutoTokenizer
+
+    return token_id(AutoTokenizer.from_pretrained("hf-tiny"), PLANTS[arch][latent])
 
 
 PLANTED_ANSWER = {"autointerp": _autointerp, "eval_interp": _eval_interp, "steer_eval": _steer_eval,
