@@ -103,7 +103,7 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
     write(tmp_path / "gemma3-270m/topk/l0-40/steering/score.json",
           steering_score("gemma3-270m", "topk", 40, 0.3, prompts=OTHER_PROMPTS))
     stale = selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4)
-    stale["selection_version"] = 2
+    stale["selection_version"] = 1
     write(tmp_path / "gemma3-270m/relu/l0-40/selection/score.json", stale)
     write(tmp_path / "gemma3-270m/relu/l0-20/selection/score.json", selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4))
     got = collect(grid_from_config(config), tmp_path, expected_judge="offline-proxy", expected_prompts="none")
@@ -123,8 +123,14 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
     assert row["autointerp"] == pytest.approx(t["autointerp"]) and row["steering"] == pytest.approx(t["steering"])
     assert row["absorption"] == pytest.approx(1 - 6.0 / 20)  # oriented: 1 - absorption fraction
     assert row["lift_delta_conf"] == pytest.approx(1.0) and row["lift_output"] == pytest.approx(0.5)
-    assert row["lift_difference_points"] == pytest.approx(50.0)
-    assert row["relative_improvement"] == pytest.approx(2.0 / 1.5 - 1)
+    # the paper's comparison is with the output score at the same subset size (planted 1.75 x steering)
+    assert row["lift_output_topk"] == pytest.approx(0.75) and row["lift_difference_points"] == pytest.approx(25.0)
+    assert row["relative_improvement"] == pytest.approx(2.0 / 1.75 - 1)
+    assert row["lift_difference_points_threshold"] == pytest.approx(50.0)
+    assert row["relative_improvement_threshold"] == pytest.approx(2.0 / 1.5 - 1)
+    # Delta C under each intervention reading (planted: only_max = Delta C, add_max 0.9 of its gain, scale none)
+    assert row["lift_delta_conf_only_max"] == pytest.approx(1.0) and row["lift_delta_conf_add_max"] == pytest.approx(0.9)
+    assert row["lift_delta_conf_scale"] == pytest.approx(0.0)
     assert row["achieved_l0"] == pytest.approx(22.0) and bool(row["complete"])
     assert got.judges == {"offline-proxy": {"proxy-v1"}}
 
@@ -137,16 +143,24 @@ def test_selection_means_follow_the_papers_lift_convention():
     paper = {r: PAPER["selection"][r] for r in PAPER["selection"]}
     lifts = [p["delta_conf"] / p["none"] - 1 for p in paper.values()]
     assert [round(100 * v, 1) for v in lifts] == [146.6, 133.3, 103.5]
-    rows = [{"model": "gemma-2-2b", "arch": a, "target_l0": k, "score_none": none, "score_output": out, "score_delta_conf": dc}
-            for a, k, none, out, dc in (("topk", 20, 0.1, 0.2, 0.3), ("relu", 20, 0.3, 0.4, 0.5))]
+    rows = [{"model": "gemma-2-2b", "arch": a, "target_l0": k, "score_none": none, "score_output": out,
+             "score_output_topk": topk, "score_delta_conf": dc}
+            for a, k, none, out, topk, dc in (("topk", 20, 0.1, 0.2, 0.25, 0.3), ("relu", 20, 0.3, 0.4, 0.35, 0.5))]
     table = pd.DataFrame(rows)
     frame = selection_table(table, AggregateConfig(min_saes=2), {"gemma-2-2b": paper_model("gemma-2-2b", "google/gemma-2-2b")})
     mean = frame[frame.scope == "model_mean"].iloc[0]
     assert mean["lift_delta_conf"] == pytest.approx(0.4 / 0.2 - 1) and mean["lift_output"] == pytest.approx(0.3 / 0.2 - 1)
-    assert mean["lift_difference_points"] == pytest.approx(50.0)
+    assert mean["lift_output_topk"] == pytest.approx(0.3 / 0.2 - 1)
+    assert mean["lift_difference_points"] == pytest.approx(50.0) and mean["relative_improvement"] == pytest.approx(0.4 / 0.3 - 1)
     assert mean["paper_lift_delta_conf"] == pytest.approx(0.328 / 0.133 - 1)
+    # "52.52%" is a difference of lifts in points (71.4, 62.6, 23.9 per model), not a relative gain (+40.8, +36.6, +13.3%)
+    paper_rows = selection_table(pd.DataFrame([{**rows[0], "model": m} for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")]),
+                                 AggregateConfig(min_saes=1), {m: paper_model(m) for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")})
+    per_model = paper_rows[paper_rows.scope == "model_mean"]
+    assert [round(v, 1) for v in per_model["paper_lift_difference_points"]] == [71.4, 62.6, 23.9]
+    assert [round(100 * v, 1) for v in per_model["paper_relative_improvement"]] == [40.8, 36.6, 13.3]
     overall = frame[frame.scope == "all_models"].iloc[0]
-    assert overall["paper_lift_difference_points"] == pytest.approx(52.5, abs=0.2)
+    assert overall["paper_lift_difference_points"] == pytest.approx(52.52, abs=0.2)
     too_few = selection_table(table, AggregateConfig(min_saes=5), {})
     assert "min_saes=5" in too_few[too_few.scope == "model_mean"].iloc[0]["reason"]
 
@@ -159,7 +173,7 @@ def test_the_set_search_control_is_aggregated_beside_the_papers_comparison():
 
     rows = []
     for arch, none, dc, seeds, out in (("topk", 0.1, 0.3, [0.15, 0.25], 0.2), ("relu", 0.3, 0.5, [0.35, 0.45], 0.3)):
-        v = {"model": "m", "arch": arch, "target_l0": 20, "score_none": none, "score_output": none, "score_delta_conf": dc,
+        v = {"model": "m", "arch": arch, "target_l0": 20, "score_none": none, "score_output": none, "score_output_topk": none, "score_delta_conf": dc,
              "lift_delta_conf": dc / none - 1}
         _control_columns(v, control_block(none, dc, seeds, out))
         rows.append(v)
@@ -230,7 +244,7 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     overall = head.loc[("all", "all")]
     assert overall["n"] == 17 and overall["n_pairs"] == 136
     assert overall["tau_b"] == pytest.approx(1.0)  # steering is increasing in autointerp by construction
-    assert overall["p_value"] == pytest.approx(1 / 201) and overall["paper_tau_b"] == pytest.approx(0.298)
+    assert overall["p_value"] == pytest.approx(1 / 201) and overall["paper_tau_b"] == pytest.approx(0.2979)
     per_arch = head.loc[("arch", "gated")]  # 6 gated SAEs, one lacks steering: 5 < min_saes 7
     assert per_arch["n"] == 5 and pd.isna(per_arch["tau_b"]) and "min_saes=7" in per_arch["reason"]
     assert head.loc[("model", "smollm2-135m"), "tau_b"] == pytest.approx(1.0)
@@ -238,10 +252,15 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     assert gain["tau_b"] == pytest.approx(1.0)  # gain = steering here, so it ranks the same
 
     psi = pq.read_table(out / "psi.parquet").to_pandas()
-    head_psi = psi[(psi.metric == "autointerp") & (psi.target == "steering")].set_index("axis")
-    assert head_psi.loc["by_architecture", "psi"] == pytest.approx(1.0)
-    assert head_psi.loc["by_model", "n_groups"] == 8  # (arch, L0) groups of 2 models; gated/80 has 1 SAE left
-    assert head_psi.loc["mean", "paper_psi"] == pytest.approx(0.250)
+    head_psi = psi[(psi.metric == "autointerp") & (psi.target == "steering") & (psi.statistic == "psi")].set_index("axis")
+    # the paper's groups: one per model (9 and 8 SAEs); an architecture has 6 (< min_saes 7): left out, as its row is
+    assert head_psi.loc["by_model", "psi"] == pytest.approx(1.0) and head_psi.loc["by_model", "n_groups"] == 2
+    assert pd.isna(head_psi.loc["by_architecture", "psi"]) and "at least 7 SAEs" in head_psi.loc["by_architecture", "reason"]
+    assert head_psi.loc["mean", "paper_psi"] == pytest.approx(0.2499)
+    assert head_psi.loc["by_architecture", "paper_se"] == pytest.approx(0.1163)
+    pairs = psi[(psi.metric == "autointerp") & (psi.target == "steering") & (psi.statistic == "psi_one_axis_varies")].set_index("axis")
+    assert pairs.loc["by_model", "n_groups"] == 8  # (arch, L0) groups of 2 models; gated/80 has 1 SAE left
+    assert pairs["paper_psi"].isna().all()  # not the paper's statistic: no paper value beside it
 
     selection = pq.read_table(out / "selection.parquet").to_pandas()
     assert set(selection["scope"]) == {"sae", "model_mean", "all_models"}

@@ -50,11 +50,11 @@ SAE_TABLE_SCHEMA = pa.schema(
     + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "scope", "group", "reason", "source") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid") else _FLOAT)
+    (c, _STRING if c in ("metric", "target", "scope", "group", "reason", "source") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid", "paper_n") else _FLOAT)
     for c in RANK_COLUMNS
 ])
 PSI_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "axis", "varies", "reason", "group_taus", "source") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
+    (c, _STRING if c in ("metric", "target", "statistic", "axis", "varies", "reason", "group_taus", "source") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
