@@ -48,6 +48,12 @@ rule aggregate:
             category="Tables",
         ),
         selection_parquet=_SUMMARY["selection.parquet"],
+        paper_tables=report(
+            _SUMMARY["paper_tables.csv"],
+            caption="../report/paper_tables.rst",
+            category="Tables",
+        ),
+        paper_tables_parquet=_SUMMARY["paper_tables.parquet"],
         per_latent=report(
             _SUMMARY["per_latent.csv"],
             caption="../report/per_latent.rst",

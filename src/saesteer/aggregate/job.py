@@ -15,11 +15,13 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.summary import (
+    PAPER_TABLE_COLUMNS,
     PSI_COLUMNS,
     RANK_COLUMNS,
     SELECTION_COLUMNS,
     SummaryInputs,
     paper_model,
+    paper_tables,
     psi_table,
     rank_agreement_table,
     render_markdown,
@@ -34,7 +36,7 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection", "per_latent", "latent_tau")
+TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -61,11 +63,16 @@ SELECTION_SCHEMA = pa.schema([
     (c, _STRING if c in ("scope", "model", "arch", "reason", "source") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
+PAPER_TABLES_SCHEMA = pa.schema([
+    (c, _STRING if c in ("table", "axis", "row", "statistic", "ci_kind", "note") else _INT if c in ("n", "n_pairs", "paper_n") else _FLOAT)
+    for c in PAPER_TABLE_COLUMNS
+])
 PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), *PER_LATENT_SCHEMA])
 LATENT_TAU_SCHEMA = pa.schema([
     (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c == "target_l0" else _FLOAT) for c in LATENT_TAU_COLUMNS
 ])
 SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
+           "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
 
 
@@ -145,15 +152,16 @@ def run_aggregate(
     for line in latents_missing:
         log.warning("per-latent table: %s", line)
     latent_tau = latent_tau_table(table)
+    tables = paper_tables(rank, psi, selection, paper_names)
 
     paths = output_paths(out)
     for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
-                        ("per_latent", latents), ("latent_tau", latent_tau)):
+                        ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau)):
         _write_table(frame, name, out)
     inputs = SummaryInputs(
         sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
-        latent_tau=latent_tau,
+        latent_tau=latent_tau, paper_tables=tables,
     )
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))

@@ -495,6 +495,8 @@ class SummaryInputs:
     paper_names: dict[str, str | None]
     latent_tau: pd.DataFrame | None = None
     """Per-latent tau-b of each score with steering (aggregate.latents.latent_tau_table)."""
+    paper_tables: pd.DataFrame | None = None
+    """The paper's Tables 1-3 with ours beside them (``paper_tables``)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -617,31 +619,48 @@ def render_markdown(inputs: SummaryInputs) -> str:
               "Targets: " + "; ".join(f"`{k}` = {v}" for k, v in TARGETS.items()) + ".", ""]
 
     lines += ["## Feature selection: steering score before and after selection", "",
-              "Per model: means over its SAEs with all three scores; lift = (selected - none) / none of the means "
-              "(the paper's convention); over models: mean of the model lifts. Points = lift(Delta Confidence) - "
-              "lift(output score) in percentage points; relative improvement = Delta-Confidence score / "
-              "output-score score - 1.", ""]
+              "Per model: means over its SAEs with all four scores; lift = (selected - none) / none of the means "
+              "(the paper's convention); over models: mean of the model lifts. `top-K OS` = the output score's top-K "
+              "at Delta C's subset sizes, chosen by Delta C's rule (the paper's \"+Output\": same subset size, sec. "
+              "4.2); `threshold OS` = Arad et al.'s threshold set (its own row, not the paper's comparison). "
+              "Points = lift(Delta C) - lift(top-K OS) in percentage points (the paper's \"52.52%\" is their mean "
+              "over models); relative improvement = Delta C score / top-K OS score - 1; the same two against the "
+              "threshold set in the last column.", ""]
     agg = sel[sel.scope != "sae"]
     frame = pd.DataFrame({
         "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
         "n": agg["n"],
         "none": [_fmt(v) for v in agg["score_none"]],
-        "output score": [_fmt(v) for v in agg["score_output"]],
-        "Delta Conf": [_fmt(v) for v in agg["score_delta_conf"]],
-        "lift OS": [_pct(v) for v in agg["lift_output"]],
+        "top-K OS": [_fmt(v) for v in agg["score_output_topk"]],
+        "Delta C": [_fmt(v) for v in agg["score_delta_conf"]],
+        "lift top-K OS": [_pct(v) for v in agg["lift_output_topk"]],
         "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
         "points": [_fmt(v, 1) for v in agg["lift_difference_points"]],
         "rel. impr.": [_pct(v) for v in agg["relative_improvement"]],
-        "paper none / OS / DC": [
+        "paper none / +Output / DC": [
             " / ".join(_fmt(r[c]) for c in ("paper_score_none", "paper_score_output", "paper_score_delta_conf"))
             if math.isfinite(r["paper_score_none"]) else "" for _, r in agg.iterrows()
         ],
-        "paper lift OS / DC, points": [
-            f"{_pct(r['paper_lift_output'])} / {_pct(r['paper_lift_delta_conf'])}, {_fmt(r['paper_lift_difference_points'], 1)}"
+        "paper lift +Output / DC, points, rel. impr.": [
+            f"{_pct(r['paper_lift_output'])} / {_pct(r['paper_lift_delta_conf'])}, {_fmt(r['paper_lift_difference_points'], 1)}, "
+            f"{_pct(r['paper_relative_improvement'])}"
             if math.isfinite(r["paper_lift_output"]) else "" for _, r in agg.iterrows()
+        ],
+        "threshold OS: score, lift, points, rel. impr.": [
+            f"{_fmt(r['score_output'])}, {_pct(r['lift_output'])}, {_fmt(r['lift_difference_points_threshold'], 1)}, "
+            f"{_pct(r['relative_improvement_threshold'])}" for _, r in agg.iterrows()
         ],
     })
     lines += [to_markdown(frame), ""]
+    readings = pd.DataFrame({
+        "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
+        **{f"{m}: score, lift": [f"{_fmt(r[f'score_delta_conf_{m}'])}, {_pct(r[f'lift_delta_conf_{m}'])}" for _, r in agg.iterrows()]
+           for m in READINGS},
+    })
+    lines += ["Delta C selection under each reading of its intervention (docs/method.md, \"Delta Token Confidence\"; "
+              "`selection.delta_conf.amplify` names the headline): `only_max` (other codes zeroed, appendix D), "
+              "`add_max` (a_f + alpha a_max), `scale` (a_f alpha; 0 for a latent silent on the prompt).", "",
+              to_markdown(readings), ""]
     lines += control_markdown(agg)
     lines += gain_markdown(rank)
 
@@ -649,6 +668,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
         from saesteer.aggregate.latents import latent_markdown
 
         lines += latent_markdown(inputs.sae_table, inputs.latent_tau, _fmt)
+    if inputs.paper_tables is not None:
+        lines += paper_tables_markdown(inputs.paper_tables)
     lines += ["## Missing SAEs", ""]
     if inputs.missing:
         lines += [f"{len(inputs.missing)} of {n_cells} SAEs lack something; their missing numbers are left out of every statistic.", ""]
@@ -658,7 +679,7 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines.append("None: every SAE of the grid has all its files.")
     lines += ["", "## Files", "",
               "`sae_table` (one row per SAE), `rank_agreement` (tau-b per metric, target and subgroup), `psi`, "
-              "`selection`, `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
+              "`selection`, `paper_tables` (the section above), `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
               "`summary.json`, and `plots/`.", ""]
     return "\n".join(lines)
 
@@ -778,6 +799,215 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "psi": records(inputs.psi),
         "selection": records(inputs.selection),
         "latent_tau": records(inputs.latent_tau) if inputs.latent_tau is not None else [],
+        "paper_tables": records(inputs.paper_tables) if inputs.paper_tables is not None else [],
         "outputs": outputs,
     }
 
+
+
+# ----------------------------------------------------------------------------- the paper's tables
+
+PAPER_TABLE_COLUMNS = [
+    "table", "axis", "row", "statistic", "n", "n_pairs", "value", "p_value", "se", "ci_kind", "ci_low", "ci_high",
+    "bca_low", "bca_high", "paper_n", "paper_value", "paper_p_value", "paper_se", "paper_ci_low", "paper_ci_high", "note",
+]
+"""One row per row of the paper's Tables 1-3 (and ours it lacks). ``ci_*``: the interval of the
+kind the paper prints in that row (``ci_kind``: "BCa bootstrap" overall, "permutation null" for
+a subgroup, "bootstrap over groups" for Psi_A/B/C); ``bca_*``: our BCa bootstrap interval of the
+same statistic (resampling SAEs), which the paper prints only overall."""
+_AXIS_TITLES = (("arch", "by_architecture", "Psi_A: Architecture"), ("sparsity", "by_matched_sparsity", "Psi_B: Sparsity"),
+                ("model", "by_model", "Psi_C: Model"))
+TABLE_TITLES = {
+    "Table 1": "tau-b(interpretability score mu = autointerp, steering score g)",
+    "Table 2": "steering score after feature selection (means over each model's SAEs)",
+    "Table 3": "tau-b(interpretability score mu = autointerp, steering gain L = percentage lift of the Delta C-selected "
+               "score over the same SAE's base)",
+}
+
+
+def _reason(row: Any) -> str:
+    return row["reason"] if isinstance(row["reason"], str) else ""
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _row_label(scope: str, key: str) -> str:
+    if scope == "arch":
+        return PAPER_ARCHS.get(key, key)
+    if scope == "sparsity":
+        return f"L0 ≈ {key[3:]}" if key.startswith("l0-") else key
+    return key
+
+
+def _tau_table_rows(name: str, metric: str, target: str, rank: pd.DataFrame, psi: pd.DataFrame,
+                    paper_names: dict[str, str | None]) -> list[dict[str, Any]]:
+    paper = PAPER_TABLES[(metric, target)]
+    rows: list[dict[str, Any]] = []
+    nan = math.nan
+    ours = rank[(rank.metric == metric) & (rank.target == target)]
+    ours_psi = psi[(psi.metric == metric) & (psi.target == target) & (psi.statistic == PSI_PAPER)].set_index("axis")
+    overall = ours[ours.scope == "all"]
+    o = overall.iloc[0] if len(overall) else None
+    p = paper["overall"]
+    rows.append({"table": name, "axis": "Overall", "row": "All SAEs", "statistic": "tau-b",
+                 "n": o["n"] if o is not None else 0, "n_pairs": o["n_pairs"] if o is not None else 0,
+                 "value": o["tau_b"] if o is not None else nan, "p_value": nan, "ci_kind": "BCa bootstrap",
+                 "ci_low": o["ci_low"] if o is not None else nan, "ci_high": o["ci_high"] if o is not None else nan,
+                 "bca_low": o["ci_low"] if o is not None else nan, "bca_high": o["ci_high"] if o is not None else nan,
+                 "paper_n": p["n"], "paper_value": p["tau_b"], "paper_ci_low": p["ci_low"], "paper_ci_high": p["ci_high"],
+                 "note": _reason(o) if o is not None else "not computed"})
+    for scope, axis, title in _AXIS_TITLES:
+        pp = paper["psi"][axis]
+        r = ours_psi.loc[axis] if axis in ours_psi.index else None
+        rows.append({"table": name, "axis": title, "row": title.split(":")[0], "statistic": "psi = mean of the rows' tau-b",
+                     "n": r["n_saes"] if r is not None else 0, "n_pairs": nan,
+                     "value": r["psi"] if r is not None else nan, "p_value": r["p_value"] if r is not None else nan,
+                     "se": r["se"] if r is not None else nan, "ci_kind": "bootstrap over groups",
+                     "ci_low": r["group_ci_low"] if r is not None else nan, "ci_high": r["group_ci_high"] if r is not None else nan,
+                     "bca_low": r["ci_low"] if r is not None else nan, "bca_high": r["ci_high"] if r is not None else nan,
+                     "paper_value": pp["psi"], "paper_se": pp["se"], "paper_ci_low": pp["group_ci_low"],
+                     "paper_ci_high": pp["group_ci_high"],
+                     "note": f"{int(r['n_groups'])} groups" + (f"; {r['reason']}" if isinstance(r["reason"], str) else "")
+                     if r is not None else "not computed"})
+        sub = ours[ours.scope == scope]
+        mine = {paper_group(scope, g, paper_names) or f"ours:{g}": row for g, row in zip(sub["group"], (x for _, x in sub.iterrows()))}
+        for key in [*paper[scope], *(k for k in mine if k not in paper[scope])]:
+            pr, r = paper[scope].get(key), mine.get(key)
+            label = _row_label(scope, key[5:] if key.startswith("ours:") else key)
+            if r is not None and scope == "model" and r["group"] != label:
+                label = f"{label} ({r['group']})"
+            rows.append({"table": name, "axis": title, "row": label, "statistic": "tau-b",
+                         "n": r["n"] if r is not None else 0, "n_pairs": r["n_pairs"] if r is not None else 0,
+                         "value": r["tau_b"] if r is not None else nan, "p_value": r["p_value"] if r is not None else nan,
+                         "ci_kind": "permutation null", "ci_low": r["perm_null_low"] if r is not None else nan,
+                         "ci_high": r["perm_null_high"] if r is not None else nan,
+                         "bca_low": r["ci_low"] if r is not None else nan, "bca_high": r["ci_high"] if r is not None else nan,
+                         "paper_n": pr["n"] if pr else nan, "paper_value": pr["tau_b"] if pr else nan,
+                         "paper_p_value": pr["p_value"] if pr else nan, "paper_ci_low": pr["null_low"] if pr else nan,
+                         "paper_ci_high": pr["null_high"] if pr else nan,
+                         "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper")})
+    mean = ours_psi.loc[PSI_MEAN] if PSI_MEAN in ours_psi.index else None
+    rows.append({"table": name, "axis": "Psi", "row": "Psi = (Psi_A + Psi_B + Psi_C) / 3", "statistic": "psi",
+                 "n": mean["n_saes"] if mean is not None else 0, "value": mean["psi"] if mean is not None else nan,
+                 "ci_kind": "BCa bootstrap", "ci_low": mean["ci_low"] if mean is not None else nan,
+                 "ci_high": mean["ci_high"] if mean is not None else nan, "bca_low": mean["ci_low"] if mean is not None else nan,
+                 "bca_high": mean["ci_high"] if mean is not None else nan, "paper_value": paper["psi"][PSI_MEAN]["psi"],
+                 "note": "the paper prints no interval for Psi"})
+    return rows
+
+
+_TABLE_2_ROWS = (
+    ("SAE-based", "score_none", "none"),
+    ("+Output (top-K at Delta C's subset sizes, Delta C's choice rule)", "score_output_topk", "output"),
+    ("+Delta C_k (ours)", "score_delta_conf", "delta_conf"),
+    ("+Output, Arad et al.'s threshold set (not the paper's row)", "score_output", None),
+    *((f"+Delta C_k, intervention reading {m} (not the paper's row)", f"score_delta_conf_{m}", None) for m in READINGS),
+)
+
+
+def _selection_table_rows(selection: pd.DataFrame, paper_names: dict[str, str | None]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    nan = math.nan
+    means = selection[selection.scope == "model_mean"]
+    mine = {paper_names.get(m) or f"ours:{m}": r for m, r in zip(means["model"], (x for _, x in means.iterrows()))}
+    for key in [*PAPER["selection"], *(k for k in mine if k not in PAPER["selection"])]:
+        r, pr = mine.get(key), PAPER["selection"].get(key)
+        label = key[5:] if key.startswith("ours:") else key if r is None or r["model"] == key else f"{key} ({r['model']})"
+        for title, column, paper_key in _TABLE_2_ROWS:
+            rows.append({"table": "Table 2", "axis": label, "row": title, "statistic": "steering score",
+                         "n": r["n"] if r is not None else 0, "value": r[column] if r is not None else nan,
+                         "paper_n": 30 if pr and paper_key else nan, "paper_value": pr[paper_key] if pr and paper_key else nan,
+                         "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper")})
+        paper = _paper_selection(key if pr else None)
+        for title, column, stat in (
+            ("lift difference: Delta C lift - +Output lift", "lift_difference_points", "percentage points"),
+            ("relative improvement: Delta C / +Output - 1", "relative_improvement", "ratio"),
+        ):
+            rows.append({"table": "Table 2", "axis": label, "row": title, "statistic": stat, "n": r["n"] if r is not None else 0,
+                         "value": r[column] if r is not None else nan, "paper_n": 30 if pr else nan,
+                         "paper_value": paper.get(f"paper_{column}", nan),
+                         "note": "paper: from its Table 2 scores" if pr else "not in the paper"})
+    overall = selection[selection.scope == "all_models"]
+    o = overall.iloc[0] if len(overall) else None
+    for title, column, stat, paper_value, note in (
+        ("mean over models of the lift difference (the paper's \"52.52%\")", "lift_difference_points", "percentage points",
+         PAPER["lift_difference_points"], "the paper's text; its Table 2 scores give {:.2f}"),
+        ("relative improvement of the mean scores: Delta C / +Output - 1", "relative_improvement", "ratio",
+         _ratio_lift(float(np.mean([v["delta_conf"] for v in PAPER["selection"].values()])),
+                     float(np.mean([v["output"] for v in PAPER["selection"].values()]))), "paper: from its Table 2 scores"),
+        ("mean lift difference, Delta C vs Arad et al.'s threshold set (not the paper's comparison)",
+         "lift_difference_points_threshold", "percentage points", nan, ""),
+    ):
+        if "{" in note:
+            note = note.format(o["paper_lift_difference_points"]) if o is not None else ""
+        rows.append({"table": "Table 2", "axis": "all models", "row": title, "statistic": stat, "n": o["n"] if o is not None else 0,
+                     "value": o[column] if o is not None else nan, "paper_n": 90 if math.isfinite(paper_value) else nan,
+                     "paper_value": paper_value, "note": note})
+    return rows
+
+
+def paper_tables(rank: pd.DataFrame, psi: pd.DataFrame, selection: pd.DataFrame,
+                 paper_names: dict[str, str | None]) -> pd.DataFrame:
+    """The paper's Tables 1-3, row by row, ours beside each with n (docs/outputs.md, "paper_tables")."""
+    rows = _tau_table_rows("Table 1", "autointerp", "steering", rank, psi, paper_names)
+    rows += _selection_table_rows(selection, paper_names)
+    rows += _tau_table_rows("Table 3", "autointerp", "lift_delta_conf", rank, psi, paper_names)
+    frame = pd.DataFrame(rows).reindex(columns=PAPER_TABLE_COLUMNS)
+    frame["note"] = frame["note"].fillna("")
+    return frame
+
+
+def _interval(low: float, high: float, digits: int = 4) -> str:
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]" if math.isfinite(low) and math.isfinite(high) else ""
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:+.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
+
+
+def _count(value: Any) -> str:
+    return str(int(value)) if isinstance(value, (int, float, np.integer)) and math.isfinite(float(value)) else ""
+
+
+def paper_tables_markdown(frame: pd.DataFrame) -> list[str]:
+    """The "Paper tables" section: Tables 1-3 laid out as the paper's, ours beside its values."""
+    lines = ["## Paper tables (Wang et al. 2025, Tables 1-3): ours beside the paper's", "",
+             "Each row is a row of the paper (and ours it lacks, marked). n = SAEs; p = permutation p-value. "
+             "`95% CI` is the paper's kind for that row (named in `CI kind`): BCa bootstrap overall, the "
+             "permutation-null interval for a subgroup (where tau-b falls with no agreement; not an interval "
+             "around the estimate), the bootstrap over group tau-b for Psi_A/B/C; `BCa CI` is our BCa bootstrap "
+             "interval of the same statistic (resampling SAEs), which the paper prints only overall. "
+             "SE (Psi rows) = sd(group tau-b) / sqrt(groups), as the paper's. Psi_A/B/C = mean of the rows below them.", ""]
+    for name in ("Table 1", "Table 2", "Table 3"):
+        sub = frame[frame.table == name]
+        if not len(sub):
+            continue
+        lines += [f"### {name}: {TABLE_TITLES[name]}", ""]
+        if name == "Table 2":
+            view = pd.DataFrame({
+                "model": sub["axis"], "method": sub["row"], "n": [_count(v) for v in sub["n"]],
+                "ours": [f"{v:+.1f}" if s == "percentage points" and math.isfinite(v) else _pct(v) if s == "ratio" else _fmt(v)
+                         for v, s in zip(sub["value"], sub["statistic"])],
+                "paper n": [_count(v) for v in sub["paper_n"]],
+                "paper": [f"{v:+.2f}" if s == "percentage points" and math.isfinite(v) else _pct(v) if s == "ratio" and math.isfinite(v)
+                          else "" if not math.isfinite(v) else _fmt(v) for v, s in zip(sub["paper_value"], sub["statistic"])],
+                "statistic": sub["statistic"], "note": sub["note"],
+            })
+        else:
+            view = pd.DataFrame({
+                "axis": sub["axis"], "SAEs": sub["row"], "n": [_count(v) for v in sub["n"]],
+                "pairs": [_count(v) for v in sub["n_pairs"]], "tau-b / psi": [_num(v) for v in sub["value"]],
+                "p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["p_value"]],
+                "SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["se"]],
+                "95% CI": [_interval(a, b) for a, b in zip(sub["ci_low"], sub["ci_high"])], "CI kind": sub["ci_kind"],
+                "BCa CI": [_interval(a, b) for a, b in zip(sub["bca_low"], sub["bca_high"])],
+                "paper n": [_count(v) for v in sub["paper_n"]], "paper tau-b / psi": [_num(v) for v in sub["paper_value"]],
+                "paper p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_p_value"]],
+                "paper SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_se"]],
+                "paper 95% CI": [_interval(a, b) for a, b in zip(sub["paper_ci_low"], sub["paper_ci_high"])],
+                "note": sub["note"],
+            })
+        lines += [to_markdown(view), ""]
+    return lines
