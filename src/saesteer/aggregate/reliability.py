@@ -31,14 +31,14 @@ reached when their true scores correlate perfectly. In tau-b's metric (Greiner a
     ceiling_tau = (2 / pi) arcsin(sqrt(rel_x rel_y)),   share = tau_obs / ceiling_tau,
     disattenuated r = sin(pi tau_obs / 2) / sqrt(rel_x rel_y)   (> 1 is possible from noise).
 
-**Intervals**: BCa (``stats.bca_interval``) over a two-stage bootstrap: the SAEs are drawn with
-replacement (``stats.bootstrap_counts``, as for the headline) and, independently, each
-measure's units are drawn with replacement within their strata, the same draw for every SAE
-(the k-th concept of every SAE sees the same instructions, so units are crossed with SAEs:
-Owen 2007's pigeonhole bootstrap, the two-level case of the hierarchical bootstrap of
-Saravanan et al. 2020). A resample's splits assign the copies of one unit to the same half.
-Acceleration from the leave-one-SAE-out jackknife. So the intervals carry both the SAE
-sampling noise and the concept / instruction / latent sampling noise.
+**Intervals**: BCa (``stats.bca_interval``) over resamples of the SAEs (``stats.bootstrap_counts``;
+each resample's tau-b from draw counts, ``stats.tau_b_resampled``), the same draws for every
+statistic of a scope, acceleration from the leave-one-SAE-out jackknife. This is the two-level
+bootstrap of Ren et al. 2010 (J. Appl. Stat. 37: 1487-1498): SAEs with replacement, the units
+within an SAE without replacement (kept), which gives unbiased variances; each SAE's score carries
+its own unit noise, so the SAE resamples carry both sources. Drawing the units with replacement
+as well counts the unit noise twice and biases split-half statistics down (a resample with
+duplicated units is a shorter test): docs/method.md gives the numbers.
 """
 
 from __future__ import annotations
