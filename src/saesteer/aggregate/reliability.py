@@ -201,7 +201,7 @@ class ReliabilityConfig:
 
     n_splits: int = 200
     """Random splits averaged for each point estimate."""
-    n_splits_resample: int = 20
+    n_splits_resample: int = 10
     """Random splits per bootstrap / jackknife resample (their Monte-Carlo noise widens the interval slightly)."""
     target_reliability: float = 0.5
     """The reliability whose required unit count is reported (Spearman-Brown prophecy)."""

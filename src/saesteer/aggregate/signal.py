@@ -237,7 +237,8 @@ def signal_markdown(reliability: pd.DataFrame, ceiling: pd.DataFrame, confidence
 
         lines += [to_markdown(frame), "",
                   "`units for 0.5`: the units per SAE that would give reliability 0.5 (Spearman-Brown prophecy "
-                  "n (0.5 (1 - rel)) / (rel 0.5)); for steering, concepts at the run's instructions per concept.", ""]
+                  "n 0.5 (1 - rel) / (rel 0.5)): concepts at the run's instructions per concept for the concept split, "
+                  "(concept, held-out instruction) pairs at the run's concepts for the instruction split.", ""]
     ceil = ceiling[ceiling.scope == "all"]
     if len(ceil):
         from saesteer.tables import to_markdown
