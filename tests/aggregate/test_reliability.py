@@ -65,6 +65,9 @@ def test_zero_noise_gives_reliability_one_and_pure_noise_about_zero():
     noise, _ = run({"x": planted(np.zeros(200), 0.5, 20, rng)}, pairs=())  # no true differences between SAEs
     row = noise.iloc[0]
     assert abs(row["reliability"]) < 0.12 and row["ci_low"] < 0 < row["ci_high"]
+    opposite = Units(np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.2, 0.9], [0.9, 0.1], [0.3, 0.6]]), np.zeros(2, dtype=np.int64))
+    flipped, _ = run({"x": opposite}, pairs=(), n_bootstrap=50)  # halves disagree: flagged, not read as a reliability
+    assert flipped.iloc[0]["half_tau_b"] < 0 and "negative split-half" in flipped.iloc[0]["reason"]
 
 
 def test_the_ceiling_of_a_perfect_relation_is_reached_and_a_weaker_one_is_disattenuated():

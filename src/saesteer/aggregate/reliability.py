@@ -276,6 +276,9 @@ def split_half(units: Units, n_splits: int, n_splits_resample: int, boot: np.nda
     return Reliability(float(half[0]), int(n_def[0]), _mean_defined(boot_taus)[0], _mean_defined(jack_taus)[0])
 
 
+NEGATIVE_HALF = ("negative split-half tau-b: the halves rank the SAEs in opposite orders, no reliable ranking "
+                 "(Spearman-Brown below 0 is not a reliability; it grows without bound as r -> -1)")
+
 RELIABILITY_COLUMNS = [
     "scope", "group", "measure", "split", "n_saes", "n_units", "n_units_split", "n_splits", "n_splits_defined",
     "half_tau_b", "half_tau_ci_low", "half_tau_ci_high", "reliability", "ci_low", "ci_high", "reliability_tau",
@@ -364,6 +367,8 @@ def signal_tables(
                     row.update(half_tau_ci_low=h.low, half_tau_ci_high=h.high, ci_low=r.low, ci_high=r.high,
                                n_bootstrap_valid=r.n_valid)
                     reason = r.reason
+                    if rel.half_tau < 0:
+                        reason = "; ".join(filter(None, [NEGATIVE_HALF, r.reason]))
             row["reason"] = reason
             rel_rows.append(row)
         for metric, target in pairs:
