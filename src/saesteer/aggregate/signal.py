@@ -228,8 +228,10 @@ def signal_markdown(reliability: pd.DataFrame, ceiling: pd.DataFrame, confidence
             "measure": rel["measure"], "split": rel["split"], "SAEs": rel["n_saes"],
             "units per SAE": [_f(v).rstrip("0").rstrip(".") if math.isfinite(v) else "n/a" for v in rel["n_units"]],
             "split-half tau-b": [_f(r["half_tau_b"], True) for _, r in rel.iterrows()],
-            "reliability [CI]": [_f(r["reliability"], True) + _ci(r, "ci_low", "ci_high") if math.isfinite(r["reliability"])
-                                 else f"n/a ({r['reason']})" for _, r in rel.iterrows()],
+            "reliability [CI]": [
+                (_f(r["reliability"], True) + _ci(r, "ci_low", "ci_high")
+                 + (" (negative split-half tau-b: no reliable ranking)" if r["half_tau_b"] < 0 else ""))
+                if math.isfinite(r["reliability"]) else f"n/a ({r['reason']})" for _, r in rel.iterrows()],
             "as tau-b": [_f(v, True) for v in rel["reliability_tau"]],
             "units for 0.5": [f"{math.ceil(v)}" if math.isfinite(v) else "n/a" for v in rel["units_for_target"]],
         })
