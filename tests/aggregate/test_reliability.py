@@ -22,7 +22,6 @@ from saesteer.aggregate.reliability import (
     tau_of_r,
     units_for,
 )
-from saesteer.aggregate.stats import tau_b
 from tests.synthetic_results import fill_results, grid_config
 
 
