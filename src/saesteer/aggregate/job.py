@@ -14,6 +14,8 @@ from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUME
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
+from saesteer.aggregate.reliability import CEILING_COLUMNS, RELIABILITY_COLUMNS
+from saesteer.aggregate.signal import signal_tables_for
 from saesteer.aggregate.summary import (
     PAPER_TABLE_COLUMNS,
     PSI_COLUMNS,
@@ -36,7 +38,7 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau")
+TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -71,7 +73,12 @@ PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("ta
 LATENT_TAU_SCHEMA = pa.schema([
     (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c == "target_l0" else _FLOAT) for c in LATENT_TAU_COLUMNS
 ])
-SCHEMAS = {"sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
+_SIGNAL_TEXT = ("scope", "group", "measure", "split", "reason", "metric", "target", "metric_split", "target_split", "basis")
+_SIGNAL_INT = ("n_saes", "n_units_split", "n_splits", "n_splits_defined", "n_bootstrap_valid", "n")
+RELIABILITY_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in RELIABILITY_COLUMNS])
+CEILING_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in CEILING_COLUMNS])
+SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
+           "sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
            "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
 
@@ -153,15 +160,21 @@ def run_aggregate(
         log.warning("per-latent table: %s", line)
     latent_tau = latent_tau_table(table)
     tables = paper_tables(rank, psi, selection, paper_names)
+    reliability, noise_ceiling, unit_problems = signal_tables_for(grid, table, results_dir, cfg)
+    for line in unit_problems:
+        log.warning("reliability: %s", line)
+    log.info("reliability and noise ceiling (%.1f s)", time.perf_counter() - started)
 
     paths = output_paths(out)
     for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
-                        ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau)):
+                        ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau),
+                        ("reliability", reliability), ("noise_ceiling", noise_ceiling)):
         _write_table(frame, name, out)
     inputs = SummaryInputs(
         sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
         latent_tau=latent_tau, paper_tables=tables,
+        reliability=reliability, noise_ceiling=noise_ceiling,
     )
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))

@@ -497,6 +497,10 @@ class SummaryInputs:
     """Per-latent tau-b of each score with steering (aggregate.latents.latent_tau_table)."""
     paper_tables: pd.DataFrame | None = None
     """The paper's Tables 1-3 with ours beside them (``paper_tables``)."""
+    reliability: pd.DataFrame | None = None
+    """Split-half reliability of each measure (aggregate.signal; docs/method.md, "How much is signal")."""
+    noise_ceiling: pd.DataFrame | None = None
+    """Noise ceiling and share of it of each metric vs steering (aggregate.signal)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -597,6 +601,10 @@ def render_markdown(inputs: SummaryInputs) -> str:
 
     lines += psi_markdown(psi)
 
+    if inputs.reliability is not None and inputs.noise_ceiling is not None:  # "How much is signal" (aggregate.signal)
+        from saesteer.aggregate.signal import signal_markdown
+
+        lines += signal_markdown(inputs.reliability, inputs.noise_ceiling, cfg.confidence, cfg.n_bootstrap)
     lines += ["## Every metric vs every steering target (all SAEs)", "",
               "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).", ""]
     overall = rank[rank.scope == "all"]
@@ -800,6 +808,8 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "selection": records(inputs.selection),
         "latent_tau": records(inputs.latent_tau) if inputs.latent_tau is not None else [],
         "paper_tables": records(inputs.paper_tables) if inputs.paper_tables is not None else [],
+        "reliability": records(inputs.reliability) if inputs.reliability is not None else [],
+        "noise_ceiling": records(inputs.noise_ceiling) if inputs.noise_ceiling is not None else [],
         "outputs": outputs,
     }
 
