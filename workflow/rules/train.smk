@@ -8,25 +8,6 @@
 # cache.mode: stream the job reads the prepared model instead of an activation cache and
 # runs the LLM up to the hook itself (saesteer.cache.stream).
 
-# Run time and memory of one training job on a cluster: they grow with the job's SAEs (1, an
-# architecture's sparsities or a whole model, by training.group_by), which only the workflow
-# knows, and with each retry (`attempt`). Figures for a 9B model on one H100 (about a day for
-# a model's 30 SAEs, docs/scaling.md); the SLURM profile adds the partition and the GPU.
-TRAIN_MINUTES_PER_SAE = 45
-TRAIN_MEM_MB_PER_SAE = 1000
-
-
-def train_job_size(wildcards):
-    return len(train_job_members(GRID, TRAIN_GROUP_BY, wildcards))
-
-
-def train_job_runtime(wildcards, attempt):
-    return attempt * (60 + TRAIN_MINUTES_PER_SAE * train_job_size(wildcards))
-
-
-def train_job_mem_mb(wildcards, attempt):
-    return attempt * (48000 + TRAIN_MEM_MB_PER_SAE * train_job_size(wildcards))
-
 
 rule train_sae:
     """The SAEs of one training group, trained on their model's activations (cached, or
@@ -46,6 +27,8 @@ rule train_sae:
     conda:
         "../../envs/saesteer.yaml"
     resources:
+        # per SAE of the group, times the attempt (common.smk); the SLURM profile adds the
+        # partition and the GPU
         runtime=train_job_runtime,
         mem_mb=train_job_mem_mb,
     params:
