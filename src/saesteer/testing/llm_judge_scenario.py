@@ -8,8 +8,8 @@ for each Snakemake run and stopped after it:
 
 1. ``prepare``: a fresh ``<source>/llm-judge/`` whose ``results/`` holds hard links to the
    main run's prepared model, activation cache, eval data and trained SAEs of that model
-   (files without Snakemake metadata in the new directory, so they count as up to date and
-   nothing upstream of the judge rules runs);
+   (with ``--rerun-triggers mtime`` they count as up to date, also when a script changed
+   after the main run: nothing upstream of the judge rules runs);
 2. the first run, the server injecting one 429 and one malformed (cut-off JSON) reply:
    checked that requests were made, that both failures were injected and retried (by the
    server: the same request answered later; by the client: ``usage.retries`` in the
@@ -142,6 +142,16 @@ class Scenario:
 
     # ---- 2./3. the runs --------------------------------------------------------------------
 
+    def command(self, forcerun: Sequence[str] = ()) -> list[str]:
+        """The Snakemake command line of a run (targets first: --configfile and --forcerun
+        take several values)."""
+        # mtime only: the reused outputs are the main run's as they are, even when a script
+        # changed after it ran (the code trigger would retrain them here).
+        cmd = [*self.snakemake, *self.targets, "--directory", str(self.directory), "--cores", str(self.cores)]
+        cmd += ["--rerun-triggers", "mtime"]
+        cmd += ["--configfile", str(self.base_config), str(self.overlay), str(self.server_overlay), *self.extra_args]
+        return cmd + (["--forcerun", *forcerun] if forcerun else [])
+
     def run(self, name: str, failures: Sequence[str] = (), forcerun: Sequence[str] = ()) -> dict[str, Any]:
         """One Snakemake run against a fresh server; the server's counts."""
         assert self.directory is not None and self.overlay is not None
@@ -152,10 +162,7 @@ class Scenario:
             counts_path=self.directory / f"requests-{name}.json",
             log_path=self.directory / f"requests-{name}.jsonl",
         )
-        cmd = [*self.snakemake, *self.targets, "--directory", str(self.directory), "--cores", str(self.cores)]
-        cmd += ["--configfile", str(self.base_config), str(self.overlay), str(self.server_overlay), *self.extra_args]
-        if forcerun:
-            cmd += ["--forcerun", *forcerun]
+        cmd = self.command(forcerun)
         with JudgeServer(cfg) as server:
             write_text_atomic(self.server_overlay, url_config(server.base_url))
             print(f"llm-judge scenario, {name} run: judge server {server.base_url}; {' '.join(cmd)}", flush=True)
