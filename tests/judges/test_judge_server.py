@@ -38,10 +38,13 @@ ITEMS = [
     SteeringItem('the tokens "pasta", "bake"', "Describe a pasta dish.", "pasta with more pasta inside"),
     # once -> 1; no shared word -> 1; "la" x 4 of 5 words: 2 distinct / 5 = 0.4 -> 0
     SteeringItem('the tokens "pasta", "bake"', "Name a river.", "bake la la la la"),
-    # absent -> 0
+    # absent -> 0 (the concept's other words do not count when it quotes tokens)
     SteeringItem('the tokens "pasta", "bake"', "Name a river.", "the river Nile"),
+    SteeringItem('the tokens "pasta", "bake"', "Name a river.", "tokens tokens everywhere"),  # 2/3 distinct -> 1
+    # a concept quoting nothing: its words of 4+ letters count ("cooking" once -> 1)
+    SteeringItem("cooking recipes", "Describe a pasta dish.", "Cooking is fun"),
 ]
-EXPECTED_RATINGS = [(2.0, 2.0, 2.0), (1.0, 1.0, 0.0), (0.0, 2.0, 2.0)]
+EXPECTED_RATINGS = [(2.0, 2.0, 2.0), (1.0, 1.0, 0.0), (0.0, 2.0, 2.0), (0.0, 1.0, 1.0), (1.0, 1.0, 2.0)]
 
 
 def judge_for(server: JudgeServer, cache: Path | None, prompt_set=PROJECT_PROMPT_SET, **overrides) -> LLMJudge:
@@ -76,7 +79,7 @@ def test_replies_follow_each_template_set(prompt_set, tmp_path):
     assert det.raw == ("2, 4" if prompt_set is SAEBENCH else "Answer: 2, 4")
     assert expl.raw.startswith("This neuron activates on" if prompt_set is SAEBENCH else "Explanation:")
     assert stats["requests"] == 2 + 3 * len(ITEMS)
-    assert stats["by_kind"] == {"explain": 1, "detect": 1, "concept": 3, "instruction": 3, "fluency": 3}
+    assert stats["by_kind"] == {"explain": 1, "detect": 1, **{k: len(ITEMS) for k in ("concept", "instruction", "fluency")}}
     assert json.loads((tmp_path / "counts.json").read_text()) == stats
 
 
