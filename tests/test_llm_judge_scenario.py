@@ -6,6 +6,7 @@ CI (make test-llm-judge)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from saesteer.testing.judge_server import url_config
-from saesteer.testing.llm_judge_scenario import JUDGE_RULES, Scenario, ScenarioError, _stable
+from saesteer.testing.llm_judge_scenario import JUDGE_RULES, TABLES, Scenario, ScenarioError, _stable, check_first, check_rerun
 from tests.helpers import REPO
 from tests.test_workflow import job_counts
 
@@ -81,3 +82,45 @@ def test_judge_counts_are_read_from_the_job_logs(source):
     counts = scenario.judge_logs()
     assert counts["steer_eval"] == {"jobs": 1, "paid": 7, "http_requests": 9, "retries": 2, "cache_hits": 3}
     assert counts["autointerp"]["jobs"] == 0
+
+
+def _write_outputs(scenario: Scenario, retries: int, api_calls: int, cache_hits: int, score: float = 0.5) -> None:
+    """Per-SAE outputs as the judge rules write them (the keys the checks read)."""
+    label = scenario.prompt_sets()[-1].label
+    for n, cell in enumerate(scenario.cells):
+        base = scenario.directory / "results" / cell.path
+        usage = {"api_calls": api_calls, "cache_hits": cache_hits, "retries": 0}
+        judged = {"judge": "llm", "judge_model": "rule-judge", "judge_prompts": {"label": label}, "n_unparsed": 0, "usage": usage}
+        first = {**judged, "usage": {**usage, "retries": retries if n == 0 else 0}}  # the retries: the first requests
+        docs = {"autointerp.json": {**first, "score": score}, "steering/score.json": {**judged, "score": score, "timings": {"s": n}},
+                "selection/score.json": {"lift_difference_points": 10.0}}
+        for rel, doc in docs.items():
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            (base / rel).write_text(json.dumps(doc))
+        for rel in TABLES:
+            (base / rel).write_bytes(b"table")
+    for rule in JUDGE_RULES:
+        log = scenario.directory / "logs" / "tiny-llama" / f"{rule}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"judge rule-judge closed: {api_calls} paid calls ({api_calls + retries} HTTP requests, {retries} retries), {cache_hits} cache hits\n")
+
+
+def test_the_checks_fail_naming_what_went_wrong(source):
+    scenario = Scenario(source, overlay=REPO / ".test" / "config" / "llm-judge.yaml")
+    server = {"requests": 12, "outcomes": {"ok": 10, "429": 1, "malformed": 1}, "injected": {"429": 1, "malformed": 1}, "retried": 2}
+    _write_outputs(scenario, retries=2, api_calls=10, cache_hits=0)
+    assert check_first(scenario, server) == []
+    first = scenario.stable_outputs()
+    # a run where the malformed reply was not injected, and the client did not retry
+    problems = check_first(scenario, {**server, "injected": {"429": 1, "malformed": 0}, "retried": 1})
+    assert any("one injected malformed reply" in p for p in problems) and any("1 of the 2 failed requests" in p for p in problems)
+    _write_outputs(scenario, retries=0, api_calls=10, cache_hits=0)
+    assert any("record 0 client retries, expected 2" in p for p in check_first(scenario, server))
+    # the rerun: from the cache, timings aside the same outputs
+    _write_outputs(scenario, retries=0, api_calls=0, cache_hits=10)
+    assert check_rerun(scenario, {"requests": 0}, first) == []
+    assert any("got 3 requests, expected 0" in p for p in check_rerun(scenario, {"requests": 3}, first))
+    _write_outputs(scenario, retries=0, api_calls=4, cache_hits=6, score=0.7)
+    problems = check_rerun(scenario, {"requests": 0}, first)
+    assert any("tiny-llama/topk/l0-8/autointerp.json: the rerun changed ['score']" in p for p in problems)
+    assert any("rule steer_eval expected to rerun with every reply from the cache" in p for p in problems)

@@ -109,7 +109,8 @@ class Scenario:
         prompts = self.config["judge"].get("prompts")
         sets = [PROJECT_PROMPT_SET]
         if prompts:
-            path = Path(prompts) if Path(prompts).is_absolute() else self.directory / prompts
+            # resolved lexically: the run's directory may not exist yet
+            path = Path(os.path.normpath(Path(prompts) if Path(prompts).is_absolute() else self.directory / prompts))
             sets.append(load_prompt_set(path))
         return sets
 
@@ -306,6 +307,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
     first = scenario.run("first", failures=INJECTED)
     problems = check_first(scenario, first)
     first_scores, first_outputs, first_logs = scenario.scores(), scenario.stable_outputs(), scenario.judge_logs()
+    first_retries = sum(d[k]["usage"]["retries"] for d in scenario.outputs().values() for k in JUDGED)
     rerun = scenario.run("rerun", forcerun=JUDGE_RULES)
     problems += check_rerun(scenario, rerun, first_outputs)
     summary = {
@@ -313,7 +315,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
         "targets": scenario.targets,
         "first": {**first, "judge_logs": first_logs},
         "rerun": {**rerun, "judge_logs": scenario.judge_logs()},
-        "client_retries": sum(d[k]["usage"]["retries"] for d in scenario.outputs().values() for k in JUDGED),
+        "client_retries_first_run": first_retries,
         "scores": first_scores,
         "problems": problems,
     }
