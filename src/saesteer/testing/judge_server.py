@@ -381,7 +381,9 @@ class JudgeServer:
                 try:
                     body = json.loads(raw)
                 except json.JSONDecodeError:
-                    self._send(400, b'{"error": {"message": "body is not JSON"}}')
+                    body = None
+                if not isinstance(body, dict) or not all(isinstance(m, dict) for m in body.get("messages") or []):
+                    self._send(400, b'{"error": {"message": "the body must be a JSON object with a list of message objects"}}')
                     return
                 self._send(*server.handle(body))
 
