@@ -55,7 +55,7 @@ LAYER = 2
 # Generation: token ids exactly equal.
 CACHE_ATOL = 1e-5  # hook output vs hidden_states[layer + 1]
 HEAD_ATOL = 1e-4  # logits from the final hidden state vs the model's (Gemma-2's reach 29.5, cap 30)
-SPLICE_ATOL = 1e-4  # identity-SAE splice vs clean: final hidden, CE and KL per token
+SPLICE_ATOL = 1e-5  # identity-SAE splice vs clean: final hidden, CE and KL per token
 SELECTION_ATOL = 1e-5  # batched vs per-latent selection scores (absolute, no rtol)
 SELECTION_PATH_GAP = 5e-5  # the KV-cached last-position path vs the plain forward (logits)
 GEMMA2_SPLICE_ATOL = 1e-5  # the core eval's Gemma-2 CE / KL per token vs two hooked forwards
