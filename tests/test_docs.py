@@ -403,3 +403,12 @@ def test_ci_doc_tolerances_are_the_tests_constants_and_fit_the_measurements():
         worst = max(measured)
         assert worst <= value, f"docs/ci.md: {cells[1]} = {value} is below its measured {worst}"
         assert worst == 0 or value <= 20 * worst, f"docs/ci.md: {cells[1]} = {value} is over 20 times its measured {worst}: tighten it"
+
+
+def test_ci_doc_measured_run_adds_up():
+    """docs/ci.md's measured CI run: `make test` + `make lint` + `make test-workflow` = the wall total."""
+    text = _flat("docs/ci.md")
+    total = re.search(r"passed, \*\*(\d+ min \d+ s)\*\* wall", text)
+    steps = re.search(r"`make test` (\d+) s .*?`make lint` (\d+) s; `make test-workflow` (\d+) s", text)
+    assert total and steps, "docs/ci.md: the measured CI run was not found"
+    assert _minutes(total.group(1)) == sum(int(s) for s in steps.groups())
