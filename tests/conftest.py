@@ -88,7 +88,7 @@ def smollm2_model_json(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gemma3_model_json(tmp_path_factory) -> Path:
-    """The real Gemma-3-270M (sliding-window layers, 262k vocabulary, d 640), prepared (about a minute)."""
+    """The real Gemma-3-270M (sliding-window layers, 262k vocabulary, d 640), prepared (about 90 s of CPU: most of it dequantising)."""
     return _prepared_demo_model(tmp_path_factory, "gemma3-270m")
 
 
