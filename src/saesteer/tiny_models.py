@@ -90,12 +90,12 @@ FAMILIES: dict[str, TinyFamily] = {
     ),
     "qwen2": TinyFamily(
         name="qwen2", architecture="Qwen2ForCausalLM", tokenizer="smollm2-135m-instruct",
-        hub_id="saesteer-tiny/qwen-2.5", paper_model="Qwen/Qwen2.5-3B", output_scale=0.01,
+        hub_id="saesteer-tiny/qwen-2.5", paper_model="Qwen/Qwen2.5-3B", output_scale=0.003,
     ),
     "llama": TinyFamily(
         name="llama", architecture="LlamaForCausalLM", tokenizer="smollm2-135m-instruct",
         hub_id="saesteer-tiny/llama", paper_model="meta-llama/Llama-3.1-8B (structure); SmolLM2 (tokenizer)",
-        output_scale=0.01, aligned_unembedding=True,
+        output_scale=0.003, aligned_unembedding=True,
     ),
 }
 
