@@ -28,6 +28,15 @@ from saesteer.rule_jobs import RuleJob, RuleJobError, SaeFiles, make_rule_job, r
 
 
 CFG = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
+# This fixture plants its own tokens (" the", ",", "ing", ...), which the .test run's planted
+# corpus (single-token nature and code words, docs/ci.md) does not hold: the stages read the
+# installed English corpora, where each planted token occurs.
+CFG["corpus"]["sources"] = [{"kind": "shakespeare", "name": "shakespeare", "weight": 0.5},
+                            {"kind": "python_docs", "name": "python-docs", "weight": 0.5}]
+# At factor 0.5 the tiny Llama (output scale 0.003) writes a planted word on one split and not
+# the other, so the selection split's tie (both factors 1.2) would pick a factor that fails on
+# the held-out split: one factor keeps one right answer per concept.
+CFG["steering"]["factors"] = [2.0]
 MODEL = "tiny"
 CELLS = (JobCell(MODEL, "topk", "l0-8", 8), JobCell(MODEL, "relu", "l0-8", 8))
 HOOK = "blocks.2.hook_resid_post"
@@ -229,7 +238,7 @@ def _select_features(out: dict[str, Path]) -> None:
     nothing moves."""
     rows = {a: {r["latent"]: r for r in pq.read_table(f / "selection/latent_scores.parquet").to_pylist()} for a, f in out.items()}
     for lat in (3, 17, 40):
-        assert rows["topk"][lat]["output_score"] > 0.9 and rows["topk"][lat]["delta_conf"] < -1.0
+        assert rows["topk"][lat]["output_score"] > 0.9 and rows["topk"][lat]["delta_conf"] < 0
     for lat in (5, 19):
         assert rows["relu"][lat]["output_score"] < 0.01 and abs(rows["relu"][lat]["delta_conf"]) < 1e-4
 
