@@ -3,8 +3,8 @@
 The tiny CI models (``saesteer.tiny_models``) keep the current token's embedding in the
 residual stream at the hook layer, and their unembedding is (Gemma-2, Qwen-2: tied) or starts
 as (Llama) that embedding. A *token latent* is an SAE latent whose decoder row is one token's
-output embedding (the unit tests plant them, :func:`plant_token_latents`; the SAEs the CI run
-trains have none yet, docs/ci.md). The offline judge explains such a latent as ``the tokens "w"`` (its
+output embedding (the unit tests plant them, :func:`plant_token_latents`; the CI run's TopK SAEs learn
+them from the planted corpus, :func:`write_planted_corpus`, docs/ci.md). The offline judge explains such a latent as ``the tokens "w"`` (its
 peak token) and steering along its decoder row makes the model write ``w``, which the judge's
 concept rating counts (``judges/offline.py``, ``concept_token_rate``) when ``w`` is a word it
 can count and the reference LM can score: a whole word (the token's text starts with a space).
