@@ -24,7 +24,7 @@ UPSTREAM_FILES = [  # the main run's outputs the judge rules need, in the order 
     "models/tiny-llama/model.json",
     "tiny-llama/activations/layer-2/manifest.json",
     "tiny-llama/eval_data/manifest.json",
-    *(f"tiny-llama/{a}/l0-8/{f}" for a in ("topk", "jumprelu") for f in ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "training_curves.parquet")),
+    *(f"tiny-llama/{a}/l0-2/{f}" for a in ("topk", "jumprelu") for f in ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "training_curves.parquet")),
 ]
 
 
@@ -45,7 +45,7 @@ def source(tmp_path):
 
 def test_the_scenario_runs_only_the_judge_rules_on_the_reused_saes(source):
     scenario = Scenario(source, overlay=REPO / ".test" / "config" / "llm-judge.yaml", snakemake=(sys.executable, "-m", "snakemake"))
-    assert scenario.config["judge"]["kind"] == "llm" and [c.path for c in scenario.cells] == ["tiny-llama/topk/l0-8", "tiny-llama/jumprelu/l0-8"]
+    assert scenario.config["judge"]["kind"] == "llm" and [c.path for c in scenario.cells] == ["tiny-llama/topk/l0-2", "tiny-llama/jumprelu/l0-2"]
     scenario.prepare()
     linked = scenario.directory / "results" / UPSTREAM_FILES[3]
     assert os.path.samefile(linked, source / "results" / UPSTREAM_FILES[3])  # a hard link, not a copy
@@ -61,7 +61,7 @@ def test_the_scenario_runs_only_the_judge_rules_on_the_reused_saes(source):
 def test_a_missing_upstream_output_is_named(source):
     (source / "results" / UPSTREAM_FILES[-1]).unlink()
     scenario = Scenario(source, overlay=REPO / ".test" / "config" / "llm-judge.yaml")
-    with pytest.raises(ScenarioError, match="tiny-llama/jumprelu/l0-8/training_curves.parquet.*make test-workflow"):
+    with pytest.raises(ScenarioError, match="tiny-llama/jumprelu/l0-2/training_curves.parquet.*make test-workflow"):
         scenario.prepare()
 
 
@@ -122,5 +122,5 @@ def test_the_checks_fail_naming_what_went_wrong(source):
     assert any("got 3 requests, expected 0" in p for p in check_rerun(scenario, {"requests": 3}, first))
     _write_outputs(scenario, retries=0, api_calls=4, cache_hits=6, score=0.7)
     problems = check_rerun(scenario, {"requests": 0}, first)
-    assert any("tiny-llama/topk/l0-8/autointerp.json: the rerun changed ['score']" in p for p in problems)
+    assert any("tiny-llama/topk/l0-2/autointerp.json: the rerun changed ['score']" in p for p in problems)
     assert any("rule steer_eval expected to rerun with every reply from the cache" in p for p in problems)
