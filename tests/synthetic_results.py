@@ -50,7 +50,11 @@ def interp_report(model: str, arch: str, k: int, autointerp: float, judge: str =
         "absorption": {"mean_absorption_fraction_score": 6.0 / k, "mean_full_absorption_score": 0.1,
                        "mean_num_split_features": 1.0, "letters_evaluated": 0, "n_train_words": 10, "n_test_words": 5,
                        "letters": {}},
-        "autointerp": {"score": autointerp, "score_std": 0.1, "n_latents": 100, "n_scored": 100, "n_unparsed": 0, "judge": judge,
+        # The other truth rule for random excerpts reads the same judge calls as 1 - score here
+        # (planted: its tau-b with steering is minus the headline's).
+        "autointerp": {"score": autointerp, "score_std": 0.1, "random_labels": "saebench",
+                       "scores_by_random_labels": {"saebench": autointerp, "activation": 1.0 - autointerp}, "score_latents": 100,
+                       "n_latents": 100, "n_scored": 100, "n_unparsed": 0, "judge": judge,
                        "judge_model": "proxy-v1", "judge_prompts": NO_PROMPTS, "explanation_kind": "token_list",
                        "protocol": {"random_labels": "saebench", "highlight": "global", "highlight_frac": 0.01, "unparsed": "exclude",
                                     "act_threshold_frac": 0.01}, "unparsed": {"explain": 0, "detect": 0}, "summary": "autointerp.json",
