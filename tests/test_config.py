@@ -152,7 +152,7 @@ def test_both_configs_have_a_steering_block(paper):
 def test_steering_errors_are_named(paper):
     msg = _broken(paper, lambda c: c["steering"].__setitem__("n_selection", 10))
     assert "steering.n_selection" in msg
-    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_concepts", 500))
+    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_concepts", 1500))
     assert "steering.n_concepts" in msg and "n_latents" in msg
     msg = _broken(paper, lambda c: c["steering"].__setitem__("factors", []))
     assert "steering.factors" in msg

@@ -434,7 +434,9 @@ def reference_model_input(judge_cfg: JudgeConfig | Mapping[str, Any] | None, mod
     judge, its ``judge.prompts`` file if any (so editing the templates reruns the jobs)."""
     cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else JudgeConfig.from_dict(judge_cfg)
     if cfg.kind != "offline":
-        return {"judge_prompts": str(cfg.prompts)} if cfg.prompts else {}
+        from saesteer.judges.prompts import is_named_prompt_set
+
+        return {} if is_named_prompt_set(cfg.prompts) else {"judge_prompts": str(cfg.prompts)}
     path = Path(cfg.offline.reference_model)
     expected = {f"results/models/{name}/model.json" for name in model_names}
     if path.as_posix() not in expected:
@@ -571,6 +573,7 @@ def autointerp_latents(
     stats_judge = judge.stats()
     usage = {k: int(stats_judge.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
     usage["dollars"] = float(stats_judge.get("dollars", 0.0))
+    usage["truncated"] = {str(k): int(v) for k, v in (stats_judge.get("truncated") or {}).items()}
     summary = {
         "judge": judge.kind,
         "judge_model": judge.model_label,

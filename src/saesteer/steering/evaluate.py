@@ -390,6 +390,7 @@ def run_steer_eval(
     scores = sae_scores(per_concept, cfg.factors, cfg.baselines)
     usage = {k: int(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
     usage["dollars"] = float(usage_raw.get("dollars", 0.0))
+    usage["truncated"] = {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()}
     total = time.perf_counter() - started
     report = finite_json(
         {

@@ -396,7 +396,10 @@ def run_steering_vectors(
         "n_generations": len(generations),
         "generation": {"prompt_format": prompt_format, "temperature": gen_cfg.temperature, "top_k": gen_cfg.top_k, "new_tokens": new_tokens,
                        "generate_seconds": gen_seconds, "judge_seconds": judge_seconds, "device": str(gen_device)},
-        "usage": {k: (float if k == "dollars" else int)(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "prompt_tokens", "completion_tokens", "dollars")},
+        "usage": {
+            **{k: (float if k == "dollars" else int)(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "prompt_tokens", "completion_tokens", "dollars")},
+            "truncated": {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()},
+        },
         "timings": {"vectors_seconds": vectors_seconds, "total_seconds": time.perf_counter() - started},
         "config": {**vcfg.as_dict(), "methods": list(vcfg.methods), "vectors_file_resolved": user_path},
         "steering_config": json.loads(json.dumps(scfg.as_dict())),
