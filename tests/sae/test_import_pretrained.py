@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import sae_lens
 from safetensors.torch import load_file
 
 from tests.helpers import REPO
@@ -24,8 +25,6 @@ from saesteer.sae.pretrained import PretrainedConfigError, resolve_pretrained
 from saesteer.sae.saelens_io import load_saelens
 from saesteer.training import train_sae
 from saesteer.training.synthetic import planted_data, write_cache
-
-sae_lens = pytest.importorskip("sae_lens")
 
 D_IN, D_SAE = 16, 40
 HOOK = "blocks.2.hook_resid_post"

@@ -6,14 +6,13 @@ import json
 import warnings
 
 import pytest
+import sae_lens
 import torch
 
 from tests.helpers import randomize_biases
 from saesteer.sae import ARCHITECTURES, build_sae, load_saelens, save_saelens_dir
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.batchtopk import BatchTopKSAE
-
-sae_lens = pytest.importorskip("sae_lens")
 
 D_IN, D_SAE, SCALE = 24, 64, 9.0
 

