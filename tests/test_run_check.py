@@ -41,23 +41,26 @@ def _config() -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> Path:
-    """A finished workflow run of one tiny model x topk, jumprelu (a few minutes on 2 cores)."""
+def make_run(root: Path) -> Path:
+    """A finished workflow run of one tiny model x topk, jumprelu, with its HTML report, in
+    ``root`` (a few minutes on 2 cores)."""
     from saesteer.tiny_models import write_all
 
-    root = tmp_path_factory.mktemp("run")
     write_all(root / "models", None, ["llama"])
     (root / "config").mkdir()
     (root / "config/config.yaml").write_text(yaml.safe_dump(_config(), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(root), "--cores", "2", "--nolock"],
-        cwd=root, capture_output=True, text=True, timeout=1500, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(root), "--nolock"]
+    for extra in (["--cores", "2"], ["--report", "results/report.html"]):  # as make test-workflow
+        result = subprocess.run([*snakemake, *extra], cwd=root, capture_output=True, text=True, timeout=1500, env=env)
+        assert result.returncode == 0, result.stderr[-4000:]
     shutil.rmtree(root / ".snakemake", ignore_errors=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture
@@ -176,9 +179,24 @@ def untrained_summary(run: Path) -> Path:
     return path
 
 
+def stale_report(run: Path) -> Path:
+    """The HTML report's embedded SAE table without the JumpReLU SAE's row."""
+    import base64
+    import re
+
+    path = run / "results/report.html"
+    text = path.read_text()
+    found = re.search(r"(filename=sae_table\.csv;base64,)([A-Za-z0-9+/=]+)", text)
+    assert found is not None, "the report embeds no sae_table.csv"
+    lines = base64.b64decode(found.group(2)).decode().splitlines(keepends=True)
+    kept = "".join(line for line in lines if "jumprelu" not in line)
+    path.write_text(text.replace(found.group(2), base64.b64encode(kept.encode()).decode()))
+    return path
+
+
 CORRUPTIONS = [
     edited_score, edited_autointerp, edited_lift, dropped_row, duplicated_row, edited_table_value, edited_tau,
-    swapped_sae_folders, truncated_shard, untrained_sae, untrained_summary,
+    swapped_sae_folders, truncated_shard, untrained_sae, untrained_summary, stale_report,
 ]
 
 
@@ -202,3 +220,53 @@ def test_the_cli_exits_nonzero_on_a_corrupted_run(run_copy: Path):
     assert main(["check-run", "--directory", str(run_copy)]) == 0
     dropped_row(run_copy)
     assert main(["check-run", "--directory", str(run_copy)]) == 1
+
+
+# ---- the tau-b check on its own: the aggregation's ties, scipy's number --------------------
+
+
+def _rank_run(tmp_path: Path, steering: list[float]) -> tuple[Path, dict]:
+    """A summary folder with an SAE table of 4 SAEs and the aggregation's rank-agreement table."""
+    from saesteer.aggregate.config import AggregateConfig
+    from saesteer.aggregate.summary import TARGETS, rank_agreement_table
+
+    config = {"models": [{"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8}],
+              "architectures": ["topk", "relu"], "sparsities": [8, 16], "aggregate": {"min_saes": 2}}
+    cells = [("topk", 8), ("topk", 16), ("relu", 8), ("relu", 16)]
+    table = pd.DataFrame({
+        "model": "m", "arch": [a for a, _ in cells], "target_l0": [k for _, k in cells],
+        "sparsity": [f"l0-{k}" for _, k in cells], "source": "trained",
+        "autointerp": [0.1, 0.2, 0.3, 0.4], **{t: float("nan") for t in TARGETS}, "steering": steering,
+    })
+    cfg = AggregateConfig(min_saes=2, n_bootstrap=20, n_permutations=20, metrics=("autointerp",))
+    ranks = rank_agreement_table(table, cfg)
+    ranks = ranks[ranks["target"] == "steering"].reset_index(drop=True)
+    summary = tmp_path / "results/summary"
+    summary.mkdir(parents=True)
+    table.to_parquet(summary / "sae_table.parquet", index=False)
+    ranks.to_parquet(summary / "rank_agreement.parquet", index=False)
+    return summary / "rank_agreement.parquet", config
+
+
+def _tau_problems(tmp_path: Path, config: dict) -> list[str]:
+    from saesteer.checks.context import RunContext
+    from saesteer.checks.values import check_rank_agreement
+    from saesteer.config import grid_from_config
+
+    return check_rank_agreement(RunContext(tmp_path, config, grid_from_config(config)))
+
+
+def test_the_tau_check_counts_round_off_as_a_tie_and_refuses_a_wrong_tau(tmp_path: Path):
+    # 0.1 + 0.2 != 0.3 in floats: the aggregation counts the two as tied (TIE_TOLERANCE), and so
+    # must the check, whose scipy call alone would see them as ordered.
+    path, config = _rank_run(tmp_path, [0.3, 0.1 + 0.2, 0.5, 0.2])
+    ranks = pd.read_parquet(path)
+    overall = ranks[ranks["scope"] == "all"].iloc[0]
+    from scipy.stats import kendalltau
+
+    assert overall["tau_b"] != pytest.approx(kendalltau([0.1, 0.2, 0.3, 0.4], [0.3, 0.1 + 0.2, 0.5, 0.2]).statistic)
+    assert _tau_problems(tmp_path, config) == []
+    ranks.loc[ranks["scope"] == "all", "tau_b"] = overall["tau_b"] + 0.01
+    ranks.to_parquet(path, index=False)
+    problems = _tau_problems(tmp_path, config)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: autointerp vs steering (all all): tau_b")

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.stats import TIE_TOLERANCE
 from saesteer.cache.store import ActivationCache, CacheError
 from saesteer.checks.context import RunContext, number, same
-from saesteer.config import Cell
 from saesteer.io import sha256_file
 from saesteer.sae.saelens_io import SAELENS_ARCH
 
@@ -110,11 +110,12 @@ def check_train_and_cfg(run: RunContext) -> list[str]:
             cfg = run.json(path)
             meta = cfg.get("metadata") or {}
             ours = meta.get("saesteer") or {}
-            want = {"d_in": spec.d_model, "metadata.hook_name": hook, "metadata.saesteer.target_l0": cell.target_l0}
-            if cell.source == "trained":
+            want = {"d_in": spec.d_model, "metadata.hook_name": hook}
+            if cell.source == "trained":  # an imported SAE's cfg is its release's, converted
                 want.update({
                     "d_sae": d_sae, "architecture": SAELENS_ARCH[cell.arch], "metadata.model_name": cell.model,
-                    "metadata.saesteer.layer": spec.layer, "metadata.saesteer.architecture": cell.arch,
+                    "metadata.saesteer.target_l0": cell.target_l0, "metadata.saesteer.layer": spec.layer,
+                    "metadata.saesteer.architecture": cell.arch,
                 })
             for key, value in want.items():
                 got = {"d_in": cfg.get("d_in"), "d_sae": cfg.get("d_sae"), "architecture": cfg.get("architecture"),
@@ -348,7 +349,7 @@ def check_rank_agreement(run: RunContext) -> list[str]:
     if not (path.is_file() and table_path.is_file()):
         return []
     ranks, table = run.table(path), run.table(table_path)
-    min_saes = int((run.config.get("aggregate") or {}).get("min_saes", 2))
+    min_saes = AggregateConfig.from_config(run.config.get("aggregate")).min_saes
     scope_column = {"model": "model", "arch": "arch", "sparsity": "target_l0", "source": "source"}
     problems: list[str] = []
     if ranks.empty:
