@@ -105,8 +105,7 @@ def edited_autointerp(run: Path) -> Path:
 
 def edited_lift(run: Path) -> Path:
     path = run / TOPK / "selection/score.json"
-    _edit_json(path, lambda o: o["lift_difference_points"] is None or o.update(lift_difference_points=o["lift_difference_points"] + 1.0))
-    _edit_json(path, lambda o: o["output_score"].update(lift=0.5))  # none is 0 on the tiny model: the lift is null
+    _edit_json(path, lambda o: o["output_score"].update(lift=(o["output_score"]["lift"] or 0.0) + 0.5))
     return path
 
 

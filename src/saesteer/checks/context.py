@@ -87,8 +87,11 @@ def same(a: Any, b: Any, rel: float, abs_: float = 1e-12) -> bool:
 
 
 def guarded(check: Check, run: RunContext) -> list[str]:
-    """``check(run)``, with a file it needs but cannot read reported instead of raised."""
+    """``check(run)``, with a file it needs but cannot read, or any error of the check on a
+    damaged run, reported instead of raised."""
     try:
         return check(run)
     except Unreadable as exc:
         return [f"{exc} (needed by {check.__name__})"]
+    except Exception as exc:  # a damaged run must give a problem line, never a traceback
+        return [f"{run.results}: {check.__name__} failed: {type(exc).__name__}: {exc}"]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from saesteer.cache.store import CacheError
 from saesteer.checks.context import RunContext, number
 from saesteer.config import Cell
 
@@ -151,7 +152,13 @@ def check_working_saes(run: RunContext) -> list[str]:
             continue
         if tol.max_tokens <= 0:
             continue
-        measured = _evaluate(run, cell, tol.max_tokens)
+        try:
+            measured = _evaluate(run, cell, tol.max_tokens)
+        except CacheError:
+            continue  # check_caches names the bad shard
+        except Exception as exc:  # a damaged SAE folder
+            problems.append(f"{weights}: cannot be evaluated ({type(exc).__name__}: {exc})")
+            continue
         if measured is None:
             continue
         l0, ev, n, n_eval = measured

@@ -242,16 +242,26 @@ def check_selection(run: RunContext) -> list[str]:
 
 
 def check_caches(run: RunContext) -> list[str]:
-    """Every model's activation cache: each shard present with the manifest's sha256."""
+    """Every model's activation cache: each shard present, with the manifest's sha256."""
     problems: list[str] = []
     for model in run.grid.models:
         root = run.results / model.name / "activations" / f"layer-{model.layer}"
         if not (root / "manifest.json").is_file():
             continue  # the presence checks report it
         try:
-            ActivationCache(root).verify()
+            cache = ActivationCache(root)
         except (CacheError, KeyError, TypeError) as exc:
-            problems.append(f"{exc}" if str(root) in str(exc) else run.problem(root / "manifest.json", str(exc)))
+            problems.append(run.problem(root / "manifest.json", f"unreadable ({exc})"))
+            continue
+        for index, record in enumerate(cache.shards):
+            path = cache.shard_path(index)
+            if not path.is_file():
+                problems.append(run.problem(path, "missing (listed in its manifest)"))
+                continue
+            digest = sha256_file(path)
+            if digest != record.sha256:
+                problems.append(run.problem(path, f"sha256 {digest[:12]}..., its manifest says {record.sha256[:12]}... "
+                                                  f"(corrupted or replaced)"))
     return problems
 
 
