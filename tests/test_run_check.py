@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from saesteer.checks.health import Tolerances
+from saesteer.checks.health import CheckSettings
 from saesteer.run_check import check_run
 from tests.helpers import REPO
 
@@ -72,7 +72,7 @@ def run_copy(clean_run: Path, tmp_path: Path) -> Path:
 
 
 def problems_of(run: Path) -> list[str]:
-    problems, _ = check_run(run, run / "config/config.yaml", Tolerances())
+    problems, _ = check_run(run, run / "config/config.yaml", CheckSettings())
     return problems
 
 

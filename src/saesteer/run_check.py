@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from saesteer.checks.context import Check, RunContext, guarded
-from saesteer.checks.health import Tolerances, check_working_saes
+from saesteer.checks.health import CheckSettings, check_working_saes
 from saesteer.checks.values import VALUE_CHECKS
 from saesteer.schemas import SCHEMA_DIR
 from saesteer.config import check_config, grid_from_config
@@ -87,7 +87,7 @@ def _table_rows(path: Path, problems: list[str]) -> int | None:
 
 
 def check_run(
-    directory: Path, config_path: Path, tolerances: Tolerances | None = None, checks: tuple[Check, ...] = CHECKS
+    directory: Path, config_path: Path, settings: CheckSettings | None = None, checks: tuple[Check, ...] = CHECKS
 ) -> tuple[list[str], int]:
     """(problems, number of files and checks run) of the run in ``directory``."""
     directory = Path(directory)
@@ -160,7 +160,7 @@ def check_run(
         path = summary_dir / name
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"{path}: missing or empty")
-    run = RunContext(directory, config, grid, tolerances or Tolerances())
+    run = RunContext(directory, config, grid, settings or CheckSettings())
     for check in checks:
         checked += 1
         problems += guarded(check, run)

@@ -29,8 +29,10 @@ class RunContext:
     directory: Path
     config: dict[str, Any]
     grid: Grid
-    tolerances: Any = None
-    """saesteer.checks.health.Tolerances of this check (None: the defaults)."""
+    settings: Any = None
+    """saesteer.checks.health.CheckSettings of this check (None: the defaults)."""
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """What a check computes once per run (e.g. a model's held-out activations)."""
     _json: dict[Path, Any] = field(default_factory=dict, repr=False)
     _tables: dict[Path, pd.DataFrame] = field(default_factory=dict, repr=False)
 

@@ -9,7 +9,7 @@ mean. Per SAE:
   among the metrics;
 - the saved weights (``sae/sae_weights.safetensors``): all finite; encoded and decoded on up
   to ``max_tokens`` held-out rows of the model's activation cache (the rows training held out,
-  ``training.data.ShuffledBatches``, read lazily shard by shard), the same two thresholds;
+  ``training.data.ShuffledBatches``, read as shard slices once per model), the same two thresholds;
   and where those are all the held-out rows (the trainer's evaluation set), L0 and explained
   variance equal train_summary.json's to ``summary_l0_tol`` / ``summary_ev_tol`` (the weights
   are the ones trained).
@@ -43,19 +43,23 @@ SUMMARY_EV_TOL = 1e-3
 
 
 @dataclass(frozen=True)
-class Tolerances:
+class CheckSettings:
+    """check-run's tolerances and how much it reads (the CLI's options; docs/ci.md)."""
+
     l0_tolerance: float = L0_TOLERANCE
     min_explained_variance: float = MIN_EXPLAINED_VARIANCE
     max_tokens: int = MAX_TOKENS
     summary_l0_tol: float = SUMMARY_L0_TOL
     summary_ev_tol: float = SUMMARY_EV_TOL
+    verify_caches: bool = True
+    """Hash every activation shard (the paper grid's caches hold TBs: ``--no-cache-checksums``)."""
 
 
-def _tolerances(run: RunContext) -> Tolerances:
-    return run.tolerances if isinstance(run.tolerances, Tolerances) else Tolerances()
+def _settings(run: RunContext) -> CheckSettings:
+    return run.settings if isinstance(run.settings, CheckSettings) else CheckSettings()
 
 
-def _metric_problems(path: Any, cell: Cell, l0: float, ev: float, tol: Tolerances, what: str) -> list[str]:
+def _metric_problems(path: Any, cell: Cell, l0: float, ev: float, tol: CheckSettings, what: str) -> list[str]:
     out = []
     if not math.isfinite(l0):
         out.append(f"{path}: {what} L0 is {l0}")
@@ -81,46 +85,77 @@ def _non_finite(obj: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def heldout_rows(run: RunContext, model: str, max_tokens: int) -> tuple[torch.Tensor, int] | None:
+    """Up to ``max_tokens`` of the activation rows training held out for ``model`` (the end of
+    every shard, ``training.data.ShuffledBatches``), in cache order, read as slices of the
+    shards (a paper-grid shard holds GBs); and the number of held-out rows. Read once per model."""
+    from safetensors import safe_open
+
+    from saesteer.training.config import TrainConfig
+    from saesteer.training.data import CacheSource, ShuffledBatches
+
+    key = ("heldout", model, max_tokens)
+    if key in run.memo:
+        return run.memo[key]
+    spec = next(m for m in run.grid.models if m.name == model)
+    cache = run.results / model / "activations" / f"layer-{spec.layer}"
+    result = None
+    if (cache / "manifest.json").is_file():
+        cfg = TrainConfig.from_dict(dict(run.config.get("training") or {}))
+        source = CacheSource(str(cache))
+        stream = ShuffledBatches(source, cfg.batch_size, cfg.seed, cfg.shuffle_shards, cfg.eval_tokens)
+        parts, n = [], 0
+        for index, (size, n_train) in enumerate(zip(source.shard_sizes, stream.train_rows)):
+            if n >= max_tokens:
+                break
+            if n_train == size:
+                continue
+            stop = min(size, n_train + max_tokens - n)
+            path = source.cache.shard_path(index)
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    parts.append(handle.get_slice("activations")[n_train:stop].to(torch.float32))
+            except Exception as exc:  # safetensors raises several types for damaged files
+                raise CacheError(f"activation shard {path} cannot be read: {exc}") from exc
+            n += stop - n_train
+        if parts:
+            result = (torch.cat(parts), stream.n_eval)
+    run.memo[key] = result
+    return result
+
+
 @torch.no_grad()
 def _evaluate(run: RunContext, cell: Cell, max_tokens: int) -> tuple[float, float, int, int] | None:
     """(L0, explained variance, rows used, held-out rows) of the saved SAE on the held-out rows."""
     from saesteer.sae.saelens_io import load_saelens
-    from saesteer.training.config import TrainConfig
-    from saesteer.training.data import CacheSource, ShuffledBatches
 
-    spec = next(m for m in run.grid.models if m.name == cell.model)
-    cache = run.results / cell.model / "activations" / f"layer-{spec.layer}"
-    if not (cache / "manifest.json").is_file():
+    rows = heldout_rows(run, cell.model, max_tokens)
+    if rows is None:
         return None
-    cfg = TrainConfig.from_dict(dict(run.config.get("training") or {}))
-    stream = ShuffledBatches(CacheSource(str(cache)), cfg.batch_size, cfg.seed, cfg.shuffle_shards, cfg.eval_tokens)
+    x, n_eval = rows
     sae = load_saelens(run.cell_dir(cell) / "sae")
     sae.eval()
-    n, active = 0, 0.0
-    sq_err = 0.0
-    x_sum: torch.Tensor | None = None
+    n, active, sq_err = 0, 0.0, 0.0
+    x_sum = torch.zeros(x.shape[1], dtype=torch.float64)
     x_sq = 0.0
-    for batch in stream.eval_batches(min(cfg.batch_size, max_tokens)):
-        batch = batch[: max_tokens - n].double()
-        codes = sae.encode(batch.float())
+    for start in range(0, x.shape[0], 1024):
+        batch = x[start : start + 1024]
+        codes = sae.encode(batch)
         x_hat = sae.decode(codes).double()
-        n += batch.shape[0]
+        b = batch.double()
+        n += b.shape[0]
         active += float((codes != 0).sum())
-        sq_err += float((batch - x_hat).pow(2).sum())
-        x_sum = batch.sum(0) if x_sum is None else x_sum + batch.sum(0)
-        x_sq += float(batch.pow(2).sum())
-        if n >= max_tokens:
-            break
-    if n == 0 or x_sum is None:
-        return None
+        sq_err += float((b - x_hat).pow(2).sum())
+        x_sum += b.sum(0)
+        x_sq += float(b.pow(2).sum())
     total = x_sq - float(x_sum.pow(2).sum()) / n
-    return active / n, (1.0 - sq_err / total) if total > 0 else math.nan, n, stream.n_eval
+    return active / n, (1.0 - sq_err / total) if total > 0 else math.nan, n, n_eval
 
 
 def check_working_saes(run: RunContext) -> list[str]:
     """Every SAE reaches its target L0 (within the tolerance) and the explained-variance floor,
     by its files and by its weights on held-out activations, with nothing NaN."""
-    tol = _tolerances(run)
+    tol = _settings(run)
     problems: list[str] = []
     for cell in run.cells():
         base = run.cell_dir(cell)
