@@ -109,8 +109,16 @@ def control_block(none: float, delta_conf: float, random_scores: list[float], ou
             "net_lift_output_order": out["lift"] - stats["lift_mean"], "net_lift_output_order_arad": out["lift_arad"] - stats["lift_arad_mean"]}
 
 
+READING_FACTORS = {"only_max": 1.0, "add_max": 0.9, "scale": 0.0}
+"""Delta C's planted score under each reading: none + factor * (delta_conf - none)."""
+
+
 def selection_score(model: str, arch: str, k: int, none: float, output: float, delta_conf: float,
-                    random_scores: list[float] | None = None, output_order: float | None = None) -> dict:
+                    random_scores: list[float] | None = None, output_order: float | None = None,
+                    output_topk: float | None = None) -> dict:
+    """Planted selection/score.json; ``output_topk`` (the like-for-like comparator) defaults to
+    halfway between the threshold set's score and Delta C's."""
+    output_topk = output_topk if output_topk is not None else (output + delta_conf) / 2
     random_scores = random_scores if random_scores is not None else [none + 0.5 * (delta_conf - none) + d for d in (-0.01, 0.0, 0.01)]
     output_order = output_order if output_order is not None else none + 0.4 * (delta_conf - none)
 
@@ -123,13 +131,25 @@ def selection_score(model: str, arch: str, k: int, none: float, output: float, d
     candidate = {"criterion": "delta_conf", "label": "up-k2", "direction": "up", "k": 2, "latents": [4, 5], "n_concepts": 2,
                  "score": delta_conf, "score_arad": delta_conf * 0.9, "selection_score": delta_conf,
                  "selection_score_arad": delta_conf * 0.9}
+    def chosen(score: float, label: str, n: int) -> dict:
+        return {**block(score, list(range(4, 4 + n))), **lifts(score), "chosen": {"label": label, "direction": "up", "k": n, "quantile": None},
+                "n_sets": 10, "set_sizes": [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]}
+
+    readings = {mode: {**chosen(none + f * (delta_conf - none), f"delta_conf:up:k={2}", 2), "headline": mode == "only_max"}
+                for mode, f in READING_FACTORS.items()}
+    topk_candidate = {**candidate, "criterion": "output_topk", "label": "output_topk:up:k=2", "score": output_topk,
+                      "score_arad": output_topk * 0.9, "selection_score": output_topk, "selection_score_arad": output_topk * 0.9}
     return {
-        "selection_version": 1, "model": model, "arch": arch, "target_l0": k, "judge": "offline-proxy",
+        "selection_version": 2, "model": model, "arch": arch, "target_l0": k, "judge": "offline-proxy",
         "judge_model": "proxy-v1", "judge_prompts": NO_PROMPTS, "no_selection": block(none, [1, 2, 3, 4, 5, 6]),
         "output_score": {**block(output, [1, 2, 3]), **lifts(output), "threshold": 0.01, "n_candidates_passing": 3},
         "delta_conf": {**block(delta_conf, [4, 5]), **lifts(delta_conf), "chosen": candidate, "mode": "top_k",
                        "amplify": "add_max", "candidates": [candidate]},
-        "lift_difference_points": 100 * ((delta_conf - output) / none), "relative_improvement": (delta_conf - output) / output,
+        "output_topk": {**chosen(output_topk, "output_topk:up:k=2", 2), "candidates": [topk_candidate]},
+        "delta_conf_readings": readings,
+        "lift_difference_points": 100 * ((delta_conf - output_topk) / none), "relative_improvement": (delta_conf - output_topk) / output_topk,
+        "lift_difference_points_threshold": 100 * ((delta_conf - output) / none),
+        "relative_improvement_threshold": (delta_conf - output) / output,
         "control": control_block(none, delta_conf, random_scores, output_order),
         "output_low_input": {**block(output * 0.9, [2]), **lifts(output * 0.9), "high_output": 0.01, "high_input": 0.5},
         "per_latent": {"n_latents": 6, "n_steered": 6, "table": None,

@@ -152,7 +152,7 @@ def check_run(
             problems.append(f"{table_path}: cells {sorted(cells)} are not the grid's {sorted(want)}")
         if "complete" in table and not bool(table["complete"].all()):
             problems.append(f"{table_path}: incomplete rows {table.loc[~table['complete'], ['model', 'arch', 'target_l0']].values.tolist()}")
-    names = ["summary.md", "rank_agreement.csv", "psi.csv", "selection.csv"]
+    names = ["summary.md", "rank_agreement.csv", "psi.csv", "selection.csv", "paper_tables.csv"]
     if vectors:
         names.append("steering_vectors/summary.md")
     for name in names:
@@ -160,6 +160,9 @@ def check_run(
         path = summary_dir / name
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"{path}: missing or empty")
+    md = summary_dir / "summary.md"
+    if md.is_file() and "## Paper tables" not in md.read_text():
+        problems.append(f"{md}: no 'Paper tables' section")
     run = RunContext(directory, config, grid, settings or CheckSettings())
     for check in checks:
         checked += 1

@@ -10,10 +10,13 @@ from scipy.stats import kendalltau
 
 from saesteer.aggregate.stats import (
     PSI_MEAN,
+    PSI_ONE_AXIS_VARIES,
     axis_conditioned_psi,
     axis_groups,
     bca_interval,
     bootstrap_counts,
+    group_bootstrap_interval,
+    group_mean_se,
     jackknife_counts,
     permutation_p_value,
     rank_agreement,
@@ -138,14 +141,17 @@ LABELS = {
 }
 X = np.arange(1.0, 9.0)
 Y = np.array([1, 2, 4, 3, 5, 7, 8, 6], dtype=float)
+# psi_one_axis_varies (two labels held fixed, one axis varies):
 # by architecture (vary sparsity within model/arch): m1/a +1, m1/b -1, m2/a +1, m2/b -1 -> 0
 # by matched sparsity (vary arch within model/L0): m1/10 +1, m1/20 +1, m2/10 +1, m2/20 -1 -> 0.5
 # by model (vary model within arch/L0): every group +1 -> 1; Psi = 0.5
 
 
 def _psi(x, y, min_saes=2):
+    """The one-axis-varies statistic (the hand computations below are of its groups)."""
     rng = np.random.default_rng(5)
-    results = axis_conditioned_psi(x, y, LABELS, n_bootstrap=200, n_permutations=100, confidence=0.95, rng=rng, min_saes=min_saes)
+    results = axis_conditioned_psi(x, y, LABELS, n_bootstrap=200, n_permutations=100, confidence=0.95, rng=rng,
+                                   min_saes=min_saes, statistic=PSI_ONE_AXIS_VARIES)
     return {r.axis: r for r in results}
 
 
@@ -194,8 +200,86 @@ def test_psi_bootstrap_interval_brackets_the_estimate_on_a_larger_grid():
               "target_l0": np.tile([10, 20, 40], 12).tolist()}
     x = rng.normal(size=36)
     y = x + 0.5 * rng.normal(size=36)
-    results = {r.axis: r for r in axis_conditioned_psi(x, y, labels, n_bootstrap=400, n_permutations=400, confidence=0.95, rng=rng)}
+    results = {r.axis: r for r in axis_conditioned_psi(x, y, labels, n_bootstrap=400, n_permutations=400, confidence=0.95, rng=rng,
+                                                       statistic=PSI_ONE_AXIS_VARIES)}
     for axis in ("by_architecture", "by_matched_sparsity", PSI_MEAN):
         r = results[axis]
         assert r.ci_low <= r.psi <= r.ci_high and r.psi > 0.3, axis
     assert results["by_architecture"].p_value < 0.01
+
+
+# ---- the paper's psi (Table 1): tau-b within each architecture / L0 level / model, averaged
+
+
+PAPER_GRID = {
+    "model": np.repeat(["m1", "m2", "m3"], 30).tolist(),
+    "arch": np.tile(np.repeat(["batchtopk", "gated", "jumprelu", "relu", "topk"], 6), 3).tolist(),
+    "target_l0": np.tile([50, 80, 160, 320, 520, 820], 15).tolist(),
+}
+
+
+def _planted(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """90 SAEs whose agreement differs by architecture, L0 level and model (planted slopes)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=90)
+    slope = {"batchtopk": 1.0, "gated": -1.0, "jumprelu": 1.5, "relu": 0.5, "topk": 0.0}
+    s = np.array([slope[a] for a in PAPER_GRID["arch"]]) + np.array(PAPER_GRID["target_l0"]) / 400.0
+    y = s * x + 0.7 * rng.normal(size=90) + np.array([{"m1": 0.0, "m2": 1.0, "m3": -1.0}[m] for m in PAPER_GRID["model"]])
+    return x, y
+
+
+def test_the_papers_psi_is_the_mean_of_the_single_axis_tau_b_rows():
+    x, y = _planted(11)
+    results = {r.axis: r for r in axis_conditioned_psi(x, y, PAPER_GRID, n_bootstrap=100, n_permutations=50,
+                                                       confidence=0.95, rng=np.random.default_rng(0))}
+    rows = {}
+    for axis, column in (("by_architecture", "arch"), ("by_matched_sparsity", "target_l0"), ("by_model", "model")):
+        labels = np.array(PAPER_GRID[column])
+        taus = {str(v): _scipy_tau(x[labels == v], y[labels == v]) for v in dict.fromkeys(PAPER_GRID[column])}
+        rows[axis] = float(np.mean(list(taus.values())))
+        assert results[axis].group_taus == pytest.approx(taus), axis
+        assert results[axis].psi == pytest.approx(rows[axis]), axis
+        assert results[axis].n_saes == 90 and results[axis].n_groups == len(taus)
+        assert results[axis].se == pytest.approx(np.std(list(taus.values()), ddof=1) / math.sqrt(len(taus)))
+    assert results[PSI_MEAN].psi == pytest.approx(np.mean(list(rows.values())))
+    # the earlier grouping (two labels fixed) is another statistic: it gives other numbers here
+    other = {r.axis: r for r in axis_conditioned_psi(x, y, PAPER_GRID, n_bootstrap=10, n_permutations=10, confidence=0.95,
+                                                     rng=np.random.default_rng(0), statistic=PSI_ONE_AXIS_VARIES)}
+    assert all(abs(other[a].psi - rows[a]) > 0.02 for a in rows)
+
+
+def test_min_group_leaves_out_small_groups_as_the_rows_do():
+    x, y = _planted(12)
+    keep = np.array(PAPER_GRID["arch"]) != "topk"
+    keep[np.flatnonzero(np.array(PAPER_GRID["arch"]) == "topk")[:4]] = True  # topk keeps 4 SAEs
+    labels = {k: [v for v, ok in zip(vals, keep) if ok] for k, vals in PAPER_GRID.items()}
+    r = {p.axis: p for p in axis_conditioned_psi(x[keep], y[keep], labels, n_bootstrap=10, n_permutations=10,
+                                                 confidence=0.95, rng=np.random.default_rng(0), min_group=5)}
+    assert "topk" not in r["by_architecture"].group_taus and r["by_architecture"].n_groups == 4
+
+
+def test_the_papers_se_and_group_bootstrap_interval_reproduce_its_table_1_and_3():
+    # Table 1, Psi_A: SE 0.1163, 95% boot CI [0.0222, 0.3961]; Psi_C: SE 0.0698, [0.2184, 0.4575].
+    arch = [0.3203, -0.2026, 0.4248, 0.3595, 0.3856]
+    model = [0.2184, 0.4575, 0.3057]
+    assert group_mean_se(arch) == pytest.approx(0.1163, abs=1e-4)
+    assert group_mean_se(model) == pytest.approx(0.0698, abs=1e-4)
+    assert group_bootstrap_interval(model, 20000, 0.95, np.random.default_rng(0)) == pytest.approx((0.2184, 0.4575))
+    low, high = group_bootstrap_interval(arch, 20000, 0.95, np.random.default_rng(0))
+    assert low == pytest.approx(0.0222, abs=0.02) and high == pytest.approx(0.3961, abs=0.01)
+    # Table 3, Psi_C: SE 0.0314, [-0.1448, -0.0483]; Psi_B (L0 rows): SE 0.0457
+    gain_model = [-0.1402, -0.1448, -0.0483]
+    assert group_mean_se(gain_model) == pytest.approx(0.0314, abs=1e-4)
+    assert group_bootstrap_interval(gain_model, 20000, 0.95, np.random.default_rng(1)) == pytest.approx((-0.1448, -0.0483))
+    assert group_mean_se([0.0476, 0.1619, 0.0095, 0.0476, -0.1810, -0.0095]) == pytest.approx(0.0457, abs=1e-4)
+
+
+def test_the_permutation_null_interval_is_the_papers_subgroup_interval_not_one_around_the_estimate():
+    # 18 SAEs without ties: the paper prints [-0.3464, 0.3464] (BatchTopK), whatever the estimate.
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=18)
+    for y in (x + 0.2 * rng.normal(size=18), rng.normal(size=18)):
+        r = rank_agreement(x, y, n_bootstrap=200, n_permutations=4000, confidence=0.95, rng=rng)
+        assert r.null_low == pytest.approx(-0.34, abs=0.03) and r.null_high == pytest.approx(0.34, abs=0.03)
+    strong = rank_agreement(x, x + 0.2 * rng.normal(size=18), n_bootstrap=400, n_permutations=400, confidence=0.95, rng=rng)
+    assert strong.ci_low > strong.null_high  # the BCa interval sits around the estimate

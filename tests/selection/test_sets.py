@@ -16,6 +16,7 @@ from saesteer.selection.sets import (
     lift,
     no_selection,
     output_score_set,
+    output_topk_sets,
     set_scores,
 )
 
@@ -111,3 +112,21 @@ def test_set_scores_ties_and_lift():
     assert choose_set(scored)["label"] == "delta_conf:up:k=1"  # equal selection scores: the smaller set
     assert choose_set([]) is None
     assert lift(0.3, 0.1) == pytest.approx(2.0) and lift(0.3, 0.0) is None and lift(None, 0.2) is None
+
+
+def test_the_output_score_comparator_has_delta_conf_s_subset_sizes_and_takes_the_top_output_scores():
+    """The paper's sec. 4.2: both criteria use the same subset size. For each Delta C set of m
+    latents the comparator's set is the m highest output scores; equal sizes give one set."""
+    c = cands()
+    dc = delta_conf_sets(c, mode="top_k", directions=("up", "down"), k_values=(1, 2, 3), quantiles=(0.9,),
+                         all_delta_conf=[x[2] for x in TABLE], max_size=100)
+    topk = output_topk_sets(c, dc)
+    by_output = [14, 11, 15, 12, 10, 13]  # output scores 0.5, 0.3, 0.05, 0.02, 0.002, 0.0
+    assert sorted({len(s.latents) for s in topk}) == sorted({len(s.latents) for s in dc}) == [1, 2, 3]
+    for s in topk:
+        assert s.criterion == "output_topk" and list(s.latents) == by_output[: len(s.latents)]
+    assert [s.label for s in topk] == ["output_topk:up:k=1", "output_topk:up:k=2", "output_topk:up:k=3"]
+    # quantile sets: the sizes follow Delta C's too
+    dq = delta_conf_sets(c, mode="quantile", directions=("up", "down"), k_values=(1,), quantiles=(0.8, 0.5),
+                         all_delta_conf=[x[2] for x in TABLE], max_size=100)
+    assert {len(s.latents) for s in output_topk_sets(c, dq)} == {len(s.latents) for s in dq}

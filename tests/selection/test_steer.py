@@ -37,7 +37,9 @@ def setup(tmp_path, minilm):
     sae_dir = save_sae(random_sae("relu", 32, 16, target_l0=4), tmp_path / "sae", LAYER)
     write_table([explained_row(lat, rank, text, m_f) for lat, (rank, text, m_f, _, _) in LATENTS.items()], tmp_path / "autointerp.parquet")
     # Selection scores as select_features writes them (the columns steer_selected reads).
-    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc}
+    # The three intervention readings (only_max = the delta_conf column; add_max reversed; scale 0 but one).
+    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "delta_conf_only_max": dc,
+                                          "delta_conf_add_max": -dc, "delta_conf_scale": 1.0 if lat == 8 else 0.0}
                                          for lat, (_, _, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=LAYER)
@@ -118,6 +120,31 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
         assert control["net_lift"] is None and control["random"]["lift_mean"] is None
     else:
         assert control["net_lift"] == pytest.approx(report["delta_conf"]["lift"] - control["random"]["lift_mean"])
+
+
+def test_the_like_for_like_comparator_and_every_reading_reuse_the_steered_concepts(setup):
+    """output_topk: the output score's top-m for each of Delta C's set sizes m (equal K), chosen by
+    Delta C's rule; delta_conf_readings: Delta C's selection under only_max, add_max and scale.
+    With candidates: concepts nothing is generated for either."""
+    tmp_path, common = setup
+    report = _run(tmp_path, {**common, "lm": None, "tokenizer": None, "judge": None}, "readings",
+                  tmp_path / "steering" / "generations.parquet", {"delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL})
+    assert report["n_latents_steered"] == 0 and report["n_latents_reused"] == 2
+    dc_sizes = sorted(c["n_concepts"] for c in report["delta_conf"]["candidates"])
+    topk = report["output_topk"]
+    assert set(topk["set_sizes"]) == set(dc_sizes) == {1}  # the same subset sizes as Delta C's sets
+    # sets of equal size are one set (the output score has one direction): 5 (0.2) beats 3 (0.001)
+    assert [c["latents"] for c in topk["candidates"]] == [[5]] and topk["latents"] == [5]
+    concepts = json.loads((tmp_path / "steering" / "concepts.json").read_text())["concepts"]
+    held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
+    assert topk["score"] == held[5] and report["relative_improvement_threshold"] == report["relative_improvement"]
+    readings = report["delta_conf_readings"]
+    assert set(readings) == {"only_max", "add_max", "scale"} and readings["only_max"]["headline"]
+    assert readings["only_max"]["latents"] == report["delta_conf"]["latents"]
+    assert readings["only_max"]["score"] == report["delta_conf"]["score"]
+    # scale: latent 8 is not a concept, 3 and 5 have Delta C 0: no set, no score
+    assert readings["scale"]["n_sets"] == 0 and readings["scale"]["score"] is None
+    assert readings["add_max"]["n_sets"] == 2 and readings["add_max"]["latents"] in ([3], [5])
 
 
 def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_steering(setup):

@@ -5,6 +5,7 @@ from saesteer.aggregate import AggregateConfig  # noqa: E402
 from saesteer.aggregate.collect import cell_files  # noqa: E402
 from saesteer.aggregate.latents import latent_files  # noqa: E402
 from saesteer.aggregate.job import output_paths  # noqa: E402
+from saesteer.aggregate.signal import unit_files  # noqa: E402
 
 AGGREGATE = AggregateConfig.from_config(config.get("aggregate"))
 SUMMARY_DIR = "results/summary"
@@ -27,6 +28,7 @@ rule aggregate:
         latents=lambda wildcards: latent_files(
             GRID, "results", partial=AGGREGATE.partial
         ),
+        units=lambda wildcards: unit_files(GRID, "results", partial=AGGREGATE.partial),
     output:
         sae_table=report(
             _SUMMARY["sae_table.csv"],
@@ -48,6 +50,12 @@ rule aggregate:
             category="Tables",
         ),
         selection_parquet=_SUMMARY["selection.parquet"],
+        paper_tables=report(
+            _SUMMARY["paper_tables.csv"],
+            caption="../report/paper_tables.rst",
+            category="Tables",
+        ),
+        paper_tables_parquet=_SUMMARY["paper_tables.parquet"],
         per_latent=report(
             _SUMMARY["per_latent.csv"],
             caption="../report/per_latent.rst",
@@ -60,6 +68,18 @@ rule aggregate:
             category="Feature selection",
         ),
         latent_tau_parquet=_SUMMARY["latent_tau.parquet"],
+        reliability=report(
+            _SUMMARY["reliability.csv"],
+            caption="../report/reliability.rst",
+            category="How much is signal",
+        ),
+        reliability_parquet=_SUMMARY["reliability.parquet"],
+        noise_ceiling=report(
+            _SUMMARY["noise_ceiling.csv"],
+            caption="../report/noise_ceiling.rst",
+            category="How much is signal",
+        ),
+        noise_ceiling_parquet=_SUMMARY["noise_ceiling.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(

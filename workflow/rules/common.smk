@@ -80,6 +80,26 @@ def model_entry(wildcards):
     return GRID.model_entry(wildcards.model)
 
 
+# Run time and memory of one training job on a cluster: they grow with the job's SAEs (1, an
+# architecture's sparsities or a whole model, by training.group_by), which only the workflow
+# knows, and with each retry (`attempt`). Figures for a 9B model on one H100 (about a day for
+# a model's 30 SAEs, docs/scaling.md); the SLURM profile adds the partition and the GPU.
+TRAIN_MINUTES_PER_SAE = 45
+TRAIN_MEM_MB_PER_SAE = 1000
+
+
+def train_job_size(wildcards):
+    return len(train_job_members(GRID, TRAIN_GROUP_BY, wildcards))
+
+
+def train_job_runtime(wildcards, attempt):
+    return attempt * (60 + TRAIN_MINUTES_PER_SAE * train_job_size(wildcards))
+
+
+def train_job_mem_mb(wildcards, attempt):
+    return attempt * (48000 + TRAIN_MEM_MB_PER_SAE * train_job_size(wildcards))
+
+
 def cache_manifest(wildcards):
     """The activation cache an SAE of this model trains on."""
     spec = GRID.model(wildcards.model)

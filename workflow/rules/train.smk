@@ -26,6 +26,11 @@ rule train_sae:
         f"logs/benchmarks/{train_job_log(TRAIN_GROUP_BY)}.tsv"
     conda:
         "../../envs/saesteer.yaml"
+    resources:
+        # per SAE of the group, times the attempt (common.smk); the SLURM profile adds the
+        # partition and the GPU
+        runtime=train_job_runtime,
+        mem_mb=train_job_mem_mb,
     params:
         members=lambda wildcards: train_job_members(GRID, TRAIN_GROUP_BY, wildcards),
         sae=config["sae"],

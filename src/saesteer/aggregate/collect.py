@@ -10,11 +10,15 @@ a trained one's "trained"):
 - ``steering/score.json`` (src/saesteer/schemas/steering.schema.json): the steering score in both
   aggregation orders (AxBench's, the default, and Arad et al.'s);
 - ``selection/score.json`` (src/saesteer/schemas/selection.schema.json): steering scores with no
-  selection, with output-score selection and with Delta Token Confidence selection. Gains,
-  lifts ((selected - none) / none), the lifts' difference in points and the relative
-  improvement are recomputed here from the three scores (the same definitions as
-  saesteer.selection.steer), so that every row follows one rule; likewise the set-search
-  control's lifts and Delta C's net lift (``control``, docs/selection-controls.md).
+  selection, with Arad et al.'s output-score threshold set (``output``), with the output
+  score's top-K at Delta C's subset sizes (``output_topk``, the paper's like-for-like
+  "+Output") and with Delta Token Confidence selection, and Delta C's under each intervention
+  reading (``delta_conf_{only_max,add_max,scale}``). Gains (selected - none), lifts
+  ((selected - none) / none), the lifts' difference in points and the relative improvement
+  (Delta C vs ``output_topk``; ``*_threshold``: vs the threshold set) are recomputed here from
+  the scores (the same definitions as saesteer.selection.steer), so that every row follows one
+  rule; likewise the set-search control's lifts and Delta C's net lift (``control``,
+  docs/selection-controls.md).
 
 A file that is absent, unreadable, off-schema, written for another cell, or judged by a judge
 other than the configured one leaves its numbers NaN and adds a line to the cell's
@@ -49,16 +53,22 @@ SELECTION_FILE = "selection/score.json"
 CELL_FILES = (TRAIN_FILE, INTERP_FILE, STEERING_FILE, SELECTION_FILE)
 """What the aggregate rule reads of every SAE (its input function lists these per cell)."""
 
-SELECTION_BLOCKS = {"no_selection": "none", "output_score": "output", "delta_conf": "delta_conf"}
-"""selection/score.json block -> column suffix (score_none, score_output, score_delta_conf)."""
+SELECTION_BLOCKS = {"no_selection": "none", "output_score": "output", "output_topk": "output_topk", "delta_conf": "delta_conf"}
+"""selection/score.json block -> column suffix (score_none, score_output = Arad et al.'s threshold
+set, score_output_topk = the output score's top-K at Delta C's sizes, score_delta_conf)."""
+READINGS = ("only_max", "add_max", "scale")
+"""Delta C's intervention readings (selection/score.json ``delta_conf_readings``)."""
 
 NUMERIC_COLUMNS = (
     "achieved_l0", "l0_relative_error", "eval_l0",
     "autointerp", "ce_loss_score", "explained_variance", "probing", "absorption_fraction", "absorption",
     "steering", "steering_arad", "steering_n_concepts",
-    "score_none", "score_none_arad", "score_output", "score_output_arad", "score_delta_conf", "score_delta_conf_arad",
-    "n_latents_output", "n_latents_delta_conf",
-    "gain_output", "gain_delta_conf", "lift_output", "lift_delta_conf", "lift_difference_points", "relative_improvement",
+    "score_none", "score_none_arad", "score_output", "score_output_arad", "score_output_topk", "score_output_topk_arad",
+    "score_delta_conf", "score_delta_conf_arad",
+    "n_latents_output", "n_latents_output_topk", "n_latents_delta_conf",
+    "gain_output", "gain_output_topk", "gain_delta_conf", "lift_output", "lift_output_topk", "lift_delta_conf",
+    "lift_difference_points", "relative_improvement", "lift_difference_points_threshold", "relative_improvement_threshold",
+    *(f"{kind}_delta_conf_{mode}" for mode in READINGS for kind in ("score", "lift", "n_latents")),
     *("score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
       "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order"),
     *LATENT_COLUMNS,
@@ -243,8 +253,16 @@ class _Row:
                 v[f"n_latents_{suffix}"] = float(len(latents)) if isinstance(latents, list) else math.nan
                 v[f"gain_{suffix}"] = v[f"score_{suffix}"] - v["score_none"]
                 v[f"lift_{suffix}"] = _lift(v[f"score_{suffix}"], v["score_none"])
-        v["lift_difference_points"] = 100.0 * (v["lift_delta_conf"] - v["lift_output"])
-        v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output"])
+        # the paper's comparison (sec. 4.2, same subset size): Delta C vs the output score's top-K
+        v["lift_difference_points"] = 100.0 * (v["lift_delta_conf"] - v["lift_output_topk"])
+        v["relative_improvement"] = _lift(v["score_delta_conf"], v["score_output_topk"])
+        v["lift_difference_points_threshold"] = 100.0 * (v["lift_delta_conf"] - v["lift_output"])
+        v["relative_improvement_threshold"] = _lift(v["score_delta_conf"], v["score_output"])
+        for mode in READINGS:
+            reading = obj["delta_conf_readings"].get(mode) or {}
+            v[f"score_delta_conf_{mode}"] = _num(reading.get("score"))
+            v[f"lift_delta_conf_{mode}"] = _lift(v[f"score_delta_conf_{mode}"], v["score_none"])
+            v[f"n_latents_delta_conf_{mode}"] = float(len(reading["latents"])) if reading else math.nan
         self._control(obj["control"])
         per_latent_columns(v, obj["per_latent"])
         holi = obj["output_low_input"]  # optional criterion: its null score is not "missing"

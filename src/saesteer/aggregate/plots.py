@@ -182,13 +182,17 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
 
 SELECTION_BARS = (
     ("score_none", "no selection", "#9AA5B1", None),
-    ("score_output", "output score", "#4C72B0", "lift_output"),
+    ("score_output_topk", "output score, top-K at Delta C's subset sizes (the paper's +Output)", "#4C72B0", "lift_output_topk"),
     ("score_delta_conf", "Delta Token Confidence", "#C44E52", "lift_delta_conf"),
+    ("score_output", "output score, Arad et al.'s threshold set (not in the paper)", "#8FA8CF", "lift_output"),
     ("score_control_random", "control: same search, random orderings (± sd over orderings)", "#E8B4B5", "lift_control_random"),
     ("score_control_output_order", "control: same search, output-score ordering", "#9DB4D8", "lift_control_output_order"),
 )
 """Bars of the selection plot: column, legend label, colour, lift column annotated. The first
-three are the paper's comparison; the last two the set-search control (docs/selection-controls.md)."""
+three are the paper's comparison (Table 2); the fourth Arad et al.'s threshold set; the last two
+the set-search control (docs/selection-controls.md)."""
+PAPER_BARS = {"score_none": "paper_score_none", "score_output_topk": "paper_score_output", "score_delta_conf": "paper_score_delta_conf"}
+"""Bar -> the paper's value drawn on it (its "+Output" uses Delta C's subset size: output_topk)."""
 
 
 def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: dict[str, str | None], path: Path) -> None:
@@ -199,7 +203,7 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
     kinds = [k for k in SELECTION_BARS if k[0] in means.columns]
     has_control = any(k[0] == "score_control_random" and np.isfinite(means[k[0]].to_numpy(dtype=float)).any() for k in kinds)
     if not has_control:
-        kinds = kinds[:3]
+        kinds = kinds[:4]
     fig, ax = plt.subplots(figsize=(max(2.6, 0.95 * len(kinds)) * max(len(means), 1) + 3.0, 4.6))
     width = 0.78 / len(kinds)
     x = np.arange(len(means))
@@ -234,7 +238,7 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
                 ax.annotate(text, (centre, top), xytext=(0, 3), textcoords="offset points",
                             ha="center", va="bottom", fontsize=7, fontweight="bold", color=colour if i < 3 else "#555555",
                             zorder=5, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
-        paper_column = f"paper_{column}"
+        paper_column = PAPER_BARS.get(column, "")
         for xi, (_, row) in zip(x, means.iterrows()):
             if math.isfinite(row.get(paper_column, math.nan)):
                 ax.plot([xi + offset - width / 2, xi + offset + width / 2], [row[paper_column]] * 2, color="black", lw=2)
@@ -252,7 +256,8 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
     ax.set_ylabel("steering score (AxBench order, mean over SAEs)")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     handles, _ = ax.get_legend_handles_labels()
-    paper_drawn = any(math.isfinite(v) for k in paper_columns for v in means.get(f"paper_{k}", pd.Series(dtype=float)).to_numpy(dtype=float))
+    paper_drawn = any(math.isfinite(v) for k in paper_columns
+                      for v in means.get(PAPER_BARS.get(k, ""), pd.Series(dtype=float)).to_numpy(dtype=float))
     if paper_drawn:  # only where a model of the grid is one of the paper's
         handles.append(Line2D([], [], color="black", lw=2, label="paper (matched model)"))
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))

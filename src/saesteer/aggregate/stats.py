@@ -28,11 +28,27 @@ every group of the axis-conditioned psi (a sub-vector of c) reuse the same code.
   The resampling unit is the SAE: its (interpretability, steering) pair.
 - p-values: two-sided permutation tests, p = (1 + #{|T_perm| >= |T_obs|}) / (1 + B)
   (Phipson & Smyth 2010, "Permutation p-values should never be zero", SAGMB 9(1): 39).
-- psi (Wang, Hu, Wang & Zou 2025, arXiv 2510.03659): the mean of tau-b computed within
-  groups of SAEs that vary along one axis only: by architecture = within (model, arch),
-  sparsity varies; by matched sparsity = within (model, sparsity), architecture varies; by
-  model = within (arch, sparsity), the model varies. Groups with fewer than 2 SAEs or an
-  undefined tau-b (constant scores) are left out; Psi is the mean of the three.
+- Permutation-null intervals: the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of
+  the permutation null of tau-b (the y scores permuted): where tau-b falls when there is no
+  agreement. The paper's subgroup "95% CI" are these (symmetric about 0, e.g. [-0.3464,
+  0.3464] for 18 SAEs), not intervals around the estimate; both kinds are reported, named.
+- psi (Wang, Hu, Wang & Zou 2025, arXiv 2510.03659, sec. 3.3 and Table 1; the ``"psi"``
+  grouping, the default): Psi_A = the mean over architectures of tau-b within the
+  architecture (all its models and sparsities: 18 SAEs in the paper), Psi_B = the mean over L0
+  levels of tau-b within the level (15), Psi_C = the mean over models of tau-b within the
+  model (30); Psi = the mean of the three. Psi_A is therefore the mean of the per-architecture
+  tau-b rows (mean(0.3203, -0.2026, 0.4248, 0.3595, 0.3856) = 0.2575 in the paper's Table 1).
+  The paper prints beside each an SE = sd(group tau-b) / sqrt(groups) and a "95% boot CI",
+  the percentile interval of the mean over group tau-b resampled with replacement (its Psi_C
+  interval [0.2184, 0.4575] is the min and max of the three model rows: with 3 groups the
+  2.5% quantile is the smallest); both are computed here (``se``, ``group_ci_*``), beside a
+  BCa interval over resamples of SAEs (``ci_*``).
+- ``"psi_one_axis_varies"`` (a different statistic, kept as a named extra; this project's
+  earlier reading): the mean of tau-b within groups that hold two labels fixed so that one
+  axis varies: by architecture = within (model, arch), sparsity varies; by matched sparsity =
+  within (model, sparsity), architecture varies; by model = within (arch, sparsity), the
+  model varies.
+  Groups with fewer SAEs than the minimum or an undefined tau-b (constant scores) are left out.
 """
 
 from __future__ import annotations
@@ -44,12 +60,16 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-AXES: dict[str, tuple[str, ...]] = {
-    "by_architecture": ("model", "arch"),
-    "by_matched_sparsity": ("model", "target_l0"),
-    "by_model": ("arch", "target_l0"),
+PSI_PAPER = "psi"
+PSI_ONE_AXIS_VARIES = "psi_one_axis_varies"
+PSI_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    PSI_PAPER: {"by_architecture": ("arch",), "by_matched_sparsity": ("target_l0",), "by_model": ("model",)},
+    PSI_ONE_AXIS_VARIES: {"by_architecture": ("model", "arch"), "by_matched_sparsity": ("model", "target_l0"),
+                          "by_model": ("arch", "target_l0")},
 }
-"""psi axis -> the labels held fixed within a group (the remaining axis varies)."""
+"""statistic -> psi axis -> the labels shared within a group. ``psi`` (the paper's Table 1):
+one label shared, the other two vary; ``psi_one_axis_varies``: two labels shared, one varies."""
+AXES = PSI_GROUPINGS[PSI_PAPER]
 PSI_MEAN = "mean"
 
 _CHUNK_ELEMENTS = 2_000_000
@@ -232,6 +252,17 @@ def permutation_p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + hits) / (1 + null.size))
 
 
+def null_interval(null: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of a permutation null (quantiles, numpy's linear rule)."""
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    if null.size == 0:
+        return (math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(null, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
 def _permutations(n: int, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permuted(np.broadcast_to(np.arange(n), (n_permutations, n)), axis=1)
 
@@ -252,6 +283,9 @@ class Agreement:
     acceleration: float = math.nan
     n_bootstrap_valid: int = 0
     reason: str | None = None
+    null_low: float = math.nan
+    """Permutation-null interval: quantiles of tau-b with y permuted (the paper's subgroup CI)."""
+    null_high: float = math.nan
 
     @property
     def n_pairs(self) -> int:
@@ -288,7 +322,9 @@ def rank_agreement(
     boot = pairs.tau(bootstrap_counts(n, n_bootstrap, rng))
     jack = pairs.tau(jackknife_counts(n))
     interval = bca_interval(estimate, boot, jack, confidence)
-    p = permutation_p_value(estimate, pairs.permuted_tau(_permutations(n, n_permutations, rng)))
+    null = pairs.permuted_tau(_permutations(n, n_permutations, rng))
+    p = permutation_p_value(estimate, null)
+    null_low, null_high = null_interval(null, confidence)
     return Agreement(
         n=n,
         tau_b=estimate,
@@ -299,6 +335,8 @@ def rank_agreement(
         acceleration=interval.acceleration,
         n_bootstrap_valid=interval.n_valid,
         reason=interval.reason,
+        null_low=null_low,
+        null_high=null_high,
     )
 
 
@@ -312,14 +350,22 @@ class Psi:
     axis: str
     psi: float
     ci_low: float
+    """BCa interval over bootstrap resamples of SAEs (groups re-formed from the drawn SAEs)."""
     ci_high: float
     p_value: float
     n_groups: int
     n_saes: int
     group_taus: dict[str, float] = field(default_factory=dict)
-    """Every group with at least 2 SAEs -> its tau-b (NaN: left out of the mean)."""
+    """Every group with at least ``min_group`` SAEs -> its tau-b (NaN: left out of the mean)."""
     n_bootstrap_valid: int = 0
     reason: str | None = None
+    statistic: str = PSI_PAPER
+    se: float = math.nan
+    """The paper's SE: sd of the group tau-b (ddof 1) / sqrt(groups); NaN for Psi (the mean)."""
+    group_ci_low: float = math.nan
+    """The paper's "95% boot CI": percentile interval of the mean over group tau-b resampled
+    with replacement (groups are the unit); NaN for Psi (the mean)."""
+    group_ci_high: float = math.nan
 
 
 def axis_groups(labels: Mapping[str, Sequence[object]], keys: Sequence[str]) -> list[tuple[str, np.ndarray]]:
@@ -348,6 +394,24 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
         return np.where(k > 0, total / np.where(k > 0, k, 1), np.nan)
 
 
+def group_mean_se(taus: Sequence[float]) -> float:
+    """sd(taus, ddof=1) / sqrt(len(taus)): the paper's SE of a psi (NaN for fewer than 2 groups)."""
+    t = np.asarray(taus, dtype=float)
+    return float(np.std(t, ddof=1) / math.sqrt(t.size)) if t.size >= 2 else math.nan
+
+
+def group_bootstrap_interval(taus: Sequence[float], n_bootstrap: int, confidence: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile interval of the mean of ``taus`` resampled with replacement (the paper's
+    "95% boot CI" of Psi_A, Psi_B, Psi_C: the groups are the resampling unit)."""
+    t = np.asarray(taus, dtype=float)
+    if t.size == 0:
+        return (math.nan, math.nan)
+    means = t[rng.integers(0, t.size, size=(n_bootstrap, t.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
 def axis_conditioned_psi(
     x: Sequence[float],
     y: Sequence[float],
@@ -358,18 +422,27 @@ def axis_conditioned_psi(
     confidence: float,
     rng: np.random.Generator,
     min_saes: int = 2,
+    statistic: str = PSI_PAPER,
+    min_group: int = 2,
 ) -> list[Psi]:
     """psi by architecture, by matched sparsity and by model, and their mean Psi.
 
-    ``labels`` holds "model", "arch" and "target_l0" of each SAE. Intervals: BCa over the same
-    bootstrap resamples of SAEs for all four numbers (groups re-formed in each resample from
-    the drawn SAEs; jackknife = leave one SAE out). p-values: y permuted within every group
-    of the axis (the null of no within-group agreement); Psi has none, its three axes condition
-    on different groupings. A psi over fewer than ``min_saes`` SAEs (in groups with a
-    defined tau-b) is NaN with a reason.
+    ``labels`` holds "model", "arch" and "target_l0" of each SAE; ``statistic`` picks the
+    grouping (``PSI_GROUPINGS``: the paper's by default). Groups with fewer than
+    ``min_group`` SAEs are not formed (the summary passes ``aggregate.min_saes`` for the
+    paper's statistic, so that psi is exactly the mean of the per-group rows it prints).
+    Intervals: BCa over the same bootstrap resamples of SAEs for all four numbers (groups
+    re-formed in each resample from the drawn SAEs; jackknife = leave one SAE out); and, per
+    axis, the paper's SE and percentile bootstrap over the group tau-b. p-values: y permuted
+    within every group of the axis (the null of no within-group agreement); Psi has none, its
+    three axes condition on different groupings. A psi over fewer than ``min_saes`` SAEs (in
+    groups with a defined tau-b) is NaN with a reason.
     """
+    if statistic not in PSI_GROUPINGS:
+        raise ValueError(f"psi statistic {statistic!r} is not one of {list(PSI_GROUPINGS)}")
     x, y = _check_xy(x, y)
     n = x.size
+    min_group = max(2, int(min_group))
     pairs = _Pairs.of(x, y)
     boot_counts = bootstrap_counts(n, n_bootstrap, rng) if n else np.zeros((0, 0))
     jack = jackknife_counts(n)
@@ -377,8 +450,8 @@ def axis_conditioned_psi(
     boot_axes: list[np.ndarray] = []
     jack_axes: list[np.ndarray] = []
     estimates: list[float] = []
-    for axis, keys in AXES.items():
-        groups = [(name, pairs.sub(idx), idx) for name, idx in axis_groups(labels, keys) if idx.size >= 2] if n else []
+    for axis, keys in PSI_GROUPINGS[statistic].items():
+        groups = [(name, pairs.sub(idx), idx) for name, idx in axis_groups(labels, keys) if idx.size >= min_group] if n else []
         observed = _group_taus(groups, np.ones((1, n)))[0] if groups else np.zeros(0)
         valid = np.isfinite(observed)
         n_saes = int(sum(idx.size for (_, _, idx), ok in zip(groups, valid) if ok))
@@ -386,11 +459,12 @@ def axis_conditioned_psi(
         estimate = float(observed[valid].mean()) if valid.any() else math.nan
         reason = None
         if not valid.any():
-            reason = "no group of at least 2 SAEs with a defined tau-b"
+            reason = f"no group of at least {min_group} SAEs with a defined tau-b"
         elif n_saes < min_saes:
             reason = f"n={n_saes} SAEs in groups with a defined tau-b < min_saes={min_saes}"
         if reason:
-            results.append(Psi(axis, math.nan, math.nan, math.nan, math.nan, int(valid.sum()), n_saes, group_taus, reason=reason))
+            results.append(Psi(axis, math.nan, math.nan, math.nan, math.nan, int(valid.sum()), n_saes, group_taus,
+                               reason=reason, statistic=statistic))
             boot_axes.append(np.full(n_bootstrap, np.nan))
             jack_axes.append(np.full(n, np.nan))
             estimates.append(math.nan)
@@ -403,6 +477,7 @@ def axis_conditioned_psi(
         for _, gpairs, idx in used:
             null += gpairs.permuted_tau(_permutations(idx.size, n_permutations, rng))
         null /= len(used)
+        group_low, group_high = group_bootstrap_interval(observed[valid], n_bootstrap, confidence, rng)
         results.append(
             Psi(
                 axis=axis,
@@ -415,6 +490,10 @@ def axis_conditioned_psi(
                 group_taus=group_taus,
                 n_bootstrap_valid=interval.n_valid,
                 reason=interval.reason,
+                statistic=statistic,
+                se=group_mean_se(observed[valid]),
+                group_ci_low=group_low,
+                group_ci_high=group_high,
             )
         )
         boot_axes.append(boot)
@@ -422,7 +501,8 @@ def axis_conditioned_psi(
         estimates.append(estimate)
     undefined = [r.axis for r in results if not math.isfinite(r.psi)]
     if undefined:
-        results.append(Psi(PSI_MEAN, math.nan, math.nan, math.nan, math.nan, 0, n, reason=f"psi undefined for {undefined}"))
+        results.append(Psi(PSI_MEAN, math.nan, math.nan, math.nan, math.nan, 0, n, reason=f"psi undefined for {undefined}",
+                           statistic=statistic))
         return results
     estimate = float(np.mean(estimates))
     boot = np.mean(np.stack(boot_axes), axis=0)
@@ -440,6 +520,7 @@ def axis_conditioned_psi(
             n_saes=n,
             n_bootstrap_valid=interval.n_valid,
             reason=f"{interval.reason}; {note}" if interval.reason else note,
+            statistic=statistic,
         )
     )
     return results

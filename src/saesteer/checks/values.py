@@ -206,10 +206,22 @@ def _lift(selected: Any, none: Any) -> float:
     return (s - n) / n if math.isfinite(s) and math.isfinite(n) and n > 0 else math.nan
 
 
+def _selection_blocks(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every scored set of selection/score.json that carries a lift: name -> block."""
+    blocks = {name: obj[name] for name in ("output_score", "output_topk", "delta_conf", "output_low_input")
+              if isinstance(obj.get(name), dict)}
+    for mode, block in (obj.get("delta_conf_readings") or {}).items():
+        if isinstance(block, dict):
+            blocks[f"delta_conf_readings.{mode}"] = block
+    return blocks
+
+
 def check_selection(run: RunContext) -> list[str]:
     """selection/score.json: the no-selection score is the steering evaluation's, and every lift
     is its definition, (selected - none) / none (null when none is 0); the point difference and
-    the relative improvement likewise (docs/method.md, "Feature selection")."""
+    the relative improvement likewise: Delta C against ``output_topk`` (the output score's top-K
+    at Delta C's sizes, where the file has it) and, ``*_threshold``, against the threshold set
+    ``output_score`` (docs/method.md, "Feature selection")."""
     problems: list[str] = []
     for cell in run.cells():
         base = run.cell_dir(cell)
@@ -223,18 +235,25 @@ def check_selection(run: RunContext) -> list[str]:
             for key in ORDERS.values():
                 if not same(none.get(key), steering.get(key), REL_TOL):
                     problems.append(run.problem(path, f"no_selection.{key} {none.get(key)!r} is not {steering_path}'s {steering.get(key)!r}"))
-        for block in ("output_score", "delta_conf", "output_low_input"):
-            b = obj.get(block) or {}
+        blocks = _selection_blocks(obj)
+        for name, b in blocks.items():
             for lift_key, score_key in (("lift", "score"), ("lift_arad", "score_arad")):
                 want = _lift(b.get(score_key), none.get(score_key))
                 if lift_key in b and not same(b.get(lift_key), want, REL_TOL):
-                    problems.append(run.problem(path, f"{block}.{lift_key} {b.get(lift_key)!r} is not (score - none) / none = {want!r}"))
-        lo, ld = _lift((obj.get("output_score") or {}).get("score"), none.get("score")), _lift((obj.get("delta_conf") or {}).get("score"), none.get("score"))
-        if not same(obj.get("lift_difference_points"), 100.0 * (ld - lo), REL_TOL):
-            problems.append(run.problem(path, f"lift_difference_points {obj.get('lift_difference_points')!r} is not 100 * (delta_conf lift - output lift) = {100.0 * (ld - lo)!r}"))
-        ri = _lift((obj.get("delta_conf") or {}).get("score"), (obj.get("output_score") or {}).get("score"))
-        if not same(obj.get("relative_improvement"), ri, REL_TOL):
-            problems.append(run.problem(path, f"relative_improvement {obj.get('relative_improvement')!r} is not delta_conf / output - 1 = {ri!r}"))
+                    problems.append(run.problem(path, f"{name}.{lift_key} {b.get(lift_key)!r} is not (score - none) / none = {want!r}"))
+        score = {name: (b.get("score")) for name, b in blocks.items()}
+        comparators = {"": "output_topk" if "output_topk" in blocks else "output_score"}
+        if "lift_difference_points_threshold" in obj:
+            comparators["_threshold"] = "output_score"
+        for suffix, other in comparators.items():
+            ld, lo = _lift(score.get("delta_conf"), none.get("score")), _lift(score.get(other), none.get("score"))
+            key = f"lift_difference_points{suffix}"
+            if not same(obj.get(key), 100.0 * (ld - lo), REL_TOL):
+                problems.append(run.problem(path, f"{key} {obj.get(key)!r} is not 100 * (delta_conf lift - {other} lift) = {100.0 * (ld - lo)!r}"))
+            key = f"relative_improvement{suffix}"
+            ri = _lift(score.get("delta_conf"), score.get(other))
+            if not same(obj.get(key), ri, REL_TOL):
+                problems.append(run.problem(path, f"{key} {obj.get(key)!r} is not delta_conf / {other} - 1 = {ri!r}"))
     return problems
 
 
@@ -278,6 +297,7 @@ TABLE_FROM_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "steering_arad": (STEERING, ("score_arad",)),
     "score_none": (SELECTION, ("no_selection", "score")),
     "score_output": (SELECTION, ("output_score", "score")),
+    "score_output_topk": (SELECTION, ("output_topk", "score")),
     "score_delta_conf": (SELECTION, ("delta_conf", "score")),
 }
 """SAE-table column -> (per-SAE file, key path) it must equal."""
@@ -321,9 +341,9 @@ def check_sae_table(run: RunContext) -> list[str]:
             value = _dig(run.json(base / rel), dig)
             if not same(row[column], value, REL_TOL):
                 problems.append(run.problem(path, f"{cell.path}: {column} is {row[column]!r}, {base / rel} says {value!r}"))
-        for suffix in ("output", "delta_conf"):
+        for suffix in ("output", "output_topk", "delta_conf"):
             column = f"lift_{suffix}"
-            if column in row and not same(row[column], _lift(row[f"score_{suffix}"], row["score_none"]), REL_TOL):
+            if column in row and f"score_{suffix}" in row and not same(row[column], _lift(row[f"score_{suffix}"], row["score_none"]), REL_TOL):
                 problems.append(run.problem(path, f"{cell.path}: {column} {row[column]!r} is not (score_{suffix} - score_none) / score_none"))
     return problems
 

@@ -11,9 +11,9 @@ neutral prompt at its last position:
   ``a_max = max_j a_j`` and the SAE error ``x - x_hat`` always added back:
 
   - ``only_max`` (default): every other latent zeroed and a_f <- alpha * a_max, i.e. the
-    residual becomes ``b_dec + alpha * a_max * W_dec[f] + (x - x_hat)``: the paper's own
-    description of the intervention keeps the other codes at zero (docs/method.md, "Delta
-    Token Confidence", says which sentence decided it);
+    residual becomes ``b_dec + alpha * a_max * W_dec[f] + (x - x_hat)``: the paper's appendix
+    D zeroes the other codes, its section 4.1 leaves them unchanged (docs/method.md, "Delta
+    Token Confidence", quotes both); steer_selected reports the selection under all three;
   - ``add_max``: a_f <- a_f + alpha * a_max (the output score's intervention, Arad et al.);
   - ``scale``: a_f <- alpha * a_f (a latent silent on the prompt changes nothing).
 
@@ -74,8 +74,8 @@ class DeltaConfConfig:
     """C_k(p) = -(1/k) sum over the top-k next tokens of log p_j."""
     alpha: float = _DELTA_CONF["alpha"]
     amplify: str = _DELTA_CONF["amplify"]
-    """only_max (the paper's reading) | add_max | scale (see the module docstring); the
-    ``delta_conf`` column (all three are computed)."""
+    """only_max (appendix D's zeroed codes) | add_max | scale (see the module docstring); the
+    ``delta_conf`` column and the headline selection (all three are computed and reported)."""
     mode: str = _DELTA_CONF["mode"]
     """How sets are picked: top_k (the K most extreme per direction) or quantile (tails)."""
     k_values: tuple[int, ...] = tuple(_DELTA_CONF["k_values"])

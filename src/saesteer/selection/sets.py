@@ -17,6 +17,12 @@ candidates, scored by the same steering protocol (``steering/evaluate.py``):
   Which (direction, K or quantile) is reported is chosen on the factor-selection half of the
   instructions only: its selection score (the mean over the set of each concept's
   selection-half score at its chosen factor) is the highest; ties go to the smaller set.
+- **output score, top-K** (``output_topk``; the paper's "+Output" comparator, sec. 4.2: "the
+  two feature selection methods use the same subset size"): for each of Delta C's candidate
+  sets (direction, K or quantile) of m latents, the m candidates of highest output score;
+  chosen by the same rule (``choose_set``). The sizes, and so K, are Delta C's; sets of equal
+  size are the same set (the output score has one direction), kept once. Arad et al.'s
+  threshold set (above) stays its own row.
 
 Every concept keeps the identity it has in the steering evaluation (its index in the
 ranked candidate list keys its instructions and seeds), so a latent steered there and here
@@ -51,7 +57,7 @@ class Candidate:
 @dataclass(frozen=True)
 class LatentSet:
     criterion: str
-    """"none", "output_score", "delta_conf" or "output_low_input" (``input_score.py``)."""
+    """"none", "output_score", "output_topk", "delta_conf" or "output_low_input" (``input_score.py``)."""
     latents: tuple[int, ...]
     direction: str | None = None
     k: int | None = None
@@ -59,10 +65,10 @@ class LatentSet:
 
     @property
     def label(self) -> str:
-        if self.criterion != "delta_conf":
+        if self.criterion not in ("delta_conf", "output_topk"):
             return self.criterion
         size = f"k={self.k}" if self.k is not None else f"q={self.quantile}"
-        return f"delta_conf:{self.direction}:{size}"
+        return f"{self.criterion}:{self.direction}:{size}"
 
 
 def candidates(autointerp_rows: Sequence[Mapping[str, Any]], latent_scores: Sequence[Mapping[str, Any]]) -> list[Candidate]:
@@ -143,6 +149,21 @@ def delta_conf_sets(
             seen.add(key)
             unique.append(s)
     return unique
+
+
+def output_topk_sets(cands: Sequence[Candidate], delta_conf_sets_: Sequence[LatentSet]) -> list[LatentSet]:
+    """The output score's sets at Delta C's subset sizes: for each Delta C set (same order) of m
+    latents, the m candidates of highest output score (ties: autointerp rank); a set equal to
+    an earlier one is kept once. The like-for-like comparator of the paper's sec. 4.2."""
+    ranked = sorted(cands, key=lambda c: (-c.output_score, c.index))
+    out: list[LatentSet] = []
+    seen: set[tuple[int, ...]] = set()
+    for s in delta_conf_sets_:
+        latents = tuple(c.latent for c in ranked[: len(s.latents)])
+        if latents and latents not in seen:
+            seen.add(latents)
+            out.append(LatentSet("output_topk", latents, s.direction, k=s.k, quantile=s.quantile))
+    return out
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:

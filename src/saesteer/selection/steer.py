@@ -8,12 +8,21 @@ not yet steered with the steering evaluation's protocol and seeds, and writes:
 - ``generations.parquet``: every steered row of every selected latent (reused or new), in
   the steering evaluation's schema;
 - ``concepts.json``: per latent, its criteria scores and its steering record;
-- ``score.json``: the steering score with no selection, with output-score selection and
-  with Delta Token Confidence selection, their lifts, the point difference of the lifts
-  and the relative improvement of Delta C selection over output-score selection, and every
-  candidate set's selection-half and held-out scores; and the null control of the set search
+- ``score.json``: the steering score with no selection, with Arad et al.'s output-score
+  threshold set, with the output score's top-K sets at Delta C's subset sizes chosen by Delta
+  C's rule (``output_topk``: the paper's like-for-like "+Output", sec. 4.2) and with Delta
+  Token Confidence selection, their lifts, the point difference of the lifts and the relative
+  improvement of Delta C over ``output_topk`` (and, named ``*_threshold``, over the threshold
+  set), and every candidate set's selection-half and held-out scores; Delta C's selection
+  under each reading of its intervention (``delta_conf_readings``: only_max, add_max, scale,
+  all computed per latent by select_features); and the null control of the set search
   (``control.py``: the same search over random orderings and the output-score ordering, and
   Delta C's lift net of the random-order search).
+
+With ``selection.candidates: concepts`` (the paper's design) every set of every criterion,
+reading and control is a subset of the steering evaluation's concepts: all their generations
+are reused and nothing is generated. With ``explained``, latents steer_eval did not steer are
+steered once, whichever sets they are in.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import torch
 
 from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
-from saesteer.selection.config import SelectionConfig
+from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
 from saesteer.selection.input_score import high_both, output_low_input_set
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA, per_latent_rows, tau_table
@@ -44,6 +53,7 @@ from saesteer.selection.sets import (
     lift,
     no_selection,
     output_score_set,
+    output_topk_sets,
     set_scores,
 )
 from saesteer.steering.config import SteeringConfig
@@ -63,7 +73,8 @@ from saesteer.steering.score import STEERED, concept_scores
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = schema_path("selection.schema.json")
-SELECTION_VERSION = 1
+SELECTION_VERSION = 2
+"""2: output_topk, delta_conf_readings and the *_threshold comparisons added."""
 
 
 def _concept(c: Candidate, cfg: SteeringConfig) -> Concept:
@@ -152,21 +163,30 @@ def run_steer_selected(
     os_set = output_score_set(cands, n, sel.output_score.threshold)
     holi_set = output_low_input_set(cands, {int(r["latent"]): r.get("input_score") for r in scores_rows}, n,
                                     sel.high_output, sel.input_score.high_input)
-    dc_sets = delta_conf_sets(
-        cands,
-        mode=sel.delta_conf.mode,
-        directions=sel.delta_conf.directions,
-        k_values=sel.delta_conf.k_values,
-        quantiles=sel.delta_conf.quantiles,
-        all_delta_conf=[r["delta_conf"] for r in scores_rows],
-        max_size=n,
-    )
+    def reading_sets(column: str) -> list[Any]:
+        return delta_conf_sets(
+            _with_delta_conf(cands, scores_rows, column),
+            mode=sel.delta_conf.mode,
+            directions=sel.delta_conf.directions,
+            k_values=sel.delta_conf.k_values,
+            quantiles=sel.delta_conf.quantiles,
+            all_delta_conf=[r[column] for r in scores_rows],
+            max_size=n,
+        )
+
+    dc_sets = reading_sets("delta_conf")
+    # The paper's "+Output" at the same subset sizes, chosen by the same rule (sets.py).
+    topk_sets = output_topk_sets(cands, dc_sets)
+    # Delta C under each reading of its intervention (all three are in latent_scores.parquet).
+    readings = {mode: reading_sets(f"delta_conf_{mode}") for mode in AMPLIFY_MODES
+                if all(r.get(f"delta_conf_{mode}") is not None for r in scores_rows)}
     # The null control: the same search over other orderings of the same candidates (control.py).
     search = SetSearch(sel.delta_conf.mode, tuple(sel.delta_conf.directions), tuple(sel.delta_conf.k_values),
                        tuple(sel.delta_conf.quantiles), tuple(r["delta_conf"] for r in scores_rows), n)
     ctl_sets = control_sets(cands, search, orderings(cands, sel.control.n_orderings, sel.control.seed, sel.control.output_order))
     by_latent = {c.latent: c for c in cands}
-    union = sorted({lat for s in [os_set, holi_set, *dc_sets, *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
+    union = sorted({lat for s in [os_set, holi_set, *dc_sets, *topk_sets, *(x for sets in readings.values() for x in sets),
+                                  *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
                    key=lambda lat: by_latent[lat].index)
     wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
 
@@ -221,6 +241,14 @@ def run_steer_selected(
             "lift_arad": lift(scored["score_arad"], none_arad),
         }
 
+    def chosen_block(sets: list[Any]) -> dict[str, Any]:
+        scored = [set_scores(x, per_concept) for x in sets]
+        best = choose_set(scored)
+        return {**block(best), "chosen": None if best is None else {k: best[k] for k in ("label", "direction", "k", "quantile")},
+                "n_sets": len(scored), "set_sizes": sorted(len(x.latents) for x in sets)}
+
+    topk_block = {**chosen_block(topk_sets), "candidates": [set_scores(x, per_concept) for x in topk_sets]}
+    readings_block = {mode: {**chosen_block(sets), "headline": mode == sel.delta_conf.amplify} for mode, sets in readings.items()}
     os_block = {**block(os_scored), "threshold": sel.output_score.threshold,
                 "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands)}
     dc_block = {**block(chosen), "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
@@ -229,7 +257,9 @@ def run_steer_selected(
                              delta_conf_lift_arad=dc_block["lift_arad"], n_random=sel.control.n_orderings, seed=sel.control.seed)
     per_latent = _per_latent(explained, scores_rows, autointerp_rows, per_concept, previous, union, scfg, sel,
                              none_set.latents, os_set.latents, [] if chosen is None else chosen["latents"])
-    diff_points = None if os_block["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - os_block["lift"])
+    def points(other: Mapping[str, Any]) -> float | None:
+        return None if other["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - other["lift"])
+
     report = finite_json(
         {
             "selection_version": SELECTION_VERSION,
@@ -242,11 +272,15 @@ def run_steer_selected(
             "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
                              "latents": list(none_set.latents), "source": str(steering_score)},
             "output_score": os_block,
+            "output_topk": topk_block,
             "output_low_input": {**block(set_scores(holi_set, per_concept) if holi_set.latents else None),
                                  "high_output": sel.high_output, "high_input": sel.input_score.high_input},
             "delta_conf": dc_block,
-            "lift_difference_points": diff_points,
-            "relative_improvement": lift(dc_block["score"], os_block["score"]),
+            "delta_conf_readings": readings_block,
+            "lift_difference_points": points(topk_block),
+            "relative_improvement": lift(dc_block["score"], topk_block["score"]),
+            "lift_difference_points_threshold": points(os_block),
+            "relative_improvement_threshold": lift(dc_block["score"], os_block["score"]),
             "control": control,
             "per_latent": {k: v for k, v in per_latent.items() if k != "rows"} | {"table": None if out_latents is None else str(out_latents)},
             "candidates": sel.candidates,
@@ -281,6 +315,12 @@ def run_steer_selected(
              "Delta C net lift %s", model, arch, target_l0, control["random"]["lift_mean"], control["random"]["lift_sd"],
              sel.control.n_orderings, (control["output_order"] or {}).get("lift"), control["net_lift"])
     return report
+
+
+def _with_delta_conf(cands: list[Candidate], scores_rows: list[dict[str, Any]], column: str) -> list[Candidate]:
+    """The candidates with ``delta_conf`` read from ``column`` of latent_scores (one reading)."""
+    values = {int(r["latent"]): float(r[column]) for r in scores_rows}
+    return [dataclasses.replace(c, delta_conf=values[c.latent]) for c in cands]
 
 
 def _per_latent(
