@@ -66,8 +66,9 @@ def clean_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def run_copy(clean_run: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "run"
-    shutil.copytree(clean_run, dest, ignore=shutil.ignore_patterns("models"))
-    (dest / "models").symlink_to(clean_run / "models")  # read-only inputs: shared
+    top_models = str(clean_run)  # the tiny model folder (read-only input) is shared, not copied
+    shutil.copytree(clean_run, dest, ignore=lambda folder, names: ["models"] if folder == top_models else [])
+    (dest / "models").symlink_to(clean_run / "models")
     return dest
 
 
