@@ -129,7 +129,9 @@ def check_train_and_cfg(run: RunContext) -> list[str]:
 
 def check_autointerp(run: RunContext) -> list[str]:
     """interp.json's autointerp score is autointerp.json's, and autointerp.json's score is the
-    mean accuracy of the scored latents in autointerp.parquet."""
+    mean accuracy of the scored latents of the score subset in autointerp.parquet
+    (``in_score_subset``), as is each reading of ``scores_by_random_labels`` (its
+    ``accuracy_{rule}`` column)."""
     problems: list[str] = []
     for cell in run.cells():
         base = run.cell_dir(cell)
@@ -147,10 +149,18 @@ def check_autointerp(run: RunContext) -> list[str]:
             problems.append(run.problem(interp_path, f"autointerp.summary_sha256 is not the sha256 of {summary_path}"))
         if table_path.is_file():
             table = run.table(table_path)
-            if "accuracy" in table:
-                acc = table["accuracy"].dropna().astype(float).tolist()
-                if not same(summary.get("score"), _mean(acc), REL_TOL):
-                    problems.append(run.problem(summary_path, f"score {summary.get('score')!r} is not the mean accuracy "
+            if "in_score_subset" in table:
+                table = table[table["in_score_subset"].astype(bool)]
+            readings = [("score", summary.get("score"), "accuracy")] + [
+                (f"scores_by_random_labels.{rule}", value, f"accuracy_{rule}")
+                for rule, value in (summary.get("scores_by_random_labels") or {}).items()
+            ]
+            for name, value, column in readings:
+                if column not in table:
+                    continue
+                acc = table[column].dropna().astype(float).tolist()
+                if not same(value, _mean(acc), REL_TOL):
+                    problems.append(run.problem(summary_path, f"{name} {value!r} is not the mean {column} "
                                                               f"{_mean(acc)!r} of the {len(acc)} scored latents in {table_path}"))
     return problems
 
