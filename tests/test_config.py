@@ -21,8 +21,23 @@ def test_paper_grid_is_3_models_x_5_archs_x_6_sparsities(paper):
     assert grid.model_names == ["gemma-2-2b", "qwen2.5-3b", "gemma-2-9b"]
     assert grid.model("gemma-2-2b").layer == 12
     assert grid.model("gemma-2-2b").hook_name == "blocks.12.hook_resid_post"
+    # The paper's hook points (section 3.1): 12, 17, 20.
+    assert [grid.model(m).layer for m in grid.model_names] == [12, 17, 20]
+    assert grid.model("qwen2.5-3b").hook_name == "blocks.17.hook_resid_post"
     assert cells[0].path == "gemma-2-2b/relu/l0-50"
     assert grid.target_l0("l0-820") == 820
+
+
+def test_paper_config_has_the_papers_training_set_up(paper):
+    # Appendix A: Common Pile v0.1, context 2048, LM batch 4, SAE batch 2048, 5e8 tokens,
+    # lr 3e-4, warm-up 1000, sparsity warm-up 5000, decay over the last 20%, AuxK 1/32,
+    # BatchTopK threshold momentum 0.999 from step 1000.
+    assert [s["path"] for s in paper["corpus"]["sources"]] == ["common-pile/comma_v0.1_training_dataset"]
+    assert paper["corpus"]["context_length"] == 2048 and paper["cache"]["batch_size"] == 4
+    t = paper["training"]
+    assert (t["batch_size"], t["tokens"], t["lr"], t["lr_warmup_steps"], t["sparsity_warmup_steps"]) == (2048, 5e8, 3e-4, 1000, 5000)
+    assert t["lr_decay_fraction"] == 0.2 and t["aux_coef"] == 1 / 32
+    assert (t["batchtopk_threshold_beta"], t["batchtopk_threshold_start_step"]) == (0.999, 1000)
 
 
 def test_demo_overrides_merge_like_snakemake():
@@ -137,7 +152,7 @@ def test_both_configs_have_a_steering_block(paper):
 def test_steering_errors_are_named(paper):
     msg = _broken(paper, lambda c: c["steering"].__setitem__("n_selection", 10))
     assert "steering.n_selection" in msg
-    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_concepts", 500))
+    msg = _broken(paper, lambda c: c["steering"].__setitem__("n_concepts", 1500))
     assert "steering.n_concepts" in msg and "n_latents" in msg
     msg = _broken(paper, lambda c: c["steering"].__setitem__("factors", []))
     assert "steering.factors" in msg

@@ -99,7 +99,8 @@ def test_select_features_cost_uses_autointerp_latents_and_alpha():
     spec = grid_from_config(config).model("gemma-2-2b")
     c = copy.deepcopy(config)
     c["selection"]["latents"] = "autointerp"
-    assert selection_latents(c) == config["eval"]["autointerp"]["n_latents"] == 100
+    c["eval"]["autointerp"]["n_latents"] = 100
+    assert selection_latents(c) == c["eval"]["autointerp"]["n_latents"] == 100
     bigger = copy.deepcopy(c)
     bigger["sae"]["dict_size"] = 4 * config["sae"]["dict_size"]
     assert selection_latents(bigger) == 100  # independent of dict_size
@@ -121,6 +122,7 @@ def test_steer_selected_bound_grows_with_k_values():
     assert steer_selected_latents(paper) == 0
     explained = copy.deepcopy(paper)
     explained["selection"]["candidates"] = "explained"
+    explained["eval"]["autointerp"].update(n_latents=100, score_latents=100)
     # Concept100 is the whole autointerp sample there: every candidate was steered anyway.
     assert steer_selected_latents(explained) == 0
     config = copy.deepcopy(paper)

@@ -1,7 +1,8 @@
 """Command line: `saesteer cost`, `saesteer grid` (inspect a config before running it),
 `saesteer table` (what the grid's jobs have produced so far), `saesteer tiny-models` (the
 tiny random paper-family models of tests and CI), `saesteer check-run` (a finished
-workflow run's outputs against their schemas) and `saesteer config-docs` (config/README.md,
+workflow run's outputs: present, valid against their schemas, agreeing with each other, every
+SAE a working one) and `saesteer config-docs` (config/README.md,
 generated from the config schema)."""
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-run", help="check a finished run: every per-SAE file present and valid, no missing cell")
     check.add_argument("--directory", default=".", help="the run's working directory (default: %(default)s)")
     check.add_argument("--configfile", dest="run_config", help="its config (default: DIRECTORY/config/config.yaml)")
+    check.add_argument("--l0-tolerance", type=float, help="achieved L0 within this fraction of the target (default 0.3)")
+    check.add_argument("--min-explained-variance", type=float, help="explained variance floor of every SAE (default 0.2)")
+    check.add_argument("--sae-tokens", type=int, help="held-out activations each SAE is evaluated on, 0 for none (default 4096)")
+    check.add_argument("--no-cache-checksums", action="store_true", help="do not hash the activation shards (TBs on the paper grid)")
     docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
     docs.add_argument("--output", help="write it to this file instead of stdout")
     args = parser.parse_args(argv)
@@ -48,15 +53,22 @@ def main(argv: list[str] | None = None) -> int:
         write_all(Path(args.out_dir), Path(args.hf_home) if args.hf_home else None, args.families, args.seed)
         return 0
     if args.command == "check-run":
+        from dataclasses import replace
         from pathlib import Path
 
+        from saesteer.checks.health import CheckSettings
         from saesteer.run_check import check_run
 
         directory = Path(args.directory)
-        problems, checked = check_run(directory, Path(args.run_config) if args.run_config else directory / "config" / "config.yaml")
+        given = {"l0_tolerance": args.l0_tolerance, "min_explained_variance": args.min_explained_variance,
+                 "max_tokens": args.sae_tokens, "verify_caches": False if args.no_cache_checksums else None}
+        settings = replace(CheckSettings(), **{k: v for k, v in given.items() if v is not None})
+        problems, checked = check_run(
+            directory, Path(args.run_config) if args.run_config else directory / "config" / "config.yaml", settings
+        )
         for line in problems:
             print(f"FAIL {line}", file=sys.stderr)
-        print(f"check-run: {checked} files checked, {len(problems)} problems")
+        print(f"check-run: {checked} files and checks, {len(problems)} problems")
         return 1 if problems else 0
     if args.command == "config-docs":
         from saesteer.config_docs import render, write

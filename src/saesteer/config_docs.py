@@ -22,8 +22,10 @@ HEADER = """\
 src/saesteer/schemas/config.schema.yaml: edit the schema's `description` and `default` entries,
 not this file (tests/test_docs.py checks the two agree). -->
 
-`config/config.yaml` is the paper grid, `config/demo.yaml` the offline demo. A
-`--configfile` overrides the base config key by key; lists (`models`, `architectures`,
+`config/config.yaml` is the paper grid, `config/demo.yaml` the offline demo;
+`config/paper-l1-grid.yaml`, layered over the paper grid, trains relu and gated with the
+paper's fixed L1 grid instead of the L0 controller; `config/judge_prompts/` holds judge
+template sets (`judge.prompts`). A `--configfile` overrides the base config key by key; lists (`models`, `architectures`,
 `sparsities`, `corpus.sources`) are replaced whole. Everything is validated against
 `src/saesteer/schemas/config.schema.yaml` before any job runs; an error names the field, e.g.
 `config field architectures[1]: 'sparsemax' is not one of ['relu', 'topk', 'batchtopk', 'gated', 'jumprelu']`.

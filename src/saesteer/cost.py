@@ -198,8 +198,8 @@ def steer_selected_latents(config: dict[str, Any]) -> int:
     output-score set (up to steering.n_concepts, none assumed already steered) plus the
     Delta C sets, per direction the top max(k_values) (top_k) or up to n_concepts (quantile:
     each direction's sets are nested), and never more than the candidates steer_eval left
-    unsteered (eval.autointerp.n_latents - n_concepts: 0 in the paper config, where
-    Concept100 is the whole autointerp sample). 0 with a fixed steering.concepts list, where
+    unsteered (eval.autointerp.n_latents - n_concepts: 900 in the paper config, which
+    explains 1,000 latents; candidates: concepts, its default, steers none of them anyway). 0 with a fixed steering.concepts list, where
     feature selection does not apply."""
     from saesteer.selection.config import SelectionConfig
     from saesteer.steering.config import SteeringConfig

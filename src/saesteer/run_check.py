@@ -10,7 +10,10 @@
   beside them readable and non-empty;
 - the aggregate: ``summary.json`` valid JSON whose grid has every SAE complete and whose
   ``missing`` map is empty, and ``sae_table.parquet`` with one row per SAE, none marked
-  incomplete.
+  incomplete;
+- then the value checks of ``CHECKS`` (``saesteer.checks``): the numbers two files both hold
+  agree, every tau-b is scipy's, every lift its definition, every cache shard its checksum,
+  every SAE a working SAE (docs/ci.md, "check-run").
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any
 
 import yaml
 
+from saesteer.checks.context import Check, RunContext, guarded
+from saesteer.checks.health import CheckSettings, check_working_saes
+from saesteer.checks.values import VALUE_CHECKS
 from saesteer.schemas import SCHEMA_DIR
 from saesteer.config import check_config, grid_from_config
 from saesteer.io import schema_violations
@@ -49,6 +55,14 @@ VECTORS_TABLES = ("steering_vectors/concepts.parquet", "steering_vectors/generat
 CELL_FILES = ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "steering/concepts.json", "selection/concepts.json")
 
 
+CHECKS: tuple[Check, ...] = (
+    *VALUE_CHECKS,
+    check_working_saes,
+    # The planted-answer check (issue 23, item 1) registers here, e.g. planted.check_planted.
+)
+"""Value checks run after the presence and schema checks, each ``check(run) -> problems``."""
+
+
 def _json(path: Path, problems: list[str]) -> Any:
     try:
         return json.loads(path.read_text())
@@ -72,8 +86,10 @@ def _table_rows(path: Path, problems: list[str]) -> int | None:
         return None
 
 
-def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
-    """(problems, number of files checked) of the run in ``directory``."""
+def check_run(
+    directory: Path, config_path: Path, settings: CheckSettings | None = None, checks: tuple[Check, ...] = CHECKS
+) -> tuple[list[str], int]:
+    """(problems, number of files and checks run) of the run in ``directory``."""
     directory = Path(directory)
     config = yaml.safe_load(Path(config_path).read_text()) or {}
     check_config(config)
@@ -147,7 +163,12 @@ def check_run(directory: Path, config_path: Path) -> tuple[list[str], int]:
     md = summary_dir / "summary.md"
     if md.is_file() and "## Paper tables" not in md.read_text():
         problems.append(f"{md}: no 'Paper tables' section")
+    run = RunContext(directory, config, grid, settings or CheckSettings())
+    for check in checks:
+        checked += 1
+        problems += guarded(check, run)
     from saesteer.planted import check_planted  # the tiny models' planted answer ([] for other models)
 
+    checked += 1
     problems.extend(check_planted(directory, config))
     return problems, checked

@@ -176,8 +176,15 @@ def _write_units(base, score: float, accuracy: float, rng: np.random.Generator, 
     (base / "steering" / "concepts.json").write_text(json.dumps({"concepts": concepts}))
     acc = rng.normal(scale=0.05, size=n_latents)
     acc = accuracy + acc - acc.mean()
-    pq.write_table(pa.Table.from_pylist([{"rank": r, "scored": True, "accuracy": float(a)} for r, a in enumerate(acc)]
-                                        + [{"rank": n_latents, "scored": False, "accuracy": None}]), base / "autointerp.parquet")
+    # The other truth reading (activation) is planted as 1 - accuracy, as synthetic_results plants
+    # autointerp_alt = 1 - autointerp; a latent outside the score subset is never read.
+    pq.write_table(pa.Table.from_pylist(
+        [{"rank": r, "scored": True, "in_score_subset": True, "accuracy": float(a), "accuracy_saebench": float(a),
+          "accuracy_activation": 1.0 - float(a)} for r, a in enumerate(acc)]
+        + [{"rank": n_latents, "scored": False, "in_score_subset": True, "accuracy": None, "accuracy_saebench": None,
+            "accuracy_activation": None},
+           {"rank": n_latents + 1, "scored": True, "in_score_subset": False, "accuracy": 0.0, "accuracy_saebench": 0.0,
+            "accuracy_activation": 0.0}]), base / "autointerp.parquet")
 
 
 def test_the_aggregate_job_writes_reliability_and_ceiling_from_the_unit_files(tmp_path):
@@ -193,13 +200,15 @@ def test_the_aggregate_job_writes_reliability_and_ceiling_from_the_unit_files(tm
         t = truth[cell.path]
         _write_units(results / cell.path, t["steering"], t["autointerp"], rng)
     bad = next(iter(grid.cells()))  # one SAE's autointerp table disagrees with its interp.json: left out, said why
-    pq.write_table(pa.Table.from_pylist([{"rank": 0, "scored": True, "accuracy": 0.99}]), results / bad.path / "autointerp.parquet")
+    pq.write_table(pa.Table.from_pylist([{"rank": 0, "scored": True, "in_score_subset": True, "accuracy": 0.99,
+                                          "accuracy_saebench": 0.99, "accuracy_activation": 0.99}]), results / bad.path / "autointerp.parquet")
     out = tmp_path / "summary"
     run_aggregate(config, results_dir=results, out_dir=out)
 
     rel = pq.read_table(out / "reliability.parquet").to_pandas()
     overall = rel[rel.scope == "all"].set_index(["measure", "split"])
     assert overall.loc[("autointerp", "latents"), "n_saes"] == 17
+    assert overall.loc[("autointerp_alt", "latents"), "n_saes"] == 17  # the other truth reading, same latents
     assert overall.loc[("steering", "concepts"), "n_saes"] == 18 and overall.loc[("steering", "instructions"), "n_saes"] == 18
     for key in (("autointerp", "latents"), ("steering", "concepts"), ("steering", "instructions")):
         assert overall.loc[key, "reliability"] > 0.9  # noise sd 0.05 against SAE differences of 0.01-0.2

@@ -343,6 +343,66 @@ def test_a_dense_latent_whose_random_excerpts_all_fire_scores_1_with_a_detector_
     assert old[0]["accuracy"] == pytest.approx(2 / 12) and old_summary["protocol"]["random_labels"] == "activation"
 
 
+
+def test_both_random_excerpt_truth_readings_come_from_one_run(tmp_path):
+    """Appendix B.1 labels every window 1[peak > threshold]; SAEBench's code labels random
+    excerpts inactive. One run (one explanation, one detection) gives both: the dense latent
+    fires on all ten random excerpts, the detector rejects them, so the SAEBench reading is
+    1 and the B.1 reading loses exactly those ten of twelve."""
+    source, sae, tok = dense_source(), constructed_sae(), WordTokenizer()
+    endpoint = FakeEndpoint()
+    with llm_judge(endpoint, tmp_path / "a.sqlite") as judge:
+        records, summary = autointerp_latents(sae, source, DENSE_CFG, judge, tok)
+    assert endpoint.requests == 2  # one explanation and one detection: no extra judge call
+    (r,) = records
+    ex = latent_examples(0, scan(sae, source, [0], 1000).acts[0], DENSE_CFG, latent_generator(0, 0))
+    assert r["detect_peaks"] == [e.peak for e in ex.detect]  # each detection excerpt's peak is stored
+    randoms = [k for k, src in enumerate(r["detect_sources"]) if src == "random"]
+    assert len(randoms) == 10 and all(r["detect_peaks"][k] > r["act_threshold"] for k in randoms)
+    assert not set(randoms) & set(r["detect_predicted"])
+    assert r["accuracy_saebench"] == 1.0
+    assert r["accuracy_activation"] == pytest.approx(1 - len(randoms) / r["n_detect"]) == pytest.approx(2 / 12)
+    assert r["accuracy"] == r["accuracy_saebench"] and summary["random_labels"] == "saebench" and summary["score"] == 1.0
+    assert summary["scores_by_random_labels"] == {"saebench": 1.0, "activation": pytest.approx(2 / 12)}
+    # The B.1 rule as the headline: the same two readings, the headline swapped.
+    endpoint = FakeEndpoint()
+    with llm_judge(endpoint, tmp_path / "b.sqlite") as judge:
+        swapped, swapped_summary = autointerp_latents(sae, source, dataclasses.replace(DENSE_CFG, random_labels="activation"), judge, tok)
+    assert endpoint.requests == 2
+    assert swapped_summary["scores_by_random_labels"] == summary["scores_by_random_labels"]
+    assert swapped_summary["score"] == pytest.approx(2 / 12) and swapped[0]["accuracy"] == swapped[0]["accuracy_activation"]
+    assert swapped[0]["detect_positives"] == [k for k, p in enumerate(r["detect_peaks"]) if p > r["act_threshold"]]
+
+
+def test_the_score_is_the_mean_over_a_seeded_random_subset_of_the_explained_latents():
+    """The paper explains 1,000 latents and reports the mean over a random 100 (Concept100):
+    score_latents = the first that many by rank, whose order is the seeded sampling priority."""
+    source, sae, tok = constructed_source(), constructed_sae(), WordTokenizer()
+    records, summary = autointerp_latents(sae, source, dataclasses.replace(CFG, score_latents=3), offline_judge(), tok)
+    alive = [r["latent"] for r in records]
+    assert [r["latent"] for r in records if r["in_score_subset"]] == sample_latents(alive, 3, seed=0)
+    subset = [r["accuracy"] for r in records if r["in_score_subset"] and r["scored"]]
+    everyone = [r["accuracy"] for r in records if r["scored"]]
+    assert summary["score_latents"] == 3 and summary["n_scored"] == len(subset) == 3
+    assert summary["score"] == pytest.approx(sum(subset) / len(subset))
+    assert summary["score_all_latents"]["saebench"] == pytest.approx(sum(everyone) / len(everyone))
+    assert summary["score_all_latents"]["n_scored"] == len(everyone) > 3
+    assert summary["score"] != pytest.approx(summary["score_all_latents"]["saebench"])  # the subset matters here
+    again, again_summary = autointerp_latents(sae, source, dataclasses.replace(CFG, score_latents=3), offline_judge(), tok)
+    assert again_summary["score"] == summary["score"]  # reproducible
+    other_seed, _ = autointerp_latents(sae, source, dataclasses.replace(CFG, score_latents=3), offline_judge(), tok, seed=5)
+    assert {r["latent"] for r in other_seed if r["in_score_subset"]} != {r["latent"] for r in records if r["in_score_subset"]}
+    full, full_summary = autointerp_latents(sae, source, CFG, offline_judge(), tok)  # score_latents 0: every latent
+    assert full_summary["score"] == pytest.approx(summary["score_all_latents"]["saebench"]) and full_summary["score_latents"] == len(full)
+
+
+def test_score_latents_beyond_n_latents_is_refused():
+    from saesteer.evals.config import EvalConfigError
+
+    with pytest.raises(EvalConfigError, match="eval.autointerp.score_latents"):
+        EvalConfig.from_config({"autointerp": {"n_latents": 10, "score_latents": 11}})
+
+
 def test_the_explainer_marks_tokens_above_a_fraction_of_the_latents_global_max(tmp_path):
     """SAEBench marks every token above act_threshold_frac x the latent's global max. The
     dense latent's background (0.2) is above 1% of its max (4.5): marked. The earlier rule
@@ -430,6 +490,8 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     assert interp["autointerp"]["score"] == on_disk["score"]
     assert interp["autointerp"]["judge"] == "offline-proxy"
     assert interp["autointerp"]["protocol"] == on_disk["protocol"] and interp["autointerp"]["n_scored"] == on_disk["n_scored"]
+    assert interp["autointerp"]["scores_by_random_labels"] == on_disk["scores_by_random_labels"]
+    assert set(on_disk["scores_by_random_labels"]) == {"saebench", "activation"} and interp["autointerp"]["random_labels"] == "saebench"
     with pytest.raises(Exception, match="another SAE"):
         evaluate_sae(
             sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp2.json",

@@ -123,6 +123,50 @@ def test_inverse_cdf_sampling_draws_from_the_softmax():
     assert torch.equal(row_uniforms([7, 8], 5)[0], row_uniforms([7], 5)[0])  # a row's numbers are its own
 
 
+
+def _full_vocabulary_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The sampler before top_k existed (inverse CDF over the whole softmax), as the reference."""
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
+    return torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(logits.shape[-1] - 1)
+
+
+def test_top_k_sampling_never_draws_outside_the_k_most_probable_tokens():
+    """AxBench samples with transformers' top_k 50. Here the 50 most probable of 1000 tokens
+    (scattered over the vocabulary) carry only ~12% of the mass: the full-vocabulary sampler
+    draws outside them most of the time, top-k 50 never, and within them in proportion."""
+    n_draws, vocab = 20000, 1000
+    g = torch.Generator().manual_seed(0)
+    top = torch.randperm(vocab, generator=g)[:50]
+    row = torch.zeros(vocab)
+    row[top] = 0.8 + 0.01 * torch.arange(50, dtype=torch.float32)
+    logits = row.expand(n_draws, vocab)
+    u = row_uniforms([3], n_draws)[0]
+    inside = torch.zeros(vocab, dtype=torch.bool)
+    inside[top] = True
+    assert float(torch.softmax(row, -1)[~inside].sum()) > 0.85  # the rest carries most of the mass
+    drawn = sample_tokens(logits, u, 1.0, top_k=50)
+    assert bool(inside[drawn].all())
+    counts = torch.bincount(drawn, minlength=vocab).float()[top]
+    assert torch.allclose(counts / n_draws, torch.softmax(row[top], -1), atol=0.01)
+    full = sample_tokens(logits, u, 1.0, top_k=0)
+    assert float((~inside[full]).float().mean()) > 0.8
+    # top_k 0 (and top_k >= the vocabulary) is the full-vocabulary sampler: equal draws for equal uniforms.
+    assert torch.equal(full, _full_vocabulary_draw(logits, u, 1.0))
+    assert torch.equal(sample_tokens(logits, u, 0.7, top_k=0), _full_vocabulary_draw(logits, u, 0.7))
+    assert torch.equal(sample_tokens(logits, u, 1.0, top_k=vocab), full)
+    assert torch.equal(sample_tokens(logits, u, 1.0), full)  # the function's own default is unchanged
+
+
+def test_generation_applies_top_k():
+    """Through the batched generator: top-k 1 at temperature 1 is greedy decoding."""
+    _, tok, steer, directions = steering_setup()
+    rows = [GenRow(tuple(prompt_ids(tok, p, "base")), direction=k % 3, coef=2.0, seed=k) for k, p in enumerate(PROMPTS)]
+    greedy, _ = steer.generate(rows, directions, max_new_tokens=12, temperature=0.0, batch_size=8)
+    top1, _ = steer.generate(rows, directions, max_new_tokens=12, temperature=1.0, top_k=1, batch_size=8)
+    sampled, _ = steer.generate(rows, directions, max_new_tokens=12, temperature=1.0, top_k=0, batch_size=8)
+    assert [g.token_ids for g in top1] == [g.token_ids for g in greedy]
+    assert [g.token_ids for g in sampled] != [g.token_ids for g in greedy]
+
 class FlakyMemory(torch.nn.Module):
     """The tiny model, raising CUDA's out-of-memory error for batches above ``limit`` rows."""
 
@@ -423,3 +467,5 @@ def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
     assert on_disk["score"] == pytest.approx(mean)
     assert math.isfinite(on_disk["generation"]["tokens_per_s"])
     assert on_disk["generation"]["prompt_format"] == "base" and on_disk["generation"]["stop_token_ids"] == [1]
+    assert (on_disk["generation"]["temperature"], on_disk["generation"]["top_k"]) == (1.0, 50)  # AxBench's sampling, recorded
+    assert on_disk["config"]["top_k"] == 50

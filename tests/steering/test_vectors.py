@@ -277,7 +277,8 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
         assert r["seed"] == twin["seed"] and r["coef"] == pytest.approx(twin["coef"])
     zero = [r for r in rows if r["factor"] == 0.0]
     plain, _ = steer.generate([GenRow(tuple(prompt_ids(tok, r["prompt"], "base")), seed=r["seed"]) for r in zero], None,
-                              max_new_tokens=STEERING["max_new_tokens"], temperature=1.0, batch_size=64)
+                              max_new_tokens=STEERING["max_new_tokens"], temperature=1.0,
+                              top_k=SteeringConfig.from_config(STEERING).top_k, batch_size=64)
     assert [r["text"] for r in zero] == [tok.decode(g.token_ids) for g in plain]
     steered = [r for r in rows if r["factor"] == 3.0 and r["method"] == "diffmean"]
     assert any(r["text"] != latent_rows[(r["concept_id"], 0.0, r["instruction_id"])]["text"] for r in steered)

@@ -132,6 +132,44 @@ def test_config_from_dict_checks_keys():
         TrainConfig.from_dict({"lr": -1})
 
 
+
+@pytest.mark.parametrize("arch", ["relu", "gated"])
+def test_fixed_coefficient_mode_trains_with_exactly_the_given_coefficient(arch):
+    # The paper's mode (appendix A; config/paper-l1-grid.yaml): one L1 coefficient per
+    # (architecture, L0 level), ramped over the sparsity warm-up, never moved by the controller.
+    data = planted_data(3000, 16, 24, seed=0, scale=2.0)
+    source = TensorSource(data.activations, shard_tokens=500)
+    table = {arch: {4: 0.0437, 8: 0.9}}
+    fixed = Trainer(_small_cfg(calibrate_sparsity=False, sparsity_coef_table=table, log_every_steps=1), source, arch, 4, 48)
+    fixed.train()
+    coefs = [row["sparsity_coef"] for row in fixed.curves]
+    warmup = fixed.cfg.sparsity_warmup_steps
+    # a curve row is logged after its step: row "step" s used the coefficient of step s - 1
+    assert coefs == [0.0437 * min(1.0, (row["step"] - 1) / warmup) for row in fixed.curves]
+    assert coefs[-1] == 0.0437
+    # The same table with the controller on: the coefficient is only its starting point.
+    tuned = Trainer(_small_cfg(sparsity_coef_table=table, log_every_steps=1), source, arch, 4, 48)
+    tuned.train()
+    assert tuned.curves[-1]["sparsity_coef"] != 0.0437
+
+
+def test_paper_l1_grid_config_is_the_papers_fixed_grid():
+    from pathlib import Path
+
+    from saesteer.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / "config/config.yaml", [repo / "config/paper-l1-grid.yaml"])
+    cfg = TrainConfig.from_dict(config["training"])
+    assert not cfg.calibrates("relu") and not cfg.calibrates("gated")
+    levels = config["sparsities"]
+    assert sorted(cfg.initial_coef("relu", t) for t in levels) == [0.012, 0.015, 0.020, 0.030, 0.040, 0.06]
+    assert sorted(cfg.initial_coef("gated", t) for t in levels) == [0.012, 0.018, 0.024, 0.040, 0.060, 0.08]
+    # the sparsest level gets the largest penalty
+    assert [cfg.initial_coef("relu", t) for t in sorted(levels)] == sorted([cfg.initial_coef("relu", t) for t in levels], reverse=True)
+    assert TrainConfig.from_dict(load_config(repo / "config/config.yaml")["training"]).calibrates("relu")
+
+
 # ---- resume, reproducibility, divergence ----------------------------------------------------
 
 

@@ -39,6 +39,7 @@ import pandas as pd
 from saesteer.schemas import SCHEMA_DIR
 from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
+from saesteer.evals.config import other_random_labels
 from saesteer.io import schema_violations
 
 SCHEMAS = SCHEMA_DIR
@@ -61,7 +62,7 @@ READINGS = ("only_max", "add_max", "scale")
 
 NUMERIC_COLUMNS = (
     "achieved_l0", "l0_relative_error", "eval_l0",
-    "autointerp", "ce_loss_score", "explained_variance", "probing", "absorption_fraction", "absorption",
+    "autointerp", "autointerp_alt", "ce_loss_score", "explained_variance", "probing", "absorption_fraction", "absorption",
     "steering", "steering_arad", "steering_n_concepts",
     "score_none", "score_none_arad", "score_output", "score_output_arad", "score_output_topk", "score_output_topk_arad",
     "score_delta_conf", "score_delta_conf_arad",
@@ -78,6 +79,9 @@ CONTROL_SEEDS_COLUMN = "control_random_scores"
 """Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
 JUDGE_COLUMNS = ("autointerp_judge", "steering_judge", "selection_judge")
 PROMPTS_COLUMNS = ("autointerp_judge_prompts", "steering_judge_prompts", "selection_judge_prompts")
+TRUTH_COLUMNS = ("autointerp_random_labels", "autointerp_alt_random_labels")
+"""The truth rule of random detection excerpts behind autointerp (eval.autointerp.random_labels)
+and behind autointerp_alt (the other rule), per SAE."""
 """The judge's template set (name@hash) of each part: one set per table (``_judge_check``)."""
 
 
@@ -176,6 +180,7 @@ class _Row:
             "selection_judge_model": None,
             CONTROL_SEEDS_COLUMN: [],
             **{c: None for c in PROMPTS_COLUMNS},
+            **{c: None for c in TRUTH_COLUMNS},
         }
         self.missing: list[str] = []
         self.judges: dict[str, set[str]] = {}
@@ -220,6 +225,11 @@ class _Row:
         self._seen(auto)
         self.values["autointerp_judge_prompts"] = auto["judge_prompts"]["label"]
         self.values["autointerp"] = _num(auto["score"])
+        # The same judge calls read under the other truth rule for random excerpts (B.1 vs SAEBench).
+        other = other_random_labels(auto["random_labels"])
+        self.values["autointerp_alt"] = _num(auto["scores_by_random_labels"][other])
+        self.values["autointerp_random_labels"] = auto["random_labels"]
+        self.values["autointerp_alt_random_labels"] = other
         self.values["autointerp_judge"] = auto["judge"]
         self.values["autointerp_judge_model"] = auto["judge_model"]
         if math.isnan(self.values["autointerp"]):

@@ -17,9 +17,11 @@ from typing import Any
 
 from saesteer.schemas import schema_defaults
 
-INTERP_METRICS = ("autointerp", "ce_loss_score", "explained_variance", "probing", "absorption")
+INTERP_METRICS = ("autointerp", "autointerp_alt", "ce_loss_score", "explained_variance", "probing", "absorption")
 """Interpretability metrics ranked against steering, each oriented so that higher is better:
-autointerp score (the paper's interpretability score), CE-loss-recovered, explained
+autointerp score (the paper's interpretability score; random detection excerpts labelled by
+eval.autointerp.random_labels), autointerp_alt (the same judge calls, random excerpts
+labelled by the other rule: SAEBench's code vs the paper's appendix B.1), CE-loss-recovered, explained
 variance, sparse-probing accuracy of the top-k SAE latents (k = ``probing_k``), and
 absorption as 1 - mean absorption fraction (absorption is worse when higher)."""
 

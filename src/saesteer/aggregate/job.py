@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, collect
+from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
@@ -50,7 +50,7 @@ SAE_TABLE_SCHEMA = pa.schema(
     [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
      ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
-    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS)]
+    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS, *TRUTH_COLUMNS)]
     + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
 )
 RANK_SCHEMA = pa.schema([

@@ -9,8 +9,10 @@ Per SAE (rows aligned with the SAE table, whose values they must reproduce):
   held-out generations of ``steering/generations.parquet``;
 - ``steering`` / instructions: per (concept, held-out instruction), the same generations' mean
   score; stratum = concept (the k-th concept of every SAE sees the same instructions);
-- ``autointerp`` / latents: per scored latent (``autointerp.parquet``, key = its rank), its
-  detection accuracy;
+- ``autointerp`` / latents: per scored latent of the score subset (``autointerp.parquet``, key
+  = its rank, ``in_score_subset``), its detection accuracy; ``autointerp_alt`` / latents: the
+  same latents' accuracy under the other truth rule for random excerpts
+  (``accuracy_{autointerp_alt_random_labels}``);
 - ``probing`` / subtasks: per binary subtask, the top-k SAE-latent probe's accuracy; stratum =
   task (the score is the mean over tasks of the mean over subtasks);
 - ``absorption`` / letters: per evaluated letter, 1 - its mean absorption fraction.
@@ -47,13 +49,14 @@ UNIT_FILES = (AUTOINTERP_TABLE, GENERATIONS, CONCEPTS)
 
 SPLITS = {
     "autointerp/latents": ("autointerp", "latents"),
+    "autointerp_alt/latents": ("autointerp_alt", "latents"),
     "probing/subtasks": ("probing", "subtasks"),
     "absorption/letters": ("absorption", "letters"),
     "steering/concepts": ("steering", "concepts"),
     "steering/instructions": ("steering", "instructions"),
 }
 """Measure key -> (SAE-table column, what the split divides)."""
-PRIMARY = {"autointerp": "autointerp/latents", "probing": "probing/subtasks", "absorption": "absorption/letters",
+PRIMARY = {"autointerp": "autointerp/latents", "autointerp_alt": "autointerp_alt/latents", "probing": "probing/subtasks", "absorption": "absorption/letters",
            "steering": "steering/concepts", "ce_loss_score": "ce_loss_score/none", "explained_variance": "explained_variance/none"}
 """SAE-table column -> the measure whose reliability enters its ceilings. Steering: the concept
 split, which also resamples instructions (they are drawn per concept): the full reliability."""
@@ -91,16 +94,17 @@ def _steering(base: Path) -> tuple[dict, dict]:
             {(int(c), int(i)): float(v) for (c, i), v in by_instruction.items()})
 
 
-def _autointerp(base: Path) -> dict:
+def _autointerp(base: Path, column: str = "accuracy") -> dict:
+    """Per scored latent of the score subset (the latents the SAE's score averages), ``column``."""
     path = base / AUTOINTERP_TABLE
     if not path.is_file():
         raise _NoUnits(f"{AUTOINTERP_TABLE} absent")
     try:
-        t = pq.read_table(path, columns=["rank", "scored", "accuracy"]).to_pandas()
+        t = pq.read_table(path, columns=["rank", "scored", "in_score_subset", column]).to_pandas()
     except (OSError, ValueError, KeyError) as exc:
         raise _NoUnits(f"unreadable ({type(exc).__name__}: {exc})") from None
-    t = t[t["scored"].astype(bool)]
-    return {(0, int(r)): float(a) for r, a in zip(t["rank"], t["accuracy"])}
+    t = t[t["scored"].astype(bool) & t["in_score_subset"].astype(bool)]
+    return {(0, int(r)): float(a) for r, a in zip(t["rank"], t[column])}
 
 
 def _interp(base: Path, probing_k: int) -> tuple[dict, dict]:
@@ -155,6 +159,13 @@ def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, p
             found["autointerp/latents"] = _check(_autointerp(base), r["autointerp"], "autointerp", False)
         except _NoUnits as exc:
             problems.append(f"{label}: autointerp: {exc}")
+        try:
+            other = r.get("autointerp_alt_random_labels")
+            if not isinstance(other, str):
+                raise _NoUnits("no autointerp_alt value in the SAE table")
+            found["autointerp_alt/latents"] = _check(_autointerp(base, f"accuracy_{other}"), r["autointerp_alt"], "autointerp_alt", False)
+        except _NoUnits as exc:
+            problems.append(f"{label}: autointerp_alt: {exc}")
         try:
             probing, absorption = _interp(base, probing_k)
         except _NoUnits as exc:

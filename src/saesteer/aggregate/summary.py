@@ -27,6 +27,7 @@ from saesteer.tables import to_markdown
 
 METRIC_LABELS = {
     "autointerp": "autointerp score",
+    "autointerp_alt": "autointerp score, other random-excerpt truth",
     "ce_loss_score": "CE-loss recovered",
     "explained_variance": "explained variance",
     "probing": "sparse probing (top-k SAE latents)",

@@ -37,8 +37,18 @@ SAEBench's (src/saesteer/evals/config.py cites them):
    excerpt activates if the latent exceeds ``act_threshold_frac`` of its global max on one
    of its tokens; a random excerpt never does with ``random_labels: saebench`` (SAEBench
    builds random excerpts with zero activations), and by the same rule as the others with
-   ``random_labels: activation``. Accuracy = share of excerpts classified correctly; the
-   SAE's autointerp score = mean accuracy over the scored latents.
+   ``random_labels: activation`` (the paper's appendix B.1 definition, 1[max activation >
+   threshold] for every window). Accuracy = share of excerpts classified correctly.
+   The judge's calls do not depend on the rule, so both readings come from one run: each
+   detection excerpt's peak activation is stored (``detect_peaks``) and every latent gets
+   ``accuracy_saebench`` and ``accuracy_activation``; ``accuracy`` is the configured one.
+6. **Score.** The SAE's autointerp score = mean accuracy over the scored latents among the
+   first ``score_latents`` by rank (0: all ``n_latents``). Ranks follow the seeded priority
+   of step 2, so that subset is a seeded random sample of the latents explained, and the
+   same latents as steering's concepts when ``steering.n_concepts`` equals it (the paper
+   explains 1,000 latents and reports the mean over its random Concept100 subset).
+   ``score`` uses the configured rule; ``scores_by_random_labels`` has both, and
+   ``score_all_latents`` both over every scored latent.
 
 Unparseable replies are counted. An unparsed explanation gets no detection call. With
 ``unparsed: exclude`` (SAEBench, which drops such latents) a latent whose explanation or
@@ -73,7 +83,7 @@ import torch
 from torch import Tensor
 
 from saesteer.schemas import schema_path
-from saesteer.evals.config import AutointerpConfig, EvalConfig
+from saesteer.evals.config import RANDOM_LABELS, AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
@@ -94,9 +104,12 @@ from saesteer.sae.base import BaseSAE
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = schema_path("autointerp.schema.json")
-AUTOINTERP_VERSION = 2
+AUTOINTERP_VERSION = 3
 """2: SAEBench's random-excerpt labels, global-max highlighting and unparsed exclusion by
-default; the protocol options and the judge's templates and settings are recorded."""
+default; the protocol options and the judge's templates and settings are recorded.
+3: both random-excerpt truth rules per latent and SAE (detect_peaks, accuracy_saebench,
+accuracy_activation, scores_by_random_labels) and the score subset (score_latents)."""
+
 TOKEN_LIST = "token_list"
 EXCERPT_HIGHLIGHT_FRAC = 0.3
 """``highlight: excerpt`` without ``highlight_frac``: this project's earlier rule."""
@@ -305,6 +318,22 @@ def is_positive(excerpt: Excerpt, act_threshold: float, random_labels: str) -> b
     return excerpt.peak > act_threshold
 
 
+def positives_by_rule(ex: LatentExamples) -> dict[str, list[int]]:
+    """Indices of the activating detection excerpts under each truth rule."""
+    return {
+        rule: [k for k, e in enumerate(ex.detect) if is_positive(e, ex.act_threshold, rule)] for rule in RANDOM_LABELS
+    }
+
+
+def score_subset_size(cfg: AutointerpConfig, n_records: int) -> int:
+    """How many latents, first by rank, the score averages (``score_latents``; 0 = all)."""
+    return n_records if cfg.score_latents == 0 else min(cfg.score_latents, n_records)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    return (statistics.fmean(values) if values else None, statistics.stdev(values) if len(values) > 1 else None)
+
+
 def highlight_frac(cfg: AutointerpConfig) -> float:
     """The marking fraction in use: ``highlight_frac``, or its default for the mode."""
     if cfg.highlight_frac is not None:
@@ -405,7 +434,9 @@ def reference_model_input(judge_cfg: JudgeConfig | Mapping[str, Any] | None, mod
     judge, its ``judge.prompts`` file if any (so editing the templates reruns the jobs)."""
     cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else JudgeConfig.from_dict(judge_cfg)
     if cfg.kind != "offline":
-        return {"judge_prompts": str(cfg.prompts)} if cfg.prompts else {}
+        from saesteer.judges.prompts import is_named_prompt_set
+
+        return {} if is_named_prompt_set(cfg.prompts) else {"judge_prompts": str(cfg.prompts)}
     path = Path(cfg.offline.reference_model)
     expected = {f"results/models/{name}/model.json" for name in model_names}
     if path.as_posix() not in expected:
@@ -484,6 +515,7 @@ def autointerp_latents(
     timings["judge_seconds"] = time.perf_counter() - mark
 
     kind = explanation_kind(judge)
+    n_subset = score_subset_size(cfg, len(examples))
     records = []
     for rank, (ex, expl) in enumerate(zip(examples, explanations)):
         det = detections.get(rank)
@@ -493,6 +525,10 @@ def autointerp_latents(
         scored = bool(n_detect) and (parsed or cfg.unparsed == "predict_none")
         latent = ex.latent
         max_act = float(stats.max_acts[latent])
+        by_rule = positives_by_rule(ex)
+        accuracy = {
+            rule: detection_accuracy(predicted, by_rule[rule], n_detect) if scored else float("nan") for rule in RANDOM_LABELS
+        }
         records.append(
             {
                 "latent": latent,
@@ -511,8 +547,12 @@ def autointerp_latents(
                 "detect_sources": [e.source for e in ex.detect],
                 "detect_positives": list(ex.positives),
                 "detect_predicted": predicted,
+                "detect_peaks": [e.peak for e in ex.detect],
                 "scored": scored,
-                "accuracy": detection_accuracy(predicted, ex.positives, n_detect) if scored else float("nan"),
+                "in_score_subset": rank < n_subset,
+                "accuracy": accuracy[cfg.random_labels],
+                "accuracy_saebench": accuracy["saebench"],
+                "accuracy_activation": accuracy["activation"],
                 "max_activation": max_act,
                 "decoder_norm": float(norms[latent]),
                 "m_f": max_act * float(norms[latent]),
@@ -527,10 +567,13 @@ def autointerp_latents(
                 "top_activations": [float(stats.acts[latent][r, c]) for r, c in ex.top_max],
             }
         )
-    accuracies = [r["accuracy"] for r in records if r["scored"]]
+    subset = [r for r in records if r["scored"] and r["in_score_subset"]]
+    everyone = [r for r in records if r["scored"]]
+    score, score_std = mean_std([r["accuracy"] for r in subset])
     stats_judge = judge.stats()
     usage = {k: int(stats_judge.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
     usage["dollars"] = float(stats_judge.get("dollars", 0.0))
+    usage["truncated"] = {str(k): int(v) for k, v in (stats_judge.get("truncated") or {}).items()}
     summary = {
         "judge": judge.kind,
         "judge_model": judge.model_label,
@@ -538,10 +581,17 @@ def autointerp_latents(
         "judge_settings": judge_settings(judge),
         "explanation_kind": kind,
         "protocol": protocol(cfg),
-        "score": statistics.fmean(accuracies) if accuracies else None,
-        "score_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "score": score,
+        "score_std": score_std,
+        "random_labels": cfg.random_labels,
+        "scores_by_random_labels": {rule: mean_std([r[f"accuracy_{rule}"] for r in subset])[0] for rule in RANDOM_LABELS},
+        "score_latents": n_subset,
+        "score_all_latents": {
+            **{rule: mean_std([r[f"accuracy_{rule}"] for r in everyone])[0] for rule in RANDOM_LABELS},
+            "n_scored": len(everyone),
+        },
         "n_latents": len(records),
-        "n_scored": len(accuracies),
+        "n_scored": len(subset),
         "n_unparsed": sum(not (r["explain_parsed"] and r["detect_parsed"]) for r in records),
         "n_latents_requested": cfg.n_latents,
         "n_alive": int(len(alive)),
@@ -577,8 +627,12 @@ PARQUET_SCHEMA = pa.schema(
         ("detect_sources", pa.list_(pa.string())),
         ("detect_positives", pa.list_(pa.int64())),
         ("detect_predicted", pa.list_(pa.int64())),
+        ("detect_peaks", pa.list_(pa.float64())),
         ("scored", pa.bool_()),
+        ("in_score_subset", pa.bool_()),
         ("accuracy", pa.float64()),
+        ("accuracy_saebench", pa.float64()),
+        ("accuracy_activation", pa.float64()),
         ("max_activation", pa.float64()),
         ("decoder_norm", pa.float64()),
         ("m_f", pa.float64()),

@@ -18,9 +18,11 @@ RUNTIME_KEYS = ("device", "batch_size", "sae_batch_tokens")
 ZERO_ABLATION_MODES = ("all", "keep_bos")
 # The only autointerp keys the per-model eval data depend on; the others are per SAE.
 AUTOINTERP_DATA_KEYS = ("n_contexts",)
+RANDOM_LABELS = ("saebench", "activation")
+"""The two truth rules for random autointerp detection excerpts (evals/autointerp.py, step 5)."""
 # Named protocol options of autointerp: the first of each is SAEBench's (the default).
 AUTOINTERP_CHOICES = {
-    "random_labels": ("saebench", "activation"),
+    "random_labels": RANDOM_LABELS,
     "highlight": ("global", "excerpt"),
     "unparsed": ("exclude", "predict_none"),
 }
@@ -28,6 +30,13 @@ AUTOINTERP_CHOICES = {
 
 class EvalConfigError(ValueError):
     """The ``eval`` block is inconsistent (beyond what the schema checks)."""
+
+
+def other_random_labels(random_labels: str) -> str:
+    """The truth rule that is not ``random_labels`` (reported beside the configured one)."""
+    if random_labels not in RANDOM_LABELS:
+        raise EvalConfigError(f"eval.autointerp.random_labels must be one of {list(RANDOM_LABELS)}, got {random_labels!r}")
+    return RANDOM_LABELS[1 - RANDOM_LABELS.index(random_labels)]
 
 
 _CORE = schema_defaults("eval", "core")
@@ -155,7 +164,11 @@ class AutointerpConfig:
     2M tokens = 15625 x 128). The first ``core.n_contexts`` are the core eval contexts;
     only the rest are added to the eval data."""
     n_latents: int = _AUTOINTERP["n_latents"]
-    """Latents sampled per SAE among the alive ones (SAEBench 1000; the paper 100)."""
+    """Latents sampled and explained per SAE among the alive ones (SAEBench and the paper: 1000)."""
+    score_latents: int = _AUTOINTERP["score_latents"]
+    """The score is the mean accuracy over the first this many sampled latents by rank, a
+    seeded random subset (0: all of them). The paper: 100, its Concept100 (the same latents
+    as steering's concepts when steering.n_concepts equals it)."""
     dead_latent_threshold: int = _AUTOINTERP["dead_latent_threshold"]
     """A latent is alive if it fires on more than this many scanned tokens (SAEBench)."""
     buffer: int = _AUTOINTERP["buffer"]
@@ -245,6 +258,11 @@ class EvalConfig:
         for key, allowed in AUTOINTERP_CHOICES.items():
             if getattr(auto, key) not in allowed:
                 raise EvalConfigError(f"eval.autointerp.{key}: {getattr(auto, key)!r} is not one of {list(allowed)}")
+        if auto.score_latents > auto.n_latents:
+            raise EvalConfigError(
+                f"eval.autointerp.score_latents ({auto.score_latents}) exceeds eval.autointerp.n_latents "
+                f"({auto.n_latents}): the score averages a subset of the latents explained"
+            )
         if auto.highlight_frac is not None and not 0 <= auto.highlight_frac <= 1:
             raise EvalConfigError(f"eval.autointerp.highlight_frac: {auto.highlight_frac} is outside [0, 1]")
         if cfg.autointerp.n_top_explain + cfg.autointerp.n_importance_explain < 1:

@@ -264,6 +264,9 @@ def autointerp_entry(path: Path, sae_dir: Path, model: str, arch: str, target_l0
     return {
         "score": summary["score"],
         "score_std": summary["score_std"],
+        "random_labels": summary["random_labels"],
+        "scores_by_random_labels": summary["scores_by_random_labels"],
+        "score_latents": summary["score_latents"],
         "n_latents": summary["n_latents"],
         "n_scored": summary["n_scored"],
         "n_unparsed": summary["n_unparsed"],

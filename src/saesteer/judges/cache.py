@@ -31,9 +31,12 @@ CREATE TABLE IF NOT EXISTS replies (
     content TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT
 )
 """
+# Caches written before finish_reason was stored gain the column (NULL: not recorded).
+_ADD_FINISH_REASON = "ALTER TABLE replies ADD COLUMN finish_reason TEXT"
 
 
 def request_key(model: str, messages: Sequence[dict[str, str]], temperature: float, max_tokens: int) -> str:
@@ -55,6 +58,9 @@ class ResponseCache:
             # journal_mode is persistent in the file; setting it again is a no-op.
             conn.execute(f"PRAGMA journal_mode={journal_mode.upper()}")
             conn.execute(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(replies)")}
+            if "finish_reason" not in columns:
+                conn.execute(_ADD_FINISH_REASON)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -69,11 +75,11 @@ class ResponseCache:
     def get(self, key: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT content, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)
+                "SELECT content, prompt_tokens, completion_tokens, finish_reason FROM replies WHERE key = ?", (key,)
             ).fetchone()
         if row is None:
             return None
-        return {"content": row[0], "prompt_tokens": row[1], "completion_tokens": row[2]}
+        return {"content": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "finish_reason": row[3]}
 
     def put(
         self,
@@ -83,11 +89,13 @@ class ResponseCache:
         content: str,
         prompt_tokens: int,
         completion_tokens: int,
+        finish_reason: str | None = None,
     ) -> None:
         # OR IGNORE: if another process stored this key meanwhile, its (first) answer stays.
         with self._connect() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO replies (key, model, request, content, prompt_tokens, completion_tokens, created, finish_reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     model,
@@ -96,6 +104,7 @@ class ResponseCache:
                     int(prompt_tokens),
                     int(completion_tokens),
                     time.time(),
+                    finish_reason,
                 ),
             )
 

@@ -10,6 +10,10 @@
   requests in one batch are sent once, so a rerun, or a job killed halfway, never pays twice.
 - Usage (prompt/completion tokens from the reply's ``usage`` field) and its price are
   accounted per judge and logged with each batch.
+- A reply the server cut off at ``max_tokens`` (``finish_reason`` "length") is counted per
+  kind (``truncated`` in the usage: concept, instruction, fluency, explain, detect) and
+  logged; outputs report the counts. A cut-off rating is still read if its "Rating:" line
+  made it, otherwise it is unparsed (0, AxBench's rule) and counted as both.
 """
 
 from __future__ import annotations
@@ -52,12 +56,23 @@ class JudgeRequestError(RuntimeError):
     """A request failed for good (non-retryable status, or retries exhausted)."""
 
 
+LENGTH = "length"
+"""The ``finish_reason`` of a reply cut off at ``max_tokens`` (OpenAI chat completions)."""
+
+
 @dataclass(frozen=True)
 class Completion:
     content: str
     prompt_tokens: int
     completion_tokens: int
     cached: bool
+    finish_reason: str | None = None
+    """"stop", "length" (cut off at max_tokens), ...; None when the server (or an old cache
+    entry) did not say."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == LENGTH
 
 
 class UsageStats:
@@ -84,6 +99,7 @@ class UsageStats:
             out["prompt_tokens"], out["completion_tokens"], self.price_per_m_input, self.price_per_m_output
         )
         out["unparsed"] = {k[len("unparsed_") :]: v for k, v in counts.items() if k.startswith("unparsed_")}
+        out["truncated"] = {k[len("truncated_") :]: v for k, v in counts.items() if k.startswith("truncated_")}
         return out
 
     def summary(self) -> str:
@@ -91,7 +107,7 @@ class UsageStats:
         return (
             f"{s['api_calls']} paid calls ({s['http_requests']} HTTP requests, {s['retries']} retries), "
             f"{s['cache_hits']} cache hits, {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} "
-            f"completion tokens, ${s['dollars']:.4f}; unparsed {s['unparsed'] or 0}"
+            f"completion tokens, ${s['dollars']:.4f}; unparsed {s['unparsed'] or 0}; cut off at max_tokens {s['truncated'] or 0}"
         )
 
 
@@ -165,7 +181,7 @@ class ChatClient:
             delay = base * (0.5 + 0.5 * u)  # "equal jitter": at least half the exponential step
         return min(delay, self.cfg.backoff_max_s)
 
-    def _post(self, payload: dict[str, Any]) -> tuple[str, int, int]:
+    def _post(self, payload: dict[str, Any]) -> tuple[str, int, int, str | None]:
         reason = ""
         for attempt in range(self.cfg.max_retries + 1):
             retry_after = None
@@ -178,9 +194,14 @@ class ChatClient:
                 if resp.status_code == 200:
                     try:
                         body = resp.json()
-                        content = body["choices"][0]["message"].get("content") or ""
+                        choice = body["choices"][0]
+                        content = choice["message"].get("content") or ""
+                        finish = choice.get("finish_reason")
                         usage = body.get("usage") or {}
-                        return str(content), int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                        return (
+                            str(content), int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                            None if finish is None else str(finish),
+                        )
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                         reason = f"malformed 200 response ({type(exc).__name__}): {resp.text[:200]!r}"
                 elif resp.status_code in RETRYABLE_STATUS:
@@ -204,13 +225,13 @@ class ChatClient:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.add(cache_hits=1)
-                return Completion(hit["content"], hit["prompt_tokens"], hit["completion_tokens"], cached=True)
+                return Completion(hit["content"], hit["prompt_tokens"], hit["completion_tokens"], True, hit.get("finish_reason"))
         payload = self._payload(messages, max_tokens, temperature)
-        content, p_tok, c_tok = self._post(payload)
+        content, p_tok, c_tok, finish = self._post(payload)
         self.stats.add(api_calls=1, prompt_tokens=p_tok, completion_tokens=c_tok)
         if self.cache is not None:
-            self.cache.put(key, self.cfg.model, payload, content, p_tok, c_tok)
-        return Completion(content, p_tok, c_tok, cached=False)
+            self.cache.put(key, self.cfg.model, payload, content, p_tok, c_tok, finish)
+        return Completion(content, p_tok, c_tok, cached=False, finish_reason=finish)
 
     # -- a batch -----------------------------------------------------------------------
 
@@ -293,12 +314,17 @@ class LLMJudge:
             ]
         replies = self._run(requests, "ratings")
         ratings = []
+        n_truncated = 0
         for n, _ in enumerate(items):
-            raw = {name: replies[3 * n + j].content for j, name in enumerate(("concept", "instruction", "fluency"))}
+            names = ("concept", "instruction", "fluency")
+            raw = {name: replies[3 * n + j].content for j, name in enumerate(names)}
             parsed = {name: parsing.parse_rating(text) for name, text in raw.items()}
-            for name, p in parsed.items():
+            for j, (name, p) in enumerate(parsed.items()):
                 if not p.parsed:
                     self.usage.add(**{f"unparsed_{name}": 1})
+                if replies[3 * n + j].truncated:
+                    self.usage.add(**{f"truncated_{name}": 1})
+                    n_truncated += 1
             ratings.append(
                 Rating(
                     concept=parsed["concept"].value,
@@ -314,6 +340,11 @@ class LLMJudge:
         unparsed = sum(r.n_unparsed for r in ratings)
         if unparsed:
             log.warning("judge: %d of %d ratings unparseable, scored 0", unparsed, 3 * len(items))
+        if n_truncated:
+            log.warning(
+                "judge: %d of %d rating replies were cut off at max_tokens_rating = %d (reported as usage.truncated); "
+                "raise judge.llm.max_tokens_rating", n_truncated, 3 * len(items), t,
+            )
         return ratings
 
     def explain_many(self, top_contexts: Sequence[Sequence[ContextLike]]) -> list[Explanation]:
@@ -324,6 +355,8 @@ class LLMJudge:
             p = parsing.parse_explanation(reply.content)
             if not p.parsed:
                 self.usage.add(unparsed_explain=1)
+            if reply.truncated:
+                self.usage.add(truncated_explain=1)
             out.append(Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
         return out
 
@@ -339,6 +372,8 @@ class LLMJudge:
             p = parsing.parse_detection(reply.content, len(ctxs))
             if not p.parsed:
                 self.usage.add(unparsed_detect=1)
+            if reply.truncated:
+                self.usage.add(truncated_detect=1)
             out.append(Detection(p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
         return out
 

@@ -41,6 +41,11 @@ Messages = list[dict[str, str]]
 
 PROJECT_PROMPTS = "project"
 """Name of the built-in template set (this module's wording)."""
+AXBENCH_PROMPTS = "axbench"
+"""Name of the shipped set with AxBench's three rating templates (the paper's appendix C.1;
+the package file axbench.yaml, the same as config/judge_prompts/axbench-style.yaml)."""
+NAMED_PROMPT_SETS = (PROJECT_PROMPTS, AXBENCH_PROMPTS)
+"""Values of ``judge.prompts`` that name a set shipped with the package instead of a file."""
 
 # template name -> (required fields, allowed fields)
 TEMPLATE_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = MappingProxyType(
@@ -274,11 +279,22 @@ class PromptSet:
 PROJECT_PROMPT_SET = PromptSet()
 
 
+def is_named_prompt_set(path: str | Path | None) -> bool:
+    """Whether ``judge.prompts`` names a shipped set (or is unset) rather than a file."""
+    return path is None or str(path) in ("", *NAMED_PROMPT_SETS)
+
+
 def load_prompt_set(path: str | Path | None) -> PromptSet:
-    """The template set of ``judge.prompts``: the built-in one for None/"", else the YAML file
-    (a mapping of every template name to its text), checked by :func:`check_templates`."""
-    if path is None or str(path) == "":
+    """The template set of ``judge.prompts``: the project's own wording for None, "" or
+    "project"; AxBench's rating wording for "axbench" (shipped with the package); else the
+    YAML file (a mapping of every template name to its text), checked by :func:`check_templates`."""
+    if path is None or str(path) in ("", PROJECT_PROMPTS):
         return PROJECT_PROMPT_SET
+    if str(path) == AXBENCH_PROMPTS:
+        from importlib.resources import files
+
+        shipped = load_prompt_set(str(files("saesteer.judges") / "axbench.yaml"))
+        return PromptSet(name=AXBENCH_PROMPTS, path="package:saesteer/judges/axbench.yaml", templates=shipped.templates)
     import yaml
 
     p = Path(path)

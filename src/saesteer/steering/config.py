@@ -89,6 +89,9 @@ class SteeringConfig:
     max_new_tokens: int = _STEERING["max_new_tokens"]
     temperature: float = _STEERING["temperature"]
     """0 = greedy."""
+    top_k: int = _STEERING["top_k"]
+    """Sample among the top_k most probable tokens (AxBench: transformers' default 50); 0 = the
+    whole vocabulary."""
     seed: int = _STEERING["seed"]
     batch_size: int = _STEERING["batch_size"]
     """Rows (concept x factor x instruction) per forward. On CUDA the starting size: halved

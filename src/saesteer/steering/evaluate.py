@@ -219,7 +219,7 @@ def steer_and_rate(
 
     device = next(steer.model.parameters()).device
     generated, stats = steer.generate(
-        rows, directions.to(device), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        rows, directions.to(device), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
         batch_size=cfg.batch_size, adaptive=device.type == "cuda", progress=progress,
     )
     timings["generate_seconds"] = stats.seconds
@@ -390,6 +390,7 @@ def run_steer_eval(
     scores = sae_scores(per_concept, cfg.factors, cfg.baselines)
     usage = {k: int(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
     usage["dollars"] = float(usage_raw.get("dollars", 0.0))
+    usage["truncated"] = {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()}
     total = time.perf_counter() - started
     report = finite_json(
         {
@@ -419,6 +420,8 @@ def run_steer_eval(
                 "device": str(device),
                 "dtype": cfg.model_dtype,
                 "prompt_format": steer.prompt_format,
+                "temperature": cfg.temperature,
+                "top_k": cfg.top_k,
                 "stop_token_ids": sorted(steer.stop),
                 "new_tokens": stats.new_tokens,
                 "prompt_tokens": stats.prompt_tokens,

@@ -103,12 +103,23 @@ def _pad_id(model: Any, tokenizer: Any, stop: set[int]) -> int:
     return min(stop) if stop else 0
 
 
-def sample_tokens(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
+def top_k_logits(logits: Tensor, top_k: int) -> Tensor:
+    """``logits`` with every entry below a row's ``top_k``-th largest set to -inf (ties with
+    it kept), as transformers' TopKLogitsWarper; ``top_k`` 0 or >= the vocabulary: unchanged."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def sample_tokens(logits: Tensor, u: Tensor, temperature: float, top_k: int = 0) -> Tensor:
     """One token per row of ``logits`` [B, V]: greedy at temperature 0, else an exact draw
-    from ``softmax(logits / T)`` by inverse CDF on the row's uniform number ``u`` [B]."""
+    from ``softmax(logits / T)`` restricted to the row's ``top_k`` most probable tokens (0:
+    the whole vocabulary), by inverse CDF on the row's uniform number ``u`` [B]. AxBench
+    samples with transformers' defaults, do_sample=True, temperature 1 and top_k 50."""
     if temperature <= 0:
         return logits.argmax(-1)
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
+    cdf = torch.softmax(top_k_logits(logits.float() / temperature, top_k), dim=-1).cumsum_(-1)
     # First index whose cumulative probability exceeds u * total (the total is 1 up to rounding).
     index = torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1])[:, None], right=True)[:, 0]
     return index.clamp_max(logits.shape[-1] - 1)
@@ -137,6 +148,7 @@ def _generate_batch(
     *,
     max_new_tokens: int,
     temperature: float,
+    top_k: int = 0,
     stop: set[int],
     pad_id: int,
     stats: GenStats,
@@ -170,7 +182,7 @@ def _generate_batch(
     ).logits[:, -1]
     last_pos = positions[:, -1]
     for step in range(max_new_tokens):
-        tokens = sample_tokens(logits, uniforms[:, step], temperature).tolist()
+        tokens = sample_tokens(logits, uniforms[:, step], temperature, top_k).tolist()
         keep = []
         for j, token in enumerate(tokens):
             row = alive[j]
@@ -209,6 +221,7 @@ def generate(
     *,
     max_new_tokens: int,
     temperature: float,
+    top_k: int = 0,
     stop: set[int],
     pad_id: int,
     batch_size: int,
@@ -218,7 +231,7 @@ def generate(
 ) -> tuple[list[Generated], GenStats]:
     """Generate every row, ``batch_size`` rows of similar prompt length per forward (halved
     on out-of-memory when ``adaptive``). ``directions`` [n, d]: the unit steering directions
-    rows point into."""
+    rows point into. Sampling: :func:`sample_tokens` (``top_k`` 0 = the whole vocabulary)."""
     stats = stats or GenStats()
     block = decoder_layers(model)[layer]
     hook = SteeringHook()
@@ -235,7 +248,7 @@ def generate(
             try:
                 out = _generate_batch(
                     model, hook, [rows[i] for i in chunk], directions, max_new_tokens=max_new_tokens,
-                    temperature=temperature, stop=stop, pad_id=pad_id, stats=local,
+                    temperature=temperature, top_k=top_k, stop=stop, pad_id=pad_id, stats=local,
                 )
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not (adaptive and is_oom(exc)) or size == 1:

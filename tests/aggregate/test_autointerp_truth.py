@@ -1,0 +1,27 @@
+"""The aggregation sees both autointerp readings of random detection excerpts (issue 22, item 6):
+the headline column by eval.autointerp.random_labels and autointerp_alt beside it, each
+ranked against steering."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.synthetic_results import fill_results, grid_config
+from saesteer.aggregate.job import run_aggregate
+
+
+def test_sae_table_and_rank_agreement_carry_both_truth_readings(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "summary"
+    config = grid_config()
+    truth = fill_results(config, results)
+    run_aggregate(config, results_dir=results, out_dir=out)
+    sae = pq.read_table(out / "sae_table.parquet").to_pandas().set_index(["model", "arch", "target_l0"])
+    # synthetic_results plants scores_by_random_labels = {saebench: score, activation: 1 - score}
+    for (model, arch, l0), row in sae.iterrows():
+        planted = truth[f"{model}/{arch}/l0-{l0}"]["autointerp"]
+        assert row["autointerp"] == pytest.approx(planted) and row["autointerp_alt"] == pytest.approx(1 - planted)
+    assert set(sae["autointerp_random_labels"]) == {"saebench"} and set(sae["autointerp_alt_random_labels"]) == {"activation"}
+    rank = pq.read_table(out / "rank_agreement.parquet").to_pandas()
+    overall = rank[(rank.target == "steering") & (rank.scope == "all")].set_index("metric")["tau_b"]
+    assert overall["autointerp"] == pytest.approx(1.0) and overall["autointerp_alt"] == pytest.approx(-1.0)
