@@ -27,8 +27,9 @@ from saesteer.run_check import check_run
 from tests.helpers import REPO
 
 MODEL = "tiny-llama"
-TOPK = f"results/{MODEL}/topk/l0-8"
-JUMPRELU = f"results/{MODEL}/jumprelu/l0-8"
+_L0 = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())["sparsities"][0]
+TOPK = f"results/{MODEL}/topk/l0-{_L0}"
+JUMPRELU = f"results/{MODEL}/jumprelu/l0-{_L0}"
 SUMMARY = "results/summary"
 
 
@@ -48,6 +49,7 @@ def make_run(root: Path) -> Path:
 
     write_all(root / "models", None, ["llama"])
     (root / "config").mkdir()
+    (root / "corpus").symlink_to(REPO / ".test" / "corpus")  # the planted corpus (docs/ci.md)
     (root / "config/config.yaml").write_text(yaml.safe_dump(_config(), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(root), "--nolock"]
