@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--min-explained-variance", type=float, help="explained variance floor of every SAE (default 0.2)")
     check.add_argument("--sae-tokens", type=int, help="held-out activations each SAE is evaluated on, 0 for none (default 4096)")
     check.add_argument("--no-cache-checksums", action="store_true", help="do not hash the activation shards (TBs on the paper grid)")
+    check.add_argument("--no-planted-check", action="store_true", help="skip the CI grid's planted-answer check (for a subset of that grid)")
     docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
     docs.add_argument("--output", help="write it to this file instead of stdout")
     args = parser.parse_args(argv)
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         directory = Path(args.directory)
         given = {"l0_tolerance": args.l0_tolerance, "min_explained_variance": args.min_explained_variance,
-                 "max_tokens": args.sae_tokens, "verify_caches": False if args.no_cache_checksums else None}
+                 "max_tokens": args.sae_tokens, "verify_caches": False if args.no_cache_checksums else None,
+                 "planted_answer": False if args.no_planted_check else None}
         settings = replace(CheckSettings(), **{k: v for k, v in given.items() if v is not None})
         problems, checked = check_run(
             directory, Path(args.run_config) if args.run_config else directory / "config" / "config.yaml", settings

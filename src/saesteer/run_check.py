@@ -167,8 +167,9 @@ def check_run(
     for check in checks:
         checked += 1
         problems += guarded(check, run)
-    from saesteer.planted import check_planted  # the tiny models' planted answer ([] for other models)
+    if run.settings.planted_answer:
+        from saesteer.planted import check_planted  # the tiny models' planted answer ([] for other models)
 
-    checked += 1
-    problems.extend(check_planted(directory, config))
+        checked += 1
+        problems.extend(check_planted(directory, config))
     return problems, checked

@@ -53,6 +53,10 @@ class CheckSettings:
     summary_ev_tol: float = SUMMARY_EV_TOL
     verify_caches: bool = True
     """Hash every activation shard (the paper grid's caches hold TBs: ``--no-cache-checksums``)."""
+    planted_answer: bool = True
+    """Check the tiny CI models' planted steering answer (``saesteer.planted.check_planted``; a no-op
+    for other models). It needs the whole CI grid: a one-model subset of it (two SAEs) can tie
+    on steering, so tests that run a subset pass ``--no-planted-check``."""
 
 
 def _settings(run: RunContext) -> CheckSettings:
