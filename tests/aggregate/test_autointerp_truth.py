@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
+from scipy.stats import kendalltau
 
 from tests.synthetic_results import fill_results, grid_config
 from saesteer.aggregate.job import run_aggregate
@@ -24,4 +25,9 @@ def test_sae_table_and_rank_agreement_carry_both_truth_readings(tmp_path):
     assert set(sae["autointerp_random_labels"]) == {"saebench"} and set(sae["autointerp_alt_random_labels"]) == {"activation"}
     rank = pq.read_table(out / "rank_agreement.parquet").to_pandas()
     overall = rank[(rank.target == "steering") & (rank.scope == "all")].set_index("metric")["tau_b"]
-    assert overall["autointerp"] == pytest.approx(1.0) and overall["autointerp_alt"] == pytest.approx(-1.0)
+    # The synthetic steering is not monotone in autointerp (synthetic_results.WOBBLE): the headline's
+    # tau-b is scipy's on the planted values, and the other reading (1 - score) gives its negative.
+    cells = sorted(truth)
+    expected = kendalltau([truth[c]["autointerp"] for c in cells], [truth[c]["steering"] for c in cells], variant="b").statistic
+    assert 0.2 < expected < 0.95
+    assert overall["autointerp"] == pytest.approx(expected) and overall["autointerp_alt"] == pytest.approx(-expected)
