@@ -80,6 +80,23 @@ def template_regex(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+class JsonRequestHandler(BaseHTTPRequestHandler):
+    """A silent request handler that answers JSON bodies (the judge server's, and the test
+    servers' of tests/judges)."""
+
+    def log_message(self, *args: object) -> None:  # keep logs and test output clean
+        pass
+
+    def _send(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
 @dataclass(frozen=True)
 class _Matcher:
     prompt_set: PromptSet
@@ -346,20 +363,8 @@ class JudgeServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, status: int, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.rstrip("/") in ("/stats", "/v1/stats"):
