@@ -8,6 +8,7 @@ error names the field, e.g. ``config field models[1].layer: 40 is not below n_la
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -128,8 +129,19 @@ def check_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
-def sparsity_label(target_l0: int) -> str:
-    return f"l0-{target_l0}"
+def sparsity_label(target_l0: int, seed: int = 0) -> str:
+    """The folder label of a trained cell: ``l0-{target_l0}``, with ``-seed{seed}`` for a seed
+    replicate s > 0 (``training.seeds``; seed 0 keeps the plain label)."""
+    return f"l0-{target_l0}" + (f"-seed{seed}" if seed else "")
+
+
+SEED_SUFFIX = re.compile(r"^(?P<base>.+)-seed(?P<seed>[1-9][0-9]*)$")
+
+
+def split_seed(label: str) -> tuple[str, int]:
+    """``l0-20-seed1`` -> (``l0-20``, 1); a label without the suffix -> (label, 0)."""
+    m = SEED_SUFFIX.match(label)
+    return (m["base"], int(m["seed"])) if m else (label, 0)
 
 
 @dataclass(frozen=True)
@@ -142,10 +154,12 @@ class Cell:
     target_l0: int
     label: str | None = None
     source: str = "trained"
+    seed: int = 0
+    """Seed replicate (``training.seeds``): 0, or s > 0 in the folder ``l0-{target_l0}-seed{s}``."""
 
     @property
     def sparsity(self) -> str:
-        return self.label or sparsity_label(self.target_l0)
+        return self.label or sparsity_label(self.target_l0, self.seed)
 
     @property
     def path(self) -> str:
@@ -160,6 +174,8 @@ class Grid:
     entries: tuple[dict[str, Any], ...]
     pretrained: tuple[Any, ...] = ()
     """saesteer.sae.pretrained.PretrainedEntry per imported cell."""
+    seeds: tuple[int, ...] = (0,)
+    """Seed replicates of every trained cell (``training.seeds``)."""
 
     @property
     def model_names(self) -> list[str]:
@@ -167,7 +183,9 @@ class Grid:
 
     @property
     def sparsity_labels(self) -> list[str]:
-        return [sparsity_label(k) for k in self.sparsities]
+        """The trained cells' folder labels of one architecture: each sparsity level, its seed
+        replicates next to each other (``l0-20``, ``l0-20-seed1``, ``l0-40``, ...)."""
+        return [sparsity_label(k, s) for k in self.sparsities for s in self.seeds]
 
     @property
     def trained_sparsity_labels(self) -> list[str]:
@@ -186,7 +204,7 @@ class Grid:
         return list(self.architectures) + sorted({p.arch for p in self.pretrained} - set(self.architectures))
 
     def n_trained(self, model: str) -> int:
-        return len(self.architectures) * len(self.sparsities)
+        return len(self.architectures) * len(self.sparsities) * len(self.seeds)
 
     def n_imported(self, model: str) -> int:
         return sum(1 for p in self.pretrained if p.model == model)
@@ -217,14 +235,16 @@ class Grid:
         for p in self.pretrained:
             if p.name == label and (model is None or p.model == model):
                 return int(p.target_l0)
-        for k in self.sparsities:
-            if sparsity_label(k) == label:
-                return k
+        base, seed = split_seed(label)
+        if seed in self.seeds:
+            for k in self.sparsities:
+                if sparsity_label(k) == base:
+                    return k
         raise KeyError(f"no sparsity level {label!r} in the config ({self.sparsity_labels})")
 
     def cells(self) -> list[Cell]:
         """Trained cells (models x architectures x sparsities), then each model's imported ones."""
-        cells = [Cell(m.name, a, k) for m in self.models for a in self.architectures for k in self.sparsities]
+        cells = [Cell(m.name, a, k, seed=s) for m in self.models for a in self.architectures for k in self.sparsities for s in self.seeds]
         cells += [Cell(p.model, p.arch, int(p.target_l0), p.name, "imported") for p in self.pretrained]
         return cells
 
@@ -244,6 +264,7 @@ def grid_from_config(config: dict[str, Any], base_dir: str | Path = ".") -> Grid
         sparsities=tuple(int(k) for k in config["sparsities"]),
         entries=tuple(config["models"]),
         pretrained=pretrained,
+        seeds=tuple(int(s) for s in (config.get("training") or {}).get("seeds", [0])),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from saesteer.config import Grid, sparsity_label
+from saesteer.config import Grid, split_seed
 
 GroupBy = Literal["sae", "arch", "model"]
 GROUP_BY: tuple[str, ...] = ("sae", "arch", "model")
@@ -34,14 +34,22 @@ class JobCell:
     model: str
     arch: str
     sparsity: str
+    """The folder label: ``l0-{target_l0}``, ``l0-{target_l0}-seed{seed}`` for a seed replicate."""
     target_l0: int
+    seed: int = 0
+    """Seed replicate (``training.seeds``): its SAE is initialised with ``training.seed + seed``."""
 
     @property
     def path(self) -> str:
         return f"{self.model}/{self.arch}/{self.sparsity}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As a rule's params entry; ``seed`` only for a replicate (s > 0), so that a grid without
+        replicates keeps the params, and the jobs, it had before ``training.seeds``."""
+        out = asdict(self)
+        if not self.seed:
+            del out["seed"]
+        return out
 
 
 def _members(grid: Grid, group_by: str, arch: str | None, sparsity: str | None) -> list[tuple[str, str]]:
@@ -76,10 +84,12 @@ def job_cells(grid: Grid, group_by: str, wildcards: Any, field: str = "group_by"
     model = wildcards.model
     arch = getattr(wildcards, "arch", None)
     sparsity = getattr(wildcards, "sparsity", None)
-    return [
-        JobCell(model, a, label, grid.target_l0(label, model=model))
-        for a, label in _members(grid, group_by, arch, sparsity)
-    ]
+    cells = []
+    for a, label in _members(grid, group_by, arch, sparsity):
+        target = grid.target_l0(label, model=model)
+        seed = 0 if label in grid.imported_labels else split_seed(label)[1]
+        cells.append(JobCell(model, a, label, target, seed))
+    return cells
 
 
 def all_jobs(grid: Grid, group_by: str) -> list[list[JobCell]]:
@@ -92,7 +102,7 @@ def all_jobs(grid: Grid, group_by: str) -> list[list[JobCell]]:
         elif group_by == "arch":
             keys = [{"model": m, "arch": a} for a in grid.architectures]
         else:
-            keys = [{"model": m, "arch": a, "sparsity": sparsity_label(k)} for a in grid.architectures for k in grid.sparsities]
+            keys = [{"model": m, "arch": a, "sparsity": label} for a in grid.architectures for label in grid.sparsity_labels]
         for key in keys:
             jobs.append(job_cells(grid, group_by, SimpleNamespace(**key)))
     return jobs

@@ -145,7 +145,8 @@ def test_training_jobs_cover_the_grid_once_in_every_grouping():
     from types import SimpleNamespace
 
     from saesteer.config import grid_from_config, load_config
-    from saesteer.training.job import train_job_members, train_job_outputs
+    from saesteer.rule_jobs import make_rule_job
+    from saesteer.training.job import OUTPUT_TAILS, group_members, train_job_cells, train_job_outputs
 
     grid = grid_from_config(load_config(REPO / "config/demo.yaml"))
     for group_by, wildcards in (
@@ -153,12 +154,18 @@ def test_training_jobs_cover_the_grid_once_in_every_grouping():
         ("arch", [SimpleNamespace(model=m, arch=a) for m in grid.model_names for a in grid.architectures]),
         ("model", [SimpleNamespace(model=m) for m in grid.model_names]),
     ):
-        members = [m for w in wildcards for m in train_job_members(grid, group_by, w)]
+        # The job as the rule hands it over (saesteer.rule_jobs, like every per-SAE stage):
+        # its declared outputs with the job's wildcards filled in, and params.cells.
+        jobs = []
+        for w in wildcards:
+            outputs = {kind: [p.format(**vars(w)) for p in train_job_outputs(grid, group_by, kind)] for kind in OUTPUT_TAILS}
+            jobs.append(make_rule_job("train_sae", {"data": "cache/manifest.json"}, outputs,
+                                      {"cells": train_job_cells(grid, group_by, w), "training": {}}))
+        members = [m for job in jobs for m in group_members(job)]
         paths = sorted(m["cfg_path"] for m in members)
         assert paths == sorted(f"results/{c.path}/sae/cfg.json" for c in grid.cells()), group_by
-        # The declared outputs, with the job's wildcards filled in, are its members' files.
-        patterns = train_job_outputs(grid, group_by, "cfg")
-        patterns = [patterns] if isinstance(patterns, str) else patterns
-        for w in wildcards:
-            declared = sorted(p.format(**vars(w)) for p in patterns)
-            assert declared == sorted(m["cfg_path"] for m in train_job_members(grid, group_by, w))
+        for job in jobs:
+            assert job.inputs == {"data": "cache/manifest.json"}
+            for sae, member in zip(job.saes, group_members(job)):
+                assert member["cfg_path"] == f"results/{sae.cell.path}/sae/cfg.json"
+                assert member["checkpoint_dir"] == f"results/{sae.cell.path}/checkpoints"

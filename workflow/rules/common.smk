@@ -19,9 +19,10 @@ from saesteer.judges import check_judge_config  # noqa: E402
 from saesteer.schemas import schema_path  # noqa: E402
 from saesteer.grouping import job_cells, job_files, job_log  # noqa: E402
 from saesteer.training.job import (
+    train_job_cells,
     train_job_log,
-    train_job_members,
     train_job_outputs,
+    training_block,
 )  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
@@ -89,7 +90,7 @@ TRAIN_MEM_MB_PER_SAE = 1000
 
 
 def train_job_size(wildcards):
-    return len(train_job_members(GRID, TRAIN_GROUP_BY, wildcards))
+    return len(train_job_cells(GRID, TRAIN_GROUP_BY, wildcards))
 
 
 def train_job_runtime(wildcards, attempt):

@@ -32,9 +32,9 @@ rule train_sae:
         runtime=train_job_runtime,
         mem_mb=train_job_mem_mb,
     params:
-        members=lambda wildcards: train_job_members(GRID, TRAIN_GROUP_BY, wildcards),
+        cells=lambda wildcards: train_job_cells(GRID, TRAIN_GROUP_BY, wildcards),
         sae=config["sae"],
-        training=config["training"],
+        training=training_block(config["training"]),
         cache=config["cache"],
         corpus=config["corpus"],
         model=model_entry,

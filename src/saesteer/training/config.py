@@ -146,6 +146,7 @@ class TrainConfig:
     def from_dict(cls, block: dict[str, Any] | None) -> "TrainConfig":
         """Build from the config's ``training`` block; unknown keys are an error."""
         block = dict(block or {})
+        block.pop("seeds", None)  # the grid's seed replicates (saesteer.training.job.WORKFLOW_KEYS), not one SAE's option
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(block) - known)
         if unknown:

@@ -46,6 +46,8 @@ class GroupMember:
     curves_path: str
     summary_path: str
     checkpoint_dir: str | None = None
+    seed: int = 0
+    """Seed replicate (``training.seeds``): initialised with ``training.seed + seed``."""
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "GroupMember":
@@ -53,10 +55,10 @@ class GroupMember:
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"group member: unknown field(s) {unknown}; known: {sorted(known)}")
-        missing = sorted(k for k in known - {"checkpoint_dir"} if k not in entry)
+        missing = sorted(k for k in known - {"checkpoint_dir", "seed"} if k not in entry)
         if missing:
             raise ValueError(f"group member {dict(entry)}: missing field(s) {missing}")
-        return cls(**{**entry, "target_l0": int(entry["target_l0"])})
+        return cls(**{**entry, "target_l0": int(entry["target_l0"]), "seed": int(entry.get("seed", 0))})
 
 
 class GroupTrainer:
@@ -73,12 +75,12 @@ class GroupTrainer:
     ) -> None:
         if not members:
             raise ValueError("a training group needs at least one SAE")
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         dirs: set[str] = set()
         for m in members:
-            if (m.arch, m.target_l0) in seen:
-                raise ValueError(f"training group: {m.arch} at target L0 {m.target_l0} appears twice")
-            seen.add((m.arch, m.target_l0))
+            if (m.arch, m.target_l0, m.seed) in seen:
+                raise ValueError(f"training group: {m.arch} at target L0 {m.target_l0} (seed replicate {m.seed}) appears twice")
+            seen.add((m.arch, m.target_l0, m.seed))
             if m.checkpoint_dir is not None:
                 key = str(Path(m.checkpoint_dir).resolve())
                 if key in dirs:
@@ -88,7 +90,7 @@ class GroupTrainer:
         self.members = list(members)
         self.on_step = on_step
         self.trainers = [
-            Trainer(cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device) for m in self.members
+            Trainer(cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device, replicate=m.seed) for m in self.members
         ]
         self.device = self.trainers[0].device
         self.n_steps = cfg.n_steps
@@ -174,7 +176,7 @@ def run_group_training(
     log.info(
         "co-training %d SAEs (%s): d_in %d, d_sae %d, %d steps of %d tokens on %s (%d threads); %d resumed",
         len(members),
-        ", ".join(f"{m.arch}/L0={m.target_l0}" for m in members),
+        ", ".join(f"{m.arch}/L0={m.target_l0}" + (f"/seed{m.seed}" if m.seed else "") for m in members),
         source.d_model, d_sae, group.n_steps, cfg.batch_size, group.device, torch.get_num_threads(), resumed,
     )
     group.train()

@@ -142,11 +142,18 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         device: str | None = None,
         on_step: StepHook | None = None,
+        replicate: int = 0,
     ) -> None:
         self.cfg = cfg
         self.source = source
         self.arch = arch
         self.target_l0 = int(target_l0)
+        # Seed replicate s (training.seeds): initialised with seed training.seed + s; the data
+        # order stays training.seed's, so a group shares one stream (one activation pass).
+        self.replicate = int(replicate)
+        if self.replicate < 0:
+            raise ValueError(f"seed replicate must be >= 0, got {replicate}")
+        self.init_seed = cfg.seed + self.replicate
         self.device = resolve_device(device or cfg.device, "training.device")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.on_step = on_step
@@ -160,7 +167,7 @@ class Trainer:
             )
         act_scale = math.sqrt(msn) if cfg.normalize_activations else 1.0
         self.sae: BaseSAE = build_sae(arch, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
-        self.sae.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+        self.sae.reset_parameters(torch.Generator().manual_seed(self.init_seed))
         self.sae.to(self.device)
         self.params = [p for p in self.sae.parameters()]
         self.optimizer = _make_adam(self.params, cfg, arch)
@@ -184,16 +191,17 @@ class Trainer:
         self.train_seconds = 0.0
         self.n_resumes = 0
         self.last_checkpoint: tuple[Path, int] | None = None
-        self.fingerprint = sha256_json(
-            {
-                "arch": arch,
-                "target_l0": self.target_l0,
-                "d_sae": d_sae,
-                "config": cfg.result_fields(),
-                "data": source.identity(),
-                "device_type": self.device.type,
-            }
-        )
+        identity: dict[str, Any] = {
+            "arch": arch,
+            "target_l0": self.target_l0,
+            "d_sae": d_sae,
+            "config": cfg.result_fields(),
+            "data": source.identity(),
+            "device_type": self.device.type,
+        }
+        if self.replicate:  # replicate 0 keeps the fingerprint of checkpoints written before training.seeds
+            identity["replicate"] = self.replicate
+        self.fingerprint = sha256_json(identity)
         self._sparse_policy: bool | None = {
             "always": True,
             "never": False,
@@ -406,6 +414,7 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "seed": self.cfg.seed,
+            **({"replicate": self.replicate, "init_seed": self.init_seed} if self.replicate else {}),
             "data": self.source.describe(),
             "training": self.cfg.to_dict(),
         }
