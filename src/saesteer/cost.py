@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saesteer.config import grid_from_config
-from saesteer.cost_shape import format_shape, human_bytes
+from saesteer.cost_shape import format_shape, human_bytes, trained_saes
 from saesteer.judges import CostEstimate, JudgeConfig, autointerp_judge_calls, estimate_task, steering_judge_calls
 from saesteer.models import ModelSpec
 
@@ -303,7 +303,7 @@ def estimate(config: dict[str, Any]) -> list[ModelCost]:
                 train_gpu_hours_per_sae=train_flops(spec.d_model, int(config["sae"]["dict_size"]), int(config["training"]["tokens"]))
                 / (peak * cost["sae_mfu"])
                 / 3600,
-                n_saes=grid.n_trained(spec.name),
+                n_saes=trained_saes(grid, spec.name),
                 n_imported=grid.n_imported(spec.name),
             )
         )
@@ -639,9 +639,8 @@ def _steering_vectors_hours(config: dict[str, Any], cost: dict[str, Any]) -> lis
         return []
     peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
     grid = grid_from_config(config)
-    n_saes = len(grid.architectures) * len(grid.sparsities)
     rows = steering_vectors_rows(config)
-    return [(spec.name, rows, steering_vectors_flops(spec, config) / peak / 3600, n_saes) for spec in grid.models]
+    return [(spec.name, rows, steering_vectors_flops(spec, config) / peak / 3600, trained_saes(grid, spec.name)) for spec in grid.models]
 
 
 def _steering_vectors_total(config: dict[str, Any], cost: dict[str, Any]) -> str:

@@ -109,10 +109,21 @@ def _assumptions(config: dict[str, Any]) -> dict[str, float]:
     return {"read_gbps": 1.5, "load_gbps": 1.0, "job_start_s": 10.0, **(config.get("cost") or {})}
 
 
+def trained_saes(grid: Any, model: str) -> int:
+    """SAEs of ``model`` that train_sae trains, the one count every training and per-SAE cost
+    line uses: architectures x sparsities x seed replicates (``training.seeds``: each replicate is
+    one more co-trained member, so training compute grows with it, while the activation cache
+    and its read by a co-training job do not). Controls that ride in the grid's architectures
+    (the random-decoder SAEs, ``random-<arch>``) are counted here as members too; a control
+    whose training is cheaper than a trained SAE's adjusts this one function."""
+    return grid.n_trained(model)
+
+
 def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
     grid = grid_from_config(config)
     check_group_by(group_by, "training.group_by")
-    n_trained = len(grid.architectures) * len(grid.sparsities)
+    # Every seed replicate is a job of its own with group_by sae, a member of its group otherwise.
+    n_trained = max((trained_saes(grid, m) for m in grid.model_names), default=0)
     # No trained SAE (only models[].pretrained): no training job in any grouping.
     return {"sae": n_trained, "arch": len(grid.architectures) if n_trained else 0, "model": 1 if n_trained else 0}[group_by]
 
@@ -125,7 +136,7 @@ def eval_groups(config: dict[str, Any], group_by: str) -> dict[str, int]:
     grid = grid_from_config(config)
     keys: dict[str, set[tuple[Any, ...]]] = {m: set() for m in grid.model_names}
     for c in grid.cells():
-        key = {"sae": (c.arch, c.label or c.target_l0, c.source), "arch": (c.arch,), "model": ()}[group_by]
+        key = {"sae": (c.arch, c.sparsity, c.source), "arch": (c.arch,), "model": ()}[group_by]
         keys[c.model].add(key)
     return {m: len(k) for m, k in keys.items()}
 
