@@ -80,6 +80,12 @@ rule aggregate:
             category="How much is signal",
         ),
         noise_ceiling_parquet=_SUMMARY["noise_ceiling.parquet"],
+        seed_retest=report(
+            _SUMMARY["seed_retest.csv"],
+            caption="../report/seed_retest.rst",
+            category="How much is signal",
+        ),
+        seed_retest_parquet=_SUMMARY["seed_retest.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(

@@ -2,7 +2,8 @@
 
 Per cell (model, arch, target L0) the stage reads, under ``results/{model}/{arch}/l0-{L0}/``
 (an imported cell: ``results/{model}/{arch}/{name}/``; its ``source`` column says "imported",
-a trained one's "trained"):
+a trained one's "trained"; a seed replicate s > 0 of a trained cell (``training.seeds``):
+``results/{model}/{arch}/l0-{L0}-seed{s}/``, its ``seed`` column s, 0 otherwise):
 
 - ``train_summary.json``: the achieved L0;
 - ``interp.json`` (src/saesteer/schemas/interp.schema.json): autointerp score, CE-loss-recovered,
@@ -173,6 +174,7 @@ class _Row:
             "target_l0": cell.target_l0,
             "sparsity": cell.sparsity,
             "source": cell.source,
+            "seed": cell.seed,
             **{c: math.nan for c in NUMERIC_COLUMNS},
             **{c: None for c in JUDGE_COLUMNS},
             "autointerp_judge_model": None,

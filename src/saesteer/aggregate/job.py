@@ -15,12 +15,14 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.reliability import CEILING_COLUMNS, RELIABILITY_COLUMNS
+from saesteer.aggregate.retest import RETEST_COLUMNS, retest_table
 from saesteer.aggregate.signal import signal_tables_for
 from saesteer.aggregate.summary import (
     PAPER_TABLE_COLUMNS,
     PSI_COLUMNS,
     RANK_COLUMNS,
     SELECTION_COLUMNS,
+    TARGETS,
     SummaryInputs,
     paper_model,
     paper_tables,
@@ -38,7 +40,8 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling")
+TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling",
+          "seed_retest")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -48,7 +51,7 @@ _INT = pa.int64()
 
 SAE_TABLE_SCHEMA = pa.schema(
     [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
-     ("paper_model", _STRING)]
+     ("seed", _INT), ("paper_model", _STRING)]
     + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
     + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS, *TRUTH_COLUMNS)]
     + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
@@ -62,22 +65,26 @@ PSI_SCHEMA = pa.schema([
     for c in PSI_COLUMNS
 ])
 SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason", "source") else _INT if c in ("target_l0", "n", "n_control", "n_output_low_input") else _FLOAT)
+    (c, _STRING if c in ("scope", "model", "arch", "reason", "source") else _INT if c in ("target_l0", "seed", "n", "n_control", "n_output_low_input") else _FLOAT)
     for c in SELECTION_COLUMNS
 ])
 PAPER_TABLES_SCHEMA = pa.schema([
     (c, _STRING if c in ("table", "axis", "row", "statistic", "ci_kind", "note") else _INT if c in ("n", "n_pairs", "paper_n") else _FLOAT)
     for c in PAPER_TABLE_COLUMNS
 ])
-PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), *PER_LATENT_SCHEMA])
+PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("seed", _INT), *PER_LATENT_SCHEMA])
 LATENT_TAU_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c == "target_l0" else _FLOAT) for c in LATENT_TAU_COLUMNS
+    (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c in ("target_l0", "seed") else _FLOAT) for c in LATENT_TAU_COLUMNS
 ])
 _SIGNAL_TEXT = ("scope", "group", "measure", "split", "reason", "metric", "target", "metric_split", "target_split", "basis")
 _SIGNAL_INT = ("n_saes", "n_units_split", "n_splits", "n_splits_defined", "n_bootstrap_valid", "n")
 RELIABILITY_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in RELIABILITY_COLUMNS])
 CEILING_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in CEILING_COLUMNS])
-SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
+SEED_RETEST_SCHEMA = pa.schema([
+    (c, _STRING if c in ("measure", "scope", "group", "reason") else _INT if c in ("seed_a", "seed_b", "n", "n_bootstrap_valid") else _FLOAT)
+    for c in RETEST_COLUMNS
+])
+SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
            "sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
            "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
@@ -164,21 +171,24 @@ def run_aggregate(
     for line in unit_problems:
         log.warning("reliability: %s", line)
     log.info("reliability and noise ceiling (%.1f s)", time.perf_counter() - started)
+    seed_retest = retest_table(table, [*cfg.metrics, *TARGETS], cfg)
+    log.info("seed test-retest: %d rows (%.1f s)", len(seed_retest), time.perf_counter() - started)
 
     paths = output_paths(out)
     for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
                         ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau),
-                        ("reliability", reliability), ("noise_ceiling", noise_ceiling)):
+                        ("reliability", reliability), ("noise_ceiling", noise_ceiling), ("seed_retest", seed_retest)):
         _write_table(frame, name, out)
     inputs = SummaryInputs(
         sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
         latent_tau=latent_tau, paper_tables=tables,
-        reliability=reliability, noise_ceiling=noise_ceiling,
+        reliability=reliability, noise_ceiling=noise_ceiling, seed_retest=seed_retest,
     )
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))
-    grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities)}
+    grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities),
+                 "seeds": list(grid.seeds)}
     outputs = {k: str(v) for k, v in paths.items()}
     write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)

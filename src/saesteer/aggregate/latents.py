@@ -37,7 +37,7 @@ SCORE_LABELS = {
     "abs_delta_conf": "abs(Delta C)",
     "autointerp": "autointerp accuracy",
 }
-LATENT_TAU_COLUMNS = ["scope", "model", "arch", "target_l0", "score", "tau_b", "tau_b_sd", "n", "n_positive"]
+LATENT_TAU_COLUMNS = ["scope", "model", "arch", "target_l0", "seed", "score", "tau_b", "tau_b_sd", "n", "n_positive"]
 """latent_tau rows: per SAE n = steered latents; per model / overall n = SAEs with a tau-b."""
 
 
@@ -81,11 +81,12 @@ def collect_latents(grid: Grid, results_dir: str | Path = "results") -> tuple[pd
             missing.append(f"{cell.path}/{LATENTS_FILE}: not the per-latent schema (rerun steer_selected)")
             continue
         frame = table.to_pandas()
+        frame.insert(0, "seed", cell.seed)
         frame.insert(0, "target_l0", cell.target_l0)
         frame.insert(0, "arch", cell.arch)
         frame.insert(0, "model", cell.model)
         frames.append(frame)
-    columns = ["model", "arch", "target_l0", *PER_LATENT_SCHEMA.names]
+    columns = ["model", "arch", "target_l0", "seed", *PER_LATENT_SCHEMA.names]
     if not frames:
         return pd.DataFrame(columns=columns), missing
     return pd.concat(frames, ignore_index=True)[columns], missing
@@ -97,7 +98,8 @@ def latent_tau_table(table: pd.DataFrame) -> pd.DataFrame:
     for r in table.itertuples():
         for score, column in zip(TAU_SCORES, TAU_COLUMNS):
             value = getattr(r, column, math.nan)
-            rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0), "score": score,
+            rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
+                         "seed": int(getattr(r, "seed", 0)), "score": score,
                          "tau_b": value, "tau_b_sd": math.nan, "n": getattr(r, "n_latents_steered", math.nan),
                          "n_positive": float(value > 0) if math.isfinite(value) else math.nan})
     groups = [(m, table[table["model"] == m]) for m in table["model"].drop_duplicates()] + [(None, table)]
@@ -112,6 +114,7 @@ def latent_tau_table(table: pd.DataFrame) -> pd.DataFrame:
                          "n": float(len(values)), "n_positive": float((values > 0).sum())})
     frame = pd.DataFrame(rows, columns=LATENT_TAU_COLUMNS)
     frame["target_l0"] = frame["target_l0"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
     return frame
 
 

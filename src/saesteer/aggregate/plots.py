@@ -143,9 +143,9 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
     metric, target = HEADLINE
     rows = rank[(rank.metric == metric) & (rank.target == target)].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 4) + 1.4))
-    titles = {"all": "all SAEs", "model": "model", "arch": "architecture", "sparsity": "sparsity", "source": "source"}
+    titles = {"all": "all SAEs", "model": "model", "arch": "architecture", "sparsity": "sparsity", "source": "source", "seed": "seed"}
     ypos = np.arange(len(rows))[::-1]
-    colours = {"all": "#222222", "model": "#4C72B0", "arch": "#DD8452", "sparsity": "#55A868", "source": "#8172B3"}
+    colours = {"all": "#222222", "model": "#4C72B0", "arch": "#DD8452", "sparsity": "#55A868", "source": "#8172B3", "seed": "#937860"}
     labels = []
     for y, (_, r) in zip(ypos, rows.iterrows()):
         group = r["group"]

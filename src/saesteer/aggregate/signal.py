@@ -140,8 +140,9 @@ def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, p
     """Every measure's units over the rows of ``table`` (one per grid cell, in grid order), and
     what could not be used ('model/arch/sparsity: measure: reason')."""
     cells = list(grid.cells())
-    keys = list(zip(table["model"], table["arch"], table["target_l0"]))
-    if keys != [(c.model, c.arch, c.target_l0) for c in cells]:
+    seeds = table["seed"] if "seed" in table.columns else [0] * len(table)
+    keys = list(zip(table["model"], table["arch"], table["target_l0"], seeds))
+    if keys != [(c.model, c.arch, c.target_l0, c.seed) for c in cells]:
         raise ValueError("the SAE table's rows are not the grid's cells in grid order")
     rows: dict[str, list[dict | None]] = {k: [] for k in SPLITS}
     problems: list[str] = []
@@ -216,11 +217,11 @@ def _ci(row: pd.Series, low: str, high: str) -> str:
     return f" [{_f(row[low])}, {_f(row[high])}]" if math.isfinite(row[low]) else ""
 
 
-NOT_YET = ("Not computed yet (issue 24, items 3-5): seed test-retest (the same cell trained with other seeds), "
-           "random-decoder control SAEs (Korznikov et al.) and judge sensitivity (the tau-b between two judges' "
-           "rankings). Every reliability here is over the units of one run: concepts, instructions, latents, "
-           "subtasks and letters. Noise from training seeds or from the judge is not in it, so these "
-           "reliabilities are upper bounds and the ceilings too.")
+NOT_YET = ("Not computed yet (issue 24, items 4-5): random-decoder control SAEs (Korznikov et al.) and judge "
+           "sensitivity (the tau-b between two judges' rankings). Every reliability here is over the units of one "
+           "run: concepts, instructions, latents, subtasks and letters. Noise from training seeds (the seed "
+           "test-retest below measures it when training.seeds has two or more) or from the judge is not in it, so "
+           "these reliabilities are upper bounds and the ceilings too.")
 
 
 def signal_markdown(reliability: pd.DataFrame, ceiling: pd.DataFrame, confidence: float, n_bootstrap: int) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
+from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.aggregate.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.tables import to_markdown
 
@@ -154,7 +155,7 @@ def source_of(frame: pd.DataFrame) -> str:
 
 
 def _pairs(frame: pd.DataFrame, metric: str, target: str) -> pd.DataFrame:
-    sub = frame[[metric, target, "model", "arch", "target_l0", *(["source"] if "source" in frame.columns else [])]]
+    sub = frame[[metric, target, "model", "arch", "target_l0", *(c for c in ("source", "seed") if c in frame.columns)]]
     return sub[np.isfinite(sub[metric].to_numpy()) & np.isfinite(sub[target].to_numpy())]
 
 
@@ -215,6 +216,9 @@ def rank_agreement_table(
             if "source" in table.columns and table["source"].nunique() > 1:  # a mixed grid: each source alone
                 for value in table["source"].drop_duplicates():
                     subsets.append(("source", str(value), data[data["source"] == value]))
+            if "seed" in table.columns and table["seed"].nunique() > 1:  # seed replicates (training.seeds): each seed alone
+                for value in sorted(table["seed"].drop_duplicates()):
+                    subsets.append(("seed", f"seed{int(value)}", data[data["seed"] == value]))
             for scope, group, sub in subsets:
                 n = len(sub)
                 row: dict[str, Any] = {"metric": metric, "target": target, "scope": scope, "group": group, "n": n,
@@ -303,7 +307,7 @@ READING_COLUMNS = [f"{kind}_delta_conf_{mode}" for mode in READINGS for kind in 
 """Delta C's selection under each reading of its intervention (docs/method.md, "Delta Token Confidence")."""
 
 SELECTION_COLUMNS = [
-    "scope", "model", "arch", "target_l0", "n", "score_none", "score_output", "score_output_topk", "score_delta_conf",
+    "scope", "model", "arch", "target_l0", "seed", "n", "score_none", "score_output", "score_output_topk", "score_delta_conf",
     "score_none_arad", "score_output_arad", "score_output_topk_arad", "score_delta_conf_arad", "gain_output",
     "gain_output_topk", "gain_delta_conf", "lift_output", "lift_output_topk", "lift_delta_conf", "lift_difference_points",
     "relative_improvement", "lift_difference_points_threshold", "relative_improvement_threshold",
@@ -422,11 +426,11 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     rows: list[dict[str, Any]] = []
     for r in table.itertuples():
         rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
-                     "source": getattr(r, "source", "trained"),
+                     "seed": int(getattr(r, "seed", 0)), "source": getattr(r, "source", "trained"),
                      "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
                      "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
                      "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
-                     **{c: getattr(r, c) for c in SELECTION_COLUMNS if c in table.columns and c not in ("model", "arch", "target_l0")}})
+                     **{c: getattr(r, c) for c in SELECTION_COLUMNS if c in table.columns and c not in ("model", "arch", "target_l0", "seed")}})
     complete = table[np.isfinite(table[list(_SCORES)].to_numpy()).all(axis=1)]
     model_rows: list[dict[str, Any]] = []
     for model in table["model"].drop_duplicates():
@@ -474,6 +478,7 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     rows.append(overall)
     frame = pd.DataFrame(rows).reindex(columns=SELECTION_COLUMNS)
     frame["target_l0"] = frame["target_l0"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
     return frame
 
 
@@ -502,6 +507,8 @@ class SummaryInputs:
     """Split-half reliability of each measure (aggregate.signal; docs/method.md, "How much is signal")."""
     noise_ceiling: pd.DataFrame | None = None
     """Noise ceiling and share of it of each metric vs steering (aggregate.signal)."""
+    seed_retest: pd.DataFrame | None = None
+    """Test-retest tau-b of each measure across seed replicates (aggregate.retest; empty with one seed)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -586,7 +593,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
     else:
         lines += ["autointerp is not among aggregate.metrics: no headline.", ""]
     for scope, title in (("model", "Per model"), ("arch", "Per architecture"), ("sparsity", "Per sparsity (target L0)"),
-                         ("source", "Per source (SAEs trained here vs imported pretrained SAEs)")):
+                         ("source", "Per source (SAEs trained here vs imported pretrained SAEs)"),
+                         ("seed", "Per seed replicate (training.seeds; the headline above pools them)")):
         sub = _rank_rows(rank, *HEADLINE, scope)
         if not len(sub):
             continue
@@ -606,6 +614,9 @@ def render_markdown(inputs: SummaryInputs) -> str:
         from saesteer.aggregate.signal import signal_markdown
 
         lines += signal_markdown(inputs.reliability, inputs.noise_ceiling, cfg.confidence, cfg.n_bootstrap)
+    if inputs.seed_retest is not None:  # seed test-retest (aggregate.retest), part of "How much is signal"
+        lines += retest_markdown(inputs.seed_retest, _headline_by_seed(rank), seeds_of(inputs.sae_table),
+                                 {**METRIC_LABELS, **TARGETS}, cfg.confidence)
     lines += ["## Every metric vs every steering target (all SAEs)", "",
               "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).", ""]
     overall = rank[rank.scope == "all"]
@@ -788,6 +799,12 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _headline_by_seed(rank: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows over all SAEs (pooled over seeds) and per seed replicate (scope ``seed``)."""
+    head = rank[(rank.metric == HEADLINE[0]) & (rank.target == HEADLINE[1])]
+    return head[head.scope.isin(["all", "seed"])] if (head.scope == "seed").any() else head.iloc[0:0]
+
+
 def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str, Any]) -> dict[str, Any]:
     head = _rank_rows(inputs.rank, *HEADLINE, "all")
     return {
@@ -811,6 +828,11 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "paper_tables": records(inputs.paper_tables) if inputs.paper_tables is not None else [],
         "reliability": records(inputs.reliability) if inputs.reliability is not None else [],
         "noise_ceiling": records(inputs.noise_ceiling) if inputs.noise_ceiling is not None else [],
+        "seed_retest": {
+            "seeds": seeds_of(inputs.sae_table),
+            "test_retest": records(inputs.seed_retest) if inputs.seed_retest is not None else [],
+            "headline_by_seed": records(_headline_by_seed(inputs.rank)),
+        },
         "outputs": outputs,
     }
 
