@@ -323,3 +323,28 @@ def test_imported_saes_join_the_eval_groups_and_need_no_training_job():
     for g in ("sae", "arch", "model"):
         s = shape_estimate(config, g, "disk")
         assert s.stage("train_sae").jobs == 0 and s.stage("train_sae").read_bytes == 0
+
+
+def test_seed_replicates_grow_training_and_evaluation_but_not_the_cache():
+    from saesteer.cost_shape import eval_groups, jobs_per_model, shape_estimate
+
+    one = load_config(REPO / "config/config.yaml")
+    two = copy.deepcopy(one)
+    two["training"]["seeds"] = [0, 1]
+    rows1, rows2 = {r.model: r for r in estimate(one)}, {r.model: r for r in estimate(two)}
+    for model, r in rows1.items():
+        assert rows2[model].n_saes == 2 * r.n_saes == 60
+        assert rows2[model].train_gpu_hours == approx(2 * r.train_gpu_hours)  # one more co-trained member per cell
+        assert (rows2[model].cache_bytes, rows2[model].cache_gpu_hours) == (r.cache_bytes, r.cache_gpu_hours)
+    for mode in ("disk", "stream"):
+        s1, s2 = shape_estimate(one, "model", mode), shape_estimate(two, "model", mode)
+        assert s2.stage("cache_activations").total_hours == s1.stage("cache_activations").total_hours
+        # one job per model reads the cache (or runs the LLM) once, whatever its members
+        assert s2.stage("train_sae").read_bytes == s1.stage("train_sae").read_bytes
+        assert s2.stage("train_sae").jobs == s1.stage("train_sae").jobs
+        assert s2.stage("train_sae").compute_hours > s1.stage("train_sae").compute_hours
+        for stage in ("eval_interp", "steer_eval", "select_features"):
+            assert s2.stage(stage).compute_hours == approx(2 * s1.stage(stage).compute_hours)
+    assert jobs_per_model(two, "sae") == 2 * jobs_per_model(one, "sae")  # one job per replicate
+    assert eval_groups(two, "sae") == {m: 2 * n for m, n in eval_groups(one, "sae").items()}
+    assert eval_groups(two, "model") == eval_groups(one, "model")
