@@ -152,8 +152,8 @@ def check_run(
         import pandas as pd
 
         table = pd.read_parquet(table_path)
-        cells = {(r.model, r.arch, int(r.target_l0)) for r in table.itertuples()}
-        want = {(c.model, c.arch, c.target_l0) for c in grid.cells()}
+        cells = {(r.model, r.arch, int(r.target_l0), int(getattr(r, "seed", 0))) for r in table.itertuples()}
+        want = {(c.model, c.arch, c.target_l0, c.seed) for c in grid.cells()}
         if cells != want:
             problems.append(f"{table_path}: cells {sorted(cells)} are not the grid's {sorted(want)}")
         if "complete" in table and not bool(table["complete"].all()):

@@ -392,7 +392,7 @@ def check_rank_agreement(run: RunContext) -> list[str]:
         return []
     ranks, table = run.table(path), run.table(table_path)
     min_saes = AggregateConfig.from_config(run.config.get("aggregate")).min_saes
-    scope_column = {"model": "model", "arch": "arch", "sparsity": "target_l0", "source": "source"}
+    scope_column = {"model": "model", "arch": "arch", "sparsity": "target_l0", "source": "source", "seed": "seed"}
     problems: list[str] = []
     if ranks.empty:
         return [run.problem(path, "no rows")]
@@ -408,7 +408,7 @@ def check_rank_agreement(run: RunContext) -> list[str]:
             if column is None:
                 problems.append(run.problem(path, f"{where}: unknown scope {scope!r}"))
                 continue
-            labels = sub[column].map(lambda v: f"l0-{int(v)}" if column == "target_l0" else str(v))
+            labels = sub[column].map(lambda v: f"l0-{int(v)}" if column == "target_l0" else f"seed{int(v)}" if column == "seed" else str(v))
             sub = sub[labels == group]
         x, y = sub[metric].to_numpy(dtype=float), sub[target].to_numpy(dtype=float)
         keep = np.isfinite(x) & np.isfinite(y)
