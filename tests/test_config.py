@@ -91,14 +91,17 @@ def test_semantic_errors_are_named(paper):
 
 
 def test_schema_training_keys_match_train_config():
-    """TrainConfig refuses unknown keys; the schema must allow exactly its fields."""
+    """TrainConfig refuses unknown keys; the schema must allow exactly its fields, plus the keys
+    that shape the grid rather than one SAE's training (training.seeds), which it drops."""
     import dataclasses
 
     from saesteer.config import load_schema
     from saesteer.training.config import TrainConfig
+    from saesteer.training.job import WORKFLOW_KEYS
 
     schema_keys = set(load_schema()["properties"]["training"]["properties"])
-    assert schema_keys == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert schema_keys == {f.name for f in dataclasses.fields(TrainConfig)} | set(WORKFLOW_KEYS)
+    assert TrainConfig.from_dict({"tokens": 64, "batch_size": 8, "seeds": [0, 1]}) == TrainConfig(tokens=64, batch_size=8)
 
 
 def test_schema_judge_keys_match_judge_config():

@@ -100,6 +100,7 @@ NOT_FIELDS = {
     ("corpus", "sources", ITEMS, "weight"): "the mix (corpus.py) reads it from the source's dict, not the source class",
     ("corpus", "sources", ITEMS, "split"): "hf_dataset only: LocalFilesSource has no split",
     ("models", ITEMS, "pretrained"): "the model's SAEs to import, read by sae/pretrained.py from the model entry's dict",
+    ("training", "seeds"): "the grid's seed replicates, read by config.grid_from_config (Grid.seeds); TrainConfig drops it",
 }
 
 
