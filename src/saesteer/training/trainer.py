@@ -496,8 +496,8 @@ def write_outputs(
     if not cfg.keep_checkpoint:
         remove_checkpoint(trainer.checkpoint_dir)
     log.info(
-        "done %s L0=%d: L0 %.1f, explained variance %.4f, dead %.3f, %.0f tokens/s",
-        trainer.arch, target_l0, evaluation.l0, evaluation.explained_variance, evaluation.dead_fraction,
+        "done %s L0=%d%s: L0 %.1f, explained variance %.4f, dead %.3f, %.0f tokens/s",
+        trainer.arch, target_l0, f" (seed replicate {trainer.replicate})" if trainer.replicate else "", evaluation.l0, evaluation.explained_variance, evaluation.dead_fraction,
         summary["tokens_per_s"] or 0.0,
     )
     return summary
