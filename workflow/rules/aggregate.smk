@@ -129,6 +129,7 @@ rule aggregate:
             "models": config["models"],
             "architectures": config["architectures"],
             "sparsities": config["sparsities"],
+            "training": {"seeds": config["training"]["seeds"]},
             "judge": config.get("judge", {}),
             "aggregate": config.get("aggregate", {}),
         },

@@ -94,6 +94,7 @@ rule aggregate_steering_vectors:
             "models": config["models"],
             "architectures": config["architectures"],
             "sparsities": config["sparsities"],
+            "training": {"seeds": config["training"]["seeds"]},
             "judge": config.get("judge", {}),
             "aggregate": config.get("aggregate", {}),
         },

@@ -70,8 +70,13 @@ def retest_pair(
         return row
     result = rank_agreement(joined["a"].to_numpy(dtype=float), joined["b"].to_numpy(dtype=float), n_bootstrap=n_bootstrap,
                             n_permutations=n_permutations, confidence=confidence, rng=rng)
+    reason = result.reason
+    if reason and reason.startswith("the interpretability scores are all equal"):  # rank_agreement's words for x, y
+        reason = f"every cell has the same {measure} at seed {seed_a}: tau-b undefined"
+    elif reason and reason.startswith("the steering values are all equal"):
+        reason = f"every cell has the same {measure} at seed {seed_b}: tau-b undefined"
     row.update(tau_b=result.tau_b, ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
-               n_bootstrap_valid=result.n_bootstrap_valid, reason=result.reason)
+               n_bootstrap_valid=result.n_bootstrap_valid, reason=reason)
     return row
 
 
