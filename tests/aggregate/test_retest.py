@@ -128,3 +128,13 @@ def test_aggregate_with_two_seeds_reports_test_retest_and_the_headline_per_seed(
     assert [r["group"] for r in summary["seed_retest"]["headline_by_seed"]] == ["all", "seed0", "seed1"]
     text = (out / "summary.md").read_text()
     assert "### Seed test-retest" in text and "pooled (every seed)" in text and "One seed replicate" not in text
+
+
+def test_the_aggregate_rules_params_define_the_same_grid_as_the_config():
+    from saesteer.aggregate.job import aggregate_params
+    from saesteer.config import grid_from_config
+
+    config = grid_config()
+    config["training"]["seeds"] = [0, 3]
+    full, params = grid_from_config(config), grid_from_config(aggregate_params(config))
+    assert params.cells() == full.cells() and len(full.cells()) == 36

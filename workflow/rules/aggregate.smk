@@ -4,7 +4,7 @@
 from saesteer.aggregate import AggregateConfig  # noqa: E402
 from saesteer.aggregate.collect import cell_files  # noqa: E402
 from saesteer.aggregate.latents import latent_files  # noqa: E402
-from saesteer.aggregate.job import output_paths  # noqa: E402
+from saesteer.aggregate.job import aggregate_params, output_paths  # noqa: E402
 from saesteer.aggregate.signal import unit_files  # noqa: E402
 
 AGGREGATE = AggregateConfig.from_config(config.get("aggregate"))
@@ -125,13 +125,6 @@ rule aggregate:
     conda:
         "../../envs/saesteer.yaml"
     params:
-        config={
-            "models": config["models"],
-            "architectures": config["architectures"],
-            "sparsities": config["sparsities"],
-            "training": {"seeds": config["training"]["seeds"]},
-            "judge": config.get("judge", {}),
-            "aggregate": config.get("aggregate", {}),
-        },
+        config=aggregate_params(config),
     script:
         "../scripts/aggregate.py"

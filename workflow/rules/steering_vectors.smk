@@ -57,6 +57,7 @@ rule steering_vectors:
         "../scripts/steering_vectors.py"
 
 
+from saesteer.aggregate.job import aggregate_params  # noqa: E402
 from saesteer.aggregate.steering_vectors import input_files as _sv_inputs  # noqa: E402
 from saesteer.aggregate.steering_vectors import (
     output_paths as _sv_outputs,
@@ -90,13 +91,6 @@ rule aggregate_steering_vectors:
     conda:
         "../../envs/saesteer.yaml"
     params:
-        config={
-            "models": config["models"],
-            "architectures": config["architectures"],
-            "sparsities": config["sparsities"],
-            "training": {"seeds": config["training"]["seeds"]},
-            "judge": config.get("judge", {}),
-            "aggregate": config.get("aggregate", {}),
-        },
+        config=aggregate_params(config),
     script:
         "../scripts/aggregate_steering_vectors.py"

@@ -90,6 +90,20 @@ SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
 
 
+def aggregate_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of the config the aggregate rules pass their jobs (``params.config``): what
+    defines the grid (models, architectures, sparsities, seed replicates), the judge and the
+    aggregate block, so that other config changes do not rerun the aggregation."""
+    return {
+        "models": config["models"],
+        "architectures": config["architectures"],
+        "sparsities": config["sparsities"],
+        "training": {"seeds": (config.get("training") or {}).get("seeds", [0])},
+        "judge": config.get("judge", {}),
+        "aggregate": config.get("aggregate", {}),
+    }
+
+
 def output_paths(out_dir: str | Path) -> dict[str, Path]:
     """Every file the job writes: '{table}.parquet', '{table}.csv', the summaries and 'plots/{name}'."""
     out = Path(out_dir)
