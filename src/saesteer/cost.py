@@ -447,6 +447,7 @@ def format_estimate(config: dict[str, Any]) -> str:
     lines += [
         f"{'total':<16}{'':>14}{human_bytes(total_disk):>12}{total_cache:>13.2f}{'':>17}"
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
+        *_seed_lines(config),
         "",
         *_import_lines(rows),
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
@@ -463,6 +464,16 @@ def format_estimate(config: dict[str, Any]) -> str:
         *format_judge_estimate(config),
     ]
     return "\n".join(lines)
+
+
+def _seed_lines(config: dict[str, Any]) -> list[str]:
+    """With seed replicates (training.seeds): what they multiply and what they do not."""
+    seeds = grid_from_config(config).seeds
+    if len(seeds) < 2:
+        return []
+    return [f"(SAEs include {len(seeds)} seed replicates of every trained cell, training.seeds {list(seeds)}: each is one more "
+            "co-trained member, so training and every per-SAE stage count it; the activation cache and a co-training job's "
+            "read of it do not)"]
 
 
 def _import_lines(rows: list[ModelCost]) -> list[str]:
