@@ -46,6 +46,8 @@ class GroupMember:
     curves_path: str
     summary_path: str
     checkpoint_dir: str | None = None
+    control_encoder: str = "fitted"
+    """A random-decoder control (arch ``random-<arch>``): how its encoder is made (saesteer.controls)."""
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "GroupMember":
@@ -53,7 +55,7 @@ class GroupMember:
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"group member: unknown field(s) {unknown}; known: {sorted(known)}")
-        missing = sorted(k for k in known - {"checkpoint_dir"} if k not in entry)
+        missing = sorted(k for k in known - {"checkpoint_dir", "control_encoder"} if k not in entry)
         if missing:
             raise ValueError(f"group member {dict(entry)}: missing field(s) {missing}")
         return cls(**{**entry, "target_l0": int(entry["target_l0"])})
@@ -88,7 +90,8 @@ class GroupTrainer:
         self.members = list(members)
         self.on_step = on_step
         self.trainers = [
-            Trainer(cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device) for m in self.members
+            Trainer(cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device, control_encoder=m.control_encoder)
+            for m in self.members
         ]
         self.device = self.trainers[0].device
         self.n_steps = cfg.n_steps

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from saesteer.config import Grid
+from saesteer.controls import is_control
 from saesteer.grouping import job_cells, job_files, job_log
 from saesteer.rule_jobs import RuleJob
 
@@ -41,6 +42,8 @@ def train_job_members(grid: Grid, group_by: str, wildcards: Any) -> list[dict[st
         base = f"results/{cell.path}"
         member = {"arch": cell.arch, "target_l0": cell.target_l0, "checkpoint_dir": f"{base}/checkpoints"}
         member.update({f"{kind}_path": f"{base}/{tail}" for kind, tail in OUTPUT_TAILS.items()})
+        if is_control(cell.arch):  # a random-decoder control (controls.random_decoder)
+            member["control_encoder"] = grid.control_encoder
         members.append(member)
     return members
 

@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from saesteer.devices import resolve_device
 from saesteer.io import atomic_path, sha256_json, write_json_atomic
 from saesteer.sae.base import BaseSAE, LossOutput, StepContext
+from saesteer.controls import base_arch, is_control
+from saesteer.sae.random_decoder import make_random_decoder_control
 from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens
 from saesteer.training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
@@ -142,10 +144,15 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         device: str | None = None,
         on_step: StepHook | None = None,
+        control_encoder: str = "fitted",
     ) -> None:
         self.cfg = cfg
         self.source = source
         self.arch = arch
+        self.control = is_control(arch)
+        """A random-decoder control (``random-<arch>``; saesteer.sae.random_decoder)."""
+        self.control_encoder = control_encoder
+        built = base_arch(arch)
         self.target_l0 = int(target_l0)
         self.device = resolve_device(device or cfg.device, "training.device")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -159,19 +166,21 @@ class Trainer:
                 f"activations; rebuild the cache"
             )
         act_scale = math.sqrt(msn) if cfg.normalize_activations else 1.0
-        self.sae: BaseSAE = build_sae(arch, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
+        self.sae: BaseSAE = build_sae(built, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
         self.sae.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+        if self.control:
+            make_random_decoder_control(self.sae, control_encoder)
         self.sae.to(self.device)
-        self.params = [p for p in self.sae.parameters()]
-        self.optimizer = _make_adam(self.params, cfg, arch)
+        self.params = [p for p in self.sae.parameters() if p.requires_grad]
+        self.optimizer = _make_adam(self.params, cfg, built)
         self.controller: SparsityController | None = None
         if self.sae.sparsity_kind == "penalty":
             max_gain, horizon = cfg.controller_gain_and_horizon()
             self.controller = SparsityController(
                 target_l0=float(self.target_l0),
-                init_coef=cfg.initial_coef(arch, self.target_l0),
+                init_coef=cfg.initial_coef(built, self.target_l0),
                 warmup_steps=cfg.sparsity_warmup_steps,
-                calibrate=cfg.calibrates(arch),
+                calibrate=cfg.calibrates(built),
                 rate=cfg.calibration_rate,
                 max_gain=max_gain,
                 horizon=horizon,
@@ -187,6 +196,7 @@ class Trainer:
         self.fingerprint = sha256_json(
             {
                 "arch": arch,
+                **({"control_encoder": control_encoder} if self.control else {}),
                 "target_l0": self.target_l0,
                 "d_sae": d_sae,
                 "config": cfg.result_fields(),
@@ -406,6 +416,7 @@ class Trainer:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "seed": self.cfg.seed,
+            **({"control": {"kind": "random_decoder", "encoder": self.control_encoder, "built_as": base_arch(self.arch)}} if self.control else {}),
             "data": self.source.describe(),
             "training": self.cfg.to_dict(),
         }
@@ -476,6 +487,7 @@ def write_outputs(
             "explained_variance": evaluation.explained_variance,
             "training_tokens": summary["n_tokens"],
             "layer": data.get("layer"),
+            **({"control": summary["control"]} if "control" in summary else {}),
         },
     }
     context = data.get("context_length")
