@@ -80,6 +80,18 @@ rule aggregate:
             category="How much is signal",
         ),
         noise_ceiling_parquet=_SUMMARY["noise_ceiling.parquet"],
+        random_controls=report(
+            _SUMMARY["random_controls.csv"],
+            caption="../report/random_controls.rst",
+            category="How much is signal",
+        ),
+        random_controls_parquet=_SUMMARY["random_controls.parquet"],
+        random_controls_tau=report(
+            _SUMMARY["random_controls_tau.csv"],
+            caption="../report/random_controls_tau.rst",
+            category="How much is signal",
+        ),
+        random_controls_tau_parquet=_SUMMARY["random_controls_tau.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(
@@ -123,6 +135,7 @@ rule aggregate:
             "models": config["models"],
             "architectures": config["architectures"],
             "sparsities": config["sparsities"],
+            "controls": config.get("controls", {}),
             "judge": config.get("judge", {}),
             "aggregate": config.get("aggregate", {}),
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
+from saesteer.aggregate.controls import CONTROL_COLUMNS, TAU_COLUMNS, control_comparison, split_controls, tau_with_and_without
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.reliability import CEILING_COLUMNS, RELIABILITY_COLUMNS
@@ -38,7 +40,8 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling")
+TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling",
+          "random_controls", "random_controls_tau")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -77,7 +80,12 @@ _SIGNAL_TEXT = ("scope", "group", "measure", "split", "reason", "metric", "targe
 _SIGNAL_INT = ("n_saes", "n_units_split", "n_splits", "n_splits_defined", "n_bootstrap_valid", "n")
 RELIABILITY_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in RELIABILITY_COLUMNS])
 CEILING_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in CEILING_COLUMNS])
-SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
+_CONTROL_TEXT = ("scope", "group", "metric", "verdict", "reason", "target", "controls")
+_CONTROL_INT = ("n_trained", "n_random", "n")
+RANDOM_CONTROLS_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in CONTROL_COLUMNS])
+RANDOM_CONTROLS_TAU_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in TAU_COLUMNS])
+SCHEMAS = {"random_controls": RANDOM_CONTROLS_SCHEMA, "random_controls_tau": RANDOM_CONTROLS_TAU_SCHEMA,
+           "reliability": RELIABILITY_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
            "sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
            "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
@@ -142,9 +150,13 @@ def run_aggregate(
     configured_prompts = JudgeConfig.from_dict(config.get("judge")).prompts_label
     out = Path(out_dir)
     collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts)
-    table = collected.table
+    full_table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
-    table.insert(3, "paper_model", [paper_names[m] for m in table["model"]])
+    full_table.insert(3, "paper_model", [paper_names[m] for m in full_table["model"]])
+    # Random-decoder controls (controls.random_decoder) stay out of every statistic below: the
+    # SAE table lists them (source random_control) and aggregate.controls compares them.
+    table, controls = split_controls(full_table)
+    trained_grid = dataclasses.replace(grid, architectures=tuple(grid.trained_architectures))
     missing = collected.missing
     log.info("collected %d SAEs, %d with something missing", len(table), len(missing))
     for cell, reasons in missing.items():
@@ -155,18 +167,23 @@ def run_aggregate(
     psi = psi_table(table, cfg)
     log.info("psi: %d rows (%.1f s)", len(psi), time.perf_counter() - started)
     selection = selection_table(table, cfg, paper_names)
-    latents, latents_missing = collect_latents(grid, results_dir)
+    latents, latents_missing = collect_latents(grid, results_dir)  # the controls' latents too
     for line in latents_missing:
         log.warning("per-latent table: %s", line)
     latent_tau = latent_tau_table(table)
     tables = paper_tables(rank, psi, selection, paper_names)
-    reliability, noise_ceiling, unit_problems = signal_tables_for(grid, table, results_dir, cfg)
+    reliability, noise_ceiling, unit_problems = signal_tables_for(trained_grid, table, results_dir, cfg)
+    random_controls = control_comparison(full_table, cfg)
+    random_controls_tau = tau_with_and_without(full_table, cfg)
+    if len(controls):
+        log.info("random-decoder controls: %d SAEs beside %d", len(controls), len(table))
     for line in unit_problems:
         log.warning("reliability: %s", line)
     log.info("reliability and noise ceiling (%.1f s)", time.perf_counter() - started)
 
     paths = output_paths(out)
-    for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
+    for name, frame in (("sae_table", full_table), ("random_controls", random_controls), ("random_controls_tau", random_controls_tau),
+                        ("rank_agreement", rank), ("psi", psi), ("selection", selection),
                         ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau),
                         ("reliability", reliability), ("noise_ceiling", noise_ceiling)):
         _write_table(frame, name, out)
@@ -175,10 +192,13 @@ def run_aggregate(
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
         latent_tau=latent_tau, paper_tables=tables,
         reliability=reliability, noise_ceiling=noise_ceiling,
+        random_controls=random_controls, random_controls_tau=random_controls_tau, n_controls=len(controls),
     )
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))
-    grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities)}
+    grid_info = {"models": grid.model_names, "architectures": grid.trained_architectures, "sparsities": list(grid.sparsities)}
+    if grid.control_architectures:
+        grid_info["controls"] = grid.control_architectures
     outputs = {k: str(v) for k, v in paths.items()}
     write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)

@@ -216,9 +216,8 @@ def _ci(row: pd.Series, low: str, high: str) -> str:
     return f" [{_f(row[low])}, {_f(row[high])}]" if math.isfinite(row[low]) else ""
 
 
-NOT_YET = ("Not computed yet (issue 24, items 3-5): seed test-retest (the same cell trained with other seeds), "
-           "random-decoder control SAEs (Korznikov et al.) and judge sensitivity (the tau-b between two judges' "
-           "rankings). Every reliability here is over the units of one run: concepts, instructions, latents, "
+NOT_YET = ("Not computed yet (issue 24, items 3 and 5): seed test-retest (the same cell trained with other seeds) "
+           "and judge sensitivity (the tau-b between two judges' rankings). Every reliability here is over the units of one run: concepts, instructions, latents, "
            "subtasks and letters. Noise from training seeds or from the judge is not in it, so these "
            "reliabilities are upper bounds and the ceilings too.")
 

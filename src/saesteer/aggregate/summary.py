@@ -502,6 +502,12 @@ class SummaryInputs:
     """Split-half reliability of each measure (aggregate.signal; docs/method.md, "How much is signal")."""
     noise_ceiling: pd.DataFrame | None = None
     """Noise ceiling and share of it of each metric vs steering (aggregate.signal)."""
+    random_controls: pd.DataFrame | None = None
+    """Trained vs random-decoder control means per measure (aggregate.controls)."""
+    random_controls_tau: pd.DataFrame | None = None
+    """tau-b with steering without / with the random-decoder controls (aggregate.controls)."""
+    n_controls: int = 0
+    """Random-decoder control SAEs collected (not in ``sae_table``, which holds the others)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -554,6 +560,16 @@ def _source_counts(table: pd.DataFrame) -> str:
     return f" ({len(table) - imported} trained here, {imported} imported pretrained SAEs: docs/pretrained-saes.md)"
 
 
+def _controls_lines(inputs: SummaryInputs) -> list[str]:
+    """The random-control rows (aggregate.controls), or one line saying they were not run."""
+    from saesteer.aggregate.controls import controls_markdown
+
+    if inputs.random_controls is None or inputs.random_controls.empty:
+        return ["Random-decoder control SAEs (Korznikov et al. 2026): not in this run (controls.random_decoder.enabled: false).", ""]
+    return controls_markdown(inputs.random_controls, inputs.random_controls_tau if inputs.random_controls_tau is not None
+                             else pd.DataFrame(), inputs.cfg.confidence)
+
+
 def render_markdown(inputs: SummaryInputs) -> str:
     cfg, rank, psi, sel = inputs.cfg, inputs.rank, inputs.psi, inputs.selection
     n_cells = len(inputs.sae_table)
@@ -563,7 +579,8 @@ def render_markdown(inputs: SummaryInputs) -> str:
     lines += [
         "",
         f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
-        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}, {n_cells - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
+        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}, {n_cells + inputs.n_controls - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
+        + (f" (counting {inputs.n_controls} random-decoder control SAEs beside them: controls.random_decoder)" if inputs.n_controls else "")
         + (" (partial aggregation: only the files that exist were required)." if inputs.partial else "."),
         f"- Statistics: Kendall tau-b (Kendall 1945), {int(cfg.confidence * 100)}% BCa bootstrap intervals "
         f"(Efron 1987; {cfg.n_bootstrap} resamples of SAEs), two-sided permutation p-values ({cfg.n_permutations} "
@@ -606,6 +623,7 @@ def render_markdown(inputs: SummaryInputs) -> str:
         from saesteer.aggregate.signal import signal_markdown
 
         lines += signal_markdown(inputs.reliability, inputs.noise_ceiling, cfg.confidence, cfg.n_bootstrap)
+        lines += _controls_lines(inputs)
     lines += ["## Every metric vs every steering target (all SAEs)", "",
               "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).", ""]
     overall = rank[rank.scope == "all"]
@@ -799,7 +817,8 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         },
         "config": inputs.cfg.as_dict(),
         "partial": inputs.partial,
-        "grid": {**grid, "n_saes": len(inputs.sae_table), "n_complete": len(inputs.sae_table) - len(inputs.missing)},
+        "grid": {**grid, "n_saes": len(inputs.sae_table), "n_complete": len(inputs.sae_table) + inputs.n_controls - len(inputs.missing),
+                 **({"n_controls": inputs.n_controls} if inputs.n_controls else {})},
         "missing": inputs.missing,
         "headline": records(head)[0] if len(head) else None,
         "paper": PAPER,
@@ -811,6 +830,8 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "paper_tables": records(inputs.paper_tables) if inputs.paper_tables is not None else [],
         "reliability": records(inputs.reliability) if inputs.reliability is not None else [],
         "noise_ceiling": records(inputs.noise_ceiling) if inputs.noise_ceiling is not None else [],
+        "random_controls": records(inputs.random_controls) if inputs.random_controls is not None else [],
+        "random_controls_tau": records(inputs.random_controls_tau) if inputs.random_controls_tau is not None else [],
         "outputs": outputs,
     }
 
