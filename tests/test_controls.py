@@ -66,3 +66,16 @@ def test_enabled_controls_add_random_cells_per_model_and_sparsity(ci):
 def test_a_bad_controls_block_is_refused_naming_the_field(ci, block, field, says):
     message = _error(_with(ci, block))
     assert f"config field {field}: " in message and says in message, message
+
+
+def test_the_cost_model_counts_the_control_saes_in_every_stage(ci):
+    from saesteer.cost import estimate, format_estimate, judge_estimate
+
+    on = _with(ci, {"random_decoder": {"enabled": True, "architectures": ["topk"]}})
+    off_rows, on_rows = estimate(ci), estimate(on)
+    # 2 trained SAEs per model (topk, jumprelu at L0 2) + 1 control (random-topk)
+    assert [r.n_saes for r in off_rows] == [2, 2, 2] and [r.n_saes for r in on_rows] == [3, 3, 3]
+    assert sum(r.train_gpu_hours for r in on_rows) == pytest.approx(1.5 * sum(r.train_gpu_hours for r in off_rows))
+    assert judge_estimate(on)[0].task.startswith("autointerp: 9 SAEs")
+    assert "Random-decoder controls (controls.random_decoder: random-topk): 1 of the 3 SAEs per model" in format_estimate(on)
+    assert "Random-decoder controls" not in format_estimate(ci)

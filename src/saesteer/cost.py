@@ -448,6 +448,7 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"{'total':<16}{'':>14}{human_bytes(total_disk):>12}{total_cache:>13.2f}{'':>17}"
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
         "",
+        *_control_lines(config),
         *_import_lines(rows),
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         *_steering_lines(config, cost),
@@ -463,6 +464,22 @@ def format_estimate(config: dict[str, Any]) -> str:
         *format_judge_estimate(config),
     ]
     return "\n".join(lines)
+
+
+def _control_lines(config: dict[str, Any]) -> list[str]:
+    """The random-decoder controls (controls.random_decoder) are SAEs of the grid like the trained
+    ones: every count above and below includes them (trained with the decoder frozen: the same
+    FLOPs bar the decoder's gradient, counted in full). Says how many they are."""
+    grid = grid_from_config(config)
+    n_controls = len(grid.control_architectures) * len(grid.sparsities)
+    if not n_controls:
+        return []
+    n_total = len(grid.architectures) * len(grid.sparsities)
+    return [
+        f"Random-decoder controls (controls.random_decoder: {', '.join(grid.control_architectures)}): {n_controls} of the "
+        f"{n_total} SAEs per model above, in every stage's counts below.",
+        "",
+    ]
 
 
 def _import_lines(rows: list[ModelCost]) -> list[str]:

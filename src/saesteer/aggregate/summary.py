@@ -579,8 +579,10 @@ def render_markdown(inputs: SummaryInputs) -> str:
     lines += [
         "",
         f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
-        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}, {n_cells + inputs.n_controls - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
-        + (f" (counting {inputs.n_controls} random-decoder control SAEs beside them: controls.random_decoder)" if inputs.n_controls else "")
+        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}"
+        + (f" and {inputs.n_controls} random-decoder control SAEs beside them (controls.random_decoder; in no statistic but their own section)"
+           if inputs.n_controls else "")
+        + f", {n_cells + inputs.n_controls - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
         + (" (partial aggregation: only the files that exist were required)." if inputs.partial else "."),
         f"- Statistics: Kendall tau-b (Kendall 1945), {int(cfg.confidence * 100)}% BCa bootstrap intervals "
         f"(Efron 1987; {cfg.n_bootstrap} resamples of SAEs), two-sided permutation p-values ({cfg.n_permutations} "
