@@ -11,7 +11,7 @@ saesteer.sae.random_decoder; docs/method.md, "Random-decoder controls".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from saesteer.config_blocks import reject_unknown_keys
@@ -63,7 +63,7 @@ class RandomDecoderConfig:
         """The block of a whole config (``config["controls"]["random_decoder"]``), checked
         against the config's ``architectures``; errors name the field."""
         controls = dict(config.get("controls") or {})
-        reject_unknown_keys("controls", controls, _ControlsBlock, ControlsConfigError)
+        reject_unknown_keys("controls", controls, ControlsConfig, ControlsConfigError)
         block = dict(controls.get("random_decoder") or {})
         reject_unknown_keys("controls.random_decoder", block, cls, ControlsConfigError)
         if "enabled" in block and not isinstance(block["enabled"], bool):
@@ -92,5 +92,12 @@ class RandomDecoderConfig:
 
 
 @dataclass(frozen=True)
-class _ControlsBlock:
-    random_decoder: dict[str, Any] | None = None
+class ControlsConfig:
+    """The ``controls`` block: one entry per kind of control (so far the random decoders)."""
+
+    random_decoder: RandomDecoderConfig = field(default_factory=RandomDecoderConfig)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ControlsConfig":
+        """The block of a whole config, checked (see :meth:`RandomDecoderConfig.from_config`)."""
+        return cls(random_decoder=RandomDecoderConfig.from_config(config))

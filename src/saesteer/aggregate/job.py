@@ -194,7 +194,8 @@ def run_aggregate(
         reliability=reliability, noise_ceiling=noise_ceiling,
         random_controls=random_controls, random_controls_tau=random_controls_tau, n_controls=len(controls),
     )
-    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
+    trained_latents = latents[~latents["arch"].isin(grid.control_architectures)] if len(controls) else latents
+    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=trained_latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))
     grid_info = {"models": grid.model_names, "architectures": grid.trained_architectures, "sparsities": list(grid.sparsities)}
     if grid.control_architectures:
