@@ -145,8 +145,9 @@ def sparsity_label(target_l0: int) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One SAE of the grid: trained by the workflow (label ``l0-{target_l0}``) or imported
-    (``source`` "imported", ``label`` the pretrained entry's name)."""
+    """One SAE of the grid: trained by the workflow (label ``l0-{target_l0}``; ``source``
+    "random_control" for a random-decoder control, arch ``random-<arch>``: saesteer.controls)
+    or imported (``source`` "imported", ``label`` the pretrained entry's name)."""
 
     model: str
     arch: str
