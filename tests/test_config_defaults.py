@@ -16,6 +16,7 @@ import pytest
 
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.cache.cache_activations import CacheConfig
+from saesteer.controls import ControlsConfig, RandomDecoderConfig
 from saesteer.corpus import HFDatasetSource, LocalFilesSource
 from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig, ProbingTask
 from saesteer.judges import JudgeConfig, LLMJudgeConfig, OfflineJudgeConfig
@@ -56,6 +57,8 @@ BLOCKS: dict[tuple[str, ...], type] = {
     ("steering", "instructions"): InstructionsConfig,
     ("steering", "concepts", ITEMS): ConceptSpec,
     ("steering_vectors",): SteeringVectorsConfig,
+    ("controls",): ControlsConfig,
+    ("controls", "random_decoder"): RandomDecoderConfig,
     ("aggregate",): AggregateConfig,
 }
 # A second dataclass reading the same block (one class per corpus source kind).

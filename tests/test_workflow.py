@@ -167,3 +167,20 @@ def test_lint_is_clean():
     result = snakemake("--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("group_by, train_jobs", [("sae", 180), ("model", 3)])
+def test_random_decoder_controls_join_the_grid_as_their_own_cells(group_by, train_jobs, tmp_path):
+    # controls.random_decoder (docs/method.md, "Random-decoder controls"): a random-<arch> SAE
+    # per trained one, co-trained in the same job (group_by model) or its own (sae), and every
+    # per-SAE stage runs on it.
+    overlay = tmp_path / "controls.yaml"
+    overlay.write_text(f"controls:\n  random_decoder:\n    enabled: true\ntraining:\n  group_by: {group_by}\n")
+    result = snakemake("-n", "--forceall", "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train_sae"] == train_jobs and counts["eval_interp"] == 30  # 15 trained + 15 control (model, arch) jobs
+    target = "results/qwen2.5-3b/random-gated/l0-160/steering/score.json"
+    result = snakemake("-n", "--forceall", target, "--configfile", "config/config.yaml", str(overlay))
+    assert result.returncode == 0, result.stderr
+    assert "results/qwen2.5-3b/random-gated/l0-160/sae/cfg.json" in result.stdout

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
+from saesteer.controls import ControlsConfigError, RandomDecoderConfig, is_control, source_of_arch
 from saesteer.schemas import schema_defaults, schema_path
 from saesteer.models import ModelSpec
 
@@ -78,7 +79,17 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
     errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
     errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")
     errors += _block_errors(config, "steering_vectors", "saesteer.steering.vectors_config", "SteeringVectorsConfig", "VectorsConfigError")
+    errors += _controls_errors(config)
     return errors
+
+
+def _controls_errors(config: dict[str, Any]) -> list[str]:
+    """controls.random_decoder: its architectures among the grid's (saesteer.controls)."""
+    try:
+        RandomDecoderConfig.from_config(config)
+    except ControlsConfigError as exc:
+        return [f"config field {exc}"]
+    return []
 
 
 def _pretrained_errors(config: dict[str, Any]) -> list[str]:
@@ -146,8 +157,9 @@ def split_seed(label: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One SAE of the grid: trained by the workflow (label ``l0-{target_l0}``) or imported
-    (``source`` "imported", ``label`` the pretrained entry's name)."""
+    """One SAE of the grid: trained by the workflow (label ``l0-{target_l0}``; ``source``
+    "random_control" for a random-decoder control, arch ``random-<arch>``: saesteer.controls)
+    or imported (``source`` "imported", ``label`` the pretrained entry's name)."""
 
     model: str
     arch: str
@@ -176,6 +188,19 @@ class Grid:
     """saesteer.sae.pretrained.PretrainedEntry per imported cell."""
     seeds: tuple[int, ...] = (0,)
     """Seed replicates of every trained cell (``training.seeds``)."""
+    control_encoder: str = "fitted"
+    """How the random-decoder controls' encoders are made (controls.random_decoder.encoder)."""
+
+    @property
+    def trained_architectures(self) -> list[str]:
+        """The config's architectures (``architectures`` also holds the controls')."""
+        return [a for a in self.architectures if not is_control(a)]
+
+    @property
+    def control_architectures(self) -> list[str]:
+        """``random-<arch>`` of each random-decoder control (controls.random_decoder), built
+        by the training stage beside the trained SAEs and run through every per-SAE stage."""
+        return [a for a in self.architectures if is_control(a)]
 
     @property
     def model_names(self) -> list[str]:
@@ -243,8 +268,15 @@ class Grid:
         raise KeyError(f"no sparsity level {label!r} in the config ({self.sparsity_labels})")
 
     def cells(self) -> list[Cell]:
-        """Trained cells (models x architectures x sparsities), then each model's imported ones."""
-        cells = [Cell(m.name, a, k, seed=s) for m in self.models for a in self.architectures for k in self.sparsities for s in self.seeds]
+        """Trained cells (models x architectures x sparsities x seed replicates; the controls'
+        with ``source`` random_control), then each model's imported ones."""
+        cells = [
+            Cell(m.name, a, k, source=source_of_arch(a), seed=s)
+            for m in self.models
+            for a in self.architectures
+            for k in self.sparsities
+            for s in self.seeds
+        ]
         cells += [Cell(p.model, p.arch, int(p.target_l0), p.name, "imported") for p in self.pretrained]
         return cells
 
@@ -258,9 +290,13 @@ def grid_from_config(config: dict[str, Any], base_dir: str | Path = ".") -> Grid
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
         pretrained = tuple(entries)
+    controls = RandomDecoderConfig.from_config(config)
     return Grid(
         models=tuple(ModelSpec.from_config(m) for m in config["models"]),
-        architectures=tuple(config["architectures"]),
+        # the random-decoder controls (controls.random_decoder) are trained by the workflow
+        # too: they ride along in every training and per-SAE job (saesteer.grouping)
+        architectures=tuple(config["architectures"]) + controls.control_architectures(config["architectures"]),
+        control_encoder=controls.encoder,
         sparsities=tuple(int(k) for k in config["sparsities"]),
         entries=tuple(config["models"]),
         pretrained=pretrained,

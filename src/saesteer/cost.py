@@ -449,6 +449,7 @@ def format_estimate(config: dict[str, Any]) -> str:
         f"{sum(r.n_saes for r in rows):>6}{total_train:>13.2f}",
         *_seed_lines(config),
         "",
+        *_control_lines(config),
         *_import_lines(rows),
         *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
         *_steering_lines(config, cost),
@@ -474,6 +475,20 @@ def _seed_lines(config: dict[str, Any]) -> list[str]:
     return [f"(SAEs include {len(seeds)} seed replicates of every trained cell, training.seeds {list(seeds)}: each is one more "
             "co-trained member, so training and every per-SAE stage count it; the activation cache and a co-training job's "
             "read of it do not)"]
+def _control_lines(config: dict[str, Any]) -> list[str]:
+    """The random-decoder controls (controls.random_decoder) are SAEs of the grid like the trained
+    ones: every count above and below includes them (trained with the decoder frozen: the same
+    FLOPs bar the decoder's gradient, counted in full). Says how many they are."""
+    grid = grid_from_config(config)
+    n_controls = len(grid.control_architectures) * len(grid.sparsities)
+    if not n_controls:
+        return []
+    n_total = len(grid.architectures) * len(grid.sparsities)
+    return [
+        f"Random-decoder controls (controls.random_decoder: {', '.join(grid.control_architectures)}): {n_controls} of the "
+        f"{n_total} SAEs per model above, in every stage's counts below.",
+        "",
+    ]
 
 
 def _import_lines(rows: list[ModelCost]) -> list[str]:

@@ -142,7 +142,8 @@ def check_run(
     if isinstance(summary, dict):
         grid_info = summary.get("grid", {})
         n = len(grid.cells())
-        if grid_info.get("n_saes") != n or grid_info.get("n_complete") != n:
+        # n_saes: the SAEs in the statistics; n_controls: the random-decoder controls beside them
+        if grid_info.get("n_saes", 0) + grid_info.get("n_controls", 0) != n or grid_info.get("n_complete") != n:
             problems.append(f"{summary_dir / 'summary.json'}: grid {grid_info}, expected {n} SAEs, all complete")
         for cell, reasons in (summary.get("missing") or {}).items():
             problems.append(f"{summary_dir / 'summary.json'}: {cell} missing {reasons}")

@@ -86,6 +86,18 @@ rule aggregate:
             category="How much is signal",
         ),
         seed_retest_parquet=_SUMMARY["seed_retest.parquet"],
+        random_controls=report(
+            _SUMMARY["random_controls.csv"],
+            caption="../report/random_controls.rst",
+            category="How much is signal",
+        ),
+        random_controls_parquet=_SUMMARY["random_controls.parquet"],
+        random_controls_tau=report(
+            _SUMMARY["random_controls_tau.csv"],
+            caption="../report/random_controls_tau.rst",
+            category="How much is signal",
+        ),
+        random_controls_tau_parquet=_SUMMARY["random_controls_tau.parquet"],
         markdown=_SUMMARY["summary.md"],
         json=_SUMMARY["summary.json"],
         interp_vs_steering=report(

@@ -38,5 +38,7 @@ rule train_sae:
         cache=config["cache"],
         corpus=config["corpus"],
         model=model_entry,
+        # how the random-decoder controls' encoders are made (controls.random_decoder)
+        control_encoder=GRID.control_encoder,
     script:
         "../scripts/train_sae.py"

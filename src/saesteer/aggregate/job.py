@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect
 from saesteer.aggregate.config import AggregateConfig
+from saesteer.aggregate.controls import CONTROL_COLUMNS, TAU_COLUMNS, control_comparison, split_controls, tau_with_and_without
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
 from saesteer.aggregate.plots import PLOTS, write_plots
 from saesteer.aggregate.reliability import CEILING_COLUMNS, RELIABILITY_COLUMNS
@@ -41,7 +43,7 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 log = logging.getLogger(__name__)
 
 TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling",
-          "seed_retest")
+          "seed_retest", "random_controls", "random_controls_tau")
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -84,7 +86,12 @@ SEED_RETEST_SCHEMA = pa.schema([
     (c, _STRING if c in ("measure", "scope", "group", "reason") else _INT if c in ("seed_a", "seed_b", "n", "n_bootstrap_valid") else _FLOAT)
     for c in RETEST_COLUMNS
 ])
-SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
+_CONTROL_TEXT = ("scope", "group", "metric", "verdict", "reason", "target", "controls")
+_CONTROL_INT = ("n_trained", "n_random", "n")
+RANDOM_CONTROLS_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in CONTROL_COLUMNS])
+RANDOM_CONTROLS_TAU_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in TAU_COLUMNS])
+SCHEMAS = {"random_controls": RANDOM_CONTROLS_SCHEMA, "random_controls_tau": RANDOM_CONTROLS_TAU_SCHEMA,
+           "reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
            "sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
            "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
@@ -92,12 +99,13 @@ SCHEMAS = {"reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA,
 
 def aggregate_params(config: dict[str, Any]) -> dict[str, Any]:
     """The part of the config the aggregate rules pass their jobs (``params.config``): what
-    defines the grid (models, architectures, sparsities, seed replicates), the judge and the
+    defines the grid (models, architectures, sparsities, random-decoder controls, seed replicates), the judge and the
     aggregate block, so that other config changes do not rerun the aggregation."""
     return {
         "models": config["models"],
         "architectures": config["architectures"],
         "sparsities": config["sparsities"],
+        "controls": config.get("controls", {}),
         "training": {"seeds": (config.get("training") or {}).get("seeds", [0])},
         "judge": config.get("judge", {}),
         "aggregate": config.get("aggregate", {}),
@@ -163,9 +171,13 @@ def run_aggregate(
     configured_prompts = JudgeConfig.from_dict(config.get("judge")).prompts_label
     out = Path(out_dir)
     collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts)
-    table = collected.table
+    full_table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
-    table.insert(3, "paper_model", [paper_names[m] for m in table["model"]])
+    full_table.insert(3, "paper_model", [paper_names[m] for m in full_table["model"]])
+    # Random-decoder controls (controls.random_decoder) stay out of every statistic below: the
+    # SAE table lists them (source random_control) and aggregate.controls compares them.
+    table, controls = split_controls(full_table)
+    trained_grid = dataclasses.replace(grid, architectures=tuple(grid.trained_architectures))
     missing = collected.missing
     log.info("collected %d SAEs, %d with something missing", len(table), len(missing))
     for cell, reasons in missing.items():
@@ -176,12 +188,16 @@ def run_aggregate(
     psi = psi_table(table, cfg)
     log.info("psi: %d rows (%.1f s)", len(psi), time.perf_counter() - started)
     selection = selection_table(table, cfg, paper_names)
-    latents, latents_missing = collect_latents(grid, results_dir)
+    latents, latents_missing = collect_latents(grid, results_dir)  # the controls' latents too
     for line in latents_missing:
         log.warning("per-latent table: %s", line)
     latent_tau = latent_tau_table(table)
     tables = paper_tables(rank, psi, selection, paper_names)
-    reliability, noise_ceiling, unit_problems = signal_tables_for(grid, table, results_dir, cfg)
+    reliability, noise_ceiling, unit_problems = signal_tables_for(trained_grid, table, results_dir, cfg)
+    random_controls = control_comparison(full_table, cfg)
+    random_controls_tau = tau_with_and_without(full_table, cfg)
+    if len(controls):
+        log.info("random-decoder controls: %d SAEs beside %d", len(controls), len(table))
     for line in unit_problems:
         log.warning("reliability: %s", line)
     log.info("reliability and noise ceiling (%.1f s)", time.perf_counter() - started)
@@ -189,7 +205,8 @@ def run_aggregate(
     log.info("seed test-retest: %d rows (%.1f s)", len(seed_retest), time.perf_counter() - started)
 
     paths = output_paths(out)
-    for name, frame in (("sae_table", table), ("rank_agreement", rank), ("psi", psi), ("selection", selection),
+    for name, frame in (("sae_table", full_table), ("random_controls", random_controls), ("random_controls_tau", random_controls_tau),
+                        ("rank_agreement", rank), ("psi", psi), ("selection", selection),
                         ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau),
                         ("reliability", reliability), ("noise_ceiling", noise_ceiling), ("seed_retest", seed_retest)):
         _write_table(frame, name, out)
@@ -198,11 +215,15 @@ def run_aggregate(
         judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
         latent_tau=latent_tau, paper_tables=tables,
         reliability=reliability, noise_ceiling=noise_ceiling, seed_retest=seed_retest,
+        random_controls=random_controls, random_controls_tau=random_controls_tau, n_controls=len(controls),
     )
-    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
+    trained_latents = latents[~latents["arch"].isin(grid.control_architectures)] if len(controls) else latents
+    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=trained_latents)
     write_text_atomic(paths["summary.md"], render_markdown(inputs))
-    grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities),
+    grid_info = {"models": grid.model_names, "architectures": grid.trained_architectures, "sparsities": list(grid.sparsities),
                  "seeds": list(grid.seeds)}
+    if grid.control_architectures:
+        grid_info["controls"] = grid.control_architectures
     outputs = {k: str(v) for k, v in paths.items()}
     write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)

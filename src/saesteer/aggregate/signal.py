@@ -217,11 +217,10 @@ def _ci(row: pd.Series, low: str, high: str) -> str:
     return f" [{_f(row[low])}, {_f(row[high])}]" if math.isfinite(row[low]) else ""
 
 
-NOT_YET = ("Not computed yet (issue 24, items 4-5): random-decoder control SAEs (Korznikov et al.) and judge "
-           "sensitivity (the tau-b between two judges' rankings). Every reliability here is over the units of one "
-           "run: concepts, instructions, latents, subtasks and letters. Noise from training seeds (the seed "
-           "test-retest below measures it when training.seeds has two or more) or from the judge is not in it, so "
-           "these reliabilities are upper bounds and the ceilings too.")
+NOT_YET = ("Not computed yet (issue 24, item 5): judge sensitivity (the tau-b between two judges' rankings). "
+           "Every reliability here is over the units of one run: concepts, instructions, latents, subtasks and "
+           "letters. Noise from training seeds (the seed test-retest below measures it when training.seeds has two "
+           "or more) or from the judge is not in it, so these reliabilities are upper bounds and the ceilings too.")
 
 
 def signal_markdown(reliability: pd.DataFrame, ceiling: pd.DataFrame, confidence: float, n_bootstrap: int) -> list[str]:

@@ -509,6 +509,12 @@ class SummaryInputs:
     """Noise ceiling and share of it of each metric vs steering (aggregate.signal)."""
     seed_retest: pd.DataFrame | None = None
     """Test-retest tau-b of each measure across seed replicates (aggregate.retest; empty with one seed)."""
+    random_controls: pd.DataFrame | None = None
+    """Trained vs random-decoder control means per measure (aggregate.controls)."""
+    random_controls_tau: pd.DataFrame | None = None
+    """tau-b with steering without / with the random-decoder controls (aggregate.controls)."""
+    n_controls: int = 0
+    """Random-decoder control SAEs collected (not in ``sae_table``, which holds the others)."""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -561,6 +567,16 @@ def _source_counts(table: pd.DataFrame) -> str:
     return f" ({len(table) - imported} trained here, {imported} imported pretrained SAEs: docs/pretrained-saes.md)"
 
 
+def _controls_lines(inputs: SummaryInputs) -> list[str]:
+    """The random-control rows (aggregate.controls), or one line saying they were not run."""
+    from saesteer.aggregate.controls import controls_markdown
+
+    if inputs.random_controls is None or inputs.random_controls.empty:
+        return ["Random-decoder control SAEs (Korznikov et al. 2026): not in this run (controls.random_decoder.enabled: false).", ""]
+    return controls_markdown(inputs.random_controls, inputs.random_controls_tau if inputs.random_controls_tau is not None
+                             else pd.DataFrame(), inputs.cfg.confidence)
+
+
 def render_markdown(inputs: SummaryInputs) -> str:
     cfg, rank, psi, sel = inputs.cfg, inputs.rank, inputs.psi, inputs.selection
     n_cells = len(inputs.sae_table)
@@ -570,7 +586,10 @@ def render_markdown(inputs: SummaryInputs) -> str:
     lines += [
         "",
         f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
-        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}, {n_cells - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
+        f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}"
+        + (f" and {inputs.n_controls} random-decoder control SAEs beside them (controls.random_decoder; in no statistic but their own section)"
+           if inputs.n_controls else "")
+        + f", {n_cells + inputs.n_controls - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
         + (" (partial aggregation: only the files that exist were required)." if inputs.partial else "."),
         f"- Statistics: Kendall tau-b (Kendall 1945), {int(cfg.confidence * 100)}% BCa bootstrap intervals "
         f"(Efron 1987; {cfg.n_bootstrap} resamples of SAEs), two-sided permutation p-values ({cfg.n_permutations} "
@@ -614,6 +633,7 @@ def render_markdown(inputs: SummaryInputs) -> str:
         from saesteer.aggregate.signal import signal_markdown
 
         lines += signal_markdown(inputs.reliability, inputs.noise_ceiling, cfg.confidence, cfg.n_bootstrap)
+        lines += _controls_lines(inputs)
     if inputs.seed_retest is not None:  # seed test-retest (aggregate.retest), part of "How much is signal"
         lines += retest_markdown(inputs.seed_retest, _headline_by_seed(rank), seeds_of(inputs.sae_table),
                                  {**METRIC_LABELS, **TARGETS}, cfg.confidence)
@@ -816,7 +836,8 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         },
         "config": inputs.cfg.as_dict(),
         "partial": inputs.partial,
-        "grid": {**grid, "n_saes": len(inputs.sae_table), "n_complete": len(inputs.sae_table) - len(inputs.missing)},
+        "grid": {**grid, "n_saes": len(inputs.sae_table), "n_complete": len(inputs.sae_table) + inputs.n_controls - len(inputs.missing),
+                 **({"n_controls": inputs.n_controls} if inputs.n_controls else {})},
         "missing": inputs.missing,
         "headline": records(head)[0] if len(head) else None,
         "paper": PAPER,
@@ -833,6 +854,8 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
             "test_retest": records(inputs.seed_retest) if inputs.seed_retest is not None else [],
             "headline_by_seed": records(_headline_by_seed(inputs.rank)),
         },
+        "random_controls": records(inputs.random_controls) if inputs.random_controls is not None else [],
+        "random_controls_tau": records(inputs.random_controls_tau) if inputs.random_controls_tau is not None else [],
         "outputs": outputs,
     }
 

@@ -22,6 +22,7 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.stats import TIE_TOLERANCE
 from saesteer.cache.store import ActivationCache, CacheError
 from saesteer.checks.context import RunContext, number, same
+from saesteer.controls import CONTROL_SOURCE
 from saesteer.io import sha256_file
 from saesteer.sae.saelens_io import SAELENS_ARCH
 
@@ -390,12 +391,16 @@ def check_rank_agreement(run: RunContext) -> list[str]:
     path, table_path = run.summary_dir / "rank_agreement.parquet", run.summary_dir / "sae_table.parquet"
     if not (path.is_file() and table_path.is_file()):
         return []
-    ranks, table = run.table(path), run.table(table_path)
+    ranks, full_table = run.table(path), run.table(table_path)
     min_saes = AggregateConfig.from_config(run.config.get("aggregate")).min_saes
     scope_column = {"model": "model", "arch": "arch", "sparsity": "target_l0", "source": "source", "seed": "seed"}
     problems: list[str] = []
     if ranks.empty:
         return [run.problem(path, "no rows")]
+    # random-decoder controls (controls.random_decoder) are in no rank agreement but their own
+    is_control = (full_table["source"] == CONTROL_SOURCE) if "source" in full_table else np.zeros(len(full_table), bool)
+    table = full_table[~np.asarray(is_control)]
+    problems += _check_control_taus(run, full_table, table, min_saes)
     for _, r in ranks.iterrows():
         metric, target, scope, group = r["metric"], r["target"], r["scope"], str(r["group"])
         where = f"{metric} vs {target} ({scope} {group})"
@@ -419,6 +424,25 @@ def check_rank_agreement(run: RunContext) -> list[str]:
         got = number(r["tau_b"])
         if math.isnan(want) != math.isnan(got) or (not math.isnan(want) and abs(want - got) > TAU_TOL):
             problems.append(run.problem(path, f"{where}: tau_b {got!r}, scipy's kendalltau(variant='b') on {table_path} gives {want!r}"))
+    return problems
+
+
+def _check_control_taus(run: RunContext, full_table: Any, trained: Any, min_saes: int) -> list[str]:
+    """summary/random_controls_tau.parquet: "without" rows are tau-b over the trained SAEs,
+    "with" rows over every SAE of the SAE table (scipy's kendalltau, variant b)."""
+    path = run.summary_dir / "random_controls_tau.parquet"
+    if not path.is_file():
+        return []
+    problems: list[str] = []
+    for _, r in run.table(path).iterrows():
+        sub = trained if r["controls"] == "without" else full_table
+        x, y = sub[r["metric"]].to_numpy(dtype=float), sub[r["target"]].to_numpy(dtype=float)
+        keep = np.isfinite(x) & np.isfinite(y)
+        want = _scipy_tau(x[keep], y[keep]) if int(keep.sum()) >= min_saes else math.nan
+        got = number(r["tau_b"])
+        if int(r["n"]) != int(keep.sum()) or math.isnan(want) != math.isnan(got) or (not math.isnan(want) and abs(want - got) > TAU_TOL):
+            problems.append(run.problem(path, f"{r['metric']} vs {r['target']} {r['controls']} controls: n {r['n']}, tau_b {got!r}; "
+                                              f"scipy on the SAE table: n {int(keep.sum())}, {want!r}"))
     return problems
 
 

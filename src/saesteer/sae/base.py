@@ -220,7 +220,8 @@ class BaseSAE(nn.Module, ABC):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        if self.unit_norm_decoder:
+        # A frozen decoder (random-decoder control, saesteer.sae.random_decoder) is left as is.
+        if self.unit_norm_decoder and self.W_dec.requires_grad:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()

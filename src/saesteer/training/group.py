@@ -48,6 +48,8 @@ class GroupMember:
     checkpoint_dir: str | None = None
     seed: int = 0
     """Seed replicate (``training.seeds``): initialised with ``training.seed + seed``."""
+    control_encoder: str = "fitted"
+    """A random-decoder control (arch ``random-<arch>``): how its encoder is made (saesteer.controls)."""
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> "GroupMember":
@@ -55,7 +57,7 @@ class GroupMember:
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"group member: unknown field(s) {unknown}; known: {sorted(known)}")
-        missing = sorted(k for k in known - {"checkpoint_dir", "seed"} if k not in entry)
+        missing = sorted(k for k in known - {"checkpoint_dir", "seed", "control_encoder"} if k not in entry)
         if missing:
             raise ValueError(f"group member {dict(entry)}: missing field(s) {missing}")
         return cls(**{**entry, "target_l0": int(entry["target_l0"]), "seed": int(entry.get("seed", 0))})
@@ -90,7 +92,10 @@ class GroupTrainer:
         self.members = list(members)
         self.on_step = on_step
         self.trainers = [
-            Trainer(cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device, replicate=m.seed) for m in self.members
+            Trainer(
+                cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device, replicate=m.seed, control_encoder=m.control_encoder
+            )
+            for m in self.members
         ]
         self.device = self.trainers[0].device
         self.n_steps = cfg.n_steps

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from saesteer.config import Grid
+from saesteer.controls import is_control
 from saesteer.grouping import job_cells, job_files, job_log
 from saesteer.rule_jobs import RuleJob
 
@@ -56,6 +57,7 @@ def train_job_cells(grid: Grid, group_by: str, wildcards: Any) -> list[dict[str,
 def group_members(job: RuleJob) -> list[dict[str, Any]]:
     """The training group of a :class:`RuleJob`: per SAE (``job.saes``, its own output files),
     its architecture, target L0, seed replicate, output and checkpoint paths."""
+    control_encoder = str(job.params.get("control_encoder", "fitted"))
     members = []
     for sae in job.saes:
         missing = sorted(set(OUTPUT_TAILS) - set(sae.outputs))
@@ -69,6 +71,8 @@ def group_members(job: RuleJob) -> list[dict[str, Any]]:
         if sae.cell.seed:
             member["seed"] = sae.cell.seed
         member.update({f"{kind}_path": str(sae.outputs[kind]) for kind in OUTPUT_TAILS})
+        if is_control(sae.cell.arch):  # a random-decoder control (controls.random_decoder)
+            member["control_encoder"] = control_encoder
         members.append(member)
     return members
 

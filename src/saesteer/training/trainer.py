@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from saesteer.devices import resolve_device
 from saesteer.io import atomic_path, sha256_json, write_json_atomic
 from saesteer.sae.base import BaseSAE, LossOutput, StepContext
+from saesteer.controls import base_arch, is_control
+from saesteer.sae.random_decoder import make_random_decoder_control
 from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens
 from saesteer.training.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
@@ -143,10 +145,15 @@ class Trainer:
         device: str | None = None,
         on_step: StepHook | None = None,
         replicate: int = 0,
+        control_encoder: str = "fitted",
     ) -> None:
         self.cfg = cfg
         self.source = source
         self.arch = arch
+        self.control = is_control(arch)
+        """A random-decoder control (``random-<arch>``; saesteer.sae.random_decoder)."""
+        self.control_encoder = control_encoder
+        built = base_arch(arch)
         self.target_l0 = int(target_l0)
         # Seed replicate s (training.seeds): initialised with seed training.seed + s; the data
         # order stays training.seed's, so a group shares one stream (one activation pass).
@@ -166,19 +173,21 @@ class Trainer:
                 f"activations; rebuild the cache"
             )
         act_scale = math.sqrt(msn) if cfg.normalize_activations else 1.0
-        self.sae: BaseSAE = build_sae(arch, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
+        self.sae: BaseSAE = build_sae(built, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
         self.sae.reset_parameters(torch.Generator().manual_seed(self.init_seed))
+        if self.control:
+            make_random_decoder_control(self.sae, control_encoder)
         self.sae.to(self.device)
-        self.params = [p for p in self.sae.parameters()]
-        self.optimizer = _make_adam(self.params, cfg, arch)
+        self.params = [p for p in self.sae.parameters() if p.requires_grad]
+        self.optimizer = _make_adam(self.params, cfg, built)
         self.controller: SparsityController | None = None
         if self.sae.sparsity_kind == "penalty":
             max_gain, horizon = cfg.controller_gain_and_horizon()
             self.controller = SparsityController(
                 target_l0=float(self.target_l0),
-                init_coef=cfg.initial_coef(arch, self.target_l0),
+                init_coef=cfg.initial_coef(built, self.target_l0),
                 warmup_steps=cfg.sparsity_warmup_steps,
-                calibrate=cfg.calibrates(arch),
+                calibrate=cfg.calibrates(built),
                 rate=cfg.calibration_rate,
                 max_gain=max_gain,
                 horizon=horizon,
@@ -193,6 +202,7 @@ class Trainer:
         self.last_checkpoint: tuple[Path, int] | None = None
         identity: dict[str, Any] = {
             "arch": arch,
+            **({"control_encoder": control_encoder} if self.control else {}),
             "target_l0": self.target_l0,
             "d_sae": d_sae,
             "config": cfg.result_fields(),
@@ -415,6 +425,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "seed": self.cfg.seed,
             **({"replicate": self.replicate, "init_seed": self.init_seed} if self.replicate else {}),
+            **({"control": {"kind": "random_decoder", "encoder": self.control_encoder, "built_as": base_arch(self.arch)}} if self.control else {}),
             "data": self.source.describe(),
             "training": self.cfg.to_dict(),
         }
@@ -485,6 +496,7 @@ def write_outputs(
             "explained_variance": evaluation.explained_variance,
             "training_tokens": summary["n_tokens"],
             "layer": data.get("layer"),
+            **({"control": summary["control"]} if "control" in summary else {}),
         },
     }
     context = data.get("context_length")
