@@ -183,3 +183,98 @@ def test_saesteer_rerun_invalidates_one_sae_and_forces_its_outputs(workdir, monk
 def test_saesteer_rerun_names_a_folder_without_entry(workdir, capsys):
     assert cli_main(["rerun", "--rule", "steer_eval", f"results/{CELLS[0].path}"]) == 2
     assert "no stored outputs of rule steer_eval" in capsys.readouterr().err
+
+
+TOY_SNAKEFILE = '''
+SAES = ["a", "b", "c"]
+CELLS = [{"model": "m", "arch": "topk", "sparsity": s, "target_l0": 2} for s in SAES]
+
+
+def compute(rule, input, output, params):
+    from pathlib import Path
+
+    from saesteer.rule_jobs import each_sae, make_rule_job
+
+    job = make_rule_job(rule, dict(input.items()), dict(output.items()), dict(params.items()))
+    for _, sae in each_sae(job):
+        text = "".join(Path(p).read_text() for p in sae.inputs.values())
+        Path(sae.outputs["out"]).write_text(f"{rule}({text}) at {__import__('time').time_ns()}")
+        with open("computed.log", "a") as log:
+            log.write(f"{rule} {sae.cell.sparsity}\\n")
+
+
+rule all:
+    input:
+        expand("results/m/topk/{s}/down.txt", s=SAES),
+
+
+rule toy:
+    input:
+        sae_in=expand("results/m/topk/{s}/in.txt", s=SAES),
+    output:
+        out=expand("results/m/topk/{s}/toy.txt", s=SAES),
+    params:
+        cells=CELLS,
+    run:
+        compute(rule, input, output, params)
+
+
+rule toy_down:
+    input:
+        toy=expand("results/m/topk/{s}/toy.txt", s=SAES),
+    output:
+        out=expand("results/m/topk/{s}/down.txt", s=SAES),
+    params:
+        cells=CELLS,
+    run:
+        compute(rule, input, output, params)
+'''
+
+
+def test_saesteer_rerun_in_a_grouped_workflow_computes_one_sae_and_leaves_nothing_to_do(tmp_path, monkeypatch):
+    """Snakemake itself: a group of three SAEs and a grouped rule downstream. `saesteer rerun`
+    of one SAE computes that SAE alone (the group's job restores the two others, byte-identical),
+    the downstream group recomputes only what changed (restored inputs are touched by
+    Snakemake but keep their bytes), and a dry run afterwards has nothing to do."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    Path("Snakefile").write_text(TOY_SNAKEFILE)
+    for s in "abc":
+        Path(f"results/m/topk/{s}").mkdir(parents=True)
+        Path(f"results/m/topk/{s}/in.txt").write_text(s)
+
+    def computed() -> list[str]:
+        lines = Path("computed.log").read_text().splitlines() if Path("computed.log").exists() else []
+        Path("computed.log").unlink(missing_ok=True)
+        return lines
+
+    def outputs() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(Path("results").rglob("*.txt")) if ".store" not in p.parts}
+
+    def nothing_to_do() -> bool:
+        dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-c1"], capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr
+        return "Nothing to be done" in dry.stdout + dry.stderr
+
+    first = subprocess.run([sys.executable, "-m", "snakemake", "-c1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert computed() == ["toy a", "toy b", "toy c", "toy_down a", "toy_down b", "toy_down c"]
+    before = outputs()
+
+    assert cli_main(["rerun", "--rule", "toy", "results/m/topk/b", "--", "-c1"]) == 0
+    assert computed() == ["toy b"]
+    assert cli_main(["rerun", "--rule", "toy_down", "results/m/topk/b/down.txt", "--", "-c1"]) == 0
+    assert computed() == ["toy_down b"]
+    assert nothing_to_do()
+    after = outputs()
+    assert {p for p in before if before[p] != after[p]} == {"results/m/topk/b/toy.txt", "results/m/topk/b/down.txt"}
+
+    # A retrained SAE (new input bytes): its chain recomputes, the others are restored.
+    Path("results/m/topk/c/in.txt").write_text("retrained c")
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-c1"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert computed() == ["toy c", "toy_down c"]
+    assert nothing_to_do()
