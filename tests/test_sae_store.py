@@ -240,7 +240,8 @@ def test_saesteer_rerun_in_a_grouped_workflow_computes_one_sae_and_leaves_nothin
     import sys
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    package = Path(sae_store.__file__).parents[1]  # the saesteer under test, for the jobs too
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(package), os.environ.get("PYTHONPATH", "")]))
     Path("Snakefile").write_text(TOY_SNAKEFILE)
     for s in "abc":
         Path(f"results/m/topk/{s}").mkdir(parents=True)
