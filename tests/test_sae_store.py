@@ -21,15 +21,15 @@ CELLS = [JobCell("m", "topk", f"l0_{k}", k) for k in (2, 4, 8)]
 RULE = "toy_rule"
 
 
-def toy_job(params: dict | None = None, cells: list[JobCell] = CELLS) -> RuleJob:
+def toy_job(params: dict | None = None, cells: list[JobCell] = CELLS, folder: str = "toy") -> RuleJob:
     """A grouped job of the shape the workflow passes: a shared input and, per SAE, one
     input and two outputs under its folder."""
     return make_rule_job(
         RULE,
         {"shared": "shared.txt", "sae_in": [f"results/{c.path}/sae/in.txt" for c in cells]},
         {
-            "score": [f"results/{c.path}/toy/score.json" for c in cells],
-            "table": [f"results/{c.path}/toy/table.txt" for c in cells],
+            "score": [f"results/{c.path}/{folder}/score.json" for c in cells],
+            "table": [f"results/{c.path}/{folder}/table.txt" for c in cells],
         },
         {"cells": [c.to_dict() for c in cells], "factor": 1, **(params or {})},
     )
@@ -138,6 +138,11 @@ def test_a_kept_output_edited_in_place_is_recomputed_not_restored(workdir):
     forced(job)
     assert run_toy(job) == ["l0_8"]
     assert "edited" not in out.read_text()
+
+
+def test_an_entry_kept_for_other_output_paths_is_not_restored(workdir):
+    run_toy(toy_job())
+    assert run_toy(toy_job(folder="elsewhere")) == ["l0_2", "l0_4", "l0_8"]
 
 
 def test_a_job_of_one_sae_always_computes_it_and_keeps_its_entry(workdir):

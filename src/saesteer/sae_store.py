@@ -128,8 +128,8 @@ def restore(folder: Path, fp: Mapping[str, Any], outputs: Mapping[str, Any], has
     if entry is None or not same_computation(entry.get("fingerprint"), fp):
         return False
     recorded = entry.get("outputs", {})
-    if set(recorded) != set(outputs):
-        return False
+    if set(recorded) != set(outputs) or any(recorded[n].get("path") != str(out) for n, out in outputs.items()):
+        return False  # kept for other output paths (another working directory's layout, a test's)
     for name in outputs:
         kept = folder / name
         if not kept.is_file() or hasher.record(kept, recorded[name])["sha256"] != recorded[name].get("sha256"):
