@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     rerun = sub.add_parser(
         "rerun",
         help="compute SAEs' outputs of a rule again, restoring the rest of their group (arguments after -- go to snakemake)",
+        epilog="arguments after -- go to snakemake, e.g. -- --profile slurm (with -n among them no store entry is removed); docs/running.md",
     )
     rerun.add_argument("--rule", required=True, help="the per-SAE rule, e.g. steer_eval")
     rerun.add_argument("targets", nargs="*", help="SAE folders results/<model>/<arch>/<sparsity> (or files in them)")
