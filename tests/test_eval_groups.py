@@ -50,7 +50,7 @@ STEERS = {" the", " and", ",", " of"}
 # its shared inputs, and the params its rule passes.
 STAGES: dict[str, dict[str, Any]] = {
     "autointerp": {
-        "in": {"sae_cfg": "sae/cfg.json"},
+        "in": {"sae_cfg": "sae/cfg.json", "sae_weights": "sae/sae_weights.safetensors"},
         "out": {"table": "autointerp.parquet", "summary": "autointerp.json"},
         "shared": ("model", "eval_data"),
         "params": ("eval", "judge"),
@@ -435,8 +435,8 @@ def test_grouped_eval_jobs_refuse_pretrained_entries_naming_the_field():
 
 def test_a_grouped_job_killed_after_its_first_sae_resumes_without_redoing_it(prepared, monkeypatch):
     """Snakemake deletes a failed job's outputs; the group keeps each finished SAE's outputs
-    aside (results/<cell>/.group_done/<rule>/) and the rerun restores them, unless an input
-    changed since."""
+    in its store entry (results/<cell>/.store/<rule>/, kept after success) and the rerun
+    restores them, unless an input's bytes changed since."""
     import shutil
 
     import saesteer.evals.autointerp as autointerp
@@ -464,13 +464,13 @@ def test_a_grouped_job_killed_after_its_first_sae_resumes_without_redoing_it(pre
         for sae in outputs:  # what Snakemake does to a failed job's outputs
             for out in sae.outputs.values():
                 Path(out).unlink(missing_ok=True)
-        assert Path(f"results/{CELLS[0].path}/.group_done/autointerp/fingerprint.json").is_file()
+        assert Path(f"results/{CELLS[0].path}/.store/autointerp/entry.json").is_file()
 
         ran.clear()
         rule_function("autointerp")(job)
         assert ran == [outputs[1].sae_dir]  # the first SAE was restored, not recomputed
         assert json.loads(first.read_text()) == kept
-        assert not [p for c in CELLS for p in Path(f"results/{c.path}/.group_done").glob("*/fingerprint.json")]
+        assert all(Path(f"results/{c.path}/.store/autointerp/entry.json").is_file() for c in CELLS)
 
         # A kept SAE whose inputs changed since is recomputed.
         weights.write_bytes(b"not safetensors")
@@ -479,8 +479,13 @@ def test_a_grouped_job_killed_after_its_first_sae_resumes_without_redoing_it(pre
                 rule_function("autointerp")(job)
         finally:
             weights.write_bytes(good)
-        Path(f"results/{CELLS[0].path}/sae/cfg.json").touch()
+        cfg = Path(f"results/{CELLS[0].path}/sae/cfg.json")
+        cfg.touch()  # new mtime, same bytes: still restored (the failed second SAE is not)
         ran.clear()
         rule_function("autointerp")(job)
-        assert ran == [outputs[0].sae_dir, outputs[1].sae_dir]
+        assert ran == [outputs[1].sae_dir]
+        cfg.write_text(json.dumps(json.loads(cfg.read_text()), indent=1))  # new bytes: recomputed
+        ran.clear()
+        rule_function("autointerp")(job)
+        assert ran == [outputs[0].sae_dir]
         shutil.rmtree("loads", ignore_errors=True)

@@ -3,7 +3,8 @@
 tiny random paper-family models of tests and CI), `saesteer check-run` (a finished
 workflow run's outputs: present, valid against their schemas, agreeing with each other, every
 SAE a working one) and `saesteer config-docs` (config/README.md,
-generated from the config schema)."""
+generated from the config schema) and `saesteer rerun` (compute one SAE of a grouped rule
+again: docs/running.md)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--no-planted-check", action="store_true", help="skip the CI grid's planted-answer check (for a subset of that grid)")
     docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
     docs.add_argument("--output", help="write it to this file instead of stdout")
-    args = parser.parse_args(argv)
+    rerun = sub.add_parser(
+        "rerun",
+        help="compute SAEs' outputs of a rule again, restoring the rest of their group (arguments after -- go to snakemake)",
+        epilog="arguments after -- go to snakemake, e.g. -- --profile slurm (with -n among them no store entry is removed); docs/running.md",
+    )
+    rerun.add_argument("--rule", required=True, help="the per-SAE rule, e.g. steer_eval")
+    rerun.add_argument("targets", nargs="*", help="SAE folders results/<model>/<arch>/<sparsity> (or files in them)")
+    rerun.add_argument("--all", dest="every_sae", action="store_true", help="every SAE of the rule (the store bypassed)")
+    rerun.add_argument("--directory", default=".", help="the run's working directory, also passed to snakemake (default: %(default)s)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if args.command == "rerun":
+        from saesteer.sae_rerun import RerunError, rerun as run_rerun
+
+        try:
+            return run_rerun(args.rule, args.targets, args.every_sae, args.directory, passed)
+        except RerunError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     if args.command == "tiny-models":
         import logging
         from pathlib import Path

@@ -16,17 +16,14 @@ lie under those SAEs' folders (one path per SAE, in that order) belongs to the S
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from saesteer import sae_store
 from saesteer.grouping import JobCell
-from saesteer.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -172,65 +169,29 @@ def run_rule(smk: Any) -> Any:
     return rule_function(job.rule)(job)
 
 
-# ---- resuming a grouped job ----------------------------------------------------------------------
-
-DONE_DIR = ".group_done"
-"""Per SAE and rule, results/<cell>/.group_done/<rule>/: a grouped job's finished SAE."""
-
-
-def _fingerprint(job: RuleJob, sae: SaeFiles) -> dict[str, Any]:
-    """What an SAE's outputs were computed from: the rule, its params, and every input's
-    path, size and modification time (what Snakemake itself compares)."""
-    files: dict[str, Any] = {}
-    for value in [*job.inputs.values(), *(str(v) for v in sae.inputs.values())]:
-        for p in [value] if isinstance(value, (str, Path)) else value:
-            st = Path(p).stat()
-            files[str(p)] = [st.st_size, st.st_mtime_ns]
-    return json.loads(json.dumps({"rule": job.rule, "params": job.params, "inputs": files}, sort_keys=True, default=str))
-
-
-def _place(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` at ``dst`` (a copy across filesystems), atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
+# ---- the per-SAE store: resuming a group, rerunning one SAE --------------------------------------
 
 
 def each_sae(job: RuleJob) -> Iterator[tuple[int, SaeFiles]]:
-    """The job's SAEs to compute, as (number, SAE), logged. In a grouped job (more than one
-    SAE) every SAE's finished outputs are also kept under results/<cell>/.group_done/<rule>/
-    with the fingerprint of its inputs and params. Snakemake deletes a failed job's outputs,
-    so without them a group that fails at its last SAE (or hits its time limit) would lose
-    the others; on the rerun, an SAE whose kept outputs match its fingerprint is restored
-    instead of recomputed. The kept copies are removed once the whole job has succeeded."""
+    """The job's SAEs to compute, as (number, SAE), logged. Every SAE's finished outputs are
+    kept in its store entry, results/<cell>/.store/<rule>/ (:mod:`saesteer.sae_store`), with
+    the fingerprint of its inputs (content hashes) and the rule's params. In a grouped job
+    (more than one SAE), an SAE whose entry holds the same fingerprint is restored (hard
+    links, the same bytes) instead of computed: a group that failed at its last SAE (or hit
+    its time limit; Snakemake deletes a failed job's outputs) resumes where it stopped, and
+    a group rerun for one SAE (``saesteer rerun``, which invalidates that SAE's entry)
+    computes that SAE alone. A job of one SAE always computes it."""
     grouped = len(job.saes) > 1
+    hasher = sae_store.Hasher()
     for k, sae in enumerate(job.saes, 1):
-        done = Path(f"results/{sae.cell.path}") / DONE_DIR / job.rule
-        if grouped:
-            fingerprint = _fingerprint(job, sae)
-            record = done / "fingerprint.json"
-            kept = {name: done / name for name in sae.outputs}
-            try:
-                stored = json.loads(record.read_text())
-            except (OSError, json.JSONDecodeError):
-                stored = None
-            if stored == fingerprint and all(p.is_file() for p in kept.values()):
-                for name, out in sae.outputs.items():
-                    _place(kept[name], Path(out))
-                log.info("SAE %d of %d: %s restored from %s (finished in an earlier run of this group)", k, len(job.saes), sae.cell.path, done)
-                continue
-            shutil.rmtree(done, ignore_errors=True)
+        folder = sae_store.entry_dir(f"results/{sae.cell.path}", job.rule)
+        previous = sae_store.read_entry(folder)
+        inputs = [*job.inputs.values(), *sae.inputs.values()]
+        fingerprint = sae_store.fingerprint(job.rule, job.params, inputs, hasher, (previous or {}).get("fingerprint"))
+        if grouped and sae_store.restore(folder, fingerprint, sae.outputs, hasher):
+            log.info("SAE %d of %d: %s restored from %s (same inputs and params as when it was computed)", k, len(job.saes), sae.cell.path, folder)
+            continue
+        sae_store.drop(folder)
         log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)
         yield k, sae
-        if grouped:
-            for name, out in sae.outputs.items():
-                _place(Path(out), done / name)
-            write_json_atomic(record, fingerprint)
-    if grouped:
-        for sae in job.saes:
-            shutil.rmtree(Path(f"results/{sae.cell.path}") / DONE_DIR / job.rule, ignore_errors=True)
+        sae_store.keep(folder, fingerprint, sae.outputs, hasher)
