@@ -4,10 +4,10 @@ On the two demo models (results/models/{smollm2-135m,gemma3-270m}/model.json, or
 at their demo hook (config/demo.yaml), with the demo's steering block, this times the prompt
 forward of one SAE's two generation plans:
 
-- ``steer_eval``: 6 concepts x 3 factors x 2 instructions + 2 baselines x 6 held-out = 48 rows
-  over 18 distinct prompts;
-- ``steering_vectors``: 3 methods x 3 concepts x 3 factors x 2 instructions = 54 rows over 6
-  distinct prompts;
+- ``steer_eval``: concepts x factors x 2 instructions + 2 baselines x the held-out ones (the
+  saved run: 6 concepts x 3 factors, 48 rows over 16 distinct prompts);
+- ``steering_vectors``: 3 methods x 3 concepts x factors x 2 instructions (the saved run: 3
+  factors, 54 rows over 5 distinct prompts; the demo now steers its vectors on 1 concept);
 
 each as one batch (the demo's batch_size 64), by the plain forward (every row through every
 block) and by ``shared_prefix_logits`` (blocks 0..layer once per distinct prompt). The two
