@@ -295,3 +295,28 @@ def test_fluency_calibration(real_judge):
     # Per token the steered garbage looks as good as prose (why the rating uses nats per character).
     per_token = {name: [r.details["loss_per_token"] for n, r in zip(names, ratings) if n == name] for name in groups}
     assert min(per_token["garbage"]) < max(per_token["fluent"])
+
+
+def test_cosine_many_encodes_each_distinct_text_once_and_equals_cosine(minilm):
+    """The steering judge's two cosines (concept and instruction against each generation)
+    from one encoding of the distinct texts equal the pairwise cosines (float tolerance)."""
+    concepts = ["the ocean", "the ocean", "python code", "python code"]
+    instructions = ["Write a poem.", "Tell a story.", "Write a poem.", "Tell a story."]
+    gens = ["waves and salt water", "def main(): return 0", "waves and salt water", ""]
+    seen: list[int] = []
+    encode = minilm.encode
+
+    def counting(texts, batch_size=32):
+        seen.append(len(texts))
+        return encode(texts, batch_size)
+
+    minilm.encode = counting
+    try:
+        concept, instruction = minilm.cosine_many([concepts, instructions], gens)
+    finally:
+        del minilm.encode
+    assert seen == [len(set(concepts) | set(instructions) | set(gens))]
+    for got, left in ((concept, concepts), (instruction, instructions)):
+        want = (minilm.encode(left) * minilm.encode(gens)).sum(-1)  # each list encoded on its own
+        assert torch.allclose(got, want, atol=1e-5), (got, want)
+    assert concept[0] > concept[1]  # the ocean generation is closer to "the ocean"

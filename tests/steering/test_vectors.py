@@ -351,7 +351,7 @@ def test_cost_counts_the_extra_generations_only_when_enabled():
     assert len(rows) == 1 and rows[0].estimate.calls == 3 * 90 * 100 * 3 * 10 * 14
     assert "steering_vectors" in format_estimate(paper)
     demo = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
-    assert steering_vectors_rows(demo) == 3 * 3 * 2 * 3
+    assert steering_vectors_rows(demo) == 3 * 1 * 2 * 2  # 3 vectors x 1 concept x 2 instructions x 2 factors
 
 
 def test_streamed_top_positions_equal_the_in_memory_choice_ties_included():

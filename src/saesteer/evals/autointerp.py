@@ -404,6 +404,9 @@ class _LazyEmbedder:
     def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> Tensor:
         return self._get().cosine(a, b, batch_size)
 
+    def cosine_many(self, lefts: Sequence[Sequence[str]], b: Sequence[str], batch_size: int = 32) -> list[Tensor]:
+        return self._get().cosine_many(lefts, b, batch_size)
+
 
 def autointerp_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None) -> Judge:
     """The configured judge, as autointerp uses it.

@@ -116,8 +116,17 @@ class MiniLMEmbedder:
 
     def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Row-wise cosine(a[i], b[i])."""
-        ea, eb = self.encode(a, batch_size), self.encode(b, batch_size)
-        return (ea * eb).sum(-1)
+        return self.cosine_many([a], b, batch_size)[0]
+
+    def cosine_many(self, lefts: Sequence[Sequence[str]], b: Sequence[str], batch_size: int = 32) -> list[torch.Tensor]:
+        """Row-wise cosine(left[i], b[i]) for each ``left`` of ``lefts``, every distinct text
+        encoded once (a steering batch repeats each concept and instruction over its factors,
+        and rates every generation against both)."""
+        distinct = list(dict.fromkeys([*b, *(t for left in lefts for t in left)]))
+        where = {t: i for i, t in enumerate(distinct)}
+        emb = self.encode(distinct, batch_size)
+        eb = emb[[where[t] for t in b]] if b else torch.empty(0, emb.shape[-1])
+        return [(emb[[where[t] for t in left]] * eb).sum(-1) if left else torch.empty(0) for left in lefts]
 
 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:
@@ -204,8 +213,13 @@ class OfflineProxyJudge:
     def scores(self, items: Sequence[SteeringItem]) -> list[dict[str, Any]]:
         gens = [it.generation for it in items]
         bs = self.cfg.embed_batch_size
-        concept = self.embedder.cosine([it.concept for it in items], gens, bs) if items else []
-        instruction = self.embedder.cosine([it.instruction for it in items], gens, bs) if items else []
+        lefts = [[it.concept for it in items], [it.instruction for it in items]]
+        if not items:
+            concept, instruction = [], []
+        elif hasattr(self.embedder, "cosine_many"):
+            concept, instruction = self.embedder.cosine_many(lefts, gens, bs)
+        else:  # an embedder with encode and cosine only (tests' stand-ins)
+            concept, instruction = (self.embedder.cosine(left, gens, bs) for left in lefts)
         losses = lm_losses(self.lm, self.tokenizer, gens, self.cfg.max_tokens, self.cfg.lm_batch_size)
         return [
             {

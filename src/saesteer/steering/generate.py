@@ -18,6 +18,15 @@ it shares (up to floating-point differences of batched matmuls, which move a dra
 when it falls within about 1e-7 of a token boundary), which a test checks against the
 one-row path. Temperature 0 is greedy.
 
+Rows that share a prompt share the prompt's forward below the hook: the steering vector
+enters at the output of block ``layer``, so blocks ``0..layer`` compute the same thing for
+every row with the same prompt (the demo steers 3 factors x several vectors per prompt).
+The prompt forward runs those blocks once per distinct prompt (stopped at the hook), then
+once more for every row with blocks ``0..layer`` replaced by a replay of their KV cache
+entries and of block ``layer``'s output; only the blocks above the hook run per row
+(:func:`shared_prefix_logits`; ``share_prefix=False`` runs every row through every block,
+and a test checks the two agree). Decoding steps are per row either way.
+
 Batches hold rows of similar prompt length: rows are sorted by prompt length and cut into
 consecutive batches of ``batch_size`` (a large grid gives batches of nearly equal lengths;
 a small one runs as one batch, cheaper than two because every decoding step reads all the
@@ -75,6 +84,8 @@ class GenStats:
     """The batch size that worked (after halvings on out-of-memory)."""
     oom_retries: int = 0
     batches: int = 0
+    prefix_shared_rows: int = 0
+    """Rows whose prompt forward below the hook was another row's (same prompt)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -139,6 +150,110 @@ def _make_cache(model: Any) -> Any:
         return DynamicCache()
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass at the hook point."""
+
+
+def _cache_layers(cache: Any) -> list[Any] | None:
+    layers = getattr(cache, "layers", None)
+    return list(layers) if isinstance(layers, (list, tuple)) else None
+
+
+@torch.inference_mode()
+def shared_prefix_logits(
+    model: nn.Module,
+    layer: int,
+    hook: SteeringHook,
+    rows: Sequence[GenRow],
+    input_ids: Tensor,
+    mask: Tensor,
+    positions: Tensor,
+    cache: Any,
+) -> Tensor | None:
+    """Last-position logits of the (left-padded) prompt batch, with blocks ``0..layer`` run
+    once per distinct prompt; fills ``cache`` as a plain forward would. None (nothing done,
+    ``cache`` untouched) when no two rows share a prompt or the model's cache or blocks do
+    not have the expected form (the caller then runs the plain forward).
+
+    1. The distinct prompts go through the model up to block ``layer``'s output (the
+       steering hook off, a hook there ends the pass), into a cache of their own.
+    2. Every row goes through the model with blocks ``0..layer`` replaced by a replay: each
+       appends its KV entries of the row's prompt to ``cache`` (as its attention would) and
+       passes the hidden state on; block ``layer`` returns the prompt's output, to which
+       the steering hook then adds the row's vector. Blocks above run as usual.
+    """
+    owner: dict[tuple[int, ...], int] = {}
+    first: list[int] = []
+    expand_list: list[int] = []
+    for i, r in enumerate(rows):
+        if r.prompt_ids not in owner:
+            owner[r.prompt_ids] = len(first)
+            first.append(i)
+        expand_list.append(owner[r.prompt_ids])
+    if len(first) == len(rows):
+        return None
+    blocks = decoder_layers(model)
+    device = input_ids.device
+    pick = torch.tensor(first, dtype=torch.long, device=device)
+    expand = torch.tensor(expand_list, dtype=torch.long, device=device)
+    prefix_cache = _make_cache(model)
+    captured: dict[str, Any] = {}
+
+    def stop(module: nn.Module, args: Any, output: Any) -> Any:
+        captured["output"] = output
+        raise _StopForward
+
+    vectors, hook.vectors = hook.vectors, None
+    handle = blocks[layer].register_forward_hook(stop)
+    try:
+        model(
+            input_ids=input_ids.index_select(0, pick), attention_mask=mask.index_select(0, pick),
+            position_ids=positions.index_select(0, pick), past_key_values=prefix_cache, use_cache=True, logits_to_keep=1,
+        )
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+        hook.vectors = vectors
+    layers = _cache_layers(prefix_cache)
+    if "output" not in captured or layers is None or len(layers) <= layer:
+        return None
+    width = input_ids.shape[1]
+    kv: list[tuple[Tensor, Tensor]] = []
+    for cached in layers[: layer + 1]:
+        keys, values = getattr(cached, "keys", None), getattr(cached, "values", None)
+        # A sliding-window layer that dropped positions cannot be replayed by appending.
+        if not isinstance(keys, Tensor) or not isinstance(values, Tensor) or keys.shape[-2] != width:
+            return None
+        kv.append((keys.index_select(0, expand), values.index_select(0, expand)))
+    output = captured["output"]
+    is_tuple = isinstance(output, tuple)
+    hidden = (output[0] if is_tuple else output).index_select(0, expand)
+
+    def replay(index: int) -> Callable[..., Any]:
+        def forward(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
+            target = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+            if target is None:
+                raise RuntimeError("shared prefix: the decoder block was called without its cache")
+            target.update(kv[index][0], kv[index][1], index)
+            out = hidden if index == layer else hidden_states
+            return (out, *output[1:]) if is_tuple else out
+
+        return forward
+
+    replayed = blocks[: layer + 1]
+    for index, block in enumerate(replayed):
+        block.forward = replay(index)
+    try:
+        return model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+    finally:
+        for block in replayed:
+            del block.forward
+
+
 @torch.inference_mode()
 def _generate_batch(
     model: nn.Module,
@@ -152,7 +267,9 @@ def _generate_batch(
     stop: set[int],
     pad_id: int,
     stats: GenStats,
+    layer: int | None = None,
 ) -> list[Generated]:
+    """One batch of rows; ``layer`` (the hooked block) turns on the shared prompt prefix."""
     device = next(model.parameters()).device
     b = len(rows)
     width = max(len(r.prompt_ids) for r in rows)
@@ -177,9 +294,16 @@ def _generate_batch(
     stats.prompt_tokens += sum(len(r.prompt_ids) for r in rows)
     stats.padded_prompt_tokens += b * width
     stats.forward_tokens += b * width
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
-    ).logits[:, -1]
+    logits = None
+    if layer is not None:
+        logits = shared_prefix_logits(model, layer, hook, rows, input_ids, mask, positions, cache)
+        if logits is not None:
+            stats.prefix_shared_rows += b - len(set(r.prompt_ids for r in rows))
+    if logits is None:
+        logits = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
     last_pos = positions[:, -1]
     for step in range(max_new_tokens):
         tokens = sample_tokens(logits, uniforms[:, step], temperature, top_k).tolist()
@@ -228,10 +352,13 @@ def generate(
     adaptive: bool = True,
     progress: Callable[[int, int], None] | None = None,
     stats: GenStats | None = None,
+    share_prefix: bool = True,
 ) -> tuple[list[Generated], GenStats]:
     """Generate every row, ``batch_size`` rows of similar prompt length per forward (halved
     on out-of-memory when ``adaptive``). ``directions`` [n, d]: the unit steering directions
-    rows point into. Sampling: :func:`sample_tokens` (``top_k`` 0 = the whole vocabulary)."""
+    rows point into. Sampling: :func:`sample_tokens` (``top_k`` 0 = the whole vocabulary).
+    ``share_prefix``: rows of one prompt share its forward below the hook
+    (:func:`shared_prefix_logits`)."""
     stats = stats or GenStats()
     block = decoder_layers(model)[layer]
     hook = SteeringHook()
@@ -249,6 +376,7 @@ def generate(
                 out = _generate_batch(
                     model, hook, [rows[i] for i in chunk], directions, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_k=top_k, stop=stop, pad_id=pad_id, stats=local,
+                    layer=layer if share_prefix else None,
                 )
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not (adaptive and is_oom(exc)) or size == 1:
@@ -262,7 +390,7 @@ def generate(
                 continue
             for i, g in zip(chunk, out):
                 results[i] = g
-            for name in ("new_tokens", "prompt_tokens", "padded_prompt_tokens", "forward_tokens"):
+            for name in ("new_tokens", "prompt_tokens", "padded_prompt_tokens", "forward_tokens", "prefix_shared_rows"):
                 setattr(stats, name, getattr(stats, name) + getattr(local, name))
             start += len(chunk)
             stats.batches += 1
