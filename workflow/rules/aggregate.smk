@@ -123,7 +123,7 @@ rule aggregate:
             "models": config["models"],
             "architectures": config["architectures"],
             "sparsities": config["sparsities"],
-            "judge": config.get("judge", {}),
+            **JUDGE_PARAMS,
             "aggregate": config.get("aggregate", {}),
         },
     script:

@@ -52,7 +52,7 @@ rule steering_vectors:
         eval=config["eval"],
         steering=config["steering"],
         steering_vectors=config.get("steering_vectors", {}),
-        judge=config["judge"],
+        judge=STEERING_JUDGE_BLOCK,
     script:
         "../scripts/steering_vectors.py"
 
@@ -94,7 +94,7 @@ rule aggregate_steering_vectors:
             "models": config["models"],
             "architectures": config["architectures"],
             "sparsities": config["sparsities"],
-            "judge": config.get("judge", {}),
+            **JUDGE_PARAMS,
             "aggregate": config.get("aggregate", {}),
         },
     script:

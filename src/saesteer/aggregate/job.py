@@ -32,7 +32,7 @@ from saesteer.aggregate.summary import (
 )
 from saesteer.config import grid_from_config
 from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
-from saesteer.judges.base import JUDGE_KINDS, JudgeConfig
+from saesteer.judges import AUTOINTERP, STEERING, judge_configs
 from saesteer.rule_jobs import RuleJob
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
@@ -138,10 +138,12 @@ def run_aggregate(
     started = time.perf_counter()
     cfg = AggregateConfig.from_config(config.get("aggregate"))
     grid = grid_from_config(config)
-    configured_judge = JUDGE_KINDS[(config.get("judge") or {}).get("kind", "offline")]
-    configured_prompts = JudgeConfig.from_dict(config.get("judge")).prompts_label
+    judges = judge_configs(config)
+    configured_judge = judges[AUTOINTERP].label
+    configured_prompts = judges[AUTOINTERP].prompts_label
     out = Path(out_dir)
-    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts)
+    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts,
+                        steering_judge=judges[STEERING].label, steering_prompts=judges[STEERING].prompts_label)
     table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
     table.insert(3, "paper_model", [paper_names[m] for m in table["model"]])

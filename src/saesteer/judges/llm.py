@@ -33,15 +33,14 @@ from typing import Any
 import httpx
 
 from . import parsing, prompts
+from .backends.llm import LLMJudgeConfig, api_key_from_env
 from .base import (
     LLM_KIND,
     ContextLike,
     Detection,
     Explanation,
-    LLMJudgeConfig,
     Rating,
     SteeringItem,
-    api_key_from_env,
 )
 from .cache import ResponseCache, request_key
 from .cost import usage_cost

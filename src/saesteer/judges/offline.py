@@ -35,13 +35,13 @@ from typing import Any
 
 import torch
 
+from .backends.offline import OfflineJudgeConfig
 from .base import (
     NO_PROMPTS,
     OFFLINE_KIND,
     ContextLike,
     Detection,
     Explanation,
-    OfflineJudgeConfig,
     Rating,
     SteeringItem,
 )
@@ -174,6 +174,27 @@ def lm_losses(
             n_pred = len(ids[i]) - 1
             results[i] = LMScore(float(total[row]) / n_pred, float(total[row]) / max(1, chars[i]), len(ids[i]))
     return results
+
+
+class LazyEmbedder:
+    """The sentence embedder, loaded only if a detection needs it (autointerp): token-list
+    explanations (the offline judge's own) are matched by their quoted tokens."""
+
+    def __init__(self, device: str, max_length: int):
+        self.name = MiniLMEmbedder.name
+        self._make = lambda: MiniLMEmbedder(device=device, max_length=max_length)
+        self._model: Any = None
+
+    def _get(self) -> Any:
+        if self._model is None:
+            self._model = self._make()
+        return self._model
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self._get().encode(texts, batch_size)
+
+    def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        return self._get().cosine(a, b, batch_size)
 
 
 class OfflineProxyJudge:

@@ -40,6 +40,7 @@ from typing import Any
 from saesteer.config import Cell, grid_from_config, load_config
 from saesteer.io import sha256_file, write_json_atomic, write_text_atomic
 from saesteer.judges.prompts import PROJECT_PROMPT_SET, load_prompt_set
+from saesteer.judges import JudgeConfig
 
 from .judge_server import JudgeServer, JudgeServerConfig, url_config
 
@@ -93,8 +94,9 @@ class Scenario:
         self.cells: list[Cell] = [c for c in grid.cells() if c.model == self.model]
         if not self.cells:
             raise ScenarioError(f"model {self.model!r} is not in the grid of {self.base_config} (models: {grid.model_names})")
-        if self.config["judge"]["kind"] != "llm":
-            raise ScenarioError(f"{self.overlay}: judge.kind must be llm, got {self.config['judge']['kind']!r}")
+        judge = JudgeConfig.from_dict(self.config["judge"])
+        if judge.backend.prices(judge) is None:  # a judge that calls no API cannot be scripted
+            raise ScenarioError(f"{self.overlay}: judge.kind must be llm, got {judge.kind!r}")
 
     @property
     def targets(self) -> list[str]:
