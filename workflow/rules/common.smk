@@ -15,7 +15,11 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
-from saesteer.judges import check_workflow_judges, judge_block, judge_params  # noqa: E402
+from saesteer.judges import (
+    check_workflow_judges,
+    judge_block,
+    judge_params,
+)  # noqa: E402
 from saesteer.schemas import schema_path  # noqa: E402
 from saesteer.grouping import job_cells, job_files, job_log  # noqa: E402
 from saesteer.training.job import (
