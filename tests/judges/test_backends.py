@@ -240,3 +240,22 @@ def test_the_switch_finder_finds_the_switches_it_forbids(tmp_path):
     assert [h.split(":")[0] + ":" + h.split(":")[1] for h in hits] == [
         "src/saesteer/a.py:1", "src/saesteer/a.py:2", "src/saesteer/a.py:3", "workflow/rules/b.smk:1", "Snakefile:1",
     ]
+
+
+def test_the_recipe_in_docs_extending_runs_as_written():
+    """docs/extending.md, "Adding a judge backend": its code block, executed as written,
+    registers a backend that the public entry points build and rate with."""
+    text = (REPO / "docs" / "extending.md").read_text()
+    section = text.split("## Adding a judge backend", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, "the section has no python block"
+    try:
+        exec(compile(code.group(1), "docs/extending.md", "exec"), {})
+        judge = make_judge({"kind": "toy", "toy": {"concept": 1.0}})
+        assert judge.rate([SteeringItem("c", "i", "g")])[0] == Rating(1.0, 2.0, 2.0, "toy-judge", "toy-1.0")
+        assert judge_config({"judge": {"kind": "toy"}}, STEERING).label == "toy-judge"
+        with pytest.raises(JudgeConfigError, match="judge.toy.concept"):
+            check_judge_config({"kind": "toy", "toy": {"concept": 5}})
+    finally:
+        unregister("toy")
+    assert "toy" not in backend_kinds()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pandas as pd
 
 from saesteer.aggregate.collect import SELECTION_FILE, SELECTION_SCHEMA, STEERING_FILE, STEERING_SCHEMA, _Row
 from saesteer.aggregate.stats import rank_agreement
-from saesteer.config import Grid
+from saesteer.config import Cell, Grid
 
 AUTOINTERP_FILE = "autointerp.json"
 MEASURES = {"autointerp": "autointerp", "steering": "steering", "selection": "lift_difference_points"}
@@ -52,13 +52,13 @@ def _judge_label(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('judge')}/{obj.get('judge_model')}/{prompts}"
 
 
-def judge_table(grid: Grid, results_dir: str | Path) -> pd.DataFrame:
-    """One row per SAE of ``grid`` with at least one measure under ``results_dir``: the key
+def judge_table(cells: Grid | Iterable[Cell], results_dir: str | Path) -> pd.DataFrame:
+    """One row per SAE of ``cells`` (a grid's, or some of them) with at least one measure under ``results_dir``: the key
     columns, each measure's value (NaN where its file is absent or unusable) and the judge
     (label/model/prompts) that rated it (``<measure>_judge``)."""
     results = Path(results_dir)
     rows = []
-    for cell in grid.cells():
+    for cell in cells.cells() if isinstance(cells, Grid) else cells:
         row: dict[str, Any] = {"model": cell.model, "arch": cell.arch, "sparsity": cell.sparsity}
         values: dict[str, Any] = {}
         auto = results / cell.path / AUTOINTERP_FILE
@@ -181,10 +181,11 @@ def agreement_markdown(table: pd.DataFrame, a: str = "A", b: str = "B", confiden
 
 
 def compare_results(
-    grid: Grid, a: str | Path, b: str | Path, *, n_bootstrap: int = 2000, n_permutations: int = 2000,
+    grid: Grid | Iterable[Cell], a: str | Path, b: str | Path, *, n_bootstrap: int = 2000, n_permutations: int = 2000,
     confidence: float = 0.95, seed: int = 0,
 ) -> pd.DataFrame:
-    """``judge_agreement`` of the per-SAE results of ``grid`` under two results directories."""
+    """``judge_agreement`` of the per-SAE results of ``grid`` (or of some cells) under two
+    results directories."""
     return judge_agreement(judge_table(grid, a), judge_table(grid, b), n_bootstrap=n_bootstrap,
                            n_permutations=n_permutations, confidence=confidence, seed=seed)
 

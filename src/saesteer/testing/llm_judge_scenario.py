@@ -207,6 +207,15 @@ class Scenario:
                 out[cell][rel] = sha256_file(self.directory / "results" / cell / rel)
         return out
 
+    def judge_agreement(self) -> list[dict[str, Any]]:
+        """Judge sensitivity (issue 24 item 5): per measure, tau-b between the main run's
+        judge (the offline proxy) and this LLM judge's rankings of the model's SAEs."""
+        from saesteer.aggregate.judge_agreement import compare_results
+
+        table = compare_results(self.cells, self.source / "results", self.directory / "results", n_bootstrap=1000,
+                                n_permutations=1000)
+        return table.to_dict("records")
+
     def judge_logs(self) -> dict[str, dict[str, int]]:
         """Per judge rule, what its jobs' judges did (the ``closed:`` line each job logs)."""
         assert self.directory is not None
@@ -310,6 +319,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
     problems = check_first(scenario, first)
     first_scores, first_outputs, first_logs = scenario.scores(), scenario.stable_outputs(), scenario.judge_logs()
     first_retries = sum(d[k]["usage"]["retries"] for d in scenario.outputs().values() for k in JUDGED)
+    agreement = scenario.judge_agreement()
     rerun = scenario.run("rerun", forcerun=JUDGE_RULES)
     problems += check_rerun(scenario, rerun, first_outputs)
     summary = {
@@ -319,6 +329,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
         "rerun": {**rerun, "judge_logs": scenario.judge_logs()},
         "client_retries_first_run": first_retries,
         "scores": first_scores,
+        "judge_agreement": agreement,
         "problems": problems,
     }
     assert scenario.directory is not None
@@ -345,6 +356,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += ["", "| SAE | autointerp | steering | selection lift (points) |", "|---|---|---|---|"]
     for cell, s in summary["scores"].items():
         lines.append(f"| {cell} | {_fmt(s['autointerp'])} | {_fmt(s['steering'])} | {_fmt(s['selection_lift_points'])} |")
+    if summary.get("judge_agreement"):
+        from saesteer.aggregate.judge_agreement import agreement_markdown
+
+        import pandas as pd
+
+        lines += ["", *agreement_markdown(pd.DataFrame(summary["judge_agreement"]), "the main run's judge", "this LLM judge")]
     return "\n".join(lines)
 
 
