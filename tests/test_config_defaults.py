@@ -75,6 +75,7 @@ NOT_DATACLASSES = {
 
 # Dataclass fields with a default that the schema leaves without one, or that are no schema key.
 NO_SCHEMA_DEFAULT = {
+    ("aggregate", "compare_judges"): "absent = none: no schema default, so a config without it gives the aggregate rule the parameters it had",
     ("judge", "options"): "no config key: every registered backend's options block (judge.<kind>), read from its own key",
     ("training", "tokens"): "required by the schema; the dataclass default serves direct Python use (tests, benchmarks)",
     ("training", "batch_size"): "required by the schema; as tokens",

@@ -85,3 +85,40 @@ def test_the_markdown_reports_n_and_the_interval():
     b = planted({m: X for m in MEASURES}, "B")
     text = "\n".join(agreement_markdown(judge_agreement(a, b, **FAST), "a/results", "b/results"))
     assert "## Judge agreement" in text and "| steering | A | B | 8 (8, 8) | +1.000 |" in text
+
+
+def test_the_aggregation_reports_the_agreement_when_configured(tmp_path):
+    """aggregate.compare_judges: the summary gets a "Judge agreement" section and records,
+    from real per-SAE files; B is the same grid re-rated by an LLM judge whose steering scores
+    run opposite to A's (tau-b -1) and whose autointerp scores keep A's order (tau-b 1). A
+    config without it writes no such key (the default summary stays as it was)."""
+    import json
+
+    from tests.synthetic_results import fill_results, grid_config
+    from saesteer.aggregate.job import run_aggregate
+
+    config = grid_config(min_saes=3)
+    a, b = tmp_path / "a" / "results", tmp_path / "b" / "results"
+    fill_results(config, a)
+    fill_results(config, b)
+    for path in b.rglob("steering/score.json"):
+        obj = json.loads(path.read_text())
+        obj.update(judge="llm", judge_model="gpt-4o-mini", score=1 - obj["score"])
+        path.write_text(json.dumps(obj))
+    for path in b.rglob("interp.json"):
+        obj = json.loads(path.read_text())
+        obj["autointerp"].update(judge="llm", judge_model="gpt-4o-mini", score=obj["autointerp"]["score"] / 2)
+        path.write_text(json.dumps(obj))
+    run_aggregate({**config, "aggregate": {**config["aggregate"], "compare_judges": [str(b)]}}, results_dir=a, out_dir=tmp_path / "s1")
+    record = json.loads((tmp_path / "s1" / "summary.json").read_text())
+    rows = {r["measure"]: r for r in record["judge_agreement"]}
+    assert rows["steering"]["tau_b"] == pytest.approx(-1.0) and rows["steering"]["n"] == 18
+    assert rows["autointerp"]["tau_b"] == pytest.approx(1.0) and rows["autointerp"]["judge_b"].startswith("llm/gpt-4o-mini")
+    assert rows["selection"]["tau_b"] == pytest.approx(1.0)  # B's selection files are A's: same judge, same values
+    assert record["config"]["compare_judges"] == [str(b)]
+    assert "## Judge agreement" in (tmp_path / "s1" / "summary.md").read_text()
+    assert (tmp_path / "s1" / "judge_agreement.csv").is_file()
+    run_aggregate(config, results_dir=a, out_dir=tmp_path / "s2")
+    plain = json.loads((tmp_path / "s2" / "summary.json").read_text())
+    assert "judge_agreement" not in plain and "compare_judges" not in plain["config"]
+    assert "Judge agreement" not in (tmp_path / "s2" / "summary.md").read_text()

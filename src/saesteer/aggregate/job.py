@@ -179,12 +179,41 @@ def run_aggregate(
         reliability=reliability, noise_ceiling=noise_ceiling,
     )
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=latents)
-    write_text_atomic(paths["summary.md"], render_markdown(inputs))
+    agreement_lines, agreement_records = _judge_agreement(grid, results_dir, cfg, out)
+    write_text_atomic(paths["summary.md"], render_markdown(inputs) + "".join(f"{line}\n" for line in agreement_lines))
     grid_info = {"models": grid.model_names, "architectures": list(grid.architectures), "sparsities": list(grid.sparsities)}
     outputs = {k: str(v) for k, v in paths.items()}
-    write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
+    record = summary_json(inputs, outputs, grid_info)
+    if cfg.compare_judges:  # only when configured: the default summary stays as it was
+        record["judge_agreement"] = agreement_records
+    write_json_atomic(paths["summary.json"], finite_json(record))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)
     return paths
+
+
+def _judge_agreement(grid: Any, results_dir: str | Path, cfg: AggregateConfig, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """``aggregate.compare_judges``: per other results directory, the agreement of its judge's
+    rankings with this run's (judge_agreement.csv / .md in ``out``, the summary section and
+    records); nothing when none is configured."""
+    if not cfg.compare_judges:
+        return [], []
+    from saesteer.aggregate.judge_agreement import JudgeAgreementError, agreement_markdown, compare_results, write_agreement
+
+    lines: list[str] = []
+    frames = []
+    for other in cfg.compare_judges:
+        try:
+            table = compare_results(grid, results_dir, other, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
+                                    confidence=cfg.confidence, seed=cfg.seed)
+        except JudgeAgreementError as exc:
+            log.warning("aggregate.compare_judges: %s: %s", other, exc)
+            lines += ["", "## Judge agreement", "", f"> **Not compared with {other}**: {exc}"]
+            continue
+        lines += ["", *agreement_markdown(table, "this run's judge", other, cfg.confidence)]
+        frames.append(table.assign(compared_with=other))
+    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    write_agreement(combined, out, lines)
+    return lines, combined.to_dict("records")
 
 
 def aggregate(job: RuleJob) -> None:

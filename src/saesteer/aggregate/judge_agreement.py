@@ -9,7 +9,7 @@ rated; a low one says they do, whatever each judge's own headline tau-b.
 
 Measures (per-SAE files of a results directory; the aggregation's definitions):
 
-- ``autointerp``: autointerp.json ``score`` (detection accuracy, SAEBench);
+- ``autointerp``: autointerp.json ``score`` (detection accuracy, SAEBench; else interp.json's copy);
 - ``steering``: steering/score.json ``score`` (AxBench harmonic mean at the chosen factor);
 - ``selection``: selection/score.json's ``lift_difference_points`` (the paper's sec. 4.2
   comparison: Delta C's lift minus the output score's top-K lift, in points).
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saesteer.aggregate.collect import SELECTION_FILE, SELECTION_SCHEMA, STEERING_FILE, STEERING_SCHEMA, _Row
+from saesteer.aggregate.collect import INTERP_FILE, SELECTION_FILE, SELECTION_SCHEMA, STEERING_FILE, STEERING_SCHEMA, _Row
 from saesteer.aggregate.stats import rank_agreement
 from saesteer.config import Cell, Grid
 
@@ -61,9 +61,8 @@ def judge_table(cells: Grid | Iterable[Cell], results_dir: str | Path) -> pd.Dat
     for cell in cells.cells() if isinstance(cells, Grid) else cells:
         row: dict[str, Any] = {"model": cell.model, "arch": cell.arch, "sparsity": cell.sparsity}
         values: dict[str, Any] = {}
-        auto = results / cell.path / AUTOINTERP_FILE
-        if auto.is_file():
-            obj = json.loads(auto.read_text())
+        obj = _autointerp(results / cell.path)
+        if obj is not None:
             values["autointerp"], values["autointerp_judge"] = _num(obj.get("score")), _judge_label(obj)
         reader = _Row(cell, results, None, 1)
         for name, schema, fill, measure in ((STEERING_FILE, STEERING_SCHEMA, reader.steering, "steering"),
@@ -80,6 +79,21 @@ def judge_table(cells: Grid | Iterable[Cell], results_dir: str | Path) -> pd.Dat
             rows.append({**row, **values})
     columns = [*KEY, *(c for m, col in MEASURES.items() for c in (col, f"{m}_judge"))]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _autointerp(base: Path) -> dict[str, Any] | None:
+    """The SAE's autointerp summary: autointerp.json, else the copy in interp.json."""
+    for name, block in ((AUTOINTERP_FILE, None), (INTERP_FILE, "autointerp")):
+        path = base / name
+        if path.is_file():
+            try:
+                obj = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            obj = obj.get(block) if block else obj
+            if isinstance(obj, dict) and "judge" in obj:
+                return obj
+    return None
 
 
 def _num(value: Any) -> float:
