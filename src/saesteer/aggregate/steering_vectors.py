@@ -271,6 +271,6 @@ def run_aggregate_vectors(config: dict[str, Any], *, results_dir: str | Path = "
     for name, frame in (("sae_table", table), ("gaps", gaps), ("rank_agreement", rank)):
         _write_table(frame, name, out)
     plot(table, paths["plot"])
-    write_text_atomic(paths["summary.md"], render_markdown(table, gaps, rank, judge))
+    write_text_atomic(paths["summary.md"], render_markdown(table, gaps, rank, judges[STEERING].label))
     log.info("steering vectors: %d SAEs, %d with a DiffMean score -> %s", len(table), int(np.isfinite(table["score_diffmean"]).sum()), out)
     return paths
