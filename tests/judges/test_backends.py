@@ -259,3 +259,58 @@ def test_the_recipe_in_docs_extending_runs_as_written():
     finally:
         unregister("toy")
     assert "toy" not in backend_kinds()
+
+
+def _judges_imports() -> dict[str, set[str]]:
+    """module -> modules of saesteer.judges it imports (any import: top level, in a function,
+    under TYPE_CHECKING), read from the source."""
+    import ast
+
+    pkg = REPO / "src" / "saesteer" / "judges"
+    modules = {p.stem for p in pkg.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in pkg.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    names = [node.module] if node.module else [a.name for a in node.names]
+                elif (node.module or "").startswith("saesteer.judges"):
+                    rest = (node.module or "").split(".")[2:]
+                    names = rest[:1] if rest else [a.name for a in node.names]
+                else:
+                    continue
+                edges |= {n.split(".")[0] for n in names if n and n.split(".")[0] in modules}
+        graph[path.stem] = edges - {path.stem}
+    return graph
+
+
+def test_the_judges_package_has_no_import_circle():
+    """Not base <-> prompts (issue 26 item 5) nor any other, counting every import."""
+    graph = _judges_imports()
+    assert "prompts" not in graph["base"] and "base" in graph["prompts"]
+    circles = []
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    circles.append(path + [start])
+                elif nxt not in path and nxt != "__init__":
+                    stack.append((nxt, path + [nxt]))
+    assert circles == []
+
+
+def test_the_builtin_backends_build_their_judges(tmp_path):
+    """Each built-in backend builds its judge from a config alone (the LLM judge needs no
+    server to be built; the offline judge for autointerp loads no LM)."""
+    from saesteer.judges.llm import LLMJudge
+    from saesteer.judges.offline import OfflineProxyJudge
+
+    llm = make_judge({"kind": "llm", "prompts": "axbench", "cache": str(tmp_path / "c.sqlite"), "llm": {"api_key_env": ""}})
+    assert isinstance(llm, LLMJudge) and llm.prompts_label.startswith("axbench@") and judge_settings(llm)["temperature_rating"] == 0.7
+    record = write_model_json(tmp_path)
+    offline = make_judge({"kind": "offline", "offline": {"reference_model": str(record)}}, purpose=AUTOINTERP)
+    assert isinstance(offline, OfflineProxyJudge) and offline.lm is None and offline.model_label.endswith("+tiny")
+    assert judge_settings(offline) == {"detect_threshold": offline.cfg.detect_threshold, "explain_top_tokens": offline.cfg.explain_top_tokens}

@@ -1,17 +1,16 @@
 """Judges for steering (AxBench ratings) and autointerp (explain / detect).
 
 ``make_judge(cfg)`` builds the backend the config's ``judge.kind`` names (``registry.py``;
-built in, ``backends/``: ``llm``, any OpenAI-compatible endpoint, and ``offline``, a
-labelled proxy for the demo and CI). Call ``check_judge_config(cfg)`` before any job
+built in: ``llm.py``, any OpenAI-compatible endpoint, and ``offline.py``, a labelled proxy
+for the demo and CI; each module holds its judge, its options block and its backend). Call ``check_judge_config(cfg)`` before any job
 starts: it fails early, naming a missing API key. ``steering.judge`` (same keys) lets the
 steering stages use another judge than autointerp (``judge_block``).
 """
 
 from __future__ import annotations
 
-from . import backends  # noqa: F401  (registers the built-in backends)
-from .backends.llm import LLMJudgeConfig
-from .backends.offline import OfflineJudgeConfig
+from .llm import LLMJudgeConfig  # importing llm and offline registers their backends (llm first)
+from .offline import OfflineJudgeConfig
 from .base import (
     JUDGE_COLUMNS,
     LLM_KIND,

@@ -1,6 +1,6 @@
 """What every judge is: the protocol, its inputs and outputs, the errors and the guard
 against mixing judges. (The config's ``judge`` block: ``config.py``; the backends and their
-registry: ``registry.py``, ``backends/``.)
+registry: ``registry.py``; the built-in ones: ``llm.py``, ``offline.py``.)
 
 Two backends implement :class:`Judge`: an LLM over any OpenAI-compatible chat-completions
 endpoint (``llm.py``; the judge of AxBench, Wu et al. 2025, arXiv 2501.17148, and of the

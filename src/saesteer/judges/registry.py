@@ -5,8 +5,8 @@ config value that selects it (``kind``), the label its results carry (``label``)
 options block (``judge.<kind>``, a dataclass ``options_cls``), how to check and build it, and
 what the workflow, the cost report and the summary ask of it (extra job inputs, the API-key
 variable, prices, whether its scores are a proxy). Code outside ``saesteer.judges`` asks the
-backend; it never tests ``kind``. The built-in backends live in ``backends/`` and register
-themselves when ``saesteer.judges`` is imported; docs/extending.md ("Adding a judge
+backend; it never tests ``kind``. The built-in backends live in ``llm.py`` and ``offline.py``
+(beside their judges) and register themselves when ``saesteer.judges`` is imported; docs/extending.md ("Adding a judge
 backend") is the recipe for another.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .base import Judge, JudgeConfigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import JudgeConfig
+JudgeConfig = Any
+"""``config.JudgeConfig`` (not imported: config.py imports this module)."""
 
 
 class JudgeBackend:
@@ -40,12 +40,12 @@ class JudgeBackend:
     uses_prompts: ClassVar[bool] = True
     """Whether it asks through ``judge.prompts`` templates (False: outputs record "none")."""
 
-    def check(self, cfg: "JudgeConfig", environ: Mapping[str, str]) -> None:
+    def check(self, cfg: JudgeConfig, environ: Mapping[str, str]) -> None:
         """Raise JudgeConfigError naming the field if ``cfg`` (kind == self.kind) cannot work."""
 
     def build(
         self,
-        cfg: "JudgeConfig",
+        cfg: JudgeConfig,
         *,
         purpose: str = "all",
         lm: Any = None,
@@ -60,14 +60,14 @@ class JudgeBackend:
         reference LM the caller already holds (tests)."""
         raise NotImplementedError
 
-    def prompts_label(self, cfg: "JudgeConfig") -> str:
+    def prompts_label(self, cfg: JudgeConfig) -> str:
         """``judge_prompts`` of every output of this judge under ``cfg``."""
         from .base import NO_PROMPTS
         from .prompts import load_prompt_set
 
         return load_prompt_set(cfg.prompts).label if self.uses_prompts else NO_PROMPTS
 
-    def job_inputs(self, cfg: "JudgeConfig", model_names: Sequence[str]) -> dict[str, str]:
+    def job_inputs(self, cfg: JudgeConfig, model_names: Sequence[str]) -> dict[str, str]:
         """Extra input files of a job that uses this judge (named), checked against the grid's
         models; default: the ``judge.prompts`` file when it is one (editing it reruns jobs)."""
         from .prompts import is_named_prompt_set
@@ -76,19 +76,19 @@ class JudgeBackend:
             return {}
         return {"judge_prompts": str(cfg.prompts)}
 
-    def reference_model(self, cfg: "JudgeConfig") -> str | None:
+    def reference_model(self, cfg: JudgeConfig) -> str | None:
         """The prepared-model record (results/models/<name>/model.json) this judge loads, if any."""
         return None
 
-    def secret_env(self, cfg: "JudgeConfig") -> str:
+    def secret_env(self, cfg: JudgeConfig) -> str:
         """The environment variable the judge needs set when its jobs run ("" for none)."""
         return ""
 
-    def prices(self, cfg: "JudgeConfig") -> tuple[float, float] | None:
+    def prices(self, cfg: JudgeConfig) -> tuple[float, float] | None:
         """US dollars per 1M prompt / completion tokens; None: it makes no paid calls."""
         return None
 
-    def cost_header(self, cfg: "JudgeConfig") -> list[str]:
+    def cost_header(self, cfg: JudgeConfig) -> list[str]:
         """The first lines of ``saesteer cost``'s judge section."""
         return [f"Judge: {self.label} (judge.kind: {self.kind}): no paid calls."]
 
