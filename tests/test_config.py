@@ -105,16 +105,18 @@ def test_schema_training_keys_match_train_config():
 
 
 def test_schema_judge_keys_match_judge_config():
-    """JudgeConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
+    """JudgeConfig refuses unknown keys; the schema must allow exactly its keys (kind, prompts,
+    cache and one options block per registered backend), with its defaults."""
     from saesteer.config import load_schema
-    from saesteer.judges import JudgeConfig, LLMJudgeConfig, OfflineJudgeConfig
+    from saesteer.judges import JudgeConfig, backend_kinds, get_backend
 
     judge = load_schema()["properties"]["judge"]
     assert judge["additionalProperties"] is False
-    sections = {None: (JudgeConfig, judge), "llm": (LLMJudgeConfig, judge["properties"]["llm"]),
-                "offline": (OfflineJudgeConfig, judge["properties"]["offline"])}
-    for name, (cls, block) in sections.items():
-        assert_schema_block_matches(cls, block, str(name), skip=tuple(n for n in sections if n))
+    assert set(judge["properties"]) == {"kind", "prompts", "cache", *backend_kinds()}
+    top = {k: v for k, v in judge["properties"].items() if k not in backend_kinds()}
+    assert_schema_block_matches(JudgeConfig, {**judge, "properties": {**top, "options": {"default": None}}}, "judge", skip=("options",))
+    for kind in backend_kinds():
+        assert_schema_block_matches(get_backend(kind).options_cls, judge["properties"][kind], f"judge.{kind}")
 
 
 def test_both_configs_have_a_judge_the_judge_layer_accepts(paper):
@@ -133,6 +135,10 @@ def test_schema_steering_keys_match_steering_config():
     from saesteer.steering.config import ConceptSpec, InstructionsConfig, SteeringConfig
 
     steering = load_schema()["properties"]["steering"]
+    # steering.judge is the judge block of the steering stages (saesteer.judges.judge_block),
+    # not a SteeringConfig field; its keys are the judge block's (test_backends).
+    assert "judge" in steering["properties"]
+    steering = {**steering, "properties": {k: v for k, v in steering["properties"].items() if k != "judge"}}
     concept_item = steering["properties"]["concepts"]["items"]["oneOf"][1]
     sections = {None: (SteeringConfig, steering), "instructions": (InstructionsConfig, steering["properties"]["instructions"]),
                 "concepts": (ConceptSpec, concept_item)}

@@ -2,9 +2,9 @@
 `saesteer table` (what the grid's jobs have produced so far), `saesteer tiny-models` (the
 tiny random paper-family models of tests and CI), `saesteer check-run` (a finished
 workflow run's outputs: present, valid against their schemas, agreeing with each other, every
-SAE a working one) and `saesteer config-docs` (config/README.md,
-generated from the config schema) and `saesteer rerun` (compute one SAE of a grouped rule
-again: docs/running.md)."""
+SAE a working one), `saesteer judge-agreement` (two judges' rankings of the same grid's SAEs
+compared, per measure), `saesteer config-docs` (config/README.md, generated from the config
+schema) and `saesteer rerun` (compute one SAE of a grouped rule again: docs/running.md)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--sae-tokens", type=int, help="held-out activations each SAE is evaluated on, 0 for none (default 4096)")
     check.add_argument("--no-cache-checksums", action="store_true", help="do not hash the activation shards (TBs on the paper grid)")
     check.add_argument("--no-planted-check", action="store_true", help="skip the CI grid's planted-answer check (for a subset of that grid)")
+    agree = sub.add_parser(
+        "judge-agreement", help="tau-b between two judges' rankings of the same grid's SAEs, per measure (docs/judges.md)"
+    )
+    agree.add_argument("results_a", help="results directory rated by judge A (e.g. .test/results)")
+    agree.add_argument("results_b", help="results directory of the same grid rated by judge B (e.g. .test/llm-judge/results)")
+    agree.add_argument("--config", default="config/config.yaml", help="the grid's config (default: %(default)s)")
+    agree.add_argument("--configfile", action="append", default=[], help="overrides, merged like snakemake --configfile")
+    agree.add_argument("--out", help="also write judge_agreement.csv and judge_agreement.md to this folder")
     docs = sub.add_parser("config-docs", help="print config/README.md, generated from the config schema")
     docs.add_argument("--output", help="write it to this file instead of stdout")
     rerun = sub.add_parser(
@@ -107,6 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "cost":
         print(format_estimate(config))
+    elif args.command == "judge-agreement":
+        from saesteer.aggregate.config import AggregateConfig
+        from saesteer.aggregate.judge_agreement import JudgeAgreementError, agreement_markdown, compare_results, write_agreement
+
+        cfg = AggregateConfig.from_config(config.get("aggregate"))
+        try:
+            table = compare_results(grid_from_config(config), args.results_a, args.results_b, n_bootstrap=cfg.n_bootstrap,
+                                    n_permutations=cfg.n_permutations, confidence=cfg.confidence, seed=cfg.seed)
+        except JudgeAgreementError as exc:
+            print(f"judge-agreement: {exc}", file=sys.stderr)
+            return 2
+        lines = agreement_markdown(table, args.results_a, args.results_b, cfg.confidence)
+        if args.out:
+            write_agreement(table, args.out, lines)
+        print("\n".join(lines))
     elif args.command == "table":
         from saesteer.tables import grid_table, to_markdown
 

@@ -23,7 +23,16 @@ from typing import Any
 
 from saesteer.config import grid_from_config
 from saesteer.cost_shape import format_shape, human_bytes, trained_saes
-from saesteer.judges import CostEstimate, JudgeConfig, autointerp_judge_calls, estimate_task, steering_judge_calls
+from saesteer.judges import (
+    AUTOINTERP,
+    STEERING,
+    CostEstimate,
+    autointerp_judge_calls,
+    estimate_task,
+    judge_config,
+    judge_configs,
+    steering_judge_calls,
+)
 from saesteer.models import ModelSpec
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -327,12 +336,12 @@ def judge_estimate(config: dict[str, Any]) -> list[JudgeCost]:
     steer_selected's new latents at each grid (an upper bound, :func:`steer_selected_latents`)."""
     grid = grid_from_config(config)
     n_saes = len(grid.cells())
-    llm = JudgeConfig.from_dict(config.get("judge")).llm
-    price = (llm.price_per_m_input, llm.price_per_m_output)
+    price = _prices(config, AUTOINTERP)
     n_latents = int(((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", AUTOINTERP_DEFAULT_LATENTS))
     calls = autointerp_judge_calls(n_saes, n_latents) // 2  # as many explanations as detections
     autointerp = estimate_task(calls, "explain", *price) + estimate_task(calls, "detect", *price)
     out = [JudgeCost(f"autointerp: {n_saes} SAEs x {n_latents} latents", autointerp, stage="autointerp")]
+    price = _prices(config, STEERING)
     steering = config.get("steering") or {}
     n_concepts = len(steering["concepts"]) if steering.get("concepts") else int(steering.get("n_concepts", STEERING_CONCEPTS))
     n_instructions = int(steering.get("n_instructions", STEERING_INSTRUCTIONS))
@@ -397,20 +406,24 @@ def judge_totals(config: dict[str, Any]) -> dict[str, CostEstimate]:
     return totals
 
 
+def _prices(config: dict[str, Any], purpose: str) -> tuple[float, float]:
+    """Prices per 1M prompt / completion tokens of the judge of ``purpose`` (0 for a judge
+    that makes no paid calls, e.g. the offline proxy)."""
+    cfg = judge_config(config, purpose)
+    return cfg.backend.prices(cfg) or (0.0, 0.0)
+
+
 def format_judge_estimate(config: dict[str, Any]) -> list[str]:
-    judge = JudgeConfig.from_dict(config.get("judge"))
-    if judge.kind != "llm":
-        return [
-            "Judge: the offline proxy (judge.kind: offline): no API calls, no cost. "
-            "Its scores are a proxy, not comparable with an LLM judge's."
-        ]
-    llm = judge.llm
+    cfgs = judge_configs(config)
+    header = cfgs[AUTOINTERP].backend.cost_header(cfgs[AUTOINTERP])
+    if cfgs[STEERING] != cfgs[AUTOINTERP]:
+        header += [f"steering.judge: {line}" for line in cfgs[STEERING].backend.cost_header(cfgs[STEERING])]
+    if all(c.backend.prices(c) is None for c in cfgs.values()):
+        return header
     rows = judge_estimate(config)
     width = max(72, max(len(r.task) for r in rows) + 2)
     lines = [
-        f"Judge: {llm.model} at {llm.base_url}, ${llm.price_per_m_input:g} / ${llm.price_per_m_output:g} per 1M "
-        "prompt / completion tokens",
-        "(typical tokens per call: src/saesteer/judges/cost.py)",
+        *header,
         "",
         f"{'task':<{width}}{'calls':>10}{'prompt tok':>15}{'compl. tok':>13}{'dollars':>9}",
     ]

@@ -142,18 +142,20 @@ def eval_groups(config: dict[str, Any], group_by: str) -> dict[str, int]:
 
 
 def _reference_model(config: dict[str, Any]) -> Any:
-    """The grid model the offline judge loads as its reference LM, or None for an LLM judge."""
-    from saesteer.judges import JudgeConfig
+    """The grid model the steering judge loads as its reference LM (the offline judge's
+    ``reference_model``), or None for a judge that loads none (an LLM judge is an API)."""
+    from saesteer.judges import STEERING, judge_config
 
-    judge = JudgeConfig.from_dict(config.get("judge"))
-    if judge.kind != "offline":
+    judge = judge_config(config, STEERING)
+    record = judge.backend.reference_model(judge)
+    if record is None:
         return None
-    ref = Path(os.path.normpath(judge.offline.reference_model))
+    ref = Path(os.path.normpath(record))
     for spec in grid_from_config(config).models:
         if ref == Path("results/models") / spec.name / "model.json":
             return spec
     raise ValueError(
-        f"judge.offline.reference_model: {judge.offline.reference_model} is not the record of a model of the grid "
+        f"judge.{judge.kind}.reference_model: {record} is not the record of a model of the grid "
         "(results/models/<name>/model.json)"
     )
 

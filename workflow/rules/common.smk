@@ -15,7 +15,11 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from saesteer.config import check_config, grid_from_config  # noqa: E402
-from saesteer.judges import check_judge_config  # noqa: E402
+from saesteer.judges import (
+    check_workflow_judges,
+    judge_block,
+    judge_params,
+)  # noqa: E402
 from saesteer.schemas import schema_path  # noqa: E402
 from saesteer.grouping import job_cells, job_files, job_log  # noqa: E402
 from saesteer.training.job import (
@@ -40,18 +44,17 @@ EVAL_GROUP_BY = config["eval_jobs"]["group_by"]
 # time under -n). `onstart` runs after the DAG is built and before the first job, never in
 # a dry run. With --no-hooks it does not run either; a judge job then fails itself,
 # naming the variable.
-_KEY_ENV = (
-    config["judge"]["llm"]["api_key_env"] if config["judge"]["kind"] == "llm" else ""
-)
-_KEY_MISSING = bool(_KEY_ENV) and not os.environ.get(_KEY_ENV)
-JUDGE = check_judge_config(
-    config["judge"],
-    environ={**os.environ, _KEY_ENV: "checked-at-start"} if _KEY_MISSING else None,
-)
-if _KEY_MISSING:
+# JUDGE rates autointerp (config judge); STEERING_JUDGE the steering stages (config
+# steering.judge when set, else judge).
+JUDGES, _KEYS_MISSING = check_workflow_judges(config, keys_later=True)
+JUDGE = JUDGES["autointerp"]
+STEERING_JUDGE = JUDGES["steering"]
+STEERING_JUDGE_BLOCK = judge_block(config, "steering")
+JUDGE_PARAMS = judge_params(config)
+for _key_env in _KEYS_MISSING:
     logger.warning(
-        f"judge.llm: the environment variable {_KEY_ENV} is not set. A dry run works; a run that "
-        f"includes judge jobs stops before its first job. export {_KEY_ENV}=<your key>"
+        f"judge.llm: the environment variable {_key_env} is not set. A dry run works; a run that "
+        f"includes judge jobs stops before its first job. export {_key_env}=<your key>"
     )
 JUDGE_RULES = {"autointerp", "steer_eval", "steer_selected", "steering_vectors"}
 """Rules that call the judge: the API key must be set when one of them is to run."""
@@ -63,7 +66,7 @@ onstart:
     except Exception:  # Snakemake internals changed: check the key anyway
         rules = JUDGE_RULES
     if rules & JUDGE_RULES:
-        check_judge_config(config["judge"])
+        check_workflow_judges(config)
 
 
 wildcard_constraints:

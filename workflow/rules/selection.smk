@@ -68,6 +68,6 @@ rule steer_selected:
         prompt_format=prompt_format,
         steering=config["steering"],
         selection=config["selection"],
-        judge=config["judge"],
+        judge=STEERING_JUDGE_BLOCK,
     script:
         "../scripts/steer_selected.py"

@@ -1,8 +1,9 @@
 from saesteer.evals.autointerp import reference_model_input  # noqa: E402
 
-# Like autointerp: the offline judge's reference-model record is an input of every
-# steer_eval job (prepare_model makes it first); an LLM judge adds none.
-STEERING_JUDGE_INPUTS = reference_model_input(JUDGE, GRID.model_names)
+# Like autointerp, for the steering judge (steering.judge, else judge): the offline judge's
+# reference-model record is an input of every steer_eval job (prepare_model makes it
+# first); an LLM judge adds none.
+STEERING_JUDGE_INPUTS = reference_model_input(STEERING_JUDGE, GRID.model_names)
 
 
 rule steering_instructions:
@@ -52,6 +53,6 @@ rule steer_eval:
         cells=sae_job_cells,
         prompt_format=prompt_format,
         steering=config["steering"],
-        judge=config["judge"],
+        judge=STEERING_JUDGE_BLOCK,
     script:
         "../scripts/steer_eval.py"

@@ -52,7 +52,7 @@ rule steering_vectors:
         eval=config["eval"],
         steering=config["steering"],
         steering_vectors=config.get("steering_vectors", {}),
-        judge=config["judge"],
+        judge=STEERING_JUDGE_BLOCK,
     script:
         "../scripts/steering_vectors.py"
 

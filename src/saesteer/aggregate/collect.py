@@ -161,12 +161,19 @@ def _judge_check(obj: dict[str, Any], expected: str | None, expected_prompts: st
         )
 
 
+SAME_JUDGE: Any = object()
+"""``collect``'s default steering judge: the one expected of autointerp (no ``steering.judge``)."""
+
+
 class _Row:
-    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int, expected_prompts: str | None = None):
+    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int, expected_prompts: str | None = None,
+                 steering_judge: str | None = None, steering_prompts: str | None = None):
         self.cell = cell
         self.base = results / cell.path
         self.expected_judge = expected_judge
         self.expected_prompts = expected_prompts
+        self.steering_judge = steering_judge
+        self.steering_prompts = steering_prompts
         self.probing_k = probing_k
         self.values: dict[str, Any] = {
             "model": cell.model,
@@ -238,7 +245,7 @@ class _Row:
             self.missing.append(f"{INTERP_FILE}: autointerp.score is null")
 
     def steering(self, obj: dict[str, Any]) -> None:
-        _judge_check(obj, self.expected_judge, self.expected_prompts)
+        _judge_check(obj, self.steering_judge, self.steering_prompts)
         self._seen(obj)
         self.values["steering_judge_prompts"] = obj["judge_prompts"]["label"]
         self.values["steering"] = _num(obj["score"])
@@ -253,7 +260,7 @@ class _Row:
         _control_columns(self.values, control)
 
     def selection(self, obj: dict[str, Any]) -> None:
-        _judge_check(obj, self.expected_judge, self.expected_prompts)
+        _judge_check(obj, self.steering_judge, self.steering_prompts)
         self._seen(obj)
         self.values["selection_judge_prompts"] = obj["judge_prompts"]["label"]
         v = self.values
@@ -315,6 +322,8 @@ def collect(
     expected_judge: str | None = None,
     probing_k: int = 1,
     expected_prompts: str | None = None,
+    steering_judge: str | None = SAME_JUDGE,
+    steering_prompts: str | None = SAME_JUDGE,
 ) -> Collected:
     """The SAE table of ``grid`` from the files under ``results_dir``.
 
@@ -322,12 +331,18 @@ def collect(
     another are left out. None accepts any judge (the summary still warns when they differ).
     ``expected_prompts``: the configured template set's label (``JudgeConfig.prompts_label``);
     files rated with other templates are left out the same way. None accepts any.
+    ``steering_judge`` / ``steering_prompts``: the same for the steering and selection files
+    (``steering.judge``); by default those expected of autointerp.
     """
+    if steering_judge is SAME_JUDGE:
+        steering_judge = expected_judge
+    if steering_prompts is SAME_JUDGE:
+        steering_prompts = expected_prompts
     results = Path(results_dir)
     rows: list[dict[str, Any]] = []
     judges: dict[str, set[str]] = {}
     for cell in grid.cells():
-        row = _Row(cell, results, expected_judge, probing_k, expected_prompts)
+        row = _Row(cell, results, expected_judge, probing_k, expected_prompts, steering_judge, steering_prompts)
         row.part(TRAIN_FILE, None, row.train)
         row.part(INTERP_FILE, INTERP_SCHEMA, row.interp)
         row.part(STEERING_FILE, STEERING_SCHEMA, row.steering)

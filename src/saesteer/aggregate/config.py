@@ -53,6 +53,9 @@ class AggregateConfig:
     """Interpretability metrics to rank (a subset of INTERP_METRICS); autointerp heads the summary."""
     probing_k: int = _D["probing_k"]
     """Sparse probing: the accuracy of the probe on the top-k SAE latents, this k."""
+    compare_judges: tuple[str, ...] = ()
+    """Results directories of this grid rated by another judge: the summary reports the
+    agreement of the two judges' rankings (``judge_agreement``)."""
 
     @classmethod
     def from_config(cls, block: dict[str, Any] | None) -> "AggregateConfig":
@@ -67,6 +70,11 @@ class AggregateConfig:
             block["confidence"] = _as_number("confidence", block["confidence"], float)
         if "metrics" in block:
             block["metrics"] = tuple(block["metrics"])
+        if "compare_judges" in block:
+            value = block["compare_judges"]
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value or ()):
+                raise AggregateConfigError(f"aggregate.compare_judges: {value!r} must be a list of results directories")
+            block["compare_judges"] = tuple(value)
         cfg = cls(**block)
         cfg.check()
         return cfg
@@ -93,6 +101,10 @@ class AggregateConfig:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["metrics"] = list(self.metrics)
+        if self.compare_judges:
+            out["compare_judges"] = list(self.compare_judges)
+        else:  # recorded only when set: a summary without it stays as it was
+            del out["compare_judges"]
         return out
 
 

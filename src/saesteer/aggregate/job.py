@@ -36,7 +36,7 @@ from saesteer.aggregate.summary import (
 )
 from saesteer.config import grid_from_config
 from saesteer.io import atomic_path, finite_json, write_json_atomic, write_parquet_atomic, write_text_atomic
-from saesteer.judges.base import JUDGE_KINDS, JudgeConfig
+from saesteer.judges import AUTOINTERP, STEERING, judge_configs, judge_params
 from saesteer.rule_jobs import RuleJob
 from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
@@ -107,7 +107,7 @@ def aggregate_params(config: dict[str, Any]) -> dict[str, Any]:
         "sparsities": config["sparsities"],
         "controls": config.get("controls", {}),
         "training": {"seeds": (config.get("training") or {}).get("seeds", [0])},
-        "judge": config.get("judge", {}),
+        **judge_params(config),  # judge, and steering.judge when it is set
         "aggregate": config.get("aggregate", {}),
     }
 
@@ -167,10 +167,12 @@ def run_aggregate(
     started = time.perf_counter()
     cfg = AggregateConfig.from_config(config.get("aggregate"))
     grid = grid_from_config(config)
-    configured_judge = JUDGE_KINDS[(config.get("judge") or {}).get("kind", "offline")]
-    configured_prompts = JudgeConfig.from_dict(config.get("judge")).prompts_label
+    judges = judge_configs(config)
+    configured_judge = judges[AUTOINTERP].label
+    configured_prompts = judges[AUTOINTERP].prompts_label
     out = Path(out_dir)
-    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts)
+    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts,
+                        steering_judge=judges[STEERING].label, steering_prompts=judges[STEERING].prompts_label)
     full_table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
     full_table.insert(3, "paper_model", [paper_names[m] for m in full_table["model"]])
@@ -219,15 +221,44 @@ def run_aggregate(
     )
     trained_latents = latents[~latents["arch"].isin(grid.control_architectures)] if len(controls) else latents
     write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=trained_latents)
-    write_text_atomic(paths["summary.md"], render_markdown(inputs))
+    agreement_lines, agreement_records = _judge_agreement(grid, results_dir, cfg, out)
+    write_text_atomic(paths["summary.md"], render_markdown(inputs) + "".join(f"{line}\n" for line in agreement_lines))
     grid_info = {"models": grid.model_names, "architectures": grid.trained_architectures, "sparsities": list(grid.sparsities),
                  "seeds": list(grid.seeds)}
     if grid.control_architectures:
         grid_info["controls"] = grid.control_architectures
     outputs = {k: str(v) for k, v in paths.items()}
-    write_json_atomic(paths["summary.json"], finite_json(summary_json(inputs, outputs, grid_info)))
+    record = summary_json(inputs, outputs, grid_info)
+    if cfg.compare_judges:  # only when configured: the default summary stays as it was
+        record["judge_agreement"] = agreement_records
+    write_json_atomic(paths["summary.json"], finite_json(record))
     log.info("aggregate done in %.1f s: %s", time.perf_counter() - started, out)
     return paths
+
+
+def _judge_agreement(grid: Any, results_dir: str | Path, cfg: AggregateConfig, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """``aggregate.compare_judges``: per other results directory, the agreement of its judge's
+    rankings with this run's (judge_agreement.csv / .md in ``out``, the summary section and
+    records); nothing when none is configured."""
+    if not cfg.compare_judges:
+        return [], []
+    from saesteer.aggregate.judge_agreement import JudgeAgreementError, agreement_markdown, compare_results, write_agreement
+
+    lines: list[str] = []
+    frames = []
+    for other in cfg.compare_judges:
+        try:
+            table = compare_results(grid, results_dir, other, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
+                                    confidence=cfg.confidence, seed=cfg.seed)
+        except JudgeAgreementError as exc:
+            log.warning("aggregate.compare_judges: %s: %s", other, exc)
+            lines += ["", "## Judge agreement", "", f"> **Not compared with {other}**: {exc}"]
+            continue
+        lines += ["", *agreement_markdown(table, "this run's judge", other, cfg.confidence)]
+        frames.append(table.assign(compared_with=other))
+    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    write_agreement(combined, out, lines)
+    return lines, combined.to_dict("records")
 
 
 def aggregate(job: RuleJob) -> None:

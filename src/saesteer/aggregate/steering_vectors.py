@@ -34,14 +34,14 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from saesteer.aggregate.collect import collect  # noqa: E402
+from saesteer.aggregate.collect import SAME_JUDGE, collect  # noqa: E402
 from saesteer.aggregate.config import AggregateConfig  # noqa: E402
 from saesteer.aggregate.plots import ARCH_COLOURS, ARCH_NAMES  # noqa: E402
 from saesteer.aggregate.stats import rank_agreement  # noqa: E402
 from saesteer.aggregate.summary import METRIC_LABELS  # noqa: E402
 from saesteer.config import Grid, grid_from_config  # noqa: E402
 from saesteer.io import atomic_path, schema_violations, write_text_atomic  # noqa: E402
-from saesteer.judges.base import JUDGE_KINDS  # noqa: E402
+from saesteer.judges import AUTOINTERP, STEERING, judge_configs  # noqa: E402
 from saesteer.steering.vectors_job import SCHEMA_PATH  # noqa: E402
 from saesteer.tables import to_markdown  # noqa: E402
 
@@ -102,13 +102,17 @@ def vectors_row(obj: dict[str, Any], order: str = "axbench") -> dict[str, float]
     return row
 
 
-def collect_vectors(grid: Grid, results_dir: str | Path, expected_judge: str | None, probing_k: int) -> pd.DataFrame:
+def collect_vectors(grid: Grid, results_dir: str | Path, expected_judge: str | None, probing_k: int,
+                    steering_judge: str | None = SAME_JUDGE) -> pd.DataFrame:
     """One row per SAE: interpretability metrics (``collect``) and the steering-vector numbers
     (NaN, with a reason in ``sv_missing``, where the file is absent, off-schema, for another
-    cell, or judged by another judge)."""
+    cell, or judged by another judge). ``expected_judge``: autointerp's judge label;
+    ``steering_judge``: that of the steering files (``steering.judge``; by default the same)."""
     import json
 
-    base = collect(grid, results_dir, expected_judge=expected_judge, probing_k=probing_k).table
+    if steering_judge is SAME_JUDGE:
+        steering_judge = expected_judge
+    base = collect(grid, results_dir, expected_judge=expected_judge, probing_k=probing_k, steering_judge=steering_judge).table
     keep = ["model", "arch", "target_l0", *METRIC_LABELS]
     table = base[[c for c in keep if c in base.columns]].copy()
     rows, missing = [], []
@@ -123,8 +127,8 @@ def collect_vectors(grid: Grid, results_dir: str | Path, expected_judge: str | N
                 reason = f"does not match {SCHEMA_PATH.name} ({problems[0]})"
             elif (obj["model"], obj["arch"], obj["target_l0"]) != (cell.model, cell.arch, cell.target_l0):
                 reason = "written for another SAE"
-            elif expected_judge is not None and obj["judge"] != expected_judge:
-                reason = f"judged by {obj['judge']!r}, the config's judge is {expected_judge!r}"
+            elif steering_judge is not None and obj["judge"] != steering_judge:
+                reason = f"judged by {obj['judge']!r}, the config's judge is {steering_judge!r}"
             else:
                 row = vectors_row(obj)
         except (OSError, ValueError) as exc:
@@ -258,8 +262,8 @@ def _write_table(frame: pd.DataFrame, name: str, out: Path) -> None:
 def run_aggregate_vectors(config: dict[str, Any], *, results_dir: str | Path = "results", out_dir: str | Path = OUT_DIR) -> dict[str, Path]:
     cfg = AggregateConfig.from_config(config.get("aggregate"))
     grid = grid_from_config(config)
-    judge = JUDGE_KINDS[(config.get("judge") or {}).get("kind", "offline")]
-    table = collect_vectors(grid, results_dir, judge, cfg.probing_k)
+    judges = judge_configs(config)
+    table = collect_vectors(grid, results_dir, judges[AUTOINTERP].label, cfg.probing_k, judges[STEERING].label)
     gaps = gaps_table(table)
     rank = rank_table(table, cfg)
     out = Path(out_dir)
@@ -267,6 +271,6 @@ def run_aggregate_vectors(config: dict[str, Any], *, results_dir: str | Path = "
     for name, frame in (("sae_table", table), ("gaps", gaps), ("rank_agreement", rank)):
         _write_table(frame, name, out)
     plot(table, paths["plot"])
-    write_text_atomic(paths["summary.md"], render_markdown(table, gaps, rank, judge))
+    write_text_atomic(paths["summary.md"], render_markdown(table, gaps, rank, judges[STEERING].label))
     log.info("steering vectors: %d SAEs, %d with a DiffMean score -> %s", len(table), int(np.isfinite(table["score_diffmean"]).sum()), out)
     return paths

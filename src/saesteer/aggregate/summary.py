@@ -25,6 +25,7 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.aggregate.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.tables import to_markdown
+from saesteer.judges import is_proxy_label
 
 METRIC_LABELS = {
     "autointerp": "autointerp score",
@@ -540,7 +541,7 @@ def judge_warning(inputs: SummaryInputs) -> list[str]:
     """Loud lines about the judge: offline proxy, several judges, or none at all."""
     lines: list[str] = []
     used = sorted(inputs.judges)
-    if "offline-proxy" in used or inputs.configured_judge == "offline-proxy":
+    if any(is_proxy_label(label) for label in (*used, inputs.configured_judge)):
         lines += [
             "> **WARNING: OFFLINE PROXY JUDGE.** The autointerp and steering scores below were rated by the",
             "> offline proxy (sentence embeddings + a reference LM), not by an LLM judge. They exercise the",
@@ -832,7 +833,7 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         "judge": {
             "configured": inputs.configured_judge,
             "used": {k: sorted(v) for k, v in inputs.judges.items()},
-            "offline_proxy": "offline-proxy" in inputs.judges or inputs.configured_judge == "offline-proxy",
+            "offline_proxy": any(is_proxy_label(label) for label in (*inputs.judges, inputs.configured_judge)),
         },
         "config": inputs.cfg.as_dict(),
         "partial": inputs.partial,

@@ -87,17 +87,16 @@ from saesteer.evals.config import RANDOM_LABELS, AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
-    OFFLINE_KIND,
     ActivatingContext,
     Judge,
     JudgeConfig,
-    JudgeConfigError,
     check_judge_config,
     detection_accuracy,
     judge_settings,
     make_judge,
     prompts_record,
 )
+from saesteer.judges.config import explanation_kind, judge_job_inputs
 from saesteer.judges.prompts import highlight
 from saesteer.sae.base import BaseSAE
 
@@ -382,79 +381,17 @@ class TokenText:
 # ---- the judge -----------------------------------------------------------------------------
 
 
-class _LazyEmbedder:
-    """The offline judge's sentence embedder, loaded only if a detection needs it: token-list
-    explanations (the offline judge's own) are matched by their quoted tokens."""
-
-    def __init__(self, device: str, max_length: int):
-        from saesteer.judges.offline import MiniLMEmbedder
-
-        self.name = MiniLMEmbedder.name
-        self._make = lambda: MiniLMEmbedder(device=device, max_length=max_length)
-        self._model: Any = None
-
-    def _get(self) -> Any:
-        if self._model is None:
-            self._model = self._make()
-        return self._model
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
-        return self._get().encode(texts, batch_size)
-
-    def cosine(self, a: Sequence[str], b: Sequence[str], batch_size: int = 32) -> Tensor:
-        return self._get().cosine(a, b, batch_size)
-
-    def cosine_many(self, lefts: Sequence[Sequence[str]], b: Sequence[str], batch_size: int = 32) -> list[Tensor]:
-        return self._get().cosine_many(lefts, b, batch_size)
-
-
 def autointerp_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None) -> Judge:
-    """The configured judge, as autointerp uses it.
-
-    Offline: the proxy judge without its reference LM, which only rates fluency (steering):
-    autointerp never rates. The reference model's name still enters ``judge_model``, so
-    autointerp and steering results carry the same judge label.
-    """
-    cfg = check_judge_config(judge_cfg)
-    if cfg.kind == "llm":
-        return make_judge(cfg)
-    from saesteer.judges.offline import OfflineProxyJudge
-    from saesteer.devices import resolve_device
-
-    record = Path(cfg.offline.reference_model)
-    try:
-        lm_name = json.loads(record.read_text()).get("name", record.parent.name)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JudgeConfigError(f"judge.offline.reference_model: {record} is not a prepared-model record ({exc})") from exc
-    embedder = _LazyEmbedder(str(resolve_device(cfg.offline.device)), cfg.offline.max_tokens)
-    return OfflineProxyJudge(cfg.offline, None, None, lm_name=lm_name, embedder=embedder)  # type: ignore[arg-type]
+    """The configured judge, as autointerp uses it (its backend's ``purpose="autointerp"``:
+    the offline proxy without its reference LM, which only rates fluency)."""
+    return make_judge(check_judge_config(judge_cfg), purpose="autointerp")
 
 
-def reference_model_input(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_names: Sequence[str]) -> dict[str, str]:
-    """Extra inputs of a judge job (autointerp, steering, selection): the offline judge's
-    reference-model record, which must be a prepared model of the grid
-    (``results/models/<name>/model.json``) so that ``prepare_model`` makes it; for an LLM
-    judge, its ``judge.prompts`` file if any (so editing the templates reruns the jobs)."""
-    cfg = judge_cfg if isinstance(judge_cfg, JudgeConfig) else JudgeConfig.from_dict(judge_cfg)
-    if cfg.kind != "offline":
-        from saesteer.judges.prompts import is_named_prompt_set
-
-        return {} if is_named_prompt_set(cfg.prompts) else {"judge_prompts": str(cfg.prompts)}
-    path = Path(cfg.offline.reference_model)
-    expected = {f"results/models/{name}/model.json" for name in model_names}
-    if path.as_posix() not in expected:
-        raise JudgeConfigError(
-            f"judge.offline.reference_model: {path.as_posix()!r} is not the model record of a model in this grid; "
-            f"use one of {sorted(expected)}"
-        )
-    return {"reference_model": path.as_posix()}
+reference_model_input = judge_job_inputs
+"""Extra inputs of a judge job (``saesteer.judges.config.judge_job_inputs``)."""
 
 
 # ---- one SAE -------------------------------------------------------------------------------
-
-
-def explanation_kind(judge: Judge) -> str:
-    return TOKEN_LIST if judge.kind == OFFLINE_KIND else LLM_EXPLANATION
 
 
 def _window(tensor: Tensor, e: Excerpt, width: int) -> Tensor:

@@ -1,18 +1,16 @@
 """Judges for steering (AxBench ratings) and autointerp (explain / detect).
 
-``make_judge(cfg)`` builds the backend the config's ``judge.kind`` names: ``llm`` (any
-OpenAI-compatible endpoint) or ``offline`` (a labelled proxy for the demo and CI). Call
-``check_judge_config(cfg)`` before any job starts: it fails early, naming a missing API key.
+``make_judge(cfg)`` builds the backend the config's ``judge.kind`` names (``registry.py``;
+built in: ``llm.py``, any OpenAI-compatible endpoint, and ``offline.py``, a labelled proxy
+for the demo and CI; each module holds its judge, its options block and its backend). Call ``check_judge_config(cfg)`` before any job
+starts: it fails early, naming a missing API key. ``steering.judge`` (same keys) lets the
+steering stages use another judge than autointerp (``judge_block``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-from .ratings import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
+from .llm import LLMJudgeConfig  # importing llm and offline registers their backends (llm first)
+from .offline import OfflineJudgeConfig
 from .base import (
     JUDGE_COLUMNS,
     LLM_KIND,
@@ -22,58 +20,45 @@ from .base import (
     Detection,
     Explanation,
     Judge,
-    JudgeConfig,
     JudgeConfigError,
-    LLMJudgeConfig,
     MixedJudgeError,
-    OfflineJudgeConfig,
     Rating,
     SteeringItem,
-    check_judge_config,
     check_single_judge,
-    judge_settings,
     prompts_record,
 )
+from .config import (
+    AUTOINTERP,
+    STEERING,
+    JudgeConfig,
+    check_judge_config,
+    check_workflow_judges,
+    judge_block,
+    judge_config,
+    judge_configs,
+    judge_params,
+    judge_settings,
+    make_judge,
+)
 from .cost import CostEstimate, autointerp_judge_calls, estimate_cost, estimate_task, steering_judge_calls
-
-
-def make_judge(
-    cfg: JudgeConfig | Mapping[str, Any] | None,
-    *,
-    lm: Any = None,
-    tokenizer: Any = None,
-    lm_name: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Judge:
-    """The judge the config names.
-
-    Offline: the reference LM for fluency is the model at ``judge.offline.reference_model``
-    (a prepared-model record), loaded on ``judge.offline.device``. ``lm``/``tokenizer``
-    override it (tests; or a job that already holds that same model, without steering
-    hooks). Use one reference LM for every SAE of a grid: its thresholds are calibrated
-    for it, and its name is part of ``judge_model``, so the guard refuses mixed tables.
-    """
-    cfg = check_judge_config(cfg, environ)
-    if cfg.kind == "llm":
-        from .llm import LLMJudge
-
-        from .prompts import load_prompt_set
-
-        return LLMJudge(cfg.llm, cfg.cache, prompt_set=load_prompt_set(cfg.prompts), environ=environ)
-    from saesteer.devices import resolve_device
-    from saesteer.models import load_prepared
-
-    from .offline import MiniLMEmbedder, OfflineProxyJudge
-
-    if lm is None or tokenizer is None:
-        record = Path(cfg.offline.reference_model)
-        lm, tokenizer = load_prepared(record, device=cfg.offline.device)
-        lm_name = lm_name or json.loads(record.read_text()).get("name", record.parent.name)
-    embedder = MiniLMEmbedder(device=str(resolve_device(cfg.offline.device)), max_length=cfg.offline.max_tokens)
-    return OfflineProxyJudge(cfg.offline, lm, tokenizer, lm_name=lm_name or "reference-lm", embedder=embedder)
-
+from .ratings import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
+from .registry import JudgeBackend, backend_for_label, backend_kinds, get_backend, is_proxy_label, register, unregister
 
 __all__ = [
+    "AUTOINTERP",
+    "STEERING",
+    "JudgeBackend",
+    "backend_for_label",
+    "backend_kinds",
+    "get_backend",
+    "is_proxy_label",
+    "judge_block",
+    "judge_config",
+    "judge_configs",
+    "judge_params",
+    "check_workflow_judges",
+    "register",
+    "unregister",
     "JUDGE_COLUMNS",
     "LLM_KIND",
     "NO_PROMPTS",

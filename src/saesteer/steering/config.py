@@ -113,6 +113,7 @@ class SteeringConfig:
             raise SteeringConfigError(
                 "steering.chat_template was replaced by each model's prompt_format (models[].prompt_format: chat | base)"
             )
+        block.pop("judge", None)  # steering.judge: the judge block of the steering stages (judges.judge_block)
         _reject_unknown("steering", block, cls)
         instructions_block = dict(block.pop("instructions", None) or {})
         _reject_unknown("steering.instructions", instructions_block, InstructionsConfig)

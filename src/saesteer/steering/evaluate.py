@@ -309,15 +309,15 @@ def hook_layer(sae_cfg: Mapping[str, Any]) -> int:
 
 
 def steering_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool) -> Judge:
-    """The configured judge; the offline judge reuses the steered model as its reference LM
-    when they are the same prepared model in float32 (hooks are off while it rates)."""
+    """The configured judge, as steering uses it (its backend's ``purpose="steering"``): the
+    offline judge reuses the steered model as its reference LM when they are the same
+    prepared model in float32 (``reuse``; hooks are off while it rates)."""
     from saesteer.judges import make_judge
 
     cfg = check_judge_config(judge_cfg)
-    if cfg.kind == "offline" and reuse and Path(cfg.offline.reference_model).resolve() == Path(model_json).resolve():
-        name = json.loads(Path(model_json).read_text()).get("name", Path(model_json).parent.name)
-        return make_judge(cfg, lm=model, tokenizer=tokenizer, lm_name=name)
-    return make_judge(cfg)
+    if not reuse:
+        model = tokenizer = None
+    return make_judge(cfg, purpose="steering", lm=model, tokenizer=tokenizer, model_json=model_json)
 
 
 def run_steer_eval(

@@ -40,6 +40,7 @@ from typing import Any
 from saesteer.config import Cell, grid_from_config, load_config
 from saesteer.io import sha256_file, write_json_atomic, write_text_atomic
 from saesteer.judges.prompts import PROJECT_PROMPT_SET, load_prompt_set
+from saesteer.judges import JudgeConfig
 
 from .judge_server import JudgeServer, JudgeServerConfig, url_config
 
@@ -93,8 +94,9 @@ class Scenario:
         self.cells: list[Cell] = [c for c in grid.cells() if c.model == self.model]
         if not self.cells:
             raise ScenarioError(f"model {self.model!r} is not in the grid of {self.base_config} (models: {grid.model_names})")
-        if self.config["judge"]["kind"] != "llm":
-            raise ScenarioError(f"{self.overlay}: judge.kind must be llm, got {self.config['judge']['kind']!r}")
+        judge = JudgeConfig.from_dict(self.config["judge"])
+        if judge.backend.prices(judge) is None:  # a judge that calls no API cannot be scripted
+            raise ScenarioError(f"{self.overlay}: judge.kind must be llm, got {judge.kind!r}")
 
     @property
     def targets(self) -> list[str]:
@@ -205,6 +207,15 @@ class Scenario:
                 out[cell][rel] = sha256_file(self.directory / "results" / cell / rel)
         return out
 
+    def judge_agreement(self) -> list[dict[str, Any]]:
+        """Judge sensitivity (issue 24 item 5): per measure, tau-b between the main run's
+        judge (the offline proxy) and this LLM judge's rankings of the model's SAEs."""
+        from saesteer.aggregate.judge_agreement import compare_results
+
+        table = compare_results(self.cells, self.source / "results", self.directory / "results", n_bootstrap=1000,
+                                n_permutations=1000)
+        return table.to_dict("records")
+
     def judge_logs(self) -> dict[str, dict[str, int]]:
         """Per judge rule, what its jobs' judges did (the ``closed:`` line each job logs)."""
         assert self.directory is not None
@@ -308,6 +319,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
     problems = check_first(scenario, first)
     first_scores, first_outputs, first_logs = scenario.scores(), scenario.stable_outputs(), scenario.judge_logs()
     first_retries = sum(d[k]["usage"]["retries"] for d in scenario.outputs().values() for k in JUDGED)
+    agreement = scenario.judge_agreement()
     rerun = scenario.run("rerun", forcerun=JUDGE_RULES)
     problems += check_rerun(scenario, rerun, first_outputs)
     summary = {
@@ -317,6 +329,7 @@ def run_scenario(scenario: Scenario) -> tuple[dict[str, Any], list[str]]:
         "rerun": {**rerun, "judge_logs": scenario.judge_logs()},
         "client_retries_first_run": first_retries,
         "scores": first_scores,
+        "judge_agreement": agreement,
         "problems": problems,
     }
     assert scenario.directory is not None
@@ -343,6 +356,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += ["", "| SAE | autointerp | steering | selection lift (points) |", "|---|---|---|---|"]
     for cell, s in summary["scores"].items():
         lines.append(f"| {cell} | {_fmt(s['autointerp'])} | {_fmt(s['steering'])} | {_fmt(s['selection_lift_points'])} |")
+    if summary.get("judge_agreement"):
+        from saesteer.aggregate.judge_agreement import agreement_markdown
+
+        import pandas as pd
+
+        lines += ["", *agreement_markdown(pd.DataFrame(summary["judge_agreement"]), "the main run's judge", "this LLM judge")]
     return "\n".join(lines)
 
 
