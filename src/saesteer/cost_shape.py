@@ -46,7 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saesteer import cost as flops
 from saesteer.config import grid_from_config
+from saesteer.cost import human_bytes
 from saesteer.grouping import GROUP_BY, check_group_by
 
 MODES = ("disk", "stream")
@@ -152,8 +154,6 @@ def shape_estimate(
 ) -> ShapeCost:
     """Per-stage GPU-hours (compute, reads, LLM loads, job starts) for one shape; by
     default the config's own ``training.group_by``, ``cache.mode`` and ``eval_jobs.group_by``."""
-    from saesteer import cost as flops
-
     group_by = group_by or (config.get("training") or {}).get("group_by", "model")
     mode = mode or (config.get("cache") or {}).get("mode", "disk")
     eval_group_by = eval_group_by or (config.get("eval_jobs") or {}).get("group_by", "sae")
@@ -248,15 +248,6 @@ def shape_estimate(
     return ShapeCost(group_by, mode, tuple(rows[s] for s in order), disk, eval_group_by)
 
 
-def human_bytes(n: float) -> str:
-    """Decimal units (1 TB = 1e12 bytes), as disk quotas are quoted."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
-
-
 def format_shape(config: dict[str, Any]) -> list[str]:
     """The per-stage table for the config's shape, then every (cache.mode, training.group_by)
     side by side, then every eval_jobs.group_by."""
@@ -320,3 +311,9 @@ def format_shape(config: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def format_estimate(config: dict[str, Any]) -> str:
+    """``saesteer cost``: FLOPs and GPU-hours per stage (:mod:`saesteer.cost`), the job shape
+    (this module), then the judge's cost."""
+    return "\n".join([*flops.flops_lines(config), *format_shape(config), *flops.format_judge_estimate(config)])

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from saesteer.aggregate.collect import collect  # noqa: E402
 from saesteer.aggregate.config import AggregateConfig  # noqa: E402
 from saesteer.aggregate.plots import ARCH_COLOURS, ARCH_NAMES  # noqa: E402
-from saesteer.aggregate.stats import rank_agreement  # noqa: E402
+from saesteer.stats import rank_agreement  # noqa: E402
 from saesteer.aggregate.summary import METRIC_LABELS  # noqa: E402
 from saesteer.config import Grid, grid_from_config  # noqa: E402
 from saesteer.io import atomic_path, schema_violations, write_text_atomic  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
-from saesteer.aggregate.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
+from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.tables import to_markdown
 
 METRIC_LABELS = {

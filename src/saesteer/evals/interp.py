@@ -255,7 +255,7 @@ def evaluate_loaded(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: E
 def autointerp_entry(path: Path, sae_dir: Path, model: str, arch: str, target_l0: int) -> dict[str, Any]:
     """The autointerp part of interp.json, from the SAE's autointerp summary (checked to be
     about this SAE: same weights)."""
-    from saesteer.evals.autointerp import read_summary
+    from saesteer.evals.autointerp_summary import read_summary
 
     summary = read_summary(path)
     weights = sha256_file(Path(sae_dir) / SAELENS_WEIGHTS)
