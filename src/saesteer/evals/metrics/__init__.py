@@ -31,13 +31,16 @@ from saesteer.evals.metrics.core import CORE
 from saesteer.evals.metrics.sparse_probing import SPARSE_PROBING
 from saesteer.schemas import schema_path
 
-for _metric in (AUTOINTERP, CORE, SPARSE_PROBING, ABSORPTION):
+BUILTIN_METRICS = (AUTOINTERP, CORE, SPARSE_PROBING, ABSORPTION)
+"""Registered by this package, in this order (the order of interp.json's blocks and of the
+tables). A new metric module: import it above and add it here (docs/extending.md)."""
+for _metric in BUILTIN_METRICS:
     if _metric.name not in REGISTRY.metrics:
         register(_metric)
 
-BUILTIN = ("autointerp", "core", "sparse_probing", "absorption")
-"""The metrics interp.schema.json spells out (tests/evals/test_metrics.py keeps the file and
-these equal)."""
+IN_SCHEMA_FILE = ("autointerp", "core", "sparse_probing", "absorption")
+"""The metrics whose blocks interp.schema.json spells out (tests/evals/test_metrics.py keeps
+the file and these equal); every other metric brings its ``schema``."""
 
 REPORT_SCHEMA_PATH = schema_path("interp.schema.json")
 
@@ -88,6 +91,6 @@ def report_schema() -> dict[str, Any]:
 
 
 __all__ = [
-    "BUILTIN", "REGISTRY", "Headline", "MetricDescriptor", "MetricError", "MetricInput", "ReadOptions", "ReportError",
+    "BUILTIN_METRICS", "IN_SCHEMA_FILE", "REGISTRY", "Headline", "MetricDescriptor", "MetricError", "MetricInput", "ReadOptions", "ReportError",
     "evaluated", "headline_columns", "headlines", "metric_of", "metrics", "register", "registered", "report_schema",
 ]
