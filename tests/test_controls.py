@@ -75,7 +75,8 @@ def test_a_bad_controls_block_is_refused_naming_the_field(ci, block, field, says
 
 
 def test_the_cost_model_counts_the_control_saes_in_every_stage(ci):
-    from saesteer.cost import estimate, format_estimate, judge_estimate
+    from saesteer.cost import estimate, judge_estimate
+    from saesteer.cost_shape import format_estimate
 
     on = _with(ci, {"random_decoder": {"enabled": True, "architectures": ["topk"]}})
     off_rows, on_rows = estimate(ci), estimate(on)

@@ -348,6 +348,6 @@ def test_seed_replicates_grow_training_and_evaluation_but_not_the_cache():
     assert jobs_per_model(two, "sae") == 2 * jobs_per_model(one, "sae")  # one job per replicate
     assert eval_groups(two, "sae") == {m: 2 * n for m, n in eval_groups(one, "sae").items()}
     assert eval_groups(two, "model") == eval_groups(one, "model")
-    from saesteer.cost import format_estimate
+    from saesteer.cost_shape import format_estimate
 
     assert "2 seed replicates" in format_estimate(two) and "seed replicates" not in format_estimate(one)

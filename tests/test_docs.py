@@ -339,7 +339,7 @@ def test_demo_time_in_the_readme_is_the_timed_runs():
 def _cost_text(*configfiles: str, group_by: str | None = None) -> str:
     """What `saesteer cost` prints for config/config.yaml plus ``configfiles`` (and an eval_jobs.group_by)."""
     from saesteer.config import load_config
-    from saesteer.cost import format_estimate
+    from saesteer.cost_shape import format_estimate
 
     config = load_config(REPO / "config/config.yaml", [REPO / f for f in configfiles])
     if group_by is not None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from saesteer.config import ConfigError, grid_from_config, load_config
-from saesteer.cost import format_estimate
+from saesteer.cost_shape import format_estimate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from saesteer.controls import ControlsConfigError, RandomDecoderConfig, is_control, source_of_arch
-from saesteer.schemas import schema_defaults, schema_path
+from saesteer.schemas import schema_path
 from saesteer.models import ModelSpec
 
 SCHEMA_PATH = schema_path("config.schema.yaml")
@@ -75,10 +75,11 @@ def semantic_errors(config: dict[str, Any]) -> list[str]:
             f"config field eval_jobs.group_by: {group_by!r} groups trained SAEs only; with models[].pretrained "
             "entries use group_by 'sae'"
         )
-    errors += _steering_errors(config)
-    errors += _block_errors(config, "selection", "saesteer.selection.config", "SelectionConfig", "SelectionConfigError")
-    errors += _block_errors(config, "aggregate", "saesteer.aggregate.config", "AggregateConfig", "AggregateConfigError")
-    errors += _block_errors(config, "steering_vectors", "saesteer.steering.vectors_config", "SteeringVectorsConfig", "VectorsConfigError")
+    # The stages' own blocks, each checked by its dataclass: the one import from this floor
+    # up to the stages' (tests/test_architecture.py ALLOWED_UPWARD).
+    from saesteer.config_check import stage_block_errors
+
+    errors += stage_block_errors(config)
     errors += _controls_errors(config)
     return errors
 
@@ -101,34 +102,6 @@ def _pretrained_errors(config: dict[str, Any]) -> list[str]:
     from saesteer.sae.pretrained import resolve_pretrained
 
     return resolve_pretrained(config)[1]
-
-
-def _block_errors(config: dict[str, Any], key: str, module: str, cls: str, error: str) -> list[str]:
-    """The dataclass checks of one config block (beyond the schema), each naming its field."""
-    import importlib
-
-    mod = importlib.import_module(module)
-    try:
-        getattr(mod, cls).from_config(config.get(key))
-    except getattr(mod, error) as exc:
-        return [f"config field {exc}"]
-    return []
-
-
-def _steering_errors(config: dict[str, Any]) -> list[str]:
-    from saesteer.steering.config import SteeringConfig, SteeringConfigError
-
-    try:
-        steering = SteeringConfig.from_config(config.get("steering"))
-    except SteeringConfigError as exc:
-        return [f"config field {exc}"]
-    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", schema_defaults("eval", "autointerp")["n_latents"])
-    if not steering.concepts and steering.n_concepts > n_latents:
-        return [
-            f"config field steering.n_concepts: {steering.n_concepts} concepts need as many autointerp "
-            f"latents, eval.autointerp.n_latents is {n_latents}"
-        ]
-    return []
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from saesteer.config import grid_from_config
-from saesteer.cost_shape import format_shape, human_bytes, trained_saes
 from saesteer.judges import (
     AUTOINTERP,
     STEERING,
@@ -438,8 +437,28 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
     ]
     return lines
 
+def trained_saes(grid: Any, model: str) -> int:
+    """SAEs of ``model`` that train_sae trains, the one count every training and per-SAE cost
+    line uses: architectures x sparsities x seed replicates (``training.seeds``: each replicate is
+    one more co-trained member, so training compute grows with it, while the activation cache
+    and its read by a co-training job do not). Controls that ride in the grid's architectures
+    (the random-decoder SAEs, ``random-<arch>``) are counted here as members too; a control
+    whose training is cheaper than a trained SAE's adjusts this one function."""
+    return grid.n_trained(model)
 
-def format_estimate(config: dict[str, Any]) -> str:
+
+def human_bytes(n: float) -> str:
+    """Decimal units (1 TB = 1e12 bytes), as disk quotas are quoted."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def flops_lines(config: dict[str, Any]) -> list[str]:
+    """The FLOP part of ``saesteer cost`` (cost_shape.format_estimate adds the job shape and
+    the judge's cost after it)."""
     rows = estimate(config)
     cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, "generate_mfu": 0.15, **config.get("cost", {})}
     lines = [
@@ -474,10 +493,8 @@ def format_estimate(config: dict[str, Any]) -> str:
         "Rough: FLOP counts over assumed utilisation; queueing and retries not included; "
         "reads, LLM loads and job starts below.",
         "",
-        *format_shape(config),
-        *format_judge_estimate(config),
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def _seed_lines(config: dict[str, Any]) -> list[str]:

@@ -46,7 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saesteer import cost as flops
 from saesteer.config import grid_from_config
+from saesteer.cost import human_bytes
 from saesteer.grouping import GROUP_BY, check_group_by
 
 MODES = ("disk", "stream")
@@ -109,21 +111,12 @@ def _assumptions(config: dict[str, Any]) -> dict[str, float]:
     return {"read_gbps": 1.5, "load_gbps": 1.0, "job_start_s": 10.0, **(config.get("cost") or {})}
 
 
-def trained_saes(grid: Any, model: str) -> int:
-    """SAEs of ``model`` that train_sae trains, the one count every training and per-SAE cost
-    line uses: architectures x sparsities x seed replicates (``training.seeds``: each replicate is
-    one more co-trained member, so training compute grows with it, while the activation cache
-    and its read by a co-training job do not). Controls that ride in the grid's architectures
-    (the random-decoder SAEs, ``random-<arch>``) are counted here as members too; a control
-    whose training is cheaper than a trained SAE's adjusts this one function."""
-    return grid.n_trained(model)
-
 
 def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
     grid = grid_from_config(config)
     check_group_by(group_by, "training.group_by")
     # Every seed replicate is a job of its own with group_by sae, a member of its group otherwise.
-    n_trained = max((trained_saes(grid, m) for m in grid.model_names), default=0)
+    n_trained = max((flops.trained_saes(grid, m) for m in grid.model_names), default=0)
     # No trained SAE (only models[].pretrained): no training job in any grouping.
     return {"sae": n_trained, "arch": len(grid.architectures) if n_trained else 0, "model": 1 if n_trained else 0}[group_by]
 
@@ -165,8 +158,6 @@ def shape_estimate(
 ) -> ShapeCost:
     """Per-stage GPU-hours (compute, reads, LLM loads, job starts) for one shape; by
     default the config's own ``training.group_by``, ``cache.mode`` and ``eval_jobs.group_by``."""
-    from saesteer import cost as flops
-
     group_by = group_by or (config.get("training") or {}).get("group_by", "model")
     mode = mode or (config.get("cache") or {}).get("mode", "disk")
     eval_group_by = eval_group_by or (config.get("eval_jobs") or {}).get("group_by", "sae")
@@ -261,15 +252,6 @@ def shape_estimate(
     return ShapeCost(group_by, mode, tuple(rows[s] for s in order), disk, eval_group_by)
 
 
-def human_bytes(n: float) -> str:
-    """Decimal units (1 TB = 1e12 bytes), as disk quotas are quoted."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
-
-
 def format_shape(config: dict[str, Any]) -> list[str]:
     """The per-stage table for the config's shape, then every (cache.mode, training.group_by)
     side by side, then every eval_jobs.group_by."""
@@ -333,3 +315,9 @@ def format_shape(config: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def format_estimate(config: dict[str, Any]) -> str:
+    """``saesteer cost``: FLOPs and GPU-hours per stage (:mod:`saesteer.cost`), the job shape
+    (this module), then the judge's cost."""
+    return "\n".join([*flops.flops_lines(config), *format_shape(config), *flops.format_judge_estimate(config)])

@@ -9,6 +9,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 
@@ -71,20 +72,22 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
-def schema_violations(obj: Any, schema_path: str | os.PathLike[str], limit: int = 10) -> list[str]:
-    """'path: message' for each way ``obj`` breaks the JSON schema at ``schema_path`` (first ``limit``)."""
+def schema_violations(obj: Any, schema_path: str | os.PathLike[str] | Mapping[str, Any], limit: int = 10) -> list[str]:
+    """'path: message' for each way ``obj`` breaks the JSON schema at ``schema_path`` (or the
+    schema itself, a mapping) (first ``limit``)."""
     import jsonschema
 
-    schema = json.loads(Path(schema_path).read_text())
+    schema = schema_path if isinstance(schema_path, Mapping) else json.loads(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors[:limit]]
 
 
-def check_schema(obj: Any, schema_path: str | os.PathLike[str], what: str, error: type[Exception]) -> None:
+def check_schema(obj: Any, schema_path: str | os.PathLike[str] | Mapping[str, Any], what: str, error: type[Exception]) -> None:
     """Raise ``error`` listing how ``obj`` (described as ``what``) breaks the schema."""
     lines = schema_violations(obj, schema_path)
     if lines:
-        raise error(f"{what} does not match {schema_path}:\n  " + "\n  ".join(lines))
+        name = schema_path.get("$id", "its schema") if isinstance(schema_path, Mapping) else schema_path
+        raise error(f"{what} does not match {name}:\n  " + "\n  ".join(lines))
 
 
 def read_checked_json(

@@ -69,6 +69,15 @@ CHECKS: tuple[Check, ...] = (*VALUE_CHECKS, check_working_saes, check_planted_an
 """Value checks run after the presence and schema checks, each ``check(run) -> problems``."""
 
 
+def _schema(name: str) -> Any:
+    """The schema file ``name``; interp.json's with every registered metric's block."""
+    if name == "interp.schema.json":
+        from saesteer.evals.metrics import report_schema
+
+        return report_schema()
+    return SCHEMAS / name
+
+
 def _json(path: Path, problems: list[str]) -> Any:
     try:
         return json.loads(path.read_text())
@@ -130,7 +139,7 @@ def check_run(
             obj = _json(base / rel, problems)
             if obj is None:
                 continue
-            for line in schema_violations(obj, SCHEMAS / schema):
+            for line in schema_violations(obj, _schema(schema)):
                 problems.append(f"{base / rel}: breaks {schema}: {line}")
             if isinstance(obj, dict):
                 for key, want in (("model", cell.model), ("arch", cell.arch), ("target_l0", cell.target_l0)):

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from saesteer.config import grid_from_config
+from saesteer.evals.metrics import ReadOptions, metrics
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -19,10 +20,21 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _by_k(scores: dict[str, Any] | None, k: int) -> float | None:
-    if not scores:
-        return None
-    return scores.get(str(k), scores.get(k))  # JSON keys are strings
+def _metric_columns(interp: dict[str, Any]) -> dict[str, Any]:
+    """Each registered metric's columns (its ``table_columns``; by default its headlines' raw
+    values), in registration order."""
+    out: dict[str, Any] = {}
+    for metric in metrics():
+        block = interp.get(metric.name) or {}
+        if metric.table_columns is not None:
+            out.update(metric.table_columns(block))
+            continue
+        for h in metric.headlines:
+            try:
+                out[h.raw or h.column] = h.read(block, ReadOptions())
+            except (KeyError, TypeError, AttributeError):
+                out[h.raw or h.column] = None
+    return out
 
 
 def grid_table(config: dict[str, Any], results_dir: str | Path = "results") -> pd.DataFrame:
@@ -33,9 +45,6 @@ def grid_table(config: dict[str, Any], results_dir: str | Path = "results") -> p
         base = results / cell.path
         train = _read(base / "train_summary.json") or {}
         interp = _read(base / "interp.json") or {}
-        core = interp.get("core", {})
-        probing = interp.get("sparse_probing", {}).get("mean", {})
-        absorption = interp.get("absorption", {})
         rows.append(
             {
                 "model": cell.model,
@@ -50,17 +59,7 @@ def grid_table(config: dict[str, Any], results_dir: str | Path = "results") -> p
                 "train_tokens_per_s": train.get("tokens_per_s"),
                 "train_seconds": train.get("wall_time_s"),
                 "evaluated": bool(interp),
-                "eval_l0": core.get("l0"),
-                "explained_variance": core.get("explained_variance"),
-                "cossim": core.get("cossim"),
-                "frac_dead": core.get("frac_dead"),
-                "ce_loss_score": core.get("ce_loss_score"),
-                "kl_div_score": core.get("kl_div_score"),
-                "probe_llm": probing.get("llm_test_accuracy"),
-                "probe_sae_k1": _by_k(probing.get("sae_top_k_test_accuracy"), 1),
-                "probe_sae_k5": _by_k(probing.get("sae_top_k_test_accuracy"), 5),
-                "absorption_fraction": absorption.get("mean_absorption_fraction_score"),
-                "absorption_full": absorption.get("mean_full_absorption_score"),
+                **_metric_columns(interp),
                 "eval_seconds": interp.get("timings", {}).get("total_seconds"),
             }
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from saesteer.aggregate.stats import (
+from saesteer.stats import (
     PSI_MEAN,
     PSI_ONE_AXIS_VARIES,
     axis_conditioned_psi,

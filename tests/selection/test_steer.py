@@ -185,7 +185,7 @@ def test_the_like_for_like_comparator_and_every_reading_reuse_the_steered_concep
 
 def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_steering(setup):
     from saesteer.selection.per_latent import PER_LATENT_SCHEMA, TAU_SCORES
-    from saesteer.aggregate.stats import tau_b
+    from saesteer.stats import tau_b
 
     tmp_path, common = setup
     report = _run(tmp_path, common, "view", tmp_path / "steering" / "generations.parquet")

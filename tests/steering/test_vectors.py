@@ -340,7 +340,8 @@ def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_fi
 
 def test_cost_counts_the_extra_generations_only_when_enabled():
     from saesteer.config import load_config
-    from saesteer.cost import format_estimate, judge_estimate, steering_vectors_rows
+    from saesteer.cost import judge_estimate, steering_vectors_rows
+    from saesteer.cost_shape import format_estimate
 
     paper = load_config(REPO / "config/config.yaml")
     assert steering_vectors_rows(paper) == 0 and "steering_vectors" not in format_estimate(paper)

@@ -9,6 +9,6 @@ markdown summary next to the paper's numbers, and plots (``summary``, ``plots``)
 results/summary/ (``job.run_aggregate``, rule ``aggregate``).
 """
 
-from saesteer.aggregate.config import INTERP_METRICS, AggregateConfig, AggregateConfigError
+from saesteer.aggregate.config import AggregateConfig, AggregateConfigError, interp_metrics
 
-__all__ = ["INTERP_METRICS", "AggregateConfig", "AggregateConfigError"]
+__all__ = ["AggregateConfig", "AggregateConfigError", "interp_metrics"]

@@ -41,6 +41,7 @@ from saesteer.schemas import SCHEMA_DIR
 from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
 from saesteer.evals.config import other_random_labels
+from saesteer.evals.metrics import REGISTRY, ReadOptions, evaluated, headline_columns, report_schema
 from saesteer.io import schema_violations
 
 SCHEMAS = SCHEMA_DIR
@@ -61,9 +62,14 @@ set, score_output_topk = the output score's top-K at Delta C's sizes, score_delt
 READINGS = ("only_max", "add_max", "scale")
 """Delta C's intervention readings (selection/score.json ``delta_conf_readings``)."""
 
-NUMERIC_COLUMNS = (
-    "achieved_l0", "l0_relative_error", "eval_l0",
-    "autointerp", "autointerp_alt", "ce_loss_score", "explained_variance", "probing", "absorption_fraction", "absorption",
+def numeric_columns() -> tuple[str, ...]:
+    """Every float column of the SAE table: the registered interpretability metrics' headline
+    columns (saesteer.evals.metrics) between the training figures and the steering ones."""
+    return (*_TRAIN_COLUMNS, *headline_columns(), *_STEERING_COLUMNS)
+
+
+_TRAIN_COLUMNS = ("achieved_l0", "l0_relative_error", "eval_l0")
+_STEERING_COLUMNS = (
     "steering", "steering_arad", "steering_n_concepts",
     "score_none", "score_none_arad", "score_output", "score_output_arad", "score_output_topk", "score_output_topk_arad",
     "score_delta_conf", "score_delta_conf_arad",
@@ -182,7 +188,7 @@ class _Row:
             "sparsity": cell.sparsity,
             "source": cell.source,
             "seed": cell.seed,
-            **{c: math.nan for c in NUMERIC_COLUMNS},
+            **{c: math.nan for c in numeric_columns()},
             **{c: None for c in JUDGE_COLUMNS},
             "autointerp_judge_model": None,
             "steering_judge_model": None,
@@ -215,30 +221,25 @@ class _Row:
         self.values["l0_relative_error"] = _num(obj.get("l0_relative_error"))
 
     def interp(self, obj: dict[str, Any]) -> None:
-        core = obj["core"]
-        self.values["eval_l0"] = _num(core["l0"])
-        self.values["ce_loss_score"] = _num(core["ce_loss_score"])
-        self.values["explained_variance"] = _num(core["explained_variance"])
-        self.values["probing"] = _num(obj["sparse_probing"]["mean"]["sae_top_k_test_accuracy"].get(str(self.probing_k)))
-        fraction = _num(obj["absorption"]["mean_absorption_fraction_score"])
-        self.values["absorption_fraction"] = fraction
-        self.values["absorption"] = 1.0 - fraction  # higher = less absorption = better
-        for column, present in (("ce_loss_score", "core.ce_loss_score"), ("probing", f"sae_top_k_test_accuracy[{self.probing_k}]"),
-                                ("absorption", "mean_absorption_fraction_score")):
-            if math.isnan(self.values[column]):
-                self.missing.append(f"{INTERP_FILE}: {present} is null or absent")
+        self.values["eval_l0"] = _num(obj["core"]["l0"])
+        options = ReadOptions(probing_k=self.probing_k)
+        # Judge-free metrics first: they stay when only the autointerp part is unusable.
+        for metric in evaluated():
+            block = obj[metric.name]
+            for headline in metric.headlines:
+                self.values.update(headline.values(block, options))
+                if headline.where and math.isnan(self.values[headline.column]):
+                    self.missing.append(f"{INTERP_FILE}: {headline.where.format(probing_k=self.probing_k)} is null or absent")
         auto = obj.get("autointerp")
         if auto is None:
             raise _Unusable("no autointerp block")
         _judge_check(auto, self.expected_judge, self.expected_prompts)
         self._seen(auto)
         self.values["autointerp_judge_prompts"] = auto["judge_prompts"]["label"]
-        self.values["autointerp"] = _num(auto["score"])
-        # The same judge calls read under the other truth rule for random excerpts (B.1 vs SAEBench).
-        other = other_random_labels(auto["random_labels"])
-        self.values["autointerp_alt"] = _num(auto["scores_by_random_labels"][other])
+        for headline in REGISTRY.metrics["autointerp"].headlines:  # autointerp, autointerp_alt
+            self.values.update(headline.values(auto, options))
         self.values["autointerp_random_labels"] = auto["random_labels"]
-        self.values["autointerp_alt_random_labels"] = other
+        self.values["autointerp_alt_random_labels"] = other_random_labels(auto["random_labels"])
         self.values["autointerp_judge"] = auto["judge"]
         self.values["autointerp_judge_model"] = auto["judge_model"]
         if math.isnan(self.values["autointerp"]):
@@ -344,13 +345,13 @@ def collect(
     for cell in grid.cells():
         row = _Row(cell, results, expected_judge, probing_k, expected_prompts, steering_judge, steering_prompts)
         row.part(TRAIN_FILE, None, row.train)
-        row.part(INTERP_FILE, INTERP_SCHEMA, row.interp)
+        row.part(INTERP_FILE, report_schema(), row.interp)
         row.part(STEERING_FILE, STEERING_SCHEMA, row.steering)
         row.part(SELECTION_FILE, SELECTION_SCHEMA, row.selection)
         for label, models in row.judges.items():
             judges.setdefault(label, set()).update(models)
         rows.append({**row.values, "missing": row.missing, "complete": not row.missing})
     table = pd.DataFrame(rows)
-    for column in NUMERIC_COLUMNS:
+    for column in numeric_columns():
         table[column] = table[column].astype(float)
     return Collected(table=table, judges=judges)

@@ -17,13 +17,18 @@ from typing import Any
 
 from saesteer.schemas import schema_defaults
 
-INTERP_METRICS = ("autointerp", "autointerp_alt", "ce_loss_score", "explained_variance", "probing", "absorption")
-"""Interpretability metrics ranked against steering, each oriented so that higher is better:
-autointerp score (the paper's interpretability score; random detection excerpts labelled by
-eval.autointerp.random_labels), autointerp_alt (the same judge calls, random excerpts
-labelled by the other rule: SAEBench's code vs the paper's appendix B.1), CE-loss-recovered, explained
-variance, sparse-probing accuracy of the top-k SAE latents (k = ``probing_k``), and
-absorption as 1 - mean absorption fraction (absorption is worse when higher)."""
+def interp_metrics() -> tuple[str, ...]:
+    """Interpretability metrics that can be ranked against steering: the headline numbers of
+    the registered metrics (saesteer.evals.metrics), each oriented so that higher is better.
+    Built in: autointerp score (the paper's interpretability score; random detection excerpts
+    labelled by eval.autointerp.random_labels), autointerp_alt (the same judge calls, random
+    excerpts labelled by the other rule: SAEBench's code vs the paper's appendix B.1),
+    CE-loss-recovered, explained variance, sparse-probing accuracy of the top-k SAE latents
+    (k = ``probing_k``), and absorption as 1 - mean absorption fraction (absorption is worse
+    when higher)."""
+    from saesteer.evals.metrics import headlines
+
+    return tuple(h.column for h in headlines())
 
 _TRUE = {"true": True, "false": False}
 
@@ -50,7 +55,7 @@ class AggregateConfig:
     seed: int = _D["seed"]
     """Seed of the numpy Generator behind every resample and permutation."""
     metrics: tuple[str, ...] = tuple(_D["metrics"])
-    """Interpretability metrics to rank (a subset of INTERP_METRICS); autointerp heads the summary."""
+    """Interpretability metrics to rank (a subset of interp_metrics()); autointerp heads the summary."""
     probing_k: int = _D["probing_k"]
     """Sparse probing: the accuracy of the probe on the top-k SAE latents, this k."""
     compare_judges: tuple[str, ...] = ()
@@ -90,10 +95,11 @@ class AggregateConfig:
             raise AggregateConfigError(f"aggregate.confidence: {self.confidence!r} must lie strictly between 0 and 1")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise AggregateConfigError(f"aggregate.seed: {self.seed!r} must be a non-negative integer")
-        unknown = [m for m in self.metrics if m not in INTERP_METRICS]
+        known = interp_metrics()
+        unknown = [m for m in self.metrics if m not in known]
         if unknown or not self.metrics or len(set(self.metrics)) != len(self.metrics):
             raise AggregateConfigError(
-                f"aggregate.metrics: {list(self.metrics)} must be distinct, non-empty names from {list(INTERP_METRICS)}"
+                f"aggregate.metrics: {list(self.metrics)} must be distinct, non-empty names from {list(known)}"
             )
         if not isinstance(self.probing_k, int) or self.probing_k < 1:
             raise AggregateConfigError(f"aggregate.probing_k: {self.probing_k!r} must be a positive integer")

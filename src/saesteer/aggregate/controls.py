@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
-from saesteer.aggregate.stats import rank_agreement
+from saesteer.stats import rank_agreement
 from saesteer.controls import CONTROL_SOURCE, base_arch
 from saesteer.tables import to_markdown
 
@@ -146,9 +146,9 @@ def tau_with_and_without(table: pd.DataFrame, cfg: AggregateConfig, target: str 
 
 
 def _headline_rng(seed: int, key: str) -> np.random.Generator:
-    from saesteer.aggregate.summary import _rng as summary_rng  # the rank-agreement table's generators
-
-    return summary_rng(seed, key)
+    # the rank-agreement table's generator for the same key (aggregate.summary seeds it the
+    # same way), so the "without controls" row equals the headline number for number
+    return _rng(seed, key)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, NUMERIC_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect
+from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect, numeric_columns
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.controls import CONTROL_COLUMNS, TAU_COLUMNS, control_comparison, split_controls, tau_with_and_without
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
@@ -51,13 +51,15 @@ _STRING = pa.string()
 _FLOAT = pa.float64()
 _INT = pa.int64()
 
-SAE_TABLE_SCHEMA = pa.schema(
-    [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
-     ("seed", _INT), ("paper_model", _STRING)]
-    + [(c, _FLOAT) for c in NUMERIC_COLUMNS]
-    + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS, *TRUTH_COLUMNS)]
-    + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
-)
+def sae_table_schema() -> pa.Schema:
+    """The SAE table's columns (its float columns follow the registered metrics)."""
+    return pa.schema(
+        [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
+         ("seed", _INT), ("paper_model", _STRING)]
+        + [(c, _FLOAT) for c in numeric_columns()]
+        + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS, *TRUTH_COLUMNS)]
+        + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
+    )
 RANK_SCHEMA = pa.schema([
     (c, _STRING if c in ("metric", "target", "scope", "group", "reason", "source") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid", "paper_n") else _FLOAT)
     for c in RANK_COLUMNS
@@ -92,7 +94,7 @@ RANDOM_CONTROLS_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT 
 RANDOM_CONTROLS_TAU_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in TAU_COLUMNS])
 SCHEMAS = {"random_controls": RANDOM_CONTROLS_SCHEMA, "random_controls_tau": RANDOM_CONTROLS_TAU_SCHEMA,
            "reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
-           "sae_table": SAE_TABLE_SCHEMA, "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
+           "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
            "paper_tables": PAPER_TABLES_SCHEMA,
            "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
 
@@ -145,7 +147,7 @@ def _records(frame: pd.DataFrame, schema: pa.Schema) -> list[dict[str, Any]]:
 
 
 def _write_table(frame: pd.DataFrame, name: str, out_dir: Path) -> None:
-    schema = SCHEMAS[name]
+    schema = sae_table_schema() if name == "sae_table" else SCHEMAS[name]
     write_parquet_atomic(_records(frame, schema), schema, out_dir / f"{name}.parquet")
     csv = frame.reindex(columns=schema.names).copy()
     if "missing" in csv:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.collect import INTERP_FILE, SELECTION_FILE, SELECTION_SCHEMA, STEERING_FILE, STEERING_SCHEMA, _Row
-from saesteer.aggregate.stats import rank_agreement
+from saesteer.stats import rank_agreement
 from saesteer.config import Cell, Grid
 
 AUTOINTERP_FILE = "autointerp.json"

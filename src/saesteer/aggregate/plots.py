@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from saesteer.aggregate.summary import HEADLINE, METRIC_LABELS  # noqa: E402
+from saesteer.aggregate.summary import HEADLINE, metric_labels  # noqa: E402
 from saesteer.io import atomic_path  # noqa: E402
 
 PLOTS = {
@@ -130,7 +130,7 @@ def plot_metrics_vs_steering(table: pd.DataFrame, rank: pd.DataFrame, metrics: t
             ax.set_title(f"{model}: {_tau_of(rank, metric, target, 'model', model)}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("steering score")
-            ax.set_xlabel(METRIC_LABELS[metric])
+            ax.set_xlabel(metric_labels()[metric])
     arch_handles, size_handles = _legend_handles(table, sizes)
     fig.legend(handles=arch_handles + size_handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle("Each interpretability metric vs the steering score (AxBench order)", fontsize=12)

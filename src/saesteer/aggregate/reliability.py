@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from saesteer.aggregate.stats import bca_interval, bootstrap_counts, jackknife_counts, tau_b, tau_b_resampled
+from saesteer.stats import bca_interval, bootstrap_counts, jackknife_counts, tau_b, tau_b_resampled
 
 # ----------------------------------------------------------------------------- conversions
 

@@ -6,7 +6,7 @@ SAE table has one row per replicate (its ``seed`` column). For each measure (an
 interpretability metric or a steering target) and each pair of seeds (a, b), the test-retest
 tau-b is Kendall's tau-b between the measure's values of the cells at seed a and at seed b,
 over the cells with a finite value at both (over all models, and per model), with its BCa
-bootstrap interval over cells and a permutation p-value (saesteer.aggregate.stats, as for
+bootstrap interval over cells and a permutation p-value (saesteer.stats, as for
 every rank agreement here). A measure whose ranking is mostly seed noise has a test-retest
 tau-b near 0; one whose ranking is a property of the cell, near 1. Chanin (arXiv 2605.18229)
 asks this of SAEBench's metrics.
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from saesteer.aggregate.stats import rank_agreement
+from saesteer.stats import rank_agreement
 
 RETEST_COLUMNS = [
     "measure", "scope", "group", "seed_a", "seed_b", "n", "tau_b", "ci_low", "ci_high", "p_value",

@@ -18,7 +18,8 @@ Per SAE (rows aligned with the SAE table, whose values they must reproduce):
 - ``absorption`` / letters: per evaluated letter, 1 - its mean absorption fraction.
 
 CE-loss-recovered and explained variance are sums over pooled held-out tokens: interp.json keeps
-no per-context value, so they have no split (``NO_SPLIT``).
+no per-context value, so they have no split (:func:`no_split`; a metric registered without
+a reader here has none either).
 
 An SAE whose per-unit values do not reproduce its SAE-table value (to 1e-6), or whose table
 value is missing (absent file, other judge), has no units for that measure; the reason is kept.
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 
 from saesteer.aggregate.reliability import Measure, Units
 from saesteer.config import Grid
+from saesteer.evals.metrics import headlines
 from saesteer.steering.instructions import HELDOUT
 from saesteer.steering.score import STEERED
 
@@ -56,14 +58,27 @@ SPLITS = {
     "steering/instructions": ("steering", "instructions"),
 }
 """Measure key -> (SAE-table column, what the split divides)."""
-PRIMARY = {"autointerp": "autointerp/latents", "autointerp_alt": "autointerp_alt/latents", "probing": "probing/subtasks", "absorption": "absorption/letters",
-           "steering": "steering/concepts", "ce_loss_score": "ce_loss_score/none", "explained_variance": "explained_variance/none"}
-"""SAE-table column -> the measure whose reliability enters its ceilings. Steering: the concept
-split, which also resamples instructions (they are drawn per concept): the full reliability."""
-NO_SPLIT = {
-    "ce_loss_score": "CE-loss recovered is computed from token sums pooled over the held-out text (no per-context values kept)",
-    "explained_variance": "explained variance is computed from sums pooled over the held-out tokens (no per-context values kept)",
-}
+
+
+def _split_of(column: str, units: str | None) -> str | None:
+    key = f"{column}/{units}"
+    return key if key in SPLITS else None
+
+
+def no_split() -> dict[str, str]:
+    """Interpretability columns without a per-unit split here -> why (one unit per SAE: the
+    table's value; the registered metrics' ``Headline.no_split``)."""
+    return {h.column: h.no_split for h in headlines() if _split_of(h.column, h.units) is None}
+
+
+def primary() -> dict[str, str]:
+    """SAE-table column -> the measure whose reliability enters its ceilings. Steering: the
+    concept split, which also resamples instructions (they are drawn per concept): the full
+    reliability."""
+    out = {h.column: _split_of(h.column, h.units) or f"{h.column}/none" for h in headlines()}
+    return {**out, "steering": "steering/concepts"}
+
+
 TOLERANCE = 1e-6
 
 
@@ -181,7 +196,7 @@ def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, p
         for k in SPLITS:
             rows[k].append(found[k])
     measures = {k: Measure(SPLITS[k][0], SPLITS[k][1], Units.from_rows(rows[k])) for k in SPLITS}
-    for column, reason in NO_SPLIT.items():  # one unit per SAE: the table's value, no split
+    for column, reason in no_split().items():  # one unit per SAE: the table's value, no split
         values = table[column].to_numpy(dtype=float)[:, None] if column in table else np.full((len(table), 1), np.nan)
         measures[f"{column}/none"] = Measure(column, "none", Units(values, np.zeros(1, dtype=np.int64)), reason=reason)
     return measures, problems
@@ -202,7 +217,7 @@ def signal_tables_for(grid: Grid, table: pd.DataFrame, results_dir: str | Path, 
     scopes = [("all", "all", np.arange(len(table)))]
     scopes += [("model", str(m), np.flatnonzero((table["model"] == m).to_numpy())) for m in table["model"].drop_duplicates()]
     pairs = [(metric, PAIRS_TARGET) for metric in cfg.metrics]
-    reliability, ceiling = signal_tables(measures, pairs, PRIMARY, scopes, n_bootstrap=cfg.n_bootstrap,
+    reliability, ceiling = signal_tables(measures, pairs, primary(), scopes, n_bootstrap=cfg.n_bootstrap,
                                          confidence=cfg.confidence, seed=cfg.seed, min_saes=cfg.min_saes)
     return reliability, ceiling, problems
 

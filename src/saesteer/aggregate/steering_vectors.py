@@ -37,8 +37,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from saesteer.aggregate.collect import SAME_JUDGE, collect  # noqa: E402
 from saesteer.aggregate.config import AggregateConfig  # noqa: E402
 from saesteer.aggregate.plots import ARCH_COLOURS, ARCH_NAMES  # noqa: E402
-from saesteer.aggregate.stats import rank_agreement  # noqa: E402
-from saesteer.aggregate.summary import METRIC_LABELS  # noqa: E402
+from saesteer.stats import rank_agreement  # noqa: E402
+from saesteer.aggregate.summary import metric_labels  # noqa: E402
 from saesteer.config import Grid, grid_from_config  # noqa: E402
 from saesteer.io import atomic_path, schema_violations, write_text_atomic  # noqa: E402
 from saesteer.judges import AUTOINTERP, STEERING, judge_configs  # noqa: E402
@@ -113,7 +113,7 @@ def collect_vectors(grid: Grid, results_dir: str | Path, expected_judge: str | N
     if steering_judge is SAME_JUDGE:
         steering_judge = expected_judge
     base = collect(grid, results_dir, expected_judge=expected_judge, probing_k=probing_k, steering_judge=steering_judge).table
-    keep = ["model", "arch", "target_l0", *METRIC_LABELS]
+    keep = ["model", "arch", "target_l0", *metric_labels()]
     table = base[[c for c in keep if c in base.columns]].copy()
     rows, missing = [], []
     for cell in grid.cells():

@@ -1,7 +1,7 @@
 """The aggregation's tables and its markdown summary, next to the paper's numbers.
 
 Rank agreement (docs/method.md, "Rank agreement"): Kendall tau-b of every interpretability metric
-(``config.INTERP_METRICS``) against every steering target (``TARGETS``), over all SAEs and
+(``config.interp_metrics()``) against every steering target (``TARGETS``), over all SAEs and
 per model / architecture / sparsity, with 95% BCa intervals and permutation p-values; the
 axis-conditioned psi. Feature selection (docs/method.md, "Feature selection"): steering scores with
 no selection, output-score selection and Delta Token Confidence selection, their lifts.
@@ -23,19 +23,15 @@ import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
-from saesteer.aggregate.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
+from saesteer.evals.metrics import headlines
+from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.tables import to_markdown
 from saesteer.judges import is_proxy_label
 
-METRIC_LABELS = {
-    "autointerp": "autointerp score",
-    "autointerp_alt": "autointerp score, other random-excerpt truth",
-    "ce_loss_score": "CE-loss recovered",
-    "explained_variance": "explained variance",
-    "probing": "sparse probing (top-k SAE latents)",
-    "absorption": "1 - absorption fraction",
-}
-"""Interpretability metrics, each oriented higher = better (absorption is flipped: 1 - fraction)."""
+def metric_labels() -> dict[str, str]:
+    """Interpretability metrics (the registered metrics' headlines, saesteer.evals.metrics) ->
+    label, each oriented higher = better (absorption is flipped: 1 - fraction)."""
+    return {h.column: h.label for h in headlines()}
 
 TARGETS = {
     "steering": "steering score (AxBench order)",
@@ -637,13 +633,13 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines += _controls_lines(inputs)
     if inputs.seed_retest is not None:  # seed test-retest (aggregate.retest), part of "How much is signal"
         lines += retest_markdown(inputs.seed_retest, _headline_by_seed(rank), seeds_of(inputs.sae_table),
-                                 {**METRIC_LABELS, **TARGETS}, cfg.confidence)
+                                 {**metric_labels(), **TARGETS}, cfg.confidence)
     lines += ["## Every metric vs every steering target (all SAEs)", "",
               "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).", ""]
     overall = rank[rank.scope == "all"]
     table_rows = []
     for metric in cfg.metrics:
-        entry = {"metric": METRIC_LABELS[metric]}
+        entry = {"metric": metric_labels()[metric]}
         for target in TARGETS:
             r = overall[(overall.metric == metric) & (overall.target == target)]
             if len(r) and math.isfinite(r.iloc[0]["tau_b"]):

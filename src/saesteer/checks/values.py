@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
-from saesteer.aggregate.stats import TIE_TOLERANCE
+from saesteer.stats import TIE_TOLERANCE
 from saesteer.cache.store import ActivationCache, CacheError
 from saesteer.checks.context import RunContext, number, same
 from saesteer.controls import CONTROL_SOURCE

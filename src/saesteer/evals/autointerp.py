@@ -82,10 +82,10 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
-from saesteer.schemas import schema_path
+from saesteer.evals.autointerp_summary import SCHEMA_PATH, AutointerpError, read_summary, validate_summary  # noqa: F401 (re-exported)
 from saesteer.evals.config import RANDOM_LABELS, AutointerpConfig, EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError
-from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.io import finite_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     ActivatingContext,
     Judge,
@@ -102,7 +102,6 @@ from saesteer.sae.base import BaseSAE
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = schema_path("autointerp.schema.json")
 AUTOINTERP_VERSION = 3
 """2: SAEBench's random-excerpt labels, global-max highlighting and unparsed exclusion by
 default; the protocol options and the judge's templates and settings are recorded.
@@ -113,10 +112,6 @@ TOKEN_LIST = "token_list"
 EXCERPT_HIGHLIGHT_FRAC = 0.3
 """``highlight: excerpt`` without ``highlight_frac``: this project's earlier rule."""
 LLM_EXPLANATION = "llm"
-
-
-class AutointerpError(RuntimeError):
-    """Autointerp cannot run on these inputs, or its output does not match the schema."""
 
 
 # ---- latent sampling ---------------------------------------------------------------------
@@ -593,9 +588,6 @@ def write_table(records: list[dict[str, Any]], path: Path) -> None:
     write_parquet_atomic(records, PARQUET_SCHEMA, path)
 
 
-def validate_summary(summary: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    check_schema(summary, schema_path, "autointerp summary", AutointerpError)
-
 
 
 
@@ -698,13 +690,3 @@ def run_autointerp(
         report["usage"], report["timings"]["total_seconds"],
     )
     return report
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """An autointerp.json, validated (for the interpretability report)."""
-    try:
-        summary = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AutointerpError(f"{path} is not a readable autointerp summary ({exc}); rerun the autointerp rule") from exc
-    validate_summary(summary)
-    return summary

@@ -1,12 +1,14 @@
-"""One SAE's interpretability report: core, sparse probing, absorption, and autointerp's score.
+"""One SAE's interpretability report: every registered metric (:mod:`saesteer.evals.metrics`:
+core, sparse probing, absorption, and autointerp's score).
 
 ``evaluate_sae`` loads the SAE (refusing malformed files with a message naming the file),
 reads its model's eval data (:mod:`saesteer.evals.eval_data`; computed once per model),
-runs the model above the hook with the SAE spliced in, and writes
-``results/{model}/{arch}/{sparsity}/interp.json`` atomically after validating it against
-``src/saesteer/schemas/interp.schema.json``. Definitions of every number: :mod:`core`,
-:mod:`probing`, :mod:`absorption`; the autointerp score (the only judged metric) comes
-from the SAE's ``autointerp.json`` (:mod:`autointerp`) and is copied under ``autointerp``.
+runs each metric's ``evaluate`` (the model above the hook with the SAE spliced in, ...),
+and writes ``results/{model}/{arch}/{sparsity}/interp.json`` atomically after validating it
+against ``src/saesteer/schemas/interp.schema.json`` plus the registered metrics' blocks
+(:func:`saesteer.evals.metrics.report_schema`). Definitions of every number: the metric
+modules; the autointerp score (the only judged metric) comes from the SAE's
+``autointerp.json`` (:mod:`autointerp`) and is copied under ``autointerp``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import torch
 from safetensors import safe_open
 
 from saesteer.schemas import schema_path
-from saesteer.evals.absorption import evaluate_absorption
 from saesteer.evals.config import EvalConfig
-from saesteer.evals.core import ReconstructionStats, splice_scores
-from saesteer.evals.eval_data import CORE_FILE, MANIFEST_NAME, SPLICE_FILE, EvalData, EvalDataError, batches, load_eval_data
-from saesteer.evals.probing import evaluate_task, mean_over_tasks, pooled_codes
-from saesteer.evals.splice import UpperRunner, spliced_losses
+from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
+from saesteer.evals.metrics import MetricInput, ReportError, evaluated, report_schema
+from saesteer.evals.metrics.autointerp import autointerp_entry
+from saesteer.evals.metrics.core import core_metrics  # noqa: F401 (its home before the metric modules)
+from saesteer.evals.metrics.sparse_probing import sparse_probing_metrics  # noqa: F401
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
@@ -48,10 +50,6 @@ REQUIRED_TENSORS: dict[str, dict[str, tuple[str, ...]]] = {
 
 class SAEFileError(ValueError):
     """An SAE directory's files are missing or malformed; the message names the file."""
-
-
-class ReportError(RuntimeError):
-    """The report does not match its schema (a bug), or inputs do not belong together."""
 
 
 # ---- loading the SAE ----------------------------------------------------------------------
@@ -127,83 +125,15 @@ def load_model_only(model_json: Path, dtype: str, device: str) -> torch.nn.Modul
     return model.to(resolve_device(device)).eval()
 
 
-# ---- the three evaluations -----------------------------------------------------------------
-
-
-@torch.inference_mode()
-def core_metrics(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: EvalConfig) -> dict[str, Any]:
-    info = data.manifest["core"]
-    layer = int(data.manifest["layer"])
-    first, n, length = info["first_replaced_position"], info["n_contexts"], info["context_length"]
-    n_splice = info["splice_contexts"]
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    runner = UpperRunner(model, layer)
-    stats = ReconstructionStats(sae.d_sae)
-    tokens = data.tensor(CORE_FILE, "tokens")
-    ce_sae, kl_sae = [], []
-    for rows in batches(n, cfg.batch_size):
-        resid = data.rows(CORE_FILE, "resid", rows).to(device)
-        b, d = resid.shape[0], resid.shape[-1]
-        x = resid[:, first:].reshape(-1, d)
-        hats = []
-        for chunk in x.split(cfg.sae_batch_tokens):
-            codes = sae.encode(chunk)
-            x_hat = sae.decode(codes)
-            stats.update(chunk, x_hat, codes)
-            hats.append(x_hat)
-        m = max(0, min(rows.stop, n_splice) - rows.start)
-        if m == 0:
-            continue
-        spliced = resid[:m].clone()
-        spliced[:, first:] = torch.cat(hats).view(b, length - first, d)[:m].to(dtype)
-        ids = tokens[rows][:m].to(device)
-        hidden = runner(ids, spliced)[:, first : length - 1].reshape(-1, d)
-        stored = slice(rows.start, rows.start + m)
-        if info["kl_method"] == "expected_unembedding":
-            reference = {
-                "neg_entropy": data.rows(SPLICE_FILE, "neg_entropy", stored).reshape(-1),
-                "expected_unembedding": data.rows(SPLICE_FILE, "expected_unembedding", stored).reshape(-1, d),
-            }
-        else:
-            reference = {"clean_hidden": data.rows(SPLICE_FILE, "clean_hidden", stored).to(device).reshape(-1, d)}
-        ce, kl = spliced_losses(model, hidden, ids[:, first + 1 :].reshape(-1), **reference)
-        ce_sae.append(ce)
-        kl_sae.append(kl)
-    out = stats.result()
-    if ce_sae:
-        spliced_scores = splice_scores(
-            data.tensor(SPLICE_FILE, "ce_clean").reshape(-1),
-            data.tensor(SPLICE_FILE, "ce_zero").reshape(-1),
-            torch.cat(ce_sae),
-            data.tensor(SPLICE_FILE, "kl_zero").reshape(-1),
-            torch.cat(kl_sae),
-        )
-        spliced_scores["splice_n_tokens"] = spliced_scores.pop("n_tokens")
-        out.update(spliced_scores)
-    # Eval data made before the option existed kept BOS in the zero-ablation.
-    out["zero_ablation"] = info.get("zero_ablation", "keep_bos")
-    return out
-
-
-def sparse_probing_metrics(sae: BaseSAE, data: EvalData, cfg: EvalConfig) -> dict[str, Any]:
-    info = data.manifest["sparse_probing"]
-    ks = [int(k) for k in info["k"]]
-    tasks = {}
-    for name, task in info["tasks"].items():
-        token_resid, offsets, subtasks = data.probing_task(name)
-        pooled = pooled_codes(sae, token_resid, offsets, cfg.sae_batch_tokens)
-        tasks[name] = evaluate_task(pooled, subtasks, task["baselines"], task["classes"], ks, cfg.sparse_probing.C)
-    return {"k": ks, "tasks": tasks, "mean": mean_over_tasks(tasks, ks)}
-
-
 # ---- the report ---------------------------------------------------------------------------
 
 
 
 
-def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
-    check_schema(report, schema_path, "interp report", ReportError)
+def validate_report(report: dict[str, Any], schema_path: Path | None = None) -> None:
+    """Against interp.schema.json with every registered metric's block (or the file at
+    ``schema_path``)."""
+    check_schema(report, schema_path or report_schema(), "interp report", ReportError)
 
 
 def open_sae_eval(
@@ -237,48 +167,26 @@ def _check_compatible(sae: BaseSAE, sae_cfg: dict[str, Any], sae_dir: Path, data
         )
 
 
-def evaluate_loaded(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: EvalConfig) -> dict[str, Any]:
-    """core, sparse_probing, absorption and timings of an SAE already in memory."""
+def prepare_metrics(model: torch.nn.Module, data: EvalData, cfg: EvalConfig) -> dict[str, Any]:
+    """What each registered metric needs from the model, once per model (its ``prepare``)."""
+    return {m.name: m.prepare(model, data, cfg) for m in evaluated() if m.prepare is not None}
+
+
+def evaluate_loaded(
+    sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: EvalConfig, prepared: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every registered metric's block (core, sparse_probing, absorption, ...) and its timing,
+    for an SAE already in memory; ``prepared``: :func:`prepare_metrics` of this model (made
+    here when not given)."""
+    if prepared is None:
+        prepared = prepare_metrics(model, data, cfg)
+    out: dict[str, Any] = {}
     timings = {}
-    mark = time.perf_counter()
-    core = core_metrics(sae, model, data, cfg)
-    timings["core_seconds"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    probing = sparse_probing_metrics(sae, data, cfg)
-    timings["sparse_probing_seconds"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    absorption = evaluate_absorption(sae, data.absorption(), cfg.absorption, cfg.sae_batch_tokens)
-    timings["absorption_seconds"] = time.perf_counter() - mark
-    return {"core": core, "sparse_probing": probing, "absorption": absorption, "timings": timings}
-
-
-def autointerp_entry(path: Path, sae_dir: Path, model: str, arch: str, target_l0: int) -> dict[str, Any]:
-    """The autointerp part of interp.json, from the SAE's autointerp summary (checked to be
-    about this SAE: same weights)."""
-    from saesteer.evals.autointerp import read_summary
-
-    summary = read_summary(path)
-    weights = sha256_file(Path(sae_dir) / SAELENS_WEIGHTS)
-    if summary["sae"]["weights_sha256"] != weights or (summary["model"], summary["arch"], summary["target_l0"]) != (model, arch, int(target_l0)):
-        raise ReportError(f"{path} is the autointerp summary of another SAE than {sae_dir}; rerun the autointerp rule")
-    return {
-        "score": summary["score"],
-        "score_std": summary["score_std"],
-        "random_labels": summary["random_labels"],
-        "scores_by_random_labels": summary["scores_by_random_labels"],
-        "score_latents": summary["score_latents"],
-        "n_latents": summary["n_latents"],
-        "n_scored": summary["n_scored"],
-        "n_unparsed": summary["n_unparsed"],
-        "judge": summary["judge"],
-        "judge_model": summary["judge_model"],
-        "judge_prompts": summary["judge_prompts"],
-        "explanation_kind": summary["explanation_kind"],
-        "protocol": summary["protocol"],
-        "unparsed": summary["unparsed"],
-        "summary": str(path),
-        "summary_sha256": sha256_file(path),
-    }
+    for metric in evaluated():
+        mark = time.perf_counter()
+        out[metric.name] = metric.evaluate(MetricInput(sae, model, data, cfg, prepared.get(metric.name)))
+        timings[metric.timing] = time.perf_counter() - mark
+    return {**out, "timings": timings}
 
 
 def evaluate_sae(
@@ -293,11 +201,13 @@ def evaluate_sae(
     autointerp_json: Path | None = None,
     threads: int | None = None,
     llm: torch.nn.Module | None = None,
+    prepared: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the SAE in ``sae_dir``, write ``out_json``. ``autointerp_json``: the SAE's
     autointerp summary, whose score goes under ``autointerp`` (the workflow always passes
     it). ``llm``: the prepared model already loaded (a grouped job loads it once for all
-    its SAEs); otherwise it is loaded from ``model_json``."""
+    its SAEs); otherwise it is loaded from ``model_json``. ``prepared``: :func:`prepare_metrics`
+    of that model, made once by a grouped job."""
     started = time.perf_counter()
     sae_dir = Path(sae_dir)
     cfg, sae, sae_cfg, data = open_sae_eval(sae_dir, eval_dir, eval_cfg, threads)
@@ -306,7 +216,7 @@ def evaluate_sae(
     sae = sae.to(next(llm.parameters()).device)
     load_seconds = time.perf_counter() - started
     log.info("evaluating %s on %s eval data (%s)", sae_dir, model, data.manifest["fingerprint"][:12])
-    results = evaluate_loaded(sae, llm, data, cfg)
+    results = evaluate_loaded(sae, llm, data, cfg, prepared)
     if autointerp_json is not None:
         results["autointerp"] = autointerp_entry(autointerp_json, sae_dir, model, arch, target_l0)
     results["timings"]["load_seconds"] = load_seconds

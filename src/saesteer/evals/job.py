@@ -53,15 +53,18 @@ def autointerp(job: RuleJob) -> None:
 
 def eval_interp(job: RuleJob) -> None:
     """SAEBench-style report of each SAE of the job (per SAE: interp.json); the LLM is
-    loaded once, at the dtype its eval data were made with."""
+    loaded once, at the dtype its eval data were made with, and each metric's per-model
+    part (``prepare``) made once."""
     from saesteer.evals.config import EvalConfig
     from saesteer.evals.eval_data import load_eval_data
-    from saesteer.evals.interp import evaluate_sae, load_model_only
+    from saesteer.evals.interp import evaluate_sae, load_model_only, prepare_metrics
 
     eval_dir = Path(job.inputs["eval_data"]).parent
     model_json = Path(job.inputs["model"])
     cfg = EvalConfig.from_config(job.params["eval"])
-    llm = load_model_only(model_json, load_eval_data(eval_dir).manifest["model_dtype"], cfg.device)
+    data = load_eval_data(eval_dir)
+    llm = load_model_only(model_json, data.manifest["model_dtype"], cfg.device)
+    prepared = prepare_metrics(llm, data, cfg)  # what each metric needs from the model, once
     for _, sae in each_sae(job):
         evaluate_sae(
             sae_dir=sae.sae_dir,
@@ -73,4 +76,5 @@ def eval_interp(job: RuleJob) -> None:
             autointerp_json=sae.inputs["autointerp"],
             threads=job.threads,
             llm=llm,
+            prepared=prepared,
         )

@@ -57,7 +57,7 @@ def input_scores(
 def high_both(rows: Sequence[Mapping[str, Any]], high_input: float, high_output: float) -> dict[str, Any]:
     """Among rows with an input score: how many are high input, high output, both; the share
     high on both; and tau-b of the input score with the output score."""
-    from saesteer.aggregate.stats import tau_b
+    from saesteer.stats import tau_b
 
     scored = [r for r in rows if _finite(r.get("input_score")) and _finite(r.get("output_score"))]
     hi_in = [float(r["input_score"]) >= high_input for r in scored]

@@ -104,7 +104,7 @@ def per_latent_rows(
 def tau_table(rows: Sequence[Mapping[str, Any]], target: str = "heldout_score") -> dict[str, dict[str, Any]]:
     """score -> {tau_b, n}: Kendall tau-b of each of TAU_SCORES with ``target`` over the rows
     where both are defined (null below 2 latents or with a constant column)."""
-    from saesteer.aggregate.stats import tau_b
+    from saesteer.stats import tau_b
 
     out = {}
     for score in TAU_SCORES:
