@@ -159,7 +159,7 @@ class Trainer:
                 f"activations; rebuild the cache"
             )
         act_scale = math.sqrt(msn) if cfg.normalize_activations else 1.0
-        self.sae: BaseSAE = build_sae(arch, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
+        self.sae: BaseSAE = build_sae(arch, source.d_model, d_sae, self.target_l0, act_scale, cfg.options_for(arch))
         self.sae.reset_parameters(torch.Generator().manual_seed(cfg.seed))
         self.sae.to(self.device)
         self.params = [p for p in self.sae.parameters()]
