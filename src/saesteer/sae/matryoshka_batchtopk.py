@@ -122,7 +122,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
             x_hat=x_hat.detach(),
             fired=fired,
             used_sparse=sparse,
-            extra={"kept": kept.detach(), "prefix_mse": [float(m) for m in prefix_mse]},
+            extra={"kept": kept.detach(), "prefix_mse": [float(m.detach()) for m in prefix_mse]},
         )
 
     def sparsity_info(self) -> dict[str, Any]:
