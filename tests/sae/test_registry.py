@@ -5,7 +5,6 @@ the options, and a config without ``arch_options`` keeps its summaries byte for 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
