@@ -62,7 +62,7 @@ def test_enabled_controls_add_random_cells_per_model_and_sparsity(ci):
     "block,field,says",
     [
         ({"random_decoder": {"enabled": True, "architectures": ["gated"]}}, "controls.random_decoder.architectures[0]", "not among the grid's architectures"),
-        ({"random_decoder": {"architectures": ["sparsemax"]}}, "controls.random_decoder.architectures[0]", "'sparsemax' is not one of"),
+        ({"random_decoder": {"architectures": ["sparsemax"]}}, "controls.random_decoder.architectures[0]", "'sparsemax' is not among the grid's architectures"),
         ({"random_decoder": {"encoder": "set"}}, "controls.random_decoder.encoder", "'set' is not one of"),
         ({"random_decoder": {"enabled": "yes"}}, "controls.random_decoder.enabled", "'yes' is not of type 'boolean'"),
         ({"random_decoder": {"enable": True}}, "controls.random_decoder", "'enable' was unexpected"),

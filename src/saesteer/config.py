@@ -47,6 +47,26 @@ def schema_errors(config: dict[str, Any], schema: dict[str, Any] | None = None) 
     return messages
 
 
+def architecture_errors(config: dict[str, Any]) -> list[str]:
+    """Architecture names (``architectures``, ``models[].pretrained[].arch``) against the
+    registered architectures (the schema does not enumerate them: a new architecture is one
+    module, saesteer.sae.registry)."""
+    from saesteer.sae.registry import names
+
+    known = list(names())
+    errors = [
+        f"config field architectures[{i}]: {arch!r} is not one of {known}"
+        for i, arch in enumerate(config.get("architectures") or [])
+        if arch not in known
+    ]
+    for i, model in enumerate(config.get("models") or []):
+        for j, entry in enumerate(model.get("pretrained") or []):
+            arch = entry.get("arch") if isinstance(entry, dict) else None
+            if arch is not None and arch not in known:
+                errors.append(f"config field models[{i}].pretrained[{j}].arch: {arch!r} is not one of {known}")
+    return errors
+
+
 def semantic_errors(config: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     names = [m["name"] for m in config["models"]]
@@ -106,7 +126,7 @@ def _pretrained_errors(config: dict[str, Any]) -> list[str]:
 
 def check_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> None:
     """Raise ConfigError listing every problem, each naming its field."""
-    errors = schema_errors(config, schema)
+    errors = schema_errors(config, schema) + architecture_errors(config)
     if not errors:
         errors = semantic_errors(config)
     if errors:

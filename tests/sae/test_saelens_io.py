@@ -10,7 +10,7 @@ import sae_lens
 import torch
 
 from tests.helpers import randomize_biases
-from saesteer.sae import ARCHITECTURES, build_sae, load_saelens, save_saelens_dir
+from saesteer.sae import ARCHITECTURES, build_sae, get_arch, load_saelens, save_saelens_dir
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.batchtopk import BatchTopKSAE
 
@@ -48,7 +48,7 @@ def test_sae_lens_loads_and_reconstructs_like_ours(arch, tmp_path):
         warnings.simplefilter("ignore")
         theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")
     expected = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "gated": "gated", "jumprelu": "jumprelu"}
-    assert theirs.cfg.architecture() == expected[arch]
+    assert theirs.cfg.architecture() == expected.get(arch, get_arch(arch).saelens_arch)
     assert theirs.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
 
     x = _activations()

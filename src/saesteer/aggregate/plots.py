@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from saesteer.aggregate.summary import HEADLINE, metric_labels  # noqa: E402
 from saesteer.io import atomic_path  # noqa: E402
+from saesteer.sae.registry import ArchTable  # noqa: E402
 
 PLOTS = {
     "interp_vs_steering": "interp_vs_steering.png",
@@ -27,8 +28,9 @@ PLOTS = {
 }
 """Plot name -> file name under the plots folder (the aggregate rule's outputs)."""
 
-ARCH_COLOURS = {"relu": "#4C72B0", "topk": "#DD8452", "batchtopk": "#55A868", "gated": "#C44E52", "jumprelu": "#8172B3"}
-ARCH_NAMES = {"relu": "ReLU", "topk": "TopK", "batchtopk": "BatchTopK", "gated": "Gated", "jumprelu": "JumpReLU"}
+ARCH_COLOURS = ArchTable("colour")
+ARCH_NAMES = ArchTable("label")
+"""Architecture -> plot colour / display name, from the architecture descriptors."""
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,

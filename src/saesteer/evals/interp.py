@@ -31,6 +31,7 @@ from saesteer.evals.metrics.core import core_metrics  # noqa: F401 (its home bef
 from saesteer.evals.metrics.sparse_probing import sparse_probing_metrics  # noqa: F401
 from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomic
 from saesteer.sae.base import BaseSAE
+from saesteer.sae.registry import saelens_required_tensors
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,6 @@ log = logging.getLogger(__name__)
 SCHEMA_PATH = schema_path("interp.schema.json")
 REPORT_VERSION = 1
 
-# Tensors a SAELens-format SAE of each on-disk architecture must hold, and their shapes.
-_ENC_DEC = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)}
-REQUIRED_TENSORS: dict[str, dict[str, tuple[str, ...]]] = {
-    "standard": {**_ENC_DEC, "b_enc": ("d_sae",)},
-    "topk": {**_ENC_DEC, "b_enc": ("d_sae",)},
-    "jumprelu": {**_ENC_DEC, "b_enc": ("d_sae",), "threshold": ("d_sae",)},
-    "gated": {**_ENC_DEC, "b_gate": ("d_sae",), "b_mag": ("d_sae",), "r_mag": ("d_sae",)},
-}
 
 
 class SAEFileError(ValueError):
@@ -75,14 +68,16 @@ def check_sae_files(sae_dir: Path) -> dict[str, Any]:
             raise SAEFileError(f"SAE config {cfg_path}: {key} must be a positive integer, got {value!r}")
         dims[key] = value
     arch = cfg.get("architecture", "standard")
-    if arch not in REQUIRED_TENSORS:
-        raise SAEFileError(f"SAE config {cfg_path}: architecture {arch!r} is not one of {sorted(REQUIRED_TENSORS)}")
+    # Tensors a SAELens-format SAE of each on-disk architecture must hold (the descriptors').
+    required_by_arch = saelens_required_tensors()
+    if arch not in required_by_arch:
+        raise SAEFileError(f"SAE config {cfg_path}: architecture {arch!r} is not one of {sorted(required_by_arch)}")
     try:
         with safe_open(str(weights_path), framework="pt") as handle:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise SAEFileError(f"SAE weights {weights_path} are not a readable safetensors file ({exc})") from exc
-    required = REQUIRED_TENSORS[arch]
+    required = required_by_arch[arch]
     missing = [k for k in required if k not in shapes]
     if missing:
         raise SAEFileError(f"SAE weights {weights_path}: missing tensor(s) {missing} of a SAELens {arch!r} SAE (found {sorted(shapes)})")

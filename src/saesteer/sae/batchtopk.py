@@ -13,14 +13,17 @@ a JumpReLU SAE with that threshold for every latent; so does :mod:`saelens_io`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from saesteer.sae.base import LossOutput
+from saesteer.sae.base import BaseSAE, LossOutput
+from saesteer.sae.registry import ArchSpec, register
 from saesteer.sae.sparse import SparseStructure, batch_topk_flat_indices
-from saesteer.sae.topk import TopKSAE
+from saesteer.sae.topk import AUXK_TRAINING_KEYS, TopKOptions, TopKSAE
+from saesteer.schemas import schema_defaults
 
 
 class BatchTopKSAE(TopKSAE):
@@ -81,3 +84,52 @@ class BatchTopKSAE(TopKSAE):
         info = super().sparsity_info()
         info["threshold"] = float(self.threshold)
         return info
+
+
+@dataclass(frozen=True)
+class BatchTopKOptions(TopKOptions):
+    threshold_beta: float = schema_defaults("training")["batchtopk_threshold_beta"]
+    threshold_start_step: int = schema_defaults("training")["batchtopk_threshold_start_step"]
+
+
+BATCHTOPK_TRAINING_KEYS = {
+    **AUXK_TRAINING_KEYS,
+    "batchtopk_threshold_beta": "threshold_beta",
+    "batchtopk_threshold_start_step": "threshold_start_step",
+}
+
+
+def threshold_state(spec: ArchSpec, sae: BaseSAE) -> dict[str, Tensor]:
+    """b_enc, and the one inference threshold as SAELens's JumpReLU per-latent threshold."""
+    theta = max(float(sae.threshold), 0.0)
+    return {"b_enc": sae.b_enc.detach().float(), "threshold": torch.full((sae.d_sae,), theta, dtype=torch.float32)}
+
+
+def unfold_threshold(sae: BaseSAE, state: dict[str, Tensor], cfg: dict[str, Any], where: str) -> None:
+    """The per-latent JumpReLU thresholds back into the one threshold (they must agree)."""
+    threshold = state.pop("threshold")
+    if float(threshold.max() - threshold.min()) > 0:
+        raise ValueError(
+            f"{where}: a {sae.arch} SAE has one inference threshold, these thresholds differ across "
+            f"latents ({float(threshold.min())}..{float(threshold.max())}): import it as jumprelu"
+        )
+    sae.threshold.copy_(threshold.max().to(torch.float64))
+
+
+SPEC = register(
+    ArchSpec(
+        name="batchtopk",
+        sae_class=BatchTopKSAE,
+        label="BatchTopK",
+        colour="#55A868",
+        sparsity="k",
+        # SAELens saves a trained BatchTopK SAE as a JumpReLU SAE (one threshold for all).
+        saelens_arch="jumprelu",
+        options=BatchTopKOptions,
+        order=30,
+        tensors=("b_enc", "threshold"),
+        legacy_training_keys=BATCHTOPK_TRAINING_KEYS,
+        saelens_state=threshold_state,
+        unfold_saelens=unfold_threshold,
+    )
+)

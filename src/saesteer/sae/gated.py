@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from saesteer.sae.base import BaseSAE, LossOutput, SparsityKind, StepContext, mse_sum
+from saesteer.sae.registry import ArchSpec, register
 from saesteer.sae.sparse import SparseStructure, gathered_affine, sparse_decode
 
 
@@ -91,3 +92,25 @@ class GatedSAE(BaseSAE):
 
     def sparsity_info(self) -> dict[str, Any]:
         return {"penalty": "lambda * ||ReLU(pi_gate)||_1"}
+
+
+def _shift_gated(state: dict[str, Tensor], shift: Tensor) -> None:
+    # pi_gate and the magnitude path share W_gate; the magnitude's is rescaled by exp(r_mag).
+    state["b_gate"] = state["b_gate"] + shift
+    state["b_mag"] = state["b_mag"] + shift * state["r_mag"].exp()
+
+
+SPEC = register(
+    ArchSpec(
+        name="gated",
+        sae_class=GatedSAE,
+        label="Gated",
+        colour="#C44E52",
+        sparsity="penalty",
+        saelens_arch="gated",
+        saelens_native=True,
+        order=40,
+        tensors=("b_gate", "b_mag", "r_mag"),
+        shift_encoder_bias=_shift_gated,
+    )
+)

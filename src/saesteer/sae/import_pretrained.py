@@ -44,11 +44,11 @@ from saesteer.sae.pretrained import (
     check_hook,
     check_normalization,
 )
+from saesteer.sae.registry import known_tensors
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, save_saelens, sae_from_saelens_state
 
 log = logging.getLogger(__name__)
 
-KNOWN_TENSORS = {"W_enc", "W_dec", "b_dec", "b_enc", "threshold", "b_gate", "b_mag", "r_mag"}
 AGREEMENT_MIN = 0.999
 """Share of (token, latent) entries whose active/inactive state must agree between SAELens's
 encode and ours; below it (or a reconstruction off by more than RECON_TOL) the import stops."""
@@ -117,9 +117,10 @@ def convert(sl_sae: Any, arch: str | None, where: str) -> BaseSAE:
     cfg = saelens_config(sl_sae)
     arch = check_architecture(str(cfg["architecture"]), arch, where)
     state = {k: v.detach() for k, v in sl_sae.state_dict().items()}
-    unknown = sorted(set(state) - KNOWN_TENSORS)
+    known = known_tensors()
+    unknown = sorted(set(state) - known)
     if unknown:
-        raise PretrainedConfigError(f"{where}: tensors {unknown} have no counterpart here (known: {sorted(KNOWN_TENSORS)})")
+        raise PretrainedConfigError(f"{where}: tensors {unknown} have no counterpart here (known: {sorted(known)})")
     try:
         return sae_from_saelens_state(cfg, state, where, arch=arch).eval()
     except ValueError as exc:

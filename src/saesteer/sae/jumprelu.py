@@ -20,13 +20,16 @@ Decoder rows are kept at unit norm, as in dictionary_learning's trainer. theta i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from saesteer.sae.base import BaseSAE, LossOutput, SparsityKind, StepContext, mse_sum
+from saesteer.sae.registry import ArchSpec, register
 from saesteer.sae.sparse import SparseStructure, gathered_affine, sparse_decode, sum_to_shape
+from saesteer.schemas import schema_defaults
 
 JumpReLULoss = Literal["target_l0", "l0"]
 
@@ -157,3 +160,40 @@ class JumpReLUSAE(BaseSAE):
             "target_l0": self.target_l0,
             "bandwidth": self.bandwidth,
         }
+
+
+_D = schema_defaults("training")
+
+
+@dataclass(frozen=True)
+class JumpReLUOptions:
+    bandwidth: float = _D["jumprelu_bandwidth"]
+    init_threshold: float = _D["jumprelu_init_threshold"]
+    sparsity_loss: JumpReLULoss = _D["jumprelu_sparsity_loss"]
+
+
+SPEC = register(
+    ArchSpec(
+        name="jumprelu",
+        sae_class=JumpReLUSAE,
+        label="JumpReLU",
+        colour="#8172B3",
+        sparsity="target",
+        saelens_arch="jumprelu",
+        saelens_native=True,
+        options=JumpReLUOptions,
+        order=50,
+        tensors=("b_enc", "threshold"),
+        legacy_training_keys={
+            "jumprelu_bandwidth": "bandwidth",
+            "jumprelu_init_threshold": "init_threshold",
+            "jumprelu_sparsity_loss": "sparsity_loss",
+        },
+        # Rajamanoharan et al. 2024b, appendix: beta_1 = 0.
+        adam_betas=(0.0, 0.999),
+        # The two losses differ in scale: separate coefficient tables. target_l0 already
+        # pulls L0 to the target, so only the plain l0 penalty is calibrated (controller.py).
+        coef_key=lambda o: "jumprelu_l0" if o.sparsity_loss == "l0" else "jumprelu",
+        calibrates=lambda o: o.sparsity_loss == "l0",
+    )
+)

@@ -11,7 +11,7 @@ built by the ``import_sae`` rule instead of ``train_sae``:
 - ``{name, source: path, path}``: any folder in SAELens's format (``cfg.json`` +
   ``sae_weights.safetensors``), e.g. an SAE this workflow trained elsewhere.
 
-Optional keys: ``arch`` (one of ours: relu, topk, batchtopk, gated, jumprelu; needed where
+Optional keys: ``arch`` (one of ours, :func:`saesteer.sae.registry.names`; needed where
 the config cannot be read before the fetch, checked against it on import), ``target_l0``
 (the nominal L0 recorded in every per-SAE output; default: the registry's published L0,
 or the SAE config's k / target), ``norm_scaling_factor`` (for an SAE whose config says
@@ -37,15 +37,19 @@ from typing import Any
 
 import yaml
 
-OUR_ARCHS = ("relu", "topk", "batchtopk", "gated", "jumprelu")
-SAELENS_TO_OURS: dict[str, tuple[str, ...]] = {
-    "standard": ("relu",),
-    "topk": ("topk",),
-    "jumprelu": ("jumprelu", "batchtopk"),
-    "gated": ("gated",),
-}
-"""SAELens inference architecture -> ours that it can hold (the first is the default).
-SAELens saves BatchTopK (and Matryoshka BatchTopK) SAEs as JumpReLU SAEs."""
+def _saelens_to_ours() -> dict[str, tuple[str, ...]]:
+    """SAELens inference architecture -> ours that it can hold (the first is the default),
+    from the architecture descriptors. SAELens saves BatchTopK (and Matryoshka BatchTopK)
+    SAEs as JumpReLU SAEs."""
+    from saesteer.sae.registry import saelens_to_ours
+
+    return saelens_to_ours()
+
+def _our_archs() -> tuple[str, ...]:
+    from saesteer.sae.registry import names
+
+    return names()
+
 
 NORMALIZATIONS_HONOURED = ("none", None, "expected_average_only_in")
 """``layer_norm`` and ``constant_norm_rescale`` rescale every token by its own norm, which no
@@ -154,12 +158,13 @@ def saelens_cfg_fields(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def check_architecture(saelens_arch: str, declared: str | None, where: str) -> str:
     """Our architecture for a SAELens one, refusing unknown ones by name."""
-    if saelens_arch not in SAELENS_TO_OURS:
+    table = _saelens_to_ours()
+    if saelens_arch not in table:
         raise PretrainedConfigError(
             f"{where}: SAELens architecture {saelens_arch!r} is not supported here "
-            f"(supported: {', '.join(SAELENS_TO_OURS)})"
+            f"(supported: {', '.join(table)})"
         )
-    allowed = SAELENS_TO_OURS[saelens_arch]
+    allowed = table[saelens_arch]
     if declared is not None and declared not in allowed:
         raise PretrainedConfigError(
             f"{where}.arch: {declared!r} does not match the SAE's SAELens architecture {saelens_arch!r} "
@@ -240,7 +245,7 @@ def _resolve(model: dict[str, Any], i: int, j: int, entry: dict[str, Any], base_
             else:
                 raise PretrainedConfigError(
                     f"{where}.arch: release {release!r} does not say its architecture before its files are fetched; "
-                    f"declare it (one of {', '.join(OUR_ARCHS)}), import_sae checks it against the SAE's config"
+                    f"declare it (one of {', '.join(_our_archs())}), import_sae checks it against the SAE's config"
                 )
         if target is None:
             published = info.saes[sae_id].get("l0")

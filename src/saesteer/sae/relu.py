@@ -12,13 +12,16 @@ zero biases.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from saesteer.sae.base import BaseSAE, LossOutput, SparsityKind, StepContext, mse_sum
+from saesteer.sae.registry import ArchSpec, register
 from saesteer.sae.sparse import SparseStructure, gathered_affine, sparse_decode
+from saesteer.schemas import schema_defaults
 
 
 class ReLUSAE(BaseSAE):
@@ -76,3 +79,24 @@ class ReLUSAE(BaseSAE):
 
     def sparsity_info(self) -> dict[str, Any]:
         return {"penalty": "lambda * sum_i f_i ||W_dec,i||"}
+
+
+@dataclass(frozen=True)
+class ReLUOptions:
+    decoder_init_norm: float = schema_defaults("training")["relu_decoder_init_norm"]
+
+
+SPEC = register(
+    ArchSpec(
+        name="relu",
+        sae_class=ReLUSAE,
+        label="ReLU",
+        colour="#4C72B0",
+        sparsity="penalty",
+        saelens_arch="standard",
+        saelens_native=True,
+        options=ReLUOptions,
+        order=10,
+        legacy_training_keys={"relu_decoder_init_norm": "decoder_init_norm"},
+    )
+)

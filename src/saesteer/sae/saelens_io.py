@@ -1,18 +1,12 @@
 """Save SAEs in SAELens's on-disk format and load SAELens-format SAEs into our classes.
 
 SAELens (6.x) loads a directory holding ``cfg.json`` and ``sae_weights.safetensors`` with
-``sae_lens.SAE.load_from_disk(dir)``. The architectures map as:
-
-| ours      | SAELens ``architecture`` | apply_b_dec_to_input | extra tensors          |
-|-----------|--------------------------|----------------------|------------------------|
-| relu      | standard                 | false                | b_enc                  |
-| topk      | topk (k)                 | true                 | b_enc                  |
-| batchtopk | jumprelu                 | true                 | b_enc, threshold (all = theta) |
-| gated     | gated                    | true                 | b_gate, b_mag, r_mag   |
-| jumprelu  | jumprelu                 | false                | b_enc, threshold       |
-
-BatchTopK is stored as a JumpReLU SAE with its inference threshold for every latent, as
-SAELens itself does; ``metadata.saesteer`` keeps the original architecture and k.
+``sae_lens.SAE.load_from_disk(dir)``. Each architecture's descriptor
+(:class:`saesteer.sae.registry.ArchSpec`) says which SAELens ``architecture`` it is saved as,
+which tensors it adds to W_enc/W_dec/b_dec, its extra cfg keys and how a SAELens state is
+read back (the tables in docs/method.md). E.g. BatchTopK is stored as a JumpReLU SAE with
+its inference threshold for every latent, as SAELens itself does; ``metadata.saesteer``
+keeps the original architecture and k.
 
 Activation normalisation: SAELens's ``normalize_activations="expected_average_only_in"``
 is *not* applied by ``load_from_disk`` (only ``from_pretrained`` folds a registered
@@ -34,19 +28,13 @@ from torch import Tensor
 
 from saesteer.io import atomic_path, write_json_atomic
 from saesteer.sae.base import BaseSAE
-from saesteer.sae.batchtopk import BatchTopKSAE
-from saesteer.sae.registry import build_sae
+from saesteer.sae.registry import ArchTable, build_sae, get_arch, saelens_native
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_CFG = "cfg.json"
 
-SAELENS_ARCH = {
-    "relu": "standard",
-    "topk": "topk",
-    "batchtopk": "jumprelu",
-    "gated": "gated",
-    "jumprelu": "jumprelu",
-}
+SAELENS_ARCH = ArchTable("saelens_arch")
+"""Our architecture -> the SAELens ``architecture`` it is saved as (from the registry)."""
 
 
 def _saelens_version() -> str:
@@ -66,16 +54,8 @@ def folded_state(sae: BaseSAE) -> dict[str, Tensor]:
         "W_dec": sae.W_dec.detach().float() * c,
         "b_dec": sae.b_dec.detach().float() * c,
     }
-    if sae.arch == "gated":
-        for name in ("b_gate", "b_mag", "r_mag"):
-            state[name] = getattr(sae, name).detach().float()
-    else:
-        state["b_enc"] = sae.b_enc.detach().float()
-    if sae.arch == "jumprelu":
-        state["threshold"] = sae.threshold.detach().float()
-    if isinstance(sae, BatchTopKSAE):
-        theta = max(float(sae.threshold), 0.0)
-        state["threshold"] = torch.full((sae.d_sae,), theta, dtype=torch.float32)
+    spec = get_arch(sae.arch)
+    state.update(spec.saelens_state(spec, sae))
     return {k: v.cpu().contiguous() for k, v in state.items()}
 
 
@@ -98,8 +78,9 @@ def saelens_config(sae: BaseSAE, metadata: dict[str, Any] | None = None) -> dict
         }
     )
     meta["saesteer"] = ours
+    spec = get_arch(sae.arch)
     cfg: dict[str, Any] = {
-        "architecture": SAELENS_ARCH[sae.arch],
+        "architecture": spec.saelens_arch,
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
         "dtype": "float32",
@@ -109,9 +90,7 @@ def saelens_config(sae: BaseSAE, metadata: dict[str, Any] | None = None) -> dict
         "reshape_activations": "none",
         "metadata": meta,
     }
-    if sae.arch == "topk":
-        cfg["k"] = int(sae.k)  # type: ignore[attr-defined]
-        cfg["rescale_acts_by_decoder_norm"] = False
+    cfg.update(spec.saelens_cfg(sae))
     return cfg
 
 
@@ -143,19 +122,21 @@ def _our_arch(cfg: dict[str, Any]) -> str:
     ours = (cfg.get("metadata") or {}).get("saesteer", {}).get("architecture")
     if ours:
         return str(ours)
-    mapping = {"standard": "relu", "topk": "topk", "gated": "gated", "jumprelu": "jumprelu"}
     arch = cfg.get("architecture", "standard")
-    if arch not in mapping:
-        raise ValueError(f"SAELens architecture {arch!r} has no counterpart here ({', '.join(mapping)})")
-    return mapping[arch]
+    ours = saelens_native(arch)
+    if ours is None:
+        from saesteer.sae.registry import saelens_to_ours
+
+        raise ValueError(f"SAELens architecture {arch!r} has no counterpart here ({', '.join(saelens_to_ours())})")
+    return ours
 
 
 @torch.no_grad()
 def load_saelens(path: str | Path) -> BaseSAE:
     """Load a SAELens-format SAE (a directory, or its cfg.json) into our classes.
 
-    Works for our own exports and for other SAELens SAEs of the four mapped
-    architectures: a different ``apply_b_dec_to_input`` convention is folded into the
+    Works for our own exports and for other SAELens SAEs of the architectures some
+    descriptor is native to: a different ``apply_b_dec_to_input`` convention is folded into the
     encoder bias, and a TopK ``rescale_acts_by_decoder_norm`` into the weights.
     The loaded module has ``act_scale`` 1 (scales are folded into the weights).
     """
@@ -180,41 +161,27 @@ def sae_from_saelens_state(
             f"weights; fold it with SAELens (fold_activation_norm_scaling_factor) and save again"
         )
     arch = arch or _our_arch(cfg)
+    spec = get_arch(arch)
     meta = (cfg.get("metadata") or {}).get("saesteer", {})
     sparsity = meta.get("sparsity", {})
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    if arch in ("topk", "batchtopk"):
+    if spec.sparsity == "k":
         target = int(sparsity.get("k", cfg.get("k", 0)))
     else:
         target = int(sparsity.get("target_l0", 0) or 0)
-    options = {k: v for k, v in sparsity.items() if k in ("aux_k", "aux_coef", "bandwidth", "sparsity_loss")}
-    sae = build_sae(arch, d_in, d_sae, target_l0=max(target, 1), act_scale=1.0, options=options)
+    # The options recorded in sparsity_info (e.g. aux_k, bandwidth); other keys are ignored.
+    sae = build_sae(arch, d_in, d_sae, target_l0=max(target, 1), act_scale=1.0, options=sparsity)
 
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
-        norms = state["W_dec"].norm(dim=1).clamp_min(1e-12)
-        state["W_dec"] = state["W_dec"] / norms[:, None]
-        state["W_enc"] = state["W_enc"] * norms[None, :]
-        state["b_enc"] = state["b_enc"] * norms
+    if spec.unfold_saelens is not None:
+        spec.unfold_saelens(sae, state, cfg, directory)
 
     centered_on_disk = bool(cfg.get("apply_b_dec_to_input", True))
     if centered_on_disk != sae.center_input:
         # W (x - b_dec) + b  ==  W x + (b - b_dec W): move the centering into the biases.
         shift = state["b_dec"] @ state["W_enc"]
         sign = -1.0 if centered_on_disk else 1.0
-        if arch == "gated":
-            state["b_gate"] = state["b_gate"] + sign * shift
-            state["b_mag"] = state["b_mag"] + sign * shift * state["r_mag"].exp()
-        else:
-            state["b_enc"] = state["b_enc"] + sign * shift
+        spec.shift_encoder_bias(state, sign * shift)
 
-    if isinstance(sae, BatchTopKSAE):
-        threshold = state.pop("threshold")
-        if float(threshold.max() - threshold.min()) > 0:
-            raise ValueError(
-                f"{directory}: a BatchTopK SAE has one inference threshold, these thresholds differ across "
-                f"latents ({float(threshold.min())}..{float(threshold.max())}): import it as jumprelu"
-            )
-        sae.threshold.copy_(threshold.max().to(torch.float64))
     missing = [name for name, _ in sae.named_parameters() if name not in state]
     if missing:
         raise ValueError(f"{directory}: weights lack {missing} for architecture {arch}")

@@ -14,13 +14,16 @@ at the geometric median of the first batch (section A.1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from saesteer.sae.base import BaseSAE, LossOutput, SparsityKind, StepContext, mse_sum
+from saesteer.sae.registry import ArchSpec, register
 from saesteer.sae.sparse import SparseStructure, gathered_affine, sparse_decode
+from saesteer.schemas import schema_defaults
 
 
 class TopKSAE(BaseSAE):
@@ -115,3 +118,43 @@ class TopKSAE(BaseSAE):
 
     def sparsity_info(self) -> dict[str, Any]:
         return {"k": self.k, "aux_k": self.aux_k, "aux_coef": self.aux_coef}
+
+
+@dataclass(frozen=True)
+class TopKOptions:
+    aux_k: int | None = schema_defaults("training")["aux_k"]
+    aux_coef: float = schema_defaults("training")["aux_coef"]
+
+
+AUXK_TRAINING_KEYS = {"aux_k": "aux_k", "aux_coef": "aux_coef"}
+
+
+def _topk_cfg(sae: BaseSAE) -> dict[str, Any]:
+    return {"k": int(sae.k), "rescale_acts_by_decoder_norm": False}  # type: ignore[attr-defined]
+
+
+def _unfold_topk(sae: BaseSAE, state: dict[str, Tensor], cfg: dict[str, Any], where: str) -> None:
+    if cfg.get("rescale_acts_by_decoder_norm", False):
+        # SAELens scales codes by ||W_dec,i||: fold the norms into the encoder.
+        norms = state["W_dec"].norm(dim=1).clamp_min(1e-12)
+        state["W_dec"] = state["W_dec"] / norms[:, None]
+        state["W_enc"] = state["W_enc"] * norms[None, :]
+        state["b_enc"] = state["b_enc"] * norms
+
+
+SPEC = register(
+    ArchSpec(
+        name="topk",
+        sae_class=TopKSAE,
+        label="TopK",
+        colour="#DD8452",
+        sparsity="k",
+        saelens_arch="topk",
+        saelens_native=True,
+        options=TopKOptions,
+        order=20,
+        legacy_training_keys=AUXK_TRAINING_KEYS,
+        saelens_cfg=_topk_cfg,
+        unfold_saelens=_unfold_topk,
+    )
+)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from saesteer.grouping import GroupBy, check_group_by
+from saesteer.sae.registry import get_arch, names
 from saesteer.schemas import schema_defaults
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -75,6 +76,11 @@ class TrainConfig:
     """target_l0: c * (L0 / target - 1)^2 (SAEBench); l0: c * L0 (the paper)."""
     relu_decoder_init_norm: float = _D["relu_decoder_init_norm"]
     """Anthropic April 2024 update (and dictionary_learning): decoder rows of norm 0.1."""
+    arch_options: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(_D["arch_options"]))
+    """Per-architecture options, ``{arch: {option: value}}``: the fields of the
+    architecture's options dataclass (its descriptor, ``saesteer.sae.<arch>``). They override
+    the flat keys above (``aux_k``, ``jumprelu_*``, ...), which set the same options of the
+    architectures that predate this block (``ArchSpec.legacy_training_keys``)."""
     sparsity_coef_init: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COEF_INIT))
     """Starting sparsity coefficient per penalty architecture."""
     sparsity_coef_table: dict[str, dict[int, float]] = field(default_factory=lambda: dict(_D["sparsity_coef_table"]))
@@ -137,6 +143,17 @@ class TrainConfig:
         check_group_by(self.group_by, "training.group_by")
         if self.jumprelu_sparsity_loss not in ("target_l0", "l0"):
             raise ValueError("training.jumprelu_sparsity_loss must be 'target_l0' or 'l0'")
+        for arch, given in (self.arch_options or {}).items():
+            if arch not in names():
+                raise ValueError(f"training.arch_options.{arch}: unknown architecture; known: {', '.join(names())}")
+            fields = {f.name for f in dataclasses.fields(get_arch(arch).options)}
+            unknown = sorted(set(given or {}) - fields)
+            if unknown:
+                raise ValueError(f"training.arch_options.{arch}: unknown option(s) {unknown}; known: {sorted(fields)}")
+            try:
+                self.options_for(arch)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"training.arch_options.{arch}: {exc}") from None
 
     @property
     def n_steps(self) -> int:
@@ -166,6 +183,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        if not out["arch_options"]:
+            # Absent when unused: a config without it keeps its summaries and fingerprints.
+            out.pop("arch_options")
         if out["adam_betas"] is not None:
             out["adam_betas"] = list(out["adam_betas"])
         out["sparsity_coef_table"] = {
@@ -180,23 +200,18 @@ class TrainConfig:
             out.pop(name)
         return out
 
-    def sae_options(self) -> dict[str, Any]:
-        """Architecture options for :func:`saesteer.sae.build_sae`."""
-        return {
-            "aux_k": self.aux_k,
-            "aux_coef": self.aux_coef,
-            "threshold_beta": self.batchtopk_threshold_beta,
-            "threshold_start_step": self.batchtopk_threshold_start_step,
-            "bandwidth": self.jumprelu_bandwidth,
-            "init_threshold": self.jumprelu_init_threshold,
-            "sparsity_loss": self.jumprelu_sparsity_loss,
-            "decoder_init_norm": self.relu_decoder_init_norm,
-        }
+    def options_for(self, arch: str) -> Any:
+        """``arch``'s options dataclass: its defaults, the flat training keys that set its
+        options (``legacy_training_keys``), then ``arch_options[arch]``."""
+        spec = get_arch(arch)
+        given = {option: getattr(self, key) for key, option in spec.legacy_training_keys.items()}
+        given.update((self.arch_options or {}).get(arch) or {})
+        return spec.make_options(given)
 
     def adam_betas_for(self, arch: str) -> tuple[float, float]:
         if self.adam_betas is not None:
             return self.adam_betas
-        return (0.0, 0.999) if arch == "jumprelu" else (0.9, 0.999)
+        return tuple(get_arch(arch).adam_betas)  # type: ignore[return-value]
 
     def controller_gain_and_horizon(self) -> tuple[float, float]:
         scale = self.lr / 3e-4
@@ -204,15 +219,16 @@ class TrainConfig:
         return float(gain), float(self.calibration_horizon_steps)
 
     def coef_key(self, arch: str) -> str:
-        """Key of ``arch`` in the coefficient tables (JumpReLU's two losses differ in scale)."""
-        return "jumprelu_l0" if arch == "jumprelu" and self.jumprelu_sparsity_loss == "l0" else arch
+        """Key of ``arch`` in the coefficient tables (e.g. JumpReLU's two losses differ in scale)."""
+        return get_arch(arch).key_for_coef(self.options_for(arch))
 
     def initial_coef(self, arch: str, target_l0: int) -> float:
         key = self.coef_key(arch)
         table = self.sparsity_coef_table.get(key, {})
         if target_l0 in table:
             return float(table[target_l0])
-        return float(self.sparsity_coef_init.get(key, DEFAULT_COEF_INIT.get(key, 0.0)))
+        fallback = DEFAULT_COEF_INIT.get(key, get_arch(arch).coef_init or 0.0)
+        return float(self.sparsity_coef_init.get(key, fallback))
 
     def calibrates(self, arch: str) -> bool:
-        return self.calibrate_sparsity and self.coef_key(arch) != "jumprelu"
+        return self.calibrate_sparsity and get_arch(arch).calibrated(self.options_for(arch))

@@ -173,7 +173,7 @@ class Trainer:
                 f"activations; rebuild the cache"
             )
         act_scale = math.sqrt(msn) if cfg.normalize_activations else 1.0
-        self.sae: BaseSAE = build_sae(built, source.d_model, d_sae, self.target_l0, act_scale, cfg.sae_options())
+        self.sae: BaseSAE = build_sae(built, source.d_model, d_sae, self.target_l0, act_scale, cfg.options_for(built))
         self.sae.reset_parameters(torch.Generator().manual_seed(self.init_seed))
         if self.control:
             make_random_decoder_control(self.sae, control_encoder)
