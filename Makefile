@@ -67,9 +67,13 @@ dryrun-demo: setup
 cost: setup
 	$(PY) -m saesteer.cli cost --config config/config.yaml $(if $(CONFIGFILE),--configfile $(CONFIGFILE))
 
+# Snakemake's own lint and snakefmt over the workflow; ruff (pyproject.toml [tool.ruff]) over
+# the package, the tests and the benchmarks: lint, then the formatter's check.
 lint: setup
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check Snakefile workflow
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench-cache: setup
 	$(PY) benchmarks/cache_throughput.py

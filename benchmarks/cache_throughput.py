@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import shutil
+import statistics
 import tempfile
 import time
 from itertools import islice

@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+import demo_speed  # benchmarks/demo_speed.py: the plans
 import torch
 import yaml
 
@@ -23,8 +24,6 @@ from saesteer.models import load_prepared
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.generate import SteeringModel
 from saesteer.steering.instructions import read_instruction_pool, write_instruction_pool
-
-import demo_speed  # benchmarks/demo_speed.py: the plans
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +42,12 @@ def main() -> None:
     write_instruction_pool(cfg.instructions, pool_path)
     pool = read_instruction_pool(pool_path, cfg.instructions)
     pool_path.unlink()
-    results, lines = {}, [f"steer_eval generation per demo SAE, float32 vs bfloat16, 1 thread, best of {args.repeats}, {time.strftime('%Y-%m-%d %H:%M')}"]
+    results, lines = (
+        {},
+        [
+            f"steer_eval generation per demo SAE, float32 vs bfloat16, 1 thread, best of {args.repeats}, {time.strftime('%Y-%m-%d %H:%M')}"
+        ],
+    )
     for name in args.models.split(","):
         entry = next(m for m in config["models"] if m["name"] == name)
         steers = {}
@@ -55,14 +59,27 @@ def main() -> None:
         for _ in range(args.repeats):
             for dtype, steer in steers.items():
                 start = time.perf_counter()
-                out[dtype], _ = steer.generate(rows, dirs, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                               top_k=cfg.top_k, batch_size=cfg.batch_size)
+                out[dtype], _ = steer.generate(
+                    rows,
+                    dirs,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_k=cfg.top_k,
+                    batch_size=cfg.batch_size,
+                )
                 best[dtype] = min(best.get(dtype, float("inf")), time.perf_counter() - start)
         same = sum(a.token_ids == b.token_ids for a, b in zip(out["float32"], out["bfloat16"]))
-        results[name] = {"rows": len(rows), "float32_s": best["float32"], "bfloat16_s": best["bfloat16"],
-                         "speedup": best["float32"] / best["bfloat16"], "rows_same_tokens": same}
-        lines.append(f"{name:13s} {len(rows)} rows: float32 {best['float32']:.1f} s, bfloat16 {best['bfloat16']:.1f} s "
-                     f"({best['float32'] / best['bfloat16']:.2f}x faster); same tokens in {same} of {len(rows)} rows")
+        results[name] = {
+            "rows": len(rows),
+            "float32_s": best["float32"],
+            "bfloat16_s": best["bfloat16"],
+            "speedup": best["float32"] / best["bfloat16"],
+            "rows_same_tokens": same,
+        }
+        lines.append(
+            f"{name:13s} {len(rows)} rows: float32 {best['float32']:.1f} s, bfloat16 {best['bfloat16']:.1f} s "
+            f"({best['float32'] / best['bfloat16']:.2f}x faster); same tokens in {same} of {len(rows)} rows"
+        )
         print(lines[-1], flush=True)
     out_path = Path(args.out)
     out_path.with_suffix(".txt").write_text("\n".join(lines) + "\n")

@@ -36,12 +36,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from saesteer.cache.capture import decoder_layers
 from saesteer.models import load_prepared
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import Concept, build_plan
 from saesteer.steering.generate import GenRow, SteeringHook, SteeringModel, _make_cache, shared_prefix_logits
 from saesteer.steering.instructions import read_instruction_pool, write_instruction_pool
-from saesteer.cache.capture import decoder_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,7 +59,9 @@ def plans(steer: SteeringModel, cfg: SteeringConfig, pool: list[str], d: int) ->
         return ids[text]
 
     eval_plan = build_plan(concepts, pool, cfg)
-    eval_rows = [GenRow(prompt(p["prompt"]), p["concept_id"] if p["kind"] == "steered" else -1, p["coef"], p["seed"]) for p in eval_plan]
+    eval_rows = [
+        GenRow(prompt(p["prompt"]), p["concept_id"] if p["kind"] == "steered" else -1, p["coef"], p["seed"]) for p in eval_plan
+    ]
     no_baselines = SteeringConfig.from_config({**cfg.as_dict(), "baselines": []})
     vec_plan = [(m, p) for m in range(3) for p in build_plan(concepts[:3], pool, no_baselines)]
     vec_rows = [GenRow(prompt(p["prompt"]), 3 * p["concept_id"] + m, p["coef"], p["seed"]) for m, p in vec_plan]
@@ -71,8 +73,8 @@ def batch(rows: list[GenRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, 
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-        mask[i, width - len(r.prompt_ids):] = 1
+        input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+        mask[i, width - len(r.prompt_ids) :] = 1
     return input_ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
 
 
@@ -92,8 +94,14 @@ def prompt_forward(steer: SteeringModel, rows: list[GenRow], dirs: torch.Tensor,
             logits = shared_prefix_logits(model, steer.layer, hook, rows, input_ids, mask, positions, cache)
             assert logits is not None, "the shared path fell back"
         else:
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1).logits[:, -1]
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
         return time.perf_counter() - start, logits
     finally:
         handle.remove()
@@ -116,9 +124,15 @@ def main() -> None:
     write_instruction_pool(cfg.instructions, pool_path)
     pool = read_instruction_pool(pool_path, cfg.instructions)
     pool_path.unlink()
-    results: dict[str, object] = {"threads": args.threads, "repeats": args.repeats, "machine": platform.processor() or platform.machine()}
-    lines = [f"Steering work per demo SAE: prompt forward, plain vs shared prefix; {args.threads} thread(s), "
-             f"best of {args.repeats}, {time.strftime('%Y-%m-%d %H:%M')}"]
+    results: dict[str, object] = {
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "machine": platform.processor() or platform.machine(),
+    }
+    lines = [
+        f"Steering work per demo SAE: prompt forward, plain vs shared prefix; {args.threads} thread(s), "
+        f"best of {args.repeats}, {time.strftime('%Y-%m-%d %H:%M')}"
+    ]
     for name in args.models.split(","):
         entry = next(m for m in config["models"] if m["name"] == name)
         model, tok = load_prepared(Path(args.models_dir) / name / "model.json")
@@ -134,20 +148,40 @@ def main() -> None:
             equal = {}
             for temperature in (0.0, 1.0):
                 a, _ = steer.generate(rows, dirs, max_new_tokens=args.new_tokens, temperature=temperature, batch_size=64)
-                b, _ = steer.generate(rows, dirs, max_new_tokens=args.new_tokens, temperature=temperature, batch_size=64, share_prefix=False)
+                b, _ = steer.generate(
+                    rows, dirs, max_new_tokens=args.new_tokens, temperature=temperature, batch_size=64, share_prefix=False
+                )
                 equal[f"t={temperature}"] = [g.token_ids for g in a] == [g.token_ids for g in b]
             start = time.perf_counter()
-            _, stats = steer.generate(rows, dirs, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                      top_k=cfg.top_k, batch_size=64, share_prefix=False)
+            _, stats = steer.generate(
+                rows,
+                dirs,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                batch_size=64,
+                share_prefix=False,
+            )
             full = time.perf_counter() - start
             n_prompts = len({r.prompt_ids for r in rows})
             share = best["plain"] / full
             saving = share * (1 - best["shared"] / best["plain"])
-            row = {"rows": len(rows), "distinct_prompts": n_prompts, "width": max(len(r.prompt_ids) for r in rows),
-                   "layer": entry["layer"], "n_layers": entry["n_layers"], "plain_s": best["plain"], "shared_s": best["shared"],
-                   "ratio": best["plain"] / best["shared"], "max_logit_diff": gap, "tokens_equal": equal,
-                   "full_generation_plain_s": full, "prompt_share_of_generation": share,
-                   "generation_saving": saving, "new_tokens": stats.new_tokens}
+            row = {
+                "rows": len(rows),
+                "distinct_prompts": n_prompts,
+                "width": max(len(r.prompt_ids) for r in rows),
+                "layer": entry["layer"],
+                "n_layers": entry["n_layers"],
+                "plain_s": best["plain"],
+                "shared_s": best["shared"],
+                "ratio": best["plain"] / best["shared"],
+                "max_logit_diff": gap,
+                "tokens_equal": equal,
+                "full_generation_plain_s": full,
+                "prompt_share_of_generation": share,
+                "generation_saving": saving,
+                "new_tokens": stats.new_tokens,
+            }
             results[f"{name}/{plan_name}"] = row
             lines.append(
                 f"{name:13s} {plan_name:16s} {len(rows)} rows / {n_prompts} prompts, block {entry['layer']} of {entry['n_layers']}: "

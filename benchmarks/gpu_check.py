@@ -30,9 +30,10 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -73,10 +74,28 @@ class Sizes:
     selection_batch: int
 
 
-QUICK = Sizes(cache_batch=8, cache_batches=2, context=64, train_tokens=8192, train_batch=512, d_sae=512,
-              steer_rows=16, steer_new=8, selection_batch=128)
-FULL = Sizes(cache_batch=32, cache_batches=16, context=256, train_tokens=2_000_000, train_batch=4096, d_sae=8192,
-             steer_rows=256, steer_new=64, selection_batch=1024)
+QUICK = Sizes(
+    cache_batch=8,
+    cache_batches=2,
+    context=64,
+    train_tokens=8192,
+    train_batch=512,
+    d_sae=512,
+    steer_rows=16,
+    steer_new=8,
+    selection_batch=128,
+)
+FULL = Sizes(
+    cache_batch=32,
+    cache_batches=16,
+    context=256,
+    train_tokens=2_000_000,
+    train_batch=4096,
+    d_sae=8192,
+    steer_rows=256,
+    steer_new=64,
+    selection_batch=1024,
+)
 
 
 class ByteTokenizer:
@@ -114,7 +133,9 @@ def smollm2(device: torch.device, workdir: Path):
     if not record.exists():
         record = workdir / "smollm2/model.json"
         if not record.exists():
-            spec = ModelSpec(name="smollm2-135m", source="embedded", embedded="smollm2-135m-instruct", layer=15, n_layers=30, d_model=576)
+            spec = ModelSpec(
+                name="smollm2-135m", source="embedded", embedded="smollm2-135m-instruct", layer=15, n_layers=30, d_model=576
+            )
             prepare_model(spec, record, workdir / "smollm2/hf")
     model, tok = load_prepared(record, device=str(device))
     return model, tok, 15
@@ -128,7 +149,9 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
 
     # cache
     capture = ResidualCapture(model, layer)
-    batches = [torch.randint(3, min(vocab, 30000), (sizes.cache_batch, sizes.context), generator=gen) for _ in range(sizes.cache_batches)]
+    batches = [
+        torch.randint(3, min(vocab, 30000), (sizes.cache_batch, sizes.context), generator=gen) for _ in range(sizes.cache_batches)
+    ]
     for b in batches:
         b[:, 0] = getattr(tok, "bos_token_id", None) or 2
     acts, seconds = timed(device, lambda: [capture(b.to(device)).float().cpu() for b in batches])
@@ -136,24 +159,43 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
         want = model(input_ids=batches[0].to(device), output_hidden_states=True).hidden_states[layer + 1].float().cpu()
     gap = float((acts[0] - want).abs().max())
     n_tokens = sizes.cache_batch * sizes.cache_batches * sizes.context
-    results.append(Result(name, "cache", gap <= 1e-4 * max(1.0, float(want.abs().max())), n_tokens / seconds, seconds, f"max |hook - hidden_states| {gap:.2e}"))
+    results.append(
+        Result(
+            name,
+            "cache",
+            gap <= 1e-4 * max(1.0, float(want.abs().max())),
+            n_tokens / seconds,
+            seconds,
+            f"max |hook - hidden_states| {gap:.2e}",
+        )
+    )
     flat = torch.cat([a[:, 1:].reshape(-1, d) for a in acts])
 
     # train (bf16 autocast on CUDA)
-    cfg = TrainConfig.from_dict({
-        "tokens": sizes.train_tokens, "batch_size": sizes.train_batch, "lr": 1e-3, "lr_warmup_steps": 5,
-        "sparsity_warmup_steps": 10, "autocast_dtype": "bfloat16", "device": device.type,
-        "dead_window_tokens": max(sizes.train_batch, sizes.train_tokens // 4),
-        "log_every_steps": max(1, sizes.train_tokens // sizes.train_batch // 8),
-        "checkpoint_every_steps": 10**6, "eval_tokens": min(2048, flat.shape[0] // 4),
-    })
+    cfg = TrainConfig.from_dict(
+        {
+            "tokens": sizes.train_tokens,
+            "batch_size": sizes.train_batch,
+            "lr": 1e-3,
+            "lr_warmup_steps": 5,
+            "sparsity_warmup_steps": 10,
+            "autocast_dtype": "bfloat16",
+            "device": device.type,
+            "dead_window_tokens": max(sizes.train_batch, sizes.train_tokens // 4),
+            "log_every_steps": max(1, sizes.train_tokens // sizes.train_batch // 8),
+            "checkpoint_every_steps": 10**6,
+            "eval_tokens": min(2048, flat.shape[0] // 4),
+        }
+    )
     source = TensorSource(flat, shard_tokens=max(1024, flat.shape[0] // 4))
     trainer = Trainer(cfg, source, "topk", 32, sizes.d_sae, device=device.type)
     _, seconds = timed(device, trainer.train)
     ev = trainer.evaluate()
     first, last = trainer.curves[0]["loss"], trainer.curves[-1]["loss"]
-    note = (f"{trainer.n_steps} steps, autocast {'bf16' if device.type == 'cuda' else 'off (cpu)'}, loss {first:.3g} -> {last:.3g}, "
-            f"L0 {ev.l0:.1f}, EV {ev.explained_variance:.3f}")
+    note = (
+        f"{trainer.n_steps} steps, autocast {'bf16' if device.type == 'cuda' else 'off (cpu)'}, loss {first:.3g} -> {last:.3g}, "
+        f"L0 {ev.l0:.1f}, EV {ev.explained_variance:.3f}"
+    )
     ok = all(map(lambda v: v == v and abs(v) != float("inf"), (first, last, ev.explained_variance))) and last < first
     results.append(Result(name, "train", ok, trainer.n_steps * sizes.train_batch / seconds, seconds, note))
     sae = trainer.sae.to(device).eval()
@@ -174,7 +216,16 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
         spliced, seconds = timed(device, lambda: runner(ids, recon))
         clean = base_model(model)(input_ids=ids).last_hidden_state
     gap = float((spliced - clean).abs().max())
-    results.append(Result(name, "splice", gap <= 1e-3 * max(1.0, float(clean.abs().max())), ids.numel() / seconds, seconds, f"max |spliced - clean| {gap:.2e}"))
+    results.append(
+        Result(
+            name,
+            "splice",
+            gap <= 1e-3 * max(1.0, float(clean.abs().max())),
+            ids.numel() / seconds,
+            seconds,
+            f"max |spliced - clean| {gap:.2e}",
+        )
+    )
 
     # selection
     sel = SelectionConfig.from_config({"batch_size": sizes.selection_batch})
@@ -182,22 +233,44 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
     active = torch.nonzero(scores.columns["a_f"]).flatten().tolist()
     latents = sorted({0, 1, *active[:2]})
     ref = reference_latent_scores(model, tok, sae, layer, sel, latents)
-    worst = max(float((scores.columns[c][latents].double() - torch.tensor(ref[c], dtype=torch.float64)).abs().max())
-                for c in SCORE_COLUMNS if c != "output_rank")
-    results.append(Result(name, "selection", worst <= 2e-3, scores.stats.rows / seconds, seconds,
-                          f"tokens/s column: intervened rows/s ({scores.stats.rows} rows); max |batched - literal| {worst:.2e}"))
+    worst = max(
+        float((scores.columns[c][latents].double() - torch.tensor(ref[c], dtype=torch.float64)).abs().max())
+        for c in SCORE_COLUMNS
+        if c != "output_rank"
+    )
+    results.append(
+        Result(
+            name,
+            "selection",
+            worst <= 2e-3,
+            scores.stats.rows / seconds,
+            seconds,
+            f"tokens/s column: intervened rows/s ({scores.stats.rows} rows); max |batched - literal| {worst:.2e}",
+        )
+    )
 
     # steering: batched == per row
     directions = torch.nn.functional.normalize(sae.W_dec.detach().float()[:8], dim=-1).to(device)
     unit = float(resid.float().norm(dim=-1).mean())
     lengths = torch.randint(4, sizes.context, (sizes.steer_rows,), generator=gen).tolist()
-    rows = [GenRow(tuple(int(t) for t in batches[0][i % sizes.cache_batch, :n]), direction=i % 9 - 1, coef=0.5 * unit, seed=i)
-            for i, n in enumerate(lengths)]
+    rows = [
+        GenRow(tuple(int(t) for t in batches[0][i % sizes.cache_batch, :n]), direction=i % 9 - 1, coef=0.5 * unit, seed=i)
+        for i, n in enumerate(lengths)
+    ]
     kw = dict(max_new_tokens=sizes.steer_new, temperature=1.0, stop=set(), pad_id=0)
     (out, stats), seconds = timed(device, lambda: generate(model, layer, rows, directions, batch_size=len(rows), **kw))
     single = [generate(model, layer, [r], directions, batch_size=1, **kw)[0][0] for r in rows[:4]]
     same = sum(a.token_ids == b.token_ids for a, b in zip(out[:4], single))
-    results.append(Result(name, "steering", same == 4, stats.new_tokens / seconds, seconds, f"{len(rows)} rows, {same}/4 rows equal to the one-row path"))
+    results.append(
+        Result(
+            name,
+            "steering",
+            same == 4,
+            stats.new_tokens / seconds,
+            seconds,
+            f"{len(rows)} rows, {same}/4 rows equal to the one-row path",
+        )
+    )
 
     # steering with out-of-memory halving, forced by a memory cap
     if device.type != "cuda":
@@ -210,13 +283,23 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
         cap = (torch.cuda.memory_allocated(device) + 4 * per_row) / total
         try:
             torch.cuda.set_per_process_memory_fraction(min(max(cap, 1e-3), 1.0), device)
-            (capped, cstats), seconds = timed(device, lambda: generate(model, layer, rows, directions, batch_size=len(rows), adaptive=True, **kw))
+            (capped, cstats), seconds = timed(
+                device, lambda: generate(model, layer, rows, directions, batch_size=len(rows), adaptive=True, **kw)
+            )
         except torch.OutOfMemoryError as exc:
             results.append(Result(name, "steering_oom", False, note=f"out of memory even at batch 1: {exc}"[:200]))
         else:
             equal = sum(a.token_ids == b.token_ids for a, b in zip(capped, out))
-            results.append(Result(name, "steering_oom", cstats.oom_retries > 0 and equal >= len(rows) - 1, cstats.new_tokens / seconds, seconds,
-                                  f"{cstats.oom_retries} halvings to batch {cstats.batch_size}; {equal}/{len(rows)} rows equal to the uncapped run"))
+            results.append(
+                Result(
+                    name,
+                    "steering_oom",
+                    cstats.oom_retries > 0 and equal >= len(rows) - 1,
+                    cstats.new_tokens / seconds,
+                    seconds,
+                    f"{cstats.oom_retries} halvings to batch {cstats.batch_size}; {equal}/{len(rows)} rows equal to the uncapped run",
+                )
+            )
         finally:
             torch.cuda.set_per_process_memory_fraction(1.0, device)
     return results
@@ -264,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         tps = f"{r.tokens_per_s:10.0f}" if r.tokens_per_s else f"{'-':>10}"
         print(f"{r.model:<14} {r.path:<13} {status:<6} {tps} {r.seconds:7.1f}  {r.note}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"header": header, "wall_s": wall, "results": [r.__dict__ for r in results]}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"header": header, "wall_s": wall, "results": [r.__dict__ for r in results]}, indent=2) + "\n"
+        )
     return 1 if any(r.ok is False for r in results) else 0
 
 

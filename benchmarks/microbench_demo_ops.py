@@ -54,8 +54,10 @@ def main() -> None:
         torch.set_num_threads(2)
         two = best(lambda: torch.addmm(b, x, w), args.repeats)
         torch.set_num_threads(1)
-        lines.append(f"encoder addmm [512x576]@[576x{d_sae}]: fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16 * 1e3:.1f} ms "
-                     f"({bf16 / fp32:.2f}x fp32's time), fp32 2 threads {two * 1e3:.1f} ms ({fp32 / two:.2f}x faster)")
+        lines.append(
+            f"encoder addmm [512x576]@[576x{d_sae}]: fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16 * 1e3:.1f} ms "
+            f"({bf16 / fp32:.2f}x fp32's time), fp32 2 threads {two * 1e3:.1f} ms ({fp32 / two:.2f}x faster)"
+        )
         k = 40
         codes = torch.zeros(512, d_sae)
         idx = torch.randint(0, d_sae, (512, k), generator=g)
@@ -64,8 +66,13 @@ def main() -> None:
         w_dec = torch.randn(d_sae, 576, generator=g)
         dense = best(lambda: codes @ w_dec, args.repeats)
         offsets = torch.arange(0, 512 * k, k)
-        sparse = best(lambda: F.embedding_bag(idx.reshape(-1), w_dec, offsets, per_sample_weights=vals.reshape(-1), mode="sum"), args.repeats)
-        lines.append(f"TopK decode k={k}, d_sae {d_sae}: dense {dense * 1e3:.1f} ms, embedding_bag {sparse * 1e3:.1f} ms ({dense / sparse:.1f}x faster)")
+        sparse = best(
+            lambda: F.embedding_bag(idx.reshape(-1), w_dec, offsets, per_sample_weights=vals.reshape(-1), mode="sum"),
+            args.repeats,
+        )
+        lines.append(
+            f"TopK decode k={k}, d_sae {d_sae}: dense {dense * 1e3:.1f} ms, embedding_bag {sparse * 1e3:.1f} ms ({dense / sparse:.1f}x faster)"
+        )
     torch.set_num_threads(1)
     for name, d, vocab in (("gemma3-270m", 640, 262144), ("smollm2-135m", 576, 49152)):
         h = torch.randn(48, d, generator=g)
@@ -73,8 +80,10 @@ def main() -> None:
         t = best(lambda: F.linear(h, emb), max(2, args.repeats // 2))
         hb, eb = h.bfloat16(), emb.bfloat16()
         tb = best(lambda: F.linear(hb, eb), max(2, args.repeats // 2))
-        lines.append(f"{name} unembedding, one decoding step of 48 rows [48x{d}]@[{d}x{vocab}]: fp32 {t * 1e3:.0f} ms, "
-                     f"bf16 {tb * 1e3:.0f} ms ({tb / t:.2f}x fp32's time)")
+        lines.append(
+            f"{name} unembedding, one decoding step of 48 rows [48x{d}]@[{d}x{vocab}]: fp32 {t * 1e3:.0f} ms, "
+            f"bf16 {tb * 1e3:.0f} ms ({tb / t:.2f}x fp32's time)"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)

@@ -81,9 +81,19 @@ def _our_cfg(args: argparse.Namespace, n_tokens: int, specs: list[dict[str, Any]
     # Fixed coefficients as the peers (no calibration): each ReLU SAE's L1 by its target-L0 label.
     table = {"relu": {s["k"]: s["l1"] for s in specs if s["arch"] == "relu"}}
     return TrainConfig(
-        tokens=n_tokens, batch_size=args.batch, lr=args.lr, lr_warmup_steps=args.warmup, lr_decay_fraction=0.0,
-        sparsity_warmup_steps=args.sparsity_warmup, calibrate_sparsity=False, sparsity_coef_table=table,
-        eval_tokens=0, log_every_steps=10, checkpoint_every_steps=10**9, shuffle_shards=1, device="cpu",
+        tokens=n_tokens,
+        batch_size=args.batch,
+        lr=args.lr,
+        lr_warmup_steps=args.warmup,
+        lr_decay_fraction=0.0,
+        sparsity_warmup_steps=args.sparsity_warmup,
+        calibrate_sparsity=False,
+        sparsity_coef_table=table,
+        eval_tokens=0,
+        log_every_steps=10,
+        checkpoint_every_steps=10**9,
+        shuffle_shards=1,
+        device="cpu",
     )
 
 
@@ -108,8 +118,9 @@ def worker_ours_single(args: argparse.Namespace, specs: list[dict[str, Any]]) ->
 
     (spec,) = specs
     x = torch.cat(_batches(args))
-    trainer = Trainer(_our_cfg(args, x.shape[0], specs), TensorSource(x, shard_tokens=x.shape[0]),
-                      spec["arch"], spec["k"], args.d_sae)
+    trainer = Trainer(
+        _our_cfg(args, x.shape[0], specs), TensorSource(x, shard_tokens=x.shape[0]), spec["arch"], spec["k"], args.d_sae
+    )
     start = time.perf_counter()
     trainer.train()
     return {"seconds": time.perf_counter() - start}
@@ -128,13 +139,28 @@ def worker_saelens(args: argparse.Namespace, specs: list[dict[str, Any]]) -> dic
         if s["arch"] == "topk":
             saes[f"sae{i}"] = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=s["k"]))
         else:
-            saes[f"sae{i}"] = StandardTrainingSAE(StandardTrainingSAEConfig(
-                d_in=args.d_in, d_sae=args.d_sae, l1_coefficient=s["l1"], l1_warm_up_steps=args.sparsity_warmup,
-                apply_b_dec_to_input=False, decoder_init_norm=0.1))
+            saes[f"sae{i}"] = StandardTrainingSAE(
+                StandardTrainingSAEConfig(
+                    d_in=args.d_in,
+                    d_sae=args.d_sae,
+                    l1_coefficient=s["l1"],
+                    l1_warm_up_steps=args.sparsity_warmup,
+                    apply_b_dec_to_input=False,
+                    decoder_init_norm=0.1,
+                )
+            )
     cfg = SAETrainerConfig(
-        total_training_samples=args.batch * len(batches), train_batch_size_samples=args.batch, lr=args.lr,
-        lr_end=args.lr / 10, lr_warm_up_steps=args.warmup, device="cpu", autocast=False,
-        logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, checkpoint_path=None, save_final_checkpoint=False,
+        total_training_samples=args.batch * len(batches),
+        train_batch_size_samples=args.batch,
+        lr=args.lr,
+        lr_end=args.lr / 10,
+        lr_warm_up_steps=args.warmup,
+        device="cpu",
+        autocast=False,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        checkpoint_path=None,
+        save_final_checkpoint=False,
     )
 
     def provider():
@@ -156,20 +182,39 @@ def worker_dictionary_learning(args: argparse.Namespace, specs: list[dict[str, A
     batches = _batches(args)
     configs = []
     for s in specs:
-        common = dict(steps=len(batches), activation_dim=args.d_in, dict_size=args.d_sae, layer=0, lm_name="benchmark",
-                      lr=args.lr, warmup_steps=args.warmup, seed=0, device="cpu")
+        common = dict(
+            steps=len(batches),
+            activation_dim=args.d_in,
+            dict_size=args.d_sae,
+            layer=0,
+            lm_name="benchmark",
+            lr=args.lr,
+            warmup_steps=args.warmup,
+            seed=0,
+            device="cpu",
+        )
         if s["arch"] == "topk":
             configs.append({"trainer": TopKTrainer, "k": s["k"], **common})
         else:
-            configs.append({"trainer": StandardTrainerAprilUpdate, "l1_penalty": s["l1"],
-                            "sparsity_warmup_steps": args.sparsity_warmup, **common})
+            configs.append(
+                {
+                    "trainer": StandardTrainerAprilUpdate,
+                    "l1_penalty": s["l1"],
+                    "sparsity_warmup_steps": args.sparsity_warmup,
+                    **common,
+                }
+            )
     start = time.perf_counter()
     trainSAE(iter(batches), configs, steps=len(batches), device="cpu", verbose=False)
     return {"seconds": time.perf_counter() - start}
 
 
-WORKERS = {"ours-group": worker_ours_group, "ours-single": worker_ours_single, "saelens": worker_saelens,
-           "dictionary_learning": worker_dictionary_learning}
+WORKERS = {
+    "ours-group": worker_ours_group,
+    "ours-single": worker_ours_single,
+    "saelens": worker_saelens,
+    "dictionary_learning": worker_dictionary_learning,
+}
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -195,13 +240,18 @@ def peer_python() -> tuple[Path | None, str]:
     print(f"creating {PEER_ENV}: {' '.join(PEER_PACKAGES)} (--no-deps) over this interpreter's site-packages ...", flush=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_ENV)], check=True, capture_output=True)
-        site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        site = subprocess.run(
+            [str(python), "-c", "import site; print(site.getsitepackages()[0])"], check=True, capture_output=True, text=True
+        ).stdout.strip()
         import site as here
 
         Path(site, "_saesteer_shared.pth").write_text(here.getsitepackages()[0] + "\n")
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", *PEER_PACKAGES],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--no-deps", *PEER_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
             return None, f"pip install failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
         check = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
@@ -225,13 +275,38 @@ def prepare_data(args: argparse.Namespace, path: Path) -> str:
     return f"synthetic planted dictionary ({4 * args.d_in} features, ~32 active per token)"
 
 
-def _launch(python: Path, worker: str, specs: list[dict[str, Any]], args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
-    cmd = [str(python), __file__, "--worker", worker, "--specs", json.dumps(specs), "--data", str(data),
-           "--json-out", str(out), "--batch", str(args.batch), "--d-in", str(args.d_in), "--d-sae", str(args.d_sae),
-           "--lr", str(args.lr), "--warmup", str(args.warmup), "--sparsity-warmup", str(args.sparsity_warmup),
-           "--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(args.threads), TQDM_DISABLE="1",
-               WANDB_MODE="disabled")
+def _launch(
+    python: Path, worker: str, specs: list[dict[str, Any]], args: argparse.Namespace, data: Path, out: Path
+) -> dict[str, Any]:
+    cmd = [
+        str(python),
+        __file__,
+        "--worker",
+        worker,
+        "--specs",
+        json.dumps(specs),
+        "--data",
+        str(data),
+        "--json-out",
+        str(out),
+        "--batch",
+        str(args.batch),
+        "--d-in",
+        str(args.d_in),
+        "--d-sae",
+        str(args.d_sae),
+        "--lr",
+        str(args.lr),
+        "--warmup",
+        str(args.warmup),
+        "--sparsity-warmup",
+        str(args.sparsity_warmup),
+        "--threads",
+        str(args.threads),
+    ]
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(args.threads), TQDM_DISABLE="1", WANDB_MODE="disabled"
+    )
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -242,18 +317,31 @@ def _launch(python: Path, worker: str, specs: list[dict[str, Any]], args: argpar
     return report
 
 
-def _run_trainer(name: str, n: int, specs: list[dict[str, Any]], args: argparse.Namespace, data: Path, tmp: Path,
-                 peer: Path | None, tokens: int) -> dict[str, Any]:
+def _run_trainer(
+    name: str,
+    n: int,
+    specs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    data: Path,
+    tmp: Path,
+    peer: Path | None,
+    tokens: int,
+) -> dict[str, Any]:
     if name == "ours-separate":
-        runs = [_launch(Path(sys.executable), "ours-single", [s], args, data, tmp / f"single{i}.json")
-                for i, s in enumerate(specs)]
+        runs = [
+            _launch(Path(sys.executable), "ours-single", [s], args, data, tmp / f"single{i}.json") for i, s in enumerate(specs)
+        ]
         errors = [r["error"] for r in runs if "error" in r]
         if errors:
             return {"error": errors[0]}
         train_s = sum(r["seconds"] for r in runs)
         wall_s = sum(r["process_seconds"] for r in runs)
-        return {"seconds": train_s, "process_seconds": wall_s, "sae_tokens_per_s": n * tokens / train_s,
-                "sae_tokens_per_s_with_starts": n * tokens / wall_s}
+        return {
+            "seconds": train_s,
+            "process_seconds": wall_s,
+            "sae_tokens_per_s": n * tokens / train_s,
+            "sae_tokens_per_s_with_starts": n * tokens / wall_s,
+        }
     python = peer if name == "dictionary_learning" else Path(sys.executable)
     assert python is not None
     report = _launch(python, name, specs, args, data, tmp / f"{name}.json")
@@ -292,8 +380,10 @@ def main() -> None:
     peer, peer_note = (None, "not requested")
     if "dictionary_learning" in trainers:
         peer, peer_note = peer_python()
-    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "specs", "data", "json_out")},
-                               "dictionary_learning_env": peer_note}
+    results: dict[str, Any] = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("worker", "specs", "data", "json_out")},
+        "dictionary_learning_env": peer_note,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "activations.pt"
         results["data"] = prepare_data(args, data)
@@ -348,7 +438,9 @@ def main() -> None:
                 if other and name != "ours-group":
                     lines.append(f"  ours-group / {name}: {ours / other:.2f}x")
                     row[f"ratio_vs_{name}"] = ours / other
-            peers = {k: row[k]["sae_tokens_per_s"] for k in ("saelens", "dictionary_learning") if "sae_tokens_per_s" in row.get(k, {})}
+            peers = {
+                k: row[k]["sae_tokens_per_s"] for k in ("saelens", "dictionary_learning") if "sae_tokens_per_s" in row.get(k, {})
+            }
             if peers:
                 best = max(peers, key=peers.get)
                 lines.append(f"  ours-group / fastest peer ({best}): {ours / peers[best]:.2f}x")

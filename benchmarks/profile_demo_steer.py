@@ -7,14 +7,24 @@ Needs the prepared demo models under the second argument (prepare_model's result
 
     PYTHONPATH=src python benchmarks/profile_demo_steer.py smollm2-135m [models_dir]
 """
-import cProfile, pstats, io, sys, time, json, yaml, torch
+
+import cProfile
+import io
+import pstats
+import sys
+import time
 from pathlib import Path
+
+import torch
+import yaml
+
 torch.set_num_threads(1)
 from saesteer.models import load_prepared
 from saesteer.steering.config import SteeringConfig
-from saesteer.steering.instructions import write_instruction_pool, read_instruction_pool
-from saesteer.steering.evaluate import Concept, steer_and_rate, steering_judge, build_plan
+from saesteer.steering.evaluate import Concept, build_plan, steer_and_rate, steering_judge
 from saesteer.steering.generate import SteeringModel
+from saesteer.steering.instructions import read_instruction_pool, write_instruction_pool
+
 model = sys.argv[1]
 cfgall = yaml.safe_load(open("config/demo.yaml"))
 entry = [m for m in cfgall["models"] if m["name"] == model][0]
@@ -25,7 +35,8 @@ pool = read_instruction_pool(pool_path, cfg.instructions)
 models_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("results/models")
 mj = models_dir / model / "model.json"
 lm, tok = load_prepared(mj)
-judge_cfg = dict(cfgall["judge"]); judge_cfg["offline"] = dict(judge_cfg["offline"], reference_model=str(models_dir / "smollm2-135m" / "model.json"))
+judge_cfg = dict(cfgall["judge"])
+judge_cfg["offline"] = dict(judge_cfg["offline"], reference_model=str(models_dir / "smollm2-135m" / "model.json"))
 judge = steering_judge(judge_cfg, mj, lm, tok, reuse=True)
 steer = SteeringModel.wrap(lm, tok, entry["layer"], entry["prompt_format"])
 g = torch.Generator().manual_seed(0)
@@ -35,11 +46,18 @@ concepts = [Concept(k, f"tokens like '{w}'", k, 8.0, "autointerp", "autointerp",
 dirs = torch.nn.functional.normalize(torch.randn(6, d, generator=g), dim=-1)
 plan = build_plan(concepts, pool, cfg)
 ptoks = [len(steer.prompt(p["prompt"], cfg.base_prompt_template)) for p in plan]
-print("rows", len(plan), "prompt tokens mean", sum(ptoks)/len(ptoks), "max", max(ptoks))
+print("rows", len(plan), "prompt tokens mean", sum(ptoks) / len(ptoks), "max", max(ptoks))
 steer_and_rate(steer, dirs, concepts, pool, cfg, judge)  # warm-up
-prof = cProfile.Profile(); t0 = time.perf_counter(); prof.enable()
+prof = cProfile.Profile()
+t0 = time.perf_counter()
+prof.enable()
 records, stats, timings = steer_and_rate(steer, dirs, concepts, pool, cfg, judge)
-prof.disable(); wall = time.perf_counter() - t0
+prof.disable()
+wall = time.perf_counter() - t0
 print(f"wall {wall:.2f}s", timings, "new tokens", stats.new_tokens, "forward tokens", stats.forward_tokens)
-s = io.StringIO(); pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25); print(s.getvalue())
-s = io.StringIO(); pstats.Stats(prof, stream=s).sort_stats("cumtime").print_stats(40); print(s.getvalue()[:6000])
+s = io.StringIO()
+pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+print(s.getvalue())
+s = io.StringIO()
+pstats.Stats(prof, stream=s).sort_stats("cumtime").print_stats(40)
+print(s.getvalue()[:6000])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import pstats
 import time
 from pathlib import Path
@@ -40,10 +39,22 @@ def main() -> None:
     data = planted_data(512 * 64, args.d_in, 4 * args.d_in, mean_active=32, noise=0.05, seed=0)
     x = data.activations
     src = TensorSource((x / x.pow(2).sum(-1).mean().sqrt()).contiguous(), shard_tokens=8192)
-    cfg = TrainConfig(tokens=512 * 384, batch_size=512, lr=1e-3, lr_warmup_steps=10, lr_decay_fraction=0.2,
-                      sparsity_warmup_steps=100, eval_tokens=0, log_every_steps=50, checkpoint_every_steps=10**9,
-                      device="cpu", dead_window_tokens=32768)
-    members = [GroupMember(a, l0, "-", "-", "-", "-") for a in ("relu", "topk", "batchtopk", "gated", "jumprelu") for l0 in (20, 40, 80)]
+    cfg = TrainConfig(
+        tokens=512 * 384,
+        batch_size=512,
+        lr=1e-3,
+        lr_warmup_steps=10,
+        lr_decay_fraction=0.2,
+        sparsity_warmup_steps=100,
+        eval_tokens=0,
+        log_every_steps=50,
+        checkpoint_every_steps=10**9,
+        device="cpu",
+        dead_window_tokens=32768,
+    )
+    members = [
+        GroupMember(a, l0, "-", "-", "-", "-") for a in ("relu", "topk", "batchtopk", "gated", "jumprelu") for l0 in (20, 40, 80)
+    ]
     group = GroupTrainer(cfg, src, members, args.d_sae)
     group.train(max_steps=args.skip)
     before = {id(t): t.train_seconds for t in group.trainers}
@@ -58,9 +69,13 @@ def main() -> None:
         by_arch[t.arch] = by_arch.get(t.arch, 0.0) + t.train_seconds - before[id(t)]
     stats = pstats.Stats(prof)
     rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)[:20]  # type: ignore[attr-defined]
-    lines = [f"Group trainer, 15 SAEs, d_in {args.d_in}, d_sae {args.d_sae}, batch 512, 1 thread, steps {args.skip}..{args.skip + args.steps}, "
-             f"{time.strftime('%Y-%m-%d %H:%M')}", f"wall {wall:.1f} s, {wall / args.steps:.2f} s per group step", "",
-             "share of training time by architecture (3 SAEs each):"]
+    lines = [
+        f"Group trainer, 15 SAEs, d_in {args.d_in}, d_sae {args.d_sae}, batch 512, 1 thread, steps {args.skip}..{args.skip + args.steps}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}",
+        f"wall {wall:.1f} s, {wall / args.steps:.2f} s per group step",
+        "",
+        "share of training time by architecture (3 SAEs each):",
+    ]
     total = sum(by_arch.values())
     lines += [f"  {a:10s} {s / total:6.1%}" for a, s in sorted(by_arch.items(), key=lambda kv: -kv[1])]
     lines += ["", "top functions by own time (share of the profiled wall):"]

@@ -94,8 +94,13 @@ def bench_model(name: str, sae_rel: str, args: argparse.Namespace) -> dict | Non
         "vocab": int(batched.state.base_logits.numel()),
         "prompt_tokens": len(batched.state.token_ids),
         "active_on_prompt": int((batched.state.codes != 0).sum()),
-        "batched": {"latents": n, "seconds": batched_s, "rows": batched.stats.rows, "forwards": batched.stats.forwards,
-                    "logit_lens_seconds": batched.stats.logit_lens_seconds},
+        "batched": {
+            "latents": n,
+            "seconds": batched_s,
+            "rows": batched.stats.rows,
+            "forwards": batched.stats.forwards,
+            "logit_lens_seconds": batched.stats.logit_lens_seconds,
+        },
         "loop": {"latents": len(subset), "seconds": loop_s},
         "loop_output": {"latents": len(subset), "seconds": loop_output_s},
         "max_abs_gap_vs_loop": gaps,
@@ -132,8 +137,10 @@ def main() -> None:
         r["latents_per_s"] = rates
         r["per_sae_seconds"] = {k: r["d_sae"] / v for k, v in rates.items()}
         for k in ("batched", "loop", "loop_output"):
-            lines.append(f"{r['model']:<14}{k:<13}{r[k]['latents']:>8}{r[k]['seconds']:>9.1f}{rates[k]:>11.1f}"
-                         f"{r['per_sae_seconds'][k]:>11.1f}{rates[k] / rates['loop']:>8.2f}x")
+            lines.append(
+                f"{r['model']:<14}{k:<13}{r[k]['latents']:>8}{r[k]['seconds']:>9.1f}{rates[k]:>11.1f}"
+                f"{r['per_sae_seconds'][k]:>11.1f}{rates[k] / rates['loop']:>8.2f}x"
+            )
         lines.append(
             f"  {r['model']}: batched / loop {rates['batched'] / rates['loop']:.1f}x (same columns), batched / output-score-only "
             f"loop {rates['batched'] / rates['loop_output']:.1f}x; {r['batched']['rows']} rows in {r['batched']['forwards']} forwards, "
@@ -149,8 +156,17 @@ def main() -> None:
     kind = "gpu" if args.device.startswith("cuda") else "cpu"
     (out / f"selection_throughput_{kind}.txt").write_text(text + "\n")
     (out / f"selection_throughput_{kind}.json").write_text(
-        json.dumps({"args": vars(args), "results": results, "load_average": [load_before, load_after],
-                    "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=2) + "\n"
+        json.dumps(
+            {
+                "args": vars(args),
+                "results": results,
+                "load_average": [load_before, load_after],
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
     )
 
 

@@ -116,8 +116,15 @@ def _gen_kwargs(model, tokenizer, new_tokens):
 
     stop = sorted(SteeringModel.wrap(model, tokenizer, LAYER, PROMPT_FORMAT).stop)
     return dict(
-        generation_config=GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
-                                           eos_token_id=stop, pad_token_id=tokenizer.pad_token_id or stop[0]),
+        generation_config=GenerationConfig(
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=new_tokens,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id or stop[0],
+        ),
     )
 
 
@@ -161,11 +168,24 @@ def paper_estimate(tok_per_s: dict[str, float], model, new_tokens: int, rows: li
     steering = config["steering"]
     n_rows = steering_rows(steering)
     # FLOPs per generated token of this benchmark's workload (SmolLM2, the prompts used here).
-    spec = ModelSpec(name="smollm2", source="embedded", layer=LAYER, n_layers=model.config.num_hidden_layers,
-                     d_model=model.config.hidden_size, n_params=sum(p.numel() for p in model.parameters()),
-                     vocab_size=model.config.vocab_size)
+    spec = ModelSpec(
+        name="smollm2",
+        source="embedded",
+        layer=LAYER,
+        n_layers=model.config.num_hidden_layers,
+        d_model=model.config.hidden_size,
+        n_params=sum(p.numel() for p in model.parameters()),
+        vocab_size=model.config.vocab_size,
+    )
     prompt = round(sum(len(r.prompt_ids) for r in rows) / len(rows))
-    bench_block = {"n_concepts": 1, "n_instructions": 2, "n_selection": 1, "factors": [1.0], "baselines": [], "max_new_tokens": new_tokens}
+    bench_block = {
+        "n_concepts": 1,
+        "n_instructions": 2,
+        "n_selection": 1,
+        "factors": [1.0],
+        "baselines": [],
+        "max_new_tokens": new_tokens,
+    }
     flops_per_token = steering_flops(spec, bench_block, prompt_tokens=prompt) / (steering_rows(bench_block) * new_tokens)
     achieved = {k: v * flops_per_token / 1e9 for k, v in tok_per_s.items()}
     lines = [
@@ -239,7 +259,9 @@ def main() -> None:
     )
     lines = [header, "", f"{'path':<12}{'rows':>6}{'new tokens':>12}{'seconds':>10}{'tokens/s':>10}{'vs loop':>9}"]
     for k, v in results.items():
-        lines.append(f"{k:<12}{v['rows']:>6}{v['new_tokens']:>12}{v['seconds']:>10.1f}{tok_per_s[k]:>10.1f}{tok_per_s[k] / tok_per_s['loop']:>8.2f}x")
+        lines.append(
+            f"{k:<12}{v['rows']:>6}{v['new_tokens']:>12}{v['seconds']:>10.1f}{tok_per_s[k]:>10.1f}{tok_per_s[k] / tok_per_s['loop']:>8.2f}x"
+        )
     lines.append(f"batched / loop: {tok_per_s['batched'] / tok_per_s['loop']:.2f}x (target >= 5x on CPU)")
     if args.loop_rows and len(loop_rows) < len(rows):
         lines.append(f"(the loop ran {len(loop_rows)} of the {len(rows)} rows, evenly spaced: its rate stands for all)")
@@ -251,8 +273,19 @@ def main() -> None:
     kind = "gpu" if device.type == "cuda" else "cpu"
     (out / f"steering_throughput_{kind}.txt").write_text(text + "\n")
     (out / f"steering_throughput_{kind}.json").write_text(
-        json.dumps({"args": vars(args), "directions": source, "results": results, "tokens_per_s": tok_per_s,
-                    "load_average": [load_before, load_after], "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=2) + "\n"
+        json.dumps(
+            {
+                "args": vars(args),
+                "directions": source,
+                "results": results,
+                "tokens_per_s": tok_per_s,
+                "load_average": [load_before, load_after],
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
     )
 
 

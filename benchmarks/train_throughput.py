@@ -104,8 +104,14 @@ def worker_ours(args: argparse.Namespace, batches: list[Any]) -> list[float]:
         device="cpu",
     )
     stamps: list[float] = []
-    trainer = Trainer(cfg, TensorSource(x, shard_tokens=x.shape[0]), args.arch, args.k, args.d_sae,
-                      on_step=lambda step: stamps.append(time.perf_counter()))
+    trainer = Trainer(
+        cfg,
+        TensorSource(x, shard_tokens=x.shape[0]),
+        args.arch,
+        args.k,
+        args.d_sae,
+        on_step=lambda step: stamps.append(time.perf_counter()),
+    )
     stamps.append(time.perf_counter())
     trainer.train()
     args.l0_trajectory = [(row["step"], round(row["l0"], 1)) for row in trainer.curves]
@@ -123,8 +129,12 @@ def worker_saelens(args: argparse.Namespace, batches: list[Any]) -> list[float]:
     else:
         sae = StandardTrainingSAE(
             StandardTrainingSAEConfig(
-                d_in=args.d_in, d_sae=args.d_sae, l1_coefficient=args.l1,
-                l1_warm_up_steps=args.sparsity_warmup, apply_b_dec_to_input=False, decoder_init_norm=0.1,
+                d_in=args.d_in,
+                d_sae=args.d_sae,
+                l1_coefficient=args.l1,
+                l1_warm_up_steps=args.sparsity_warmup,
+                apply_b_dec_to_input=False,
+                decoder_init_norm=0.1,
             )
         )
     cfg = SAETrainerConfig(
@@ -172,8 +182,17 @@ def worker_dictionary_learning(args: argparse.Namespace, batches: list[Any]) -> 
     from dictionary_learning.trainers.top_k import TopKTrainer
 
     steps = len(batches)
-    common = dict(steps=steps, activation_dim=args.d_in, dict_size=args.d_sae, layer=0, lm_name="benchmark",
-                  lr=args.lr, warmup_steps=args.warmup, seed=0, device="cpu")
+    common = dict(
+        steps=steps,
+        activation_dim=args.d_in,
+        dict_size=args.d_sae,
+        layer=0,
+        lm_name="benchmark",
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        seed=0,
+        device="cpu",
+    )
     if args.arch == "topk":
         trainer = TopKTrainer(k=args.k, **common)
     else:
@@ -239,8 +258,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--timed-from", type=int, default=40)
     parser.add_argument("--k", type=int, default=40, help="TopK k (and the target L0 label)")
-    parser.add_argument("--l1", type=float, default=0.2,
-                        help="ReLU sparsity coefficient, all trainers (0.2: L0 ~150-220 of 4608 from step ~35 on)")
+    parser.add_argument(
+        "--l1",
+        type=float,
+        default=0.2,
+        help="ReLU sparsity coefficient, all trainers (0.2: L0 ~150-220 of 4608 from step ~35 on)",
+    )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--sparsity-warmup", type=int, default=20)
@@ -273,13 +296,43 @@ def main() -> None:
             for name in trainers:
                 python = peer if name == "dictionary_learning" else Path(sys.executable)
                 out = Path(tmp) / f"{arch}_{name}.json"
-                cmd = [str(python), __file__, "--worker", name, "--arch", arch, "--data", str(data_path),
-                       "--json-out", str(out), "--batch", str(args.batch), "--d-in", str(args.d_in),
-                       "--d-sae", str(args.d_sae), "--k", str(args.k), "--l1", str(args.l1), "--lr", str(args.lr),
-                       "--warmup", str(args.warmup), "--sparsity-warmup", str(args.sparsity_warmup),
-                       "--threads", str(args.threads)]
-                env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(args.threads),
-                           TQDM_DISABLE="1", WANDB_MODE="disabled")
+                cmd = [
+                    str(python),
+                    __file__,
+                    "--worker",
+                    name,
+                    "--arch",
+                    arch,
+                    "--data",
+                    str(data_path),
+                    "--json-out",
+                    str(out),
+                    "--batch",
+                    str(args.batch),
+                    "--d-in",
+                    str(args.d_in),
+                    "--d-sae",
+                    str(args.d_sae),
+                    "--k",
+                    str(args.k),
+                    "--l1",
+                    str(args.l1),
+                    "--lr",
+                    str(args.lr),
+                    "--warmup",
+                    str(args.warmup),
+                    "--sparsity-warmup",
+                    str(args.sparsity_warmup),
+                    "--threads",
+                    str(args.threads),
+                ]
+                env = dict(
+                    os.environ,
+                    PYTHONPATH=str(ROOT / "src"),
+                    OMP_NUM_THREADS=str(args.threads),
+                    TQDM_DISABLE="1",
+                    WANDB_MODE="disabled",
+                )
                 print(f"[{arch}] {name} ...", flush=True)
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if done.returncode != 0:
@@ -290,7 +343,9 @@ def main() -> None:
                 if "l0_trajectory" in report:
                     stats["l0_trajectory"] = report["l0_trajectory"]
                 results[arch][name] = stats
-                print(f"    {stats['tokens_per_s_timed']:.0f} tokens/s (timed), {stats['tokens_per_s_all']:.0f} (all)", flush=True)
+                print(
+                    f"    {stats['tokens_per_s_timed']:.0f} tokens/s (timed), {stats['tokens_per_s_all']:.0f} (all)", flush=True
+                )
 
     header = (
         f"SAE training throughput on CPU ({platform.processor() or platform.machine()}, {args.threads} threads), "
@@ -304,16 +359,20 @@ def main() -> None:
         lines.append(f"{arch}:")
         rows = results[arch]
         for name, stats in rows.items():
-            lines.append(f"  {name:20s} {stats['tokens_per_s_timed']:9.0f} tokens/s timed   "
-                         f"{stats['tokens_per_s_all']:9.0f} all   median step {stats['median_step_ms']:7.1f} ms")
+            lines.append(
+                f"  {name:20s} {stats['tokens_per_s_timed']:9.0f} tokens/s timed   "
+                f"{stats['tokens_per_s_all']:9.0f} all   median step {stats['median_step_ms']:7.1f} ms"
+            )
         if "l0_trajectory" in rows.get("ours", {}):
             lines.append(f"  ours: L0 by step {rows['ours']['l0_trajectory']}")
         if "ours" in rows:
             peers = {n: s for n, s in rows.items() if n != "ours"}
             for name, stats in peers.items():
                 ratio = rows["ours"]["tokens_per_s_timed"] / stats["tokens_per_s_timed"]
-                lines.append(f"  ours / {name}: {ratio:.2f}x (timed), "
-                             f"{rows['ours']['tokens_per_s_all'] / stats['tokens_per_s_all']:.2f}x (all)")
+                lines.append(
+                    f"  ours / {name}: {ratio:.2f}x (timed), "
+                    f"{rows['ours']['tokens_per_s_all'] / stats['tokens_per_s_all']:.2f}x (all)"
+                )
                 results[arch][f"ratio_vs_{name}"] = ratio
             if peers:
                 fastest = max(peers, key=lambda n: peers[n]["tokens_per_s_timed"])

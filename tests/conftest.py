@@ -49,11 +49,8 @@ def text_corpus(tmp_path: Path) -> dict[str, Any]:
     """A local-files corpus of real prose (this repo's Python docstrings would do; we write our own)."""
     root = tmp_path / "corpus"
     root.mkdir()
-    lines = [
-        f"Document {i}: the quick brown fox number {i} jumps over {i % 7} lazy dogs near river {i % 3}."
-        for i in range(400)
-    ]
-    (root / "docs.jsonl").write_text("\n".join('{"text": "%s"}' % line for line in lines) + "\n")
+    lines = [f"Document {i}: the quick brown fox number {i} jumps over {i % 7} lazy dogs near river {i % 3}." for i in range(400)]
+    (root / "docs.jsonl").write_text("\n".join(f'{{"text": "{line}"}}' for line in lines) + "\n")
     return {
         "sources": [{"kind": "local_files", "name": "local", "path": str(root), "weight": 1.0}],
         "context_length": 32,

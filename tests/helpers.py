@@ -71,8 +71,12 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vecto
         handle = decoder_layers(model)[layer].register_forward_hook(hook)
     try:
         out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=1, pad_token_id=1,
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=1,
+            pad_token_id=1,
         )
     finally:
         if handle is not None:
@@ -84,7 +88,10 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, *, layer: int, vecto
 def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any]:
     """A two-source local-files corpus (prose and code, 200 documents each, written under
     ``tmp_path``) for the char tokenizer; ``fox_prefix`` goes before the fox's number."""
-    for name, template in (("prose", "Once upon a time {i} a fox named " + fox_prefix + "{i} ran home. "), ("code", "def f{i}(x):\n    return x * {i}\n")):
+    for name, template in (
+        ("prose", "Once upon a time {i} a fox named " + fox_prefix + "{i} ran home. "),
+        ("code", "def f{i}(x):\n    return x * {i}\n"),
+    ):
         root = tmp_path / name
         root.mkdir()
         (root / "d.jsonl").write_text("".join(json.dumps({"text": template.format(i=i) * 3}) + "\n" for i in range(200)))
@@ -96,7 +103,9 @@ def prose_and_code_corpus(tmp_path: Path, fox_prefix: str = "") -> dict[str, Any
     }
 
 
-def assert_schema_block_matches(cls: type, block: dict[str, Any], where: str, skip: tuple[str, ...] = (), defaults: bool = True) -> None:
+def assert_schema_block_matches(
+    cls: type, block: dict[str, Any], where: str, skip: tuple[str, ...] = (), defaults: bool = True
+) -> None:
     """The config schema's ``block`` allows exactly the fields of the dataclass ``cls``
     (``additionalProperties: false``, the same keys) and, with ``defaults``, gives each field
     the dataclass default as its ``default`` (tuples as lists); fields in ``skip`` (nested
@@ -123,7 +132,13 @@ def tiny_eval_block(n_latents: int) -> dict[str, Any]:
         "device": "cpu",
         "batch_size": 4,
         "core": {"n_contexts": 6, "splice_contexts": 3, "context_length": 24},
-        "sparse_probing": {"k": [1], "train_size": 8, "test_size": 4, "max_tokens": 12, "tasks": [{"name": "source", "kind": "corpus_sources"}]},
+        "sparse_probing": {
+            "k": [1],
+            "train_size": 8,
+            "test_size": 4,
+            "max_tokens": 12,
+            "tasks": [{"name": "source", "kind": "corpus_sources"}],
+        },
         "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
         "autointerp": {"n_contexts": 40, "n_latents": n_latents, "buffer": 4, "dead_latent_threshold": 3},
     }
@@ -239,5 +254,15 @@ def write_model_json(directory: Path, *, model: LlamaForCausalLM | None = None, 
 def explained_row(latent: int, rank: int, explanation: str, m_f: float) -> dict[str, Any]:
     """An autointerp table row with an explanation and m_f, as the offline judge writes it (no contexts)."""
     base = {k: None for k in ("explain_contexts", "detect_contexts", "detect_sources", "detect_positives", "detect_predicted")}
-    return {**base, "latent": latent, "rank": rank, "explanation": explanation, "explanation_kind": "llm", "judge": "offline-proxy",
-            "judge_model": "x", "explain_parsed": True, "detect_parsed": True, "m_f": m_f}
+    return {
+        **base,
+        "latent": latent,
+        "rank": rank,
+        "explanation": explanation,
+        "explanation_kind": "llm",
+        "judge": "offline-proxy",
+        "judge_model": "x",
+        "explain_parsed": True,
+        "detect_parsed": True,
+        "m_f": m_f,
+    }

@@ -210,7 +210,9 @@ def test_the_checker_sees_a_circle_an_upward_arrow_and_a_string_import(tmp_path)
     (pkg / "evals" / "__init__.py").write_text("")
     (pkg / "io.py").write_text("from saesteer.evals import a\n")  # floor 0 -> floor 2: upward
     (pkg / "evals" / "a.py").write_text("def f():\n    from . import b\n")
-    (pkg / "evals" / "b.py").write_text("import importlib\nfrom saesteer.evals.a import f\nimportlib.import_module('saesteer.io')\n")
+    (pkg / "evals" / "b.py").write_text(
+        "import importlib\nfrom saesteer.evals.a import f\nimportlib.import_module('saesteer.io')\n"
+    )
     graph, strings = import_graph(pkg)
     assert circles(graph) == [["saesteer.evals.a", "saesteer.evals.b"]]
     assert upward_arrows(graph) == [("saesteer.io", "saesteer.evals.a")]
@@ -221,8 +223,7 @@ def report(root: Path = SRC) -> str:
     graph, strings = import_graph(root)
     found = circles(graph)
     arrows = upward_arrows(graph)
-    lines = [f"modules: {len(graph)}, import edges: {sum(map(len, graph.values()))}",
-             f"circles: {len(found)}"]
+    lines = [f"modules: {len(graph)}, import edges: {sum(map(len, graph.values()))}", f"circles: {len(found)}"]
     lines += [f"  {' <-> '.join(c)}" for c in found]
     lines.append(f"upward arrows: {len(arrows)}")
     lines += [f"  {a} (floor {floor(a)}) -> {b} (floor {floor(b)})" for a, b in arrows]

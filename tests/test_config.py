@@ -3,8 +3,8 @@ import copy
 import pytest
 import yaml
 
-from tests.helpers import REPO, assert_schema_block_matches
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config
+from tests.helpers import REPO, assert_schema_block_matches
 
 
 @pytest.fixture
@@ -35,7 +35,13 @@ def test_paper_config_has_the_papers_training_set_up(paper):
     assert [s["path"] for s in paper["corpus"]["sources"]] == ["common-pile/comma_v0.1_training_dataset"]
     assert paper["corpus"]["context_length"] == 2048 and paper["cache"]["batch_size"] == 4
     t = paper["training"]
-    assert (t["batch_size"], t["tokens"], t["lr"], t["lr_warmup_steps"], t["sparsity_warmup_steps"]) == (2048, 5e8, 3e-4, 1000, 5000)
+    assert (t["batch_size"], t["tokens"], t["lr"], t["lr_warmup_steps"], t["sparsity_warmup_steps"]) == (
+        2048,
+        5e8,
+        3e-4,
+        1000,
+        5000,
+    )
     assert t["lr_decay_fraction"] == 0.2 and t["aux_coef"] == 1 / 32
     assert (t["batchtopk_threshold_beta"], t["batchtopk_threshold_start_step"]) == (0.999, 1000)
 
@@ -114,7 +120,9 @@ def test_schema_judge_keys_match_judge_config():
     assert judge["additionalProperties"] is False
     assert set(judge["properties"]) == {"kind", "prompts", "cache", *backend_kinds()}
     top = {k: v for k, v in judge["properties"].items() if k not in backend_kinds()}
-    assert_schema_block_matches(JudgeConfig, {**judge, "properties": {**top, "options": {"default": None}}}, "judge", skip=("options",))
+    assert_schema_block_matches(
+        JudgeConfig, {**judge, "properties": {**top, "options": {"default": None}}}, "judge", skip=("options",)
+    )
     for kind in backend_kinds():
         assert_schema_block_matches(get_backend(kind).options_cls, judge["properties"][kind], f"judge.{kind}")
 
@@ -140,8 +148,11 @@ def test_schema_steering_keys_match_steering_config():
     assert "judge" in steering["properties"]
     steering = {**steering, "properties": {k: v for k, v in steering["properties"].items() if k != "judge"}}
     concept_item = steering["properties"]["concepts"]["items"]["oneOf"][1]
-    sections = {None: (SteeringConfig, steering), "instructions": (InstructionsConfig, steering["properties"]["instructions"]),
-                "concepts": (ConceptSpec, concept_item)}
+    sections = {
+        None: (SteeringConfig, steering),
+        "instructions": (InstructionsConfig, steering["properties"]["instructions"]),
+        "concepts": (ConceptSpec, concept_item),
+    }
     for name, (cls, block) in sections.items():
         assert_schema_block_matches(cls, block, str(name), skip=("instructions",), defaults=cls is not ConceptSpec)
 

@@ -78,7 +78,10 @@ NOT_DATACLASSES = {
 
 # Dataclass fields with a default that the schema leaves without one, or that are no schema key.
 NO_SCHEMA_DEFAULT = {
-    ("aggregate", "compare_judges"): "absent = none: no schema default, so a config without it gives the aggregate rule the parameters it had",
+    (
+        "aggregate",
+        "compare_judges",
+    ): "absent = none: no schema default, so a config without it gives the aggregate rule the parameters it had",
     ("judge", "options"): "no config key: every registered backend's options block (judge.<kind>), read from its own key",
     ("training", "tokens"): "required by the schema; the dataclass default serves direct Python use (tests, benchmarks)",
     ("training", "batch_size"): "required by the schema; as tokens",
@@ -94,7 +97,13 @@ NO_SCHEMA_DEFAULT = {
     ("eval", "sparse_probing", "tasks", ITEMS, "path"): "None = absent; required by the schema for hf_dataset",
     ("eval", "sparse_probing", "tasks", ITEMS, "config_name"): "None = absent",
     ("eval", "sparse_probing", "tasks", ITEMS, "test_split"): "None = absent (rows of split are divided)",
-    ("eval", "sparse_probing", "tasks", ITEMS, "classes"): "None = absent; required for hf_dataset, all sources for corpus_sources",
+    (
+        "eval",
+        "sparse_probing",
+        "tasks",
+        ITEMS,
+        "classes",
+    ): "None = absent; required for hf_dataset, all sources for corpus_sources",
     ("eval", "sparse_probing", "tasks", ITEMS, "revision"): "None = absent",
     ("eval", "sparse_probing", "tasks", ITEMS, "data_files"): "None = absent",
     ("steering", "concepts", ITEMS, "latent"): "None = absent (the closest autointerp explanation's latent)",
@@ -163,23 +172,33 @@ def test_schema_defaults_equal_dataclass_defaults(path, cls):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, expected in defaults.items():
         if key not in fields:
-            assert (path + (key,)) in NOT_FIELDS, f"{_where(path, key)}: schema default {expected!r} but {cls.__name__} has no such field"
+            assert (path + (key,)) in NOT_FIELDS, (
+                f"{_where(path, key)}: schema default {expected!r} but {cls.__name__} has no such field"
+            )
             continue
         actual = _field_default(fields[key])
         assert actual is not dataclasses.MISSING, f"{_where(path, key)}: schema default {expected!r}, {cls.__name__} has none"
         if dataclasses.is_dataclass(actual):
-            assert expected == {}, f"{_where(path, key)}: a nested block's schema default must be {{}} (its keys carry the defaults)"
+            assert expected == {}, (
+                f"{_where(path, key)}: a nested block's schema default must be {{}} (its keys carry the defaults)"
+            )
             assert (path + (key,)) in BLOCKS, f"{_where(path, key)}: nested block not registered in BLOCKS"
             continue
         if expected == {} and isinstance(actual, dict):  # a map whose entries carry the defaults
             expected = dict(schema_defaults(*path, key))
-        assert _plain(actual) == expected, f"{_where(path, key)}: schema default {expected!r} != {cls.__name__} default {actual!r}"
-        assert type(_plain(actual)) is type(expected), f"{_where(path, key)}: {type(expected).__name__} in the schema, {type(actual).__name__} in {cls.__name__}"
+        assert _plain(actual) == expected, (
+            f"{_where(path, key)}: schema default {expected!r} != {cls.__name__} default {actual!r}"
+        )
+        assert type(_plain(actual)) is type(expected), (
+            f"{_where(path, key)}: {type(expected).__name__} in the schema, {type(actual).__name__} in {cls.__name__}"
+        )
     for name, f in fields.items():
         if _field_default(f) is dataclasses.MISSING or name in defaults:
             continue
         where = path + (name,)
-        assert name in props or where in NO_SCHEMA_DEFAULT, f"{_where(where)}: {cls.__name__} field with a default is no key of the schema block"
+        assert name in props or where in NO_SCHEMA_DEFAULT, (
+            f"{_where(where)}: {cls.__name__} field with a default is no key of the schema block"
+        )
         assert where in NO_SCHEMA_DEFAULT, f"{_where(where)}: {cls.__name__} default {_field_default(f)!r} but no schema default"
 
 
@@ -210,8 +229,9 @@ def test_exceptions_are_still_needed():
 def _minimal_config() -> dict[str, Any]:
     """Only what the schema requires: every other key is left to its default."""
     return {
-        "models": [{"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8,
-                    "prompt_format": "base"}],
+        "models": [
+            {"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8, "prompt_format": "base"}
+        ],
         "architectures": ["relu"],
         "sparsities": [4],
         "corpus": {"sources": [{"kind": "hf_dataset", "name": "web", "path": "org/web"}], "context_length": 16},

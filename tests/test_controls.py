@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.helpers import REPO
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config
 from saesteer.rule_jobs import make_rule_job
 from saesteer.training.job import OUTPUT_TAILS, group_members, train_job_cells, train_job_outputs
+from tests.helpers import REPO
 
 
 @pytest.fixture
@@ -49,8 +49,12 @@ def test_enabled_controls_add_random_cells_per_model_and_sparsity(ci):
     # the train_sae job as the rule hands it over (saesteer.rule_jobs), with the rule's params
     w = SimpleNamespace(model="tiny-llama")
     outputs = {kind: [p.format(**vars(w)) for p in train_job_outputs(grid, "model", kind)] for kind in OUTPUT_TAILS}
-    job = make_rule_job("train_sae", {"data": "cache/manifest.json"}, outputs,
-                        {"cells": train_job_cells(grid, "model", w), "control_encoder": grid.control_encoder})
+    job = make_rule_job(
+        "train_sae",
+        {"data": "cache/manifest.json"},
+        outputs,
+        {"cells": train_job_cells(grid, "model", w), "control_encoder": grid.control_encoder},
+    )
     members = group_members(job)
     by_arch = {m["arch"]: m for m in members}
     assert by_arch["random-topk"]["control_encoder"] == "transpose"
@@ -61,8 +65,16 @@ def test_enabled_controls_add_random_cells_per_model_and_sparsity(ci):
 @pytest.mark.parametrize(
     "block,field,says",
     [
-        ({"random_decoder": {"enabled": True, "architectures": ["gated"]}}, "controls.random_decoder.architectures[0]", "not among the grid's architectures"),
-        ({"random_decoder": {"architectures": ["sparsemax"]}}, "controls.random_decoder.architectures[0]", "'sparsemax' is not among the grid's architectures"),
+        (
+            {"random_decoder": {"enabled": True, "architectures": ["gated"]}},
+            "controls.random_decoder.architectures[0]",
+            "not among the grid's architectures",
+        ),
+        (
+            {"random_decoder": {"architectures": ["sparsemax"]}},
+            "controls.random_decoder.architectures[0]",
+            "'sparsemax' is not among the grid's architectures",
+        ),
         ({"random_decoder": {"encoder": "set"}}, "controls.random_decoder.encoder", "'set' is not one of"),
         ({"random_decoder": {"enabled": "yes"}}, "controls.random_decoder.enabled", "'yes' is not of type 'boolean'"),
         ({"random_decoder": {"enable": True}}, "controls.random_decoder", "'enable' was unexpected"),

@@ -93,7 +93,13 @@ def test_hf_dataset_source_streams(tmp_path):
     """The cluster's streaming path, offline: the generic parquet builder over a local file."""
     pq.write_table(pa.table({"content": [f"row {i} of a streamed dataset" for i in range(50)]}), tmp_path / "d.parquet")
     source = build_source(
-        {"kind": "hf_dataset", "name": "hf", "path": "parquet", "data_files": str(tmp_path / "d.parquet"), "text_field": "content"}
+        {
+            "kind": "hf_dataset",
+            "name": "hf",
+            "path": "parquet",
+            "data_files": str(tmp_path / "d.parquet"),
+            "text_field": "content",
+        }
     )
     docs = list(source.documents())
     assert [d.doc_id for d in docs[:3]] == ["0", "1", "2"] and docs[49].text == "row 49 of a streamed dataset"

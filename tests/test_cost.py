@@ -3,11 +3,10 @@ import copy
 import pytest
 from pytest import approx
 
-from tests.helpers import REPO
 from saesteer.cli import main
-from saesteer.config import load_config
+from saesteer.config import grid_from_config, load_config
 from saesteer.cost import estimate, eval_flops
-from saesteer.config import grid_from_config
+from tests.helpers import REPO
 
 
 def test_paper_cache_disk_is_tokens_times_row_bytes():
@@ -32,8 +31,19 @@ def test_eval_cost_grows_with_what_is_evaluated():
 def test_cost_command_prints_every_stage_and_the_judge_bill(capsys):
     assert main(["cost", "--config", str(REPO / "config/config.yaml")]) == 0
     out = capsys.readouterr().out
-    for word in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b", "cache_activations", "train_sae", "prepare_eval_data", "autointerp: 90 SAEs",
-                 "steer_eval", "steer GPU-h/SAE", "steering: 90 SAEs x 100 concepts x 10 instr. x 14 factors", "$"):
+    for word in (
+        "gemma-2-2b",
+        "qwen2.5-3b",
+        "gemma-2-9b",
+        "cache_activations",
+        "train_sae",
+        "prepare_eval_data",
+        "autointerp: 90 SAEs",
+        "steer_eval",
+        "steer GPU-h/SAE",
+        "steering: 90 SAEs x 100 concepts x 10 instr. x 14 factors",
+        "$",
+    ):
         assert word in out
 
 
@@ -89,7 +99,9 @@ def test_select_features_cost_is_linear_in_dict_size_for_all_latents():
     assert r.select_gpu_hours_per_sae == approx(select_features_flops(spec, config["selection"], 16384) / (989e12 * 0.35) / 3600)
     slower = copy.deepcopy(config)
     slower["cost"]["mfu"] = 0.175
-    assert {x.model: x for x in selection_estimate(slower)}["gemma-2-9b"].select_gpu_hours_per_sae == approx(2 * r.select_gpu_hours_per_sae)
+    assert {x.model: x for x in selection_estimate(slower)}["gemma-2-9b"].select_gpu_hours_per_sae == approx(
+        2 * r.select_gpu_hours_per_sae
+    )
 
 
 def test_select_features_cost_uses_autointerp_latents_and_alpha():
@@ -106,7 +118,10 @@ def test_select_features_cost_uses_autointerp_latents_and_alpha():
     assert selection_latents(bigger) == 100  # independent of dict_size
     per_model = {r.model: r for r in selection_estimate(c)}["gemma-2-2b"]
     assert per_model.latents == 100 and per_model.rows == approx(100 * 2.02)
-    assert per_model.select_gpu_hours_per_sae < {r.model: r for r in selection_estimate(config)}["gemma-2-2b"].select_gpu_hours_per_sae
+    assert (
+        per_model.select_gpu_hours_per_sae
+        < {r.model: r for r in selection_estimate(config)}["gemma-2-2b"].select_gpu_hours_per_sae
+    )
     assert select_features_flops(spec, c["selection"], 100) < select_features_flops(spec, c["selection"], 16384)
     # alpha != amplification: add_max takes its own row
     apart = copy.deepcopy(config)
@@ -168,7 +183,7 @@ def test_judge_total_includes_steer_selected():
     selected = rows[2]
     assert selected.estimate.calls == steering_judge_calls(90, 110, 10, 14) > 0
     assert "steer_selected" in selected.task
-    (label, total), = judge_totals(config).items()
+    ((label, total),) = judge_totals(config).items()
     assert label == selected.factors
     assert total.dollars == approx(sum(r.estimate.dollars for r in rows))
     assert total.dollars > (rows[0].estimate + rows[1].estimate).dollars

@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.helpers import REPO
 
 from saesteer.rule_jobs import RULE_JOBS, rule_function
+from tests.helpers import REPO
+
 RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:(.*?)(?=^(?:rule|checkpoint)\s+\w+\s*:|\Z)", re.S | re.M)
 SCRIPT_RE = re.compile(r"^\s*script:\s*\n?\s*[\"']([^\"']+)[\"']", re.M)
 
@@ -44,7 +45,7 @@ def adapter_body(script: str) -> str:
     tree = ast.parse(text)
     first = tree.body[0]
     if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-        text = "\n".join(text.splitlines()[first.end_lineno:]).lstrip("\n") + "\n"
+        text = "\n".join(text.splitlines()[first.end_lineno :]).lstrip("\n") + "\n"
     return text
 
 
@@ -111,8 +112,12 @@ LINK_RE = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
 def doc_files() -> list[Path]:
-    return [REPO / "README.md", REPO / "config" / "README.md", REPO / "benchmarks" / "README.md",
-            *sorted((REPO / "docs").glob("*.md"))]
+    return [
+        REPO / "README.md",
+        REPO / "config" / "README.md",
+        REPO / "benchmarks" / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+    ]
 
 
 @pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
@@ -149,16 +154,14 @@ def test_readme_is_short_and_keeps_the_two_commands():
 
 def test_config_readme_is_the_generated_reference():
     from saesteer.config_docs import render
-    from saesteer.schemas import schema_path
 
     committed = (REPO / "config" / "README.md").read_text()
-    assert committed == render(), (
-        "config/README.md differs from the schema: run `saesteer config-docs --output config/README.md`"
-    )
+    assert committed == render(), "config/README.md differs from the schema: run `saesteer config-docs --output config/README.md`"
 
 
 def _schema_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
     """Every property path of the schema, found independently of saesteer.config_docs."""
+
     def deref(n):
         while isinstance(n, dict) and "$ref" in n:
             target = schema
@@ -199,7 +202,7 @@ def test_config_readme_documents_every_schema_key_with_its_default():
             rows[m.group(1)] = m.groups()[1:]
     missing = sorted(keys - set(rows))
     assert not missing, f"config/README.md lacks schema key(s) {missing}"
-    for key, (_, default, meaning) in rows.items():
+    for key, (_, _default, meaning) in rows.items():
         assert meaning.strip(), f"config/README.md: {key} has no meaning (add a description to the schema)"
     # a schema default shows up verbatim; a changed default changes the reference
     assert rows["steering.n_concepts"][1] == "`100`"
@@ -213,7 +216,6 @@ def test_config_readme_documents_every_schema_key_with_its_default():
 def test_config_docs_cli_writes_the_reference(tmp_path, capsys):
     from saesteer.cli import main
     from saesteer.config_docs import render
-    from saesteer.schemas import schema_path
 
     out = tmp_path / "README.md"
     assert main(["config-docs", "--output", str(out)]) == 0
@@ -248,7 +250,10 @@ def demo_summary() -> dict:
     paper = re.search(r"Paper: tau-b = \+?(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] over (\d+) SAEs", flat)
     gain = re.search(r"tau-b\(autointerp, Delta Token Confidence selection gain\) = ([+-]?\d\.\d{3})", flat)
     assert head and paper and gain, "docs/demo/summary.md: headline, paper or selection-gain tau-b not found"
-    psi = {name: cells[4].split(" [")[0] for name, cells in _table_rows(text, ("by_architecture", "by_matched_sparsity", "by_model", "mean")).items()}
+    psi = {
+        name: cells[4].split(" [")[0]
+        for name, cells in _table_rows(text, ("by_architecture", "by_matched_sparsity", "by_model", "mean")).items()
+    }
     per_model, selection, control = {}, {}, {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -262,9 +267,19 @@ def demo_summary() -> dict:
             control[cells[0]] = cells
     per_model_n = {name: int(cells[2]) for name, cells in per_model.items()}
     per_model = {name: re.match(r"([+-]\d\.\d{3}) \[", cells[4]).group(1) for name, cells in per_model.items()}
-    assert len(per_model) == 2 and len(psi) == 4 and len(selection) == 3 and len(control) == 3, "docs/demo/summary.md: a table was not found"
-    return {"head": head.groups(), "paper": paper.groups(), "gain": gain.group(1), "per_model": per_model, "per_model_n": per_model_n, "psi": psi,
-            "selection": selection, "control": control}
+    assert len(per_model) == 2 and len(psi) == 4 and len(selection) == 3 and len(control) == 3, (
+        "docs/demo/summary.md: a table was not found"
+    )
+    return {
+        "head": head.groups(),
+        "paper": paper.groups(),
+        "gain": gain.group(1),
+        "per_model": per_model,
+        "per_model_n": per_model_n,
+        "psi": psi,
+        "selection": selection,
+        "control": control,
+    }
 
 
 def test_readme_demo_figures_are_the_demo_summarys():
@@ -281,10 +296,16 @@ def test_demo_doc_figures_are_the_demo_summarys():
     doc = _flat("docs/demo.md")
     tau, lo, hi, p, n = s["head"]
     ptau, plo, phi, pn = s["paper"]
-    assert f"tau-b(autointerp, steering) = {tau} [{lo}, {hi}], p = {p} over {n} SAEs (paper: +{ptau} [{plo}, {phi}] over {pn})" in doc
+    assert (
+        f"tau-b(autointerp, steering) = {tau} [{lo}, {hi}], p = {p} over {n} SAEs (paper: +{ptau} [{plo}, {phi}] over {pn})"
+        in doc
+    )
     assert f"per model {s['per_model']['smollm2-135m']} (SmolLM2) and {s['per_model']['gemma3-270m']} (Gemma-3)" in doc
     psi = s["psi"]
-    assert f"psi by architecture / matched sparsity / model / mean = {psi['by_architecture']} / {psi['by_matched_sparsity']} / {psi['by_model']} / {psi['mean']}" in doc
+    assert (
+        f"psi by architecture / matched sparsity / model / mean = {psi['by_architecture']} / {psi['by_matched_sparsity']} / {psi['by_model']} / {psi['mean']}"
+        in doc
+    )
     assert f"tau-b(autointerp, Delta C selection gain) = {s['gain']}" in doc
     # The "results moved" paragraph of the current run quotes the same run.
     assert f"to **{tau} [{lo}, {hi}]**" in doc
@@ -294,12 +315,17 @@ def test_demo_doc_figures_are_the_demo_summarys():
     ctrl = s["control"]["smollm2-135m"]
     assert f"random-order control lifts by {ctrl[3].split(' ')[0]}, {ctrl[5]})" in doc
     # The selection table is summary.md's, cell for cell (first nine columns), and the paper's row.
-    table = _table_rows((REPO / "docs/demo.md").read_text(), ("smollm2-135m", "gemma3-270m", "all models (mean)", "paper (3 models)"))
+    table = _table_rows(
+        (REPO / "docs/demo.md").read_text(), ("smollm2-135m", "gemma3-270m", "all models (mean)", "paper (3 models)")
+    )
     for name in ("smollm2-135m", "gemma3-270m", "all models (mean)"):
         assert table[name] == s["selection"][name][:9], f"docs/demo.md's selection row {name} is not docs/demo/summary.md's"
     none, os_, dc = s["selection"]["all models (mean)"][9].split(" / ")
     lifts = s["selection"]["all models (mean)"][10]
-    assert table["paper (3 models)"][2:5] == [none, os_, dc] and f"{table['paper (3 models)'][5]} / {table['paper (3 models)'][6]}" in lifts
+    assert (
+        table["paper (3 models)"][2:5] == [none, os_, dc]
+        and f"{table['paper (3 models)'][5]} / {table['paper (3 models)'][6]}" in lifts
+    )
 
 
 def test_steering_vector_figures_are_the_demo_outputs():
@@ -318,18 +344,27 @@ def _minutes(text: str) -> int:
 def test_demo_time_in_the_readme_is_the_timed_runs():
     """README's demo time and job count are docs/demo.md's current timed run, whose parts add up."""
     demo = _flat("docs/demo.md")
-    run = re.search(r"\*\*(\d+ min \d+ s)\*\* \((\d+) s\): (\d+ min \d+ s) of install and (\d+ min \d+ s) of workflow, \*\*(\d+) jobs\*\*", demo)
+    run = re.search(
+        r"\*\*(\d+ min \d+ s)\*\* \((\d+) s\): (\d+ min \d+ s) of install and (\d+ min \d+ s) of workflow, \*\*(\d+) jobs\*\*",
+        demo,
+    )
     assert run, "docs/demo.md: the current timed run's sentence was not found"
     total, seconds, install, workflow, jobs = run.groups()
     assert _minutes(total) == int(seconds) == _minutes(install) + _minutes(workflow)
     readme = _flat("README.md")
     per_model = set(demo_summary()["per_model_n"].values())
     assert len(per_model) == 1, per_model
-    assert f"it takes {total}, install included: {jobs} jobs, one per model and stage, each loading its model once for {per_model.pop()} SAEs" in readme
+    assert (
+        f"it takes {total}, install included: {jobs} jobs, one per model and stage, each loading its model once for {per_model.pop()} SAEs"
+        in readme
+    )
     # The job-time table adds up to its `all` row, before and after.
     text = (REPO / "docs/demo.md").read_text()
-    table = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
-             if re.match(r"^\| [a-z_ +]+ \| \d+ \(\d+\) \| \d+ \(\d+\) \|$", line)]
+    table = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if re.match(r"^\| [a-z_ +]+ \| \d+ \(\d+\) \| \d+ \(\d+\) \|$", line)
+    ]
     body, total_row = [r for r in table if r[0] != "all"], next(r for r in table if r[0] == "all")
     pairs = lambda cell: tuple(int(x) for x in re.findall(r"\d+", cell))  # noqa: E731
     assert len(body) >= 9
@@ -359,15 +394,20 @@ def test_cost_doc_shows_what_make_cost_prints():
 def test_cost_doc_grouping_table_is_make_costs_totals():
     """The 'after' rows of docs/cost.md's grouping table: jobs, LLM loads, judge loads, load,
     start and total GPU-h of `make cost`'s workflow-shape total with that eval grouping."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in (REPO / "docs/cost.md").read_text().splitlines()
-            if re.match(r"^\| (paper|demo)", line)]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in (REPO / "docs/cost.md").read_text().splitlines()
+        if re.match(r"^\| (paper|demo)", line)
+    ]
     after = [r for r in rows if r[1].startswith("after")]
     assert len(after) == 5
     for grid, shape, jobs, loads, judge, load_h, start_h, total_h in after:
         group_by = re.search(r"eval `(\w+)`", shape).group(1)
         files = ("config/demo.yaml",) if grid.startswith("demo") else ()
         out = _cost_text(*files, group_by=group_by)
-        total = re.search(r"^total\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+ \w+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+        total = re.search(
+            r"^total\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+ \w+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M
+        )
         assert total, out
         assert [jobs, loads, judge, load_h, start_h, total_h] == list(total.groups()), (grid, shape)
 
@@ -389,9 +429,13 @@ def test_ci_doc_tolerances_are_the_tests_constants_and_fit_the_measurements():
 
     rows = _tolerance_rows()
     names = {r[1].strip("`") for r in rows}
-    assert {"tests/test_families.py::SELECTION_ATOL", "tests/test_families.py::GEMMA2_SPLICE_ATOL",
-            "tests/selection/test_latent_scores.py::REAL_ATOL", "tests/cache/test_stream.py::STREAM_NORM_RTOL",
-            "tests/sae/test_architectures.py::L0_RTOL"} <= names
+    assert {
+        "tests/test_families.py::SELECTION_ATOL",
+        "tests/test_families.py::GEMMA2_SPLICE_ATOL",
+        "tests/selection/test_latent_scores.py::REAL_ATOL",
+        "tests/cache/test_stream.py::STREAM_NORM_RTOL",
+        "tests/sae/test_architectures.py::L0_RTOL",
+    } <= names
     number = re.compile(r"^\d[\d.]*(?:e-?\d+)?$")
     for cells in rows:
         path, constant = cells[1].strip("`").split("::")
@@ -402,7 +446,9 @@ def test_ci_doc_tolerances_are_the_tests_constants_and_fit_the_measurements():
         assert measured, f"docs/ci.md: no measured value for {cells[1]}"
         worst = max(measured)
         assert worst <= value, f"docs/ci.md: {cells[1]} = {value} is below its measured {worst}"
-        assert worst == 0 or value <= 20 * worst, f"docs/ci.md: {cells[1]} = {value} is over 20 times its measured {worst}: tighten it"
+        assert worst == 0 or value <= 20 * worst, (
+            f"docs/ci.md: {cells[1]} = {value} is over 20 times its measured {worst}: tighten it"
+        )
 
 
 def test_ci_doc_measured_run_adds_up():

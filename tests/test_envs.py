@@ -1,9 +1,10 @@
 """envs/*.yaml (for --sdm conda) pin the same versions as pyproject.toml."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
+
 from tests.helpers import REPO
 
 

@@ -23,16 +23,17 @@ import torch
 import yaml
 
 from saesteer.grouping import JobCell, all_jobs, job_cells, job_files
-from tests.helpers import REPO
 from saesteer.rule_jobs import RuleJob, RuleJobError, SaeFiles, make_rule_job, rule_function
-
+from tests.helpers import REPO
 
 CFG = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
 # This fixture plants its own tokens (" the", ",", "ing", ...), which the .test run's planted
 # corpus (single-token nature and code words, docs/ci.md) does not hold: the stages read the
 # installed English corpora, where each planted token occurs.
-CFG["corpus"]["sources"] = [{"kind": "shakespeare", "name": "shakespeare", "weight": 0.5},
-                            {"kind": "python_docs", "name": "python-docs", "weight": 0.5}]
+CFG["corpus"]["sources"] = [
+    {"kind": "shakespeare", "name": "shakespeare", "weight": 0.5},
+    {"kind": "python_docs", "name": "python-docs", "weight": 0.5},
+]
 # At factor 0.5 the tiny Llama (output scale 0.003) writes a planted word on one split and not
 # the other, so the selection split's tie (both factors 1.2) would pick a factor that fails on
 # the held-out split: one factor keeps one right answer per concept.
@@ -63,7 +64,11 @@ STAGES: dict[str, dict[str, Any]] = {
     },
     "steer_eval": {
         "in": {"sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet"},
-        "out": {"generations": "steering/generations.parquet", "concepts": "steering/concepts.json", "score": "steering/score.json"},
+        "out": {
+            "generations": "steering/generations.parquet",
+            "concepts": "steering/concepts.json",
+            "score": "steering/score.json",
+        },
         "shared": ("model", "instructions"),
         "params": ("steering", "judge", "prompt_format"),
     },
@@ -75,24 +80,33 @@ STAGES: dict[str, dict[str, Any]] = {
     },
     "steer_selected": {
         "in": {
-            "sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet", "latent_scores": "selection/latent_scores.parquet",
-            "steering_generations": "steering/generations.parquet", "steering_score": "steering/score.json",
+            "sae_cfg": "sae/cfg.json",
+            "autointerp": "autointerp.parquet",
+            "latent_scores": "selection/latent_scores.parquet",
+            "steering_generations": "steering/generations.parquet",
+            "steering_score": "steering/score.json",
         },
         "out": {
-            "generations": "selection/generations.parquet", "concepts": "selection/concepts.json",
-            "score": "selection/score.json", "latents": "selection/latents.parquet",
+            "generations": "selection/generations.parquet",
+            "concepts": "selection/concepts.json",
+            "score": "selection/score.json",
+            "latents": "selection/latents.parquet",
         },
         "shared": ("model", "instructions"),
         "params": ("steering", "selection", "judge", "prompt_format"),
     },
     "steering_vectors": {
         "in": {
-            "sae_cfg": "sae/cfg.json", "autointerp": "autointerp.parquet",
-            "steering_concepts": "steering/concepts.json", "steering_score": "steering/score.json",
+            "sae_cfg": "sae/cfg.json",
+            "autointerp": "autointerp.parquet",
+            "steering_concepts": "steering/concepts.json",
+            "steering_score": "steering/score.json",
         },
         "out": {
-            "score": "steering_vectors/score.json", "concepts": "steering_vectors/concepts.parquet",
-            "generations": "steering_vectors/generations.parquet", "vectors": "steering_vectors/vectors.safetensors",
+            "score": "steering_vectors/score.json",
+            "concepts": "steering_vectors/concepts.parquet",
+            "generations": "steering_vectors/generations.parquet",
+            "vectors": "steering_vectors/vectors.safetensors",
         },
         "shared": ("model", "eval_data", "instructions"),
         "params": ("eval", "steering", "steering_vectors", "judge"),
@@ -118,9 +132,14 @@ def inside(folder: Path):
 def params() -> dict[str, Any]:
     judge = {**CFG["judge"], "offline": {**CFG["judge"]["offline"], "reference_model": SHARED["model"]}}
     return {
-        "eval": CFG["eval"], "judge": judge, "steering": CFG["steering"], "selection": CFG["selection"],
-        "steering_vectors": CFG["steering_vectors"], "prompt_format": "chat",
-        "corpus": CFG["corpus"], "instructions": CFG["steering"].get("instructions"),
+        "eval": CFG["eval"],
+        "judge": judge,
+        "steering": CFG["steering"],
+        "selection": CFG["selection"],
+        "steering_vectors": CFG["steering_vectors"],
+        "prompt_format": "chat",
+        "corpus": CFG["corpus"],
+        "instructions": CFG["steering"].get("instructions"),
     }
 
 
@@ -128,8 +147,11 @@ def stage_job(stage: str, saes: list[SaeFiles]) -> RuleJob:
     spec = STAGES[stage]
     p = params()
     return RuleJob(
-        rule=stage, inputs={k: SHARED[k] for k in spec["shared"]}, saes=tuple(saes),
-        params={k: p[k] for k in spec["params"]}, threads=1,
+        rule=stage,
+        inputs={k: SHARED[k] for k in spec["shared"]},
+        saes=tuple(saes),
+        params={k: p[k] for k in spec["params"]},
+        threads=1,
     )
 
 
@@ -145,24 +167,47 @@ def sae_files(stage: str, cell: JobCell, out_root: str = "results") -> SaeFiles:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, smollm2_tokenizer, minilm):
     """Model, eval data, instruction pool and two SAEs of different architectures."""
+    from saesteer.planted import embeddings, plant_token_latents
     from saesteer.sae.registry import build_sae
     from saesteer.sae.saelens_io import save_saelens_dir
-    from saesteer.planted import embeddings, plant_token_latents
     from saesteer.tiny_models import write_tiny_model
 
     root = tmp_path_factory.mktemp("groups")
     info = write_tiny_model("llama", root / "hf-tiny", smollm2_tokenizer)
-    spec = {"name": MODEL, "source": "local", "path": str(root / "hf-tiny"), "layer": info["layer"],
-            "n_layers": info["n_layers"], "d_model": info["d_model"], "prompt_format": "chat"}
+    spec = {
+        "name": MODEL,
+        "source": "local",
+        "path": str(root / "hf-tiny"),
+        "layer": info["layer"],
+        "n_layers": info["n_layers"],
+        "d_model": info["d_model"],
+        "prompt_format": "chat",
+    }
     torch.set_num_threads(1)
     with inside(root):
         run = rule_function
-        run("prepare_model")(RuleJob("prepare_model", outputs={"record": SHARED["model"]},
-                                     params={"spec": spec, "weights_dir": "results/models/tiny/hf"}))
-        run("prepare_eval_data")(RuleJob("prepare_eval_data", inputs={"model": SHARED["model"]}, outputs={"manifest": SHARED["eval_data"]},
-                                         params={"spec": spec, "corpus": CFG["corpus"], "eval": CFG["eval"]}))
-        run("steering_instructions")(RuleJob("steering_instructions", outputs={"pool": SHARED["instructions"]},
-                                             params={"instructions": params()["instructions"]}))
+        run("prepare_model")(
+            RuleJob(
+                "prepare_model",
+                outputs={"record": SHARED["model"]},
+                params={"spec": spec, "weights_dir": "results/models/tiny/hf"},
+            )
+        )
+        run("prepare_eval_data")(
+            RuleJob(
+                "prepare_eval_data",
+                inputs={"model": SHARED["model"]},
+                outputs={"manifest": SHARED["eval_data"]},
+                params={"spec": spec, "corpus": CFG["corpus"], "eval": CFG["eval"]},
+            )
+        )
+        run("steering_instructions")(
+            RuleJob(
+                "steering_instructions",
+                outputs={"pool": SHARED["instructions"]},
+                params={"instructions": params()["instructions"]},
+            )
+        )
         embed, unembed = embeddings(root / "hf-tiny")
         for i, cell in enumerate(CELLS):
             # Not seed 1: build_tiny_model draws the Llama's unembedding noise from a generator
@@ -170,7 +215,9 @@ def prepared(tmp_path_factory, smollm2_tokenizer, minilm):
             torch.manual_seed(100 + i)
             sae = build_sae(cell.arch, info["d_model"], 256, target_l0=cell.target_l0)
             sae.reset_parameters()
-            plant_token_latents(sae, embed, unembed, {lat: token_id(smollm2_tokenizer, text) for lat, text in PLANTS[cell.arch].items()})
+            plant_token_latents(
+                sae, embed, unembed, {lat: token_id(smollm2_tokenizer, text) for lat, text in PLANTS[cell.arch].items()}
+            )
             save_saelens_dir(sae, Path(f"results/{cell.path}/sae"), metadata={"hook_name": HOOK})
     return root
 
@@ -196,8 +243,9 @@ def planted_latents(folder: Path) -> set[int]:
 
     model_dir = Path("hf-tiny")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    found = token_latents(load_file(str(folder / "sae/sae_weights.safetensors"))["W_dec"], embeddings(model_dir)[1],
-                          lambda t: tokenizer.decode([t]))
+    found = token_latents(
+        load_file(str(folder / "sae/sae_weights.safetensors"))["W_dec"], embeddings(model_dir)[1], lambda t: tokenizer.decode([t])
+    )
     assert set(found) == set(PLANTS[folder.parent.name])  # every planted row is found, nothing else
     return {latent for latent, t in found.items() if t.countable}
 
@@ -205,7 +253,9 @@ def planted_latents(folder: Path) -> set[int]:
 def _autointerp(out: dict[str, Path]) -> None:
     """The offline judge names each live planted latent by its token; "ing" never fires alone
     in the eval data (dead, not sampled); the ReLU latent of "ed" also fires on other tokens."""
-    got = {a: {r["latent"]: r["explanation"] for r in pq.read_table(f / "autointerp.parquet").to_pylist()} for a, f in out.items()}
+    got = {
+        a: {r["latent"]: r["explanation"] for r in pq.read_table(f / "autointerp.parquet").to_pylist()} for a, f in out.items()
+    }
     assert got["topk"] == {3: 'the tokens "the"', 40: 'the tokens ","', 17: 'the tokens "and"'}
     assert got["relu"][5] == 'the tokens "of"' and got["relu"][19].startswith('the tokens "ed", ') and len(got["relu"]) == 2
 
@@ -263,7 +313,9 @@ def _steering_vectors(out: dict[str, Path]) -> None:
         concepts = json.loads((folder / "steering/concepts.json").read_text())["concepts"]
         held = {c["latent"]: c["axbench"]["heldout_score"] for c in concepts}
         latents = [c["latent"] for c in report["concepts"]]
-        assert report["score_latent"] == pytest.approx(sum(held[lat] for lat in latents) / len(latents)) == pytest.approx(H211 / 2), arch
+        assert (
+            report["score_latent"] == pytest.approx(sum(held[lat] for lat in latents) / len(latents)) == pytest.approx(H211 / 2)
+        ), arch
     assert [c["latent"] for c in json.loads((out["topk"] / "steering_vectors/score.json").read_text())["concepts"]] == [3, 40]
     from safetensors.torch import load_file
 
@@ -274,7 +326,9 @@ def _steering_vectors(out: dict[str, Path]) -> None:
     for arch, folder in out.items():
         report = json.loads((folder / "steering_vectors/score.json").read_text())
         scores = report["axbench"]["scores"]
-        assert scores["diffmean"] > 0 and report["axbench"]["share_of_diffmean"]["latent"] == pytest.approx(scores["latent"] / scores["diffmean"])
+        assert scores["diffmean"] > 0 and report["axbench"]["share_of_diffmean"]["latent"] == pytest.approx(
+            scores["latent"] / scores["diffmean"]
+        )
         # DiffMean (strongly active positions minus random ones) of a token latent points along its token's embedding.
         vectors = load_file(str(folder / "steering_vectors/vectors.safetensors"))
         for c in report["concepts"]:
@@ -288,8 +342,14 @@ def token_id_of(arch: str, latent: int) -> int:
     return token_id(AutoTokenizer.from_pretrained("hf-tiny"), PLANTS[arch][latent])
 
 
-PLANTED_ANSWER = {"autointerp": _autointerp, "eval_interp": _eval_interp, "steer_eval": _steer_eval,
-                  "select_features": _select_features, "steer_selected": _steer_selected, "steering_vectors": _steering_vectors}
+PLANTED_ANSWER = {
+    "autointerp": _autointerp,
+    "eval_interp": _eval_interp,
+    "steer_eval": _steer_eval,
+    "select_features": _select_features,
+    "steer_selected": _steer_selected,
+    "steering_vectors": _steering_vectors,
+}
 
 
 def _normalised(value: Any) -> Any:
@@ -352,12 +412,14 @@ def test_a_grouped_jobs_outputs_equal_each_saes_own_job(prepared, stage):
         for cell in CELLS:
             rule_function(stage)(stage_job(stage, [sae_files(stage, cell, out_root="single")]))
         for cell in CELLS:
-            for name, tail in STAGES[stage]["out"].items():
+            for _name, tail in STAGES[stage]["out"].items():
                 assert_same_file(Path(f"results/{cell.path}/{tail}"), Path(f"single/{cell.path}/{tail}"))
         PLANTED_ANSWER[stage]({cell.arch: Path(f"results/{cell.path}") for cell in CELLS})
 
 
-@pytest.mark.parametrize("stage, loads", [("steer_eval", 1), ("select_features", 1), ("steering_vectors", 1), ("steer_selected", 0)])
+@pytest.mark.parametrize(
+    "stage, loads", [("steer_eval", 1), ("select_features", 1), ("steering_vectors", 1), ("steer_selected", 0)]
+)
 def test_a_grouped_job_loads_the_model_once(prepared, stage, loads, monkeypatch):
     """What grouping is for: one load of the LLM per job, not per SAE (the loader is the
     real one, counted). steer_selected with the CI config's selection.candidates (concepts,
@@ -418,7 +480,9 @@ def test_translation_splits_per_sae_and_shared_files_and_refuses_a_wrong_order()
     assert [s.inputs["autointerp"] for s in job.saes] == [Path(f"results/{c.path}/autointerp.parquet") for c in CELLS]
     assert [s.cell for s in job.saes] == list(CELLS)
     with pytest.raises(RuleJobError, match="out of the job's SAE order"):
-        make_rule_job("steer_eval", {"autointerp": [f"results/{c.path}/autointerp.parquet" for c in reversed(CELLS)]}, {}, {"cells": cells})
+        make_rule_job(
+            "steer_eval", {"autointerp": [f"results/{c.path}/autointerp.parquet" for c in reversed(CELLS)]}, {}, {"cells": cells}
+        )
     with pytest.raises(RuleJobError, match="1 per-SAE paths for a job of 2 SAEs"):
         make_rule_job("steer_eval", {"autointerp": f"results/{CELLS[0].path}/autointerp.parquet"}, {}, {"cells": cells})
 
@@ -475,7 +539,7 @@ def test_a_grouped_job_killed_after_its_first_sae_resumes_without_redoing_it(pre
         # A kept SAE whose inputs changed since is recomputed.
         weights.write_bytes(b"not safetensors")
         try:
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):  # noqa: B017 (safetensors raises its own error class for a corrupt file)
                 rule_function("autointerp")(job)
         finally:
             weights.write_bytes(good)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _toy_source() -> str:
     text = DOC.read_text()
     assert MARKER in text, f"{DOC} lost its toy architecture block"
-    block = re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S)
+    block = re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S)
     assert block is not None
     return block.group(1)
 
@@ -59,9 +59,15 @@ def test_recipe_architecture_trains_saves_loads_and_evaluates(toy_arch, tmp_path
     cfg = TrainConfig(tokens=128 * 150, batch_size=128, lr=3e-3, lr_warmup_steps=5, log_every_steps=50, eval_tokens=512)
     out = {name: tmp_path / "sae" / name for name in ("sae_weights.safetensors", "cfg.json")}
     summary = run_training(
-        TensorSource(data.activations, shard_tokens=2000), "toy_topk", 2, cfg, 48,
-        weights_path=out["sae_weights.safetensors"], cfg_path=out["cfg.json"],
-        curves_path=tmp_path / "curves.parquet", summary_path=tmp_path / "summary.json",
+        TensorSource(data.activations, shard_tokens=2000),
+        "toy_topk",
+        2,
+        cfg,
+        48,
+        weights_path=out["sae_weights.safetensors"],
+        cfg_path=out["cfg.json"],
+        curves_path=tmp_path / "curves.parquet",
+        summary_path=tmp_path / "summary.json",
     )
     assert summary["arch"] == "toy_topk" and summary["achieved_l0"] == pytest.approx(2.0)
     assert summary["explained_variance"] > 0.3, summary["explained_variance"]

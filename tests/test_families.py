@@ -25,7 +25,6 @@ import copy
 import pytest
 import torch
 
-from tests.helpers import TINY_VOCAB, CharTokenizer, hf_generate, random_directions
 from saesteer.cache.capture import ResidualCapture
 from saesteer.evals.core import splice_scores
 from saesteer.evals.splice import (
@@ -42,6 +41,7 @@ from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, reference_latent_scores, score_latents
 from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
 from saesteer.tiny_models import FAMILIES, GEMMA2_SLIDING_WINDOW, build_tiny_model
+from tests.helpers import TINY_VOCAB, CharTokenizer, hf_generate, random_directions
 
 FAMILY_NAMES = list(FAMILIES)
 LAYER = 2
@@ -88,7 +88,7 @@ def identity_sae(d: int):
     sae = build_sae("relu", d, 2 * d, target_l0=1)
     eye = torch.eye(d)
     with torch.no_grad():
-        for name, param in sae.named_parameters():
+        for _name, param in sae.named_parameters():
             param.zero_()
         sae.W_enc.copy_(torch.cat([eye, -eye], dim=1) if sae.W_enc.shape == (d, 2 * d) else torch.cat([eye, -eye], dim=0))
         sae.W_dec.copy_(torch.cat([eye, -eye], dim=0) if sae.W_dec.shape == (2 * d, d) else torch.cat([eye, -eye], dim=1))
@@ -99,8 +99,12 @@ def identity_sae(d: int):
 
 
 def test_tiny_models_have_the_paper_families_structure():
-    g, q, l = tiny("gemma2"), tiny("qwen2"), tiny("llama")
-    assert type(g).__name__ == "Gemma2ForCausalLM" and type(q).__name__ == "Qwen2ForCausalLM" and type(l).__name__ == "LlamaForCausalLM"
+    g, q, lm = tiny("gemma2"), tiny("qwen2"), tiny("llama")
+    assert (
+        type(g).__name__ == "Gemma2ForCausalLM"
+        and type(q).__name__ == "Qwen2ForCausalLM"
+        and type(lm).__name__ == "LlamaForCausalLM"
+    )
     gc = g.config
     assert gc.final_logit_softcapping == 30.0 and gc.attn_logit_softcapping == 50.0
     assert gc.sliding_window == GEMMA2_SLIDING_WINDOW and set(gc.layer_types) == {"sliding_attention", "full_attention"}
@@ -109,7 +113,7 @@ def test_tiny_models_have_the_paper_families_structure():
     assert q.lm_head.weight.data_ptr() == q.model.embed_tokens.weight.data_ptr()
     attn = q.model.layers[0].self_attn
     assert all(float(getattr(attn, p).bias.detach().abs().max()) > 0.1 for p in ("q_proj", "k_proj", "v_proj"))
-    assert l.lm_head.weight.data_ptr() != l.model.embed_tokens.weight.data_ptr()
+    assert lm.lm_head.weight.data_ptr() != lm.model.embed_tokens.weight.data_ptr()
 
 
 def test_gemma2_soft_caps_and_sliding_window_bind():
@@ -186,7 +190,11 @@ def test_identity_sae_spliced_in_equals_the_clean_model(family):
         targets = ids[:, first + 1 :].reshape(-1)
         fast = linear_unembedding(model) is not None
         ref = reference_losses(model, flat(clean), flat(ablated), targets, keep_expectation=fast)
-        kwargs = {"neg_entropy": ref["neg_entropy"], "expected_unembedding": ref["expected_unembedding"]} if fast else {"clean_hidden": flat(clean)}
+        kwargs = (
+            {"neg_entropy": ref["neg_entropy"], "expected_unembedding": ref["expected_unembedding"]}
+            if fast
+            else {"clean_hidden": flat(clean)}
+        )
         ce, kl = spliced_losses(model, flat(spliced), targets, **kwargs)
     assert (ce - ref["ce_clean"]).abs().max().item() <= SPLICE_ATOL, family
     assert kl.abs().max().item() <= SPLICE_ATOL, family
@@ -214,6 +222,7 @@ def projection_sae(resid: torch.Tensor, rank: int):
 def _hooked_logits(model, ids: torch.Tensor, edit) -> torch.Tensor:
     """Plain transformers forward with block LAYER's output hidden state replaced by
     ``edit(hidden)`` through a forward hook (``edit`` None: the clean forward)."""
+
     def hook(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
         new = edit(hidden)
@@ -240,8 +249,14 @@ def test_gemma2_soft_capped_splice_with_a_real_sae_equals_two_plain_forwards(kin
     from saesteer.evals.interp import core_metrics
 
     model, tok = tiny("gemma2"), CharTokenizer()
-    cfg = EvalConfig.from_config({"device": "cpu", "batch_size": 3, "core": {"n_contexts": 6, "splice_contexts": 5, "context_length": 32},
-                                  "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2}})
+    cfg = EvalConfig.from_config(
+        {
+            "device": "cpu",
+            "batch_size": 3,
+            "core": {"n_contexts": 6, "splice_contexts": 5, "context_length": 32},
+            "absorption": {"icl_examples": 1, "max_words": 52, "min_true_positives": 1, "max_k": 2},
+        }
+    )
     build_eval_data(model, tok, model_name="tiny-gemma2", layer=LAYER, corpus_cfg=text_corpus, cfg=cfg, out_dir=tmp_path / "eval")
     data = load_eval_data(tmp_path / "eval")
     assert data.manifest["core"]["kl_method"] == "clean_logits"  # the soft-capped head's route
@@ -265,16 +280,27 @@ def test_gemma2_soft_capped_splice_with_a_real_sae_equals_two_plain_forwards(kin
         return new
 
     targets = ids[:, 2:, None]
-    logp = {name: torch.log_softmax(_hooked_logits(model, ids, edit)[:, 1:-1], dim=-1).double()
-            for name, edit in (("clean", None), ("sae", reconstruct), ("zero", zero))}
+    logp = {
+        name: torch.log_softmax(_hooked_logits(model, ids, edit)[:, 1:-1], dim=-1).double()
+        for name, edit in (("clean", None), ("sae", reconstruct), ("zero", zero))
+    }
     ce = {name: -lp.gather(-1, targets).squeeze(-1) for name, lp in logp.items()}
     kl = {name: (logp["clean"].exp() * (logp["clean"] - logp[name])).sum(-1) for name in ("sae", "zero")}
 
     # The SAE is not an identity: its splice moves the next-token distribution for real.
-    assert out["explained_variance"] < 0.99 and float(kl["sae"].mean()) > 1e-2, (kind, out["explained_variance"], kl["sae"].mean())
+    assert out["explained_variance"] < 0.99 and float(kl["sae"].mean()) > 1e-2, (
+        kind,
+        out["explained_variance"],
+        kl["sae"].mean(),
+    )
     assert out["splice_n_tokens"] == ce["sae"].numel() == 5 * 30
-    for key, want in (("ce_loss_clean", ce["clean"]), ("ce_loss_with_sae", ce["sae"]), ("ce_loss_zero_ablation", ce["zero"]),
-                      ("kl_div_with_sae", kl["sae"]), ("kl_div_zero_ablation", kl["zero"])):
+    for key, want in (
+        ("ce_loss_clean", ce["clean"]),
+        ("ce_loss_with_sae", ce["sae"]),
+        ("ce_loss_zero_ablation", ce["zero"]),
+        ("kl_div_with_sae", kl["sae"]),
+        ("kl_div_zero_ablation", kl["zero"]),
+    ):
         assert abs(out[key] - float(want.mean())) <= GEMMA2_SPLICE_ATOL, (kind, key, out[key], float(want.mean()))
     ce_mean = {k: float(v.mean()) for k, v in ce.items()}
     kl_mean = {k: float(v.mean()) for k, v in kl.items()}

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO
 from saesteer.models import ModelError, ModelSpec, hub_error_message, load_prepared, prepare_model
 from saesteer.tiny_models import FAMILIES, write_hub_cache, write_tiny_model
+from tests.helpers import REPO
 
 
 def char_tokenizer():
@@ -30,7 +30,9 @@ def char_tokenizer():
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def save_tiny(family: str, folder: Path):
@@ -58,7 +60,9 @@ def prepare_in_subprocess(spec: dict, tmp_path: Path, hf_home: Path) -> subproce
     )
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
     env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-c", code, json.dumps(spec), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("family", ["qwen2"])
@@ -120,7 +124,15 @@ def test_local_source_uses_the_folder_in_place(tmp_path):
     with pytest.raises(ModelError, match="n_layers=6, the model has 4"):
         prepare_model(wrong, tmp_path / "model2.json", tmp_path / "unused")
     with pytest.raises(ModelError, match="is not a folder"):
-        prepare_model(ModelSpec(name="x", source="local", path=str(tmp_path / "nope"), layer=0, n_layers=1, d_model=8), tmp_path / "m.json", tmp_path / "u")
+        prepare_model(
+            ModelSpec(name="x", source="local", path=str(tmp_path / "nope"), layer=0, n_layers=1, d_model=8),
+            tmp_path / "m.json",
+            tmp_path / "u",
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="has no config.json"):
-        prepare_model(ModelSpec(name="x", source="local", path=str(tmp_path / "empty"), layer=0, n_layers=1, d_model=8), tmp_path / "m.json", tmp_path / "u")
+        prepare_model(
+            ModelSpec(name="x", source="local", path=str(tmp_path / "empty"), layer=0, n_layers=1, d_model=8),
+            tmp_path / "m.json",
+            tmp_path / "u",
+        )

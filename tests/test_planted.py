@@ -22,12 +22,21 @@ from saesteer.planted import (
 )
 
 
-@pytest.mark.parametrize("text, steers", [
-    (" the", True), (" Python", True), (" 42", True),  # a whole word: repeats stay separate words
-    ("ing", False), ("the", False),  # no leading space: repeats glue into one word
-    (",", False), (" ,", False),  # punctuation: a run is one BPE token (fluency unmeasurable)
-    (" don't", False), ("", False), (" ", False),
-])
+@pytest.mark.parametrize(
+    "text, steers",
+    [
+        (" the", True),
+        (" Python", True),
+        (" 42", True),  # a whole word: repeats stay separate words
+        ("ing", False),
+        ("the", False),  # no leading space: repeats glue into one word
+        (",", False),
+        (" ,", False),  # punctuation: a run is one BPE token (fluency unmeasurable)
+        (" don't", False),
+        ("", False),
+        (" ", False),
+    ],
+)
 def test_countable_tokens_are_whole_words(text, steers):
     assert countable(text) is steers
 
@@ -105,7 +114,11 @@ def test_committed_ci_corpus_is_the_generated_one(tmp_path):
         assert len(texts) == 300
         used = {w.strip(".") for t in texts for w in t.split()}
         assert used == set(PLANTED_WORDS[name])
-    assert planted_documents(["a", "b"], 3, seed=1) == planted_documents(["a", "b"], 3, seed=1) != planted_documents(["a", "b"], 3, seed=2)
+    assert (
+        planted_documents(["a", "b"], 3, seed=1)
+        == planted_documents(["a", "b"], 3, seed=1)
+        != planted_documents(["a", "b"], 3, seed=2)
+    )
 
 
 def _cell(path, planted, score, concepts, delta_c, output, lifts=(0.5, 0.0)):
@@ -134,16 +147,40 @@ def test_judge_answers_passes_a_planted_run(tmp_path):
     assert judge_answers(_good_run(), _summary(0.5), tmp_path) == []
 
 
-@pytest.mark.parametrize("break_it, expected", [
-    (lambda r, s: [r[0].__class__(**{**r[0].__dict__, "score": 0.0}), r[1]], "every SAE's steering score is 0.0"),
-    (lambda r, s: [r[0].__class__(**{**r[0].__dict__, "concepts": {1: 0.0, 2: 0.0, 3: 0.0}, "score": 0.1}), r[1]], "every concept's held-out score is 0.0"),
-    (lambda r, s: [r[0].__class__(**{**r[0].__dict__, "concepts": {1: 0.0, 2: 0.0, 3: 1.2}}), r[1]], "mean held-out score 0.000 is not above"),
-    (lambda r, s: [r[0].__class__(**{**r[0].__dict__, "planted": {2: r[0].planted[2]}}), r[1]], "no concept is a planted latent"),
-    (lambda r, s: [_cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[3], output=[1, 3]), r[1]], "no SAE's Delta C set holds a planted latent"),
-    (lambda r, s: [_cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[1], output=[3]), r[1]], "output-score set [3] holds none of the planted concepts [1]"),
-    (lambda r, s: [_cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[1], output=[1], lifts=(0.0, None)), r[1]], "no lift is defined and nonzero"),
-    (lambda r, s: r, "tau-b of autointerp vs steering over all SAEs is None"),
-])
+@pytest.mark.parametrize(
+    "break_it, expected",
+    [
+        (lambda r, s: [r[0].__class__(**{**r[0].__dict__, "score": 0.0}), r[1]], "every SAE's steering score is 0.0"),
+        (
+            lambda r, s: [r[0].__class__(**{**r[0].__dict__, "concepts": {1: 0.0, 2: 0.0, 3: 0.0}, "score": 0.1}), r[1]],
+            "every concept's held-out score is 0.0",
+        ),
+        (
+            lambda r, s: [r[0].__class__(**{**r[0].__dict__, "concepts": {1: 0.0, 2: 0.0, 3: 1.2}}), r[1]],
+            "mean held-out score 0.000 is not above",
+        ),
+        (
+            lambda r, s: [r[0].__class__(**{**r[0].__dict__, "planted": {2: r[0].planted[2]}}), r[1]],
+            "no concept is a planted latent",
+        ),
+        (
+            lambda r, s: [_cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[3], output=[1, 3]), r[1]],
+            "no SAE's Delta C set holds a planted latent",
+        ),
+        (
+            lambda r, s: [_cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[1], output=[3]), r[1]],
+            "output-score set [3] holds none of the planted concepts [1]",
+        ),
+        (
+            lambda r, s: [
+                _cell("m/topk/l0-2", {1: True}, 0.6, {1: 1.2, 3: 0.0}, delta_c=[1], output=[1], lifts=(0.0, None)),
+                r[1],
+            ],
+            "no lift is defined and nonzero",
+        ),
+        (lambda r, s: r, "tau-b of autointerp vs steering over all SAEs is None"),
+    ],
+)
 def test_judge_answers_names_each_broken_expectation(break_it, expected, tmp_path):
     """Each expectation, broken alone on the passing run above, gives exactly its one line."""
     run = break_it(_good_run(), None)

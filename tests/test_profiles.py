@@ -72,9 +72,7 @@ json.dump(rules, sys.stdout)
 def workflow_rules() -> list[dict]:
     """Every rule of the workflow, from Snakemake's own parse of the Snakefile."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(REPO / "src")}
-    result = subprocess.run(
-        [sys.executable, "-c", _RULES_SCRIPT], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
-    )
+    result = subprocess.run([sys.executable, "-c", _RULES_SCRIPT], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     rules = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(rules) > 10 and any(r["name"] == "train_sae" for r in rules)
@@ -131,7 +129,11 @@ def test_short_profile_names_resolve_from_the_repository_root(name):
     env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
     result = subprocess.run(
         [*SNAKEMAKE, "--nolock", target, "-n", "--forceall", "--profile", name],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     if name == "slurm":  # the profile's resources reached the jobs
@@ -291,8 +293,12 @@ def fake_run(name: str, base: Path) -> FakeRun:
     common = ["--nolock", "-s", str(REPO / "Snakefile")]
     configfiles = ["--configfile", *CONFIGS[name]]
     dry = subprocess.run(
-        [*SNAKEMAKE, *common, "-n", "--forceall", *configfiles], cwd=work, capture_output=True, text=True,
-        env=env, timeout=300,
+        [*SNAKEMAKE, *common, "-n", "--forceall", *configfiles],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert dry.returncode == 0, dry.stderr
     jobs = [j for j in parse_dry_run(dry.stdout) if j.rule != "all"]
@@ -325,8 +331,13 @@ def fake_run(name: str, base: Path) -> FakeRun:
         cwd=work, capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     return FakeRun(
-        name, jobs, [jobs[i] for i in sorted(chosen)], fake_slurm.read_calls(state), result.returncode,
-        result.stdout + result.stderr, time.monotonic() - start,
+        name,
+        jobs,
+        [jobs[i] for i in sorted(chosen)],
+        fake_slurm.read_calls(state),
+        result.returncode,
+        result.stdout + result.stderr,
+        time.monotonic() - start,
     )
 
 
@@ -369,9 +380,7 @@ def test_each_rule_is_submitted_as_it_needs(name, fake_runs, workflow_rules):
 
 
 def test_every_rule_is_submitted_in_one_of_the_fake_runs(fake_runs, workflow_rules):
-    submitted = {
-        c["comment"].removeprefix("rule_").split("_wildcards_")[0] for run in fake_runs.values() for c in run.calls
-    }
+    submitted = {c["comment"].removeprefix("rule_").split("_wildcards_")[0] for run in fake_runs.values() for c in run.calls}
     assert submitted == job_rules(workflow_rules) - LOCAL_RULES
 
 

@@ -15,7 +15,6 @@ from saesteer.prompting import PromptFormatError, prompt_ids, stop_ids, text_ids
 from saesteer.selection.config import ARAD_PROMPT
 from saesteer.selection.latent_scores import prompt_token_ids
 from saesteer.steering.generate import GenRow, SteeringModel, decode
-
 from tests.helpers import REPO
 
 
@@ -76,8 +75,15 @@ def chain_llama(tok, chain: dict[int, int]) -> LlamaForCausalLM:
     torch.manual_seed(0)
     d = 64
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=d,
+        intermediate_size=2 * d,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config).eval()

@@ -15,8 +15,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -201,8 +201,18 @@ def stale_report(run: Path) -> Path:
 
 
 CORRUPTIONS = [
-    edited_score, edited_autointerp, edited_lift, dropped_row, duplicated_row, edited_table_value, edited_tau,
-    swapped_sae_folders, truncated_shard, untrained_sae, untrained_summary, stale_report,
+    edited_score,
+    edited_autointerp,
+    edited_lift,
+    dropped_row,
+    duplicated_row,
+    edited_table_value,
+    edited_tau,
+    swapped_sae_folders,
+    truncated_shard,
+    untrained_sae,
+    untrained_summary,
+    stale_report,
 ]
 
 
@@ -236,14 +246,25 @@ def _rank_run(tmp_path: Path, steering: list[float]) -> tuple[Path, dict]:
     from saesteer.aggregate.config import AggregateConfig
     from saesteer.aggregate.summary import TARGETS, rank_agreement_table
 
-    config = {"models": [{"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8}],
-              "architectures": ["topk", "relu"], "sparsities": [8, 16], "aggregate": {"min_saes": 2}}
+    config = {
+        "models": [{"name": "m", "source": "hub", "hub_id": "org/m", "layer": 1, "n_layers": 2, "d_model": 8}],
+        "architectures": ["topk", "relu"],
+        "sparsities": [8, 16],
+        "aggregate": {"min_saes": 2},
+    }
     cells = [("topk", 8), ("topk", 16), ("relu", 8), ("relu", 16)]
-    table = pd.DataFrame({
-        "model": "m", "arch": [a for a, _ in cells], "target_l0": [k for _, k in cells],
-        "sparsity": [f"l0-{k}" for _, k in cells], "source": "trained",
-        "autointerp": [0.1, 0.2, 0.3, 0.4], **{t: float("nan") for t in TARGETS}, "steering": steering,
-    })
+    table = pd.DataFrame(
+        {
+            "model": "m",
+            "arch": [a for a, _ in cells],
+            "target_l0": [k for _, k in cells],
+            "sparsity": [f"l0-{k}" for _, k in cells],
+            "source": "trained",
+            "autointerp": [0.1, 0.2, 0.3, 0.4],
+            **{t: float("nan") for t in TARGETS},
+            "steering": steering,
+        }
+    )
     cfg = AggregateConfig(min_saes=2, n_bootstrap=20, n_permutations=20, metrics=("autointerp",))
     ranks = rank_agreement_table(table, cfg)
     ranks = ranks[ranks["target"] == "steering"].reset_index(drop=True)

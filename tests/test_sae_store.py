@@ -190,7 +190,7 @@ def test_saesteer_rerun_names_a_folder_without_entry(workdir, capsys):
     assert "no stored outputs of rule steer_eval" in capsys.readouterr().err
 
 
-TOY_SNAKEFILE = '''
+TOY_SNAKEFILE = """
 SAES = ["a", "b", "c"]
 CELLS = [{"model": "m", "arch": "topk", "sparsity": s, "target_l0": 2} for s in SAES]
 
@@ -233,7 +233,7 @@ rule toy_down:
         cells=CELLS,
     run:
         compute(rule, input, output, params)
-'''
+"""
 
 
 def test_saesteer_rerun_in_a_grouped_workflow_computes_one_sae_and_leaves_nothing_to_do(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 import json
 
-from tests.helpers import REPO
 from saesteer.config import load_config
 from saesteer.tables import grid_table, to_markdown
+from tests.helpers import REPO
 
 
 def test_table_reads_each_cell_and_marks_missing_ones(tmp_path):

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.helpers import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def snakemake(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SNAKEMAKE, "--nolock", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
-    )
+    return subprocess.run([*SNAKEMAKE, "--nolock", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def without_key() -> dict[str, str]:

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--l0-tolerance", type=float, help="achieved L0 within this fraction of the target (default 0.3)")
     check.add_argument("--min-explained-variance", type=float, help="explained variance floor of every SAE (default 0.2)")
     check.add_argument("--sae-tokens", type=int, help="held-out activations each SAE is evaluated on, 0 for none (default 4096)")
-    check.add_argument("--no-cache-checksums", action="store_true", help="do not hash the activation shards (TBs on the paper grid)")
-    check.add_argument("--no-planted-check", action="store_true", help="skip the CI grid's planted-answer check (for a subset of that grid)")
+    check.add_argument(
+        "--no-cache-checksums", action="store_true", help="do not hash the activation shards (TBs on the paper grid)"
+    )
+    check.add_argument(
+        "--no-planted-check", action="store_true", help="skip the CI grid's planted-answer check (for a subset of that grid)"
+    )
     agree = sub.add_parser(
         "judge-agreement", help="tau-b between two judges' rankings of the same grid's SAEs, per measure (docs/judges.md)"
     )
@@ -60,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     rerun.add_argument("--rule", required=True, help="the per-SAE rule, e.g. steer_eval")
     rerun.add_argument("targets", nargs="*", help="SAE folders results/<model>/<arch>/<sparsity> (or files in them)")
     rerun.add_argument("--all", dest="every_sae", action="store_true", help="every SAE of the rule (the store bypassed)")
-    rerun.add_argument("--directory", default=".", help="the run's working directory, also passed to snakemake (default: %(default)s)")
+    rerun.add_argument(
+        "--directory", default=".", help="the run's working directory, also passed to snakemake (default: %(default)s)"
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     passed = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.command == "rerun":
-        from saesteer.sae_rerun import RerunError, rerun as run_rerun
+        from saesteer.sae_rerun import RerunError
+        from saesteer.sae_rerun import rerun as run_rerun
 
         try:
             return run_rerun(args.rule, args.targets, args.every_sae, args.directory, passed)
@@ -89,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         from saesteer.run_check import check_run
 
         directory = Path(args.directory)
-        given = {"l0_tolerance": args.l0_tolerance, "min_explained_variance": args.min_explained_variance,
-                 "max_tokens": args.sae_tokens, "verify_caches": False if args.no_cache_checksums else None,
-                 "planted_answer": False if args.no_planted_check else None}
+        given = {
+            "l0_tolerance": args.l0_tolerance,
+            "min_explained_variance": args.min_explained_variance,
+            "max_tokens": args.sae_tokens,
+            "verify_caches": False if args.no_cache_checksums else None,
+            "planted_answer": False if args.no_planted_check else None,
+        }
         settings = replace(CheckSettings(), **{k: v for k, v in given.items() if v is not None})
         problems, checked = check_run(
             directory, Path(args.run_config) if args.run_config else directory / "config" / "config.yaml", settings
@@ -121,8 +132,15 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = AggregateConfig.from_config(config.get("aggregate"))
         try:
-            table = compare_results(grid_from_config(config), args.results_a, args.results_b, n_bootstrap=cfg.n_bootstrap,
-                                    n_permutations=cfg.n_permutations, confidence=cfg.confidence, seed=cfg.seed)
+            table = compare_results(
+                grid_from_config(config),
+                args.results_a,
+                args.results_b,
+                n_bootstrap=cfg.n_bootstrap,
+                n_permutations=cfg.n_permutations,
+                confidence=cfg.confidence,
+                seed=cfg.seed,
+            )
         except JudgeAgreementError as exc:
             print(f"judge-agreement: {exc}", file=sys.stderr)
             return 2

@@ -9,16 +9,17 @@ error names the field, e.g. ``config field models[1].layer: 40 is not below n_la
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
 
 from saesteer.controls import ControlsConfigError, RandomDecoderConfig, is_control, source_of_arch
-from saesteer.schemas import schema_path
 from saesteer.models import ModelSpec
+from saesteer.schemas import schema_path
 
 SCHEMA_PATH = schema_path("config.schema.yaml")
 

@@ -8,7 +8,8 @@ steering_vectors), so this module sits on the stages' side of the import floors
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from saesteer.aggregate.config import AggregateConfig, AggregateConfigError
 from saesteer.schemas import schema_defaults
@@ -31,7 +32,9 @@ def _steering_errors(config: dict[str, Any]) -> list[str]:
         steering = SteeringConfig.from_config(config.get("steering"))
     except SteeringConfigError as exc:
         return [f"config field {exc}"]
-    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get("n_latents", schema_defaults("eval", "autointerp")["n_latents"])
+    n_latents = ((config.get("eval") or {}).get("autointerp") or {}).get(
+        "n_latents", schema_defaults("eval", "autointerp")["n_latents"]
+    )
     if not steering.concepts and steering.n_concepts > n_latents:
         return [
             f"config field steering.n_concepts: {steering.n_concepts} concepts need as many autointerp "

@@ -39,6 +39,7 @@ package's behaviour described in its meaning). Defaults are the schema's, the on
 are set: the package's config dataclasses take theirs from it (tests/test_config_defaults.py).
 """
 
+
 @dataclass(frozen=True)
 class KeyDoc:
     """One documented config key."""

@@ -11,8 +11,9 @@ saesteer.sae.random_decoder; docs/method.md, "Random-decoder controls".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from saesteer.config_blocks import reject_unknown_keys
 from saesteer.schemas import schema_defaults
@@ -43,7 +44,7 @@ def is_control(arch: str) -> bool:
 
 def base_arch(arch: str) -> str:
     """The architecture a (control) SAE is built as: ``random-topk`` -> ``topk``; ``topk`` -> ``topk``."""
-    return arch[len(CONTROL_PREFIX):] if is_control(arch) else arch
+    return arch[len(CONTROL_PREFIX) :] if is_control(arch) else arch
 
 
 def source_of_arch(arch: str, default: str = "trained") -> str:
@@ -59,7 +60,7 @@ class RandomDecoderConfig:
     """fitted (the paper's) or transpose (see ENCODER_MODES)."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "RandomDecoderConfig":
+    def from_config(cls, config: Mapping[str, Any]) -> RandomDecoderConfig:
         """The block of a whole config (``config["controls"]["random_decoder"]``), checked
         against the config's ``architectures``; errors name the field."""
         controls = dict(config.get("controls") or {})
@@ -98,6 +99,6 @@ class ControlsConfig:
     random_decoder: RandomDecoderConfig = field(default_factory=RandomDecoderConfig)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "ControlsConfig":
+    def from_config(cls, config: Mapping[str, Any]) -> ControlsConfig:
         """The block of a whole config, checked (see :meth:`RandomDecoderConfig.from_config`)."""
         return cls(random_decoder=RandomDecoderConfig.from_config(config))

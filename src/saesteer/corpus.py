@@ -30,9 +30,10 @@ import random
 import re
 import sys
 import sysconfig
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from saesteer.schemas import ITEMS, schema_defaults
 
@@ -245,7 +246,9 @@ class HFDatasetSource:
 SOURCE_KINDS: dict[str, Callable[[dict[str, Any]], CorpusSource]] = {
     "shakespeare": lambda c: ShakespeareSource(name=c.get("name", "shakespeare")),
     "python_docs": lambda c: PythonDocsSource(name=c.get("name", "python-docs")),
-    "local_files": lambda c: LocalFilesSource(name=c["name"], path=c["path"], text_field=c.get("text_field", _SOURCE["text_field"])),
+    "local_files": lambda c: LocalFilesSource(
+        name=c["name"], path=c["path"], text_field=c.get("text_field", _SOURCE["text_field"])
+    ),
     "hf_dataset": lambda c: HFDatasetSource(
         name=c["name"],
         path=c["path"],

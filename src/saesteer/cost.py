@@ -124,7 +124,9 @@ def eval_flops(spec: ModelSpec, eval_block: dict[str, Any] | None, dict_size: in
         n_classes = len(task.classes or ()) or 2
         subtasks = 1 if n_classes == 2 else n_classes
         passages = subtasks * (cfg.sparse_probing.train_size + cfg.sparse_probing.test_size)
-        prep += forward_flops(spec, passages * cfg.sparse_probing.max_tokens, cfg.sparse_probing.max_tokens, 0, spec.layer, unembed=False)
+        prep += forward_flops(
+            spec, passages * cfg.sparse_probing.max_tokens, cfg.sparse_probing.max_tokens, 0, spec.layer, unembed=False
+        )
     prompt_tokens = 8 * (cfg.absorption.icl_examples + 1)  # about 8 tokens per "{word} has the first letter: X"
     prep += forward_flops(spec, cfg.absorption.max_words * prompt_tokens, prompt_tokens, 0, spec.layer, unembed=False)
     # Per SAE: the spliced run above the hook, and the SAE over every scanned token.
@@ -308,7 +310,9 @@ def estimate(config: dict[str, Any]) -> list[ModelCost]:
                 cache_tokens=tokens,
                 cache_bytes=tokens * row_bytes,
                 cache_gpu_hours=cache_flops(spec, tokens, int(config["corpus"]["context_length"])) / (peak * cost["mfu"]) / 3600,
-                train_gpu_hours_per_sae=train_flops(spec.d_model, int(config["sae"]["dict_size"]), int(config["training"]["tokens"]))
+                train_gpu_hours_per_sae=train_flops(
+                    spec.d_model, int(config["sae"]["dict_size"]), int(config["training"]["tokens"])
+                )
                 / (peak * cost["sae_mfu"])
                 / 3600,
                 n_saes=trained_saes(grid, spec.name),
@@ -437,6 +441,7 @@ def format_judge_estimate(config: dict[str, Any]) -> list[str]:
     ]
     return lines
 
+
 def trained_saes(grid: Any, model: str) -> int:
     """SAEs of ``model`` that train_sae trains, the one count every training and per-SAE cost
     line uses: architectures x sparsities x seed replicates (``training.seeds``: each replicate is
@@ -460,7 +465,14 @@ def flops_lines(config: dict[str, Any]) -> list[str]:
     """The FLOP part of ``saesteer cost`` (cost_shape.format_estimate adds the job shape and
     the judge's cost after it)."""
     rows = estimate(config)
-    cost = {"gpu_name": "H100", "gpu_peak_tflops": 989.0, "mfu": 0.35, "sae_mfu": 0.25, "generate_mfu": 0.15, **config.get("cost", {})}
+    cost = {
+        "gpu_name": "H100",
+        "gpu_peak_tflops": 989.0,
+        "mfu": 0.35,
+        "sae_mfu": 0.25,
+        "generate_mfu": 0.15,
+        **config.get("cost", {}),
+    }
     lines = [
         f"Cost estimate ({cost['gpu_name']}, {cost['gpu_peak_tflops']:g} TFLOP/s peak, "
         f"utilisation {cost['mfu']:g} for LLM forwards, {cost['sae_mfu']:g} for SAE training, "
@@ -483,15 +495,16 @@ def flops_lines(config: dict[str, Any]) -> list[str]:
         "",
         *_control_lines(config),
         *_import_lines(rows),
-        *_eval_lines(config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)),
+        *_eval_lines(
+            config, peak=cost["gpu_peak_tflops"] * 1e12, mfu=cost["mfu"], n_saes=sum(r.n_saes for r in rows) // max(len(rows), 1)
+        ),
         *_steering_lines(config, cost),
         *_selection_lines(config, cost),
         *_steering_vectors_lines(config, cost),
         f"GPU-hours by stage: cache_activations {total_cache:.1f}, train_sae {total_train:.1f}, "
         f"{_eval_totals(config, cost)}, steer_eval {sum(r[2] * r[3] for r in _steering_hours(config, cost)):.1f}, "
         f"{_selection_totals(config, cost)}{_steering_vectors_total(config, cost)}.",
-        "Rough: FLOP counts over assumed utilisation; queueing and retries not included; "
-        "reads, LLM loads and job starts below.",
+        "Rough: FLOP counts over assumed utilisation; queueing and retries not included; reads, LLM loads and job starts below.",
         "",
     ]
     return lines
@@ -502,9 +515,13 @@ def _seed_lines(config: dict[str, Any]) -> list[str]:
     seeds = grid_from_config(config).seeds
     if len(seeds) < 2:
         return []
-    return [f"(SAEs include {len(seeds)} seed replicates of every trained cell, training.seeds {list(seeds)}: each is one more "
-            "co-trained member, so training and every per-SAE stage count it; the activation cache and a co-training job's "
-            "read of it do not)"]
+    return [
+        f"(SAEs include {len(seeds)} seed replicates of every trained cell, training.seeds {list(seeds)}: each is one more "
+        "co-trained member, so training and every per-SAE stage count it; the activation cache and a co-training job's "
+        "read of it do not)"
+    ]
+
+
 def _control_lines(config: dict[str, Any]) -> list[str]:
     """The random-decoder controls (controls.random_decoder) are SAEs of the grid like the trained
     ones: every count above and below includes them (trained with the decoder frozen: the same
@@ -566,7 +583,10 @@ def _steering_hours(config: dict[str, Any], cost: dict[str, Any]) -> list[tuple[
     peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
     grid = grid_from_config(config)
     block = config.get("steering")
-    return [(spec.name, steering_rows(block), steering_flops(spec, block) / peak / 3600, grid.n_cells(spec.name)) for spec in grid.models]
+    return [
+        (spec.name, steering_rows(block), steering_flops(spec, block) / peak / 3600, grid.n_cells(spec.name))
+        for spec in grid.models
+    ]
 
 
 def _steering_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
@@ -656,7 +676,9 @@ def _selection_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
         f"{'model':<16}{'rows/SAE':>17}{'select GPU-s/SAE':>19}{'select GPU-h':>14}",
     ]
     for r in rows:
-        lines.append(f"{r.model:<16}{r.rows:>17,.0f}{r.select_gpu_hours_per_sae * 3600:>19.2f}{r.select_gpu_hours_per_sae * r.n_saes:>14.3f}")
+        lines.append(
+            f"{r.model:<16}{r.rows:>17,.0f}{r.select_gpu_hours_per_sae * 3600:>19.2f}{r.select_gpu_hours_per_sae * r.n_saes:>14.3f}"
+        )
     if sel.model_dtype == "float32":
         lines.append(
             f"(selection.model_dtype float32: without TF32 an H100 runs FP32 matmuls ~{FP32_SLOWDOWN}x below the bf16 peak "
@@ -677,10 +699,14 @@ def _selection_lines(config: dict[str, Any], cost: dict[str, Any]) -> list[str]:
         f"{'model':<16}{'generations/SAE':>17}{'steer GPU-h/SAE':>17}{'steer GPU-h':>13}",
     ]
     for r in rows:
-        lines.append(f"{r.model:<16}{r.steer_generations:>17,}{r.steer_gpu_hours_per_sae:>17.3f}{r.steer_gpu_hours_per_sae * r.n_saes:>13.2f}")
+        lines.append(
+            f"{r.model:<16}{r.steer_generations:>17,}{r.steer_gpu_hours_per_sae:>17.3f}{r.steer_gpu_hours_per_sae * r.n_saes:>13.2f}"
+        )
     unsteered = steer_selected_unsteered_candidates(config)
     if sel.candidates == "concepts":
-        lines.append("(selection.candidates: concepts, the paper's design: the criteria choose among steer_eval's concepts, whose generations are reused.)")
+        lines.append(
+            "(selection.candidates: concepts, the paper's design: the criteria choose among steer_eval's concepts, whose generations are reused.)"
+        )
     else:
         lines.append(
             f"(selection.candidates: explained, the latents autointerp explained, eval.autointerp.n_latents = {unsteered + scfg.n_concepts}; "
@@ -696,7 +722,10 @@ def _steering_vectors_hours(config: dict[str, Any], cost: dict[str, Any]) -> lis
     peak = cost["gpu_peak_tflops"] * 1e12 * cost.get("generate_mfu", 0.15)
     grid = grid_from_config(config)
     rows = steering_vectors_rows(config)
-    return [(spec.name, rows, steering_vectors_flops(spec, config) / peak / 3600, trained_saes(grid, spec.name)) for spec in grid.models]
+    return [
+        (spec.name, rows, steering_vectors_flops(spec, config) / peak / 3600, trained_saes(grid, spec.name))
+        for spec in grid.models
+    ]
 
 
 def _steering_vectors_total(config: dict[str, Any], cost: dict[str, Any]) -> str:

@@ -111,7 +111,6 @@ def _assumptions(config: dict[str, Any]) -> dict[str, float]:
     return {"read_gbps": 1.5, "load_gbps": 1.0, "job_start_s": 10.0, **(config.get("cost") or {})}
 
 
-
 def jobs_per_model(config: dict[str, Any], group_by: str) -> int:
     grid = grid_from_config(config)
     check_group_by(group_by, "training.group_by")
@@ -207,8 +206,14 @@ def shape_estimate(
     )
     train_jobs = n_models * jobs
     rows["train_sae"] = StageCost(
-        "train_sae", train_jobs, train_jobs if mode == "stream" else 0, train_compute, read_bytes, read_h,
-        train_loads, train_jobs * start_h,
+        "train_sae",
+        train_jobs,
+        train_jobs if mode == "stream" else 0,
+        train_compute,
+        read_bytes,
+        read_h,
+        train_loads,
+        train_jobs * start_h,
     )
 
     # prepare_eval_data: one job per model. The per-SAE stages: compute from saesteer.cost,
@@ -228,8 +233,14 @@ def shape_estimate(
     vectors = flops.steering_vectors_concepts(config) > 0
     if vectors:
         compute["steering_vectors"] = sum(r[2] * r[3] for r in flops._steering_vectors_hours(config, cost))
-    block = {"prepare_eval_data": "eval", "eval_interp": "eval", "steer_eval": "steering", "select_features": "selection",
-             "steer_selected": "steering", "steering_vectors": "steering"}
+    block = {
+        "prepare_eval_data": "eval",
+        "eval_interp": "eval",
+        "steer_eval": "steering",
+        "select_features": "selection",
+        "steer_selected": "steering",
+        "steering_vectors": "steering",
+    }
     loads_llm = {s: True for s in compute}
     loads_llm["autointerp"] = False
     loads_llm["steer_selected"] = flops.steer_selected_latents(config) > 0
@@ -247,8 +258,16 @@ def shape_estimate(
                 judge_loads += per_model[spec.name]
                 load_hours += per_model[spec.name] * load_h(float(reference.n_params or 0) * DTYPE_BYTES[REFERENCE_DTYPE])
         rows[stage] = StageCost(stage, n_jobs, loads, hours, 0.0, 0.0, load_hours, n_jobs * start_h, judge_loads)
-    order = ("cache_activations", "train_sae", "prepare_eval_data", "eval_interp", "autointerp", "steer_eval",
-             "select_features", "steer_selected") + (("steering_vectors",) if vectors else ())
+    order = (
+        "cache_activations",
+        "train_sae",
+        "prepare_eval_data",
+        "eval_interp",
+        "autointerp",
+        "steer_eval",
+        "select_features",
+        "steer_selected",
+    ) + (("steering_vectors",) if vectors else ())
     return ShapeCost(group_by, mode, tuple(rows[s] for s in order), disk, eval_group_by)
 
 
@@ -292,8 +311,7 @@ def format_shape(config: dict[str, Any]) -> list[str]:
                 f"{human_bytes(s.stage('train_sae').read_bytes):>12}{s.training_hours:>16.1f}{s.total_hours:>16.1f}{mark}"
             )
     lines += [
-        "Stream mode reruns the LLM in every training job: cheapest with one job per model, "
-        "costliest with one per SAE.",
+        "Stream mode reruns the LLM in every training job: cheapest with one job per model, costliest with one per SAE.",
         "",
         f"Every evaluation grouping (eval_jobs.group_by; per stage of {', '.join(s.stage for s in chosen.eval_stages)}: "
         "one job and one start per group, one LLM load per group where the stage runs the LLM; * = this config; "

@@ -89,7 +89,9 @@ def output_embedding(model_dir: Path) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def token_latents(W_dec: torch.Tensor, unembed: torch.Tensor, decode: Any, min_cosine: float = MIN_COSINE, chunk: int = 32768) -> dict[int, TokenLatent]:
+def token_latents(
+    W_dec: torch.Tensor, unembed: torch.Tensor, decode: Any, min_cosine: float = MIN_COSINE, chunk: int = 32768
+) -> dict[int, TokenLatent]:
     """Latents whose decoder row has cosine >= ``min_cosine`` with a token's output embedding
     (the token of highest cosine). ``decode``: token id -> text."""
     rows = torch.nn.functional.normalize(W_dec.float(), dim=-1)
@@ -109,7 +111,15 @@ def token_latents(W_dec: torch.Tensor, unembed: torch.Tensor, decode: Any, min_c
 
 
 @torch.inference_mode()
-def plant_token_latents(sae: Any, embed: torch.Tensor, unembed: torch.Tensor, plants: dict[int, int], *, gain: float = 2.0, silence_others: bool = True) -> None:
+def plant_token_latents(
+    sae: Any,
+    embed: torch.Tensor,
+    unembed: torch.Tensor,
+    plants: dict[int, int],
+    *,
+    gain: float = 2.0,
+    silence_others: bool = True,
+) -> None:
     """Make ``sae``'s latent ``i`` a token latent of token ``plants[i]`` (the unit tests' planted
     fixture): its decoder row the token's unit output embedding, its pre-activation
     ``gain * (<x, e> / |e| - |e| / 2)`` for the token's input embedding ``e`` on the raw
@@ -206,13 +216,15 @@ def cell_answers(directory: Path, config: dict[str, Any], min_cosine: float = MI
             selection = _read_json(base / "selection" / "score.json", problems)
             if score is None or concepts is None or selection is None:
                 continue
-            answers.append(CellAnswer(
-                path=cell.path,
-                planted=token_latents(W_dec, unembed, decode, min_cosine),
-                score=score.get("score"),
-                concepts={int(c["latent"]): c["axbench"]["heldout_score"] for c in concepts["concepts"]},
-                selection=selection,
-            ))
+            answers.append(
+                CellAnswer(
+                    path=cell.path,
+                    planted=token_latents(W_dec, unembed, decode, min_cosine),
+                    score=score.get("score"),
+                    concepts={int(c["latent"]): c["axbench"]["heldout_score"] for c in concepts["concepts"]},
+                    selection=selection,
+                )
+            )
     return answers, problems
 
 
@@ -233,7 +245,9 @@ def check_planted(directory: Path, config: dict[str, Any], min_cosine: float = M
     return problems + judge_answers(answers, summary if isinstance(summary, dict) else None, directory / "results", min_cosine)
 
 
-def judge_answers(answers: Sequence[CellAnswer], summary: dict[str, Any] | None, results: Path, min_cosine: float = MIN_COSINE) -> list[str]:
+def judge_answers(
+    answers: Sequence[CellAnswer], summary: dict[str, Any] | None, results: Path, min_cosine: float = MIN_COSINE
+) -> list[str]:
     """What issue 23 asks of the planted run, one line per broken expectation:
 
     1. the SAEs' steering scores (``steering/score.json``) are not all equal;
@@ -257,20 +271,28 @@ def judge_answers(answers: Sequence[CellAnswer], summary: dict[str, Any] | None,
     scores = {a.path: a.score for a in answers}
     if len(set(scores.values())) < 2:
         files = ", ".join(str(where(a, "steering/score.json")) for a in answers)
-        problems.append(f"{files}: every SAE's steering score is {next(iter(scores.values()))!r}: the planted signal did not reach the scores")
+        problems.append(
+            f"{files}: every SAE's steering score is {next(iter(scores.values()))!r}: the planted signal did not reach the scores"
+        )
 
     held_out = [s for a in answers for s in a.concepts.values()]
     if len(set(held_out)) < 2:
-        problems.append(f"{results}/*/steering/concepts.json: every concept's held-out score is {held_out[0] if held_out else None!r}")
+        problems.append(
+            f"{results}/*/steering/concepts.json: every concept's held-out score is {held_out[0] if held_out else None!r}"
+        )
 
     planted_scores = [s for a in answers for latent, s in a.concepts.items() if latent in a.good and s is not None]
     other_scores = [s for a in answers for latent, s in a.concepts.items() if latent not in a.good and s is not None]
     if not planted_scores:
-        problems.append(f"{results}/*/steering/concepts.json: no concept is a planted latent (decoder row within cosine {min_cosine} of a countable token's unembedding)")
+        problems.append(
+            f"{results}/*/steering/concepts.json: no concept is a planted latent (decoder row within cosine {min_cosine} of a countable token's unembedding)"
+        )
     elif len(set(held_out)) >= 2:  # all equal: reported above
         planted_mean, other_mean = _mean(planted_scores) or 0.0, _mean(other_scores) or 0.0
         if planted_mean <= other_mean:
-            problems.append(f"{results}/*/steering/concepts.json: the planted concepts' mean held-out score {planted_mean:.3f} is not above the other concepts' {other_mean:.3f}")
+            problems.append(
+                f"{results}/*/steering/concepts.json: the planted concepts' mean held-out score {planted_mean:.3f} is not above the other concepts' {other_mean:.3f}"
+            )
 
     delta_c_planted = False
     lifts = []
@@ -281,30 +303,41 @@ def judge_answers(answers: Sequence[CellAnswer], summary: dict[str, Any] | None,
         lifts += [block.get("lift") for block in (output, chosen)]
         delta_c_planted |= bool(set(chosen.get("latents") or []) & a.good)
         if planted and not set(output.get("latents") or []) & planted:
-            problems.append(f"{where(a, 'selection/score.json')}: the output-score set {sorted(output.get('latents') or [])} holds none of the planted concepts {sorted(planted)}")
+            problems.append(
+                f"{where(a, 'selection/score.json')}: the output-score set {sorted(output.get('latents') or [])} holds none of the planted concepts {sorted(planted)}"
+            )
     if planted_scores and not delta_c_planted:
         problems.append(f"{results}/*/selection/score.json: no SAE's Delta C set holds a planted latent")
     if not any(v is not None and math.isfinite(v) and v != 0 for v in lifts):
         problems.append(f"{results}/*/selection/score.json: no lift is defined and nonzero ({lifts})")
 
     if summary is not None:
-        rows = [r for r in summary.get("rank_agreement") or []
-                if r.get("metric") == "autointerp" and r.get("target") == "steering" and r.get("scope") == "all"]
+        rows = [
+            r
+            for r in summary.get("rank_agreement") or []
+            if r.get("metric") == "autointerp" and r.get("target") == "steering" and r.get("scope") == "all"
+        ]
         tau = rows[0].get("tau_b") if rows else None
         if tau is None or not math.isfinite(float(tau)):
-            problems.append(f"{results / 'summary' / 'summary.json'}: tau-b of autointerp vs steering over all SAEs is {tau!r} ({rows[0].get('reason') if rows else 'no row'})")
+            problems.append(
+                f"{results / 'summary' / 'summary.json'}: tau-b of autointerp vs steering over all SAEs is {tau!r} ({rows[0].get('reason') if rows else 'no row'})"
+            )
     return problems
 
 
 # ---- the planted corpus --------------------------------------------------------------------
 
 PLANTED_WORDS: dict[str, tuple[str, ...]] = {
-    "nature": tuple("cat dog bird fish horse cow sheep goat duck frog bear wolf fox deer lion tiger mouse rat bee ant "
-                    "tree grass leaf flower rose river lake sea hill rock sand snow rain wind sun moon star cloud field "
-                    "farm barn seed root nest egg milk wool".split()),
-    "code": tuple("code file data list type value class method error number string object function module table query "
-                  "server client loop index array byte line text key user input output model test debug token stack "
-                  "queue cache thread socket buffer".split()),
+    "nature": tuple(
+        "cat dog bird fish horse cow sheep goat duck frog bear wolf fox deer lion tiger mouse rat bee ant "
+        "tree grass leaf flower rose river lake sea hill rock sand snow rain wind sun moon star cloud field "
+        "farm barn seed root nest egg milk wool".split()
+    ),
+    "code": tuple(
+        "code file data list type value class method error number string object function module table query "
+        "server client loop index array byte line text key user input output model test debug token stack "
+        "queue cache thread socket buffer".split()
+    ),
 }
 """The CI corpus's two word sets (one corpus source each): every word is one token with its
 leading space in SmolLM2's BPE and in the Gemma tokenizer (``tests/test_planted.py``), so the
@@ -312,7 +345,13 @@ corpus has fewer distinct tokens (about 90) than a CI SAE has latents (256), and
 reconstructs a residual that is mostly the token's embedding best with one latent per token."""
 
 
-def planted_documents(words: Sequence[str], n_documents: int, seed: int, sentences: tuple[int, int] = (4, 8), sentence_words: tuple[int, int] = (4, 9)) -> list[str]:
+def planted_documents(
+    words: Sequence[str],
+    n_documents: int,
+    seed: int,
+    sentences: tuple[int, int] = (4, 8),
+    sentence_words: tuple[int, int] = (4, 9),
+) -> list[str]:
     """``n_documents`` texts of sentences of words drawn uniformly from ``words`` (each word
     after the first led by a space, each sentence ended by ``.``), deterministic in ``seed``."""
     import random

@@ -108,7 +108,10 @@ def stop_ids(model: Any, tokenizer: Any, prompt_format: str) -> set[int]:
     config; with ``chat``, also the template's turn markers (:func:`turn_token_ids`)."""
     check_prompt_format(prompt_format)
     ids: set[int] = set()
-    for value in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+    for value in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
         if value is None:
             continue
         ids.update(int(v) for v in (value if isinstance(value, Iterable) and not isinstance(value, (str, bytes)) else [value]))

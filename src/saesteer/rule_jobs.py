@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from saesteer import sae_store
 from saesteer.grouping import JobCell
@@ -189,7 +189,13 @@ def each_sae(job: RuleJob) -> Iterator[tuple[int, SaeFiles]]:
         inputs = [*job.inputs.values(), *sae.inputs.values()]
         fingerprint = sae_store.fingerprint(job.rule, job.params, inputs, hasher, (previous or {}).get("fingerprint"))
         if grouped and sae_store.restore(folder, fingerprint, sae.outputs, hasher):
-            log.info("SAE %d of %d: %s restored from %s (same inputs and params as when it was computed)", k, len(job.saes), sae.cell.path, folder)
+            log.info(
+                "SAE %d of %d: %s restored from %s (same inputs and params as when it was computed)",
+                k,
+                len(job.saes),
+                sae.cell.path,
+                folder,
+            )
             continue
         sae_store.drop(folder)
         log.info("SAE %d of %d: %s", k, len(job.saes), sae.cell.path)

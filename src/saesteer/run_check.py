@@ -27,9 +27,9 @@ import yaml
 from saesteer.checks.context import Check, RunContext, guarded
 from saesteer.checks.health import CheckSettings, check_working_saes
 from saesteer.checks.values import VALUE_CHECKS
-from saesteer.schemas import SCHEMA_DIR
 from saesteer.config import check_config, grid_from_config
 from saesteer.io import schema_violations
+from saesteer.schemas import SCHEMA_DIR
 
 SCHEMAS = SCHEMA_DIR
 
@@ -52,7 +52,13 @@ CELL_TABLES = (
 VECTORS_JSON = {"steering_vectors/score.json": "steering_vectors.schema.json"}
 VECTORS_TABLES = ("steering_vectors/concepts.parquet", "steering_vectors/generations.parquet")
 """Checked only where steering_vectors.enabled (rule steering_vectors)."""
-CELL_FILES = ("sae/cfg.json", "sae/sae_weights.safetensors", "train_summary.json", "steering/concepts.json", "selection/concepts.json")
+CELL_FILES = (
+    "sae/cfg.json",
+    "sae/sae_weights.safetensors",
+    "train_summary.json",
+    "steering/concepts.json",
+    "selection/concepts.json",
+)
 
 
 def check_planted_answer(run: RunContext) -> list[str]:
@@ -167,7 +173,9 @@ def check_run(
         if cells != want:
             problems.append(f"{table_path}: cells {sorted(cells)} are not the grid's {sorted(want)}")
         if "complete" in table and not bool(table["complete"].all()):
-            problems.append(f"{table_path}: incomplete rows {table.loc[~table['complete'], ['model', 'arch', 'target_l0']].values.tolist()}")
+            problems.append(
+                f"{table_path}: incomplete rows {table.loc[~table['complete'], ['model', 'arch', 'target_l0']].values.tolist()}"
+            )
     names = ["summary.md", "rank_agreement.csv", "psi.csv", "selection.csv", "paper_tables.csv"]
     if vectors:
         names.append("steering_vectors/summary.md")

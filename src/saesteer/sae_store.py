@@ -137,7 +137,10 @@ def restore(folder: Path, fp: Mapping[str, Any], outputs: Mapping[str, Any], has
             return False
     for name, out in outputs.items():
         place(folder / name, Path(out))
-    write_json_atomic(folder / ENTRY, {**entry, "fingerprint": fp, "outputs": {n: {**r, **hasher.record(folder / n)} for n, r in recorded.items()}})
+    write_json_atomic(
+        folder / ENTRY,
+        {**entry, "fingerprint": fp, "outputs": {n: {**r, **hasher.record(folder / n)} for n, r in recorded.items()}},
+    )
     return True
 
 

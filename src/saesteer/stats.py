@@ -54,8 +54,8 @@ every group of the axis-conditioned psi (a sub-vector of c) reuse the same code.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -64,8 +64,11 @@ PSI_PAPER = "psi"
 PSI_ONE_AXIS_VARIES = "psi_one_axis_varies"
 PSI_GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
     PSI_PAPER: {"by_architecture": ("arch",), "by_matched_sparsity": ("target_l0",), "by_model": ("model",)},
-    PSI_ONE_AXIS_VARIES: {"by_architecture": ("model", "arch"), "by_matched_sparsity": ("model", "target_l0"),
-                          "by_model": ("arch", "target_l0")},
+    PSI_ONE_AXIS_VARIES: {
+        "by_architecture": ("model", "arch"),
+        "by_matched_sparsity": ("model", "target_l0"),
+        "by_model": ("arch", "target_l0"),
+    },
 }
 """statistic -> psi axis -> the labels shared within a group. ``psi`` (the paper's Table 1):
 one label shared, the other two vary; ``psi_one_axis_varies``: two labels shared, one varies."""
@@ -103,11 +106,11 @@ class _Pairs:
     Ty: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray, y: np.ndarray) -> "_Pairs":
+    def of(cls, x: np.ndarray, y: np.ndarray) -> _Pairs:
         sx, sy = _signs(x), _signs(y)
         return cls(sx=sx, sy=sy, A=sx * sy, Tx=(sx == 0).astype(float), Ty=(sy == 0).astype(float))
 
-    def sub(self, idx: np.ndarray) -> "_Pairs":
+    def sub(self, idx: np.ndarray) -> _Pairs:
         ix = np.ix_(idx, idx)
         return _Pairs(sx=self.sx[ix], sy=self.sy[ix], A=self.A[ix], Tx=self.Tx[ix], Ty=self.Ty[ix])
 
@@ -216,13 +219,21 @@ def bca_interval(estimate: float, boot: np.ndarray, jack: np.ndarray, confidence
         return Interval(math.nan, math.nan, math.nan, math.nan, boot.size, "the estimate is undefined")
     if boot.size == 0 or boot.size < total / 2:
         return Interval(
-            math.nan, math.nan, math.nan, math.nan, boot.size,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            boot.size,
             f"only {boot.size} of {total} bootstrap resamples had a defined statistic",
         )
     share = (np.count_nonzero(boot < estimate) + np.count_nonzero(boot <= estimate)) / (2.0 * boot.size)
     if share <= 0.0 or share >= 1.0:
         return Interval(
-            math.nan, math.nan, math.inf if share >= 1 else -math.inf, math.nan, boot.size,
+            math.nan,
+            math.nan,
+            math.inf if share >= 1 else -math.inf,
+            math.nan,
+            boot.size,
             "the estimate lies outside the bootstrap distribution (infinite bias correction)",
         )
     z0 = float(ndtri(share))
@@ -400,7 +411,9 @@ def group_mean_se(taus: Sequence[float]) -> float:
     return float(np.std(t, ddof=1) / math.sqrt(t.size)) if t.size >= 2 else math.nan
 
 
-def group_bootstrap_interval(taus: Sequence[float], n_bootstrap: int, confidence: float, rng: np.random.Generator) -> tuple[float, float]:
+def group_bootstrap_interval(
+    taus: Sequence[float], n_bootstrap: int, confidence: float, rng: np.random.Generator
+) -> tuple[float, float]:
     """Percentile interval of the mean of ``taus`` resampled with replacement (the paper's
     "95% boot CI" of Psi_A, Psi_B, Psi_C: the groups are the resampling unit)."""
     t = np.asarray(taus, dtype=float)
@@ -463,8 +476,20 @@ def axis_conditioned_psi(
         elif n_saes < min_saes:
             reason = f"n={n_saes} SAEs in groups with a defined tau-b < min_saes={min_saes}"
         if reason:
-            results.append(Psi(axis, math.nan, math.nan, math.nan, math.nan, int(valid.sum()), n_saes, group_taus,
-                               reason=reason, statistic=statistic))
+            results.append(
+                Psi(
+                    axis,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    int(valid.sum()),
+                    n_saes,
+                    group_taus,
+                    reason=reason,
+                    statistic=statistic,
+                )
+            )
             boot_axes.append(np.full(n_bootstrap, np.nan))
             jack_axes.append(np.full(n, np.nan))
             estimates.append(math.nan)
@@ -501,8 +526,19 @@ def axis_conditioned_psi(
         estimates.append(estimate)
     undefined = [r.axis for r in results if not math.isfinite(r.psi)]
     if undefined:
-        results.append(Psi(PSI_MEAN, math.nan, math.nan, math.nan, math.nan, 0, n, reason=f"psi undefined for {undefined}",
-                           statistic=statistic))
+        results.append(
+            Psi(
+                PSI_MEAN,
+                math.nan,
+                math.nan,
+                math.nan,
+                math.nan,
+                0,
+                n,
+                reason=f"psi undefined for {undefined}",
+                statistic=statistic,
+            )
+        )
         return results
     estimate = float(np.mean(estimates))
     boot = np.mean(np.stack(boot_axes), axis=0)

@@ -85,17 +85,29 @@ class TinyFamily:
 
 FAMILIES: dict[str, TinyFamily] = {
     "gemma2": TinyFamily(
-        name="gemma2", architecture="Gemma2ForCausalLM", tokenizer="gemma3-270m",
-        hub_id="saesteer-tiny/gemma-2", paper_model="google/gemma-2-2b", init_std=1.0,
+        name="gemma2",
+        architecture="Gemma2ForCausalLM",
+        tokenizer="gemma3-270m",
+        hub_id="saesteer-tiny/gemma-2",
+        paper_model="google/gemma-2-2b",
+        init_std=1.0,
     ),
     "qwen2": TinyFamily(
-        name="qwen2", architecture="Qwen2ForCausalLM", tokenizer="smollm2-135m-instruct",
-        hub_id="saesteer-tiny/qwen-2.5", paper_model="Qwen/Qwen2.5-3B", output_scale=0.003,
+        name="qwen2",
+        architecture="Qwen2ForCausalLM",
+        tokenizer="smollm2-135m-instruct",
+        hub_id="saesteer-tiny/qwen-2.5",
+        paper_model="Qwen/Qwen2.5-3B",
+        output_scale=0.003,
     ),
     "llama": TinyFamily(
-        name="llama", architecture="LlamaForCausalLM", tokenizer="smollm2-135m-instruct",
-        hub_id="saesteer-tiny/llama", paper_model="meta-llama/Llama-3.1-8B (structure); SmolLM2 (tokenizer)",
-        output_scale=0.003, aligned_unembedding=True,
+        name="llama",
+        architecture="LlamaForCausalLM",
+        tokenizer="smollm2-135m-instruct",
+        hub_id="saesteer-tiny/llama",
+        paper_model="meta-llama/Llama-3.1-8B (structure); SmolLM2 (tokenizer)",
+        output_scale=0.003,
+        aligned_unembedding=True,
     ),
 }
 
@@ -120,33 +132,52 @@ def tiny_config(family: TinyFamily | str, vocab_size: int, tokenizer: Any = None
     fam = FAMILIES[family] if isinstance(family, str) else family
     ids = _token_ids(tokenizer, vocab_size)
     common = dict(
-        vocab_size=vocab_size, hidden_size=fam.d_model, intermediate_size=fam.d_mlp,
-        num_hidden_layers=fam.n_layers, num_attention_heads=fam.n_heads, num_key_value_heads=fam.n_kv_heads,
-        max_position_embeddings=fam.max_positions, initializer_range=fam.init_std, **ids,
+        vocab_size=vocab_size,
+        hidden_size=fam.d_model,
+        intermediate_size=fam.d_mlp,
+        num_hidden_layers=fam.n_layers,
+        num_attention_heads=fam.n_heads,
+        num_key_value_heads=fam.n_kv_heads,
+        max_position_embeddings=fam.max_positions,
+        initializer_range=fam.init_std,
+        **ids,
     )
     if fam.name == "gemma2":
         from transformers import Gemma2Config
 
         head_dim = fam.d_model // fam.n_heads
         return Gemma2Config(
-            **common, head_dim=head_dim, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
-            tie_word_embeddings=True, query_pre_attn_scalar=head_dim, sliding_window=GEMMA2_SLIDING_WINDOW,
+            **common,
+            head_dim=head_dim,
+            hidden_activation="gelu_pytorch_tanh",
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            query_pre_attn_scalar=head_dim,
+            sliding_window=GEMMA2_SLIDING_WINDOW,
             layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(fam.n_layers)],
-            final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+            attn_logit_softcapping=50.0,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         )
     if fam.name == "qwen2":
         from transformers import Qwen2Config
 
         return Qwen2Config(
-            **common, hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False,
+            **common,
+            hidden_act="silu",
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         )
     if fam.name == "llama":
         from transformers import LlamaConfig
 
         return LlamaConfig(
-            **common, hidden_act="silu", rms_norm_eps=1e-5, tie_word_embeddings=False,
+            **common,
+            hidden_act="silu",
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
             rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         )
     raise TinyModelError(f"unknown family {fam.name!r}; known: {sorted(FAMILIES)}")

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import kendalltau
 
-from tests.synthetic_results import fill_results, grid_config
 from saesteer.aggregate.job import run_aggregate
+from tests.synthetic_results import fill_results, grid_config
 
 
 def test_sae_table_and_rank_agreement_carry_both_truth_readings(tmp_path):

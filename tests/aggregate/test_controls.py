@@ -27,8 +27,14 @@ def _planted(n: int = 12, seed: int = 0) -> pd.DataFrame:
             ("trained", "topk", 0.90 + 0.002 * (i - n / 2), 0.50 + 0.02 * i),
             ("random_control", "random-topk", 0.87 + 0.002 * (i - n / 2), 0.30 - 0.01 * i),
         ):
-            row = {"model": "m", "arch": arch, "target_l0": 10 * (i + 1), "source": source, "autointerp": auto,
-                   "explained_variance": 0.95 + 0.001 * float(rng.normal())}
+            row = {
+                "model": "m",
+                "arch": arch,
+                "target_l0": 10 * (i + 1),
+                "source": source,
+                "autointerp": auto,
+                "explained_variance": 0.95 + 0.001 * float(rng.normal()),
+            }
             row.update({t: steer for t in TARGETS})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -43,7 +49,12 @@ def test_without_controls_is_the_headline_and_with_controls_is_tau_over_all_saes
     head = head[(head.metric == "autointerp") & (head.target == "steering") & (head.scope == "all")].iloc[0]
     without = taus.loc[("autointerp", "without")]
     # "without" is the headline row, number for number (same SAEs, same generator)
-    assert (without.tau_b, without.ci_low, without.ci_high, without.p_value) == (head.tau_b, head.ci_low, head.ci_high, head.p_value)
+    assert (without.tau_b, without.ci_low, without.ci_high, without.p_value) == (
+        head.tau_b,
+        head.ci_low,
+        head.ci_high,
+        head.p_value,
+    )
     assert without.tau_b == pytest.approx(1.0) and without.n == 12 and without.n_random == 0
     with_ = taus.loc[("autointerp", "with")]
     expected = kendalltau(table["autointerp"], table["steering"]).statistic

@@ -94,8 +94,8 @@ def test_the_aggregation_reports_the_agreement_when_configured(tmp_path):
     config without it writes no such key (the default summary stays as it was)."""
     import json
 
-    from tests.synthetic_results import fill_results, grid_config
     from saesteer.aggregate.job import run_aggregate
+    from tests.synthetic_results import fill_results, grid_config
 
     config = grid_config(min_saes=3)
     a, b = tmp_path / "a" / "results", tmp_path / "b" / "results"
@@ -109,7 +109,9 @@ def test_the_aggregation_reports_the_agreement_when_configured(tmp_path):
         obj = json.loads(path.read_text())
         obj["autointerp"].update(judge="llm", judge_model="gpt-4o-mini", score=obj["autointerp"]["score"] / 2)
         path.write_text(json.dumps(obj))
-    run_aggregate({**config, "aggregate": {**config["aggregate"], "compare_judges": [str(b)]}}, results_dir=a, out_dir=tmp_path / "s1")
+    run_aggregate(
+        {**config, "aggregate": {**config["aggregate"], "compare_judges": [str(b)]}}, results_dir=a, out_dir=tmp_path / "s1"
+    )
     record = json.loads((tmp_path / "s1" / "summary.json").read_text())
     rows = {r["measure"]: r for r in record["judge_agreement"]}
     assert rows["steering"]["tau_b"] == pytest.approx(-1.0) and rows["steering"]["n"] == 18

@@ -36,8 +36,16 @@ def planted(truth: np.ndarray, reliability: float, n_units: int, rng: np.random.
 def run(measures: dict[str, Units], pairs=(("x", "y"),), n_bootstrap: int = 400, seed: int = 0, no_split: tuple[str, ...] = ()):
     ms = {f"{k}/u": Measure(k, "units", u, reason="no split here" if k in no_split else None) for k, u in measures.items()}
     n = next(iter(measures.values())).n_saes
-    return signal_tables(ms, list(pairs), {k: f"{k}/u" for k in measures}, [("all", "all", np.arange(n))],
-                         n_bootstrap=n_bootstrap, confidence=0.95, seed=seed, min_saes=5)
+    return signal_tables(
+        ms,
+        list(pairs),
+        {k: f"{k}/u" for k in measures},
+        [("all", "all", np.arange(n))],
+        n_bootstrap=n_bootstrap,
+        confidence=0.95,
+        seed=seed,
+        min_saes=5,
+    )
 
 
 def test_split_half_reliability_recovers_the_planted_reliability():
@@ -64,7 +72,9 @@ def test_zero_noise_gives_reliability_one_and_pure_noise_about_zero():
     noise, _ = run({"x": planted(np.zeros(200), 0.5, 20, rng)}, pairs=())  # no true differences between SAEs
     row = noise.iloc[0]
     assert abs(row["reliability"]) < 0.12 and row["ci_low"] < 0 < row["ci_high"]
-    opposite = Units(np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.2, 0.9], [0.9, 0.1], [0.3, 0.6]]), np.zeros(2, dtype=np.int64))
+    opposite = Units(
+        np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.2, 0.9], [0.9, 0.1], [0.3, 0.6]]), np.zeros(2, dtype=np.int64)
+    )
     flipped, _ = run({"x": opposite}, pairs=(), n_bootstrap=50)  # halves disagree: flagged, not read as a reliability
     assert flipped.iloc[0]["half_tau_b"] < 0 and "negative split-half" in flipped.iloc[0]["reason"]
 
@@ -165,10 +175,26 @@ def _write_units(base, score: float, accuracy: float, rng: np.random.Generator, 
     rows = []
     for c in range(n_concepts):
         for i in range(n_instructions):
-            rows.append({"kind": "steered", "concept_id": c, "factor": 1.0, "instruction_id": 100 + 7 * c + i,
-                         "split": "heldout", "score": float(values[c, i])})
-            rows.append({"kind": "steered", "concept_id": c, "factor": 2.0, "instruction_id": 100 + 7 * c + i,
-                         "split": "heldout", "score": 0.0})  # another factor: never read
+            rows.append(
+                {
+                    "kind": "steered",
+                    "concept_id": c,
+                    "factor": 1.0,
+                    "instruction_id": 100 + 7 * c + i,
+                    "split": "heldout",
+                    "score": float(values[c, i]),
+                }
+            )
+            rows.append(
+                {
+                    "kind": "steered",
+                    "concept_id": c,
+                    "factor": 2.0,
+                    "instruction_id": 100 + 7 * c + i,
+                    "split": "heldout",
+                    "score": 0.0,
+                }
+            )  # another factor: never read
         rows.append({"kind": "steered", "concept_id": c, "factor": 1.0, "instruction_id": 1, "split": "selection", "score": 9.0})
     (base / "steering").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), base / "steering" / "generations.parquet")
@@ -178,13 +204,40 @@ def _write_units(base, score: float, accuracy: float, rng: np.random.Generator, 
     acc = accuracy + acc - acc.mean()
     # The other truth reading (activation) is planted as 1 - accuracy, as synthetic_results plants
     # autointerp_alt = 1 - autointerp; a latent outside the score subset is never read.
-    pq.write_table(pa.Table.from_pylist(
-        [{"rank": r, "scored": True, "in_score_subset": True, "accuracy": float(a), "accuracy_saebench": float(a),
-          "accuracy_activation": 1.0 - float(a)} for r, a in enumerate(acc)]
-        + [{"rank": n_latents, "scored": False, "in_score_subset": True, "accuracy": None, "accuracy_saebench": None,
-            "accuracy_activation": None},
-           {"rank": n_latents + 1, "scored": True, "in_score_subset": False, "accuracy": 0.0, "accuracy_saebench": 0.0,
-            "accuracy_activation": 0.0}]), base / "autointerp.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "rank": r,
+                    "scored": True,
+                    "in_score_subset": True,
+                    "accuracy": float(a),
+                    "accuracy_saebench": float(a),
+                    "accuracy_activation": 1.0 - float(a),
+                }
+                for r, a in enumerate(acc)
+            ]
+            + [
+                {
+                    "rank": n_latents,
+                    "scored": False,
+                    "in_score_subset": True,
+                    "accuracy": None,
+                    "accuracy_saebench": None,
+                    "accuracy_activation": None,
+                },
+                {
+                    "rank": n_latents + 1,
+                    "scored": True,
+                    "in_score_subset": False,
+                    "accuracy": 0.0,
+                    "accuracy_saebench": 0.0,
+                    "accuracy_activation": 0.0,
+                },
+            ]
+        ),
+        base / "autointerp.parquet",
+    )
 
 
 def test_the_aggregate_job_writes_reliability_and_ceiling_from_the_unit_files(tmp_path):
@@ -200,8 +253,21 @@ def test_the_aggregate_job_writes_reliability_and_ceiling_from_the_unit_files(tm
         t = truth[cell.path]
         _write_units(results / cell.path, t["steering"], t["autointerp"], rng)
     bad = next(iter(grid.cells()))  # one SAE's autointerp table disagrees with its interp.json: left out, said why
-    pq.write_table(pa.Table.from_pylist([{"rank": 0, "scored": True, "in_score_subset": True, "accuracy": 0.99,
-                                          "accuracy_saebench": 0.99, "accuracy_activation": 0.99}]), results / bad.path / "autointerp.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "rank": 0,
+                    "scored": True,
+                    "in_score_subset": True,
+                    "accuracy": 0.99,
+                    "accuracy_saebench": 0.99,
+                    "accuracy_activation": 0.99,
+                }
+            ]
+        ),
+        results / bad.path / "autointerp.parquet",
+    )
     out = tmp_path / "summary"
     run_aggregate(config, results_dir=results, out_dir=out)
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.synthetic_results import fill_results, grid_config
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.job import run_aggregate
 from saesteer.aggregate.retest import retest_markdown, retest_table
+from tests.synthetic_results import fill_results, grid_config
 
 CFG = AggregateConfig(n_bootstrap=300, n_permutations=200, min_saes=5)
 
@@ -24,8 +24,16 @@ def _table(values_by_seed: dict[int, np.ndarray], measure: str = "autointerp") -
     rows = []
     for seed, values in values_by_seed.items():
         for i, v in enumerate(values):
-            rows.append({"model": "m" if i % 2 else "n", "arch": "topk", "target_l0": 10 + i, "source": "trained", "seed": seed,
-                         measure: float(v)})
+            rows.append(
+                {
+                    "model": "m" if i % 2 else "n",
+                    "arch": "topk",
+                    "target_l0": 10 + i,
+                    "source": "trained",
+                    "seed": seed,
+                    measure: float(v),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -74,8 +74,9 @@ def test_float_round_off_counts_as_a_tie():
     assert x[0] != x[1]
     assert tau_b(x, y) == pytest.approx(_scipy_tau(np.array([0.3, 0.3, 0.5, 0.7]), y))
     y_round_off = np.array([0.1 + 0.2, 0.3] * 3)  # two distinct floats, one value
-    result = rank_agreement(np.arange(6.0), y_round_off, n_bootstrap=20, n_permutations=20, confidence=0.95,
-                            rng=np.random.default_rng(0))
+    result = rank_agreement(
+        np.arange(6.0), y_round_off, n_bootstrap=20, n_permutations=20, confidence=0.95, rng=np.random.default_rng(0)
+    )
     assert "all equal" in result.reason
 
 
@@ -117,8 +118,9 @@ def test_permutation_p_is_small_for_strong_agreement_and_uniform_under_independe
     assert strong.ci_low > 0.4 and strong.ci_high <= 1.0
     ps = []
     for _ in range(200):
-        result = rank_agreement(rng.normal(size=15), rng.normal(size=15), n_bootstrap=10, n_permutations=199,
-                                confidence=0.95, rng=rng)
+        result = rank_agreement(
+            rng.normal(size=15), rng.normal(size=15), n_bootstrap=10, n_permutations=199, confidence=0.95, rng=rng
+        )
         ps.append(result.p_value)
     ps = np.array(ps)
     assert ps.min() >= 1 / 200 and ps.max() <= 1.0
@@ -150,8 +152,17 @@ Y = np.array([1, 2, 4, 3, 5, 7, 8, 6], dtype=float)
 def _psi(x, y, min_saes=2):
     """The one-axis-varies statistic (the hand computations below are of its groups)."""
     rng = np.random.default_rng(5)
-    results = axis_conditioned_psi(x, y, LABELS, n_bootstrap=200, n_permutations=100, confidence=0.95, rng=rng,
-                                   min_saes=min_saes, statistic=PSI_ONE_AXIS_VARIES)
+    results = axis_conditioned_psi(
+        x,
+        y,
+        LABELS,
+        n_bootstrap=200,
+        n_permutations=100,
+        confidence=0.95,
+        rng=rng,
+        min_saes=min_saes,
+        statistic=PSI_ONE_AXIS_VARIES,
+    )
     return {r.axis: r for r in results}
 
 
@@ -196,12 +207,19 @@ def test_psi_leaves_out_groups_with_undefined_tau_and_respects_min_saes():
 
 def test_psi_bootstrap_interval_brackets_the_estimate_on_a_larger_grid():
     rng = np.random.default_rng(6)
-    labels = {"model": np.repeat(["m1", "m2", "m3"], 12).tolist(), "arch": np.tile(np.repeat(list("abcd"), 3), 3).tolist(),
-              "target_l0": np.tile([10, 20, 40], 12).tolist()}
+    labels = {
+        "model": np.repeat(["m1", "m2", "m3"], 12).tolist(),
+        "arch": np.tile(np.repeat(list("abcd"), 3), 3).tolist(),
+        "target_l0": np.tile([10, 20, 40], 12).tolist(),
+    }
     x = rng.normal(size=36)
     y = x + 0.5 * rng.normal(size=36)
-    results = {r.axis: r for r in axis_conditioned_psi(x, y, labels, n_bootstrap=400, n_permutations=400, confidence=0.95, rng=rng,
-                                                       statistic=PSI_ONE_AXIS_VARIES)}
+    results = {
+        r.axis: r
+        for r in axis_conditioned_psi(
+            x, y, labels, n_bootstrap=400, n_permutations=400, confidence=0.95, rng=rng, statistic=PSI_ONE_AXIS_VARIES
+        )
+    }
     for axis in ("by_architecture", "by_matched_sparsity", PSI_MEAN):
         r = results[axis]
         assert r.ci_low <= r.psi <= r.ci_high and r.psi > 0.3, axis
@@ -230,8 +248,12 @@ def _planted(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_papers_psi_is_the_mean_of_the_single_axis_tau_b_rows():
     x, y = _planted(11)
-    results = {r.axis: r for r in axis_conditioned_psi(x, y, PAPER_GRID, n_bootstrap=100, n_permutations=50,
-                                                       confidence=0.95, rng=np.random.default_rng(0))}
+    results = {
+        r.axis: r
+        for r in axis_conditioned_psi(
+            x, y, PAPER_GRID, n_bootstrap=100, n_permutations=50, confidence=0.95, rng=np.random.default_rng(0)
+        )
+    }
     rows = {}
     for axis, column in (("by_architecture", "arch"), ("by_matched_sparsity", "target_l0"), ("by_model", "model")):
         labels = np.array(PAPER_GRID[column])
@@ -243,8 +265,19 @@ def test_the_papers_psi_is_the_mean_of_the_single_axis_tau_b_rows():
         assert results[axis].se == pytest.approx(np.std(list(taus.values()), ddof=1) / math.sqrt(len(taus)))
     assert results[PSI_MEAN].psi == pytest.approx(np.mean(list(rows.values())))
     # the earlier grouping (two labels fixed) is another statistic: it gives other numbers here
-    other = {r.axis: r for r in axis_conditioned_psi(x, y, PAPER_GRID, n_bootstrap=10, n_permutations=10, confidence=0.95,
-                                                     rng=np.random.default_rng(0), statistic=PSI_ONE_AXIS_VARIES)}
+    other = {
+        r.axis: r
+        for r in axis_conditioned_psi(
+            x,
+            y,
+            PAPER_GRID,
+            n_bootstrap=10,
+            n_permutations=10,
+            confidence=0.95,
+            rng=np.random.default_rng(0),
+            statistic=PSI_ONE_AXIS_VARIES,
+        )
+    }
     assert all(abs(other[a].psi - rows[a]) > 0.02 for a in rows)
 
 
@@ -253,8 +286,19 @@ def test_min_group_leaves_out_small_groups_as_the_rows_do():
     keep = np.array(PAPER_GRID["arch"]) != "topk"
     keep[np.flatnonzero(np.array(PAPER_GRID["arch"]) == "topk")[:4]] = True  # topk keeps 4 SAEs
     labels = {k: [v for v, ok in zip(vals, keep) if ok] for k, vals in PAPER_GRID.items()}
-    r = {p.axis: p for p in axis_conditioned_psi(x[keep], y[keep], labels, n_bootstrap=10, n_permutations=10,
-                                                 confidence=0.95, rng=np.random.default_rng(0), min_group=5)}
+    r = {
+        p.axis: p
+        for p in axis_conditioned_psi(
+            x[keep],
+            y[keep],
+            labels,
+            n_bootstrap=10,
+            n_permutations=10,
+            confidence=0.95,
+            rng=np.random.default_rng(0),
+            min_group=5,
+        )
+    }
     assert "topk" not in r["by_architecture"].group_taus and r["by_architecture"].n_groups == 4
 
 

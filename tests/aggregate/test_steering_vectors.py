@@ -17,34 +17,107 @@ from tests.synthetic_results import fill_results, grid_config
 SHA = "0" * 64
 
 
-def sv_score(model: str, arch: str, k: int, latent: float, diffmean: float, naive: float, signed: float, judge: str = "offline-proxy") -> dict:
+def sv_score(
+    model: str, arch: str, k: int, latent: float, diffmean: float, naive: float, signed: float, judge: str = "offline-proxy"
+) -> dict:
     scores = {"latent": latent, "diffmean": diffmean, "naive": naive, "signed": signed}
-    order = {"scores": scores, "share_of_diffmean": {m: scores[m] / diffmean for m in ("latent", "naive", "signed")},
-             "diffmean_minus_latent": diffmean - latent, "signed_minus_naive": signed - naive}
-    ref = {"latent": 3, "explanation": "the tokens \"x\""}
+    order = {
+        "scores": scores,
+        "share_of_diffmean": {m: scores[m] / diffmean for m in ("latent", "naive", "signed")},
+        "diffmean_minus_latent": diffmean - latent,
+        "signed_minus_naive": signed - naive,
+    }
+    ref = {"latent": 3, "explanation": 'the tokens "x"'}
     concept = {
-        "concept_id": 0, "concept": "the tokens \"x\"", "latent": 3, "m_f": 2.0, "vector_source": "diffmean", "n_positive": 8,
-        "diagnostics": {"norm": 0.5, "norm_percentile": 2.0, "activation_norm_median": 10.0, "top_latents_encode_v": [ref],
-                        "top_latents_encode_0": [ref], "top_latents_in_distribution": [ref], "overlap_encode_v_with_encode_0": 1.0,
-                        "overlap_in_distribution_with_encode_0": 0.0, "bias_dominated": True, "cos_with_decoder_row": 0.4},
-        "decomposition": {"projection_on_latent": 0.2, "projection_rank_of_latent": 1, "negative_projection_share": 0.3,
-                          "top_positive_projections": [{**ref, "value": 0.2}], "top_negative_projections": [],
-                          "signed_fit": {"k": 4, "n_terms": 4, "explained": 0.6, "negative_share": 0.2, "n_negative": 1,
-                                         "terms": [{**ref, "coef": 0.3}], "cos_with_v": 0.77, "latent_in_fit": True},
-                          "naive": {"n_active": 5, "negative_share": 0.0, "explained_unscaled": -0.5, "explained_rescaled": 0.1,
-                                    "cos_with_v": 0.3, "norm": 1.0, "code_on_latent": 0.0}},
+        "concept_id": 0,
+        "concept": 'the tokens "x"',
+        "latent": 3,
+        "m_f": 2.0,
+        "vector_source": "diffmean",
+        "n_positive": 8,
+        "diagnostics": {
+            "norm": 0.5,
+            "norm_percentile": 2.0,
+            "activation_norm_median": 10.0,
+            "top_latents_encode_v": [ref],
+            "top_latents_encode_0": [ref],
+            "top_latents_in_distribution": [ref],
+            "overlap_encode_v_with_encode_0": 1.0,
+            "overlap_in_distribution_with_encode_0": 0.0,
+            "bias_dominated": True,
+            "cos_with_decoder_row": 0.4,
+        },
+        "decomposition": {
+            "projection_on_latent": 0.2,
+            "projection_rank_of_latent": 1,
+            "negative_projection_share": 0.3,
+            "top_positive_projections": [{**ref, "value": 0.2}],
+            "top_negative_projections": [],
+            "signed_fit": {
+                "k": 4,
+                "n_terms": 4,
+                "explained": 0.6,
+                "negative_share": 0.2,
+                "n_negative": 1,
+                "terms": [{**ref, "coef": 0.3}],
+                "cos_with_v": 0.77,
+                "latent_in_fit": True,
+            },
+            "naive": {
+                "n_active": 5,
+                "negative_share": 0.0,
+                "explained_unscaled": -0.5,
+                "explained_rescaled": 0.1,
+                "cos_with_v": 0.3,
+                "norm": 1.0,
+                "code_on_latent": 0.0,
+            },
+        },
         "steering": {m: {o: {"heldout_score": s, "chosen_factor": 1.0} for o in ("axbench", "arad")} for m, s in scores.items()},
     }
-    diag = {k: 0.5 for k in ("norm_percentile", "norm_ratio_to_median", "overlap_encode_v_with_encode_0",
-                             "overlap_in_distribution_with_encode_0", "bias_dominated_share", "cos_with_decoder_row",
-                             "signed_explained", "signed_negative_share", "negative_projection_share", "naive_explained_rescaled",
-                             "naive_explained_unscaled")}
+    diag = {
+        k: 0.5
+        for k in (
+            "norm_percentile",
+            "norm_ratio_to_median",
+            "overlap_encode_v_with_encode_0",
+            "overlap_in_distribution_with_encode_0",
+            "bias_dominated_share",
+            "cos_with_decoder_row",
+            "signed_explained",
+            "signed_negative_share",
+            "negative_projection_share",
+            "naive_explained_rescaled",
+            "naive_explained_unscaled",
+        )
+    }
     return {
-        "steering_vectors_version": 1, "model": model, "arch": arch, "target_l0": k, "hook_name": "blocks.3.hook_resid_post",
-        "sae": {"path": "sae", "d_sae": 256, "weights_sha256": SHA}, "judge": judge, "judge_model": "proxy-v1",
-        "methods": ["diffmean", "naive", "signed"], "n_concepts": 1, "n_user_vectors": 0, "score": diffmean, "score_latent": latent,
-        "axbench": order, "arad": order, "baselines": {}, "by_factor": {}, "diagnostics": diag, "concepts": [concept],
-        "n_generations": 12, "generation": {}, "usage": {}, "timings": {}, "config": {}, "steering_config": {}, "inputs": {},
+        "steering_vectors_version": 1,
+        "model": model,
+        "arch": arch,
+        "target_l0": k,
+        "hook_name": "blocks.3.hook_resid_post",
+        "sae": {"path": "sae", "d_sae": 256, "weights_sha256": SHA},
+        "judge": judge,
+        "judge_model": "proxy-v1",
+        "methods": ["diffmean", "naive", "signed"],
+        "n_concepts": 1,
+        "n_user_vectors": 0,
+        "score": diffmean,
+        "score_latent": latent,
+        "axbench": order,
+        "arad": order,
+        "baselines": {},
+        "by_factor": {},
+        "diagnostics": diag,
+        "concepts": [concept],
+        "n_generations": 12,
+        "generation": {},
+        "usage": {},
+        "timings": {},
+        "config": {},
+        "steering_config": {},
+        "inputs": {},
         "outputs": {"concepts": "c", "generations": "g", "vectors": "v"},
     }
 
@@ -77,7 +150,9 @@ def test_aggregation_gaps_shares_and_tau_with_the_share_of_diffmean(tmp_path):
     assert math.isnan(first["score_diffmean"]) and "absent" in first["sv_missing"]
     row = table.iloc[1]
     assert row["share_latent"] == pytest.approx(truth[cells[1].path]["steering"] / 1.0)
-    assert row["gap_signed_naive"] == pytest.approx(0.4) and row["gap_diffmean_latent"] == pytest.approx(1.0 - truth[cells[1].path]["steering"])
+    assert row["gap_signed_naive"] == pytest.approx(0.4) and row["gap_diffmean_latent"] == pytest.approx(
+        1.0 - truth[cells[1].path]["steering"]
+    )
     gaps = pd.read_csv(out / "gaps.csv")
     overall = gaps[gaps["scope"] == "all"].iloc[0]
     assert overall["n"] == len(cells) - 1 and overall["gap_signed_naive"] == pytest.approx(0.4)

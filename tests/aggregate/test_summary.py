@@ -15,17 +15,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import REPO, assert_schema_block_matches
-from tests.synthetic_results import (
-    OTHER_PROMPTS,
-    control_block,
-    fill_results,
-    grid_config,
-    interp_report,
-    selection_score,
-    steering_score,
-    write,
-)
 from saesteer.aggregate import AggregateConfig, AggregateConfigError
 from saesteer.aggregate.collect import INTERP_SCHEMA, SELECTION_SCHEMA, STEERING_SCHEMA, cell_files, collect
 from saesteer.aggregate.job import output_paths, run_aggregate
@@ -42,6 +31,18 @@ from saesteer.aggregate.summary import (
 )
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config, load_schema
 from saesteer.io import schema_violations
+from tests.helpers import REPO, assert_schema_block_matches
+from tests.synthetic_results import (
+    OTHER_PROMPTS,
+    control_block,
+    fill_results,
+    grid_config,
+    interp_report,
+    selection_score,
+    steering_score,
+    write,
+)
+
 
 def test_fake_files_match_the_real_schemas():
     assert schema_violations(interp_report("m", "topk", 20, 0.5), INTERP_SCHEMA) == []
@@ -108,20 +109,30 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
     config = grid_config()
     truth = fill_results(config, tmp_path, skip={"gemma3-270m/gated/l0-80": {"steering/score.json"}})
     (tmp_path / "smollm2-135m/topk/l0-40/interp.json").write_text("{not json")
-    write(tmp_path / "smollm2-135m/relu/l0-80/steering/score.json",
-          steering_score("smollm2-135m", "relu", 80, 0.3, judge="llm"))
+    write(tmp_path / "smollm2-135m/relu/l0-80/steering/score.json", steering_score("smollm2-135m", "relu", 80, 0.3, judge="llm"))
     # Rated by the same judge with another template set: not ranked with the rest either.
-    write(tmp_path / "gemma3-270m/topk/l0-40/steering/score.json",
-          steering_score("gemma3-270m", "topk", 40, 0.3, prompts=OTHER_PROMPTS))
+    write(
+        tmp_path / "gemma3-270m/topk/l0-40/steering/score.json",
+        steering_score("gemma3-270m", "topk", 40, 0.3, prompts=OTHER_PROMPTS),
+    )
     stale = selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4)
     stale["selection_version"] = 1
     write(tmp_path / "gemma3-270m/relu/l0-40/selection/score.json", stale)
     write(tmp_path / "gemma3-270m/relu/l0-20/selection/score.json", selection_score("gemma3-270m", "relu", 40, 0.2, 0.3, 0.4))
     got = collect(grid_from_config(config), tmp_path, expected_judge="offline-proxy", expected_prompts="none")
     missing = got.missing
-    assert set(missing) == {"gemma3-270m/gated/l0-80", "smollm2-135m/topk/l0-40", "smollm2-135m/relu/l0-80",
-                            "gemma3-270m/relu/l0-40", "gemma3-270m/relu/l0-20", "gemma3-270m/topk/l0-40"}
-    assert "prompt templates 'axbench-style@0123456789ab', the config's judge.prompts are 'none'" in missing["gemma3-270m/topk/l0-40"][0]
+    assert set(missing) == {
+        "gemma3-270m/gated/l0-80",
+        "smollm2-135m/topk/l0-40",
+        "smollm2-135m/relu/l0-80",
+        "gemma3-270m/relu/l0-40",
+        "gemma3-270m/relu/l0-20",
+        "gemma3-270m/topk/l0-40",
+    }
+    assert (
+        "prompt templates 'axbench-style@0123456789ab', the config's judge.prompts are 'none'"
+        in missing["gemma3-270m/topk/l0-40"][0]
+    )
     assert "does not match selection.schema.json" in missing["gemma3-270m/relu/l0-40"][0]
     assert "written for ('gemma3-270m', 'relu', 40)" in missing["gemma3-270m/relu/l0-20"][0]
     assert missing["gemma3-270m/gated/l0-80"] == ["steering/score.json: absent"]
@@ -142,7 +153,9 @@ def test_collect_marks_absent_broken_and_foreign_judge_files(tmp_path):
     assert row["lift_difference_points_threshold"] == pytest.approx(100 * (t["dc"] - t["output"]) / t["none"])
     assert row["relative_improvement_threshold"] == pytest.approx(t["dc"] / t["output"] - 1)
     # Delta C under each intervention reading (planted: only_max = Delta C, add_max 0.9 of its gain, scale none)
-    assert row["lift_delta_conf_only_max"] == pytest.approx(lift_dc) and row["lift_delta_conf_add_max"] == pytest.approx(0.9 * lift_dc)
+    assert row["lift_delta_conf_only_max"] == pytest.approx(lift_dc) and row["lift_delta_conf_add_max"] == pytest.approx(
+        0.9 * lift_dc
+    )
     assert row["lift_delta_conf_scale"] == pytest.approx(0.0)
     assert len({round(v["dc"] / v["none"], 9) for v in truth.values()}) > 1  # lifts differ between SAEs
     assert row["achieved_l0"] == pytest.approx(22.0) and bool(row["complete"])
@@ -157,9 +170,18 @@ def test_selection_means_follow_the_papers_lift_convention():
     paper = {r: PAPER["selection"][r] for r in PAPER["selection"]}
     lifts = [p["delta_conf"] / p["none"] - 1 for p in paper.values()]
     assert [round(100 * v, 1) for v in lifts] == [146.6, 133.3, 103.5]
-    rows = [{"model": "gemma-2-2b", "arch": a, "target_l0": k, "score_none": none, "score_output": out,
-             "score_output_topk": topk, "score_delta_conf": dc}
-            for a, k, none, out, topk, dc in (("topk", 20, 0.1, 0.2, 0.25, 0.3), ("relu", 20, 0.3, 0.4, 0.35, 0.5))]
+    rows = [
+        {
+            "model": "gemma-2-2b",
+            "arch": a,
+            "target_l0": k,
+            "score_none": none,
+            "score_output": out,
+            "score_output_topk": topk,
+            "score_delta_conf": dc,
+        }
+        for a, k, none, out, topk, dc in (("topk", 20, 0.1, 0.2, 0.25, 0.3), ("relu", 20, 0.3, 0.4, 0.35, 0.5))
+    ]
     table = pd.DataFrame(rows)
     frame = selection_table(table, AggregateConfig(min_saes=2), {"gemma-2-2b": paper_model("gemma-2-2b", "google/gemma-2-2b")})
     mean = frame[frame.scope == "model_mean"].iloc[0]
@@ -168,8 +190,11 @@ def test_selection_means_follow_the_papers_lift_convention():
     assert mean["lift_difference_points"] == pytest.approx(50.0) and mean["relative_improvement"] == pytest.approx(0.4 / 0.3 - 1)
     assert mean["paper_lift_delta_conf"] == pytest.approx(0.328 / 0.133 - 1)
     # "52.52%" is a difference of lifts in points (71.4, 62.6, 23.9 per model), not a relative gain (+40.8, +36.6, +13.3%)
-    paper_rows = selection_table(pd.DataFrame([{**rows[0], "model": m} for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")]),
-                                 AggregateConfig(min_saes=1), {m: paper_model(m) for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")})
+    paper_rows = selection_table(
+        pd.DataFrame([{**rows[0], "model": m} for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")]),
+        AggregateConfig(min_saes=1),
+        {m: paper_model(m) for m in ("gemma-2-2b", "qwen2.5-3b", "gemma-2-9b")},
+    )
     per_model = paper_rows[paper_rows.scope == "model_mean"]
     assert [round(v, 1) for v in per_model["paper_lift_difference_points"]] == [71.4, 62.6, 23.9]
     assert [round(100 * v, 1) for v in per_model["paper_relative_improvement"]] == [40.8, 36.6, 13.3]
@@ -193,8 +218,15 @@ def _paper_grid_frame(seed: int) -> tuple[pd.DataFrame, dict[str, str | None]]:
             for li, l0 in enumerate((50, 80, 160, 320, 520, 820)):
                 x = float(rng.normal())
                 y = (slopes[a] - 0.3 * li + 0.5 * mi) * x + 0.6 * float(rng.normal())
-                rows.append({"model": m, "arch": a, "target_l0": l0, "autointerp": x,
-                             **{t: y + 0.1 * float(rng.normal()) for t in TARGETS}})
+                rows.append(
+                    {
+                        "model": m,
+                        "arch": a,
+                        "target_l0": l0,
+                        "autointerp": x,
+                        **{t: y + 0.1 * float(rng.normal()) for t in TARGETS},
+                    }
+                )
     return pd.DataFrame(rows), {m: paper_model(m) for m in models}
 
 
@@ -246,8 +278,13 @@ def test_the_paper_tables_hold_every_row_of_the_paper_with_ours_beside_it():
         assert rows.loc["All SAEs", "paper_value"] == paper["overall"]["tau_b"] and rows.loc["All SAEs", "n"] == 90
         assert rows.loc["BatchTopK", "paper_value"] == paper["arch"]["batchtopk"]["tau_b"]
         assert rows.loc["L0 ≈ 520", "paper_ci_low"] == paper["sparsity"]["l0-520"]["null_low"]
-        assert rows.loc["Qwen-2.5-3B (qwen2.5-3b)", "n"] == 30 and rows.loc["Qwen-2.5-3B (qwen2.5-3b)", "ci_kind"] == "permutation null"
-        assert rows.loc["Psi_A", "value"] == pytest.approx(rows.loc[["BatchTopK", "Gated", "JumpReLU", "ReLU", "TopK"], "value"].mean())
+        assert (
+            rows.loc["Qwen-2.5-3B (qwen2.5-3b)", "n"] == 30
+            and rows.loc["Qwen-2.5-3B (qwen2.5-3b)", "ci_kind"] == "permutation null"
+        )
+        assert rows.loc["Psi_A", "value"] == pytest.approx(
+            rows.loc[["BatchTopK", "Gated", "JumpReLU", "ReLU", "TopK"], "value"].mean()
+        )
         assert rows.loc["Psi_C", "paper_se"] == paper["psi"]["by_model"]["se"]
     t2 = frame[frame.table == "Table 2"]
     qwen = t2[t2.axis == "Qwen-2.5-3B (qwen2.5-3b)"].set_index("row")
@@ -265,8 +302,16 @@ def test_the_set_search_control_is_aggregated_beside_the_papers_comparison():
 
     rows = []
     for arch, none, dc, seeds, out in (("topk", 0.1, 0.3, [0.15, 0.25], 0.2), ("relu", 0.3, 0.5, [0.35, 0.45], 0.3)):
-        v = {"model": "m", "arch": arch, "target_l0": 20, "score_none": none, "score_output": none, "score_output_topk": none, "score_delta_conf": dc,
-             "lift_delta_conf": dc / none - 1}
+        v = {
+            "model": "m",
+            "arch": arch,
+            "target_l0": 20,
+            "score_none": none,
+            "score_output": none,
+            "score_output_topk": none,
+            "score_delta_conf": dc,
+            "lift_delta_conf": dc / none - 1,
+        }
         _control_columns(v, control_block(none, dc, seeds, out))
         rows.append(v)
     assert rows[0]["lift_control_random"] == pytest.approx(0.2 / 0.1 - 1)
@@ -295,8 +340,14 @@ def test_per_latent_tau_is_summarised_per_sae_model_and_overall():
     rows = []
     for model, arch, taus in (("a", "relu", (0.2, 0.4)), ("a", "topk", (0.4, None)), ("b", "relu", (-0.3, 0.1))):
         v = {"model": model, "arch": arch, "target_l0": 20}
-        per_latent_columns(v, {"n_steered": 7, "tau_b": {"output_score": {"tau_b": taus[0], "n": 7}, "delta_conf": {"tau_b": taus[1], "n": 7}},
-                               "input_output": {"n_scored": 9, "share_high_both": 1 / 9, "tau_b_input_output": 0.0}})
+        per_latent_columns(
+            v,
+            {
+                "n_steered": 7,
+                "tau_b": {"output_score": {"tau_b": taus[0], "n": 7}, "delta_conf": {"tau_b": taus[1], "n": 7}},
+                "input_output": {"n_scored": 9, "share_high_both": 1 / 9, "tau_b_input_output": 0.0},
+            },
+        )
         rows.append(v)
     table = pd.DataFrame(rows)
     tau = latent_tau_table(table)
@@ -337,7 +388,10 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     assert len(sae) == 18 and sae["complete"].sum() == 17
     assert list(sae.loc[~sae["complete"], "missing"].iloc[0]) == ["steering/score.json: absent", "selection/score.json: absent"]
     csv = pd.read_csv(out / "sae_table.csv").set_index(["model", "arch", "target_l0"])
-    assert len(csv) == 18 and csv.loc[("gemma3-270m", "gated", 80), "missing"] == "steering/score.json: absent; selection/score.json: absent"
+    assert (
+        len(csv) == 18
+        and csv.loc[("gemma3-270m", "gated", 80), "missing"] == "steering/score.json: absent; selection/score.json: absent"
+    )
     assert csv["autointerp"].notna().all() and csv["steering"].isna().sum() == 1
 
     rank = pq.read_table(out / "rank_agreement.parquet").to_pandas()
@@ -360,19 +414,28 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
     head_psi = psi[(psi.metric == "autointerp") & (psi.target == "steering") & (psi.statistic == "psi")].set_index("axis")
     # the paper's groups: one per model (9 and 8 SAEs), psi the mean of their tau-b (scipy's on the
     # values written; not 1, the data are not monotone); an architecture has 6 (< min_saes 7): left out
-    per_model = [scipy_tau({k: v for k, v in truth.items() if v["model"] == m}, "autointerp", "steering") for m in ("smollm2-135m", "gemma3-270m")]
-    assert head_psi.loc["by_model", "psi"] == pytest.approx(statistics.fmean(per_model)) and head_psi.loc["by_model", "n_groups"] == 2
+    per_model = [
+        scipy_tau({k: v for k, v in truth.items() if v["model"] == m}, "autointerp", "steering")
+        for m in ("smollm2-135m", "gemma3-270m")
+    ]
+    assert (
+        head_psi.loc["by_model", "psi"] == pytest.approx(statistics.fmean(per_model))
+        and head_psi.loc["by_model", "n_groups"] == 2
+    )
     assert abs(head_psi.loc["by_model", "psi"]) < 0.95
     assert pd.isna(head_psi.loc["by_architecture", "psi"]) and "at least 7 SAEs" in head_psi.loc["by_architecture", "reason"]
     assert head_psi.loc["mean", "paper_psi"] == pytest.approx(0.2499)
     assert head_psi.loc["by_architecture", "paper_se"] == pytest.approx(0.1163)
-    pairs = psi[(psi.metric == "autointerp") & (psi.target == "steering") & (psi.statistic == "psi_one_axis_varies")].set_index("axis")
+    pairs = psi[(psi.metric == "autointerp") & (psi.target == "steering") & (psi.statistic == "psi_one_axis_varies")].set_index(
+        "axis"
+    )
     assert pairs.loc["by_model", "n_groups"] == 8  # (arch, L0) groups of 2 models; gated/80 has 1 SAE left
     assert pairs["paper_psi"].isna().all()  # not the paper's statistic: no paper value beside it
 
     selection = pq.read_table(out / "selection.parquet").to_pandas()
     assert set(selection["scope"]) == {"sae", "model_mean", "all_models"}
     means = selection[selection.scope == "model_mean"].set_index("model")
+
     def model_lift(key: str, factor: float = 1.0) -> float:  # the paper's convention: lift of the model's mean scores
         return statistics.fmean(factor * v[key] for v in smol.values()) / statistics.fmean(v["none"] for v in smol.values()) - 1
 
@@ -402,9 +465,25 @@ def test_full_job_writes_every_output_and_names_missing_cells(tmp_path):
 
 def _dry_run(workdir: Path, *config: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--nolock", "-n", "aggregate",
-         "--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/demo.yaml"), *config],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--nolock",
+            "-n",
+            "aggregate",
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            str(REPO / "config/demo.yaml"),
+            *config,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -415,11 +494,18 @@ def test_aggregate_rule_partial_from_the_command_line_asks_only_for_existing_fil
     config = load_config(REPO / "config/config.yaml", [REPO / "config/demo.yaml"])
     cells = {c.path for c in grid_from_config(config).cells()}
     keep = "smollm2-135m/topk/l0-20"
-    fill_results(config, tmp_path / "results", skip={path: {"steering/score.json", "selection/score.json"} for path in cells if path != keep})
+    fill_results(
+        config,
+        tmp_path / "results",
+        skip={path: {"steering/score.json", "selection/score.json"} for path in cells if path != keep},
+    )
     result = _dry_run(tmp_path, "--config", "aggregate={partial: true, min_saes: 3}")
     assert result.returncode == 0, result.stdout + result.stderr
-    counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in result.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts.get("aggregate") == 1 and counts.get("total") == 1, result.stdout
     assert f"results/{keep}/steering/score.json" in result.stdout
     assert "results/smollm2-135m/topk/l0-40/steering/score.json" not in result.stdout

@@ -14,8 +14,15 @@ LAYER = 2
 def run_cache(model, tokenizer, corpus, out_dir, cfg=None, **kwargs):
     cfg = cfg or CacheConfig(tokens=2000, dtype="float32", batch_size=4, shard_tokens=400)
     return cache_activations(
-        model, tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=corpus, cache_cfg=cfg,
-        out_dir=Path(out_dir), progress=False, **kwargs,
+        model,
+        tokenizer,
+        model_name="tiny",
+        layer=LAYER,
+        corpus_cfg=corpus,
+        cache_cfg=cfg,
+        out_dir=Path(out_dir),
+        progress=False,
+        **kwargs,
     )
 
 
@@ -29,9 +36,8 @@ def test_capture_equals_hidden_state_after_block(tiny_model):
 
 def test_capture_matches_transformerlens_hook_name(tiny_model, tmp_path):
     """blocks.{L}.hook_resid_post as TransformerLens (and so SAELens) defines it."""
-    from transformer_lens.model_bridge import TransformerBridge
-
     from tokenizers import Tokenizer, models
+    from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedTokenizerFast
 
     tiny_model.save_pretrained(tmp_path / "tiny")
@@ -39,7 +45,9 @@ def test_capture_matches_transformerlens_hook_name(tiny_model, tmp_path):
     vocab = {"<unk>": 0, "</s>": 1, "<s>": 2, **{f"w{i}": i for i in range(3, 259)}}
     PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>")),
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
     ).save_pretrained(tmp_path / "tiny")
     bridge = TransformerBridge.boot_transformers(str(tmp_path / "tiny"), device="cpu")
     ids = torch.randint(3, 200, (1, 12))
@@ -71,6 +79,7 @@ def test_cache_contents_and_manifest(tiny_model, char_tokenizer, text_corpus, tm
     assert cache.mean_squared_norm == pytest.approx(all_acts.pow(2).sum(-1).mean().item(), rel=1e-5)
     # Provenance: every document that fed the cache, from the train split only.
     import pyarrow.parquet as pq
+
     docs = pq.read_table(tmp_path / "c" / "documents.parquet").to_pandas()
     assert docs["n_tokens"].sum() >= manifest["n_tokens"]
     assert set(docs["source"]) == {"local"}

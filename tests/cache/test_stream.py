@@ -22,11 +22,20 @@ def _cfg(mode: str) -> CacheConfig:
 
 
 def test_stream_shards_equal_the_disk_cache(tiny_model, char_tokenizer, text_corpus, tmp_path):
-    cache_activations(tiny_model, char_tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=text_corpus,
-                      cache_cfg=_cfg("disk"), out_dir=Path(tmp_path / "c"), progress=False)
+    cache_activations(
+        tiny_model,
+        char_tokenizer,
+        model_name="tiny",
+        layer=LAYER,
+        corpus_cfg=text_corpus,
+        cache_cfg=_cfg("disk"),
+        out_dir=Path(tmp_path / "c"),
+        progress=False,
+    )
     disk = CacheSource(str(tmp_path / "c"))
-    stream = StreamSource(tiny_model, char_tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=text_corpus,
-                          cache_cfg=_cfg("stream"))
+    stream = StreamSource(
+        tiny_model, char_tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=text_corpus, cache_cfg=_cfg("stream")
+    )
     assert stream.shard_sizes == disk.shard_sizes and stream.d_model == disk.d_model
     # Shards in the order a shuffled stream asks for them, not the order they were written.
     for index in [3, 0, len(disk.shard_sizes) - 1, 1]:
@@ -51,15 +60,26 @@ def test_stream_shards_equal_the_disk_cache(tiny_model, char_tokenizer, text_cor
     assert all(torch.equal(x, y) for x, y in zip(held, a.eval_batches(64))) and sum(x.shape[0] for x in held) == 100
     # Only the shards not computed since then run through the LLM again.
     assert stream.forward_tokens - before == sum(
-        stream.plan.shard_contexts(i) * stream.plan.context_length for i in range(len(stream.shard_sizes)) if i not in computed_shards
+        stream.plan.shard_contexts(i) * stream.plan.context_length
+        for i in range(len(stream.shard_sizes))
+        if i not in computed_shards
     )
 
 
 def test_group_trains_from_a_stream(tiny_model, char_tokenizer, text_corpus, tmp_path):
-    stream = StreamSource(tiny_model, char_tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=text_corpus,
-                          cache_cfg=_cfg("stream"))
-    cfg = TrainConfig(tokens=64 * 12, batch_size=64, lr_warmup_steps=2, sparsity_warmup_steps=4,
-                      checkpoint_every_steps=100, log_every_steps=4, eval_tokens=100, device="cpu")
+    stream = StreamSource(
+        tiny_model, char_tokenizer, model_name="tiny", layer=LAYER, corpus_cfg=text_corpus, cache_cfg=_cfg("stream")
+    )
+    cfg = TrainConfig(
+        tokens=64 * 12,
+        batch_size=64,
+        lr_warmup_steps=2,
+        sparsity_warmup_steps=4,
+        checkpoint_every_steps=100,
+        log_every_steps=4,
+        eval_tokens=100,
+        device="cpu",
+    )
     members = [GroupMember(a, 4, "-", "-", "-", "-") for a in ("topk", "relu")]
     group = GroupTrainer(cfg, stream, members, 32)
     group.train()

@@ -17,7 +17,6 @@ from saesteer.evals.absorption import (
 from saesteer.evals.config import AbsorptionConfig
 from saesteer.sae.relu import ReLUSAE
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.helpers import X, plant_x_dimension, prose_and_code_corpus, save_sae, tiny_eval_block, write_model_json, x_reading_sae
 from saesteer.evals.autointerp import (
     PARQUET_SCHEMA,
     ContextSource,
@@ -39,7 +38,7 @@ from saesteer.judges import JudgeConfigError, LLMJudgeConfig, OfflineJudgeConfig
 from saesteer.judges.llm import LLMJudge
 from saesteer.judges.offline import OfflineProxyJudge
 from saesteer.sae.registry import build_sae
-
+from tests.helpers import X, plant_x_dimension, prose_and_code_corpus, save_sae, tiny_eval_block, write_model_json, x_reading_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -343,7 +342,6 @@ def test_a_dense_latent_whose_random_excerpts_all_fire_scores_1_with_a_detector_
     assert old[0]["accuracy"] == pytest.approx(2 / 12) and old_summary["protocol"]["random_labels"] == "activation"
 
 
-
 def test_both_random_excerpt_truth_readings_come_from_one_run(tmp_path):
     """Appendix B.1 labels every window 1[peak > threshold]; SAEBench's code labels random
     excerpts inactive. One run (one explanation, one detection) gives both: the dense latent
@@ -367,7 +365,9 @@ def test_both_random_excerpt_truth_readings_come_from_one_run(tmp_path):
     # The B.1 rule as the headline: the same two readings, the headline swapped.
     endpoint = FakeEndpoint()
     with llm_judge(endpoint, tmp_path / "b.sqlite") as judge:
-        swapped, swapped_summary = autointerp_latents(sae, source, dataclasses.replace(DENSE_CFG, random_labels="activation"), judge, tok)
+        swapped, swapped_summary = autointerp_latents(
+            sae, source, dataclasses.replace(DENSE_CFG, random_labels="activation"), judge, tok
+        )
     assert endpoint.requests == 2
     assert swapped_summary["scores_by_random_labels"] == summary["scores_by_random_labels"]
     assert swapped_summary["score"] == pytest.approx(2 / 12) and swapped[0]["accuracy"] == swapped[0]["accuracy_activation"]
@@ -393,7 +393,9 @@ def test_the_score_is_the_mean_over_a_seeded_random_subset_of_the_explained_late
     other_seed, _ = autointerp_latents(sae, source, dataclasses.replace(CFG, score_latents=3), offline_judge(), tok, seed=5)
     assert {r["latent"] for r in other_seed if r["in_score_subset"]} != {r["latent"] for r in records if r["in_score_subset"]}
     full, full_summary = autointerp_latents(sae, source, CFG, offline_judge(), tok)  # score_latents 0: every latent
-    assert full_summary["score"] == pytest.approx(summary["score_all_latents"]["saebench"]) and full_summary["score_latents"] == len(full)
+    assert full_summary["score"] == pytest.approx(summary["score_all_latents"]["saebench"]) and full_summary[
+        "score_latents"
+    ] == len(full)
 
 
 def test_score_latents_beyond_n_latents_is_refused():
@@ -448,8 +450,13 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     plant_x_dimension(tiny_model)
     model_json = write_model_json(tmp_path, model=tiny_model)
     manifest = build_eval_data(
-        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path),
-        cfg=EvalConfig.from_config(EVAL_BLOCK), out_dir=tmp_path / "eval_data",
+        tiny_model,
+        char_tokenizer,
+        model_name="tiny",
+        layer=1,
+        corpus_cfg=prose_and_code_corpus(tmp_path),
+        cfg=EvalConfig.from_config(EVAL_BLOCK),
+        out_dir=tmp_path / "eval_data",
     )
     assert manifest["autointerp"]["core_contexts"] == 6 and manifest["autointerp"]["extra_contexts"] == 34
     assert manifest["autointerp"]["masked_token_ids"] == [1, 2]
@@ -457,9 +464,17 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     sae_dir = save_sae(x_reading_sae(), tmp_path / "sae", 1)
     out_parquet, out_json = tmp_path / "autointerp.parquet", tmp_path / "autointerp.json"
     report = run_autointerp(
-        sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, judge_cfg={"kind": "offline"},
-        out_parquet=out_parquet, out_json=out_json, model="tiny", arch="relu", target_l0=4,
-        tokenizer=char_tokenizer, judge=offline_judge(),
+        sae_dir=sae_dir,
+        eval_dir=tmp_path / "eval_data",
+        eval_cfg=EVAL_BLOCK,
+        judge_cfg={"kind": "offline"},
+        out_parquet=out_parquet,
+        out_json=out_json,
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        tokenizer=char_tokenizer,
+        judge=offline_judge(),
     )
     on_disk = json.loads(out_json.read_text())
     validate_summary(on_disk)
@@ -475,25 +490,47 @@ def test_end_to_end_on_the_tiny_model(tiny_model, char_tokenizer, tmp_path):
     random_named = [k for k in r0["detect_predicted"] if r0["detect_sources"][k] == "random"]
     assert r0["detect_positives"] == [k for k in r0["detect_predicted"] if r0["detect_sources"][k] != "random"]
     assert r0["accuracy"] == pytest.approx(1 - len(random_named) / r0["n_detect"])
-    assert on_disk["protocol"] == {"random_labels": "saebench", "highlight": "global", "highlight_frac": 0.01,
-                                   "unparsed": "exclude", "act_threshold_frac": 0.01}
+    assert on_disk["protocol"] == {
+        "random_labels": "saebench",
+        "highlight": "global",
+        "highlight_frac": 0.01,
+        "unparsed": "exclude",
+        "act_threshold_frac": 0.01,
+    }
     assert on_disk["judge_prompts"]["label"] == "none" and on_disk["n_scored"] == on_disk["n_latents"]
     assert rows[0]["top_token_ids"] and set(rows[0]["top_token_ids"]) == {X}  # latent 0 peaks on "x" only
     assert rows[0]["top_activations"] == sorted(rows[0]["top_activations"], reverse=True)
     assert on_disk["score"] == pytest.approx(sum(r["accuracy"] for r in rows.values()) / len(rows))
 
     interp = evaluate_sae(
-        sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp.json",
-        model="tiny", arch="relu", target_l0=4, autointerp_json=out_json,
+        sae_dir,
+        tmp_path / "eval_data",
+        model_json,
+        EVAL_BLOCK,
+        tmp_path / "interp.json",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        autointerp_json=out_json,
     )
     validate_report(json.loads((tmp_path / "interp.json").read_text()))
     assert interp["autointerp"]["score"] == on_disk["score"]
     assert interp["autointerp"]["judge"] == "offline-proxy"
     assert interp["autointerp"]["protocol"] == on_disk["protocol"] and interp["autointerp"]["n_scored"] == on_disk["n_scored"]
     assert interp["autointerp"]["scores_by_random_labels"] == on_disk["scores_by_random_labels"]
-    assert set(on_disk["scores_by_random_labels"]) == {"saebench", "activation"} and interp["autointerp"]["random_labels"] == "saebench"
+    assert (
+        set(on_disk["scores_by_random_labels"]) == {"saebench", "activation"}
+        and interp["autointerp"]["random_labels"] == "saebench"
+    )
     with pytest.raises(Exception, match="another SAE"):
         evaluate_sae(
-            sae_dir, tmp_path / "eval_data", model_json, EVAL_BLOCK, tmp_path / "interp2.json",
-            model="tiny", arch="topk", target_l0=4, autointerp_json=out_json,
+            sae_dir,
+            tmp_path / "eval_data",
+            model_json,
+            EVAL_BLOCK,
+            tmp_path / "interp2.json",
+            model="tiny",
+            arch="topk",
+            target_l0=4,
+            autointerp_json=out_json,
         )

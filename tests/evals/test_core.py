@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from tests.helpers import tiny_shape
 from saesteer.cache.capture import ResidualCapture, decoder_layers
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.core import ReconstructionStats, splice_scores
@@ -14,6 +13,7 @@ from saesteer.evals.eval_data import build_eval_data, load_eval_data
 from saesteer.evals.interp import core_metrics
 from saesteer.evals.splice import UpperRunner, head_logits, reference_losses, spliced_losses
 from saesteer.sae.relu import ReLUSAE
+from tests.helpers import tiny_shape
 
 D_MODEL = 32
 
@@ -97,7 +97,9 @@ def test_one_pass_kl_equals_two_pass_kl(tiny_model):
     clean, spliced = torch.randn(40, D_MODEL, generator=gen), torch.randn(40, D_MODEL, generator=gen)
     targets = torch.randint(0, 259, (40,), generator=gen)
     ref = reference_losses(tiny_model, clean, spliced, targets, keep_expectation=True)
-    ce1, kl1 = spliced_losses(tiny_model, spliced, targets, neg_entropy=ref["neg_entropy"], expected_unembedding=ref["expected_unembedding"])
+    ce1, kl1 = spliced_losses(
+        tiny_model, spliced, targets, neg_entropy=ref["neg_entropy"], expected_unembedding=ref["expected_unembedding"]
+    )
     ce2, kl2 = spliced_losses(tiny_model, spliced, targets, clean_hidden=clean)
     assert torch.allclose(ce1, ce2, atol=1e-6) and torch.allclose(ce1, ref["ce_zero"], atol=1e-6)
     assert torch.allclose(kl1, kl2, atol=1e-5) and torch.allclose(kl2, ref["kl_zero"], atol=1e-6)
@@ -160,7 +162,9 @@ def test_zero_ablation_zeroes_bos_by_default(tiny_model, char_tokenizer, text_co
 
     cfg = _eval_cfg()
     assert cfg.core.zero_ablation == "all"
-    build_eval_data(tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=cfg, out_dir=tmp_path / "eval")
+    build_eval_data(
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=cfg, out_dir=tmp_path / "eval"
+    )
     data = load_eval_data(tmp_path / "eval")
     info = data.manifest["core"]
     assert info["zero_ablation"] == "all" and info["first_replaced_position"] == 1
@@ -174,7 +178,9 @@ def test_zero_ablation_zeroes_bos_by_default(tiny_model, char_tokenizer, text_co
     assert core_metrics(zero_sae(D_MODEL), tiny_model, data, cfg)["zero_ablation"] == "all"
 
     keep = _eval_cfg("keep_bos")
-    build_eval_data(tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=keep, out_dir=tmp_path / "keep")
+    build_eval_data(
+        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=keep, out_dir=tmp_path / "keep"
+    )
     kept = load_eval_data(tmp_path / "keep")
     assert float(kept.tensor(SPLICE_FILE, "ce_zero").double().mean()) == pytest.approx(bos_kept, abs=1e-4)
     # With BOS kept clean in both, an SAE that outputs zeros is exactly the zero-ablation.

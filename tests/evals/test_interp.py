@@ -10,12 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import prose_and_code_corpus, random_sae, save_sae, write_model_json
 from saesteer.config import load_schema
 from saesteer.evals.config import AbsorptionConfig, AutointerpConfig, CoreConfig, EvalConfig, ProbingConfig
 from saesteer.evals.eval_data import EvalDataError, build_eval_data
 from saesteer.evals.interp import SAEFileError, evaluate_sae, load_sae, validate_report
-
+from tests.helpers import prose_and_code_corpus, random_sae, save_sae, write_model_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,7 +43,13 @@ def prepared(tiny_model, char_tokenizer, tmp_path):
     model_json = write_model_json(tmp_path, model=tiny_model)
     cfg = EvalConfig.from_config(EVAL_BLOCK)
     build_eval_data(
-        tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path), cfg=cfg, out_dir=tmp_path / "eval_data"
+        tiny_model,
+        char_tokenizer,
+        model_name="tiny",
+        layer=1,
+        corpus_cfg=prose_and_code_corpus(tmp_path),
+        cfg=cfg,
+        out_dir=tmp_path / "eval_data",
     )
     return model_json, tmp_path / "eval_data"
 
@@ -87,7 +92,9 @@ def test_interp_json_validates_against_the_schema(prepared, tmp_path):
 def test_schema_rejects_a_broken_report(prepared, tmp_path):
     model_json, eval_dir = prepared
     out = tmp_path / "interp.json"
-    report = evaluate_sae(_save_sae(tmp_path / "sae"), eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4)
+    report = evaluate_sae(
+        _save_sae(tmp_path / "sae"), eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4
+    )
     broken = json.loads(json.dumps(report))
     del broken["core"]["ce_loss_score"]
     with pytest.raises(Exception, match="ce_loss_score"):
@@ -99,7 +106,16 @@ def test_changed_eval_config_is_refused(prepared, tmp_path):
     changed = json.loads(json.dumps(EVAL_BLOCK))
     changed["absorption"]["max_k"] = 3
     with pytest.raises(EvalDataError, match="different eval config"):
-        evaluate_sae(_save_sae(tmp_path / "sae"), eval_dir, model_json, changed, tmp_path / "i.json", model="tiny", arch="topk", target_l0=4)
+        evaluate_sae(
+            _save_sae(tmp_path / "sae"),
+            eval_dir,
+            model_json,
+            changed,
+            tmp_path / "i.json",
+            model="tiny",
+            arch="topk",
+            target_l0=4,
+        )
 
 
 # ---- malformed SAE files ---------------------------------------------------------------------
@@ -153,10 +169,13 @@ def test_nan_weights_are_refused(tmp_path):
 
 def test_schema_defaults_equal_dataclass_defaults():
     block = load_schema()["properties"]["eval"]["properties"]
-    sections = {None: (EvalConfig, block), "core": (CoreConfig, block["core"]["properties"]),
-                "sparse_probing": (ProbingConfig, block["sparse_probing"]["properties"]),
-                "absorption": (AbsorptionConfig, block["absorption"]["properties"]),
-                "autointerp": (AutointerpConfig, block["autointerp"]["properties"])}
+    sections = {
+        None: (EvalConfig, block),
+        "core": (CoreConfig, block["core"]["properties"]),
+        "sparse_probing": (ProbingConfig, block["sparse_probing"]["properties"]),
+        "absorption": (AbsorptionConfig, block["absorption"]["properties"]),
+        "autointerp": (AutointerpConfig, block["autointerp"]["properties"]),
+    }
     for name, (cls, props) in sections.items():
         instance = cls()
         for f in fields(cls):

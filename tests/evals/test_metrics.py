@@ -11,7 +11,6 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from scipy.stats import kendalltau
 
 from saesteer.aggregate.config import AggregateConfig, AggregateConfigError, interp_metrics
@@ -92,15 +91,33 @@ def test_a_registered_metric_is_evaluated_into_the_report_and_validated(prepared
     for i in range(2):
         sae_dir = _save_sae(tmp_path / f"sae{i}")
         out = tmp_path / f"interp{i}.json"
-        evaluate_sae(sae_dir, eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4, llm=llm, prepared=per_model)
+        evaluate_sae(
+            sae_dir, eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4, llm=llm, prepared=per_model
+        )
         reports.append(json.loads(out.read_text()))
     assert len(PREPARE_CALLS) == 1
 
     report = reports[0]
-    assert list(report)[:10] == ["report_version", "model", "arch", "target_l0", "hook_name", "sae",
-                                 "core", "sparse_probing", "absorption", "token_alignment"]
-    assert set(report["timings"]) == {"core_seconds", "sparse_probing_seconds", "absorption_seconds", "token_alignment_seconds",
-                                      "load_seconds", "total_seconds"}
+    assert list(report)[:10] == [
+        "report_version",
+        "model",
+        "arch",
+        "target_l0",
+        "hook_name",
+        "sae",
+        "core",
+        "sparse_probing",
+        "absorption",
+        "token_alignment",
+    ]
+    assert set(report["timings"]) == {
+        "core_seconds",
+        "sparse_probing_seconds",
+        "absorption_seconds",
+        "token_alignment_seconds",
+        "load_seconds",
+        "total_seconds",
+    }
     # The number is the toy's definition, recomputed here from the saved files.
     from saesteer.evals.interp import load_sae
 
@@ -124,7 +141,9 @@ def test_a_registered_metric_is_evaluated_into_the_report_and_validated(prepared
 def test_without_the_toy_the_report_is_the_builtin_one(prepared, tmp_path):  # noqa: F811
     model_json, eval_dir = prepared
     out = tmp_path / "interp.json"
-    report = evaluate_sae(_save_sae(tmp_path / "sae"), eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4)
+    report = evaluate_sae(
+        _save_sae(tmp_path / "sae"), eval_dir, model_json, EVAL_BLOCK, out, model="tiny", arch="topk", target_l0=4
+    )
     assert "token_alignment" not in report and "token_alignment_seconds" not in report["timings"]
 
 
@@ -198,7 +217,9 @@ def test_a_malformed_or_duplicate_metric_is_refused_by_name(toy):
     with pytest.raises(MetricError, match="token_alignment.*already registered"):
         register(TOY)
     with pytest.raises(MetricError, match="'probing'"):
-        register(MetricDescriptor("other", "other", (Headline("probing", "x", lambda b, _: 0.0),), schema={}, evaluate=_alignment))
+        register(
+            MetricDescriptor("other", "other", (Headline("probing", "x", lambda b, _: 0.0),), schema={}, evaluate=_alignment)
+        )
     with pytest.raises(MetricError, match="exactly one of evaluate and from_stage"):
         register(MetricDescriptor("nothing", "nothing", (Headline("nothing", "x", lambda b, _: 0.0),), schema={}))
     assert "other" not in [m.name for m in metrics()] and "nothing" not in [m.name for m in metrics()]

@@ -14,7 +14,6 @@ from saesteer.evals.passages import binary_subtasks, collect_passages
 from saesteer.evals.probing import evaluate_task, pooled_codes, raw_baselines, segment_mean
 from saesteer.sae.relu import ReLUSAE
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -102,8 +101,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def test_corpus_source_passages_split_by_document(tmp_path, char_tokenizer):
-    _write_jsonl(tmp_path / "prose" / "a.jsonl", [{"text": f"Once upon a time {i} there was a fox named {i}. " * 3} for i in range(300)])
-    _write_jsonl(tmp_path / "code" / "b.jsonl", [{"text": f"def f{i}(x):\n    return x * {i} + {i % 7}\n" * 3} for i in range(300)])
+    _write_jsonl(
+        tmp_path / "prose" / "a.jsonl", [{"text": f"Once upon a time {i} there was a fox named {i}. " * 3} for i in range(300)]
+    )
+    _write_jsonl(
+        tmp_path / "code" / "b.jsonl", [{"text": f"def f{i}(x):\n    return x * {i} + {i % 7}\n" * 3} for i in range(300)]
+    )
     corpus = {
         "sources": [
             {"kind": "local_files", "name": "prose", "path": str(tmp_path / "prose")},
@@ -129,7 +132,14 @@ def test_hf_dataset_task_offline(tmp_path, char_tokenizer):
     rows = [{"body": f"review number {i} about item {i % 13}", "cat": ["books", "music", "toys"][i % 3]} for i in range(150)]
     _write_jsonl(tmp_path / "reviews.jsonl", rows)
     task = ProbingTask.from_config(
-        {"name": "reviews", "path": "json", "data_files": [str(tmp_path / "reviews.jsonl")], "text_field": "body", "label_field": "cat", "classes": ["books", "toys"]}
+        {
+            "name": "reviews",
+            "path": "json",
+            "data_files": [str(tmp_path / "reviews.jsonl")],
+            "text_field": "body",
+            "label_field": "cat",
+            "classes": ["books", "toys"],
+        }
     )
     cfg = ProbingConfig(train_size=20, test_size=10, max_tokens=12)
     passages, classes = collect_passages(task, cfg, char_tokenizer, {"sources": []}, seed=0)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
 from saesteer.judges import (
     AUTOINTERP,
     STEERING,
@@ -35,6 +34,7 @@ from saesteer.judges import (
     register,
     unregister,
 )
+from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,9 +126,9 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     """The steering job of one SAE, given only a config naming the toy backend, builds the toy
     judge through the registry (no judge passed in) and records what it rated."""
     from saesteer.evals.autointerp import write_table
+    from saesteer.steering.config import SteeringConfig
     from saesteer.steering.evaluate import run_steer_eval
     from saesteer.steering.instructions import write_instruction_pool
-    from saesteer.steering.config import SteeringConfig
 
     model, tok = make_tiny_llama(), CharTokenizer()
     sae_dir = save_sae(random_sae("relu", 32, 16, target_l0=4), tmp_path / "sae", 2)
@@ -138,10 +138,21 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     write_model_json(tmp_path, layer=2)
     out = tmp_path / "steering"
     report = run_steer_eval(
-        sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
-        model_json=tmp_path / "model.json", steering_cfg=steering, judge_cfg={"kind": "toy", "toy": {"concept": 1.5}},
-        out_generations=out / "generations.parquet", out_concepts=out / "concepts.json", out_score=out / "score.json",
-        model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok,
+        sae_dir=sae_dir,
+        autointerp_table=tmp_path / "autointerp.parquet",
+        instructions=tmp_path / "instructions.json",
+        model_json=tmp_path / "model.json",
+        steering_cfg=steering,
+        judge_cfg={"kind": "toy", "toy": {"concept": 1.5}},
+        out_generations=out / "generations.parquet",
+        out_concepts=out / "concepts.json",
+        out_score=out / "score.json",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        prompt_format="base",
+        lm=model,
+        tokenizer=tok,
     )
     on_disk = json.loads((out / "score.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
@@ -238,7 +249,11 @@ def test_the_switch_finder_finds_the_switches_it_forbids(tmp_path):
     (tmp_path / "workflow" / "rules" / "b.smk").write_text('E = cfg.kind != "llm"\n')
     hits = judge_kind_switches(tmp_path)
     assert [h.split(":")[0] + ":" + h.split(":")[1] for h in hits] == [
-        "src/saesteer/a.py:1", "src/saesteer/a.py:2", "src/saesteer/a.py:3", "workflow/rules/b.smk:1", "Snakefile:1",
+        "src/saesteer/a.py:1",
+        "src/saesteer/a.py:2",
+        "src/saesteer/a.py:3",
+        "workflow/rules/b.smk:1",
+        "Snakefile:1",
     ]
 
 
@@ -309,8 +324,15 @@ def test_the_builtin_backends_build_their_judges(tmp_path):
     from saesteer.judges.offline import OfflineProxyJudge
 
     llm = make_judge({"kind": "llm", "prompts": "axbench", "cache": str(tmp_path / "c.sqlite"), "llm": {"api_key_env": ""}})
-    assert isinstance(llm, LLMJudge) and llm.prompts_label.startswith("axbench@") and judge_settings(llm)["temperature_rating"] == 0.7
+    assert (
+        isinstance(llm, LLMJudge)
+        and llm.prompts_label.startswith("axbench@")
+        and judge_settings(llm)["temperature_rating"] == 0.7
+    )
     record = write_model_json(tmp_path)
     offline = make_judge({"kind": "offline", "offline": {"reference_model": str(record)}}, purpose=AUTOINTERP)
     assert isinstance(offline, OfflineProxyJudge) and offline.lm is None and offline.model_label.endswith("+tiny")
-    assert judge_settings(offline) == {"detect_threshold": offline.cfg.detect_threshold, "explain_top_tokens": offline.cfg.explain_top_tokens}
+    assert judge_settings(offline) == {
+        "detect_threshold": offline.cfg.detect_threshold,
+        "explain_top_tokens": offline.cfg.explain_top_tokens,
+    }

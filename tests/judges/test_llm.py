@@ -49,8 +49,14 @@ class ScriptedServer:
     """Chat-completions server. ``script``: behaviours for the first requests, in arrival
     order ("429", "500", "503", "401", "slow", "badjson", "ok"); then ``default``."""
 
-    def __init__(self, script: list[str] | None = None, default: str = "ok", delay_s: float = 0.0,
-                 reply: Callable[[dict], str] = default_reply, slow_s: float = 0.6):
+    def __init__(
+        self,
+        script: list[str] | None = None,
+        default: str = "ok",
+        delay_s: float = 0.0,
+        reply: Callable[[dict], str] = default_reply,
+        slow_s: float = 0.6,
+    ):
         self.script = list(script or [])
         self.default = default
         self.delay_s = delay_s
@@ -102,8 +108,9 @@ class ScriptedServer:
                             "id": "x",
                             "object": "chat.completion",
                             "model": body["model"],
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                         "finish_reason": "stop"}],
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                            ],
                             "usage": USAGE,
                         }
                         self._send(200, json.dumps(reply).encode())
@@ -115,7 +122,7 @@ class ScriptedServer:
 
         return Handler
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self.thread.start()
         return self
 
@@ -140,8 +147,7 @@ def server_factory() -> Iterator[Callable[..., ScriptedServer]]:
 
 ENV = {"SAESTEER_TEST_KEY": "sk-test"}
 ITEMS = [
-    SteeringItem(concept=f"concept {k}", instruction=f"Instruction {k}?", generation=f"Some text number {k}.")
-    for k in range(4)
+    SteeringItem(concept=f"concept {k}", instruction=f"Instruction {k}?", generation=f"Some text number {k}.") for k in range(4)
 ]
 
 

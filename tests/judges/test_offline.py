@@ -18,7 +18,6 @@ import random
 import pytest
 import torch
 
-
 from saesteer.judges import Judge, MixedJudgeError, OfflineJudgeConfig, Rating, SteeringItem, make_judge, summarize
 from saesteer.judges.base import ActivatingContext
 from saesteer.judges.offline import (
@@ -30,59 +29,78 @@ from saesteer.judges.offline import (
     repetition_fraction,
 )
 
-
 # ------------------------------------------------------------------------------- examples
 
 # (concept, on-concept text, an instruction, a reply to it that mentions the concept in passing)
 CONCEPTS = [
-    ("cooking and recipes",
-     "To make a simple tomato sauce, heat olive oil in a pan, add chopped garlic and onions, and let them soften "
-     "before stirring in crushed tomatoes, salt and fresh basil. Simmer for twenty minutes and serve it over pasta.",
-     "Describe your ideal weekend.",
-     "My ideal weekend starts with a long walk in the park and a visit to a museum. In the evening I might try a "
-     "new pasta recipe before watching a film with friends."),
-    ("the ocean and marine life",
-     "Beneath the waves, coral reefs shelter thousands of species: clownfish hide among anemones, sea turtles "
-     "graze on seagrass, and sharks patrol the deep blue water beyond the reef.",
-     "How can I be more productive at work?",
-     "To be more productive at work, plan your day in the morning and take short breaks. A picture of the sea on "
-     "your desk can help you stay calm when things get busy."),
-    ("computer programming",
-     "In Python, a function is defined with the def keyword. You can pass arguments, return values, and write "
-     "loops that iterate over lists; debugging the code with print statements helps you find errors.",
-     "What should I pack for a beach holiday?",
-     "For a beach holiday, pack sunscreen, a hat, swimwear and a good book. If you work remotely, bring your "
-     "laptop so you can check your code in the evening."),
-    ("music and musical instruments",
-     "She tuned her violin, rested it under her chin and began to play. The melody rose over the piano chords, "
-     "and the orchestra joined in with a slow, warm harmony.",
-     "Give me advice on saving money.",
-     "To save money, set a monthly budget and track your spending. Cancel subscriptions you rarely use, although "
-     "a music streaming service might be worth keeping."),
-    ("football and team sports",
-     "The striker sprinted past two defenders and curled the ball into the top corner of the net. The crowd "
-     "roared as the team took the lead in the final minutes of the match.",
-     "How do I take care of a houseplant?",
-     "Water your houseplant when the top of the soil feels dry and keep it near a bright window. It is a calm "
-     "hobby, much quieter than watching a football match."),
+    (
+        "cooking and recipes",
+        "To make a simple tomato sauce, heat olive oil in a pan, add chopped garlic and onions, and let them soften "
+        "before stirring in crushed tomatoes, salt and fresh basil. Simmer for twenty minutes and serve it over pasta.",
+        "Describe your ideal weekend.",
+        "My ideal weekend starts with a long walk in the park and a visit to a museum. In the evening I might try a "
+        "new pasta recipe before watching a film with friends.",
+    ),
+    (
+        "the ocean and marine life",
+        "Beneath the waves, coral reefs shelter thousands of species: clownfish hide among anemones, sea turtles "
+        "graze on seagrass, and sharks patrol the deep blue water beyond the reef.",
+        "How can I be more productive at work?",
+        "To be more productive at work, plan your day in the morning and take short breaks. A picture of the sea on "
+        "your desk can help you stay calm when things get busy.",
+    ),
+    (
+        "computer programming",
+        "In Python, a function is defined with the def keyword. You can pass arguments, return values, and write "
+        "loops that iterate over lists; debugging the code with print statements helps you find errors.",
+        "What should I pack for a beach holiday?",
+        "For a beach holiday, pack sunscreen, a hat, swimwear and a good book. If you work remotely, bring your "
+        "laptop so you can check your code in the evening.",
+    ),
+    (
+        "music and musical instruments",
+        "She tuned her violin, rested it under her chin and began to play. The melody rose over the piano chords, "
+        "and the orchestra joined in with a slow, warm harmony.",
+        "Give me advice on saving money.",
+        "To save money, set a monthly budget and track your spending. Cancel subscriptions you rarely use, although "
+        "a music streaming service might be worth keeping.",
+    ),
+    (
+        "football and team sports",
+        "The striker sprinted past two defenders and curled the ball into the top corner of the net. The crowd "
+        "roared as the team took the lead in the final minutes of the match.",
+        "How do I take care of a houseplant?",
+        "Water your houseplant when the top of the soil feels dry and keep it near a bright window. It is a calm "
+        "hobby, much quieter than watching a football match.",
+    ),
 ]
 
 INSTRUCTIONS = [
-    ("Give me three tips for getting better sleep.",
-     "Here are three tips for better sleep: keep a regular bedtime, avoid screens for an hour before bed, and "
-     "keep your bedroom cool, dark and quiet."),
-    ("Explain how photosynthesis works.",
-     "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make glucose and "
-     "release oxygen. It takes place in the chloroplasts of leaf cells, where chlorophyll absorbs light."),
-    ("Write a short poem about autumn.",
-     "Golden leaves drift slowly down, the cool wind hums through the quiet town; the days grow short, the "
-     "evenings cold, and every tree turns red and gold."),
-    ("What are the benefits of learning a second language?",
-     "Learning a second language improves memory and problem solving, makes travel easier, opens up job "
-     "opportunities, and helps you understand other cultures."),
-    ("How do I change a flat tire?",
-     "First loosen the lug nuts, then lift the car with a jack. Remove the flat tire, mount the spare, tighten "
-     "the nuts in a star pattern and lower the car."),
+    (
+        "Give me three tips for getting better sleep.",
+        "Here are three tips for better sleep: keep a regular bedtime, avoid screens for an hour before bed, and "
+        "keep your bedroom cool, dark and quiet.",
+    ),
+    (
+        "Explain how photosynthesis works.",
+        "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to make glucose and "
+        "release oxygen. It takes place in the chloroplasts of leaf cells, where chlorophyll absorbs light.",
+    ),
+    (
+        "Write a short poem about autumn.",
+        "Golden leaves drift slowly down, the cool wind hums through the quiet town; the days grow short, the "
+        "evenings cold, and every tree turns red and gold.",
+    ),
+    (
+        "What are the benefits of learning a second language?",
+        "Learning a second language improves memory and problem solving, makes travel easier, opens up job "
+        "opportunities, and helps you understand other cultures.",
+    ),
+    (
+        "How do I change a flat tire?",
+        "First loosen the lug nuts, then lift the car with a jack. Remove the flat tire, mount the spare, tighten "
+        "the nuts in a star pattern and lower the car.",
+    ),
 ]
 
 FLUENT = [c[1] for c in CONCEPTS] + [a for _, a in INSTRUCTIONS]
@@ -151,8 +169,9 @@ class HashEmbedder:
 
 @pytest.fixture
 def tiny_judge(tiny_model, char_tokenizer):
-    return OfflineProxyJudge(OfflineJudgeConfig(max_tokens=64), tiny_model, char_tokenizer, lm_name="tiny",
-                             embedder=HashEmbedder())
+    return OfflineProxyJudge(
+        OfflineJudgeConfig(max_tokens=64), tiny_model, char_tokenizer, lm_name="tiny", embedder=HashEmbedder()
+    )
 
 
 def test_offline_ratings_are_labelled_proxies(tiny_judge):
@@ -164,8 +183,15 @@ def test_offline_ratings_are_labelled_proxies(tiny_judge):
     assert all(r.judge == "offline-proxy" and r.judge_model == "hash-embedder+tiny" for r in ratings)
     assert all(v in (0, 1, 2) for r in ratings for v in (r.concept, r.instruction, r.fluency))
     assert (ratings[1].concept, ratings[1].instruction, ratings[1].fluency) == (0, 0, 0)  # empty generation
-    assert set(ratings[0].details) == {"concept_cosine", "concept_token_rate", "instruction_cosine", "loss_per_char",
-                                       "loss_per_token", "n_tokens", "repetition"}
+    assert set(ratings[0].details) == {
+        "concept_cosine",
+        "concept_token_rate",
+        "instruction_cosine",
+        "loss_per_char",
+        "loss_per_token",
+        "n_tokens",
+        "repetition",
+    }
     assert ratings[0].details["concept_token_rate"] is None  # no quoted tokens: rated by embedding
     assert ratings[1].details["loss_per_char"] is None  # JSON-safe, not NaN
     assert ratings[0].details["concept_cosine"] > 0.25 and ratings == tiny_judge.rate(items)
@@ -195,7 +221,13 @@ def test_repetition_fraction_and_buckets():
     assert repetition_fraction("a b") == 0.0
     assert [bucket(x, (0.2, 0.4)) for x in (0.1, 0.2, 0.39, 0.4)] == [0, 1, 1, 2]
     cfg = OfflineJudgeConfig(loss_per_char_thresholds=(1.0, 1.4), repetition_thresholds=(0.15, 0.35))
-    assert [fluency_bucket(loss, rep, cfg, 10) for loss, rep in [(0.5, 0.0), (1.2, 0.0), (0.5, 0.2), (0.5, 0.9), (2, 0)]] == [2, 1, 1, 0, 0]
+    assert [fluency_bucket(loss, rep, cfg, 10) for loss, rep in [(0.5, 0.0), (1.2, 0.0), (0.5, 0.2), (0.5, 0.9), (2, 0)]] == [
+        2,
+        1,
+        1,
+        0,
+        0,
+    ]
 
 
 def test_token_list_concepts_are_rated_by_counting_the_quoted_tokens(tiny_judge):
@@ -263,9 +295,7 @@ def test_concept_relevance_calibration(real_judge):
 def test_instruction_relevance_calibration(real_judge):
     m, t = len(INSTRUCTIONS), real_judge.cfg.instruction_thresholds
     answers = _cosines(real_judge, INSTRUCTIONS)
-    unrelated = _cosines(
-        real_judge, [(INSTRUCTIONS[i][0], INSTRUCTIONS[j][1]) for i in range(m) for j in range(m) if i != j]
-    )
+    unrelated = _cosines(real_judge, [(INSTRUCTIONS[i][0], INSTRUCTIONS[j][1]) for i in range(m) for j in range(m) if i != j])
     # Steered replies that answer while mentioning a concept still answer; pure concept text does not.
     steered = _cosines(real_judge, [(instr, reply) for _, _, instr, reply in CONCEPTS])
     concept_only = _cosines(real_judge, [(instr, text) for _, text, instr, _ in CONCEPTS])
@@ -277,8 +307,13 @@ def test_instruction_relevance_calibration(real_judge):
 def test_fluency_calibration(real_judge):
     """End to end through rate(): the reference LM's loss per character plus repetition."""
     groups = {
-        "fluent": FLUENT, "sampled": SAMPLED_FLUENT, "awkward": AWKWARD, "shuffled": SHUFFLED,
-        "loops": LOOPS, "mash": MASH, "garbage": SAMPLED_GARBAGE,
+        "fluent": FLUENT,
+        "sampled": SAMPLED_FLUENT,
+        "awkward": AWKWARD,
+        "shuffled": SHUFFLED,
+        "loops": LOOPS,
+        "mash": MASH,
+        "garbage": SAMPLED_GARBAGE,
     }
     names = [name for name, texts in groups.items() for _ in texts]
     ratings = real_judge.rate([SteeringItem("a concept", "an instruction", t) for ts in groups.values() for t in ts])

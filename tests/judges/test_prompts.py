@@ -11,7 +11,6 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO
 from saesteer.judges import (
     JudgeConfig,
     LLMJudgeConfig,
@@ -30,6 +29,7 @@ from saesteer.judges.prompts import (
     PromptsError,
     load_prompt_set,
 )
+from tests.helpers import REPO
 
 ITEM = SteeringItem(concept="the ocean", instruction="Describe your morning.", generation="I woke up and saw the sea.")
 
@@ -90,13 +90,17 @@ def test_a_prompts_file_replaces_the_wording_and_its_hash_is_recorded(tmp_path):
     judge = judge_with(endpoint, path)
     (rating,) = judge.rate([ITEM])
     concept_request = endpoint.bodies[0]["messages"]
-    assert concept_request == [{"role": "user", "content": "CONCEPT CHECK [the ocean] in <I woke up and saw the sea.>. Rating: [[score]]"}]
+    assert concept_request == [
+        {"role": "user", "content": "CONCEPT CHECK [the ocean] in <I woke up and saw the sea.>. Rating: [[score]]"}
+    ]
     ps = load_prompt_set(path)
     assert ps.label == f"mine@{ps.sha256[:12]}" != PROJECT_PROMPT_SET.label
     assert rating.judge_prompts == ps.label == judge.prompts_label
     assert prompts_record(judge) == {"label": ps.label, "name": "mine", "path": str(path), "sha256": ps.sha256}
     # The hash is of the text: one changed word is another set.
-    other = write_set(tmp_path / "mine2.yaml", rating_system="", concept="CONCEPT CHECK [{concept}] in <{generation}>! Rating: [[score]]")
+    other = write_set(
+        tmp_path / "mine2.yaml", rating_system="", concept="CONCEPT CHECK [{concept}] in <{generation}>! Rating: [[score]]"
+    )
     assert load_prompt_set(other).sha256 != ps.sha256
     # The config names the file; the judge it builds uses it.
     cfg = JudgeConfig.from_dict({"kind": "llm", "prompts": str(path), "llm": {"api_key_env": ""}})
@@ -146,8 +150,12 @@ def test_the_shipped_example_sets_are_valid_and_axbench_style_asks_axbenchs_ques
     assert "regardless of grammar, coherence, or informativeness" in messages[0]["content"]
     # SAEBench's reply formats parse: bare numbers, and "This neuron activates on ...".
     endpoint = Endpoint("2, 3")
-    judge = LLMJudge(LLMJudgeConfig(base_url="http://judge.test/v1", model="fake", api_key_env=""), None, prompt_set=sb,
-                     transport=httpx.MockTransport(endpoint))
+    judge = LLMJudge(
+        LLMJudgeConfig(base_url="http://judge.test/v1", model="fake", api_key_env=""),
+        None,
+        prompt_set=sb,
+        transport=httpx.MockTransport(endpoint),
+    )
     assert judge.detect("the sea", ["a", "b sea", "c sea"]).predicted == (1, 2)
     endpoint.reply = "This neuron activates on words about the sea."
     assert judge.explain(["the <<sea>>"]).text == "words about the sea"
@@ -161,5 +169,6 @@ def test_tables_that_mix_template_sets_are_refused():
     with pytest.raises(MixedJudgeError, match="judge_prompts"):
         check_single_judge([rating("project@aaa"), rating("axbench-style@bbb")])
     import pandas as pd
+
     with pytest.raises(MixedJudgeError, match="judge_prompts"):
         check_single_judge(pd.DataFrame([rating("a@1").as_dict(), rating("b@2").as_dict()]))

@@ -25,7 +25,6 @@ from saesteer.judges.cost import autointerp_judge_calls, estimate_task, usage_co
 from saesteer.judges.parsing import parse_detection, parse_explanation, parse_rating
 from saesteer.judges.prompts import ActivatingContext, detect_messages, explain_messages, highlight
 
-
 # ------------------------------------------------------------------------------ aggregation
 
 
@@ -81,6 +80,7 @@ def test_guard_refuses_tables_that_mix_judges():
         check_single_judge([_rating(1, 1, 1, model="a"), _rating(1, 1, 1, model="b")])
     assert check_single_judge([offline.as_dict(), offline.as_dict()]) == "offline-proxy/all-MiniLM-L6-v2+smollm2-135m/none"
     import pandas as pd
+
     frame = pd.DataFrame([_rating(2, 2, 2).as_dict(), offline.as_dict()])
     with pytest.raises(MixedJudgeError):
         check_single_judge(frame)
@@ -109,7 +109,7 @@ def test_detection_accuracy():
         ("Rating: 3", 0, False),
         ("Rating: 2.5", 0, False),  # outside [0, 2]: unparsed, not clipped
         ("Rating: 1.5", 1.5, True),  # AxBench parses decimals
-        ('Rating: [[0.5]]', 0.5, True),
+        ("Rating: [[0.5]]", 0.5, True),
         ('Rating: "1.75".', 1.75, True),
         ("Rating: -1", 0, False),
         ("I think it is fluent!", 0, False),
@@ -146,7 +146,7 @@ def test_parse_detection(reply, n, value, ok):
 
 def test_parse_explanation():
     assert parse_explanation("Thinking...\nExplanation: words about cooking").value == "words about cooking"
-    assert parse_explanation('"the word \'river\'"').value == "the word 'river'"
+    assert parse_explanation("\"the word 'river'\"").value == "the word 'river'"
     assert parse_explanation("line one\nline two") == parse_explanation("") and not parse_explanation("").parsed
     # SAEBench's reply format and its parse rule: the text after "activates on", no final period.
     assert parse_explanation("This neuron activates on verbs of cooking.").value == "verbs of cooking"

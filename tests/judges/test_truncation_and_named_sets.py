@@ -12,14 +12,13 @@ import re
 import sqlite3
 
 import httpx
-import pytest
 import yaml
 
-from tests.helpers import REPO
 from saesteer.judges import LLMJudgeConfig, SteeringItem
 from saesteer.judges.cache import ResponseCache
 from saesteer.judges.llm import LLMJudge
 from saesteer.judges.prompts import AXBENCH_PROMPTS, PROJECT_PROMPT_SET, load_prompt_set
+from tests.helpers import REPO
 
 
 class Replies:
@@ -32,7 +31,13 @@ class Replies:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
         user = json.loads(request.content)["messages"][-1]["content"]
-        kind = "concept" if "concept" in user.split("\n")[1] else "instruction" if "instruction" in user.split("\n")[1] else "fluency"
+        kind = (
+            "concept"
+            if "concept" in user.split("\n")[1]
+            else "instruction"
+            if "instruction" in user.split("\n")[1]
+            else "fluency"
+        )
         content, finish = self.by_kind[kind]
         choice = {"index": 0, "message": {"role": "assistant", "content": content}}
         if finish is not None:
@@ -45,16 +50,20 @@ def judge(replies: Replies, cache) -> LLMJudge:
     return LLMJudge(cfg, cache, prompt_set=load_prompt_set(AXBENCH_PROMPTS), transport=httpx.MockTransport(replies))
 
 
-ITEMS = [SteeringItem("the sea", "Describe your morning.", "Waves rolled in."),
-         SteeringItem("the sea", "Name a fruit.", "A sea grape.")]
+ITEMS = [
+    SteeringItem("the sea", "Describe your morning.", "Waves rolled in."),
+    SteeringItem("the sea", "Name a fruit.", "A sea grape."),
+]
 
 
 def test_a_cut_off_rating_is_counted_and_reported_not_silently_zero(tmp_path):
-    replies = Replies({
-        "concept": ("The fragment mentions waves, which relate to the sea, and", "length"),  # cut before its rating
-        "instruction": ("It describes a scene, loosely related. Rating: [[1]]", "length"),  # cut, but the rating made it
-        "fluency": ("Fluent and natural. Rating: [[2]]", "stop"),
-    })
+    replies = Replies(
+        {
+            "concept": ("The fragment mentions waves, which relate to the sea, and", "length"),  # cut before its rating
+            "instruction": ("It describes a scene, loosely related. Rating: [[1]]", "length"),  # cut, but the rating made it
+            "fluency": ("Fluent and natural. Rating: [[2]]", "stop"),
+        }
+    )
     with judge(replies, tmp_path / "cache.sqlite") as j:
         ratings = j.rate(ITEMS)
         usage = j.stats()
@@ -70,7 +79,12 @@ def test_a_cut_off_rating_is_counted_and_reported_not_silently_zero(tmp_path):
 
 
 def test_replies_that_finish_are_not_counted_and_a_server_without_finish_reason_is_not_guessed(tmp_path):
-    replies = Replies({k: (f"Fine. Rating: [[{n}]]", None if k == "fluency" else "stop") for n, k in enumerate(("concept", "instruction", "fluency"))})
+    replies = Replies(
+        {
+            k: (f"Fine. Rating: [[{n}]]", None if k == "fluency" else "stop")
+            for n, k in enumerate(("concept", "instruction", "fluency"))
+        }
+    )
     with judge(replies, None) as j:
         ratings = j.rate(ITEMS)
         usage = j.stats()
@@ -80,8 +94,10 @@ def test_replies_that_finish_are_not_counted_and_a_server_without_finish_reason_
 def test_a_cache_written_before_finish_reason_was_stored_still_opens(tmp_path):
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, content TEXT NOT NULL, "
-                     "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL NOT NULL)")
+        conn.execute(
+            "CREATE TABLE replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, content TEXT NOT NULL, "
+            "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL NOT NULL)"
+        )
         conn.execute("INSERT INTO replies VALUES ('k', 'm', '{}', 'Rating: 1', 3, 4, 0.0)")
     cache = ResponseCache(path)
     assert cache.get("k") == {"content": "Rating: 1", "prompt_tokens": 3, "completion_tokens": 4, "finish_reason": None}
@@ -126,4 +142,5 @@ def test_the_paper_config_rates_with_axbenchs_wording_and_room_to_explain():
     assert cfg.llm.max_tokens_rating >= 1024
     assert reference_model_input(cfg, ["gemma-2-2b"]) == {}  # a named set is no file input
     assert reference_model_input({**judge_block, "prompts": "config/judge_prompts/axbench-style.yaml"}, []) == {
-        "judge_prompts": "config/judge_prompts/axbench-style.yaml"}
+        "judge_prompts": "config/judge_prompts/axbench-style.yaml"
+    }

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
-from tests.helpers import randomize_biases
 from saesteer.sae import ARCHITECTURES, StepContext, build_sae, get_sae_class
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.sparse import batch_topk_flat_indices
 from saesteer.training import TensorSource, TrainConfig, Trainer
 from saesteer.training.synthetic import planted_data
+from tests.helpers import randomize_biases
 
 D_MODEL, N_PLANTED, D_SAE, TARGET_L0 = 32, 48, 96, 3
 # Achieved L0 of the planted-dictionary training vs its target, relative: measured (1 thread,

@@ -14,17 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import sae_lens
+import torch
 from safetensors.torch import load_file
 
-from tests.helpers import REPO
-from saesteer.config import check_config, grid_from_config, ConfigError
+from saesteer.config import ConfigError, check_config, grid_from_config
 from saesteer.sae.import_pretrained import convert, import_sae, load_with_saelens
 from saesteer.sae.pretrained import PretrainedConfigError, resolve_pretrained
 from saesteer.sae.saelens_io import load_saelens
 from saesteer.training import train_sae
 from saesteer.training.synthetic import planted_data, write_cache
+from tests.helpers import REPO
 
 D_IN, D_SAE = 16, 40
 HOOK = "blocks.2.hook_resid_post"
@@ -55,8 +55,14 @@ def _randomise(sae, seed: int) -> None:
 def _saelens_folder(tmp_path: Path, arch: str, seed: int = 0, d_in: int = D_IN, **cfg) -> Path:
     """A SAELens SAE of ``arch`` with random weights, saved by SAELens itself."""
     base = {
-        "architecture": arch, "d_in": d_in, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "metadata": {"hook_name": HOOK},
+        "architecture": arch,
+        "d_in": d_in,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "metadata": {"hook_name": HOOK},
     }
     sae = sae_lens.SAE.from_dict({**base, **cfg})
     _randomise(sae, seed)
@@ -157,10 +163,19 @@ def test_formats_that_cannot_be_honoured_are_refused_by_name(tmp_path):
 
 def _config(pretrained: list[dict], d_model: int = D_IN, layer: int = 2, **model) -> dict:
     base = yaml_config()
-    base["models"] = [{
-        "name": "gemma-2-2b", "source": "hub", "hub_id": "google/gemma-2-2b", "layer": layer, "n_layers": 26,
-        "d_model": d_model, "prompt_format": "base", "pretrained": pretrained, **model,
-    }]
+    base["models"] = [
+        {
+            "name": "gemma-2-2b",
+            "source": "hub",
+            "hub_id": "google/gemma-2-2b",
+            "layer": layer,
+            "n_layers": 26,
+            "d_model": d_model,
+            "prompt_format": "base",
+            "pretrained": pretrained,
+            **model,
+        }
+    ]
     base["architectures"], base["sparsities"] = [], []
     base["eval_jobs"] = {"group_by": "sae"}  # imported SAEs are evaluated one job each
     return base
@@ -198,24 +213,69 @@ def test_path_entries_become_cells_and_bad_ones_are_refused_by_field(tmp_path):
 
 def test_unknown_release_or_id_is_refused_with_the_names_nearby():
     release = "sae_bench_gemma-2-2b_topk_width-2pow14_date-1109"
-    bad_release = _config([{"name": "a", "source": "saelens", "release": release.replace("1109", "1110"),
-                            "sae_id": "blocks.12.hook_resid_post__trainer_0", "arch": "topk", "target_l0": 20}], layer=12)
+    bad_release = _config(
+        [
+            {
+                "name": "a",
+                "source": "saelens",
+                "release": release.replace("1109", "1110"),
+                "sae_id": "blocks.12.hook_resid_post__trainer_0",
+                "arch": "topk",
+                "target_l0": 20,
+            }
+        ],
+        layer=12,
+    )
     _, errors = resolve_pretrained(bad_release)
     assert len(errors) == 1 and "pretrained[0].release" in errors[0] and repr(release) in errors[0]
-    bad_id = _config([{"name": "a", "source": "saelens", "release": release,
-                       "sae_id": "blocks.12.hook_resid_post__trainer_9", "arch": "topk", "target_l0": 20}], layer=12)
+    bad_id = _config(
+        [
+            {
+                "name": "a",
+                "source": "saelens",
+                "release": release,
+                "sae_id": "blocks.12.hook_resid_post__trainer_9",
+                "arch": "topk",
+                "target_l0": 20,
+            }
+        ],
+        layer=12,
+    )
     _, errors = resolve_pretrained(bad_id)
     assert len(errors) == 1 and "pretrained[0].sae_id" in errors[0] and "close: 'blocks.12.hook_resid_post__trainer_" in errors[0]
-    wrong_layer = _config([{"name": "a", "source": "saelens", "release": release,
-                            "sae_id": "blocks.12.hook_resid_post__trainer_0", "arch": "topk", "target_l0": 20}], layer=11)
+    wrong_layer = _config(
+        [
+            {
+                "name": "a",
+                "source": "saelens",
+                "release": release,
+                "sae_id": "blocks.12.hook_resid_post__trainer_0",
+                "arch": "topk",
+                "target_l0": 20,
+            }
+        ],
+        layer=11,
+    )
     _, errors = resolve_pretrained(wrong_layer)
     assert "reads 'blocks.12.hook_resid_post'" in errors[0]
-    scope = _config([{"name": "gs", "source": "saelens", "release": "gemma-scope-2b-pt-res",
-                      "sae_id": "layer_12/width_16k/average_l0_82"}], layer=12)
+    scope = _config(
+        [{"name": "gs", "source": "saelens", "release": "gemma-scope-2b-pt-res", "sae_id": "layer_12/width_16k/average_l0_82"}],
+        layer=12,
+    )
     entries, errors = resolve_pretrained(scope)
     assert not errors and (entries[0].arch, entries[0].target_l0) == ("jumprelu", 82)  # published L0
-    no_arch = _config([{"name": "a", "source": "saelens", "release": release,
-                        "sae_id": "blocks.12.hook_resid_post__trainer_0", "target_l0": 20}], layer=12)
+    no_arch = _config(
+        [
+            {
+                "name": "a",
+                "source": "saelens",
+                "release": release,
+                "sae_id": "blocks.12.hook_resid_post__trainer_0",
+                "target_l0": 20,
+            }
+        ],
+        layer=12,
+    )
     assert "pretrained[0].arch" in resolve_pretrained(no_arch)[1][0]
 
 
@@ -234,22 +294,44 @@ def _hf_file(hf_home: Path, repo_id: str, relpath: str) -> Path:
     return path
 
 
-def _dictionary_learning_sae(hf_home: Path, repo_id: str, folder: str, dict_class: str, k: int, seed: int,
-                             names: str) -> dict[str, torch.Tensor]:
+def _dictionary_learning_sae(
+    hf_home: Path, repo_id: str, folder: str, dict_class: str, k: int, seed: int, names: str
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     w_enc = torch.randn(D_IN, D_SAE, generator=gen) * 0.3
     w_dec = torch.randn(D_SAE, D_IN, generator=gen) * 0.3
     b_enc = torch.randn(D_SAE, generator=gen) * 0.2
     b_dec = torch.randn(D_IN, generator=gen) * 0.5
     if names == "linear":  # dictionary_learning's AutoEncoderTopK: nn.Linear layers
-        state = {"encoder.weight": w_enc.T.contiguous(), "encoder.bias": b_enc, "decoder.weight": w_dec.T.contiguous(),
-                 "b_dec": b_dec, "k": torch.tensor(k), "threshold": torch.tensor(-1.0)}
+        state = {
+            "encoder.weight": w_enc.T.contiguous(),
+            "encoder.bias": b_enc,
+            "decoder.weight": w_dec.T.contiguous(),
+            "b_dec": b_dec,
+            "k": torch.tensor(k),
+            "threshold": torch.tensor(-1.0),
+        }
     else:  # dictionary_learning's (Matryoshka) BatchTopKSAE: raw parameters and one threshold
-        state = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": b_dec, "k": torch.tensor(k),
-                 "threshold": torch.tensor(0.6)}
+        state = {
+            "W_enc": w_enc,
+            "W_dec": w_dec,
+            "b_enc": b_enc,
+            "b_dec": b_dec,
+            "k": torch.tensor(k),
+            "threshold": torch.tensor(0.6),
+        }
     torch.save(state, _hf_file(hf_home, repo_id, f"{folder}/ae.pt"))
-    config = {"trainer": {"dict_class": dict_class, "k": k, "activation_dim": D_IN, "dict_size": D_SAE, "layer": 12,
-                          "lm_name": "google/gemma-2-2b"}, "buffer": {"ctx_len": 128}}
+    config = {
+        "trainer": {
+            "dict_class": dict_class,
+            "k": k,
+            "activation_dim": D_IN,
+            "dict_size": D_SAE,
+            "layer": 12,
+            "lm_name": "google/gemma-2-2b",
+        },
+        "buffer": {"ctx_len": 128},
+    }
     _hf_file(hf_home, repo_id, f"{folder}/config.json").write_text(json.dumps(config))
     return {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": state["threshold"]}
 
@@ -276,14 +358,26 @@ def test_registry_releases_resolve_offline_and_dictionary_learning_is_converted(
 
     registry = load_registry()
     sid = "blocks.12.hook_resid_post__trainer_0"
-    topk_raw = _dictionary_learning_sae(hf_home, registry[topk_release].repo_id, registry[topk_release].saes[sid]["path"],
-                                        "AutoEncoderTopK", 4, 1, "linear")
-    mat_raw = _dictionary_learning_sae(hf_home, registry[mat_release].repo_id, registry[mat_release].saes[sid]["path"],
-                                       "MatryoshkaBatchTopKSAE", 6, 2, "raw")
-    cfg = _config([
-        {"name": "sb-topk-20", "source": "saelens", "release": topk_release, "sae_id": sid, "arch": "topk", "target_l0": 20},
-        {"name": "sb-mat-20", "source": "saelens", "release": mat_release, "sae_id": sid, "arch": "batchtopk", "target_l0": 20},
-    ], layer=12)
+    topk_raw = _dictionary_learning_sae(
+        hf_home, registry[topk_release].repo_id, registry[topk_release].saes[sid]["path"], "AutoEncoderTopK", 4, 1, "linear"
+    )
+    mat_raw = _dictionary_learning_sae(
+        hf_home, registry[mat_release].repo_id, registry[mat_release].saes[sid]["path"], "MatryoshkaBatchTopKSAE", 6, 2, "raw"
+    )
+    cfg = _config(
+        [
+            {"name": "sb-topk-20", "source": "saelens", "release": topk_release, "sae_id": sid, "arch": "topk", "target_l0": 20},
+            {
+                "name": "sb-mat-20",
+                "source": "saelens",
+                "release": mat_release,
+                "sae_id": sid,
+                "arch": "batchtopk",
+                "target_l0": 20,
+            },
+        ],
+        layer=12,
+    )
     check_config(cfg)
     grid = grid_from_config(cfg)
     assert [c.path for c in grid.cells()] == ["gemma-2-2b/topk/sb-topk-20", "gemma-2-2b/batchtopk/sb-mat-20"]
@@ -292,8 +386,13 @@ def test_registry_releases_resolve_offline_and_dictionary_learning_is_converted(
     training = {"batch_size": 64, "eval_tokens": 512}
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
     env.pop("HF_HUB_CACHE", None)
-    args = {"entries": [e.to_dict() for e in grid.pretrained], "cache": str(manifest), "training": training,
-            "out": str(tmp_path / "results"), "d_model": D_IN}
+    args = {
+        "entries": [e.to_dict() for e in grid.pretrained],
+        "cache": str(manifest),
+        "training": training,
+        "out": str(tmp_path / "results"),
+        "d_model": D_IN,
+    }
     run = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(args)], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     summaries = json.loads(run.stdout.strip().splitlines()[-1])
@@ -339,23 +438,60 @@ def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs
     d_model = tiny_model.config.hidden_size
     data = planted_data(4000, d_model, 48, seed=3, scale=4.0)
     manifest = write_cache(tmp_path / "cache", data.activations, shard_tokens=1000, layer=1)
-    training = {"tokens": 64 * 60, "batch_size": 64, "lr": 3e-3, "lr_warmup_steps": 5, "sparsity_warmup_steps": 20,
-                "checkpoint_every_steps": 1000, "log_every_steps": 20, "eval_tokens": 512, "device": "cpu"}
+    training = {
+        "tokens": 64 * 60,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "lr_warmup_steps": 5,
+        "sparsity_warmup_steps": 20,
+        "checkpoint_every_steps": 1000,
+        "log_every_steps": 20,
+        "eval_tokens": 512,
+        "device": "cpu",
+    }
     trained_dir = tmp_path / "results" / "m" / "topk" / "l0-8"
-    trained = train_sae(manifest, "topk", 8, training, {"dict_size": 96}, threads=1,
-                        weights_path=trained_dir / "sae" / "sae_weights.safetensors", cfg_path=trained_dir / "sae" / "cfg.json",
-                        curves_path=trained_dir / "training_curves.parquet", summary_path=trained_dir / "train_summary.json",
-                        checkpoint_dir=tmp_path / "ckpt")
-    cfg = {"models": [{"name": "m", "source": "embedded", "embedded": "smollm2-135m-instruct", "layer": 1,
-                       "n_layers": 4, "d_model": d_model, "prompt_format": "chat",
-                       "pretrained": [{"name": "again", "source": "path", "path": str(trained_dir / "sae")}]}],
-           "architectures": ["topk"], "sparsities": [8]}
+    trained = train_sae(
+        manifest,
+        "topk",
+        8,
+        training,
+        {"dict_size": 96},
+        threads=1,
+        weights_path=trained_dir / "sae" / "sae_weights.safetensors",
+        cfg_path=trained_dir / "sae" / "cfg.json",
+        curves_path=trained_dir / "training_curves.parquet",
+        summary_path=trained_dir / "train_summary.json",
+        checkpoint_dir=tmp_path / "ckpt",
+    )
+    cfg = {
+        "models": [
+            {
+                "name": "m",
+                "source": "embedded",
+                "embedded": "smollm2-135m-instruct",
+                "layer": 1,
+                "n_layers": 4,
+                "d_model": d_model,
+                "prompt_format": "chat",
+                "pretrained": [{"name": "again", "source": "path", "path": str(trained_dir / "sae")}],
+            }
+        ],
+        "architectures": ["topk"],
+        "sparsities": [8],
+    }
     (entry,) = resolve_pretrained(cfg)[0]
     assert (entry.arch, entry.target_l0) == ("topk", 8)
     imported_dir = tmp_path / "results" / "m" / "topk" / "again"
-    summary = import_sae({**entry.to_dict(), "field": "x"}, manifest, training, layer=1, d_model=d_model,
-                         weights_path=imported_dir / "sae" / "sae_weights.safetensors",
-                         cfg_path=imported_dir / "sae" / "cfg.json", summary_path=imported_dir / "train_summary.json")
+    summary = import_sae(
+        {**entry.to_dict(), "field": "x"},
+        manifest,
+        training,
+        layer=1,
+        d_model=d_model,
+        weights_path=imported_dir / "sae" / "sae_weights.safetensors",
+        cfg_path=imported_dir / "sae" / "cfg.json",
+        summary_path=imported_dir / "train_summary.json",
+    )
     a = load_file(str(trained_dir / "sae" / "sae_weights.safetensors"))
     b = load_file(str(imported_dir / "sae" / "sae_weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -382,20 +518,28 @@ def test_a_trained_sae_reimported_from_its_folder_gives_the_same_sae_and_outputs
 
 def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
     import pyarrow.parquet as pq
-    from tests.synthetic_results import fill_results, grid_config, write
 
     from saesteer.aggregate.job import run_aggregate
+    from tests.synthetic_results import fill_results, grid_config, write
 
     config = grid_config(min_saes=3)
     config["eval_jobs"] = {"group_by": "sae"}  # grids with imported SAEs: one evaluation job per SAE
     smol = config["models"][0]
     pretrained = []
     for k in (20, 40, 80):
-        sae = sae_lens.SAE.from_dict({
-            "architecture": "topk", "k": k, "d_in": smol["d_model"], "d_sae": 96, "dtype": "float32", "device": "cpu",
-            "apply_b_dec_to_input": True, "normalize_activations": "none",
-            "metadata": {"hook_name": f"blocks.{smol['layer']}.hook_resid_post"},
-        })
+        sae = sae_lens.SAE.from_dict(
+            {
+                "architecture": "topk",
+                "k": k,
+                "d_in": smol["d_model"],
+                "d_sae": 96,
+                "dtype": "float32",
+                "device": "cpu",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "metadata": {"hook_name": f"blocks.{smol['layer']}.hook_resid_post"},
+            }
+        )
         sae.save_model(tmp_path / "pretrained" / f"k{k}")
         pretrained.append({"name": f"public-k{k}", "source": "path", "path": str(tmp_path / "pretrained" / f"k{k}")})
     smol["pretrained"] = pretrained
@@ -406,8 +550,17 @@ def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
     results = tmp_path / "results"
     fill_results(config, results)
     for cell in imported:  # what import_sae writes
-        write(results / cell.path / "train_summary.json", {"arch": "topk", "target_l0": cell.target_l0, "achieved_l0": 1.0 * cell.target_l0,
-                                                           "l0_relative_error": 0.0, "trained": False, "source": "path"})
+        write(
+            results / cell.path / "train_summary.json",
+            {
+                "arch": "topk",
+                "target_l0": cell.target_l0,
+                "achieved_l0": 1.0 * cell.target_l0,
+                "l0_relative_error": 0.0,
+                "trained": False,
+                "source": "path",
+            },
+        )
     out = tmp_path / "summary"
     run_aggregate(config, results_dir=results, out_dir=out)
     sae = pq.read_table(out / "sae_table.parquet").to_pandas()
@@ -440,8 +593,9 @@ def test_mixed_grid_aggregates_with_a_source_column_everywhere(tmp_path):
 
 def _snakemake(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--nolock", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -466,8 +620,9 @@ def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
     import yaml
 
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    folder = _saelens_folder(tmp_path, "jumprelu", d_in=576, apply_b_dec_to_input=False,
-                             metadata={"hook_name": "blocks.15.hook_resid_post"})
+    folder = _saelens_folder(
+        tmp_path, "jumprelu", d_in=576, apply_b_dec_to_input=False, metadata={"hook_name": "blocks.15.hook_resid_post"}
+    )
     demo["models"][0]["pretrained"] = [{"name": "mine", "source": "path", "path": str(folder), "target_l0": 30}]
     demo["eval_jobs"] = {"group_by": "sae"}  # grids with imported SAEs: one evaluation job per SAE
     mixed = tmp_path / "mixed.yaml"
@@ -479,8 +634,9 @@ def test_mixed_grid_dry_run_and_a_bad_release_stop_before_any_job(tmp_path):
     assert counts["train_sae"] == 2 and counts["import_sae"] == 1 and counts["steer_eval"] == 31
     assert "results/smollm2-135m/jumprelu/mine/train_summary.json" in result.stdout
 
-    demo["models"][0]["pretrained"] = [{"name": "x", "source": "saelens", "release": "gemma-scope-2b-pt-rez",
-                                        "sae_id": "layer_12/width_16k/average_l0_82"}]
+    demo["models"][0]["pretrained"] = [
+        {"name": "x", "source": "saelens", "release": "gemma-scope-2b-pt-rez", "sae_id": "layer_12/width_16k/average_l0_82"}
+    ]
     mixed.write_text(yaml.safe_dump(demo))
     result = _snakemake("-n", "--configfile", "config/demo.yaml", str(mixed))
     output = result.stdout + result.stderr

@@ -62,8 +62,14 @@ def test_loss_is_saelens_matryoshka_loss():
 def _train(arch: str, steps: int = 900) -> Trainer:
     data = planted_data(40_000, D_MODEL, N_PLANTED, mean_active=TARGET_L0, scale=3.0, seed=1)
     cfg = TrainConfig(
-        tokens=256 * steps, batch_size=256, lr=3e-3, lr_warmup_steps=20, log_every_steps=100,
-        dead_window_tokens=256 * 50, batchtopk_threshold_start_step=steps // 3, eval_tokens=4096,
+        tokens=256 * steps,
+        batch_size=256,
+        lr=3e-3,
+        lr_warmup_steps=20,
+        log_every_steps=100,
+        dead_window_tokens=256 * 50,
+        batchtopk_threshold_start_step=steps // 3,
+        eval_tokens=4096,
     )
     trainer = Trainer(cfg, TensorSource(data.activations, shard_tokens=8000), arch, TARGET_L0, D_SAE)
     trainer.train()

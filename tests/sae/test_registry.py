@@ -5,7 +5,8 @@ the options, and a config without ``arch_options`` keeps its summaries byte for 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -52,7 +53,9 @@ def test_registry_lists_the_paper_architectures_first_and_derives_its_tables():
     assert len(set(ARCH_COLOURS.values())) == len(names)  # one colour each
     # SAELens -> ours: each SAELens architecture's native one first
     assert registry.saelens_to_ours() == {
-        "standard": ("relu",), "topk": ("topk",), "gated": ("gated",),
+        "standard": ("relu",),
+        "topk": ("topk",),
+        "gated": ("gated",),
         "jumprelu": ("jumprelu", "batchtopk", "matryoshka_batchtopk"),
     }
     with pytest.raises(ValueError, match="unknown SAE architecture 'standard'"):
@@ -64,8 +67,12 @@ def test_old_training_keys_set_the_options_and_arch_options_override_them():
     assert cfg.options_for("jumprelu").bandwidth == 0.01
     assert cfg.options_for("batchtopk").threshold_beta == 0.9
     assert cfg.options_for("matryoshka_batchtopk").aux_k == cfg.options_for("topk").aux_k == 7
-    over = TrainConfig.from_dict({"jumprelu_bandwidth": 0.01, "arch_options": {"jumprelu": {"bandwidth": 0.02},
-                                  "matryoshka_batchtopk": {"group_fractions": [0.25, 0.75]}}})
+    over = TrainConfig.from_dict(
+        {
+            "jumprelu_bandwidth": 0.01,
+            "arch_options": {"jumprelu": {"bandwidth": 0.02}, "matryoshka_batchtopk": {"group_fractions": [0.25, 0.75]}},
+        }
+    )
     assert over.options_for("jumprelu").bandwidth == 0.02
     assert over.options_for("matryoshka_batchtopk").group_fractions == [0.25, 0.75]
     assert over.to_dict()["arch_options"]["jumprelu"] == {"bandwidth": 0.02}  # part of the fingerprint
@@ -99,6 +106,14 @@ def test_registering_twice_is_refused_and_unregister_removes():
     spec = registry.get_arch("topk")
     registry.register(spec)  # the same class again: a re-import, accepted
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(registry.ArchSpec(name="topk", sae_class=registry.get_sae_class("relu"), label="x",
-                                            colour="#000000", sparsity="k", saelens_arch="topk"))
+        registry.register(
+            registry.ArchSpec(
+                name="topk",
+                sae_class=registry.get_sae_class("relu"),
+                label="x",
+                colour="#000000",
+                sparsity="k",
+                saelens_arch="topk",
+            )
+        )
     assert registry.get_arch("topk") is spec

@@ -9,10 +9,10 @@ import pytest
 import sae_lens
 import torch
 
-from tests.helpers import randomize_biases
 from saesteer.sae import ARCHITECTURES, build_sae, get_arch, load_saelens, save_saelens_dir
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.batchtopk import BatchTopKSAE
+from tests.helpers import randomize_biases
 
 D_IN, D_SAE, SCALE = 24, 64, 9.0
 

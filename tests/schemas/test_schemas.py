@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import REPO
 from saesteer.schemas import SCHEMA_DIR, schema_path
+from tests.helpers import REPO
 
 SHIPPED = sorted(p.name for p in SCHEMA_DIR.iterdir() if p.name.endswith((".schema.json", ".schema.yaml")))
 
@@ -29,9 +29,12 @@ def test_an_unknown_schema_is_refused_naming_the_shipped_ones():
         schema_path("steer.schema.json")
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is in the standard library from Python 3.11; the project also supports 3.10")
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="tomllib is in the standard library from Python 3.11; the project also supports 3.10"
+)
 def test_package_data_ships_every_schema():
     import tomllib
+
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["saesteer.schemas"]
     for name in SHIPPED:
         assert any(fnmatch.fnmatch(name, p) for p in patterns), name

@@ -41,8 +41,10 @@ def planted(cands: list[Candidate], quality: dict[int, float], rng: random.Rando
     out = {}
     for c in cands:
         q = quality[c.latent]
-        out[c.latent] = {"axbench": {"selection_score": rate(q), "heldout_score": rate(q)},
-                         "arad": {"selection_score": rate(q), "heldout_score": rate(q)}}
+        out[c.latent] = {
+            "axbench": {"selection_score": rate(q), "heldout_score": rate(q)},
+            "arad": {"selection_score": rate(q), "heldout_score": rate(q)},
+        }
     return out
 
 
@@ -52,8 +54,19 @@ def evaluate(cands: list[Candidate], records: dict[int, dict], n_random: int = 5
     search = top_k_search(cands)
     dc = run_search(search.sets(cands), records, none, none_arad)
     sets = control_sets(cands, search, orderings(cands, n_random, seed, True))
-    return {"dc": dc, **control_report(sets, records, none=none, none_arad=none_arad, delta_conf_lift=dc["lift"],
-                                       delta_conf_lift_arad=dc["lift_arad"], n_random=n_random, seed=seed)}
+    return {
+        "dc": dc,
+        **control_report(
+            sets,
+            records,
+            none=none,
+            none_arad=none_arad,
+            delta_conf_lift=dc["lift"],
+            delta_conf_lift_arad=dc["lift_arad"],
+            n_random=n_random,
+            seed=seed,
+        ),
+    }
 
 
 def test_reordering_keeps_the_values_and_the_set_sizes():
@@ -110,11 +123,18 @@ def test_ratings_independent_of_the_ordering_give_no_net_lift():
 def test_identical_concepts_make_control_and_criterion_equal_exactly():
     rng = random.Random(3)
     cands = make_cands(rng, 20)
-    records = {c.latent: {"axbench": {"selection_score": 0.7, "heldout_score": 0.5},
-                          "arad": {"selection_score": 0.6, "heldout_score": 0.4}} for c in cands}
+    records = {
+        c.latent: {
+            "axbench": {"selection_score": 0.7, "heldout_score": 0.5},
+            "arad": {"selection_score": 0.6, "heldout_score": 0.4},
+        }
+        for c in cands
+    }
     report = evaluate(cands, records)
     assert report["dc"]["lift"] == pytest.approx(0.0)
-    assert report["random"]["lift_mean"] == pytest.approx(report["dc"]["lift"]) and report["random"]["lift_sd"] == pytest.approx(0.0)
+    assert report["random"]["lift_mean"] == pytest.approx(report["dc"]["lift"]) and report["random"]["lift_sd"] == pytest.approx(
+        0.0
+    )
     assert report["net_lift"] == pytest.approx(0.0) and report["net_lift_arad"] == pytest.approx(0.0)
     # Every search picks the smallest set on the tie: K = 1 in its first direction.
     assert all(r["n_concepts"] == 1 for r in report["random"]["runs"]) and report["output_order"]["n_concepts"] == 1
@@ -146,7 +166,15 @@ def test_the_report_lists_every_ordering_and_no_random_control_when_asked():
     assert report["random"]["lift_mean"] == pytest.approx(statistics.fmean(lifts))
     assert report["random"]["lift_min"] == min(lifts) and report["random"]["lift_max"] == max(lifts)
     search = top_k_search(cands)
-    none_only = control_report(control_sets(cands, search, orderings(cands, 0, 0, False)), records, none=0.5, none_arad=0.5,
-                               delta_conf_lift=0.2, delta_conf_lift_arad=0.1, n_random=0, seed=0)
+    none_only = control_report(
+        control_sets(cands, search, orderings(cands, 0, 0, False)),
+        records,
+        none=0.5,
+        none_arad=0.5,
+        delta_conf_lift=0.2,
+        delta_conf_lift_arad=0.1,
+        n_random=0,
+        seed=0,
+    )
     assert none_only["random"]["lift_mean"] is None and none_only["net_lift"] is None and none_only["output_order"] is None
     assert OUTPUT_ORDER not in orderings(cands, 2, 0, False)

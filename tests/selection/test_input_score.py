@@ -8,11 +8,11 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import TINY_VOCAB, CharTokenizer, make_sae, planted, save_sae, sharp_llama, write_model_json
 from saesteer.evals.autointerp import write_table
 from saesteer.selection.input_score import high_both, input_score, input_scores
 from saesteer.selection.job import read_summary, run_select_features
 from saesteer.selection.latent_scores import SelectionError
+from tests.helpers import TINY_VOCAB, CharTokenizer, make_sae, planted, save_sae, sharp_llama, write_model_json
 
 LAYER = 2
 
@@ -44,19 +44,29 @@ def test_select_features_adds_the_input_score_from_autointerps_top_contexts(tmp_
     target = planted(model, tok, sae, latent=17)
     sae_dir = save_sae(sae, tmp_path / "sae", LAYER)
     write_model_json(tmp_path, layer=LAYER)
-    common = dict(sae_dir=sae_dir, model_json=tmp_path / "model.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok)
-    first = run_select_features(selection_cfg={"batch_size": 64}, out_table=tmp_path / "a.parquet",
-                                out_summary=tmp_path / "a.json", **common)
+    common = dict(
+        sae_dir=sae_dir, model_json=tmp_path / "model.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok
+    )
+    first = run_select_features(
+        selection_cfg={"batch_size": 64}, out_table=tmp_path / "a.parquet", out_summary=tmp_path / "a.json", **common
+    )
     assert first["input_score"] is None  # no autointerp table: no input score
     lens = {r["latent"]: r["logit_lens_ids"] for r in pq.read_table(tmp_path / "a.parquet").to_pylist()}
     assert lens[17][0] == target
     unrelated = [t for t in range(TINY_VOCAB) if t not in set(lens[5]) | set(lens[9])][:3]
     rows = {17: lens[17][:3] * 4, 5: unrelated * 4, 9: lens[9][:1] * 4 + unrelated * 2}  # 9: 10 contexts, 4 on its tokens
     rows[30] = lens[30][:5]  # too few contexts
-    write_table([{"latent": lat, "rank": i, "explanation": "x", "top_token_ids": ids} for i, (lat, ids) in enumerate(rows.items())],
-                tmp_path / "autointerp.parquet")
-    report = run_select_features(selection_cfg={"batch_size": 64, "latents": "autointerp"}, out_table=tmp_path / "b.parquet",
-                                 out_summary=tmp_path / "b.json", autointerp_table=tmp_path / "autointerp.parquet", **common)
+    write_table(
+        [{"latent": lat, "rank": i, "explanation": "x", "top_token_ids": ids} for i, (lat, ids) in enumerate(rows.items())],
+        tmp_path / "autointerp.parquet",
+    )
+    report = run_select_features(
+        selection_cfg={"batch_size": 64, "latents": "autointerp"},
+        out_table=tmp_path / "b.parquet",
+        out_summary=tmp_path / "b.json",
+        autointerp_table=tmp_path / "autointerp.parquet",
+        **common,
+    )
     assert read_summary(tmp_path / "b.json") == json.loads(json.dumps(report))
     got = {r["latent"]: (r["input_score"], r["n_top_contexts"]) for r in pq.read_table(tmp_path / "b.parquet").to_pylist()}
     assert got == {5: (0.0, 12), 9: (pytest.approx(0.4), 10), 17: (1.0, 12), 30: (None, 5)}
@@ -68,6 +78,11 @@ def test_select_features_adds_the_input_score_from_autointerps_top_contexts(tmp_
 
     pq.write_table(pa.table({"latent": [17]}), tmp_path / "old.parquet")
     with pytest.raises(SelectionError, match="no top_token_ids column .* rerun autointerp"):
-        run_select_features(selection_cfg={"batch_size": 64}, out_table=tmp_path / "c.parquet", out_summary=tmp_path / "c.json",
-                            autointerp_table=tmp_path / "old.parquet", **common)
+        run_select_features(
+            selection_cfg={"batch_size": 64},
+            out_table=tmp_path / "c.parquet",
+            out_summary=tmp_path / "c.json",
+            autointerp_table=tmp_path / "old.parquet",
+            **common,
+        )
     assert not math.isnan(block["tau_b_input_output"] or 0.0)

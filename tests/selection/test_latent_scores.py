@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.helpers import REPO, CharTokenizer, assert_schema_block_matches, make_sae, planted, random_sae, save_sae, sharp_llama, write_model_json
 from saesteer.config import ConfigError, check_config, load_config, load_schema
 from saesteer.evals.interp import SAEFileError
 from saesteer.selection.config import (
@@ -33,15 +32,26 @@ from saesteer.selection.latent_scores import (
     OUT,
     SCALE,
     SCORE_COLUMNS,
+    LastPositionRunner,
     SelectionError,
     decoder_rows,
     intervention_deltas,
     plan_rows,
     prompt_state,
-    LastPositionRunner,
     prompt_token_ids,
     reference_latent_scores,
     score_latents,
+)
+from tests.helpers import (
+    REPO,
+    CharTokenizer,
+    assert_schema_block_matches,
+    make_sae,
+    planted,
+    random_sae,
+    save_sae,
+    sharp_llama,
+    write_model_json,
 )
 
 LAYER = 2
@@ -214,10 +224,13 @@ def test_config_defaults_and_errors_name_the_field():
 def test_schema_selection_keys_match_selection_config():
     """SelectionConfig refuses unknown keys; the schema must allow exactly its fields, with its defaults."""
     selection = load_schema()["properties"]["selection"]
-    sections = {None: (SelectionConfig, selection), "output_score": (OutputScoreConfig, selection["properties"]["output_score"]),
-                "delta_conf": (DeltaConfConfig, selection["properties"]["delta_conf"]),
-                "control": (ControlConfig, selection["properties"]["control"]),
-                "input_score": (InputScoreConfig, selection["properties"]["input_score"])}
+    sections = {
+        None: (SelectionConfig, selection),
+        "output_score": (OutputScoreConfig, selection["properties"]["output_score"]),
+        "delta_conf": (DeltaConfConfig, selection["properties"]["delta_conf"]),
+        "control": (ControlConfig, selection["properties"]["control"]),
+        "input_score": (InputScoreConfig, selection["properties"]["input_score"]),
+    }
     nested = tuple(n for n in sections if n)
     for name, (cls, block) in sections.items():
         assert_schema_block_matches(cls, block, str(name), skip=nested)
@@ -246,8 +259,16 @@ def test_job_writes_a_valid_table_and_summary(tmp_path):
     out = tmp_path / "selection"
     block = {"batch_size": 32, "delta_conf": {"amplify": "only_max"}}
     report = run_select_features(
-        sae_dir=sae_dir, model_json=tmp_path / "model.json", selection_cfg=block, out_table=out / "latent_scores.parquet",
-        out_summary=out / "latent_scores.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok,
+        sae_dir=sae_dir,
+        model_json=tmp_path / "model.json",
+        selection_cfg=block,
+        out_table=out / "latent_scores.parquet",
+        out_summary=out / "latent_scores.json",
+        model="tiny",
+        arch="topk",
+        target_l0=8,
+        lm=model,
+        tokenizer=tok,
     )
     on_disk = read_summary(out / "latent_scores.json")
     assert on_disk == json.loads(json.dumps(report))
@@ -274,8 +295,17 @@ def test_job_writes_a_valid_table_and_summary(tmp_path):
 def test_job_refuses_bad_inputs_by_name(tmp_path):
     model, tok, sae = sharp_llama(), CharTokenizer(), make_sae()
     write_model_json(tmp_path, layer=LAYER)
-    kwargs = dict(model_json=tmp_path / "model.json", selection_cfg={}, out_table=tmp_path / "t.parquet",
-                  out_summary=tmp_path / "s.json", model="tiny", arch="topk", target_l0=8, lm=model, tokenizer=tok)
+    kwargs = dict(
+        model_json=tmp_path / "model.json",
+        selection_cfg={},
+        out_table=tmp_path / "t.parquet",
+        out_summary=tmp_path / "s.json",
+        model="tiny",
+        arch="topk",
+        target_l0=8,
+        lm=model,
+        tokenizer=tok,
+    )
     with pytest.raises(SAEFileError, match=r"sae_weights.safetensors does not exist|cfg.json does not exist"):
         run_select_features(sae_dir=tmp_path / "missing", **kwargs)
     other = save_sae(sae, tmp_path / "other", 1)

@@ -49,8 +49,15 @@ def test_no_selection_and_output_score_selection_take_the_same_sample_filtered()
 
 
 def test_delta_conf_top_k_sets_per_direction():
-    sets = delta_conf_sets(cands(), mode="top_k", directions=["up", "down"], k_values=[1, 2, 5], quantiles=[],
-                           all_delta_conf=[dc for *_, dc in TABLE], max_size=10)
+    sets = delta_conf_sets(
+        cands(),
+        mode="top_k",
+        directions=["up", "down"],
+        k_values=[1, 2, 5],
+        quantiles=[],
+        all_delta_conf=[dc for *_, dc in TABLE],
+        max_size=10,
+    )
     got = [(s.direction, s.k, s.latents) for s in sets]
     # UP: positive Delta C, largest first (12: 3.0, 15: 1.0, 10: 0.5); 13 (0.0) is in neither set.
     # DOWN: negative, most negative first (11: -2.0, 14: -0.1); K = 5 repeats K = 2 for DOWN and is dropped.
@@ -60,17 +67,24 @@ def test_delta_conf_top_k_sets_per_direction():
 
 def test_delta_conf_quantile_sets_use_the_whole_sae_distribution():
     all_dc = [float(v) for v in range(-50, 51)]  # the SAE's 101 latents: quantile 0.95 -> 45, 0.05 -> -45
-    sets = delta_conf_sets(cands(), mode="quantile", directions=["up", "down"], k_values=[], quantiles=[0.95],
-                           all_delta_conf=all_dc, max_size=10)
+    sets = delta_conf_sets(
+        cands(), mode="quantile", directions=["up", "down"], k_values=[], quantiles=[0.95], all_delta_conf=all_dc, max_size=10
+    )
     assert sets == []  # no candidate is in a tail of that distribution
     # Sorted: -2, -1, 95 zeros, 1, 2, 3. Quantile 0.99 -> 2.01 and 0.01 -> -1.01; 0.95 and 0.05 -> 0.
     tight = [0.0] * 95 + [1.0, 2.0, 3.0, -1.0, -2.0]
-    sets = delta_conf_sets(cands(), mode="quantile", directions=["up", "down"], k_values=[], quantiles=[0.95, 0.99],
-                           all_delta_conf=tight, max_size=2)
+    sets = delta_conf_sets(
+        cands(), mode="quantile", directions=["up", "down"], k_values=[], quantiles=[0.95, 0.99], all_delta_conf=tight, max_size=2
+    )
     assert [(s.direction, s.quantile, s.latents) for s in sets] == [
-        ("up", 0.99, (12,)), ("up", 0.95, (12, 15)), ("down", 0.99, (11,)), ("down", 0.95, (11, 14))]
-    capped = delta_conf_sets(cands(), mode="quantile", directions=["up"], k_values=[], quantiles=[0.95, 0.99],
-                             all_delta_conf=tight, max_size=1)
+        ("up", 0.99, (12,)),
+        ("up", 0.95, (12, 15)),
+        ("down", 0.99, (11,)),
+        ("down", 0.95, (11, 14)),
+    ]
+    capped = delta_conf_sets(
+        cands(), mode="quantile", directions=["up"], k_values=[], quantiles=[0.95, 0.99], all_delta_conf=tight, max_size=1
+    )
     assert [(s.quantile, s.latents) for s in capped] == [(0.99, (12,))]  # 0.95 capped to the same set: dropped
     with pytest.raises(SelectionError, match="selection.delta_conf.mode"):
         delta_conf_sets(cands(), mode="median", directions=["up"], k_values=[1], quantiles=[], all_delta_conf=[0.0], max_size=1)
@@ -88,8 +102,15 @@ def _records(rng: random.Random) -> dict[int, dict]:
 
 def test_the_reported_set_never_depends_on_held_out_ratings():
     rng = random.Random(0)
-    sets = delta_conf_sets(cands(), mode="top_k", directions=["up", "down"], k_values=[1, 2, 3], quantiles=[],
-                           all_delta_conf=[dc for *_, dc in TABLE], max_size=10)
+    sets = delta_conf_sets(
+        cands(),
+        mode="top_k",
+        directions=["up", "down"],
+        k_values=[1, 2, 3],
+        quantiles=[],
+        all_delta_conf=[dc for *_, dc in TABLE],
+        max_size=10,
+    )
     for _ in range(50):
         records = _records(rng)
         chosen = choose_set([set_scores(s, records) for s in sets])
@@ -104,8 +125,10 @@ def test_the_reported_set_never_depends_on_held_out_ratings():
 
 
 def test_set_scores_ties_and_lift():
-    records = {10: {"axbench": {"selection_score": 1.0, "heldout_score": 0.5}, "arad": {"selection_score": 1.0, "heldout_score": 0.4}},
-               11: {"axbench": {"selection_score": 1.0, "heldout_score": 1.5}, "arad": {"selection_score": 1.0, "heldout_score": 1.2}}}
+    records = {
+        10: {"axbench": {"selection_score": 1.0, "heldout_score": 0.5}, "arad": {"selection_score": 1.0, "heldout_score": 0.4}},
+        11: {"axbench": {"selection_score": 1.0, "heldout_score": 1.5}, "arad": {"selection_score": 1.0, "heldout_score": 1.2}},
+    }
     small, big = LatentSet("delta_conf", (10,), "up", k=1), LatentSet("delta_conf", (10, 11), "up", k=2)
     scored = [set_scores(big, records), set_scores(small, records)]
     assert scored[0]["score"] == pytest.approx(1.0) and scored[0]["score_arad"] == pytest.approx(0.8)
@@ -118,8 +141,15 @@ def test_the_output_score_comparator_has_delta_conf_s_subset_sizes_and_takes_the
     """The paper's sec. 4.2: both criteria use the same subset size. For each Delta C set of m
     latents the comparator's set is the m highest output scores; equal sizes give one set."""
     c = cands()
-    dc = delta_conf_sets(c, mode="top_k", directions=("up", "down"), k_values=(1, 2, 3), quantiles=(0.9,),
-                         all_delta_conf=[x[2] for x in TABLE], max_size=100)
+    dc = delta_conf_sets(
+        c,
+        mode="top_k",
+        directions=("up", "down"),
+        k_values=(1, 2, 3),
+        quantiles=(0.9,),
+        all_delta_conf=[x[2] for x in TABLE],
+        max_size=100,
+    )
     topk = output_topk_sets(c, dc)
     by_output = [14, 11, 15, 12, 10, 13]  # output scores 0.5, 0.3, 0.05, 0.02, 0.002, 0.0
     assert sorted({len(s.latents) for s in topk}) == sorted({len(s.latents) for s in dc}) == [1, 2, 3]
@@ -127,6 +157,13 @@ def test_the_output_score_comparator_has_delta_conf_s_subset_sizes_and_takes_the
         assert s.criterion == "output_topk" and list(s.latents) == by_output[: len(s.latents)]
     assert [s.label for s in topk] == ["output_topk:up:k=1", "output_topk:up:k=2", "output_topk:up:k=3"]
     # quantile sets: the sizes follow Delta C's too
-    dq = delta_conf_sets(c, mode="quantile", directions=("up", "down"), k_values=(1,), quantiles=(0.8, 0.5),
-                         all_delta_conf=[x[2] for x in TABLE], max_size=100)
+    dq = delta_conf_sets(
+        c,
+        mode="quantile",
+        directions=("up", "down"),
+        k_values=(1,),
+        quantiles=(0.8, 0.5),
+        all_delta_conf=[x[2] for x in TABLE],
+        max_size=100,
+    )
     assert {len(s.latents) for s in output_topk_sets(c, dq)} == {len(s.latents) for s in dq}

@@ -15,19 +15,24 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.helpers import REPO, explained_row, random_sae, save_sae, write_model_json
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.selection.sets import SelectionError
 from saesteer.selection.steer import read_selection_score, run_steer_selected
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import PARQUET_SCHEMA, run_steer_eval
 from saesteer.steering.instructions import write_instruction_pool
+from tests.helpers import REPO, explained_row, random_sae, save_sae, write_model_json
 
 LAYER = 2
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 6, "batch_size": 32}
 # latent: (autointerp rank, token, output score, Delta C)
-LATENTS = {3: (0, " the", 0.001, 0.4), 5: (1, "ing", 0.2, -1.5), 1: (2, " and", 0.05, 2.0),
-           8: (3, "ed", 0.5, -0.2), 12: (4, " of", 0.0, 0.0)}
+LATENTS = {
+    3: (0, " the", 0.001, 0.4),
+    5: (1, "ing", 0.2, -1.5),
+    1: (2, " and", 0.05, 2.0),
+    8: (3, "ed", 0.5, -0.2),
+    12: (4, " of", 0.0, 0.0),
+}
 STEERS = {3, 1, 12}
 """The planted latents (whole words); 5 and 8 are word pieces."""
 H211 = 3 / (1 / 2 + 1 + 1)
@@ -59,33 +64,71 @@ def setup(tmp_path, minilm, smollm2_tokenizer):
     plant_token_latents(sae, embed, unembed, {lat: v[0] for lat, v in ids.items()})
     sae_dir = save_sae(sae, tmp_path / "sae", LAYER)
     # m_f: the residual norm at the token (its embedding's), as autointerp measures it on the tiny model.
-    write_table([explained_row(lat, rank, explanation(text), float(embed[ids[lat][0]].norm())) for lat, (rank, text, _, _) in LATENTS.items()],
-                tmp_path / "autointerp.parquet")
+    write_table(
+        [
+            explained_row(lat, rank, explanation(text), float(embed[ids[lat][0]].norm()))
+            for lat, (rank, text, _, _) in LATENTS.items()
+        ],
+        tmp_path / "autointerp.parquet",
+    )
     # Selection scores as select_features writes them (the columns steer_selected reads).
     # The three intervention readings (only_max = the delta_conf column; add_max reversed; scale 0 but one).
-    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "delta_conf_only_max": dc,
-                                          "delta_conf_add_max": -dc, "delta_conf_scale": 1.0 if lat == 8 else 0.0}
-                                         for lat, (_, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "latent": lat,
+                    "output_score": os,
+                    "delta_conf": dc,
+                    "delta_conf_only_max": dc,
+                    "delta_conf_add_max": -dc,
+                    "delta_conf_scale": 1.0 if lat == 8 else 0.0,
+                }
+                for lat, (_, _, os, dc) in LATENTS.items()
+            ]
+        ),
+        tmp_path / "latent_scores.parquet",
+    )
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=LAYER)
     bounds = {k: tuple(v) for k, v in CI_JUDGE.items() if k.endswith("_thresholds")}
     judge = OfflineProxyJudge(OfflineJudgeConfig(**bounds), model, tok, lm_name="tiny", embedder=minilm)
-    common = dict(sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
-                  model_json=tmp_path / "model.json", steering_cfg=STEERING, judge_cfg={"kind": "offline"},
-                  model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok, judge=judge)
+    common = dict(
+        sae_dir=sae_dir,
+        autointerp_table=tmp_path / "autointerp.parquet",
+        instructions=tmp_path / "instructions.json",
+        model_json=tmp_path / "model.json",
+        steering_cfg=STEERING,
+        judge_cfg={"kind": "offline"},
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        prompt_format="base",
+        lm=model,
+        tokenizer=tok,
+        judge=judge,
+    )
     steering = tmp_path / "steering"
-    run_steer_eval(out_generations=steering / "generations.parquet", out_concepts=steering / "concepts.json",
-                   out_score=steering / "score.json", **common)
+    run_steer_eval(
+        out_generations=steering / "generations.parquet",
+        out_concepts=steering / "concepts.json",
+        out_score=steering / "score.json",
+        **common,
+    )
     return tmp_path, common
 
 
 def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: dict | None = None) -> dict:
     return run_steer_selected(
-        latent_scores=tmp_path / "latent_scores.parquet", steering_generations=generations,
+        latent_scores=tmp_path / "latent_scores.parquet",
+        steering_generations=generations,
         steering_score=tmp_path / "steering" / "score.json",
         selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL},
-        out_generations=tmp_path / out / "generations.parquet", out_concepts=tmp_path / out / "concepts.json",
-        out_score=tmp_path / out / "score.json", out_latents=tmp_path / out / "latents.parquet", **common,
+        out_generations=tmp_path / out / "generations.parquet",
+        out_concepts=tmp_path / out / "concepts.json",
+        out_score=tmp_path / out / "score.json",
+        out_latents=tmp_path / out / "latents.parquet",
+        **common,
     )
 
 
@@ -99,19 +142,29 @@ def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
     assert steering["score"] == pytest.approx(H211 / 2)
     # Output score >= 0.01: latents 5, 1, 8 pass; the first two in rank order: "ing" and " and".
     assert report["output_score"]["latents"] == [5, 1] and report["output_score"]["n_candidates_passing"] == 3
-    assert report["output_score"]["score"] == pytest.approx(H211 / 2) and report["output_score"]["lift"] == pytest.approx(0.0, abs=1e-12)
+    assert report["output_score"]["score"] == pytest.approx(H211 / 2) and report["output_score"]["lift"] == pytest.approx(
+        0.0, abs=1e-12
+    )
     # Delta C: UP = 1 (2.0), 3 (0.4); DOWN = 5 (-1.5), 8 (-0.2); K in {1, 2}.
     labels = {c["label"]: c["latents"] for c in report["delta_conf"]["candidates"]}
-    assert labels == {"delta_conf:up:k=1": [1], "delta_conf:up:k=2": [1, 3],
-                      "delta_conf:down:k=1": [5], "delta_conf:down:k=2": [5, 8]}
+    assert labels == {
+        "delta_conf:up:k=1": [1],
+        "delta_conf:up:k=2": [1, 3],
+        "delta_conf:down:k=1": [5],
+        "delta_conf:down:k=2": [5, 8],
+    }
     best = max(c["selection_score"] for c in report["delta_conf"]["candidates"])
     chosen = next(c for c in report["delta_conf"]["candidates"] if c["label"] == report["delta_conf"]["chosen"]["label"])
     assert chosen["selection_score"] == best and report["delta_conf"]["score"] == chosen["score"]
     # UP k=1 ([" and"]) and k=2 ([" and", " the"]) both score H211 on the selection half; the
     # smaller wins. DOWN sets hold "ing" ([5]: 0; [5, 8]: 0). Delta C picks the planted latent.
     by_label = {c["label"]: c["selection_score"] for c in report["delta_conf"]["candidates"]}
-    assert by_label == {"delta_conf:up:k=1": pytest.approx(H211), "delta_conf:up:k=2": pytest.approx(H211),
-                        "delta_conf:down:k=1": 0.0, "delta_conf:down:k=2": 0.0}
+    assert by_label == {
+        "delta_conf:up:k=1": pytest.approx(H211),
+        "delta_conf:up:k=2": pytest.approx(H211),
+        "delta_conf:down:k=1": 0.0,
+        "delta_conf:down:k=2": 0.0,
+    }
     assert report["delta_conf"]["latents"] == [1] and set(report["delta_conf"]["latents"]) <= STEERS
     assert report["delta_conf"]["lift"] == pytest.approx(H211 / (H211 / 2) - 1)
     # Latents 3 and 5 were steered by steer_eval: reused; 1 and 8 are new.
@@ -129,8 +182,13 @@ def test_the_papers_design_selects_among_the_steered_concepts_and_generates_noth
     """selection.candidates: concepts (the default): every set is a subset of steer_eval's
     concepts, so no model, SAE or judge is needed."""
     tmp_path, common = setup
-    report = _run(tmp_path, {**common, "lm": None, "tokenizer": None, "judge": None}, "concepts",
-                  tmp_path / "steering" / "generations.parquet", {"delta_conf": {"k_values": [1, 2]}})
+    report = _run(
+        tmp_path,
+        {**common, "lm": None, "tokenizer": None, "judge": None},
+        "concepts",
+        tmp_path / "steering" / "generations.parquet",
+        {"delta_conf": {"k_values": [1, 2]}},
+    )
     assert report["candidates"] == "concepts" and report["n_candidates"] == 2
     assert report["n_latents_steered"] == 0 and report["n_latents_reused"] == 2
     # Among latents 3 (" the": output score 0.001, Delta C 0.4) and 5 ("ing": 0.2, -1.5):
@@ -163,8 +221,13 @@ def test_the_like_for_like_comparator_and_every_reading_reuse_the_steered_concep
     Delta C's rule; delta_conf_readings: Delta C's selection under only_max, add_max and scale.
     With candidates: concepts nothing is generated for either."""
     tmp_path, common = setup
-    report = _run(tmp_path, {**common, "lm": None, "tokenizer": None, "judge": None}, "readings",
-                  tmp_path / "steering" / "generations.parquet", {"delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL})
+    report = _run(
+        tmp_path,
+        {**common, "lm": None, "tokenizer": None, "judge": None},
+        "readings",
+        tmp_path / "steering" / "generations.parquet",
+        {"delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL},
+    )
     assert report["n_latents_steered"] == 0 and report["n_latents_reused"] == 2
     dc_sizes = sorted(c["n_concepts"] for c in report["delta_conf"]["candidates"])
     topk = report["output_topk"]
@@ -195,7 +258,13 @@ def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_s
     assert list(rows) == [3, 5, 1, 8, 12]  # autointerp rank order
     for lat, (rank, text, os, dc) in LATENTS.items():
         r = rows[lat]
-        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (rank, explanation(text), os, dc, abs(dc))
+        assert (r["rank"], r["explanation"], r["output_score"], r["delta_conf"], r["abs_delta_conf"]) == (
+            rank,
+            explanation(text),
+            os,
+            dc,
+            abs(dc),
+        )
         assert r["input_score"] is None  # the planted latent_scores table has no input score
     # Steered here or by steer_eval: 1, 3, 5, 8; 12 is in no set.
     assert {lat for lat, r in rows.items() if r["steered"]} == {1, 3, 5, 8} and rows[12]["heldout_score"] is None
@@ -215,8 +284,15 @@ def test_the_per_latent_table_lists_every_explained_latent_with_its_scores_and_s
 def test_high_output_low_input_is_an_optional_criterion_row(setup):
     tmp_path, common = setup
     inputs = {3: 0.0, 5: 0.9, 1: 0.1, 8: None, 12: 0.0}
-    pq.write_table(pa.Table.from_pylist([{"latent": lat, "output_score": os, "delta_conf": dc, "input_score": inputs[lat]}
-                                         for lat, (_, _, os, dc) in LATENTS.items()]), tmp_path / "latent_scores.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {"latent": lat, "output_score": os, "delta_conf": dc, "input_score": inputs[lat]}
+                for lat, (_, _, os, dc) in LATENTS.items()
+            ]
+        ),
+        tmp_path / "latent_scores.parquet",
+    )
     report = _run(tmp_path, common, "holi", tmp_path / "steering" / "generations.parquet")
     # Output score >= 0.01 and input score < 0.5: 5 is high input, 8 has no input score, 3 and 12 low output.
     block = report["output_low_input"]
@@ -231,8 +307,13 @@ def test_high_output_low_input_is_an_optional_criterion_row(setup):
 
 def test_the_control_steers_the_latents_its_orderings_pick_among_explained_candidates(setup):
     tmp_path, common = setup
-    report = _run(tmp_path, common, "control", tmp_path / "steering" / "generations.parquet",
-                  {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": {"n_orderings": 3, "seed": 1}})
+    report = _run(
+        tmp_path,
+        common,
+        "control",
+        tmp_path / "steering" / "generations.parquet",
+        {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": {"n_orderings": 3, "seed": 1}},
+    )
     control = report["control"]
     picked = {lat for r in [*control["random"]["runs"], control["output_order"]] for lat in r["latents"]}
     concepts = {c["latent"] for c in json.loads((tmp_path / "control" / "concepts.json").read_text())["concepts"]}
@@ -263,7 +344,12 @@ def test_reused_generations_are_those_the_job_would_make(setup):
 def test_fixed_concept_lists_and_foreign_tables_are_refused(setup, tmp_path):
     base, common = setup
     with pytest.raises(SelectionError, match="fixed steering.concepts"):
-        _run(base, {**common, "steering_cfg": {**STEERING, "concepts": ["the sea"]}}, "x", base / "steering" / "generations.parquet")
+        _run(
+            base,
+            {**common, "steering_cfg": {**STEERING, "concepts": ["the sea"]}},
+            "x",
+            base / "steering" / "generations.parquet",
+        )
     with pytest.raises(SelectionError, match="prompt_format base.*now chat: rerun steer_eval"):
         _run(base, {**common, "prompt_format": "chat"}, "z", base / "steering" / "generations.parquet")
     pq.write_table(pa.Table.from_pylist([{"latent": 3, "output_score": 0.1, "delta_conf": 0.1}]), base / "latent_scores.parquet")
@@ -277,13 +363,22 @@ def test_new_generations_rated_with_other_judge_templates_than_steer_evals_are_r
     tmp_path, common = setup
     score = json.loads((tmp_path / "steering" / "score.json").read_text())
     assert score["judge_prompts"]["label"] == "none"  # the offline proxy asks no prompt
-    score["judge_prompts"] = {"label": "axbench-style@0123456789ab", "name": "axbench-style", "path": "x.yaml", "sha256": "0" * 64}
+    score["judge_prompts"] = {
+        "label": "axbench-style@0123456789ab",
+        "name": "axbench-style",
+        "path": "x.yaml",
+        "sha256": "0" * 64,
+    }
     other = tmp_path / "steering" / "other_score.json"
     other.write_text(json.dumps(score))
     with pytest.raises(SelectionError, match="axbench-style@0123456789ab.*same judge and judge.prompts"):
         run_steer_selected(
-            latent_scores=tmp_path / "latent_scores.parquet", steering_generations=tmp_path / "steering" / "generations.parquet",
-            steering_score=other, selection_cfg={"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
-            out_generations=tmp_path / "o" / "generations.parquet", out_concepts=tmp_path / "o" / "concepts.json",
-            out_score=tmp_path / "o" / "score.json", **common,
+            latent_scores=tmp_path / "latent_scores.parquet",
+            steering_generations=tmp_path / "steering" / "generations.parquet",
+            steering_score=other,
+            selection_cfg={"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
+            out_generations=tmp_path / "o" / "generations.parquet",
+            out_concepts=tmp_path / "o" / "concepts.json",
+            out_score=tmp_path / "o" / "score.json",
+            **common,
         )

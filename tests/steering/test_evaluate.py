@@ -18,18 +18,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.helpers import (
-    CharTokenizer,
-    explained_row,
-    hf_generate,
-    make_tiny_llama,
-    random_directions,
-    random_sae,
-    save_sae,
-    write_model_json,
-)
 from saesteer.cache.capture import ResidualCapture
 from saesteer.judges import OfflineJudgeConfig
+from saesteer.prompting import prompt_ids
 from saesteer.steering.config import SteeringConfig, SteeringConfigError
 from saesteer.steering.evaluate import (
     PARQUET_SCHEMA,
@@ -39,7 +30,6 @@ from saesteer.steering.evaluate import (
     run_steer_eval,
     validate_score,
 )
-from saesteer.prompting import prompt_ids
 from saesteer.steering.generate import GenRow, SteeringModel, row_uniforms, sample_tokens
 from saesteer.steering.instructions import (
     HELDOUT,
@@ -50,6 +40,16 @@ from saesteer.steering.instructions import (
     write_instruction_pool,
 )
 from saesteer.steering.score import choose_factor, concept_scores, sae_scores
+from tests.helpers import (
+    CharTokenizer,
+    explained_row,
+    hf_generate,
+    make_tiny_llama,
+    random_directions,
+    random_sae,
+    save_sae,
+    write_model_json,
+)
 
 LAYER = 2
 
@@ -123,7 +123,6 @@ def test_inverse_cdf_sampling_draws_from_the_softmax():
     assert torch.equal(row_uniforms([7, 8], 5)[0], row_uniforms([7], 5)[0])  # a row's numbers are its own
 
 
-
 def _full_vocabulary_draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
     """The sampler before top_k existed (inverse CDF over the whole softmax), as the reference."""
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
@@ -166,6 +165,7 @@ def test_generation_applies_top_k():
     sampled, _ = steer.generate(rows, directions, max_new_tokens=12, temperature=1.0, top_k=0, batch_size=8)
     assert [g.token_ids for g in top1] == [g.token_ids for g in greedy]
     assert [g.token_ids for g in sampled] != [g.token_ids for g in greedy]
+
 
 class FlakyMemory(torch.nn.Module):
     """The tiny model, raising CUDA's out-of-memory error for batches above ``limit`` rows."""
@@ -225,8 +225,15 @@ class WordTokenizer:
 def word_llama():
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=3 + len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=2, eos_token_id=1,
+        vocab_size=3 + len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=2,
+        eos_token_id=1,
         initializer_range=0.3,  # unembedding rows large enough for one direction to dominate the logits
     )
     return LlamaForCausalLM(config).eval()
@@ -337,7 +344,11 @@ def autointerp_rows():
 def test_concepts_are_the_first_explained_latents_by_rank_with_a_fallback_m_f():
     cfg = SteeringConfig.from_config({"n_concepts": 3})
     concepts = load_concepts(autointerp_rows(), cfg)
-    assert [(c.concept_id, c.latent, c.concept) for c in concepts] == [(0, 7, "cooking"), (1, 40, "the ocean"), (2, 11, "music and songs")]
+    assert [(c.concept_id, c.latent, c.concept) for c in concepts] == [
+        (0, 7, "cooking"),
+        (1, 40, "the ocean"),
+        (2, 11, "music and songs"),
+    ]
     assert [(c.m_f, c.m_f_source) for c in concepts] == [(5.0, "autointerp"), (3.0, "autointerp"), (50.0, "fallback")]
 
 
@@ -367,15 +378,35 @@ def rated_rows(rng, factors=(0.5, 1.0, 2.0), n_concepts=4):
     rows = []
     for cid in range(n_concepts):
         for f in factors:
-            for iid, split in [(0, SELECTION), (1, SELECTION), (2, HELDOUT), (3, HELDOUT)]:
-                rows.append({"kind": "steered", "concept_id": cid, "concept": f"c{cid}", "latent": cid, "m_f": 1.0,
-                             "m_f_source": "autointerp", "factor": f, "split": split,
-                             **{f"{k}_rating": rng.randint(0, 2) for k in ("concept", "instruction", "fluency")}})
+            for _iid, split in [(0, SELECTION), (1, SELECTION), (2, HELDOUT), (3, HELDOUT)]:
+                rows.append(
+                    {
+                        "kind": "steered",
+                        "concept_id": cid,
+                        "concept": f"c{cid}",
+                        "latent": cid,
+                        "m_f": 1.0,
+                        "m_f_source": "autointerp",
+                        "factor": f,
+                        "split": split,
+                        **{f"{k}_rating": rng.randint(0, 2) for k in ("concept", "instruction", "fluency")},
+                    }
+                )
         for kind in ("unsteered", "prompted"):
-            for iid in (2, 3):
-                rows.append({"kind": kind, "concept_id": cid, "concept": f"c{cid}", "latent": cid, "m_f": 1.0,
-                             "m_f_source": "autointerp", "factor": None, "split": HELDOUT,
-                             **{f"{k}_rating": rng.randint(0, 2) for k in ("concept", "instruction", "fluency")}})
+            for _iid in (2, 3):
+                rows.append(
+                    {
+                        "kind": kind,
+                        "concept_id": cid,
+                        "concept": f"c{cid}",
+                        "latent": cid,
+                        "m_f": 1.0,
+                        "m_f_source": "autointerp",
+                        "factor": None,
+                        "split": HELDOUT,
+                        **{f"{k}_rating": rng.randint(0, 2) for k in ("concept", "instruction", "fluency")},
+                    }
+                )
     return rows
 
 
@@ -385,7 +416,7 @@ def test_held_out_ratings_never_influence_the_chosen_factor():
     rows = rated_rows(rng, factors)
     base = concept_scores(rows, factors, ("unsteered", "prompted"))
     changed_scores = 0
-    for trial in range(30):
+    for _trial in range(30):
         perturbed = copy.deepcopy(rows)
         for r in perturbed:
             if r["split"] == HELDOUT:
@@ -437,16 +468,35 @@ def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
         for rank, (latent, text, m_f) in enumerate([(3, "the sea", 4.0), (5, "cooking food", float("nan")), (1, "music", 2.0)])
     ]
     write_table(records, tmp_path / "autointerp.parquet")
-    steering = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 8, "batch_size": 16}
+    steering = {
+        "n_concepts": 2,
+        "n_instructions": 4,
+        "n_selection": 2,
+        "factors": [0.5, 2.0],
+        "max_new_tokens": 8,
+        "batch_size": 16,
+    }
     write_instruction_pool(SteeringConfig.from_config(steering).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=LAYER)
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     out = tmp_path / "steering"
     report = run_steer_eval(
-        sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
-        model_json=tmp_path / "model.json", steering_cfg=steering, judge_cfg={"kind": "offline"},
-        out_generations=out / "generations.parquet", out_concepts=out / "concepts.json", out_score=out / "score.json",
-        model="tiny", arch="relu", target_l0=4, prompt_format="base", lm=model, tokenizer=tok, judge=judge,
+        sae_dir=sae_dir,
+        autointerp_table=tmp_path / "autointerp.parquet",
+        instructions=tmp_path / "instructions.json",
+        model_json=tmp_path / "model.json",
+        steering_cfg=steering,
+        judge_cfg={"kind": "offline"},
+        out_generations=out / "generations.parquet",
+        out_concepts=out / "concepts.json",
+        out_score=out / "score.json",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        prompt_format="base",
+        lm=model,
+        tokenizer=tok,
+        judge=judge,
     )
     on_disk = json.loads((out / "score.json").read_text())
     validate_score(on_disk)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import TINY_VOCAB, CharTokenizer, random_directions
-from saesteer.cache.capture import ResidualCapture
-from saesteer.steering.generate import GenRow, SteeringHook, SteeringModel, _make_cache, shared_prefix_logits, prompt_ids
-from saesteer.cache.capture import decoder_layers
+from saesteer.cache.capture import ResidualCapture, decoder_layers
+from saesteer.steering.generate import GenRow, SteeringHook, SteeringModel, _make_cache, prompt_ids, shared_prefix_logits
 from saesteer.tiny_models import FAMILIES, build_tiny_model
+from tests.helpers import TINY_VOCAB, CharTokenizer, random_directions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,8 +64,14 @@ def test_shared_prefix_logits_and_cache_equal_the_plain_forward(family):
     try:
         with torch.inference_mode():
             plain_cache = _make_cache(model)
-            plain = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=plain_cache,
-                          use_cache=True, logits_to_keep=1).logits[:, -1]
+            plain = model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=plain_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
             shared_cache = _make_cache(model)
             shared = shared_prefix_logits(model, LAYER, hook, rows, input_ids, mask, positions, shared_cache)
     finally:
@@ -75,7 +80,10 @@ def test_shared_prefix_logits_and_cache_equal_the_plain_forward(family):
     assert torch.allclose(shared, plain, atol=LOGITS_ATOL, rtol=0.0), (family, (shared - plain).abs().max())
     assert shared_cache.get_seq_length() == plain_cache.get_seq_length() == input_ids.shape[1]
     for i, (a, b) in enumerate(zip(shared_cache.layers, plain_cache.layers)):
-        assert torch.allclose(a.keys, b.keys, atol=LOGITS_ATOL) and torch.allclose(a.values, b.values, atol=LOGITS_ATOL), (family, i)
+        assert torch.allclose(a.keys, b.keys, atol=LOGITS_ATOL) and torch.allclose(a.values, b.values, atol=LOGITS_ATOL), (
+            family,
+            i,
+        )
     # The steering acts above the hook: rows of one prompt differ in their logits.
     assert (shared[0] - shared[1]).abs().max() > 1e-3
 
@@ -86,8 +94,9 @@ def test_generation_with_a_shared_prefix_equals_generation_without(family, promp
     _, steer, directions, rows = _setup(family, prompts)
     for temperature in (0.0, 1.0):
         shared, stats = steer.generate(rows, directions, max_new_tokens=20, temperature=temperature, batch_size=len(rows))
-        plain, plain_stats = steer.generate(rows, directions, max_new_tokens=20, temperature=temperature,
-                                            batch_size=len(rows), share_prefix=False)
+        plain, plain_stats = steer.generate(
+            rows, directions, max_new_tokens=20, temperature=temperature, batch_size=len(rows), share_prefix=False
+        )
         assert [g.token_ids for g in shared] == [g.token_ids for g in plain], (family, temperature)
         assert plain_stats.prefix_shared_rows == 0
         window = getattr(steer.model.config, "sliding_window", None)

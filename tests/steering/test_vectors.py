@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import REPO, assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
 from saesteer.sae.registry import build_sae
 from saesteer.steering.vectors import (
     VectorError,
@@ -22,7 +21,7 @@ from saesteer.steering.vectors import (
     top_latents,
     unit_decoder_rows,
 )
-
+from tests.helpers import REPO, assert_schema_block_matches, prose_and_code_corpus, tiny_eval_block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,7 +64,11 @@ def test_signed_fit_recovers_a_planted_negative_coefficient_and_the_naive_encodi
     fit = omp(v, atoms, k=3)
     coefs = dict(zip(fit.latents, fit.coefs))
     assert set(coefs) == {4, 9, 17}
-    assert coefs[4] == pytest.approx(3.0, abs=1e-5) and coefs[9] == pytest.approx(-2.0, abs=1e-5) and coefs[17] == pytest.approx(0.5, abs=1e-5)
+    assert (
+        coefs[4] == pytest.approx(3.0, abs=1e-5)
+        and coefs[9] == pytest.approx(-2.0, abs=1e-5)
+        and coefs[17] == pytest.approx(0.5, abs=1e-5)
+    )
     assert fit.explained == pytest.approx(1.0, abs=1e-6)
     assert fit.negative_share == pytest.approx(4.0 / (9.0 + 4.0 + 0.25), rel=1e-5)
 
@@ -201,7 +204,6 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     import pyarrow.parquet as pq
     from safetensors.torch import load_file
 
-    from tests.helpers import CharTokenizer, make_tiny_llama, plant_x_dimension, save_sae, write_model_json, x_reading_sae
     from saesteer.evals.autointerp import run_autointerp
     from saesteer.evals.config import EvalConfig
     from saesteer.evals.eval_data import build_eval_data
@@ -212,45 +214,90 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
     from saesteer.steering.instructions import write_instruction_pool
     from saesteer.steering.vectors_job import CONCEPTS_SCHEMA, GENERATIONS_SCHEMA, VectorsJobError, run_steering_vectors
+    from tests.helpers import CharTokenizer, make_tiny_llama, plant_x_dimension, save_sae, write_model_json, x_reading_sae
 
     model, tok = make_tiny_llama(), CharTokenizer()
     plant_x_dimension(model)  # "x" gets a dedicated residual dimension, which latent 0 reads
     model_json = write_model_json(tmp_path, model=model, layer=1)
-    build_eval_data(model, tok, model_name="tiny", layer=1, corpus_cfg=prose_and_code_corpus(tmp_path, fox_prefix="x"), cfg=EvalConfig.from_config(EVAL_BLOCK),
-                    out_dir=tmp_path / "eval_data")
+    build_eval_data(
+        model,
+        tok,
+        model_name="tiny",
+        layer=1,
+        corpus_cfg=prose_and_code_corpus(tmp_path, fox_prefix="x"),
+        cfg=EvalConfig.from_config(EVAL_BLOCK),
+        out_dir=tmp_path / "eval_data",
+    )
     sae_dir = save_sae(x_reading_sae(), tmp_path / "sae", 1)
 
     class NoEmbedder:
         name = "no-embedder"
 
-    run_autointerp(sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, judge_cfg={"kind": "offline"},
-                   out_parquet=tmp_path / "autointerp.parquet", out_json=tmp_path / "autointerp.json", model="tiny", arch="relu",
-                   target_l0=4, tokenizer=tok,
-                   judge=OfflineProxyJudge(OfflineJudgeConfig(), None, None, lm_name="tiny", embedder=NoEmbedder()))  # type: ignore[arg-type]
+    run_autointerp(
+        sae_dir=sae_dir,
+        eval_dir=tmp_path / "eval_data",
+        eval_cfg=EVAL_BLOCK,
+        judge_cfg={"kind": "offline"},
+        out_parquet=tmp_path / "autointerp.parquet",
+        out_json=tmp_path / "autointerp.json",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        tokenizer=tok,
+        judge=OfflineProxyJudge(OfflineJudgeConfig(), None, None, lm_name="tiny", embedder=NoEmbedder()),
+    )  # type: ignore[arg-type]
     # The "x" latent first: steer_eval's concepts are the first two by rank, and the DiffMean
     # check below is about it (autointerp's hash order alone would leave it out).
     table = pq.read_table(tmp_path / "autointerp.parquet")
     rows = sorted(table.to_pylist(), key=lambda r: (r["latent"] != 0, r["rank"]))
     assert rows[0]["latent"] == 0 and rows[0]["explain_parsed"]
-    pq.write_table(pa.Table.from_pylist([{**r, "rank": k} for k, r in enumerate(rows)], schema=table.schema), tmp_path / "autointerp.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{**r, "rank": k} for k, r in enumerate(rows)], schema=table.schema), tmp_path / "autointerp.parquet"
+    )
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     steer_dir = tmp_path / "steering"
     run_steer_eval(
-        sae_dir=sae_dir, autointerp_table=tmp_path / "autointerp.parquet", instructions=tmp_path / "instructions.json",
-        model_json=model_json, steering_cfg=STEERING, judge_cfg={"kind": "offline"}, out_generations=steer_dir / "generations.parquet",
-        out_concepts=steer_dir / "concepts.json", out_score=steer_dir / "score.json", model="tiny", arch="relu", target_l0=4,
-        lm=model, tokenizer=tok, judge=judge, prompt_format="base",
+        sae_dir=sae_dir,
+        autointerp_table=tmp_path / "autointerp.parquet",
+        instructions=tmp_path / "instructions.json",
+        model_json=model_json,
+        steering_cfg=STEERING,
+        judge_cfg={"kind": "offline"},
+        out_generations=steer_dir / "generations.parquet",
+        out_concepts=steer_dir / "concepts.json",
+        out_score=steer_dir / "score.json",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        lm=model,
+        tokenizer=tok,
+        judge=judge,
+        prompt_format="base",
     )
     out = tmp_path / "steering_vectors"
     kwargs = dict(
-        sae_dir=sae_dir, eval_dir=tmp_path / "eval_data", eval_cfg=EVAL_BLOCK, autointerp_table=tmp_path / "autointerp.parquet",
-        steering_concepts=steer_dir / "concepts.json", steering_score=steer_dir / "score.json",
-        instructions=tmp_path / "instructions.json", model_json=model_json, steering_cfg=STEERING,
+        sae_dir=sae_dir,
+        eval_dir=tmp_path / "eval_data",
+        eval_cfg=EVAL_BLOCK,
+        autointerp_table=tmp_path / "autointerp.parquet",
+        steering_concepts=steer_dir / "concepts.json",
+        steering_score=steer_dir / "score.json",
+        instructions=tmp_path / "instructions.json",
+        model_json=model_json,
+        steering_cfg=STEERING,
         vectors_cfg={"enabled": True, "n_positive": 8, "n_negative": 256, "top_k": 3, "fit_k": 4, "n_report": 3},
-        judge_cfg={"kind": "offline"}, out_score=out / "score.json", out_concepts=out / "concepts.parquet",
-        out_generations=out / "generations.parquet", out_vectors=out / "vectors.safetensors",
-        model="tiny", arch="relu", target_l0=4, lm=model, tokenizer=tok, judge=judge,
+        judge_cfg={"kind": "offline"},
+        out_score=out / "score.json",
+        out_concepts=out / "concepts.parquet",
+        out_generations=out / "generations.parquet",
+        out_vectors=out / "vectors.safetensors",
+        model="tiny",
+        arch="relu",
+        target_l0=4,
+        lm=model,
+        tokenizer=tok,
+        judge=judge,
     )
     report = run_steering_vectors(**kwargs)
     on_disk = json.loads((out / "score.json").read_text())
@@ -270,15 +317,24 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     assert rows.schema.equals(GENERATIONS_SCHEMA)
     rows = rows.to_pylist()
     assert len(rows) == on_disk["n_generations"] == 3 * 2 * 2 * 4
-    latent_rows = {(r["concept_id"], r["factor"], r["instruction_id"]): r for r in pq.read_table(steer_dir / "generations.parquet").to_pylist() if r["kind"] == "steered"}
+    latent_rows = {
+        (r["concept_id"], r["factor"], r["instruction_id"]): r
+        for r in pq.read_table(steer_dir / "generations.parquet").to_pylist()
+        if r["kind"] == "steered"
+    }
     steer = SteeringModel.wrap(model, tok, 1, "base")
     for r in rows:
         twin = latent_rows[(r["concept_id"], r["factor"], r["instruction_id"])]
         assert r["seed"] == twin["seed"] and r["coef"] == pytest.approx(twin["coef"])
     zero = [r for r in rows if r["factor"] == 0.0]
-    plain, _ = steer.generate([GenRow(tuple(prompt_ids(tok, r["prompt"], "base")), seed=r["seed"]) for r in zero], None,
-                              max_new_tokens=STEERING["max_new_tokens"], temperature=1.0,
-                              top_k=SteeringConfig.from_config(STEERING).top_k, batch_size=64)
+    plain, _ = steer.generate(
+        [GenRow(tuple(prompt_ids(tok, r["prompt"], "base")), seed=r["seed"]) for r in zero],
+        None,
+        max_new_tokens=STEERING["max_new_tokens"],
+        temperature=1.0,
+        top_k=SteeringConfig.from_config(STEERING).top_k,
+        batch_size=64,
+    )
     assert [r["text"] for r in zero] == [tok.decode(g.token_ids) for g in plain]
     steered = [r for r in rows if r["factor"] == 3.0 and r["method"] == "diffmean"]
     assert any(r["text"] != latent_rows[(r["concept_id"], 0.0, r["instruction_id"])]["text"] for r in steered)
@@ -300,11 +356,16 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     mine[5] = 2.0
     save_file({str(first): mine}, str(tmp_path / "user-relu.safetensors"))
     user_out = tmp_path / "user"
-    user_report = run_steering_vectors(**{
-        **kwargs, "vectors_cfg": {**kwargs["vectors_cfg"], "vectors_file": str(tmp_path / "user-{arch}.safetensors")},
-        "out_score": user_out / "score.json", "out_concepts": user_out / "c.parquet", "out_generations": user_out / "g.parquet",
-        "out_vectors": user_out / "v.safetensors",
-    })
+    user_report = run_steering_vectors(
+        **{
+            **kwargs,
+            "vectors_cfg": {**kwargs["vectors_cfg"], "vectors_file": str(tmp_path / "user-{arch}.safetensors")},
+            "out_score": user_out / "score.json",
+            "out_concepts": user_out / "c.parquet",
+            "out_generations": user_out / "g.parquet",
+            "out_vectors": user_out / "v.safetensors",
+        }
+    )
     assert [c["vector_source"] for c in user_report["concepts"]] == ["file", "diffmean"] and user_report["n_user_vectors"] == 1
     assert torch.equal(load_file(str(user_out / "v.safetensors"))[f"diffmean.{first}"], mine)
     assert user_report["concepts"][0]["diagnostics"]["norm"] == pytest.approx(2.0)
@@ -327,8 +388,13 @@ def test_schema_keys_and_defaults_match_the_dataclass_and_bad_values_name_the_fi
     from saesteer.steering.vectors_config import SteeringVectorsConfig, VectorsConfigError
 
     assert_schema_block_matches(SteeringVectorsConfig, load_schema()["properties"]["steering_vectors"], "steering_vectors")
-    for bad, field in (({"methods": ["mean"]}, "methods"), ({"fit_k": 0}, "fit_k"), ({"min_activation_frac": 2}, "min_activation_frac"),
-                       ({"enabled": "maybe"}, "enabled"), ({"nope": 1}, "unknown keys")):
+    for bad, field in (
+        ({"methods": ["mean"]}, "methods"),
+        ({"fit_k": 0}, "fit_k"),
+        ({"min_activation_frac": 2}, "min_activation_frac"),
+        ({"enabled": "maybe"}, "enabled"),
+        ({"nope": 1}, "unknown keys"),
+    ):
         with pytest.raises(VectorsConfigError, match=field):
             SteeringVectorsConfig.from_config(bad)
     assert SteeringVectorsConfig.from_config({"enabled": "true"}).enabled is True
@@ -379,9 +445,23 @@ def test_an_empty_code_of_v_is_flagged_as_well():
     with torch.no_grad():
         sae.b_enc.fill_(-1.0)  # thresholds above a small vector's pre-activations
     acts = torch.randn(100, 32, generator=torch.Generator().manual_seed(0))
-    d = mayne_diagnostics(sae, 1e-3 * unit_decoder_rows(sae)[2], acts.mean(0), 2, acts.norm(dim=1).sort().values,
-                          top_k=5, bias_dominated_overlap=0.5)
+    d = mayne_diagnostics(
+        sae,
+        1e-3 * unit_decoder_rows(sae)[2],
+        acts.mean(0),
+        2,
+        acts.norm(dim=1).sort().values,
+        top_k=5,
+        bias_dominated_overlap=0.5,
+    )
     assert d["encode_v_empty"] and d["bias_dominated"] and d["overlap_encode_v_with_encode_0"] is None
-    big = mayne_diagnostics(sae, 10.0 * unit_decoder_rows(sae)[2], acts.mean(0), 2, acts.norm(dim=1).sort().values,
-                            top_k=5, bias_dominated_overlap=0.5)
+    big = mayne_diagnostics(
+        sae,
+        10.0 * unit_decoder_rows(sae)[2],
+        acts.mean(0),
+        2,
+        acts.norm(dim=1).sort().values,
+        top_k=5,
+        bias_dominated_overlap=0.5,
+    )
     assert not big["encode_v_empty"] and not big["bias_dominated"] and big["top_latents_encode_v"] == [2]

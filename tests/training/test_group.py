@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import REPO
 from saesteer.training import GroupMember, GroupTrainer, TensorSource, TrainConfig, Trainer, train_sae, train_sae_group
 from saesteer.training.checkpoint import checkpoint_path
 from saesteer.training.synthetic import planted_data, write_cache
+from tests.helpers import REPO
 
 ARCHS = [("relu", 4), ("topk", 4), ("batchtopk", 3), ("gated", 4), ("jumprelu", 4), ("topk", 6)]
 
@@ -22,9 +22,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cfg(**overrides) -> TrainConfig:
     base = dict(
-        tokens=64 * 40, batch_size=64, lr=3e-3, lr_warmup_steps=5, sparsity_warmup_steps=15,
-        checkpoint_every_steps=7, log_every_steps=5, dead_window_tokens=64 * 5,
-        batchtopk_threshold_start_step=5, shuffle_shards=2, eval_tokens=256,
+        tokens=64 * 40,
+        batch_size=64,
+        lr=3e-3,
+        lr_warmup_steps=5,
+        sparsity_warmup_steps=15,
+        checkpoint_every_steps=7,
+        log_every_steps=5,
+        dead_window_tokens=64 * 5,
+        batchtopk_threshold_start_step=5,
+        shuffle_shards=2,
+        eval_tokens=256,
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -34,8 +42,17 @@ def _members(root, archs=ARCHS) -> list[GroupMember]:
     out = []
     for arch, k in archs:
         d = root / f"{arch}-{k}"
-        out.append(GroupMember(arch, k, str(d / "sae" / "sae_weights.safetensors"), str(d / "sae" / "cfg.json"),
-                               str(d / "curves.parquet"), str(d / "summary.json"), str(d / "ckpt")))
+        out.append(
+            GroupMember(
+                arch,
+                k,
+                str(d / "sae" / "sae_weights.safetensors"),
+                str(d / "sae" / "cfg.json"),
+                str(d / "curves.parquet"),
+                str(d / "summary.json"),
+                str(d / "ckpt"),
+            )
+        )
     return out
 
 
@@ -91,8 +108,14 @@ def test_killed_group_resumes_to_the_uninterrupted_result(tmp_path):
     # A kill while the step-21 checkpoints were being written: two members still hold step 14's.
     members_b = _members(tmp_path / "b")
     for lagging in (0, 3):
-        solo = Trainer(cfg, source, members_b[lagging].arch, members_b[lagging].target_l0, 48,
-                       checkpoint_dir=members_b[lagging].checkpoint_dir)
+        solo = Trainer(
+            cfg,
+            source,
+            members_b[lagging].arch,
+            members_b[lagging].target_l0,
+            48,
+            checkpoint_dir=members_b[lagging].checkpoint_dir,
+        )
         solo.train(max_steps=14)
         solo.save_checkpoint()
     resumed = GroupTrainer(cfg, source, members_b, 48)
@@ -106,28 +129,50 @@ def test_killed_group_resumes_to_the_uninterrupted_result(tmp_path):
 def test_group_job_writes_the_single_sae_jobs_outputs(tmp_path):
     data = planted_data(4000, 16, 24, seed=2, scale=5.0)
     manifest = write_cache(tmp_path / "cache", data.activations, shard_tokens=1000)
-    training = {"tokens": 64 * 30, "batch_size": 64, "lr": 3e-3, "lr_warmup_steps": 5,
-                "sparsity_warmup_steps": 10, "checkpoint_every_steps": 10, "log_every_steps": 5,
-                "eval_tokens": 256, "device": "cpu", "group_by": "model"}
+    training = {
+        "tokens": 64 * 30,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "lr_warmup_steps": 5,
+        "sparsity_warmup_steps": 10,
+        "checkpoint_every_steps": 10,
+        "log_every_steps": 5,
+        "eval_tokens": 256,
+        "device": "cpu",
+        "group_by": "model",
+    }
     archs = [("gated", 4), ("batchtopk", 3)]
     members = _members(tmp_path / "group", archs)
     summaries = train_sae_group(manifest, [m.__dict__ for m in members], training, {"dict_size": 48}, threads=1)
-    for (arch, k), member, summary in zip(archs, members, summaries):
+    for (arch, k), member, _summary in zip(archs, members, summaries):
         alone = _members(tmp_path / "alone", [(arch, k)])[0]
-        single = train_sae(manifest, arch, k, {**training, "group_by": "sae"}, {"dict_size": 48},
-                           weights_path=alone.weights_path, cfg_path=alone.cfg_path, curves_path=alone.curves_path,
-                           summary_path=alone.summary_path, checkpoint_dir=alone.checkpoint_dir, threads=1)
+        single = train_sae(
+            manifest,
+            arch,
+            k,
+            {**training, "group_by": "sae"},
+            {"dict_size": 48},
+            weights_path=alone.weights_path,
+            cfg_path=alone.cfg_path,
+            curves_path=alone.curves_path,
+            summary_path=alone.summary_path,
+            checkpoint_dir=alone.checkpoint_dir,
+            threads=1,
+        )
         with open(member.weights_path, "rb") as f, open(alone.weights_path, "rb") as g:
             assert f.read() == g.read()
         assert json.loads(open(member.cfg_path).read()) == json.loads(open(alone.cfg_path).read())
         timing = {"train_seconds"}
-        pd.testing.assert_frame_equal(pd.read_parquet(member.curves_path).drop(columns=list(timing)),
-                                      pd.read_parquet(alone.curves_path).drop(columns=list(timing)))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(member.curves_path).drop(columns=list(timing)),
+            pd.read_parquet(alone.curves_path).drop(columns=list(timing)),
+        )
         volatile = {"tokens_per_s", "wall_time_s", "group_size", "training"}
         on_disk = json.loads(open(member.summary_path).read())
         assert on_disk["group_size"] == 2
-        assert {k: v for k, v in on_disk.items() if k not in volatile} == \
-            {k: v for k, v in json.loads(json.dumps(single)).items() if k not in volatile}
+        assert {k: v for k, v in on_disk.items() if k not in volatile} == {
+            k: v for k, v in json.loads(json.dumps(single)).items() if k not in volatile
+        }
         assert not checkpoint_path(member.checkpoint_dir).exists()
 
 
@@ -159,8 +204,14 @@ def test_training_jobs_cover_the_grid_once_in_every_grouping():
         jobs = []
         for w in wildcards:
             outputs = {kind: [p.format(**vars(w)) for p in train_job_outputs(grid, group_by, kind)] for kind in OUTPUT_TAILS}
-            jobs.append(make_rule_job("train_sae", {"data": "cache/manifest.json"}, outputs,
-                                      {"cells": train_job_cells(grid, group_by, w), "training": {}}))
+            jobs.append(
+                make_rule_job(
+                    "train_sae",
+                    {"data": "cache/manifest.json"},
+                    outputs,
+                    {"cells": train_job_cells(grid, group_by, w), "training": {}},
+                )
+            )
         members = [m for job in jobs for m in group_members(job)]
         paths = sorted(m["cfg_path"] for m in members)
         assert paths == sorted(f"results/{c.path}/sae/cfg.json" for c in grid.cells()), group_by

@@ -23,9 +23,17 @@ ARCHS = [("relu", 4), ("topk", 4), ("batchtopk", 3), ("gated", 4), ("jumprelu", 
 
 def _cfg(**overrides) -> TrainConfig:
     base = dict(
-        tokens=64 * 40, batch_size=64, lr=3e-3, lr_warmup_steps=5, sparsity_warmup_steps=15,
-        checkpoint_every_steps=1000, log_every_steps=5, dead_window_tokens=64 * 5,
-        batchtopk_threshold_start_step=5, shuffle_shards=2, eval_tokens=256,
+        tokens=64 * 40,
+        batch_size=64,
+        lr=3e-3,
+        lr_warmup_steps=5,
+        sparsity_warmup_steps=15,
+        checkpoint_every_steps=1000,
+        log_every_steps=5,
+        dead_window_tokens=64 * 5,
+        batchtopk_threshold_start_step=5,
+        shuffle_shards=2,
+        eval_tokens=256,
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -100,9 +108,16 @@ def test_control_is_saved_like_a_trained_sae_with_its_provenance(tmp_path):
     members = []
     for arch in ("topk", "random-topk"):
         d = tmp_path / arch
-        members.append({"arch": arch, "target_l0": 4, "weights_path": str(d / "sae/sae_weights.safetensors"),
-                        "cfg_path": str(d / "sae/cfg.json"), "curves_path": str(d / "curves.parquet"),
-                        "summary_path": str(d / "summary.json")})
+        members.append(
+            {
+                "arch": arch,
+                "target_l0": 4,
+                "weights_path": str(d / "sae/sae_weights.safetensors"),
+                "cfg_path": str(d / "sae/cfg.json"),
+                "curves_path": str(d / "curves.parquet"),
+                "summary_path": str(d / "summary.json"),
+            }
+        )
     members[1]["control_encoder"] = "fitted"
     training = {"tokens": 64 * 20, "batch_size": 64, "lr": 3e-3, "lr_warmup_steps": 5, "eval_tokens": 256, "shuffle_shards": 2}
     summaries = train_sae_group(manifest, members, training, {"dict_size": D_SAE})

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import REPO
 from saesteer.config import ConfigError, check_config, grid_from_config, load_config
 from saesteer.grouping import all_jobs, job_cells
 from saesteer.rule_jobs import make_rule_job
@@ -18,6 +17,7 @@ from saesteer.sae.saelens_io import load_saelens
 from saesteer.training.data import CacheSource
 from saesteer.training.job import OUTPUT_TAILS, train_job_cells, train_job_outputs, train_sae, training_block
 from saesteer.training.synthetic import planted_data, write_cache
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,11 +72,27 @@ def test_the_rule_params_carry_the_seed_in_the_cells_not_in_the_training_block()
 
 def _job(root, cells):
     """A train_sae RuleJob as the rule hands it over (make_rule_job, like every per-SAE stage)."""
-    outputs = {kind: [f"results/{c['model']}/{c['arch']}/{c['sparsity']}/{tail}" for c in cells] for kind, tail in OUTPUT_TAILS.items()}
-    training = {"tokens": 64 * 30, "batch_size": 64, "lr": 3e-3, "lr_warmup_steps": 5, "sparsity_warmup_steps": 10,
-                "checkpoint_every_steps": 10, "log_every_steps": 5, "eval_tokens": 256, "device": "cpu", "seed": 3}
-    return make_rule_job("train_sae", {"data": str(root / "cache" / "manifest.json")}, outputs,
-                         {"cells": cells, "training": training, "sae": {"dict_size": 48}, "cache": {"mode": "disk"}})
+    outputs = {
+        kind: [f"results/{c['model']}/{c['arch']}/{c['sparsity']}/{tail}" for c in cells] for kind, tail in OUTPUT_TAILS.items()
+    }
+    training = {
+        "tokens": 64 * 30,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "lr_warmup_steps": 5,
+        "sparsity_warmup_steps": 10,
+        "checkpoint_every_steps": 10,
+        "log_every_steps": 5,
+        "eval_tokens": 256,
+        "device": "cpu",
+        "seed": 3,
+    }
+    return make_rule_job(
+        "train_sae",
+        {"data": str(root / "cache" / "manifest.json")},
+        outputs,
+        {"cells": cells, "training": training, "sae": {"dict_size": 48}, "cache": {"mode": "disk"}},
+    )
 
 
 def test_seed_replicates_are_co_trained_from_one_cache_read_and_differ(tmp_path, monkeypatch):

@@ -24,7 +24,6 @@ from saesteer.training.checkpoint import checkpoint_path
 from saesteer.training.synthetic import planted_data, write_cache
 from saesteer.training.trainer import lr_at
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -132,7 +131,6 @@ def test_config_from_dict_checks_keys():
         TrainConfig.from_dict({"lr": -1})
 
 
-
 @pytest.mark.parametrize("arch", ["relu", "gated"])
 def test_fixed_coefficient_mode_trains_with_exactly_the_given_coefficient(arch):
     # The paper's mode (appendix A; config/paper-l1-grid.yaml): one L1 coefficient per
@@ -166,7 +164,9 @@ def test_paper_l1_grid_config_is_the_papers_fixed_grid():
     assert sorted(cfg.initial_coef("relu", t) for t in levels) == [0.012, 0.015, 0.020, 0.030, 0.040, 0.06]
     assert sorted(cfg.initial_coef("gated", t) for t in levels) == [0.012, 0.018, 0.024, 0.040, 0.060, 0.08]
     # the sparsest level gets the largest penalty
-    assert [cfg.initial_coef("relu", t) for t in sorted(levels)] == sorted([cfg.initial_coef("relu", t) for t in levels], reverse=True)
+    assert [cfg.initial_coef("relu", t) for t in sorted(levels)] == sorted(
+        [cfg.initial_coef("relu", t) for t in levels], reverse=True
+    )
     assert TrainConfig.from_dict(load_config(repo / "config/config.yaml")["training"]).calibrates("relu")
 
 
@@ -205,6 +205,7 @@ def test_killed_run_resumes_to_identical_weights(arch, kernels, tmp_path):
     assert resumed.step == straight.step == 40
     for name, tensor in _weights(straight).items():
         assert torch.equal(tensor, resumed.sae.state_dict()[name]), name
+
     def untimed(rows):
         return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
 
@@ -277,23 +278,51 @@ def test_train_sae_from_a_cache_writes_all_outputs(tmp_path):
         curves_path=out / "training_curves.parquet",
         summary_path=out / "train_summary.json",
     )
-    training = {"tokens": 64 * 150, "batch_size": 64, "lr": 3e-3, "lr_warmup_steps": 10,
-                "sparsity_warmup_steps": 50, "checkpoint_every_steps": 40, "log_every_steps": 10,
-                "eval_tokens": 512, "device": "cpu"}
-    summary = train_sae(manifest, "batchtopk", 3, training, {"dict_size": 48},
-                        checkpoint_dir=tmp_path / "ckpt", threads=1, **paths)
+    training = {
+        "tokens": 64 * 150,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "lr_warmup_steps": 10,
+        "sparsity_warmup_steps": 50,
+        "checkpoint_every_steps": 40,
+        "log_every_steps": 10,
+        "eval_tokens": 512,
+        "device": "cpu",
+    }
+    summary = train_sae(
+        manifest, "batchtopk", 3, training, {"dict_size": 48}, checkpoint_dir=tmp_path / "ckpt", threads=1, **paths
+    )
 
     on_disk = json.loads(paths["summary_path"].read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    for key in ("arch", "target_l0", "achieved_l0", "explained_variance", "mse", "dead_fraction",
-                "tokens_per_s", "wall_time_s", "n_steps"):
+    for key in (
+        "arch",
+        "target_l0",
+        "achieved_l0",
+        "explained_variance",
+        "mse",
+        "dead_fraction",
+        "tokens_per_s",
+        "wall_time_s",
+        "n_steps",
+    ):
         assert key in on_disk, key
     assert on_disk["n_steps"] == 150 and on_disk["eval_tokens"] == 512
     assert on_disk["epochs"] > 1  # more tokens than the cache's training part: several passes
     assert math.isfinite(on_disk["achieved_l0"]) and on_disk["explained_variance"] > 0.3
     curves = pd.read_parquet(paths["curves_path"])
-    for column in ("step", "tokens", "loss", "mse", "aux_loss", "l0", "explained_variance", "lr",
-                   "sparsity_coef", "dead_fraction"):
+    for column in (
+        "step",
+        "tokens",
+        "loss",
+        "mse",
+        "aux_loss",
+        "l0",
+        "explained_variance",
+        "lr",
+        "sparsity_coef",
+        "dead_fraction",
+    ):
         assert column in curves.columns, column
     assert curves["step"].tolist() == list(range(10, 151, 10))
     assert not checkpoint_path(tmp_path / "ckpt").exists()  # removed after success
@@ -308,6 +337,7 @@ def test_train_sae_from_a_cache_writes_all_outputs(tmp_path):
     evaluation_l0 = float((sae.encode(x) != 0).sum(-1).float().mean())
     assert evaluation_l0 == pytest.approx(on_disk["achieved_l0"], rel=1e-3)
     import sae_lens
+
     theirs = sae_lens.SAE.load_from_disk(str(out / "sae"), device="cpu")
     with torch.no_grad():
         assert torch.allclose(theirs(x), sae(x).x_hat, atol=1e-4 * float(x.norm(dim=1).mean()))

@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
-from saesteer.schemas import SCHEMA_DIR
 from saesteer.aggregate.latents import LATENT_COLUMNS, per_latent_columns
 from saesteer.config import Cell, Grid
 from saesteer.evals.config import other_random_labels
 from saesteer.evals.metrics import REGISTRY, ReadOptions, evaluated, headline_columns, report_schema
 from saesteer.io import schema_violations
+from saesteer.schemas import SCHEMA_DIR
 
 SCHEMAS = SCHEMA_DIR
 INTERP_SCHEMA = SCHEMAS / "interp.schema.json"
@@ -62,6 +63,7 @@ set, score_output_topk = the output score's top-K at Delta C's sizes, score_delt
 READINGS = ("only_max", "add_max", "scale")
 """Delta C's intervention readings (selection/score.json ``delta_conf_readings``)."""
 
+
 def numeric_columns() -> tuple[str, ...]:
     """Every float column of the SAE table: the registered interpretability metrics' headline
     columns (saesteer.evals.metrics) between the training figures and the steering ones."""
@@ -70,17 +72,45 @@ def numeric_columns() -> tuple[str, ...]:
 
 _TRAIN_COLUMNS = ("achieved_l0", "l0_relative_error", "eval_l0")
 _STEERING_COLUMNS = (
-    "steering", "steering_arad", "steering_n_concepts",
-    "score_none", "score_none_arad", "score_output", "score_output_arad", "score_output_topk", "score_output_topk_arad",
-    "score_delta_conf", "score_delta_conf_arad",
-    "n_latents_output", "n_latents_output_topk", "n_latents_delta_conf",
-    "gain_output", "gain_output_topk", "gain_delta_conf", "lift_output", "lift_output_topk", "lift_delta_conf",
-    "lift_difference_points", "relative_improvement", "lift_difference_points_threshold", "relative_improvement_threshold",
+    "steering",
+    "steering_arad",
+    "steering_n_concepts",
+    "score_none",
+    "score_none_arad",
+    "score_output",
+    "score_output_arad",
+    "score_output_topk",
+    "score_output_topk_arad",
+    "score_delta_conf",
+    "score_delta_conf_arad",
+    "n_latents_output",
+    "n_latents_output_topk",
+    "n_latents_delta_conf",
+    "gain_output",
+    "gain_output_topk",
+    "gain_delta_conf",
+    "lift_output",
+    "lift_output_topk",
+    "lift_delta_conf",
+    "lift_difference_points",
+    "relative_improvement",
+    "lift_difference_points_threshold",
+    "relative_improvement_threshold",
     *(f"{kind}_delta_conf_{mode}" for mode in READINGS for kind in ("score", "lift", "n_latents")),
-    *("score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
-      "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order"),
+    *(
+        "score_control_random",
+        "score_control_random_sd",
+        "score_control_output_order",
+        "lift_control_random",
+        "lift_control_random_sd",
+        "lift_control_output_order",
+        "net_lift_delta_conf",
+        "net_lift_output_order",
+    ),
     *LATENT_COLUMNS,
-    "score_output_low_input", "lift_output_low_input", "n_latents_output_low_input",
+    "score_output_low_input",
+    "lift_output_low_input",
+    "n_latents_output_low_input",
 )
 CONTROL_SEEDS_COLUMN = "control_random_scores"
 """Per SAE: the held-out score of each random-order search (list; the per-model spread over seeds)."""
@@ -110,11 +140,7 @@ class Collected:
     @property
     def missing(self) -> dict[str, list[str]]:
         """'model/arch/l0-K' -> reasons, for every cell with something missing."""
-        return {
-            f"{r.model}/{r.arch}/{r.sparsity}": list(r.missing)
-            for r in self.table.itertuples()
-            if len(r.missing)
-        }
+        return {f"{r.model}/{r.arch}/{r.sparsity}": list(r.missing) for r in self.table.itertuples() if len(r.missing)}
 
 
 class _Unusable(Exception):
@@ -172,8 +198,16 @@ SAME_JUDGE: Any = object()
 
 
 class _Row:
-    def __init__(self, cell: Cell, results: Path, expected_judge: str | None, probing_k: int, expected_prompts: str | None = None,
-                 steering_judge: str | None = None, steering_prompts: str | None = None):
+    def __init__(
+        self,
+        cell: Cell,
+        results: Path,
+        expected_judge: str | None,
+        probing_k: int,
+        expected_prompts: str | None = None,
+        steering_judge: str | None = None,
+        steering_prompts: str | None = None,
+    ):
         self.cell = cell
         self.base = results / cell.path
         self.expected_judge = expected_judge
@@ -310,7 +344,11 @@ def _control_columns(v: dict[str, Any], control: dict[str, Any]) -> None:
     none = v["score_none"]
     v["lift_control_random"] = _lift(v["score_control_random"], none)
     seed_lifts = [_lift(x, none) for x in seeds]
-    v["lift_control_random_sd"] = float(pd.Series(seed_lifts).std(ddof=1)) if len(seed_lifts) > 1 else (0.0 if seeds and math.isfinite(seed_lifts[0]) else math.nan)
+    v["lift_control_random_sd"] = (
+        float(pd.Series(seed_lifts).std(ddof=1))
+        if len(seed_lifts) > 1
+        else (0.0 if seeds and math.isfinite(seed_lifts[0]) else math.nan)
+    )
     v["lift_control_output_order"] = _lift(v["score_control_output_order"], none)
     v["net_lift_delta_conf"] = v["lift_delta_conf"] - v["lift_control_random"]
     v["net_lift_output_order"] = v["lift_control_output_order"] - v["lift_control_random"]

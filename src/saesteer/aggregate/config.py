@@ -10,12 +10,12 @@ The defaults are the schema's (``saesteer.schemas.schema_defaults``; tests/test_
 
 from __future__ import annotations
 
-from saesteer.config_blocks import reject_unknown_keys
-
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from saesteer.config_blocks import reject_unknown_keys
 from saesteer.schemas import schema_defaults
+
 
 def interp_metrics() -> tuple[str, ...]:
     """Interpretability metrics that can be ranked against steering: the headline numbers of
@@ -29,6 +29,7 @@ def interp_metrics() -> tuple[str, ...]:
     from saesteer.evals.metrics import headlines
 
     return tuple(h.column for h in headlines())
+
 
 _TRUE = {"true": True, "false": False}
 
@@ -63,7 +64,7 @@ class AggregateConfig:
     agreement of the two judges' rankings (``judge_agreement``)."""
 
     @classmethod
-    def from_config(cls, block: dict[str, Any] | None) -> "AggregateConfig":
+    def from_config(cls, block: dict[str, Any] | None) -> AggregateConfig:
         block = dict(block or {})
         reject_unknown_keys("aggregate", block, cls, AggregateConfigError)
         if "partial" in block:

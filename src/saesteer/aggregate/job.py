@@ -11,7 +11,14 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from saesteer.aggregate.collect import CONTROL_SEEDS_COLUMN, JUDGE_COLUMNS, PROMPTS_COLUMNS, TRUTH_COLUMNS, collect, numeric_columns
+from saesteer.aggregate.collect import (
+    CONTROL_SEEDS_COLUMN,
+    JUDGE_COLUMNS,
+    PROMPTS_COLUMNS,
+    TRUTH_COLUMNS,
+    collect,
+    numeric_columns,
+)
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.controls import CONTROL_COLUMNS, TAU_COLUMNS, control_comparison, split_controls, tau_with_and_without
 from saesteer.aggregate.latents import LATENT_TAU_COLUMNS, collect_latents, latent_tau_table
@@ -42,8 +49,20 @@ from saesteer.selection.per_latent import PER_LATENT_SCHEMA
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sae_table", "rank_agreement", "psi", "selection", "paper_tables", "per_latent", "latent_tau", "reliability", "noise_ceiling",
-          "seed_retest", "random_controls", "random_controls_tau")
+TABLES = (
+    "sae_table",
+    "rank_agreement",
+    "psi",
+    "selection",
+    "paper_tables",
+    "per_latent",
+    "latent_tau",
+    "reliability",
+    "noise_ceiling",
+    "seed_retest",
+    "random_controls",
+    "random_controls_tau",
+)
 """Each is written as results/summary/{name}.parquet and .csv."""
 SUMMARY_FILES = ("summary.md", "summary.json")
 
@@ -51,52 +70,136 @@ _STRING = pa.string()
 _FLOAT = pa.float64()
 _INT = pa.int64()
 
+
 def sae_table_schema() -> pa.Schema:
     """The SAE table's columns (its float columns follow the registered metrics)."""
     return pa.schema(
-        [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("sparsity", _STRING), ("source", _STRING),
-         ("seed", _INT), ("paper_model", _STRING)]
+        [
+            ("model", _STRING),
+            ("arch", _STRING),
+            ("target_l0", _INT),
+            ("sparsity", _STRING),
+            ("source", _STRING),
+            ("seed", _INT),
+            ("paper_model", _STRING),
+        ]
         + [(c, _FLOAT) for c in numeric_columns()]
-        + [(c, _STRING) for c in (*JUDGE_COLUMNS, "autointerp_judge_model", "steering_judge_model", "selection_judge_model", *PROMPTS_COLUMNS, *TRUTH_COLUMNS)]
+        + [
+            (c, _STRING)
+            for c in (
+                *JUDGE_COLUMNS,
+                "autointerp_judge_model",
+                "steering_judge_model",
+                "selection_judge_model",
+                *PROMPTS_COLUMNS,
+                *TRUTH_COLUMNS,
+            )
+        ]
         + [("complete", pa.bool_()), ("missing", pa.list_(_STRING)), (CONTROL_SEEDS_COLUMN, pa.list_(_FLOAT))]
     )
-RANK_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "scope", "group", "reason", "source") else _INT if c in ("n", "n_pairs", "n_bootstrap_valid", "paper_n") else _FLOAT)
-    for c in RANK_COLUMNS
-])
-PSI_SCHEMA = pa.schema([
-    (c, _STRING if c in ("metric", "target", "statistic", "axis", "varies", "reason", "group_taus", "source") else _INT if c in ("n_groups", "n_saes", "n_bootstrap_valid") else _FLOAT)
-    for c in PSI_COLUMNS
-])
-SELECTION_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "reason", "source") else _INT if c in ("target_l0", "seed", "n", "n_control", "n_output_low_input") else _FLOAT)
-    for c in SELECTION_COLUMNS
-])
-PAPER_TABLES_SCHEMA = pa.schema([
-    (c, _STRING if c in ("table", "axis", "row", "statistic", "ci_kind", "note") else _INT if c in ("n", "n_pairs", "paper_n") else _FLOAT)
-    for c in PAPER_TABLE_COLUMNS
-])
-PER_LATENT_TABLE_SCHEMA = pa.schema([("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("seed", _INT), *PER_LATENT_SCHEMA])
-LATENT_TAU_SCHEMA = pa.schema([
-    (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c in ("target_l0", "seed") else _FLOAT) for c in LATENT_TAU_COLUMNS
-])
+
+
+RANK_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            _STRING
+            if c in ("metric", "target", "scope", "group", "reason", "source")
+            else _INT
+            if c in ("n", "n_pairs", "n_bootstrap_valid", "paper_n")
+            else _FLOAT,
+        )
+        for c in RANK_COLUMNS
+    ]
+)
+PSI_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            _STRING
+            if c in ("metric", "target", "statistic", "axis", "varies", "reason", "group_taus", "source")
+            else _INT
+            if c in ("n_groups", "n_saes", "n_bootstrap_valid")
+            else _FLOAT,
+        )
+        for c in PSI_COLUMNS
+    ]
+)
+SELECTION_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            _STRING
+            if c in ("scope", "model", "arch", "reason", "source")
+            else _INT
+            if c in ("target_l0", "seed", "n", "n_control", "n_output_low_input")
+            else _FLOAT,
+        )
+        for c in SELECTION_COLUMNS
+    ]
+)
+PAPER_TABLES_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            _STRING
+            if c in ("table", "axis", "row", "statistic", "ci_kind", "note")
+            else _INT
+            if c in ("n", "n_pairs", "paper_n")
+            else _FLOAT,
+        )
+        for c in PAPER_TABLE_COLUMNS
+    ]
+)
+PER_LATENT_TABLE_SCHEMA = pa.schema(
+    [("model", _STRING), ("arch", _STRING), ("target_l0", _INT), ("seed", _INT), *PER_LATENT_SCHEMA]
+)
+LATENT_TAU_SCHEMA = pa.schema(
+    [
+        (c, _STRING if c in ("scope", "model", "arch", "score") else _INT if c in ("target_l0", "seed") else _FLOAT)
+        for c in LATENT_TAU_COLUMNS
+    ]
+)
 _SIGNAL_TEXT = ("scope", "group", "measure", "split", "reason", "metric", "target", "metric_split", "target_split", "basis")
 _SIGNAL_INT = ("n_saes", "n_units_split", "n_splits", "n_splits_defined", "n_bootstrap_valid", "n")
-RELIABILITY_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in RELIABILITY_COLUMNS])
+RELIABILITY_SCHEMA = pa.schema(
+    [(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in RELIABILITY_COLUMNS]
+)
 CEILING_SCHEMA = pa.schema([(c, _STRING if c in _SIGNAL_TEXT else _INT if c in _SIGNAL_INT else _FLOAT) for c in CEILING_COLUMNS])
-SEED_RETEST_SCHEMA = pa.schema([
-    (c, _STRING if c in ("measure", "scope", "group", "reason") else _INT if c in ("seed_a", "seed_b", "n", "n_bootstrap_valid") else _FLOAT)
-    for c in RETEST_COLUMNS
-])
+SEED_RETEST_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            _STRING
+            if c in ("measure", "scope", "group", "reason")
+            else _INT
+            if c in ("seed_a", "seed_b", "n", "n_bootstrap_valid")
+            else _FLOAT,
+        )
+        for c in RETEST_COLUMNS
+    ]
+)
 _CONTROL_TEXT = ("scope", "group", "metric", "verdict", "reason", "target", "controls")
 _CONTROL_INT = ("n_trained", "n_random", "n")
-RANDOM_CONTROLS_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in CONTROL_COLUMNS])
-RANDOM_CONTROLS_TAU_SCHEMA = pa.schema([(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in TAU_COLUMNS])
-SCHEMAS = {"random_controls": RANDOM_CONTROLS_SCHEMA, "random_controls_tau": RANDOM_CONTROLS_TAU_SCHEMA,
-           "reliability": RELIABILITY_SCHEMA, "seed_retest": SEED_RETEST_SCHEMA, "noise_ceiling": CEILING_SCHEMA,
-           "rank_agreement": RANK_SCHEMA, "psi": PSI_SCHEMA, "selection": SELECTION_SCHEMA,
-           "paper_tables": PAPER_TABLES_SCHEMA,
-           "per_latent": PER_LATENT_TABLE_SCHEMA, "latent_tau": LATENT_TAU_SCHEMA}
+RANDOM_CONTROLS_SCHEMA = pa.schema(
+    [(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in CONTROL_COLUMNS]
+)
+RANDOM_CONTROLS_TAU_SCHEMA = pa.schema(
+    [(c, _STRING if c in _CONTROL_TEXT else _INT if c in _CONTROL_INT else _FLOAT) for c in TAU_COLUMNS]
+)
+SCHEMAS = {
+    "random_controls": RANDOM_CONTROLS_SCHEMA,
+    "random_controls_tau": RANDOM_CONTROLS_TAU_SCHEMA,
+    "reliability": RELIABILITY_SCHEMA,
+    "seed_retest": SEED_RETEST_SCHEMA,
+    "noise_ceiling": CEILING_SCHEMA,
+    "rank_agreement": RANK_SCHEMA,
+    "psi": PSI_SCHEMA,
+    "selection": SELECTION_SCHEMA,
+    "paper_tables": PAPER_TABLES_SCHEMA,
+    "per_latent": PER_LATENT_TABLE_SCHEMA,
+    "latent_tau": LATENT_TAU_SCHEMA,
+}
 
 
 def aggregate_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +276,15 @@ def run_aggregate(
     configured_judge = judges[AUTOINTERP].label
     configured_prompts = judges[AUTOINTERP].prompts_label
     out = Path(out_dir)
-    collected = collect(grid, results_dir, expected_judge=configured_judge, probing_k=cfg.probing_k, expected_prompts=configured_prompts,
-                        steering_judge=judges[STEERING].label, steering_prompts=judges[STEERING].prompts_label)
+    collected = collect(
+        grid,
+        results_dir,
+        expected_judge=configured_judge,
+        probing_k=cfg.probing_k,
+        expected_prompts=configured_prompts,
+        steering_judge=judges[STEERING].label,
+        steering_prompts=judges[STEERING].prompts_label,
+    )
     full_table = collected.table
     paper_names = {m.name: paper_model(m.name, m.hub_id) for m in grid.models}
     full_table.insert(3, "paper_model", [paper_names[m] for m in full_table["model"]])
@@ -209,24 +319,53 @@ def run_aggregate(
     log.info("seed test-retest: %d rows (%.1f s)", len(seed_retest), time.perf_counter() - started)
 
     paths = output_paths(out)
-    for name, frame in (("sae_table", full_table), ("random_controls", random_controls), ("random_controls_tau", random_controls_tau),
-                        ("rank_agreement", rank), ("psi", psi), ("selection", selection),
-                        ("paper_tables", tables), ("per_latent", latents), ("latent_tau", latent_tau),
-                        ("reliability", reliability), ("noise_ceiling", noise_ceiling), ("seed_retest", seed_retest)):
+    for name, frame in (
+        ("sae_table", full_table),
+        ("random_controls", random_controls),
+        ("random_controls_tau", random_controls_tau),
+        ("rank_agreement", rank),
+        ("psi", psi),
+        ("selection", selection),
+        ("paper_tables", tables),
+        ("per_latent", latents),
+        ("latent_tau", latent_tau),
+        ("reliability", reliability),
+        ("noise_ceiling", noise_ceiling),
+        ("seed_retest", seed_retest),
+    ):
         _write_table(frame, name, out)
     inputs = SummaryInputs(
-        sae_table=table, rank=rank, psi=psi, selection=selection, cfg=cfg, missing=missing,
-        judges=collected.judges, configured_judge=configured_judge, partial=cfg.partial, paper_names=paper_names,
-        latent_tau=latent_tau, paper_tables=tables,
-        reliability=reliability, noise_ceiling=noise_ceiling, seed_retest=seed_retest,
-        random_controls=random_controls, random_controls_tau=random_controls_tau, n_controls=len(controls),
+        sae_table=table,
+        rank=rank,
+        psi=psi,
+        selection=selection,
+        cfg=cfg,
+        missing=missing,
+        judges=collected.judges,
+        configured_judge=configured_judge,
+        partial=cfg.partial,
+        paper_names=paper_names,
+        latent_tau=latent_tau,
+        paper_tables=tables,
+        reliability=reliability,
+        noise_ceiling=noise_ceiling,
+        seed_retest=seed_retest,
+        random_controls=random_controls,
+        random_controls_tau=random_controls_tau,
+        n_controls=len(controls),
     )
     trained_latents = latents[~latents["arch"].isin(grid.control_architectures)] if len(controls) else latents
-    write_plots(table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=trained_latents)
+    write_plots(
+        table, rank, selection, cfg.metrics, cfg.confidence, paper_names, configured_judge, out / "plots", latents=trained_latents
+    )
     agreement_lines, agreement_records = _judge_agreement(grid, results_dir, cfg, out)
     write_text_atomic(paths["summary.md"], render_markdown(inputs) + "".join(f"{line}\n" for line in agreement_lines))
-    grid_info = {"models": grid.model_names, "architectures": grid.trained_architectures, "sparsities": list(grid.sparsities),
-                 "seeds": list(grid.seeds)}
+    grid_info = {
+        "models": grid.model_names,
+        "architectures": grid.trained_architectures,
+        "sparsities": list(grid.sparsities),
+        "seeds": list(grid.seeds),
+    }
     if grid.control_architectures:
         grid_info["controls"] = grid.control_architectures
     outputs = {k: str(v) for k, v in paths.items()}
@@ -238,7 +377,9 @@ def run_aggregate(
     return paths
 
 
-def _judge_agreement(grid: Any, results_dir: str | Path, cfg: AggregateConfig, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _judge_agreement(
+    grid: Any, results_dir: str | Path, cfg: AggregateConfig, out: Path
+) -> tuple[list[str], list[dict[str, Any]]]:
     """``aggregate.compare_judges``: per other results directory, the agreement of its judge's
     rankings with this run's (judge_agreement.csv / .md in ``out``, the summary section and
     records); nothing when none is configured."""
@@ -250,8 +391,15 @@ def _judge_agreement(grid: Any, results_dir: str | Path, cfg: AggregateConfig, o
     frames = []
     for other in cfg.compare_judges:
         try:
-            table = compare_results(grid, results_dir, other, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
-                                    confidence=cfg.confidence, seed=cfg.seed)
+            table = compare_results(
+                grid,
+                results_dir,
+                other,
+                n_bootstrap=cfg.n_bootstrap,
+                n_permutations=cfg.n_permutations,
+                confidence=cfg.confidence,
+                seed=cfg.seed,
+            )
         except JudgeAgreementError as exc:
             log.warning("aggregate.compare_judges: %s: %s", other, exc)
             lines += ["", "## Judge agreement", "", f"> **Not compared with {other}**: {exc}"]

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.collect import INTERP_FILE, SELECTION_FILE, SELECTION_SCHEMA, STEERING_FILE, STEERING_SCHEMA, _Row
-from saesteer.stats import rank_agreement
 from saesteer.config import Cell, Grid
+from saesteer.stats import rank_agreement
 
 AUTOINTERP_FILE = "autointerp.json"
 MEASURES = {"autointerp": "autointerp", "steering": "steering", "selection": "lift_difference_points"}
@@ -65,8 +65,10 @@ def judge_table(cells: Grid | Iterable[Cell], results_dir: str | Path) -> pd.Dat
         if obj is not None:
             values["autointerp"], values["autointerp_judge"] = _num(obj.get("score")), _judge_label(obj)
         reader = _Row(cell, results, None, 1)
-        for name, schema, fill, measure in ((STEERING_FILE, STEERING_SCHEMA, reader.steering, "steering"),
-                                            (SELECTION_FILE, SELECTION_SCHEMA, reader.selection, "selection")):
+        for name, schema, fill, measure in (
+            (STEERING_FILE, STEERING_SCHEMA, reader.steering, "steering"),
+            (SELECTION_FILE, SELECTION_SCHEMA, reader.selection, "selection"),
+        ):
             if not (results / cell.path / name).is_file():
                 continue
             reader.part(name, schema, fill)  # an unusable file leaves <measure>_judge unset
@@ -106,9 +108,7 @@ def _num(value: Any) -> float:
 def _one_judge(table: pd.DataFrame, measure: str, which: str) -> str:
     labels = sorted({str(v) for v in table[f"{measure}_judge"].dropna()})
     if len(labels) > 1:
-        raise JudgeAgreementError(
-            f"{which}: the {measure} results mix judges {labels}: each side must be one judge's ranking"
-        )
+        raise JudgeAgreementError(f"{which}: the {measure} results mix judges {labels}: each side must be one judge's ranking")
     return labels[0] if labels else ""
 
 
@@ -131,6 +131,7 @@ def judge_agreement(
     tables (``judge_table``). Raises JudgeAgreementError when they share no SAE at all."""
     shared = _keys(a) & _keys(b)
     if not shared:
+
         def some(t: pd.DataFrame) -> str:
             keys = sorted("/".join(k) for k in _keys(t))
             return f"{len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
@@ -147,11 +148,29 @@ def judge_agreement(
         right = b[[*key, column]].dropna(subset=[column]).astype({k: str for k in key})
         both = left.merge(right, on=key, suffixes=("_a", "_b")).sort_values(key)
         rng = np.random.default_rng([seed, zlib_key(measure)])
-        r = rank_agreement(both[f"{column}_a"].to_numpy(float), both[f"{column}_b"].to_numpy(float),
-                           n_bootstrap=n_bootstrap, n_permutations=n_permutations, confidence=confidence, rng=rng)
-        rows.append({"measure": measure, "judge_a": judge_a, "judge_b": judge_b, "n_a": len(left), "n_b": len(right),
-                     "n": r.n, "tau_b": r.tau_b, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
-                     "reason": _reason(r.reason, measure)})
+        r = rank_agreement(
+            both[f"{column}_a"].to_numpy(float),
+            both[f"{column}_b"].to_numpy(float),
+            n_bootstrap=n_bootstrap,
+            n_permutations=n_permutations,
+            confidence=confidence,
+            rng=rng,
+        )
+        rows.append(
+            {
+                "measure": measure,
+                "judge_a": judge_a,
+                "judge_b": judge_b,
+                "n_a": len(left),
+                "n_b": len(right),
+                "n": r.n,
+                "tau_b": r.tau_b,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p_value,
+                "reason": _reason(r.reason, measure),
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -189,19 +208,33 @@ def agreement_markdown(table: pd.DataFrame, a: str = "A", b: str = "B", confiden
     for r in table.to_dict("records"):
         interval = "n/a" if not math.isfinite(r["ci_low"]) else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         p = "n/a" if not math.isfinite(r["p_value"]) else f"{r['p_value']:.3f}"
-        lines.append(f"| {r['measure']} | {r['judge_a']} | {r['judge_b']} | {r['n']} ({r['n_a']}, {r['n_b']}) | "
-                     f"{_fmt(r['tau_b'])} | {interval} | {p} | {r['reason']} |")
+        lines.append(
+            f"| {r['measure']} | {r['judge_a']} | {r['judge_b']} | {r['n']} ({r['n_a']}, {r['n_b']}) | "
+            f"{_fmt(r['tau_b'])} | {interval} | {p} | {r['reason']} |"
+        )
     return lines
 
 
 def compare_results(
-    grid: Grid | Iterable[Cell], a: str | Path, b: str | Path, *, n_bootstrap: int = 2000, n_permutations: int = 2000,
-    confidence: float = 0.95, seed: int = 0,
+    grid: Grid | Iterable[Cell],
+    a: str | Path,
+    b: str | Path,
+    *,
+    n_bootstrap: int = 2000,
+    n_permutations: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """``judge_agreement`` of the per-SAE results of ``grid`` (or of some cells) under two
     results directories."""
-    return judge_agreement(judge_table(grid, a), judge_table(grid, b), n_bootstrap=n_bootstrap,
-                           n_permutations=n_permutations, confidence=confidence, seed=seed)
+    return judge_agreement(
+        judge_table(grid, a),
+        judge_table(grid, b),
+        n_bootstrap=n_bootstrap,
+        n_permutations=n_permutations,
+        confidence=confidence,
+        seed=seed,
+    )
 
 
 def write_agreement(table: pd.DataFrame, out_dir: str | Path, lines: Sequence[str]) -> dict[str, Path]:

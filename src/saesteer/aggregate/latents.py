@@ -98,20 +98,38 @@ def latent_tau_table(table: pd.DataFrame) -> pd.DataFrame:
     for r in table.itertuples():
         for score, column in zip(TAU_SCORES, TAU_COLUMNS):
             value = getattr(r, column, math.nan)
-            rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
-                         "seed": int(getattr(r, "seed", 0)), "score": score,
-                         "tau_b": value, "tau_b_sd": math.nan, "n": getattr(r, "n_latents_steered", math.nan),
-                         "n_positive": float(value > 0) if math.isfinite(value) else math.nan})
+            rows.append(
+                {
+                    "scope": "sae",
+                    "model": r.model,
+                    "arch": r.arch,
+                    "target_l0": int(r.target_l0),
+                    "seed": int(getattr(r, "seed", 0)),
+                    "score": score,
+                    "tau_b": value,
+                    "tau_b_sd": math.nan,
+                    "n": getattr(r, "n_latents_steered", math.nan),
+                    "n_positive": float(value > 0) if math.isfinite(value) else math.nan,
+                }
+            )
     groups = [(m, table[table["model"] == m]) for m in table["model"].drop_duplicates()] + [(None, table)]
     for model, sub in groups:
         for score, column in zip(TAU_SCORES, TAU_COLUMNS):
             values = sub[column].to_numpy(dtype=float) if column in sub else np.array([])
             values = values[np.isfinite(values)]
-            rows.append({"scope": "model_mean" if model is not None else "all_saes", "model": model, "arch": None,
-                         "target_l0": None, "score": score,
-                         "tau_b": float(values.mean()) if len(values) else math.nan,
-                         "tau_b_sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                         "n": float(len(values)), "n_positive": float((values > 0).sum())})
+            rows.append(
+                {
+                    "scope": "model_mean" if model is not None else "all_saes",
+                    "model": model,
+                    "arch": None,
+                    "target_l0": None,
+                    "score": score,
+                    "tau_b": float(values.mean()) if len(values) else math.nan,
+                    "tau_b_sd": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+                    "n": float(len(values)),
+                    "n_positive": float((values > 0).sum()),
+                }
+            )
     frame = pd.DataFrame(rows, columns=LATENT_TAU_COLUMNS)
     frame["target_l0"] = frame["target_l0"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
@@ -123,17 +141,27 @@ def latent_markdown(table: pd.DataFrame, tau: pd.DataFrame, fmt: Any) -> list[st
     agg = tau[tau.scope != "sae"]
     if agg.empty:
         return []
-    lines = ["## Per-latent view: which score ranks the latents that steer", "",
-             "Kendall tau-b, across the steered latents of one SAE, of each score with the latent's held-out steering "
-             "score; mean ± sd over SAEs (count of SAEs with a defined tau-b, of which positive). Input score: share of "
-             "the latent's top-activating contexts whose max token is among its top-20 logit-lens tokens (Arad et al. "
-             "2025, sec. 3.1). Per-SAE values: `latent_tau`; every latent: `per_latent`.", ""]
+    lines = [
+        "## Per-latent view: which score ranks the latents that steer",
+        "",
+        "Kendall tau-b, across the steered latents of one SAE, of each score with the latent's held-out steering "
+        "score; mean ± sd over SAEs (count of SAEs with a defined tau-b, of which positive). Input score: share of "
+        "the latent's top-activating contexts whose max token is among its top-20 logit-lens tokens (Arad et al. "
+        "2025, sec. 3.1). Per-SAE values: `latent_tau`; every latent: `per_latent`.",
+        "",
+    ]
     out: dict[str, dict[str, str]] = {}
     for _, r in agg.iterrows():
         name = r["model"] if isinstance(r["model"], str) else "all SAEs"
-        cell = "n/a" if not math.isfinite(r["tau_b"]) else (
-            f"{r['tau_b']:+.3f}" + (f" ± {r['tau_b_sd']:.3f}" if math.isfinite(r["tau_b_sd"]) else "")
-            + f" ({int(r['n'])}, {int(r['n_positive'])}+)")
+        cell = (
+            "n/a"
+            if not math.isfinite(r["tau_b"])
+            else (
+                f"{r['tau_b']:+.3f}"
+                + (f" ± {r['tau_b_sd']:.3f}" if math.isfinite(r["tau_b_sd"]) else "")
+                + f" ({int(r['n'])}, {int(r['n_positive'])}+)"
+            )
+        )
         out.setdefault(name, {"model": name})[SCORE_LABELS[r["score"]]] = cell
     share = {}
     for model, sub in [(m, table[table["model"] == m]) for m in table["model"].drop_duplicates()] + [("all SAEs", table)]:
@@ -144,8 +172,12 @@ def latent_markdown(table: pd.DataFrame, tau: pd.DataFrame, fmt: Any) -> list[st
         row["share high on both (mean)"] = share.get(name, "n/a")
     from saesteer.tables import to_markdown
 
-    lines += [to_markdown(pd.DataFrame(list(out.values()))), "",
-              "High on both: input score >= selection.input_score.high_input and output score >= its high_output "
-              "(default: the output-score selection threshold). `plots/input_output.png`: input vs output score of every "
-              "latent with an input score, steered latents coloured by their held-out steering score.", ""]
+    lines += [
+        to_markdown(pd.DataFrame(list(out.values()))),
+        "",
+        "High on both: input score >= selection.input_score.high_input and output score >= its high_output "
+        "(default: the output-score selection threshold). `plots/input_output.png`: input vs output score of every "
+        "latent with an input score, steered latents coloured by their held-out steering score.",
+        "",
+    ]
     return lines

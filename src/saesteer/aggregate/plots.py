@@ -33,8 +33,16 @@ ARCH_NAMES = ArchTable("label")
 """Architecture -> plot colour / display name, from the architecture descriptors."""
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "axes.spines.top": False, "axes.spines.right": False})
+plt.rcParams.update(
+    {
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -71,8 +79,9 @@ def _source_handles(table: pd.DataFrame) -> list[Line2D]:
 def _legend_handles(table: pd.DataFrame, sizes: dict[int, float]) -> tuple[list[Line2D], list[Line2D]]:
     archs = [a for a in table["arch"].drop_duplicates()]
     arch_handles = [Line2D([], [], marker="o", ls="", color=_colour(a), markersize=8, label=ARCH_NAMES.get(a, a)) for a in archs]
-    size_handles = [Line2D([], [], marker="o", ls="", color="#999999", markersize=math.sqrt(s), label=f"L0 {k}")
-                    for k, s in sizes.items()]
+    size_handles = [
+        Line2D([], [], marker="o", ls="", color="#999999", markersize=math.sqrt(s), label=f"L0 {k}") for k, s in sizes.items()
+    ]
     return arch_handles, size_handles + _source_handles(table)
 
 
@@ -94,7 +103,11 @@ def _scatter_panel(ax: plt.Axes, sub: pd.DataFrame, metric: str, target: str, si
         group = group.sort_values("target_l0")
         colour = _colour(arch)
         ax.plot(group[metric], group[target], color=colour, alpha=0.35, lw=1, zorder=1, ls="--" if imported else "-")
-        style = dict(facecolor="none", edgecolor=colour, linewidth=1.4) if imported else dict(color=colour, edgecolor="white", linewidth=0.6)
+        style = (
+            dict(facecolor="none", edgecolor=colour, linewidth=1.4)
+            if imported
+            else dict(color=colour, edgecolor="white", linewidth=0.6)
+        )
         ax.scatter(group[metric], group[target], s=[sizes[int(k)] for k in group["target_l0"]], alpha=0.9, zorder=2, **style)
     ax.grid(alpha=0.25)
 
@@ -111,10 +124,18 @@ def plot_interp_vs_steering(table: pd.DataFrame, rank: pd.DataFrame, path: Path,
         ax.set_xlabel("autointerp score (detection accuracy)")
     axes[0][0].set_ylabel("steering score (AxBench order, 0-2)")
     arch_handles, size_handles = _legend_handles(table, sizes)
-    fig.legend(handles=arch_handles + size_handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-               title="architecture / target L0")
-    fig.suptitle(f"Interpretability vs steering per SAE — all SAEs: {_tau_of(rank, metric, target, 'all', 'all')}\n"
-                 f"judge: {judge}; lines join the sparsities of one architecture", fontsize=11)
+    fig.legend(
+        handles=arch_handles + size_handles,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        title="architecture / target L0",
+    )
+    fig.suptitle(
+        f"Interpretability vs steering per SAE — all SAEs: {_tau_of(rank, metric, target, 'all', 'all')}\n"
+        f"judge: {judge}; lines join the sparsities of one architecture",
+        fontsize=11,
+    )
     fig.tight_layout()
     _save(fig, path)
 
@@ -145,9 +166,23 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
     metric, target = HEADLINE
     rows = rank[(rank.metric == metric) & (rank.target == target)].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * max(len(rows), 4) + 1.4))
-    titles = {"all": "all SAEs", "model": "model", "arch": "architecture", "sparsity": "sparsity", "source": "source", "seed": "seed"}
+    titles = {
+        "all": "all SAEs",
+        "model": "model",
+        "arch": "architecture",
+        "sparsity": "sparsity",
+        "source": "source",
+        "seed": "seed",
+    }
     ypos = np.arange(len(rows))[::-1]
-    colours = {"all": "#222222", "model": "#4C72B0", "arch": "#DD8452", "sparsity": "#55A868", "source": "#8172B3", "seed": "#937860"}
+    colours = {
+        "all": "#222222",
+        "model": "#4C72B0",
+        "arch": "#DD8452",
+        "sparsity": "#55A868",
+        "source": "#8172B3",
+        "seed": "#937860",
+    }
     labels = []
     for y, (_, r) in zip(ypos, rows.iterrows()):
         group = r["group"]
@@ -174,9 +209,15 @@ def plot_tau_by_subgroup(rank: pd.DataFrame, path: Path, confidence: float) -> N
     ax.set_yticks(ypos, labels)
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel(f"Kendall tau-b (autointerp vs steering), {int(confidence * 100)}% BCa interval")
-    ax.legend(handles=[Line2D([], [], marker="o", ls="-", color="#444444", label="this run (95% CI)"),
-                       Line2D([], [], marker="D", ls="", mfc="none", mec="black", label="paper")],
-              loc="lower left", frameon=True, fontsize=8)
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="o", ls="-", color="#444444", label="this run (95% CI)"),
+            Line2D([], [], marker="D", ls="", mfc="none", mec="black", label="paper"),
+        ],
+        loc="lower left",
+        frameon=True,
+        fontsize=8,
+    )
     ax.set_title("Rank agreement of interpretability and steering, by subgroup")
     fig.tight_layout()
     _save(fig, path)
@@ -193,7 +234,11 @@ SELECTION_BARS = (
 """Bars of the selection plot: column, legend label, colour, lift column annotated. The first
 three are the paper's comparison (Table 2); the fourth Arad et al.'s threshold set; the last two
 the set-search control (docs/selection-controls.md)."""
-PAPER_BARS = {"score_none": "paper_score_none", "score_output_topk": "paper_score_output", "score_delta_conf": "paper_score_delta_conf"}
+PAPER_BARS = {
+    "score_none": "paper_score_none",
+    "score_output_topk": "paper_score_output",
+    "score_delta_conf": "paper_score_delta_conf",
+}
 """Bar -> the paper's value drawn on it (its "+Output" uses Delta C's subset size: output_topk)."""
 
 
@@ -219,10 +264,22 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
             if column == "score_control_random":
                 errors.append(float(row.get("score_control_random_sd", math.nan)))
                 continue
-            vals = complete.loc[complete["model"] == row["model"], column].to_numpy(dtype=float) if column in complete else np.array([])
+            vals = (
+                complete.loc[complete["model"] == row["model"], column].to_numpy(dtype=float)
+                if column in complete
+                else np.array([])
+            )
             errors.append(vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else np.nan)
-        bars = ax.bar(x + offset, np.nan_to_num(values), width, yerr=errors, capsize=3, color=colour, label=label,
-                      error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        bars = ax.bar(
+            x + offset,
+            np.nan_to_num(values),
+            width,
+            yerr=errors,
+            capsize=3,
+            color=colour,
+            label=label,
+            error_kw={"elinewidth": 1, "ecolor": "#333333"},
+        )
         for bar, value, err, (_, row) in zip(bars, values, errors, means.iterrows()):
             centre = bar.get_x() + bar.get_width() / 2
             if not math.isfinite(value):
@@ -237,9 +294,19 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
                 if math.isfinite(net):
                     text += f"\nnet {100 * net:+.0f}%"
                 top = value + (err if math.isfinite(err) else 0.0)
-                ax.annotate(text, (centre, top), xytext=(0, 3), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=7, fontweight="bold", color=colour if i < 3 else "#555555",
-                            zorder=5, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+                ax.annotate(
+                    text,
+                    (centre, top),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    fontweight="bold",
+                    color=colour if i < 3 else "#555555",
+                    zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+                )
         paper_column = PAPER_BARS.get(column, "")
         for xi, (_, row) in zip(x, means.iterrows()):
             if math.isfinite(row.get(paper_column, math.nan)):
@@ -253,13 +320,23 @@ def plot_selection(selection: pd.DataFrame, table: pd.DataFrame, paper_names: di
     ax.set_xticks(x, ticks)
     if not np.isfinite(means[paper_columns].to_numpy(dtype=float)).any():
         ax.set_ylim(0, 0.5)
-        ax.text(0.5, 0.5, "no model has enough SAEs with all three selection scores yet", ha="center", va="center",
-                transform=ax.transAxes, color="#666666")
+        ax.text(
+            0.5,
+            0.5,
+            "no model has enough SAEs with all three selection scores yet",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="#666666",
+        )
     ax.set_ylabel("steering score (AxBench order, mean over SAEs)")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     handles, _ = ax.get_legend_handles_labels()
-    paper_drawn = any(math.isfinite(v) for k in paper_columns
-                      for v in means.get(PAPER_BARS.get(k, ""), pd.Series(dtype=float)).to_numpy(dtype=float))
+    paper_drawn = any(
+        math.isfinite(v)
+        for k in paper_columns
+        for v in means.get(PAPER_BARS.get(k, ""), pd.Series(dtype=float)).to_numpy(dtype=float)
+    )
     if paper_drawn:  # only where a model of the grid is one of the paper's
         handles.append(Line2D([], [], color="black", lw=2, label="paper (matched model)"))
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -279,7 +356,9 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     data = table[np.isfinite(table["achieved_l0"])]
     for m_i, model in enumerate(models):
         model_data = data[data["model"] == model]
-        for (arch, imported), group in model_data.assign(_imported=_imported(model_data)).groupby(["arch", "_imported"], sort=False):
+        for (arch, imported), group in model_data.assign(_imported=_imported(model_data)).groupby(
+            ["arch", "_imported"], sort=False
+        ):
             jitter = 1.0 + 0.03 * (m_i - (len(models) - 1) / 2)
             style = dict(marker=MODEL_MARKERS[m_i % len(MODEL_MARKERS)], s=45, alpha=0.9)
             if imported:  # hollow: an imported SAE's target is its nominal L0 (docs/pretrained-saes.md)
@@ -308,14 +387,27 @@ def plot_achieved_l0(table: pd.DataFrame, path: Path) -> None:
     ratio_ax.set_ylabel("achieved / target L0")
     ax.set_title("achieved vs target L0")
     ratio_ax.set_title("calibration error (1 = on target)")
-    arch_handles = [Line2D([], [], marker="o", ls="", color=_colour(a), label=ARCH_NAMES.get(a, a)) for a in table["arch"].drop_duplicates()]
-    model_handles = [Line2D([], [], marker=MODEL_MARKERS[i % len(MODEL_MARKERS)], ls="", color="#555555", label=m)
-                     for i, m in enumerate(models)]
-    ratio_ax.legend(handles=arch_handles + model_handles + _source_handles(table)
-                    + [Line2D([], [], ls="--", color="#888888", label="achieved = target")],
-                    frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Sparsity calibration of the trained SAEs" + ("; imported SAEs (hollow) against their nominal L0"
-                                                              if _imported(table).any() else ""), fontsize=12)
+    arch_handles = [
+        Line2D([], [], marker="o", ls="", color=_colour(a), label=ARCH_NAMES.get(a, a)) for a in table["arch"].drop_duplicates()
+    ]
+    model_handles = [
+        Line2D([], [], marker=MODEL_MARKERS[i % len(MODEL_MARKERS)], ls="", color="#555555", label=m)
+        for i, m in enumerate(models)
+    ]
+    ratio_ax.legend(
+        handles=arch_handles
+        + model_handles
+        + _source_handles(table)
+        + [Line2D([], [], ls="--", color="#888888", label="achieved = target")],
+        frameon=False,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    fig.suptitle(
+        "Sparsity calibration of the trained SAEs"
+        + ("; imported SAEs (hollow) against their nominal L0" if _imported(table).any() else ""),
+        fontsize=12,
+    )
     fig.tight_layout()
     _save(fig, path)
 
@@ -329,28 +421,53 @@ def plot_input_output(latents: pd.DataFrame, table: pd.DataFrame, path: Path) ->
     row_keys = list(dict.fromkeys(zip(cells["model"], cells["arch"])))
     col_keys = sorted(int(k) for k in cells["target_l0"].drop_duplicates())
     n_rows, n_cols = max(len(row_keys), 1), max(len(col_keys), 1)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.5 * n_cols + 1.2, 2.1 * n_rows + 0.8), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.5 * n_cols + 1.2, 2.1 * n_rows + 0.8), squeeze=False, sharex=True, sharey=True
+    )
     steered_all = data[data["steered"].fillna(False).astype(bool)] if len(data) else data
-    vmax = max(float(steered_all["heldout_score"].max()), 1e-6) if len(steered_all) and steered_all["heldout_score"].notna().any() else 1.0
+    vmax = (
+        max(float(steered_all["heldout_score"].max()), 1e-6)
+        if len(steered_all) and steered_all["heldout_score"].notna().any()
+        else 1.0
+    )
     mappable = None
     for i, (model, arch) in enumerate(row_keys):
         for j, level in enumerate(col_keys):
             ax = axes[i][j]
             sub = data[(data["model"] == model) & (data["arch"] == arch) & (data["target_l0"] == level)] if len(data) else data
             if not len(sub):
-                ax.text(0.5, 0.5, "no input scores", ha="center", va="center", fontsize=7, color="#888888", transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, "no input scores", ha="center", va="center", fontsize=7, color="#888888", transform=ax.transAxes
+                )
             else:
-                steered = sub["steered"].fillna(False).astype(bool).to_numpy() & np.isfinite(sub["heldout_score"].to_numpy(dtype=float))
-                ax.scatter(sub.loc[~steered, "output_score"], sub.loc[~steered, "input_score"], s=10, color="#BBBBBB", alpha=0.7,
-                           edgecolor="none")
-                mappable = ax.scatter(sub.loc[steered, "output_score"], sub.loc[steered, "input_score"], s=18,
-                                      c=sub.loc[steered, "heldout_score"], cmap="viridis", vmin=0.0, vmax=vmax,
-                                      edgecolor="black", linewidth=0.3)
+                steered = sub["steered"].fillna(False).astype(bool).to_numpy() & np.isfinite(
+                    sub["heldout_score"].to_numpy(dtype=float)
+                )
+                ax.scatter(
+                    sub.loc[~steered, "output_score"],
+                    sub.loc[~steered, "input_score"],
+                    s=10,
+                    color="#BBBBBB",
+                    alpha=0.7,
+                    edgecolor="none",
+                )
+                mappable = ax.scatter(
+                    sub.loc[steered, "output_score"],
+                    sub.loc[steered, "input_score"],
+                    s=18,
+                    c=sub.loc[steered, "heldout_score"],
+                    cmap="viridis",
+                    vmin=0.0,
+                    vmax=vmax,
+                    edgecolor="black",
+                    linewidth=0.3,
+                )
                 row = table[(table["model"] == model) & (table["arch"] == arch) & (table["target_l0"] == level)]
                 share = float(row["share_high_both"].iloc[0]) if len(row) and "share_high_both" in row else math.nan
                 if math.isfinite(share):
-                    ax.text(0.97, 0.97, f"both high: {100 * share:.0f}%", ha="right", va="top", fontsize=7, transform=ax.transAxes)
+                    ax.text(
+                        0.97, 0.97, f"both high: {100 * share:.0f}%", ha="right", va="top", fontsize=7, transform=ax.transAxes
+                    )
             ax.set_xscale("symlog", linthresh=1e-3)
             ax.set_xlim(-1e-4, 1.0)
             ax.set_ylim(-0.05, 1.05)
@@ -387,7 +504,9 @@ def write_plots(
     plot_tau_by_subgroup(rank, paths["tau_by_subgroup"], confidence)
     plot_selection(selection, table, paper_names, paths["selection"])
     plot_achieved_l0(table, paths["achieved_l0"])
-    plot_input_output(latents if latents is not None else pd.DataFrame(columns=["model", "arch", "target_l0", "input_score"]),
-                      table, paths["input_output"])
+    plot_input_output(
+        latents if latents is not None else pd.DataFrame(columns=["model", "arch", "target_l0", "input_score"]),
+        table,
+        paths["input_output"],
+    )
     return {name: str(p) for name, p in paths.items()}
-

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,7 +117,7 @@ class Units:
         object.__setattr__(self, "strata", s.astype(np.int64))
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[tuple[Any, Any], float] | None]) -> "Units":
+    def from_rows(cls, rows: Sequence[Mapping[tuple[Any, Any], float] | None]) -> Units:
         """One mapping (stratum key, unit key) -> value per SAE (None: the SAE has no data);
         units are the union over SAEs, sorted."""
         keys = sorted({k for r in rows if r for k in r})
@@ -165,7 +166,7 @@ class Units:
         sizes = np.diff(np.r_[self.starts(), self.n_units])
         return int(sizes[sizes >= 2].sum())
 
-    def take(self, rows: np.ndarray, cols: np.ndarray | None = None) -> "Units":
+    def take(self, rows: np.ndarray, cols: np.ndarray | None = None) -> Units:
         cols = np.arange(self.n_units) if cols is None else cols
         return Units(self.values[np.ix_(rows, cols)], self.strata[cols])
 
@@ -205,8 +206,6 @@ class ReliabilityConfig:
     """Random splits per bootstrap / jackknife resample (their Monte-Carlo noise widens the interval slightly)."""
     target_reliability: float = 0.5
     """The reliability whose required unit count is reported (Spearman-Brown prophecy)."""
-
-
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:
@@ -256,8 +255,9 @@ class Reliability:
     """(n,) the same leaving each SAE out."""
 
 
-def split_half(units: Units, n_splits: int, n_splits_resample: int, boot: np.ndarray, jack: np.ndarray,
-               rng: np.random.Generator) -> Reliability:
+def split_half(
+    units: Units, n_splits: int, n_splits_resample: int, boot: np.ndarray, jack: np.ndarray, rng: np.random.Generator
+) -> Reliability:
     """Mean split-half tau-b over ``n_splits`` random splits (the estimate), and over the first
     ``n_splits_resample`` of them for every bootstrap / jackknife row of SAE counts."""
     a, b = split_masks(units.strata, n_splits, rng)
@@ -276,19 +276,59 @@ def split_half(units: Units, n_splits: int, n_splits_resample: int, boot: np.nda
     return Reliability(float(half[0]), int(n_def[0]), _mean_defined(boot_taus)[0], _mean_defined(jack_taus)[0])
 
 
-NEGATIVE_HALF = ("negative split-half tau-b: the halves rank the SAEs in opposite orders, no reliable ranking "
-                 "(Spearman-Brown below 0 is not a reliability; it grows without bound as r -> -1)")
+NEGATIVE_HALF = (
+    "negative split-half tau-b: the halves rank the SAEs in opposite orders, no reliable ranking "
+    "(Spearman-Brown below 0 is not a reliability; it grows without bound as r -> -1)"
+)
 
 RELIABILITY_COLUMNS = [
-    "scope", "group", "measure", "split", "n_saes", "n_units", "n_units_split", "n_splits", "n_splits_defined",
-    "half_tau_b", "half_tau_ci_low", "half_tau_ci_high", "reliability", "ci_low", "ci_high", "reliability_tau",
-    "units_for_target", "target_reliability", "n_bootstrap_valid", "reason",
+    "scope",
+    "group",
+    "measure",
+    "split",
+    "n_saes",
+    "n_units",
+    "n_units_split",
+    "n_splits",
+    "n_splits_defined",
+    "half_tau_b",
+    "half_tau_ci_low",
+    "half_tau_ci_high",
+    "reliability",
+    "ci_low",
+    "ci_high",
+    "reliability_tau",
+    "units_for_target",
+    "target_reliability",
+    "n_bootstrap_valid",
+    "reason",
 ]
 CEILING_COLUMNS = [
-    "scope", "group", "metric", "target", "n", "tau_b", "tau_ci_low", "tau_ci_high", "reliability_metric",
-    "reliability_target", "metric_split", "target_split", "basis", "ceiling_r", "ceiling_tau", "ceiling_ci_low",
-    "ceiling_ci_high", "share", "share_ci_low", "share_ci_high", "disattenuated_r", "disattenuated_ci_low",
-    "disattenuated_ci_high", "n_bootstrap_valid", "reason",
+    "scope",
+    "group",
+    "metric",
+    "target",
+    "n",
+    "tau_b",
+    "tau_ci_low",
+    "tau_ci_high",
+    "reliability_metric",
+    "reliability_target",
+    "metric_split",
+    "target_split",
+    "basis",
+    "ceiling_r",
+    "ceiling_tau",
+    "ceiling_ci_low",
+    "ceiling_ci_high",
+    "share",
+    "share_ci_low",
+    "share_ci_high",
+    "disattenuated_r",
+    "disattenuated_ci_low",
+    "disattenuated_ci_high",
+    "n_bootstrap_valid",
+    "reason",
 ]
 
 
@@ -342,9 +382,17 @@ def signal_tables(
             n_units = float(np.median(np.isfinite(sub.values[have]).sum(axis=1))) if have.any() else 0.0
             n_split = sub.take(np.flatnonzero(have)).splittable() if have.any() else 0
             row: dict[str, Any] = {
-                "scope": scope, "group": group, "measure": m.name, "split": m.split, "n_saes": n_saes,
-                "n_units": n_units, "n_units_split": n_split, "n_splits": cfg.n_splits,
-                "target_reliability": cfg.target_reliability, "n_bootstrap_valid": 0, "n_splits_defined": 0,
+                "scope": scope,
+                "group": group,
+                "measure": m.name,
+                "split": m.split,
+                "n_saes": n_saes,
+                "n_units": n_units,
+                "n_units_split": n_split,
+                "n_splits": cfg.n_splits,
+                "target_reliability": cfg.target_reliability,
+                "n_bootstrap_valid": 0,
+                "n_splits_defined": 0,
             }
             reason = m.reason
             if reason is None and n_saes < floor:
@@ -355,41 +403,67 @@ def signal_tables(
                 rel = split_half(sub, cfg.n_splits, cfg.n_splits_resample, boot, jack, _rng(seed, f"reliability/{key}/{k}"))
                 found[k] = rel
                 value = float(reliability_of_half_tau(rel.half_tau))
-                row.update(n_splits_defined=rel.n_defined, half_tau_b=rel.half_tau, reliability=value,
-                           reliability_tau=float(tau_of_r(value)) if math.isfinite(value) else math.nan,
-                           units_for_target=units_for(value, n_units, cfg.target_reliability))
+                row.update(
+                    n_splits_defined=rel.n_defined,
+                    half_tau_b=rel.half_tau,
+                    reliability=value,
+                    reliability_tau=float(tau_of_r(value)) if math.isfinite(value) else math.nan,
+                    units_for_target=units_for(value, n_units, cfg.target_reliability),
+                )
                 if not math.isfinite(rel.half_tau):
-                    reason = (f"split-half tau-b undefined in {cfg.n_splits - rel.n_defined} of {cfg.n_splits} splits "
-                              "(constant half scores: no ranking to compare)")
+                    reason = (
+                        f"split-half tau-b undefined in {cfg.n_splits - rel.n_defined} of {cfg.n_splits} splits "
+                        "(constant half scores: no ranking to compare)"
+                    )
                 else:
                     h = bca_interval(rel.half_tau, rel.boot, rel.jack, confidence)
                     r = bca_interval(value, reliability_of_half_tau(rel.boot), reliability_of_half_tau(rel.jack), confidence)
-                    row.update(half_tau_ci_low=h.low, half_tau_ci_high=h.high, ci_low=r.low, ci_high=r.high,
-                               n_bootstrap_valid=r.n_valid)
+                    row.update(
+                        half_tau_ci_low=h.low, half_tau_ci_high=h.high, ci_low=r.low, ci_high=r.high, n_bootstrap_valid=r.n_valid
+                    )
                     reason = r.reason
                     if rel.half_tau < 0:
                         reason = "; ".join(filter(None, [NEGATIVE_HALF, r.reason]))
             row["reason"] = reason
             rel_rows.append(row)
         for metric, target in pairs:
-            ceil_rows.append(_ceiling_row(scope, group, metric, target, measures, primary, found, rows, boot, jack, min_saes, confidence))
-    return (pd.DataFrame(rel_rows).reindex(columns=RELIABILITY_COLUMNS),
-            pd.DataFrame(ceil_rows).reindex(columns=CEILING_COLUMNS))
+            ceil_rows.append(
+                _ceiling_row(scope, group, metric, target, measures, primary, found, rows, boot, jack, min_saes, confidence)
+            )
+    return (pd.DataFrame(rel_rows).reindex(columns=RELIABILITY_COLUMNS), pd.DataFrame(ceil_rows).reindex(columns=CEILING_COLUMNS))
 
 
-def _ceiling_row(scope: str, group: str, metric: str, target: str, measures: Mapping[str, Measure], primary: Mapping[str, str],
-                 found: Mapping[str, Reliability], rows: np.ndarray, boot: np.ndarray, jack: np.ndarray, min_saes: int,
-                 confidence: float) -> dict[str, Any]:
+def _ceiling_row(
+    scope: str,
+    group: str,
+    metric: str,
+    target: str,
+    measures: Mapping[str, Measure],
+    primary: Mapping[str, str],
+    found: Mapping[str, Reliability],
+    rows: np.ndarray,
+    boot: np.ndarray,
+    jack: np.ndarray,
+    min_saes: int,
+    confidence: float,
+) -> dict[str, Any]:
     km, kt = primary[metric], primary[target]
     x = measures[km].units.take(rows).scores()[0]
     y = measures[kt].units.take(rows).scores()[0]
     tau, tau_boot, tau_jack = _tau_draws(x, y, boot, jack)
     n = int((np.isfinite(x) & np.isfinite(y)).sum())
     split_x, split_y = measures[km].reason is None, measures[kt].reason is None
-    basis = "both" if split_x and split_y else (
-        "target only: the metric has no split, its reliability taken as 1 (the ceiling is an upper bound)" if split_y
-        else "metric only: the target has no split, its reliability taken as 1 (the ceiling is an upper bound)" if split_x
-        else "neither measure has a split")
+    basis = (
+        "both"
+        if split_x and split_y
+        else (
+            "target only: the metric has no split, its reliability taken as 1 (the ceiling is an upper bound)"
+            if split_y
+            else "metric only: the target has no split, its reliability taken as 1 (the ceiling is an upper bound)"
+            if split_x
+            else "neither measure has a split"
+        )
+    )
 
     def rels(which: str) -> tuple[float, np.ndarray, np.ndarray]:
         k = km if which == "x" else kt
@@ -403,9 +477,18 @@ def _ceiling_row(scope: str, group: str, metric: str, target: str, measures: Map
     (rx, rx_b, rx_j), (ry, ry_b, ry_j) = rels("x"), rels("y")
     values = {k: float(v) for k, v in ceiling_values(tau, rx, ry).items()}
     row: dict[str, Any] = {
-        "scope": scope, "group": group, "metric": metric, "target": target, "n": n, "tau_b": tau,
-        "reliability_metric": rx if split_x else math.nan, "reliability_target": ry if split_y else math.nan,
-        "metric_split": measures[km].split, "target_split": measures[kt].split, "basis": basis, "n_bootstrap_valid": 0,
+        "scope": scope,
+        "group": group,
+        "metric": metric,
+        "target": target,
+        "n": n,
+        "tau_b": tau,
+        "reliability_metric": rx if split_x else math.nan,
+        "reliability_target": ry if split_y else math.nan,
+        "metric_split": measures[km].split,
+        "target_split": measures[kt].split,
+        "basis": basis,
+        "n_bootstrap_valid": 0,
         **values,
     }
     reason = None
@@ -421,9 +504,12 @@ def _ceiling_row(scope: str, group: str, metric: str, target: str, measures: Map
         b = ceiling_values(tau_boot, rx_b, ry_b)
         j = ceiling_values(tau_jack, rx_j, ry_j)
         b["tau_b"], j["tau_b"] = tau_boot, tau_jack
-        for name, lo, hi in (("tau_b", "tau_ci_low", "tau_ci_high"), ("ceiling_tau", "ceiling_ci_low", "ceiling_ci_high"),
-                             ("share", "share_ci_low", "share_ci_high"),
-                             ("disattenuated_r", "disattenuated_ci_low", "disattenuated_ci_high")):
+        for name, lo, hi in (
+            ("tau_b", "tau_ci_low", "tau_ci_high"),
+            ("ceiling_tau", "ceiling_ci_low", "ceiling_ci_high"),
+            ("share", "share_ci_low", "share_ci_high"),
+            ("disattenuated_r", "disattenuated_ci_low", "disattenuated_ci_high"),
+        ):
             estimate = tau if name == "tau_b" else values[name]
             iv = bca_interval(estimate, b[name], j[name], confidence)
             row[lo], row[hi] = iv.low, iv.high

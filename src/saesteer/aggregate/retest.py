@@ -24,7 +24,8 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,18 @@ import pandas as pd
 from saesteer.stats import rank_agreement
 
 RETEST_COLUMNS = [
-    "measure", "scope", "group", "seed_a", "seed_b", "n", "tau_b", "ci_low", "ci_high", "p_value",
-    "n_bootstrap_valid", "reason",
+    "measure",
+    "scope",
+    "group",
+    "seed_a",
+    "seed_b",
+    "n",
+    "tau_b",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_bootstrap_valid",
+    "reason",
 ]
 """One row per (measure, scope, seed pair). ``n``: cells with a finite value at both seeds."""
 CELL_KEY = ("model", "arch", "target_l0")
@@ -52,8 +63,16 @@ def _rng(seed: int, key: str) -> np.random.Generator:
 
 
 def retest_pair(
-    table: pd.DataFrame, measure: str, seed_a: int, seed_b: int, *, n_bootstrap: int, n_permutations: int,
-    confidence: float, min_saes: int, rng: np.random.Generator,
+    table: pd.DataFrame,
+    measure: str,
+    seed_a: int,
+    seed_b: int,
+    *,
+    n_bootstrap: int,
+    n_permutations: int,
+    confidence: float,
+    min_saes: int,
+    rng: np.random.Generator,
 ) -> dict[str, Any]:
     """tau-b of ``measure`` between the cells at ``seed_a`` and at ``seed_b`` (the row's numbers)."""
     a = table[table["seed"] == seed_a].set_index(list(CELL_KEY))[measure]
@@ -63,20 +82,39 @@ def retest_pair(
     joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
     joined = joined[np.isfinite(joined["a"].to_numpy(dtype=float)) & np.isfinite(joined["b"].to_numpy(dtype=float))]
     n = len(joined)
-    row: dict[str, Any] = {"n": n, "tau_b": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-                           "n_bootstrap_valid": 0, "reason": None}
+    row: dict[str, Any] = {
+        "n": n,
+        "tau_b": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "n_bootstrap_valid": 0,
+        "reason": None,
+    }
     if n < min_saes:
         row["reason"] = f"n={n} cells with both seeds < min_saes={min_saes}"
         return row
-    result = rank_agreement(joined["a"].to_numpy(dtype=float), joined["b"].to_numpy(dtype=float), n_bootstrap=n_bootstrap,
-                            n_permutations=n_permutations, confidence=confidence, rng=rng)
+    result = rank_agreement(
+        joined["a"].to_numpy(dtype=float),
+        joined["b"].to_numpy(dtype=float),
+        n_bootstrap=n_bootstrap,
+        n_permutations=n_permutations,
+        confidence=confidence,
+        rng=rng,
+    )
     reason = result.reason
     if reason and reason.startswith("the interpretability scores are all equal"):  # rank_agreement's words for x, y
         reason = f"every cell has the same {measure} at seed {seed_a}: tau-b undefined"
     elif reason and reason.startswith("the steering values are all equal"):
         reason = f"every cell has the same {measure} at seed {seed_b}: tau-b undefined"
-    row.update(tau_b=result.tau_b, ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
-               n_bootstrap_valid=result.n_bootstrap_valid, reason=reason)
+    row.update(
+        tau_b=result.tau_b,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        p_value=result.p_value,
+        n_bootstrap_valid=result.n_bootstrap_valid,
+        reason=reason,
+    )
     return row
 
 
@@ -89,16 +127,28 @@ def retest_table(table: pd.DataFrame, measures: Sequence[str], cfg: Any) -> pd.D
     if len(seeds) < 2:
         return pd.DataFrame(rows, columns=RETEST_COLUMNS)
     trained = table[table["source"] == "trained"] if "source" in table.columns else table
-    scopes = [("all", "all", trained)] + [("model", str(m), trained[trained["model"] == m]) for m in trained["model"].drop_duplicates()]
+    scopes = [("all", "all", trained)] + [
+        ("model", str(m), trained[trained["model"] == m]) for m in trained["model"].drop_duplicates()
+    ]
     for measure in dict.fromkeys(measures):
         if measure not in trained.columns:
             continue
         for scope, group, sub in scopes:
             for a, b in itertools.combinations(seeds, 2):
                 row = {"measure": measure, "scope": scope, "group": group, "seed_a": a, "seed_b": b}
-                row.update(retest_pair(sub, measure, a, b, n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations,
-                                       confidence=cfg.confidence, min_saes=cfg.min_saes,
-                                       rng=_rng(cfg.seed, f"retest/{measure}/{scope}/{group}/{a}/{b}")))
+                row.update(
+                    retest_pair(
+                        sub,
+                        measure,
+                        a,
+                        b,
+                        n_bootstrap=cfg.n_bootstrap,
+                        n_permutations=cfg.n_permutations,
+                        confidence=cfg.confidence,
+                        min_saes=cfg.min_saes,
+                        rng=_rng(cfg.seed, f"retest/{measure}/{scope}/{group}/{a}/{b}"),
+                    )
+                )
                 rows.append(row)
     return pd.DataFrame(rows, columns=RETEST_COLUMNS)
 
@@ -117,8 +167,9 @@ def _tau(row: pd.Series) -> str:
     return f"{row['tau_b']:+.3f}{ci}"
 
 
-def retest_markdown(retest: pd.DataFrame, headline: pd.DataFrame, seeds: Sequence[int], labels: dict[str, str],
-                    confidence: float) -> list[str]:
+def retest_markdown(
+    retest: pd.DataFrame, headline: pd.DataFrame, seeds: Sequence[int], labels: dict[str, str], confidence: float
+) -> list[str]:
     """summary.md's seed test-retest part of "How much is signal": the test-retest tau-b of each
     measure (over all models) per pair of seeds, and the headline per seed and pooled
     (``headline``: the rank-agreement rows of autointerp vs steering, scopes ``all`` and ``seed``)."""
@@ -126,28 +177,44 @@ def retest_markdown(retest: pd.DataFrame, headline: pd.DataFrame, seeds: Sequenc
 
     lines = ["### Seed test-retest", ""]
     if len(seeds) < 2:
-        return lines + [f"One seed replicate (training.seeds: {list(seeds)}): no test-retest. Train every cell again with "
-                        "another seed (training.seeds: [0, 1]) to measure how much of each ranking survives retraining.", ""]
-    lines += [f"Every trained cell is trained once per seed ({', '.join(str(s) for s in seeds)}; initialisation seed "
-              "training.seed + s, the same data order). Test-retest tau-b: Kendall tau-b between a measure's values of "
-              f"the cells at two seeds, over the cells with both ({int(confidence * 100)}% BCa interval over cells). "
-              "Near 1: the ranking is a property of the cell; near 0: seed noise. Table: `seed_retest` (also per model).", ""]
+        return lines + [
+            f"One seed replicate (training.seeds: {list(seeds)}): no test-retest. Train every cell again with "
+            "another seed (training.seeds: [0, 1]) to measure how much of each ranking survives retraining.",
+            "",
+        ]
+    lines += [
+        f"Every trained cell is trained once per seed ({', '.join(str(s) for s in seeds)}; initialisation seed "
+        "training.seed + s, the same data order). Test-retest tau-b: Kendall tau-b between a measure's values of "
+        f"the cells at two seeds, over the cells with both ({int(confidence * 100)}% BCa interval over cells). "
+        "Near 1: the ranking is a property of the cell; near 0: seed noise. Table: `seed_retest` (also per model).",
+        "",
+    ]
     rows = retest[retest.scope == "all"]
     if len(rows):
-        frame = pd.DataFrame({
-            "measure": [labels.get(m, m) for m in rows["measure"]],
-            "seeds": [f"{a} vs {b}" for a, b in zip(rows["seed_a"], rows["seed_b"])],
-            "n cells": rows["n"],
-            "test-retest tau-b [CI]": [_tau(r) for _, r in rows.iterrows()],
-        })
+        frame = pd.DataFrame(
+            {
+                "measure": [labels.get(m, m) for m in rows["measure"]],
+                "seeds": [f"{a} vs {b}" for a, b in zip(rows["seed_a"], rows["seed_b"])],
+                "n cells": rows["n"],
+                "test-retest tau-b [CI]": [_tau(r) for _, r in rows.iterrows()],
+            }
+        )
         lines += [to_markdown(frame), ""]
     if len(headline):
-        frame = pd.DataFrame({
-            "SAEs": ["pooled (every seed)" if r["scope"] == "all" else r["group"] for _, r in headline.iterrows()],
-            "n": headline["n"],
-            "headline tau-b [CI]": [_tau(r) for _, r in headline.iterrows()],
-        })
-        lines += ["Headline (autointerp vs steering) per seed and pooled:", "", to_markdown(frame), "",
-                  "The pooled interval resamples SAEs, not cells: replicates of one cell are not independent, so it is "
-                  "narrower than the cells alone would give.", ""]
+        frame = pd.DataFrame(
+            {
+                "SAEs": ["pooled (every seed)" if r["scope"] == "all" else r["group"] for _, r in headline.iterrows()],
+                "n": headline["n"],
+                "headline tau-b [CI]": [_tau(r) for _, r in headline.iterrows()],
+            }
+        )
+        lines += [
+            "Headline (autointerp vs steering) per seed and pooled:",
+            "",
+            to_markdown(frame),
+            "",
+            "The pooled interval resamples SAEs, not cells: replicates of one cell are not independent, so it is "
+            "narrower than the cells alone would give.",
+            "",
+        ]
     return lines

@@ -98,15 +98,19 @@ def _steering(base: Path) -> tuple[dict, dict]:
     try:
         concepts = json.loads(path.read_text())["concepts"]
         chosen = {int(c["concept_id"]): float(c["axbench"]["chosen_factor"]) for c in concepts}
-        gens = pq.read_table(base / GENERATIONS, columns=["kind", "concept_id", "factor", "instruction_id", "split", "score"]).to_pandas()
+        gens = pq.read_table(
+            base / GENERATIONS, columns=["kind", "concept_id", "factor", "instruction_id", "split", "score"]
+        ).to_pandas()
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _NoUnits(f"unreadable ({type(exc).__name__}: {exc})") from None
     gens = gens[(gens["kind"] == STEERED) & (gens["split"] == HELDOUT)]
     gens = gens[[float(f) == chosen.get(int(c), math.nan) for c, f in zip(gens["concept_id"], gens["factor"])]]
     by_instruction = gens.groupby(["concept_id", "instruction_id"])["score"].mean()
     by_concept = gens.groupby("concept_id")["score"].mean()
-    return ({(0, int(c)): float(v) for c, v in by_concept.items()},
-            {(int(c), int(i)): float(v) for (c, i), v in by_instruction.items()})
+    return (
+        {(0, int(c)): float(v) for c, v in by_concept.items()},
+        {(int(c), int(i)): float(v) for (c, i), v in by_instruction.items()},
+    )
 
 
 def _autointerp(base: Path, column: str = "accuracy") -> dict:
@@ -126,11 +130,17 @@ def _interp(base: Path, probing_k: int) -> tuple[dict, dict]:
     try:
         obj = json.loads((base / INTERP).read_text())
         tasks = obj["sparse_probing"]["tasks"]
-        probing = {(str(t), str(s)): sub["sae_top_k_test_accuracy"].get(str(probing_k))
-                   for t, task in tasks.items() for s, sub in task["subtasks"].items()}
+        probing = {
+            (str(t), str(s)): sub["sae_top_k_test_accuracy"].get(str(probing_k))
+            for t, task in tasks.items()
+            for s, sub in task["subtasks"].items()
+        }
         letters = obj["absorption"]["letters"]
-        absorption = {(0, str(c)): 1.0 - float(e["mean_absorption_fraction"]) for c, e in letters.items()
-                      if e.get("evaluated") and e.get("mean_absorption_fraction") is not None}
+        absorption = {
+            (0, str(c)): 1.0 - float(e["mean_absorption_fraction"])
+            for c, e in letters.items()
+            if e.get("evaluated") and e.get("mean_absorption_fraction") is not None
+        }
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _NoUnits(f"{INTERP} unreadable ({type(exc).__name__}: {exc})") from None
     return {k: float(v) for k, v in probing.items() if v is not None}, absorption
@@ -151,7 +161,9 @@ def _check(units: dict, expected: float, column: str, strata: bool) -> dict | No
     return units
 
 
-def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, probing_k: int) -> tuple[dict[str, Measure], list[str]]:
+def collect_measures(
+    grid: Grid, table: pd.DataFrame, results_dir: str | Path, probing_k: int
+) -> tuple[dict[str, Measure], list[str]]:
     """Every measure's units over the rows of ``table`` (one per grid cell, in grid order), and
     what could not be used ('model/arch/sparsity: measure: reason')."""
     cells = list(grid.cells())
@@ -179,7 +191,9 @@ def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, p
             other = r.get("autointerp_alt_random_labels")
             if not isinstance(other, str):
                 raise _NoUnits("no autointerp_alt value in the SAE table")
-            found["autointerp_alt/latents"] = _check(_autointerp(base, f"accuracy_{other}"), r["autointerp_alt"], "autointerp_alt", False)
+            found["autointerp_alt/latents"] = _check(
+                _autointerp(base, f"accuracy_{other}"), r["autointerp_alt"], "autointerp_alt", False
+            )
         except _NoUnits as exc:
             problems.append(f"{label}: autointerp_alt: {exc}")
         try:
@@ -187,8 +201,10 @@ def collect_measures(grid: Grid, table: pd.DataFrame, results_dir: str | Path, p
         except _NoUnits as exc:
             problems.append(f"{label}: probing, absorption: {exc}")
             probing = absorption = {}
-        for key, units, column, strata in (("probing/subtasks", probing, "probing", True),
-                                           ("absorption/letters", absorption, "absorption", False)):
+        for key, units, column, strata in (
+            ("probing/subtasks", probing, "probing", True),
+            ("absorption/letters", absorption, "absorption", False),
+        ):
             try:
                 found[key] = _check(units, r[column], column, strata)
             except _NoUnits as exc:
@@ -208,7 +224,9 @@ PAIRS_TARGET = "steering"
 """The target whose ceilings are reported (the headline's); the other steering targets have no split yet."""
 
 
-def signal_tables_for(grid: Grid, table: pd.DataFrame, results_dir: str | Path, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def signal_tables_for(
+    grid: Grid, table: pd.DataFrame, results_dir: str | Path, cfg: Any
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """The reliability and noise-ceiling tables of the grid (over all SAEs and per model), from
     the aggregate config ``cfg`` (metrics, n_bootstrap, confidence, seed, min_saes, probing_k)."""
     from saesteer.aggregate.reliability import signal_tables
@@ -217,8 +235,16 @@ def signal_tables_for(grid: Grid, table: pd.DataFrame, results_dir: str | Path, 
     scopes = [("all", "all", np.arange(len(table)))]
     scopes += [("model", str(m), np.flatnonzero((table["model"] == m).to_numpy())) for m in table["model"].drop_duplicates()]
     pairs = [(metric, PAIRS_TARGET) for metric in cfg.metrics]
-    reliability, ceiling = signal_tables(measures, pairs, primary(), scopes, n_bootstrap=cfg.n_bootstrap,
-                                         confidence=cfg.confidence, seed=cfg.seed, min_saes=cfg.min_saes)
+    reliability, ceiling = signal_tables(
+        measures,
+        pairs,
+        primary(),
+        scopes,
+        n_bootstrap=cfg.n_bootstrap,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+        min_saes=cfg.min_saes,
+    )
     return reliability, ceiling, problems
 
 
@@ -232,59 +258,95 @@ def _ci(row: pd.Series, low: str, high: str) -> str:
     return f" [{_f(row[low])}, {_f(row[high])}]" if math.isfinite(row[low]) else ""
 
 
-NOT_YET = ("Not computed yet (issue 24, item 5): judge sensitivity (the tau-b between two judges' rankings). "
-           "Every reliability here is over the units of one run: concepts, instructions, latents, subtasks and "
-           "letters. Noise from training seeds (the seed test-retest below measures it when training.seeds has two "
-           "or more) or from the judge is not in it, so these reliabilities are upper bounds and the ceilings too.")
+NOT_YET = (
+    "Not computed yet (issue 24, item 5): judge sensitivity (the tau-b between two judges' rankings). "
+    "Every reliability here is over the units of one run: concepts, instructions, latents, subtasks and "
+    "letters. Noise from training seeds (the seed test-retest below measures it when training.seeds has two "
+    "or more) or from the judge is not in it, so these reliabilities are upper bounds and the ceilings too."
+)
 
 
 def signal_markdown(reliability: pd.DataFrame, ceiling: pd.DataFrame, confidence: float, n_bootstrap: int) -> list[str]:
     """summary.md's "How much is signal" section (over all SAEs; per model in the tables)."""
-    lines = ["## How much is signal: split-half reliability and noise ceiling", "",
-             "Split-half reliability: random halves of each measure's units (concepts, or held-out instructions "
-             "within concepts; latents; probing subtasks within tasks; letters); tau-b between the SAEs' scores "
-             "on the two halves, averaged over random splits, turned into a correlation by Greiner's relation "
-             "r = sin(pi tau / 2) and lengthened to the full measure by Spearman-Brown 2r / (1 + r). "
-             "Ceiling: the largest tau-b two measures of these reliabilities could show, (2/pi) arcsin(sqrt(rel_x rel_y)) "
-             f"(Spearman 1904). {int(confidence * 100)}% BCa intervals over {n_bootstrap} resamples of the SAEs "
-             "(docs/method.md, \"How much is signal\"). Tables: `reliability`, `noise_ceiling` (also per model).", ""]
+    lines = [
+        "## How much is signal: split-half reliability and noise ceiling",
+        "",
+        "Split-half reliability: random halves of each measure's units (concepts, or held-out instructions "
+        "within concepts; latents; probing subtasks within tasks; letters); tau-b between the SAEs' scores "
+        "on the two halves, averaged over random splits, turned into a correlation by Greiner's relation "
+        "r = sin(pi tau / 2) and lengthened to the full measure by Spearman-Brown 2r / (1 + r). "
+        "Ceiling: the largest tau-b two measures of these reliabilities could show, (2/pi) arcsin(sqrt(rel_x rel_y)) "
+        f"(Spearman 1904). {int(confidence * 100)}% BCa intervals over {n_bootstrap} resamples of the SAEs "
+        '(docs/method.md, "How much is signal"). Tables: `reliability`, `noise_ceiling` (also per model).',
+        "",
+    ]
     rel = reliability[reliability.scope == "all"]
     if len(rel):
-        frame = pd.DataFrame({
-            "measure": rel["measure"], "split": rel["split"], "SAEs": rel["n_saes"],
-            "units per SAE": [_f(v).rstrip("0").rstrip(".") if math.isfinite(v) else "n/a" for v in rel["n_units"]],
-            "split-half tau-b": [_f(r["half_tau_b"], True) for _, r in rel.iterrows()],
-            "reliability [CI]": [
-                (_f(r["reliability"], True) + _ci(r, "ci_low", "ci_high")
-                 + (" (negative split-half tau-b: no reliable ranking)" if r["half_tau_b"] < 0 else ""))
-                if math.isfinite(r["reliability"]) else f"n/a ({r['reason']})" for _, r in rel.iterrows()],
-            "as tau-b": [_f(v, True) for v in rel["reliability_tau"]],
-            "units for 0.5": [f"{math.ceil(v)}" if math.isfinite(v) else "n/a" for v in rel["units_for_target"]],
-        })
+        frame = pd.DataFrame(
+            {
+                "measure": rel["measure"],
+                "split": rel["split"],
+                "SAEs": rel["n_saes"],
+                "units per SAE": [_f(v).rstrip("0").rstrip(".") if math.isfinite(v) else "n/a" for v in rel["n_units"]],
+                "split-half tau-b": [_f(r["half_tau_b"], True) for _, r in rel.iterrows()],
+                "reliability [CI]": [
+                    (
+                        _f(r["reliability"], True)
+                        + _ci(r, "ci_low", "ci_high")
+                        + (" (negative split-half tau-b: no reliable ranking)" if r["half_tau_b"] < 0 else "")
+                    )
+                    if math.isfinite(r["reliability"])
+                    else f"n/a ({r['reason']})"
+                    for _, r in rel.iterrows()
+                ],
+                "as tau-b": [_f(v, True) for v in rel["reliability_tau"]],
+                "units for 0.5": [f"{math.ceil(v)}" if math.isfinite(v) else "n/a" for v in rel["units_for_target"]],
+            }
+        )
         from saesteer.tables import to_markdown
 
-        lines += [to_markdown(frame), "",
-                  "`units for 0.5`: the units per SAE that would give reliability 0.5 (Spearman-Brown prophecy "
-                  "n 0.5 (1 - rel) / (rel 0.5)): concepts at the run's instructions per concept for the concept split, "
-                  "(concept, held-out instruction) pairs at the run's concepts for the instruction split.", ""]
+        lines += [
+            to_markdown(frame),
+            "",
+            "`units for 0.5`: the units per SAE that would give reliability 0.5 (Spearman-Brown prophecy "
+            "n 0.5 (1 - rel) / (rel 0.5)): concepts at the run's instructions per concept for the concept split, "
+            "(concept, held-out instruction) pairs at the run's concepts for the instruction split.",
+            "",
+        ]
     ceil = ceiling[ceiling.scope == "all"]
     if len(ceil):
         from saesteer.tables import to_markdown
 
-        frame = pd.DataFrame({
-            "metric": ceil["metric"], "n": ceil["n"],
-            "tau-b [CI]": [_f(r["tau_b"], True) + _ci(r, "tau_ci_low", "tau_ci_high") for _, r in ceil.iterrows()],
-            "ceiling [CI]": [_f(r["ceiling_tau"], True) + _ci(r, "ceiling_ci_low", "ceiling_ci_high") for _, r in ceil.iterrows()],
-            "share of ceiling [CI]": [_f(r["share"], True) + _ci(r, "share_ci_low", "share_ci_high") for _, r in ceil.iterrows()],
-            "disattenuated r [CI]": [_f(r["disattenuated_r"], True) + _ci(r, "disattenuated_ci_low", "disattenuated_ci_high")
-                                     for _, r in ceil.iterrows()],
-            "note": [r["reason"] if isinstance(r["reason"], str) else ("" if r["basis"] == "both" else r["basis"])
-                     for _, r in ceil.iterrows()],
-        })
-        lines += [f"Each metric vs the steering score (AxBench order; its reliability from the concept split):", "",
-                  to_markdown(frame), "",
-                  "Share of ceiling = observed tau-b / ceiling: near 1, the measures agree as well as their noise "
-                  "allows; disattenuated r = sin(pi tau / 2) / sqrt(rel_x rel_y), the correlation of the true scores "
-                  "under classical test theory (above 1 only by noise).", ""]
+        frame = pd.DataFrame(
+            {
+                "metric": ceil["metric"],
+                "n": ceil["n"],
+                "tau-b [CI]": [_f(r["tau_b"], True) + _ci(r, "tau_ci_low", "tau_ci_high") for _, r in ceil.iterrows()],
+                "ceiling [CI]": [
+                    _f(r["ceiling_tau"], True) + _ci(r, "ceiling_ci_low", "ceiling_ci_high") for _, r in ceil.iterrows()
+                ],
+                "share of ceiling [CI]": [
+                    _f(r["share"], True) + _ci(r, "share_ci_low", "share_ci_high") for _, r in ceil.iterrows()
+                ],
+                "disattenuated r [CI]": [
+                    _f(r["disattenuated_r"], True) + _ci(r, "disattenuated_ci_low", "disattenuated_ci_high")
+                    for _, r in ceil.iterrows()
+                ],
+                "note": [
+                    r["reason"] if isinstance(r["reason"], str) else ("" if r["basis"] == "both" else r["basis"])
+                    for _, r in ceil.iterrows()
+                ],
+            }
+        )
+        lines += [
+            "Each metric vs the steering score (AxBench order; its reliability from the concept split):",
+            "",
+            to_markdown(frame),
+            "",
+            "Share of ceiling = observed tau-b / ceiling: near 1, the measures agree as well as their noise "
+            "allows; disattenuated r = sin(pi tau / 2) / sqrt(rel_x rel_y), the correlation of the true scores "
+            "under classical test theory (above 1 only by noise).",
+            "",
+        ]
     lines += [NOT_YET, ""]
     return lines

@@ -37,11 +37,11 @@ import pyarrow.parquet as pq  # noqa: E402
 from saesteer.aggregate.collect import SAME_JUDGE, collect  # noqa: E402
 from saesteer.aggregate.config import AggregateConfig  # noqa: E402
 from saesteer.aggregate.plots import ARCH_COLOURS, ARCH_NAMES  # noqa: E402
-from saesteer.stats import rank_agreement  # noqa: E402
 from saesteer.aggregate.summary import metric_labels  # noqa: E402
 from saesteer.config import Grid, grid_from_config  # noqa: E402
 from saesteer.io import atomic_path, schema_violations, write_text_atomic  # noqa: E402
 from saesteer.judges import AUTOINTERP, STEERING, judge_configs  # noqa: E402
+from saesteer.stats import rank_agreement  # noqa: E402
 from saesteer.steering.vectors_job import SCHEMA_PATH  # noqa: E402
 from saesteer.tables import to_markdown  # noqa: E402
 
@@ -53,15 +53,27 @@ TABLES = ("sae_table", "gaps", "rank_agreement")
 PLOT = "steering_vectors.png"
 METHODS = ("latent", "diffmean", "naive", "signed")
 DIAGNOSTICS = (
-    "norm_percentile", "overlap_encode_v_with_encode_0", "overlap_in_distribution_with_encode_0", "bias_dominated_share",
-    "cos_with_decoder_row", "signed_explained", "signed_negative_share", "negative_projection_share", "naive_explained_rescaled",
+    "norm_percentile",
+    "overlap_encode_v_with_encode_0",
+    "overlap_in_distribution_with_encode_0",
+    "bias_dominated_share",
+    "cos_with_decoder_row",
+    "signed_explained",
+    "signed_negative_share",
+    "negative_projection_share",
+    "naive_explained_rescaled",
 )
 TARGETS = {
     "share_latent": "share of DiffMean's steering score a latent reaches (latent / DiffMean)",
     "gap_diffmean_latent": "DiffMean - latent steering score",
 }
 SUMMARY_COLUMNS = (
-    *[f"score_{m}" for m in METHODS], "gap_diffmean_latent", "gap_signed_naive", "share_latent", "share_naive", "share_signed",
+    *[f"score_{m}" for m in METHODS],
+    "gap_diffmean_latent",
+    "gap_signed_naive",
+    "share_latent",
+    "share_naive",
+    "share_signed",
 )
 RANK_COLUMNS = ["metric", "target", "scope", "group", "n", "tau_b", "ci_low", "ci_high", "p_value", "reason"]
 SCOPES = (("model", "model"), ("arch", "arch"), ("sparsity", "target_l0"))
@@ -102,8 +114,9 @@ def vectors_row(obj: dict[str, Any], order: str = "axbench") -> dict[str, float]
     return row
 
 
-def collect_vectors(grid: Grid, results_dir: str | Path, expected_judge: str | None, probing_k: int,
-                    steering_judge: str | None = SAME_JUDGE) -> pd.DataFrame:
+def collect_vectors(
+    grid: Grid, results_dir: str | Path, expected_judge: str | None, probing_k: int, steering_judge: str | None = SAME_JUDGE
+) -> pd.DataFrame:
     """One row per SAE: interpretability metrics (``collect``) and the steering-vector numbers
     (NaN, with a reason in ``sv_missing``, where the file is absent, off-schema, for another
     cell, or judged by another judge). ``expected_judge``: autointerp's judge label;
@@ -181,12 +194,22 @@ def rank_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
             for scope, group, sub in subsets:
                 row: dict[str, Any] = {"metric": metric, "target": target, "scope": scope, "group": group, "n": len(sub)}
                 if len(sub) < cfg.min_saes:
-                    row.update(tau_b=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan,
-                               reason=f"n={len(sub)} SAEs < min_saes={cfg.min_saes}")
+                    row.update(
+                        tau_b=math.nan,
+                        ci_low=math.nan,
+                        ci_high=math.nan,
+                        p_value=math.nan,
+                        reason=f"n={len(sub)} SAEs < min_saes={cfg.min_saes}",
+                    )
                 else:
-                    r = rank_agreement(sub[metric].to_numpy(dtype=float), sub[target].to_numpy(dtype=float),
-                                       n_bootstrap=cfg.n_bootstrap, n_permutations=cfg.n_permutations, confidence=cfg.confidence,
-                                       rng=_rng(cfg.seed, f"steering_vectors/{metric}/{target}/{scope}/{group}"))
+                    r = rank_agreement(
+                        sub[metric].to_numpy(dtype=float),
+                        sub[target].to_numpy(dtype=float),
+                        n_bootstrap=cfg.n_bootstrap,
+                        n_permutations=cfg.n_permutations,
+                        confidence=cfg.confidence,
+                        rng=_rng(cfg.seed, f"steering_vectors/{metric}/{target}/{scope}/{group}"),
+                    )
                     row.update(tau_b=r.tau_b, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value, reason=r.reason)
                 rows.append(row)
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
@@ -197,14 +220,23 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     DiffMean's score kept by the naive reconstruction vs by the signed fit."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     markers = {m: k for k, m in enumerate(table["model"].drop_duplicates())}
-    for ax, (x, y, xl, yl) in zip(axes, (
-        ("score_diffmean", "score_latent", "DiffMean steering score", "SAE latent steering score"),
-        ("share_naive", "share_signed", "naive reconstruction / DiffMean", "signed fit / DiffMean"),
-    )):
+    for ax, (x, y, xl, yl) in zip(
+        axes,
+        (
+            ("score_diffmean", "score_latent", "DiffMean steering score", "SAE latent steering score"),
+            ("share_naive", "share_signed", "naive reconstruction / DiffMean", "signed fit / DiffMean"),
+        ),
+    ):
         sub = table[np.isfinite(table[x].to_numpy(dtype=float)) & np.isfinite(table[y].to_numpy(dtype=float))]
         for r in sub.itertuples():
-            ax.scatter(getattr(r, x), getattr(r, y), color=ARCH_COLOURS.get(r.arch, "#777777"),
-                       marker="osD^vPX"[markers[r.model] % 7], s=40, alpha=0.85)
+            ax.scatter(
+                getattr(r, x),
+                getattr(r, y),
+                color=ARCH_COLOURS.get(r.arch, "#777777"),
+                marker="osD^vPX"[markers[r.model] % 7],
+                s=40,
+                alpha=0.85,
+            )
         finite = sub[[x, y]].to_numpy(dtype=float)
         hi = max(float(finite.max()) if finite.size else 1.0, 1e-3) * 1.05
         ax.plot([0, hi], [0, hi], color="#999999", lw=1, ls="--")
@@ -216,8 +248,11 @@ def plot(table: pd.DataFrame, path: Path) -> None:
             ax.text(0.5, 0.5, "no SAE with both numbers", ha="center", va="center", transform=ax.transAxes)
     axes[0].set_title("Latent vs DiffMean (same concepts)")
     axes[1].set_title("What each SAE reading of DiffMean keeps")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=ARCH_NAMES.get(a, a)) for a, c in ARCH_COLOURS.items()
-               if a in set(table["arch"])]
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=c, label=ARCH_NAMES.get(a, a))
+        for a, c in ARCH_COLOURS.items()
+        if a in set(table["arch"])
+    ]
     handles += [plt.Line2D([], [], marker="osD^vPX"[k % 7], ls="", color="#555555", label=m) for m, k in markers.items()]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), bbox_to_anchor=(0.5, -0.06), frameon=False)
     with atomic_path(path) as tmp:
@@ -240,8 +275,19 @@ def render_markdown(table: pd.DataFrame, gaps: pd.DataFrame, rank: pd.DataFrame,
     cols = ["model", "arch", "target_l0", *SUMMARY_COLUMNS, "diag_bias_dominated_share", "diag_signed_negative_share"]
     lines.append(to_markdown(table, cols))
     lines += ["", "## Gaps and shares by model, architecture and sparsity", ""]
-    gcols = ["scope", "group", "n", "gap_diffmean_latent", "gap_signed_naive", "share_latent", "share_naive", "share_signed",
-             "diag_bias_dominated_share", "diag_signed_explained", "diag_naive_explained_rescaled"]
+    gcols = [
+        "scope",
+        "group",
+        "n",
+        "gap_diffmean_latent",
+        "gap_signed_naive",
+        "share_latent",
+        "share_naive",
+        "share_signed",
+        "diag_bias_dominated_share",
+        "diag_signed_explained",
+        "diag_naive_explained_rescaled",
+    ]
     lines.append(to_markdown(gaps, gcols))
     lines += ["", "## Interpretability vs the share of DiffMean's steering a latent reaches (tau-b)", ""]
     rcols = ["metric", "target", "scope", "group", "n", "tau_b", "ci_low", "ci_high", "p_value", "reason"]
@@ -259,7 +305,9 @@ def _write_table(frame: pd.DataFrame, name: str, out: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def run_aggregate_vectors(config: dict[str, Any], *, results_dir: str | Path = "results", out_dir: str | Path = OUT_DIR) -> dict[str, Path]:
+def run_aggregate_vectors(
+    config: dict[str, Any], *, results_dir: str | Path = "results", out_dir: str | Path = OUT_DIR
+) -> dict[str, Path]:
     cfg = AggregateConfig.from_config(config.get("aggregate"))
     grid = grid_from_config(config)
     judges = judge_configs(config)
@@ -272,5 +320,10 @@ def run_aggregate_vectors(config: dict[str, Any], *, results_dir: str | Path = "
         _write_table(frame, name, out)
     plot(table, paths["plot"])
     write_text_atomic(paths["summary.md"], render_markdown(table, gaps, rank, judges[STEERING].label))
-    log.info("steering vectors: %d SAEs, %d with a DiffMean score -> %s", len(table), int(np.isfinite(table["score_diffmean"]).sum()), out)
+    log.info(
+        "steering vectors: %d SAEs, %d with a DiffMean score -> %s",
+        len(table),
+        int(np.isfinite(table["score_diffmean"]).sum()),
+        out,
+    )
     return paths

@@ -24,14 +24,16 @@ import pandas as pd
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.evals.metrics import headlines
+from saesteer.judges import is_proxy_label
 from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.tables import to_markdown
-from saesteer.judges import is_proxy_label
+
 
 def metric_labels() -> dict[str, str]:
     """Interpretability metrics (the registered metrics' headlines, saesteer.evals.metrics) ->
     label, each oriented higher = better (absorption is flipped: 1 - fraction)."""
     return {h.column: h.label for h in headlines()}
+
 
 TARGETS = {
     "steering": "steering score (AxBench order)",
@@ -57,17 +59,25 @@ PAPER_L0 = (50, 80, 160, 320, 520, 820)
 def _paper_rows(n: int, rows: dict[str, tuple[float, float, float, float]]) -> dict[str, dict[str, float]]:
     """Subgroup rows of the paper's Tables 1 and 3: group -> n, pairs, tau-b, permutation p and
     the permutation-null "95% CI" (null_low, null_high)."""
-    return {g: {"n": n, "n_pairs": n * (n - 1) // 2, "tau_b": t, "p_value": p, "null_low": lo, "null_high": hi}
-            for g, (t, p, lo, hi) in rows.items()}
+    return {
+        g: {"n": n, "n_pairs": n * (n - 1) // 2, "tau_b": t, "p_value": p, "null_low": lo, "null_high": hi}
+        for g, (t, p, lo, hi) in rows.items()
+    }
 
 
-def _paper_table(overall: tuple[float, float, float], psi: dict[str, tuple[float, ...]],
-                 arch: dict[str, tuple[float, float, float, float]], l0: dict[int, tuple[float, float, float, float]],
-                 model: dict[str, tuple[float, float, float, float]]) -> dict[str, Any]:
+def _paper_table(
+    overall: tuple[float, float, float],
+    psi: dict[str, tuple[float, ...]],
+    arch: dict[str, tuple[float, float, float, float]],
+    l0: dict[int, tuple[float, float, float, float]],
+    model: dict[str, tuple[float, float, float, float]],
+) -> dict[str, Any]:
     return {
         "overall": {"n": 90, "n_pairs": 4005, "tau_b": overall[0], "ci_low": overall[1], "ci_high": overall[2]},
-        "psi": {axis: ({"psi": v[0], "se": v[1], "group_ci_low": v[2], "group_ci_high": v[3]} if len(v) == 4 else {"psi": v[0]})
-                for axis, v in psi.items()},
+        "psi": {
+            axis: ({"psi": v[0], "se": v[1], "group_ci_low": v[2], "group_ci_high": v[3]} if len(v) == 4 else {"psi": v[0]})
+            for axis, v in psi.items()
+        },
         "arch": _paper_rows(18, arch),
         "sparsity": _paper_rows(15, {f"l0-{k}": v for k, v in l0.items()}),
         "model": _paper_rows(30, model),
@@ -76,30 +86,64 @@ def _paper_table(overall: tuple[float, float, float], psi: dict[str, tuple[float
 
 PAPER_TABLE_1 = _paper_table(
     (0.2979, 0.1590, 0.4191),
-    {"by_architecture": (0.2575, 0.1163, 0.0222, 0.3961), "by_matched_sparsity": (0.1651, 0.1112, -0.0286, 0.3587),
-     "by_model": (0.3272, 0.0698, 0.2184, 0.4575), PSI_MEAN: (0.2499,)},
-    {"batchtopk": (0.3203, 0.0712, -0.3464, 0.3464), "gated": (-0.2026, 0.2577, -0.3464, 0.3333),
-     "jumprelu": (0.4248, 0.0160, -0.3333, 0.3333), "relu": (0.3595, 0.0392, -0.3333, 0.3333),
-     "topk": (0.3856, 0.0272, -0.3333, 0.3333)},
-    {50: (0.5429, 0.0034, -0.3714, 0.3714), 80: (0.3524, 0.0740, -0.3714, 0.3714), 160: (0.1810, 0.3821, -0.3905, 0.3714),
-     320: (0.1810, 0.3673, -0.3714, 0.3714), 520: (-0.2190, 0.2837, -0.3905, 0.3714), 820: (-0.0476, 0.8484, -0.3905, 0.3714)},
-    {"Gemma-2-2B": (0.2184, 0.0980, -0.2598, 0.2552), "Qwen-2.5-3B": (0.4575, 0.0008, -0.2506, 0.2506),
-     "Gemma-2-9B": (0.3057, 0.0166, -0.2506, 0.2461)},
+    {
+        "by_architecture": (0.2575, 0.1163, 0.0222, 0.3961),
+        "by_matched_sparsity": (0.1651, 0.1112, -0.0286, 0.3587),
+        "by_model": (0.3272, 0.0698, 0.2184, 0.4575),
+        PSI_MEAN: (0.2499,),
+    },
+    {
+        "batchtopk": (0.3203, 0.0712, -0.3464, 0.3464),
+        "gated": (-0.2026, 0.2577, -0.3464, 0.3333),
+        "jumprelu": (0.4248, 0.0160, -0.3333, 0.3333),
+        "relu": (0.3595, 0.0392, -0.3333, 0.3333),
+        "topk": (0.3856, 0.0272, -0.3333, 0.3333),
+    },
+    {
+        50: (0.5429, 0.0034, -0.3714, 0.3714),
+        80: (0.3524, 0.0740, -0.3714, 0.3714),
+        160: (0.1810, 0.3821, -0.3905, 0.3714),
+        320: (0.1810, 0.3673, -0.3714, 0.3714),
+        520: (-0.2190, 0.2837, -0.3905, 0.3714),
+        820: (-0.0476, 0.8484, -0.3905, 0.3714),
+    },
+    {
+        "Gemma-2-2B": (0.2184, 0.0980, -0.2598, 0.2552),
+        "Qwen-2.5-3B": (0.4575, 0.0008, -0.2506, 0.2506),
+        "Gemma-2-9B": (0.3057, 0.0166, -0.2506, 0.2461),
+    },
 )
 """The paper's Table 1: tau-b(interpretability mu, steering score g) overall (BCa CI) and per
 architecture / L0 level / model (permutation p, permutation-null CI); Psi_A, Psi_B, Psi_C
 with SE and group-bootstrap CI; Psi."""
 PAPER_TABLE_3 = _paper_table(
     (-0.0692, -0.2019, 0.0666),
-    {"by_architecture": (-0.0719, 0.0781, -0.2078, 0.0614), "by_matched_sparsity": (0.0127, 0.0457, -0.0762, 0.0889),
-     "by_model": (-0.1111, 0.0314, -0.1448, -0.0483), PSI_MEAN: (-0.0568,)},
-    {"batchtopk": (-0.2288, 0.2004, -0.3333, 0.3464), "gated": (0.0327, 0.8792, -0.3464, 0.3333),
-     "jumprelu": (-0.0065, 1.0000, -0.3464, 0.3203), "relu": (-0.2810, 0.1096, -0.3333, 0.3464),
-     "topk": (0.1242, 0.4985, -0.3464, 0.3337)},
-    {50: (0.0476, 0.8466, -0.3714, 0.3714), 80: (0.1619, 0.4437, -0.3905, 0.3714), 160: (0.0095, 1.0000, -0.3714, 0.3714),
-     320: (0.0476, 0.8452, -0.3714, 0.3714), 520: (-0.1810, 0.3797, -0.3714, 0.3714), 820: (-0.0095, 1.0000, -0.3714, 0.3905)},
-    {"Gemma-2-2B": (-0.1402, 0.2911, -0.2552, 0.2598), "Qwen-2.5-3B": (-0.1448, 0.2781, -0.2507, 0.2460),
-     "Gemma-2-9B": (-0.0483, 0.7157, -0.2506, 0.2552)},
+    {
+        "by_architecture": (-0.0719, 0.0781, -0.2078, 0.0614),
+        "by_matched_sparsity": (0.0127, 0.0457, -0.0762, 0.0889),
+        "by_model": (-0.1111, 0.0314, -0.1448, -0.0483),
+        PSI_MEAN: (-0.0568,),
+    },
+    {
+        "batchtopk": (-0.2288, 0.2004, -0.3333, 0.3464),
+        "gated": (0.0327, 0.8792, -0.3464, 0.3333),
+        "jumprelu": (-0.0065, 1.0000, -0.3464, 0.3203),
+        "relu": (-0.2810, 0.1096, -0.3333, 0.3464),
+        "topk": (0.1242, 0.4985, -0.3464, 0.3337),
+    },
+    {
+        50: (0.0476, 0.8466, -0.3714, 0.3714),
+        80: (0.1619, 0.4437, -0.3905, 0.3714),
+        160: (0.0095, 1.0000, -0.3714, 0.3714),
+        320: (0.0476, 0.8452, -0.3714, 0.3714),
+        520: (-0.1810, 0.3797, -0.3714, 0.3714),
+        820: (-0.0095, 1.0000, -0.3714, 0.3905),
+    },
+    {
+        "Gemma-2-2B": (-0.1402, 0.2911, -0.2552, 0.2598),
+        "Qwen-2.5-3B": (-0.1448, 0.2781, -0.2507, 0.2460),
+        "Gemma-2-9B": (-0.0483, 0.7157, -0.2506, 0.2552),
+    },
 )
 """The paper's Table 3: tau-b(interpretability mu, steering gain L = percentage lift of the
 Delta C-selected score over the same SAE's base), laid out as Table 1."""
@@ -159,9 +203,30 @@ def _pairs(frame: pd.DataFrame, metric: str, target: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- rank agreement
 
 RANK_COLUMNS = [
-    "metric", "target", "scope", "group", "n", "n_pairs", "tau_b", "ci_low", "ci_high", "p_value", "perm_null_low",
-    "perm_null_high", "z0", "acceleration", "n_bootstrap_valid", "reason", "paper_n", "paper_tau_b", "paper_ci_low",
-    "paper_ci_high", "paper_p_value", "paper_null_low", "paper_null_high", "source",
+    "metric",
+    "target",
+    "scope",
+    "group",
+    "n",
+    "n_pairs",
+    "tau_b",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "perm_null_low",
+    "perm_null_high",
+    "z0",
+    "acceleration",
+    "n_bootstrap_valid",
+    "reason",
+    "paper_n",
+    "paper_tau_b",
+    "paper_ci_low",
+    "paper_ci_high",
+    "paper_p_value",
+    "paper_null_low",
+    "paper_null_high",
+    "source",
 ]
 """``ci_*``: BCa bootstrap interval around tau-b; ``perm_null_*``: the permutation-null interval
 (where tau-b falls with no agreement), which is what the paper prints as the subgroups' "95%
@@ -191,8 +256,13 @@ def _paper_tau(metric: str, target: str, scope: str, group: str, paper_names: di
     key = paper_group(scope, group, paper_names)
     p = table.get(scope, {}).get(key) if key else None
     if p:
-        out.update(paper_n=p["n"], paper_tau_b=p["tau_b"], paper_p_value=p["p_value"], paper_null_low=p["null_low"],
-                   paper_null_high=p["null_high"])
+        out.update(
+            paper_n=p["n"],
+            paper_tau_b=p["tau_b"],
+            paper_p_value=p["p_value"],
+            paper_null_low=p["null_low"],
+            paper_null_high=p["null_high"],
+        )
     return out
 
 
@@ -218,21 +288,50 @@ def rank_agreement_table(
                     subsets.append(("seed", f"seed{int(value)}", data[data["seed"] == value]))
             for scope, group, sub in subsets:
                 n = len(sub)
-                row: dict[str, Any] = {"metric": metric, "target": target, "scope": scope, "group": group, "n": n,
-                                       "n_pairs": n * (n - 1) // 2, "source": source_of(sub)}
+                row: dict[str, Any] = {
+                    "metric": metric,
+                    "target": target,
+                    "scope": scope,
+                    "group": group,
+                    "n": n,
+                    "n_pairs": n * (n - 1) // 2,
+                    "source": source_of(sub),
+                }
                 reason = _too_few(n, cfg)
                 if reason:
-                    row.update(tau_b=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, perm_null_low=math.nan,
-                               perm_null_high=math.nan, z0=math.nan, acceleration=math.nan, n_bootstrap_valid=0, reason=reason)
+                    row.update(
+                        tau_b=math.nan,
+                        ci_low=math.nan,
+                        ci_high=math.nan,
+                        p_value=math.nan,
+                        perm_null_low=math.nan,
+                        perm_null_high=math.nan,
+                        z0=math.nan,
+                        acceleration=math.nan,
+                        n_bootstrap_valid=0,
+                        reason=reason,
+                    )
                 else:
                     result = rank_agreement(
-                        sub[metric].to_numpy(), sub[target].to_numpy(), n_bootstrap=cfg.n_bootstrap,
-                        n_permutations=cfg.n_permutations, confidence=cfg.confidence,
+                        sub[metric].to_numpy(),
+                        sub[target].to_numpy(),
+                        n_bootstrap=cfg.n_bootstrap,
+                        n_permutations=cfg.n_permutations,
+                        confidence=cfg.confidence,
                         rng=_rng(cfg.seed, f"tau/{metric}/{target}/{scope}/{group}"),
                     )
-                    row.update(tau_b=result.tau_b, ci_low=result.ci_low, ci_high=result.ci_high, p_value=result.p_value,
-                               perm_null_low=result.null_low, perm_null_high=result.null_high, z0=result.z0, acceleration=result.acceleration,
-                               n_bootstrap_valid=result.n_bootstrap_valid, reason=result.reason)
+                    row.update(
+                        tau_b=result.tau_b,
+                        ci_low=result.ci_low,
+                        ci_high=result.ci_high,
+                        p_value=result.p_value,
+                        perm_null_low=result.null_low,
+                        perm_null_high=result.null_high,
+                        z0=result.z0,
+                        acceleration=result.acceleration,
+                        n_bootstrap_valid=result.n_bootstrap_valid,
+                        reason=result.reason,
+                    )
                 row.update(_paper_tau(metric, target, scope, group, paper_names))
                 rows.append(row)
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
@@ -241,18 +340,45 @@ def rank_agreement_table(
 # ----------------------------------------------------------------------------- psi
 
 PSI_COLUMNS = [
-    "metric", "target", "statistic", "axis", "varies", "psi", "se", "group_ci_low", "group_ci_high", "ci_low", "ci_high",
-    "p_value", "n_groups", "n_saes", "n_bootstrap_valid", "reason", "paper_psi", "paper_se", "paper_group_ci_low",
-    "paper_group_ci_high", "group_taus", "source",
+    "metric",
+    "target",
+    "statistic",
+    "axis",
+    "varies",
+    "psi",
+    "se",
+    "group_ci_low",
+    "group_ci_high",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_groups",
+    "n_saes",
+    "n_bootstrap_valid",
+    "reason",
+    "paper_psi",
+    "paper_se",
+    "paper_group_ci_low",
+    "paper_group_ci_high",
+    "group_taus",
+    "source",
 ]
 """``statistic``: ``psi`` (the paper's: groups share one label) or ``psi_one_axis_varies`` (groups
 share two labels); ``se`` and ``group_ci_*``: the paper's SE and "95% boot CI" (over group
 tau-b); ``ci_*``: BCa over resamples of SAEs."""
 PSI_VARIES = {
-    PSI_PAPER: {"by_architecture": "model and sparsity (within an architecture)", "by_matched_sparsity": "model and architecture (within an L0 level)",
-                "by_model": "architecture and sparsity (within a model)", PSI_MEAN: "(mean of the three)"},
-    PSI_ONE_AXIS_VARIES: {"by_architecture": "sparsity (within model, architecture)", "by_matched_sparsity": "architecture (within model, L0)",
-                          "by_model": "model (within architecture, L0)", PSI_MEAN: "(mean of the three)"},
+    PSI_PAPER: {
+        "by_architecture": "model and sparsity (within an architecture)",
+        "by_matched_sparsity": "model and architecture (within an L0 level)",
+        "by_model": "architecture and sparsity (within a model)",
+        PSI_MEAN: "(mean of the three)",
+    },
+    PSI_ONE_AXIS_VARIES: {
+        "by_architecture": "sparsity (within model, architecture)",
+        "by_matched_sparsity": "architecture (within model, L0)",
+        "by_model": "model (within architecture, L0)",
+        PSI_MEAN: "(mean of the three)",
+    },
 }
 
 
@@ -268,32 +394,63 @@ def psi_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:
             paper_table = PAPER_TABLES.get((metric, target))
             for statistic, min_group in ((PSI_PAPER, cfg.min_saes), (PSI_ONE_AXIS_VARIES, 2)):
                 results = axis_conditioned_psi(
-                    data[metric].to_numpy(), data[target].to_numpy(), labels, n_bootstrap=cfg.n_bootstrap,
-                    n_permutations=cfg.n_permutations, confidence=cfg.confidence,
-                    rng=_rng(cfg.seed, f"psi/{statistic}/{metric}/{target}"), min_saes=cfg.min_saes,
-                    statistic=statistic, min_group=min_group,
+                    data[metric].to_numpy(),
+                    data[target].to_numpy(),
+                    labels,
+                    n_bootstrap=cfg.n_bootstrap,
+                    n_permutations=cfg.n_permutations,
+                    confidence=cfg.confidence,
+                    rng=_rng(cfg.seed, f"psi/{statistic}/{metric}/{target}"),
+                    min_saes=cfg.min_saes,
+                    statistic=statistic,
+                    min_group=min_group,
                 )
                 for r in results:
                     paper = paper_table["psi"][r.axis] if paper_table and statistic == PSI_PAPER else {}
-                    rows.append({
-                        "metric": metric, "target": target, "statistic": statistic, "axis": r.axis,
-                        "varies": PSI_VARIES[statistic][r.axis], "psi": r.psi, "se": r.se, "group_ci_low": r.group_ci_low,
-                        "group_ci_high": r.group_ci_high, "ci_low": r.ci_low, "ci_high": r.ci_high, "p_value": r.p_value,
-                        "n_groups": r.n_groups, "n_saes": r.n_saes, "n_bootstrap_valid": r.n_bootstrap_valid, "reason": r.reason,
-                        "paper_psi": paper.get("psi", math.nan), "paper_se": paper.get("se", math.nan),
-                        "paper_group_ci_low": paper.get("group_ci_low", math.nan),
-                        "paper_group_ci_high": paper.get("group_ci_high", math.nan), "source": source_of(data),
-                        "group_taus": json.dumps({k: (v if math.isfinite(v) else None) for k, v in r.group_taus.items()}),
-                    })
+                    rows.append(
+                        {
+                            "metric": metric,
+                            "target": target,
+                            "statistic": statistic,
+                            "axis": r.axis,
+                            "varies": PSI_VARIES[statistic][r.axis],
+                            "psi": r.psi,
+                            "se": r.se,
+                            "group_ci_low": r.group_ci_low,
+                            "group_ci_high": r.group_ci_high,
+                            "ci_low": r.ci_low,
+                            "ci_high": r.ci_high,
+                            "p_value": r.p_value,
+                            "n_groups": r.n_groups,
+                            "n_saes": r.n_saes,
+                            "n_bootstrap_valid": r.n_bootstrap_valid,
+                            "reason": r.reason,
+                            "paper_psi": paper.get("psi", math.nan),
+                            "paper_se": paper.get("se", math.nan),
+                            "paper_group_ci_low": paper.get("group_ci_low", math.nan),
+                            "paper_group_ci_high": paper.get("group_ci_high", math.nan),
+                            "source": source_of(data),
+                            "group_taus": json.dumps({k: (v if math.isfinite(v) else None) for k, v in r.group_taus.items()}),
+                        }
+                    )
     return pd.DataFrame(rows, columns=PSI_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- selection
 
 CONTROL_COLUMNS = [
-    "n_output_low_input", "score_output_low_input", "lift_output_low_input",
-    "n_control", "score_control_random", "score_control_random_sd", "score_control_output_order", "lift_control_random",
-    "lift_control_random_sd", "lift_control_output_order", "net_lift_delta_conf", "net_lift_output_order",
+    "n_output_low_input",
+    "score_output_low_input",
+    "lift_output_low_input",
+    "n_control",
+    "score_control_random",
+    "score_control_random_sd",
+    "score_control_output_order",
+    "lift_control_random",
+    "lift_control_random_sd",
+    "lift_control_output_order",
+    "net_lift_delta_conf",
+    "net_lift_output_order",
 ]
 """The set-search control (docs/selection-controls.md): the Delta C search over random orderings
 (mean; sd over orderings) and over the output-score ordering, and the net lifts (a search's
@@ -304,13 +461,43 @@ READING_COLUMNS = [f"{kind}_delta_conf_{mode}" for mode in READINGS for kind in 
 """Delta C's selection under each reading of its intervention (docs/method.md, "Delta Token Confidence")."""
 
 SELECTION_COLUMNS = [
-    "scope", "model", "arch", "target_l0", "seed", "n", "score_none", "score_output", "score_output_topk", "score_delta_conf",
-    "score_none_arad", "score_output_arad", "score_output_topk_arad", "score_delta_conf_arad", "gain_output",
-    "gain_output_topk", "gain_delta_conf", "lift_output", "lift_output_topk", "lift_delta_conf", "lift_difference_points",
-    "relative_improvement", "lift_difference_points_threshold", "relative_improvement_threshold",
-    "n_latents_output", "n_latents_output_topk", "n_latents_delta_conf", *READING_COLUMNS, "reason", "paper_score_none",
-    "paper_score_output", "paper_score_delta_conf", "paper_lift_output", "paper_lift_delta_conf",
-    "paper_lift_difference_points", "paper_relative_improvement", "source",
+    "scope",
+    "model",
+    "arch",
+    "target_l0",
+    "seed",
+    "n",
+    "score_none",
+    "score_output",
+    "score_output_topk",
+    "score_delta_conf",
+    "score_none_arad",
+    "score_output_arad",
+    "score_output_topk_arad",
+    "score_delta_conf_arad",
+    "gain_output",
+    "gain_output_topk",
+    "gain_delta_conf",
+    "lift_output",
+    "lift_output_topk",
+    "lift_delta_conf",
+    "lift_difference_points",
+    "relative_improvement",
+    "lift_difference_points_threshold",
+    "relative_improvement_threshold",
+    "n_latents_output",
+    "n_latents_output_topk",
+    "n_latents_delta_conf",
+    *READING_COLUMNS,
+    "reason",
+    "paper_score_none",
+    "paper_score_output",
+    "paper_score_delta_conf",
+    "paper_lift_output",
+    "paper_lift_delta_conf",
+    "paper_lift_difference_points",
+    "paper_relative_improvement",
+    "source",
     *CONTROL_COLUMNS,
 ]
 """``output``: Arad et al.'s threshold set; ``output_topk``: the output score's top-K at Delta C's
@@ -346,9 +533,14 @@ def _paper_selection(name: str | None) -> dict[str, float]:
     out = {"paper_score_none": p["none"], "paper_score_output": p["output"], "paper_score_delta_conf": p["delta_conf"]}
     # the paper's "+Output" uses Delta C's subset size: it is the output_topk comparison
     lifts = _lifts(p["none"], math.nan, p["delta_conf"], p["output"])
-    out.update({"paper_lift_output": lifts["lift_output_topk"], "paper_lift_delta_conf": lifts["lift_delta_conf"],
-                "paper_lift_difference_points": lifts["lift_difference_points"],
-                "paper_relative_improvement": lifts["relative_improvement"]})
+    out.update(
+        {
+            "paper_lift_output": lifts["lift_output_topk"],
+            "paper_lift_delta_conf": lifts["lift_delta_conf"],
+            "paper_lift_difference_points": lifts["lift_difference_points"],
+            "paper_relative_improvement": lifts["relative_improvement"],
+        }
+    )
     return out
 
 
@@ -357,7 +549,11 @@ def _control_means(sub: pd.DataFrame, none: float, lift_delta_conf: float) -> di
     paper's convention: lifts of the mean scores. The spread is over orderings: ordering i's
     lift is that of the mean over SAEs of their i-th random-order search. Undefined unless every
     SAE of ``sub`` has the control."""
-    has = np.isfinite(sub["score_control_random"].to_numpy(dtype=float)) if "score_control_random" in sub else np.zeros(len(sub), bool)
+    has = (
+        np.isfinite(sub["score_control_random"].to_numpy(dtype=float))
+        if "score_control_random" in sub
+        else np.zeros(len(sub), bool)
+    )
     out: dict[str, Any] = {"n_control": int(has.sum())}
     if not len(sub) or not has.all():
         return out
@@ -422,26 +618,57 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
     paper_names = paper_names or {}
     rows: list[dict[str, Any]] = []
     for r in table.itertuples():
-        rows.append({"scope": "sae", "model": r.model, "arch": r.arch, "target_l0": int(r.target_l0),
-                     "seed": int(getattr(r, "seed", 0)), "source": getattr(r, "source", "trained"),
-                     "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
-                     "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
-                     "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
-                     **{c: getattr(r, c) for c in SELECTION_COLUMNS if c in table.columns and c not in ("model", "arch", "target_l0", "seed")}})
+        rows.append(
+            {
+                "scope": "sae",
+                "model": r.model,
+                "arch": r.arch,
+                "target_l0": int(r.target_l0),
+                "seed": int(getattr(r, "seed", 0)),
+                "source": getattr(r, "source", "trained"),
+                "n": int(all(math.isfinite(getattr(r, s)) for s in _SCORES)),
+                "n_control": int(math.isfinite(getattr(r, "score_control_random", math.nan))),
+                "n_output_low_input": int(math.isfinite(getattr(r, "score_output_low_input", math.nan))),
+                **{
+                    c: getattr(r, c)
+                    for c in SELECTION_COLUMNS
+                    if c in table.columns and c not in ("model", "arch", "target_l0", "seed")
+                },
+            }
+        )
     complete = table[np.isfinite(table[list(_SCORES)].to_numpy()).all(axis=1)]
     model_rows: list[dict[str, Any]] = []
     for model in table["model"].drop_duplicates():
         sub = complete[complete["model"] == model]
-        row: dict[str, Any] = {"scope": "model_mean", "model": model, "arch": None, "target_l0": None, "n": len(sub),
-                               "source": source_of(sub)}
+        row: dict[str, Any] = {
+            "scope": "model_mean",
+            "model": model,
+            "arch": None,
+            "target_l0": None,
+            "n": len(sub),
+            "source": source_of(sub),
+        }
         reason = _too_few(len(sub), cfg)
         if reason:
             row["reason"] = reason
         else:
-            means = {c: float(sub[c].mean()) if c in sub else math.nan
-                     for c in (*_SCORES, "score_none_arad", "score_output_arad", "score_output_topk_arad", "score_delta_conf_arad",
-                               "gain_output", "gain_output_topk", "gain_delta_conf", "n_latents_output", "n_latents_output_topk",
-                               "n_latents_delta_conf", *(f"score_delta_conf_{m}" for m in READINGS))}
+            means = {
+                c: float(sub[c].mean()) if c in sub else math.nan
+                for c in (
+                    *_SCORES,
+                    "score_none_arad",
+                    "score_output_arad",
+                    "score_output_topk_arad",
+                    "score_delta_conf_arad",
+                    "gain_output",
+                    "gain_output_topk",
+                    "gain_delta_conf",
+                    "n_latents_output",
+                    "n_latents_output_topk",
+                    "n_latents_delta_conf",
+                    *(f"score_delta_conf_{m}" for m in READINGS),
+                )
+            }
             row.update(means)
             row.update(_lifts(means["score_none"], means["score_output"], means["score_delta_conf"], means["score_output_topk"]))
             for m in READINGS:
@@ -452,8 +679,14 @@ def selection_table(table: pd.DataFrame, cfg: AggregateConfig, paper_names: dict
         model_rows.append(row)
     rows += model_rows
     defined = [r for r in model_rows if "reason" not in r]
-    overall: dict[str, Any] = {"scope": "all_models", "model": None, "arch": None, "target_l0": None, "n": sum(r["n"] for r in defined),
-                               "source": source_of(complete)}
+    overall: dict[str, Any] = {
+        "scope": "all_models",
+        "model": None,
+        "arch": None,
+        "target_l0": None,
+        "n": sum(r["n"] for r in defined),
+        "source": source_of(complete),
+    }
     if defined:
         for c in (*_SCORES, "lift_output", "lift_output_topk", "lift_delta_conf", *READING_COLUMNS):
             overall[c] = float(np.mean([r[c] for r in defined]))
@@ -546,8 +779,10 @@ def judge_warning(inputs: SummaryInputs) -> list[str]:
         ]
     multi = {label: models for label, models in inputs.judges.items() if len(models) > 1}
     if len(used) > 1 or multi:
-        lines.append(f"> **WARNING: several judges in the results** ({ {k: sorted(v) for k, v in inputs.judges.items()} }): "
-                     "scores of different judges are not comparable.")
+        lines.append(
+            f"> **WARNING: several judges in the results** ({ {k: sorted(v) for k, v in inputs.judges.items()} }): "
+            "scores of different judges are not comparable."
+        )
     if not used:
         lines.append("> **WARNING: no judged file was usable**: no autointerp or steering score to rank.")
     return lines
@@ -569,9 +804,15 @@ def _controls_lines(inputs: SummaryInputs) -> list[str]:
     from saesteer.aggregate.controls import controls_markdown
 
     if inputs.random_controls is None or inputs.random_controls.empty:
-        return ["Random-decoder control SAEs (Korznikov et al. 2026): not in this run (controls.random_decoder.enabled: false).", ""]
-    return controls_markdown(inputs.random_controls, inputs.random_controls_tau if inputs.random_controls_tau is not None
-                             else pd.DataFrame(), inputs.cfg.confidence)
+        return [
+            "Random-decoder control SAEs (Korznikov et al. 2026): not in this run (controls.random_decoder.enabled: false).",
+            "",
+        ]
+    return controls_markdown(
+        inputs.random_controls,
+        inputs.random_controls_tau if inputs.random_controls_tau is not None else pd.DataFrame(),
+        inputs.cfg.confidence,
+    )
 
 
 def render_markdown(inputs: SummaryInputs) -> str:
@@ -584,8 +825,11 @@ def render_markdown(inputs: SummaryInputs) -> str:
         "",
         f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
         f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}"
-        + (f" and {inputs.n_controls} random-decoder control SAEs beside them (controls.random_decoder; in no statistic but their own section)"
-           if inputs.n_controls else "")
+        + (
+            f" and {inputs.n_controls} random-decoder control SAEs beside them (controls.random_decoder; in no statistic but their own section)"
+            if inputs.n_controls
+            else ""
+        )
         + f", {n_cells + inputs.n_controls - len(inputs.missing)} complete, {len(inputs.missing)} with something missing"
         + (" (partial aggregation: only the files that exist were required)." if inputs.partial else "."),
         f"- Statistics: Kendall tau-b (Kendall 1945), {int(cfg.confidence * 100)}% BCa bootstrap intervals "
@@ -608,16 +852,24 @@ def render_markdown(inputs: SummaryInputs) -> str:
         ]
     else:
         lines += ["autointerp is not among aggregate.metrics: no headline.", ""]
-    for scope, title in (("model", "Per model"), ("arch", "Per architecture"), ("sparsity", "Per sparsity (target L0)"),
-                         ("source", "Per source (SAEs trained here vs imported pretrained SAEs)"),
-                         ("seed", "Per seed replicate (training.seeds; the headline above pools them)")):
+    for scope, title in (
+        ("model", "Per model"),
+        ("arch", "Per architecture"),
+        ("sparsity", "Per sparsity (target L0)"),
+        ("source", "Per source (SAEs trained here vs imported pretrained SAEs)"),
+        ("seed", "Per seed replicate (training.seeds; the headline above pools them)"),
+    ):
         sub = _rank_rows(rank, *HEADLINE, scope)
         if not len(sub):
             continue
-        frame = pd.DataFrame({
-            scope: sub["group"], "n": sub["n"], "tau-b [CI], p": [_tau_text(r) for _, r in sub.iterrows()],
-            "paper tau-b": [_fmt(v, 2) for v in sub["paper_tau_b"]],
-        })
+        frame = pd.DataFrame(
+            {
+                scope: sub["group"],
+                "n": sub["n"],
+                "tau-b [CI], p": [_tau_text(r) for _, r in sub.iterrows()],
+                "paper tau-b": [_fmt(v, 2) for v in sub["paper_tau_b"]],
+            }
+        )
         if "source" in sub.columns and scope != "source":
             frame.insert(2, "source", sub["source"].fillna("").to_list())
         if scope == "model":
@@ -632,10 +884,19 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines += signal_markdown(inputs.reliability, inputs.noise_ceiling, cfg.confidence, cfg.n_bootstrap)
         lines += _controls_lines(inputs)
     if inputs.seed_retest is not None:  # seed test-retest (aggregate.retest), part of "How much is signal"
-        lines += retest_markdown(inputs.seed_retest, _headline_by_seed(rank), seeds_of(inputs.sae_table),
-                                 {**metric_labels(), **TARGETS}, cfg.confidence)
-    lines += ["## Every metric vs every steering target (all SAEs)", "",
-              "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).", ""]
+        lines += retest_markdown(
+            inputs.seed_retest,
+            _headline_by_seed(rank),
+            seeds_of(inputs.sae_table),
+            {**metric_labels(), **TARGETS},
+            cfg.confidence,
+        )
+    lines += [
+        "## Every metric vs every steering target (all SAEs)",
+        "",
+        "tau-b [95% BCa CI]; absorption enters as 1 - absorption fraction (higher = less absorption).",
+        "",
+    ]
     overall = rank[rank.scope == "all"]
     table_rows = []
     for metric in cfg.metrics:
@@ -652,52 +913,77 @@ def render_markdown(inputs: SummaryInputs) -> str:
             else:
                 entry[target] = "n/a"
         table_rows.append(entry)
-    lines += [to_markdown(pd.DataFrame(table_rows)), "",
-              "Targets: " + "; ".join(f"`{k}` = {v}" for k, v in TARGETS.items()) + ".", ""]
+    lines += [
+        to_markdown(pd.DataFrame(table_rows)),
+        "",
+        "Targets: " + "; ".join(f"`{k}` = {v}" for k, v in TARGETS.items()) + ".",
+        "",
+    ]
 
-    lines += ["## Feature selection: steering score before and after selection", "",
-              "Per model: means over its SAEs with all four scores; lift = (selected - none) / none of the means "
-              "(the paper's convention); over models: mean of the model lifts. `top-K OS` = the output score's top-K "
-              "at Delta C's subset sizes, chosen by Delta C's rule (the paper's \"+Output\": same subset size, sec. "
-              "4.2); `threshold OS` = Arad et al.'s threshold set (its own row, not the paper's comparison). "
-              "Points = lift(Delta C) - lift(top-K OS) in percentage points (the paper's \"52.52%\" is their mean "
-              "over models); relative improvement = Delta C score / top-K OS score - 1; the same two against the "
-              "threshold set in the last column.", ""]
+    lines += [
+        "## Feature selection: steering score before and after selection",
+        "",
+        "Per model: means over its SAEs with all four scores; lift = (selected - none) / none of the means "
+        "(the paper's convention); over models: mean of the model lifts. `top-K OS` = the output score's top-K "
+        "at Delta C's subset sizes, chosen by Delta C's rule (the paper's \"+Output\": same subset size, sec. "
+        "4.2); `threshold OS` = Arad et al.'s threshold set (its own row, not the paper's comparison). "
+        'Points = lift(Delta C) - lift(top-K OS) in percentage points (the paper\'s "52.52%" is their mean '
+        "over models); relative improvement = Delta C score / top-K OS score - 1; the same two against the "
+        "threshold set in the last column.",
+        "",
+    ]
     agg = sel[sel.scope != "sae"]
-    frame = pd.DataFrame({
-        "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
-        "n": agg["n"],
-        "none": [_fmt(v) for v in agg["score_none"]],
-        "top-K OS": [_fmt(v) for v in agg["score_output_topk"]],
-        "Delta C": [_fmt(v) for v in agg["score_delta_conf"]],
-        "lift top-K OS": [_pct(v) for v in agg["lift_output_topk"]],
-        "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
-        "points": [_fmt(v, 1) for v in agg["lift_difference_points"]],
-        "rel. impr.": [_pct(v) for v in agg["relative_improvement"]],
-        "paper none / +Output / DC": [
-            " / ".join(_fmt(r[c]) for c in ("paper_score_none", "paper_score_output", "paper_score_delta_conf"))
-            if math.isfinite(r["paper_score_none"]) else "" for _, r in agg.iterrows()
-        ],
-        "paper lift +Output / DC, points, rel. impr.": [
-            f"{_pct(r['paper_lift_output'])} / {_pct(r['paper_lift_delta_conf'])}, {_fmt(r['paper_lift_difference_points'], 1)}, "
-            f"{_pct(r['paper_relative_improvement'])}"
-            if math.isfinite(r["paper_lift_output"]) else "" for _, r in agg.iterrows()
-        ],
-        "threshold OS: score, lift, points, rel. impr.": [
-            f"{_fmt(r['score_output'])}, {_pct(r['lift_output'])}, {_fmt(r['lift_difference_points_threshold'], 1)}, "
-            f"{_pct(r['relative_improvement_threshold'])}" for _, r in agg.iterrows()
-        ],
-    })
+    frame = pd.DataFrame(
+        {
+            "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
+            "n": agg["n"],
+            "none": [_fmt(v) for v in agg["score_none"]],
+            "top-K OS": [_fmt(v) for v in agg["score_output_topk"]],
+            "Delta C": [_fmt(v) for v in agg["score_delta_conf"]],
+            "lift top-K OS": [_pct(v) for v in agg["lift_output_topk"]],
+            "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
+            "points": [_fmt(v, 1) for v in agg["lift_difference_points"]],
+            "rel. impr.": [_pct(v) for v in agg["relative_improvement"]],
+            "paper none / +Output / DC": [
+                " / ".join(_fmt(r[c]) for c in ("paper_score_none", "paper_score_output", "paper_score_delta_conf"))
+                if math.isfinite(r["paper_score_none"])
+                else ""
+                for _, r in agg.iterrows()
+            ],
+            "paper lift +Output / DC, points, rel. impr.": [
+                f"{_pct(r['paper_lift_output'])} / {_pct(r['paper_lift_delta_conf'])}, {_fmt(r['paper_lift_difference_points'], 1)}, "
+                f"{_pct(r['paper_relative_improvement'])}"
+                if math.isfinite(r["paper_lift_output"])
+                else ""
+                for _, r in agg.iterrows()
+            ],
+            "threshold OS: score, lift, points, rel. impr.": [
+                f"{_fmt(r['score_output'])}, {_pct(r['lift_output'])}, {_fmt(r['lift_difference_points_threshold'], 1)}, "
+                f"{_pct(r['relative_improvement_threshold'])}"
+                for _, r in agg.iterrows()
+            ],
+        }
+    )
     lines += [to_markdown(frame), ""]
-    readings = pd.DataFrame({
-        "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
-        **{f"{m}: score, lift": [f"{_fmt(r[f'score_delta_conf_{m}'])}, {_pct(r[f'lift_delta_conf_{m}'])}" for _, r in agg.iterrows()]
-           for m in READINGS},
-    })
-    lines += ["Delta C selection under each reading of its intervention (docs/method.md, \"Delta Token Confidence\"; "
-              "`selection.delta_conf.amplify` names the headline): `only_max` (other codes zeroed, appendix D), "
-              "`add_max` (a_f + alpha a_max), `scale` (a_f alpha; 0 for a latent silent on the prompt).", "",
-              to_markdown(readings), ""]
+    readings = pd.DataFrame(
+        {
+            "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
+            **{
+                f"{m}: score, lift": [
+                    f"{_fmt(r[f'score_delta_conf_{m}'])}, {_pct(r[f'lift_delta_conf_{m}'])}" for _, r in agg.iterrows()
+                ]
+                for m in READINGS
+            },
+        }
+    )
+    lines += [
+        'Delta C selection under each reading of its intervention (docs/method.md, "Delta Token Confidence"; '
+        "`selection.delta_conf.amplify` names the headline): `only_max` (other codes zeroed, appendix D), "
+        "`add_max` (a_f + alpha a_max), `scale` (a_f alpha; 0 for a latent silent on the prompt).",
+        "",
+        to_markdown(readings),
+        "",
+    ]
     lines += control_markdown(agg)
     lines += gain_markdown(rank)
 
@@ -709,15 +995,23 @@ def render_markdown(inputs: SummaryInputs) -> str:
         lines += paper_tables_markdown(inputs.paper_tables)
     lines += ["## Missing SAEs", ""]
     if inputs.missing:
-        lines += [f"{len(inputs.missing)} of {n_cells} SAEs lack something; their missing numbers are left out of every statistic.", ""]
+        lines += [
+            f"{len(inputs.missing)} of {n_cells} SAEs lack something; their missing numbers are left out of every statistic.",
+            "",
+        ]
         for cell, reasons in inputs.missing.items():
             lines.append(f"- `{cell}`: " + "; ".join(reasons))
     else:
         lines.append("None: every SAE of the grid has all its files.")
-    lines += ["", "## Files", "",
-              "`sae_table` (one row per SAE), `rank_agreement` (tau-b per metric, target and subgroup), `psi`, "
-              "`selection`, `paper_tables` (the section above), `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
-              "`summary.json`, and `plots/`.", ""]
+    lines += [
+        "",
+        "## Files",
+        "",
+        "`sae_table` (one row per SAE), `rank_agreement` (tau-b per metric, target and subgroup), `psi`, "
+        "`selection`, `paper_tables` (the section above), `per_latent` (every explained latent of every SAE), `latent_tau` (.parquet and .csv each), "
+        "`summary.json`, and `plots/`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -730,25 +1024,39 @@ def _psi_value(r: pd.Series) -> str:
 def psi_markdown(psi: pd.DataFrame) -> list[str]:
     """The headline psi: the paper's statistic (SE and group-bootstrap CI as its Table 1 prints
     them, and a BCa interval over SAEs), then the one-axis-varies statistic, named."""
-    lines = ["## Axis-conditioned psi (autointerp vs steering)", "",
-             "`psi` (the paper's, Table 1): Psi_A = mean over architectures of tau-b within the architecture (all its "
-             "models and sparsities), Psi_B = mean over L0 levels, Psi_C = mean over models; Psi = mean of the three. "
-             "SE = sd(group tau-b) / sqrt(groups) and the group-bootstrap CI (groups resampled) are the paper's; the "
-             "BCa CI resamples SAEs. `psi_one_axis_varies` (not the paper's statistic): groups hold two labels fixed so "
-             "that one axis varies.", ""]
+    lines = [
+        "## Axis-conditioned psi (autointerp vs steering)",
+        "",
+        "`psi` (the paper's, Table 1): Psi_A = mean over architectures of tau-b within the architecture (all its "
+        "models and sparsities), Psi_B = mean over L0 levels, Psi_C = mean over models; Psi = mean of the three. "
+        "SE = sd(group tau-b) / sqrt(groups) and the group-bootstrap CI (groups resampled) are the paper's; the "
+        "BCa CI resamples SAEs. `psi_one_axis_varies` (not the paper's statistic): groups hold two labels fixed so "
+        "that one axis varies.",
+        "",
+    ]
     sub = psi[(psi.metric == HEADLINE[0]) & (psi.target == HEADLINE[1])]
     if not len(sub):
         return lines
-    frame = pd.DataFrame({
-        "statistic": sub["statistic"], "axis": sub["axis"], "varies": sub["varies"], "groups": sub["n_groups"], "SAEs": sub["n_saes"],
-        "value": [_psi_value(r) for _, r in sub.iterrows()],
-        "SE": [_fmt(v, 4) for v in sub["se"]],
-        "group-bootstrap CI": [f"[{_fmt(r['group_ci_low'])}, {_fmt(r['group_ci_high'])}]" if math.isfinite(r["group_ci_low"]) else ""
-                               for _, r in sub.iterrows()],
-        "BCa CI (SAEs)": [f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else "" for _, r in sub.iterrows()],
-        "p": [_fmt(v, 4) for v in sub["p_value"]],
-        "paper": [_fmt(v, 4) for v in sub["paper_psi"]],
-    })
+    frame = pd.DataFrame(
+        {
+            "statistic": sub["statistic"],
+            "axis": sub["axis"],
+            "varies": sub["varies"],
+            "groups": sub["n_groups"],
+            "SAEs": sub["n_saes"],
+            "value": [_psi_value(r) for _, r in sub.iterrows()],
+            "SE": [_fmt(v, 4) for v in sub["se"]],
+            "group-bootstrap CI": [
+                f"[{_fmt(r['group_ci_low'])}, {_fmt(r['group_ci_high'])}]" if math.isfinite(r["group_ci_low"]) else ""
+                for _, r in sub.iterrows()
+            ],
+            "BCa CI (SAEs)": [
+                f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else "" for _, r in sub.iterrows()
+            ],
+            "p": [_fmt(v, 4) for v in sub["p_value"]],
+            "paper": [_fmt(v, 4) for v in sub["paper_psi"]],
+        }
+    )
     return [*lines, to_markdown(frame), ""]
 
 
@@ -759,13 +1067,19 @@ def gain_markdown(rank: pd.DataFrame) -> list[str]:
     lift = _rank_rows(rank, "autointerp", "lift_delta_conf", "all")
     if len(lift):
         p = PAPER_TABLE_3["overall"]
-        lines += [f"tau-b(autointerp, steering gain L = percentage lift of the Delta C-selected score over the SAE's own base) = "
-                  f"{_tau_text(lift.iloc[0])} over {lift.iloc[0]['n']} SAEs; paper (Table 3): {p['tau_b']:+.4f} "
-                  f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}].", ""]
+        lines += [
+            f"tau-b(autointerp, steering gain L = percentage lift of the Delta C-selected score over the SAE's own base) = "
+            f"{_tau_text(lift.iloc[0])} over {lift.iloc[0]['n']} SAEs; paper (Table 3): {p['tau_b']:+.4f} "
+            f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}].",
+            "",
+        ]
     diff = _rank_rows(rank, "autointerp", "gain_delta_conf", "all")
     if len(diff):
-        lines += [f"tau-b(autointerp, Delta C selected - none, a difference of scores: not the paper's gain) = "
-                  f"{_tau_text(diff.iloc[0])} over {diff.iloc[0]['n']} SAEs.", ""]
+        lines += [
+            f"tau-b(autointerp, Delta C selected - none, a difference of scores: not the paper's gain) = "
+            f"{_tau_text(diff.iloc[0])} over {diff.iloc[0]['n']} SAEs.",
+            "",
+        ]
     return lines
 
 
@@ -773,29 +1087,36 @@ def control_markdown(agg: pd.DataFrame) -> list[str]:
     """The set-search control beside the paper's comparison (docs/selection-controls.md)."""
     if "lift_control_random" not in agg:
         return []
-    lines = ["### Control for the set search (not in the paper)", "",
-             "Delta C's reported set is the best of its candidate sets (UP / DOWN x K or quantile) by steering on the "
-             "factor-selection half, which lifts the held-out score by itself. The control runs the identical search "
-             "over random orderings of the same candidates (mean ± sd over orderings) and over the output-score "
-             "ordering. Net lift = lift of a search - lift of the random-order search: what the ordering adds. Last "
-             "column: the optional criterion of Arad et al.'s two scores (output score high, input score low; no "
-             "search), over the SAEs where it kept a latent (n).", ""]
-    frame = pd.DataFrame({
-        "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
-        "n": agg["n_control"].map(lambda v: "" if pd.isna(v) else str(int(v))),
-        "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
-        "lift random-order search": [
-            _pct(r["lift_control_random"]) + (f" ± {100 * r['lift_control_random_sd']:.1f} pts" if math.isfinite(r["lift_control_random_sd"]) else "")
-            for _, r in agg.iterrows()
-        ],
-        "lift output-order search": [_pct(v) for v in agg["lift_control_output_order"]],
-        "net lift DC": [_pct(v) for v in agg["net_lift_delta_conf"]],
-        "net lift output order": [_pct(v) for v in agg["net_lift_output_order"]],
-        "lift high output, low input (n)": [
-            f"{_pct(r['lift_output_low_input'])} ({'' if pd.isna(r['n_output_low_input']) else int(r['n_output_low_input'])})"
-            for _, r in agg.iterrows()
-        ],
-    })
+    lines = [
+        "### Control for the set search (not in the paper)",
+        "",
+        "Delta C's reported set is the best of its candidate sets (UP / DOWN x K or quantile) by steering on the "
+        "factor-selection half, which lifts the held-out score by itself. The control runs the identical search "
+        "over random orderings of the same candidates (mean ± sd over orderings) and over the output-score "
+        "ordering. Net lift = lift of a search - lift of the random-order search: what the ordering adds. Last "
+        "column: the optional criterion of Arad et al.'s two scores (output score high, input score low; no "
+        "search), over the SAEs where it kept a latent (n).",
+        "",
+    ]
+    frame = pd.DataFrame(
+        {
+            "model": [m if isinstance(m, str) else "all models (mean)" for m in agg["model"]],
+            "n": agg["n_control"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+            "lift DC": [_pct(v) for v in agg["lift_delta_conf"]],
+            "lift random-order search": [
+                _pct(r["lift_control_random"])
+                + (f" ± {100 * r['lift_control_random_sd']:.1f} pts" if math.isfinite(r["lift_control_random_sd"]) else "")
+                for _, r in agg.iterrows()
+            ],
+            "lift output-order search": [_pct(v) for v in agg["lift_control_output_order"]],
+            "net lift DC": [_pct(v) for v in agg["net_lift_delta_conf"]],
+            "net lift output order": [_pct(v) for v in agg["net_lift_output_order"]],
+            "lift high output, low input (n)": [
+                f"{_pct(r['lift_output_low_input'])} ({'' if pd.isna(r['n_output_low_input']) else int(r['n_output_low_input'])})"
+                for _, r in agg.iterrows()
+            ],
+        }
+    )
     return [*lines, to_markdown(frame), ""]
 
 
@@ -833,8 +1154,12 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
         },
         "config": inputs.cfg.as_dict(),
         "partial": inputs.partial,
-        "grid": {**grid, "n_saes": len(inputs.sae_table), "n_complete": len(inputs.sae_table) + inputs.n_controls - len(inputs.missing),
-                 **({"n_controls": inputs.n_controls} if inputs.n_controls else {})},
+        "grid": {
+            **grid,
+            "n_saes": len(inputs.sae_table),
+            "n_complete": len(inputs.sae_table) + inputs.n_controls - len(inputs.missing),
+            **({"n_controls": inputs.n_controls} if inputs.n_controls else {}),
+        },
         "missing": inputs.missing,
         "headline": records(head)[0] if len(head) else None,
         "paper": PAPER,
@@ -857,24 +1182,45 @@ def summary_json(inputs: SummaryInputs, outputs: dict[str, str], grid: dict[str,
     }
 
 
-
 # ----------------------------------------------------------------------------- the paper's tables
 
 PAPER_TABLE_COLUMNS = [
-    "table", "axis", "row", "statistic", "n", "n_pairs", "value", "p_value", "se", "ci_kind", "ci_low", "ci_high",
-    "bca_low", "bca_high", "paper_n", "paper_value", "paper_p_value", "paper_se", "paper_ci_low", "paper_ci_high", "note",
+    "table",
+    "axis",
+    "row",
+    "statistic",
+    "n",
+    "n_pairs",
+    "value",
+    "p_value",
+    "se",
+    "ci_kind",
+    "ci_low",
+    "ci_high",
+    "bca_low",
+    "bca_high",
+    "paper_n",
+    "paper_value",
+    "paper_p_value",
+    "paper_se",
+    "paper_ci_low",
+    "paper_ci_high",
+    "note",
 ]
 """One row per row of the paper's Tables 1-3 (and ours it lacks). ``ci_*``: the interval of the
 kind the paper prints in that row (``ci_kind``: "BCa bootstrap" overall, "permutation null" for
 a subgroup, "bootstrap over groups" for Psi_A/B/C); ``bca_*``: our BCa bootstrap interval of the
 same statistic (resampling SAEs), which the paper prints only overall."""
-_AXIS_TITLES = (("arch", "by_architecture", "Psi_A: Architecture"), ("sparsity", "by_matched_sparsity", "Psi_B: Sparsity"),
-                ("model", "by_model", "Psi_C: Model"))
+_AXIS_TITLES = (
+    ("arch", "by_architecture", "Psi_A: Architecture"),
+    ("sparsity", "by_matched_sparsity", "Psi_B: Sparsity"),
+    ("model", "by_model", "Psi_C: Model"),
+)
 TABLE_TITLES = {
     "Table 1": "tau-b(interpretability score mu = autointerp, steering score g)",
     "Table 2": "steering score after feature selection (means over each model's SAEs)",
     "Table 3": "tau-b(interpretability score mu = autointerp, steering gain L = percentage lift of the Delta C-selected "
-               "score over the same SAE's base)",
+    "score over the same SAE's base)",
 }
 
 
@@ -894,8 +1240,9 @@ def _row_label(scope: str, key: str) -> str:
     return key
 
 
-def _tau_table_rows(name: str, metric: str, target: str, rank: pd.DataFrame, psi: pd.DataFrame,
-                    paper_names: dict[str, str | None]) -> list[dict[str, Any]]:
+def _tau_table_rows(
+    name: str, metric: str, target: str, rank: pd.DataFrame, psi: pd.DataFrame, paper_names: dict[str, str | None]
+) -> list[dict[str, Any]]:
     paper = PAPER_TABLES[(metric, target)]
     rows: list[dict[str, Any]] = []
     nan = math.nan
@@ -904,50 +1251,106 @@ def _tau_table_rows(name: str, metric: str, target: str, rank: pd.DataFrame, psi
     overall = ours[ours.scope == "all"]
     o = overall.iloc[0] if len(overall) else None
     p = paper["overall"]
-    rows.append({"table": name, "axis": "Overall", "row": "All SAEs", "statistic": "tau-b",
-                 "n": o["n"] if o is not None else 0, "n_pairs": o["n_pairs"] if o is not None else 0,
-                 "value": o["tau_b"] if o is not None else nan, "p_value": nan, "ci_kind": "BCa bootstrap",
-                 "ci_low": o["ci_low"] if o is not None else nan, "ci_high": o["ci_high"] if o is not None else nan,
-                 "bca_low": o["ci_low"] if o is not None else nan, "bca_high": o["ci_high"] if o is not None else nan,
-                 "paper_n": p["n"], "paper_value": p["tau_b"], "paper_ci_low": p["ci_low"], "paper_ci_high": p["ci_high"],
-                 "note": _reason(o) if o is not None else "not computed"})
+    rows.append(
+        {
+            "table": name,
+            "axis": "Overall",
+            "row": "All SAEs",
+            "statistic": "tau-b",
+            "n": o["n"] if o is not None else 0,
+            "n_pairs": o["n_pairs"] if o is not None else 0,
+            "value": o["tau_b"] if o is not None else nan,
+            "p_value": nan,
+            "ci_kind": "BCa bootstrap",
+            "ci_low": o["ci_low"] if o is not None else nan,
+            "ci_high": o["ci_high"] if o is not None else nan,
+            "bca_low": o["ci_low"] if o is not None else nan,
+            "bca_high": o["ci_high"] if o is not None else nan,
+            "paper_n": p["n"],
+            "paper_value": p["tau_b"],
+            "paper_ci_low": p["ci_low"],
+            "paper_ci_high": p["ci_high"],
+            "note": _reason(o) if o is not None else "not computed",
+        }
+    )
     for scope, axis, title in _AXIS_TITLES:
         pp = paper["psi"][axis]
         r = ours_psi.loc[axis] if axis in ours_psi.index else None
-        rows.append({"table": name, "axis": title, "row": title.split(":")[0], "statistic": "psi = mean of the rows' tau-b",
-                     "n": r["n_saes"] if r is not None else 0, "n_pairs": nan,
-                     "value": r["psi"] if r is not None else nan, "p_value": r["p_value"] if r is not None else nan,
-                     "se": r["se"] if r is not None else nan, "ci_kind": "bootstrap over groups",
-                     "ci_low": r["group_ci_low"] if r is not None else nan, "ci_high": r["group_ci_high"] if r is not None else nan,
-                     "bca_low": r["ci_low"] if r is not None else nan, "bca_high": r["ci_high"] if r is not None else nan,
-                     "paper_value": pp["psi"], "paper_se": pp["se"], "paper_ci_low": pp["group_ci_low"],
-                     "paper_ci_high": pp["group_ci_high"],
-                     "note": f"{int(r['n_groups'])} groups" + (f"; {r['reason']}" if isinstance(r["reason"], str) else "")
-                     if r is not None else "not computed"})
+        rows.append(
+            {
+                "table": name,
+                "axis": title,
+                "row": title.split(":")[0],
+                "statistic": "psi = mean of the rows' tau-b",
+                "n": r["n_saes"] if r is not None else 0,
+                "n_pairs": nan,
+                "value": r["psi"] if r is not None else nan,
+                "p_value": r["p_value"] if r is not None else nan,
+                "se": r["se"] if r is not None else nan,
+                "ci_kind": "bootstrap over groups",
+                "ci_low": r["group_ci_low"] if r is not None else nan,
+                "ci_high": r["group_ci_high"] if r is not None else nan,
+                "bca_low": r["ci_low"] if r is not None else nan,
+                "bca_high": r["ci_high"] if r is not None else nan,
+                "paper_value": pp["psi"],
+                "paper_se": pp["se"],
+                "paper_ci_low": pp["group_ci_low"],
+                "paper_ci_high": pp["group_ci_high"],
+                "note": f"{int(r['n_groups'])} groups" + (f"; {r['reason']}" if isinstance(r["reason"], str) else "")
+                if r is not None
+                else "not computed",
+            }
+        )
         sub = ours[ours.scope == scope]
-        mine = {paper_group(scope, g, paper_names) or f"ours:{g}": row for g, row in zip(sub["group"], (x for _, x in sub.iterrows()))}
+        mine = {
+            paper_group(scope, g, paper_names) or f"ours:{g}": row for g, row in zip(sub["group"], (x for _, x in sub.iterrows()))
+        }
         for key in [*paper[scope], *(k for k in mine if k not in paper[scope])]:
             pr, r = paper[scope].get(key), mine.get(key)
             label = _row_label(scope, key[5:] if key.startswith("ours:") else key)
             if r is not None and scope == "model" and r["group"] != label:
                 label = f"{label} ({r['group']})"
-            rows.append({"table": name, "axis": title, "row": label, "statistic": "tau-b",
-                         "n": r["n"] if r is not None else 0, "n_pairs": r["n_pairs"] if r is not None else 0,
-                         "value": r["tau_b"] if r is not None else nan, "p_value": r["p_value"] if r is not None else nan,
-                         "ci_kind": "permutation null", "ci_low": r["perm_null_low"] if r is not None else nan,
-                         "ci_high": r["perm_null_high"] if r is not None else nan,
-                         "bca_low": r["ci_low"] if r is not None else nan, "bca_high": r["ci_high"] if r is not None else nan,
-                         "paper_n": pr["n"] if pr else nan, "paper_value": pr["tau_b"] if pr else nan,
-                         "paper_p_value": pr["p_value"] if pr else nan, "paper_ci_low": pr["null_low"] if pr else nan,
-                         "paper_ci_high": pr["null_high"] if pr else nan,
-                         "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper")})
+            rows.append(
+                {
+                    "table": name,
+                    "axis": title,
+                    "row": label,
+                    "statistic": "tau-b",
+                    "n": r["n"] if r is not None else 0,
+                    "n_pairs": r["n_pairs"] if r is not None else 0,
+                    "value": r["tau_b"] if r is not None else nan,
+                    "p_value": r["p_value"] if r is not None else nan,
+                    "ci_kind": "permutation null",
+                    "ci_low": r["perm_null_low"] if r is not None else nan,
+                    "ci_high": r["perm_null_high"] if r is not None else nan,
+                    "bca_low": r["ci_low"] if r is not None else nan,
+                    "bca_high": r["ci_high"] if r is not None else nan,
+                    "paper_n": pr["n"] if pr else nan,
+                    "paper_value": pr["tau_b"] if pr else nan,
+                    "paper_p_value": pr["p_value"] if pr else nan,
+                    "paper_ci_low": pr["null_low"] if pr else nan,
+                    "paper_ci_high": pr["null_high"] if pr else nan,
+                    "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper"),
+                }
+            )
     mean = ours_psi.loc[PSI_MEAN] if PSI_MEAN in ours_psi.index else None
-    rows.append({"table": name, "axis": "Psi", "row": "Psi = (Psi_A + Psi_B + Psi_C) / 3", "statistic": "psi",
-                 "n": mean["n_saes"] if mean is not None else 0, "value": mean["psi"] if mean is not None else nan,
-                 "ci_kind": "BCa bootstrap", "ci_low": mean["ci_low"] if mean is not None else nan,
-                 "ci_high": mean["ci_high"] if mean is not None else nan, "bca_low": mean["ci_low"] if mean is not None else nan,
-                 "bca_high": mean["ci_high"] if mean is not None else nan, "paper_value": paper["psi"][PSI_MEAN]["psi"],
-                 "note": "the paper prints no interval for Psi"})
+    rows.append(
+        {
+            "table": name,
+            "axis": "Psi",
+            "row": "Psi = (Psi_A + Psi_B + Psi_C) / 3",
+            "statistic": "psi",
+            "n": mean["n_saes"] if mean is not None else 0,
+            "value": mean["psi"] if mean is not None else nan,
+            "ci_kind": "BCa bootstrap",
+            "ci_low": mean["ci_low"] if mean is not None else nan,
+            "ci_high": mean["ci_high"] if mean is not None else nan,
+            "bca_low": mean["ci_low"] if mean is not None else nan,
+            "bca_high": mean["ci_high"] if mean is not None else nan,
+            "paper_value": paper["psi"][PSI_MEAN]["psi"],
+            "note": "the paper prints no interval for Psi",
+        }
+    )
     return rows
 
 
@@ -969,40 +1372,86 @@ def _selection_table_rows(selection: pd.DataFrame, paper_names: dict[str, str | 
         r, pr = mine.get(key), PAPER["selection"].get(key)
         label = key[5:] if key.startswith("ours:") else key if r is None or r["model"] == key else f"{key} ({r['model']})"
         for title, column, paper_key in _TABLE_2_ROWS:
-            rows.append({"table": "Table 2", "axis": label, "row": title, "statistic": "steering score",
-                         "n": r["n"] if r is not None else 0, "value": r[column] if r is not None else nan,
-                         "paper_n": 30 if pr and paper_key else nan, "paper_value": pr[paper_key] if pr and paper_key else nan,
-                         "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper")})
+            rows.append(
+                {
+                    "table": "Table 2",
+                    "axis": label,
+                    "row": title,
+                    "statistic": "steering score",
+                    "n": r["n"] if r is not None else 0,
+                    "value": r[column] if r is not None else nan,
+                    "paper_n": 30 if pr and paper_key else nan,
+                    "paper_value": pr[paper_key] if pr and paper_key else nan,
+                    "note": _join("not in this grid" if r is None else _reason(r), "" if pr else "not in the paper"),
+                }
+            )
         paper = _paper_selection(key if pr else None)
         for title, column, stat in (
             ("lift difference: Delta C lift - +Output lift", "lift_difference_points", "percentage points"),
             ("relative improvement: Delta C / +Output - 1", "relative_improvement", "ratio"),
         ):
-            rows.append({"table": "Table 2", "axis": label, "row": title, "statistic": stat, "n": r["n"] if r is not None else 0,
-                         "value": r[column] if r is not None else nan, "paper_n": 30 if pr else nan,
-                         "paper_value": paper.get(f"paper_{column}", nan),
-                         "note": "paper: from its Table 2 scores" if pr else "not in the paper"})
+            rows.append(
+                {
+                    "table": "Table 2",
+                    "axis": label,
+                    "row": title,
+                    "statistic": stat,
+                    "n": r["n"] if r is not None else 0,
+                    "value": r[column] if r is not None else nan,
+                    "paper_n": 30 if pr else nan,
+                    "paper_value": paper.get(f"paper_{column}", nan),
+                    "note": "paper: from its Table 2 scores" if pr else "not in the paper",
+                }
+            )
     overall = selection[selection.scope == "all_models"]
     o = overall.iloc[0] if len(overall) else None
     for title, column, stat, paper_value, note in (
-        ("mean over models of the lift difference (the paper's \"52.52%\")", "lift_difference_points", "percentage points",
-         PAPER["lift_difference_points"], "the paper's text; its Table 2 scores give {:.2f}"),
-        ("relative improvement of the mean scores: Delta C / +Output - 1", "relative_improvement", "ratio",
-         _ratio_lift(float(np.mean([v["delta_conf"] for v in PAPER["selection"].values()])),
-                     float(np.mean([v["output"] for v in PAPER["selection"].values()]))), "paper: from its Table 2 scores"),
-        ("mean lift difference, Delta C vs Arad et al.'s threshold set (not the paper's comparison)",
-         "lift_difference_points_threshold", "percentage points", nan, ""),
+        (
+            'mean over models of the lift difference (the paper\'s "52.52%")',
+            "lift_difference_points",
+            "percentage points",
+            PAPER["lift_difference_points"],
+            "the paper's text; its Table 2 scores give {:.2f}",
+        ),
+        (
+            "relative improvement of the mean scores: Delta C / +Output - 1",
+            "relative_improvement",
+            "ratio",
+            _ratio_lift(
+                float(np.mean([v["delta_conf"] for v in PAPER["selection"].values()])),
+                float(np.mean([v["output"] for v in PAPER["selection"].values()])),
+            ),
+            "paper: from its Table 2 scores",
+        ),
+        (
+            "mean lift difference, Delta C vs Arad et al.'s threshold set (not the paper's comparison)",
+            "lift_difference_points_threshold",
+            "percentage points",
+            nan,
+            "",
+        ),
     ):
         if "{" in note:
             note = note.format(o["paper_lift_difference_points"]) if o is not None else ""
-        rows.append({"table": "Table 2", "axis": "all models", "row": title, "statistic": stat, "n": o["n"] if o is not None else 0,
-                     "value": o[column] if o is not None else nan, "paper_n": 90 if math.isfinite(paper_value) else nan,
-                     "paper_value": paper_value, "note": note})
+        rows.append(
+            {
+                "table": "Table 2",
+                "axis": "all models",
+                "row": title,
+                "statistic": stat,
+                "n": o["n"] if o is not None else 0,
+                "value": o[column] if o is not None else nan,
+                "paper_n": 90 if math.isfinite(paper_value) else nan,
+                "paper_value": paper_value,
+                "note": note,
+            }
+        )
     return rows
 
 
-def paper_tables(rank: pd.DataFrame, psi: pd.DataFrame, selection: pd.DataFrame,
-                 paper_names: dict[str, str | None]) -> pd.DataFrame:
+def paper_tables(
+    rank: pd.DataFrame, psi: pd.DataFrame, selection: pd.DataFrame, paper_names: dict[str, str | None]
+) -> pd.DataFrame:
     """The paper's Tables 1-3, row by row, ours beside each with n (docs/outputs.md, "paper_tables")."""
     rows = _tau_table_rows("Table 1", "autointerp", "steering", rank, psi, paper_names)
     rows += _selection_table_rows(selection, paper_names)
@@ -1026,41 +1475,67 @@ def _count(value: Any) -> str:
 
 def paper_tables_markdown(frame: pd.DataFrame) -> list[str]:
     """The "Paper tables" section: Tables 1-3 laid out as the paper's, ours beside its values."""
-    lines = ["## Paper tables (Wang et al. 2025, Tables 1-3): ours beside the paper's", "",
-             "Each row is a row of the paper (and ours it lacks, marked). n = SAEs; p = permutation p-value. "
-             "`95% CI` is the paper's kind for that row (named in `CI kind`): BCa bootstrap overall, the "
-             "permutation-null interval for a subgroup (where tau-b falls with no agreement; not an interval "
-             "around the estimate), the bootstrap over group tau-b for Psi_A/B/C; `BCa CI` is our BCa bootstrap "
-             "interval of the same statistic (resampling SAEs), which the paper prints only overall. "
-             "SE (Psi rows) = sd(group tau-b) / sqrt(groups), as the paper's. Psi_A/B/C = mean of the rows below them.", ""]
+    lines = [
+        "## Paper tables (Wang et al. 2025, Tables 1-3): ours beside the paper's",
+        "",
+        "Each row is a row of the paper (and ours it lacks, marked). n = SAEs; p = permutation p-value. "
+        "`95% CI` is the paper's kind for that row (named in `CI kind`): BCa bootstrap overall, the "
+        "permutation-null interval for a subgroup (where tau-b falls with no agreement; not an interval "
+        "around the estimate), the bootstrap over group tau-b for Psi_A/B/C; `BCa CI` is our BCa bootstrap "
+        "interval of the same statistic (resampling SAEs), which the paper prints only overall. "
+        "SE (Psi rows) = sd(group tau-b) / sqrt(groups), as the paper's. Psi_A/B/C = mean of the rows below them.",
+        "",
+    ]
     for name in ("Table 1", "Table 2", "Table 3"):
         sub = frame[frame.table == name]
         if not len(sub):
             continue
         lines += [f"### {name}: {TABLE_TITLES[name]}", ""]
         if name == "Table 2":
-            view = pd.DataFrame({
-                "model": sub["axis"], "method": sub["row"], "n": [_count(v) for v in sub["n"]],
-                "ours": [f"{v:+.1f}" if s == "percentage points" and math.isfinite(v) else _pct(v) if s == "ratio" else _fmt(v)
-                         for v, s in zip(sub["value"], sub["statistic"])],
-                "paper n": [_count(v) for v in sub["paper_n"]],
-                "paper": [f"{v:+.2f}" if s == "percentage points" and math.isfinite(v) else _pct(v) if s == "ratio" and math.isfinite(v)
-                          else "" if not math.isfinite(v) else _fmt(v) for v, s in zip(sub["paper_value"], sub["statistic"])],
-                "statistic": sub["statistic"], "note": sub["note"],
-            })
+            view = pd.DataFrame(
+                {
+                    "model": sub["axis"],
+                    "method": sub["row"],
+                    "n": [_count(v) for v in sub["n"]],
+                    "ours": [
+                        f"{v:+.1f}" if s == "percentage points" and math.isfinite(v) else _pct(v) if s == "ratio" else _fmt(v)
+                        for v, s in zip(sub["value"], sub["statistic"])
+                    ],
+                    "paper n": [_count(v) for v in sub["paper_n"]],
+                    "paper": [
+                        f"{v:+.2f}"
+                        if s == "percentage points" and math.isfinite(v)
+                        else _pct(v)
+                        if s == "ratio" and math.isfinite(v)
+                        else ""
+                        if not math.isfinite(v)
+                        else _fmt(v)
+                        for v, s in zip(sub["paper_value"], sub["statistic"])
+                    ],
+                    "statistic": sub["statistic"],
+                    "note": sub["note"],
+                }
+            )
         else:
-            view = pd.DataFrame({
-                "axis": sub["axis"], "SAEs": sub["row"], "n": [_count(v) for v in sub["n"]],
-                "pairs": [_count(v) for v in sub["n_pairs"]], "tau-b / psi": [_num(v) for v in sub["value"]],
-                "p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["p_value"]],
-                "SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["se"]],
-                "95% CI": [_interval(a, b) for a, b in zip(sub["ci_low"], sub["ci_high"])], "CI kind": sub["ci_kind"],
-                "BCa CI": [_interval(a, b) for a, b in zip(sub["bca_low"], sub["bca_high"])],
-                "paper n": [_count(v) for v in sub["paper_n"]], "paper tau-b / psi": [_num(v) for v in sub["paper_value"]],
-                "paper p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_p_value"]],
-                "paper SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_se"]],
-                "paper 95% CI": [_interval(a, b) for a, b in zip(sub["paper_ci_low"], sub["paper_ci_high"])],
-                "note": sub["note"],
-            })
+            view = pd.DataFrame(
+                {
+                    "axis": sub["axis"],
+                    "SAEs": sub["row"],
+                    "n": [_count(v) for v in sub["n"]],
+                    "pairs": [_count(v) for v in sub["n_pairs"]],
+                    "tau-b / psi": [_num(v) for v in sub["value"]],
+                    "p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["p_value"]],
+                    "SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["se"]],
+                    "95% CI": [_interval(a, b) for a, b in zip(sub["ci_low"], sub["ci_high"])],
+                    "CI kind": sub["ci_kind"],
+                    "BCa CI": [_interval(a, b) for a, b in zip(sub["bca_low"], sub["bca_high"])],
+                    "paper n": [_count(v) for v in sub["paper_n"]],
+                    "paper tau-b / psi": [_num(v) for v in sub["paper_value"]],
+                    "paper p": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_p_value"]],
+                    "paper SE": [_fmt(v, 4) if math.isfinite(v) else "" for v in sub["paper_se"]],
+                    "paper 95% CI": [_interval(a, b) for a, b in zip(sub["paper_ci_low"], sub["paper_ci_high"])],
+                    "note": sub["note"],
+                }
+            )
         lines += [to_markdown(view), ""]
     return lines

@@ -15,11 +15,12 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -73,7 +74,7 @@ class CacheConfig:
             raise ValueError(f"cache.stream_norm_contexts must be positive, got {self.stream_norm_contexts}")
 
     @classmethod
-    def from_config(cls, block: dict[str, Any]) -> "CacheConfig":
+    def from_config(cls, block: dict[str, Any]) -> CacheConfig:
         return cls(**{k: v for k, v in block.items() if k in cls.__dataclass_fields__})
 
 
@@ -150,7 +151,9 @@ def _check_resume(out_dir: Path, fingerprint: str, run_info: dict[str, Any]) -> 
     for record in done:
         path = shard_dir / record.file
         if not path.exists():
-            raise CacheError(f"activation shard {path} is recorded as complete but missing; delete {shard_dir / PROGRESS_NAME} lines from it on, or the directory, to recompute")
+            raise CacheError(
+                f"activation shard {path} is recorded as complete but missing; delete {shard_dir / PROGRESS_NAME} lines from it on, or the directory, to recompute"
+            )
         if sha256_file(path) != record.sha256:
             raise CacheError(
                 f"activation shard {path} fails its checksum: it changed after it was written. "
@@ -201,7 +204,9 @@ def _write_and_record(path: Path, tensors: dict[str, torch.Tensor], index: int, 
     )
 
 
-def iter_contexts(corpus_cfg: dict[str, Any], tokenizer: Any, split: str, documents_out: list[DocumentRecord] | None = None) -> Iterator[PackedContext]:
+def iter_contexts(
+    corpus_cfg: dict[str, Any], tokenizer: Any, split: str, documents_out: list[DocumentRecord] | None = None
+) -> Iterator[PackedContext]:
     sources, weights = corpus_from_config(corpus_cfg)
     defaults = schema_defaults("corpus")
     docs = mixed_documents(
@@ -242,7 +247,7 @@ def cache_activations(
     has_bos = getattr(tokenizer, "bos_token_id", None) is not None
     drop_first = has_bos and cache_cfg.drop_bos
     plan = plan_shards(cache_cfg, context_length, has_bos)
-    d_model = int(getattr(model.config, "hidden_size"))
+    d_model = int(model.config.hidden_size)
     hook_name = f"blocks.{layer}.hook_resid_post"
 
     # Everything that changes the bytes of a shard goes into the fingerprint; batch size

@@ -21,9 +21,10 @@ contexts, probing) can find the text behind any activation without rerunning the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -65,7 +66,7 @@ class ShardRecord:
     sum_norm: float
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ShardRecord":
+    def from_dict(cls, d: dict[str, Any]) -> ShardRecord:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
@@ -111,10 +112,7 @@ class ActivationCache:
         self.root = path.parent if path.name == MANIFEST_NAME else path
         manifest_path = self.root / MANIFEST_NAME
         if not manifest_path.exists():
-            raise CacheError(
-                f"no activation cache at {self.root}: {MANIFEST_NAME} is missing "
-                f"(the caching job has not finished)"
-            )
+            raise CacheError(f"no activation cache at {self.root}: {MANIFEST_NAME} is missing (the caching job has not finished)")
         try:
             self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
@@ -158,9 +156,7 @@ class ActivationCache:
             )
         return tensors
 
-    def iter_shards(
-        self, order: Sequence[int] | None = None, verify: bool = True
-    ) -> Iterator[dict[str, torch.Tensor]]:
+    def iter_shards(self, order: Sequence[int] | None = None, verify: bool = True) -> Iterator[dict[str, torch.Tensor]]:
         for index in order if order is not None else range(len(self.shards)):
             yield self.load_shard(index, verify=verify)
 

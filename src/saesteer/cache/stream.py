@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -72,7 +73,7 @@ class StreamSource:
         has_bos = getattr(tokenizer, "bos_token_id", None) is not None
         self.drop_first = has_bos and cache_cfg.drop_bos
         self.plan = plan_shards(cache_cfg, self.context_length, has_bos)
-        self.d_model = int(getattr(model.config, "hidden_size"))
+        self.d_model = int(model.config.hidden_size)
         self.shard_sizes = [self.plan.shard_contexts(i) * self.plan.kept_per_context for i in range(self.plan.n_shards)]
         # The identity of the cache this replaces (cache_activations' fingerprint fields).
         self._identity = {
@@ -83,8 +84,14 @@ class StreamSource:
             "cache": {k: v for k, v in asdict(cache_cfg).items() if k not in _NOT_IN_IDENTITY},
             "model_provenance": provenance or {},
         }
-        self._meta = {"model": model_name, "layer": layer, "split": split, "context_length": self.context_length,
-                      "hook_name": f"blocks.{layer}.hook_resid_post", "mode": "stream"}
+        self._meta = {
+            "model": model_name,
+            "layer": layer,
+            "split": split,
+            "context_length": self.context_length,
+            "hook_name": f"blocks.{layer}.hook_resid_post",
+            "mode": "stream",
+        }
         self._contexts: Iterator[PackedContext] = iter_contexts(corpus_cfg, tokenizer, split)
         self._ids: list[Tensor] = []  # token ids [n_contexts_of_shard, T] per shard, as read so far
         self._train_rows: list[int] | None = None
@@ -119,8 +126,7 @@ class StreamSource:
         return "stream:" + sha256_json(self._identity)
 
     def describe(self) -> dict[str, object]:
-        return {**self._meta, "norm_contexts": int(self.cache_cfg.stream_norm_contexts),
-                "forward_tokens": self.forward_tokens}
+        return {**self._meta, "norm_contexts": int(self.cache_cfg.stream_norm_contexts), "forward_tokens": self.forward_tokens}
 
     # ---- computing shards -------------------------------------------------------------------
 
@@ -144,7 +150,9 @@ class StreamSource:
         for start in range(0, ids.shape[0], self.cache_cfg.batch_size):
             chunk = ids[start : start + self.cache_cfg.batch_size].long()
             acts = self.capture(chunk.to(self.device))
-            parts.append(build_shard_tensors(acts, chunk, first_context + start, self.drop_first, self.store_dtype)["activations"])
+            parts.append(
+                build_shard_tensors(acts, chunk, first_context + start, self.drop_first, self.store_dtype)["activations"]
+            )
             self.forward_tokens += chunk.numel()
         return torch.cat(parts)
 
@@ -180,6 +188,6 @@ def stream_source_from_model(
     provenance = json.loads(Path(model_json).read_text())
     provenance.pop("local_dir", None)
     log.info("streaming %s %s on %s (no activation cache)", spec.name, spec.hook_name, next(model.parameters()).device)
-    return StreamSource(model, tokenizer, model_name=spec.name, layer=spec.layer, corpus_cfg=corpus_cfg,
-                        cache_cfg=cfg, provenance=provenance)
-
+    return StreamSource(
+        model, tokenizer, model_name=spec.name, layer=spec.layer, corpus_cfg=corpus_cfg, cache_cfg=cfg, provenance=provenance
+    )

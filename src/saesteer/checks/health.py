@@ -68,13 +68,15 @@ def _metric_problems(path: Any, cell: Cell, l0: float, ev: float, tol: CheckSett
     if not math.isfinite(l0):
         out.append(f"{path}: {what} L0 is {l0}")
     elif cell.source == "trained" and abs(l0 - cell.target_l0) > tol.l0_tolerance * cell.target_l0:
-        out.append(f"{path}: {what} L0 {l0:.3g} is not within {tol.l0_tolerance:.0%} of the target {cell.target_l0} "
-                   f"(not a working SAE)")
+        out.append(
+            f"{path}: {what} L0 {l0:.3g} is not within {tol.l0_tolerance:.0%} of the target {cell.target_l0} (not a working SAE)"
+        )
     if not math.isfinite(ev):
         out.append(f"{path}: {what} explained variance is {ev}")
     elif ev < tol.min_explained_variance:
-        out.append(f"{path}: {what} explained variance {ev:.3g} is below the floor {tol.min_explained_variance} "
-                   f"(not a working SAE)")
+        out.append(
+            f"{path}: {what} explained variance {ev:.3g} is below the floor {tol.min_explained_variance} (not a working SAE)"
+        )
     return out
 
 
@@ -163,19 +165,25 @@ def check_working_saes(run: RunContext) -> list[str]:
     problems: list[str] = []
     for cell in run.cells():
         base = run.cell_dir(cell)
-        train_path, interp_path, weights = base / "train_summary.json", base / "interp.json", base / "sae" / "sae_weights.safetensors"
+        train_path, interp_path, weights = (
+            base / "train_summary.json",
+            base / "interp.json",
+            base / "sae" / "sae_weights.safetensors",
+        )
         summary: dict[str, Any] = {}
         if train_path.is_file():
             summary = run.json(train_path)
             problems += [f"{train_path}: {k} is not finite" for k in _non_finite(summary)]
-            problems += _metric_problems(train_path, cell, number(summary.get("achieved_l0")),
-                                         number(summary.get("explained_variance")), tol, "achieved")
+            problems += _metric_problems(
+                train_path, cell, number(summary.get("achieved_l0")), number(summary.get("explained_variance")), tol, "achieved"
+            )
         if interp_path.is_file():
             interp = run.json(interp_path)
             core = interp.get("core") or {}
             problems += [f"{interp_path}: core.{k} is not finite" for k in _non_finite(core)]
-            problems += _metric_problems(interp_path, cell, number(core.get("l0")), number(core.get("explained_variance")),
-                                         tol, "evaluation")
+            problems += _metric_problems(
+                interp_path, cell, number(core.get("l0")), number(core.get("explained_variance")), tol, "evaluation"
+            )
         if not weights.is_file():
             continue
         from safetensors.torch import load_file
@@ -207,5 +215,7 @@ def check_working_saes(run: RunContext) -> list[str]:
             if not abs(l0 - want_l0) <= tol.summary_l0_tol * max(cell.target_l0, 1):
                 problems.append(f"{weights}: L0 {l0:.4g} on the held-out activations, {train_path} says {want_l0:.4g}")
             if not abs(ev - want_ev) <= tol.summary_ev_tol:
-                problems.append(f"{weights}: explained variance {ev:.4g} on the held-out activations, {train_path} says {want_ev:.4g}")
+                problems.append(
+                    f"{weights}: explained variance {ev:.4g} on the held-out activations, {train_path} says {want_ev:.4g}"
+                )
     return problems

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
-from saesteer.stats import TIE_TOLERANCE
 from saesteer.cache.store import ActivationCache, CacheError
 from saesteer.checks.context import RunContext, number, same
 from saesteer.controls import CONTROL_SOURCE
 from saesteer.io import sha256_file
 from saesteer.sae.saelens_io import SAELENS_ARCH
+from saesteer.stats import TIE_TOLERANCE
 
 REL_TOL = 1e-9
 """Relative tolerance of two copies of one number (means of the same values in another order
@@ -78,7 +78,11 @@ def check_sae_records(run: RunContext) -> list[str]:
             sae = run.json(path).get("sae") or {}
             recorded = sae.get("weights_sha256")
             if recorded != digest:
-                problems.append(run.problem(path, f"sae.weights_sha256 {str(recorded)[:12]}... is not the sha256 of {weights} ({digest[:12]}...)"))
+                problems.append(
+                    run.problem(
+                        path, f"sae.weights_sha256 {str(recorded)[:12]}... is not the sha256 of {weights} ({digest[:12]}...)"
+                    )
+                )
             where = str(sae.get("path", "")).rstrip("/")
             if where and not where.endswith(f"{cell.path}/sae"):
                 problems.append(run.problem(path, f"sae.path {where!r} is not this cell's ({cell.path}/sae)"))
@@ -113,16 +117,27 @@ def check_train_and_cfg(run: RunContext) -> list[str]:
             ours = meta.get("saesteer") or {}
             want = {"d_in": spec.d_model, "metadata.hook_name": hook}
             if cell.source == "trained":  # an imported SAE's cfg is its release's, converted
-                want.update({
-                    "d_sae": d_sae, "architecture": SAELENS_ARCH[cell.arch], "metadata.model_name": cell.model,
-                    "metadata.saesteer.target_l0": cell.target_l0, "metadata.saesteer.layer": spec.layer,
-                    "metadata.saesteer.architecture": cell.arch,
-                })
+                want.update(
+                    {
+                        "d_sae": d_sae,
+                        "architecture": SAELENS_ARCH[cell.arch],
+                        "metadata.model_name": cell.model,
+                        "metadata.saesteer.target_l0": cell.target_l0,
+                        "metadata.saesteer.layer": spec.layer,
+                        "metadata.saesteer.architecture": cell.arch,
+                    }
+                )
             for key, value in want.items():
-                got = {"d_in": cfg.get("d_in"), "d_sae": cfg.get("d_sae"), "architecture": cfg.get("architecture"),
-                       "metadata.hook_name": meta.get("hook_name"), "metadata.model_name": meta.get("model_name"),
-                       "metadata.saesteer.target_l0": ours.get("target_l0"), "metadata.saesteer.layer": ours.get("layer"),
-                       "metadata.saesteer.architecture": ours.get("architecture")}[key]
+                got = {
+                    "d_in": cfg.get("d_in"),
+                    "d_sae": cfg.get("d_sae"),
+                    "architecture": cfg.get("architecture"),
+                    "metadata.hook_name": meta.get("hook_name"),
+                    "metadata.model_name": meta.get("model_name"),
+                    "metadata.saesteer.target_l0": ours.get("target_l0"),
+                    "metadata.saesteer.layer": ours.get("layer"),
+                    "metadata.saesteer.architecture": ours.get("architecture"),
+                }[key]
                 if value is not None and got != value:
                     problems.append(run.problem(path, f"{key} is {got!r}, the grid's is {value!r}"))
     return problems
@@ -161,16 +176,25 @@ def check_autointerp(run: RunContext) -> list[str]:
                     continue
                 acc = table[column].dropna().astype(float).tolist()
                 if not same(value, _mean(acc), REL_TOL):
-                    problems.append(run.problem(summary_path, f"{name} {value!r} is not the mean {column} "
-                                                              f"{_mean(acc)!r} of the {len(acc)} scored latents in {table_path}"))
+                    problems.append(
+                        run.problem(
+                            summary_path,
+                            f"{name} {value!r} is not the mean {column} "
+                            f"{_mean(acc)!r} of the {len(acc)} scored latents in {table_path}",
+                        )
+                    )
     return problems
 
 
 def _concept_heldout(gen: pd.DataFrame, concept: dict[str, Any], order: str) -> float:
     """The held-out score of ``concept`` at its chosen factor in ``order``, from the generations."""
     factor = float(concept[order]["chosen_factor"])
-    rows = gen[(gen["kind"] == "steered") & (gen["split"] == "heldout")
-               & (gen["concept_id"].astype(int) == int(concept["concept_id"])) & np.isclose(gen["factor"].astype(float), factor)]
+    rows = gen[
+        (gen["kind"] == "steered")
+        & (gen["split"] == "heldout")
+        & (gen["concept_id"].astype(int) == int(concept["concept_id"]))
+        & np.isclose(gen["factor"].astype(float), factor)
+    ]
     if rows.empty:
         return math.nan
     c, i, f = (rows[f"{k}_rating"].to_numpy(dtype=float) for k in ("concept", "instruction", "fluency"))
@@ -192,23 +216,39 @@ def check_steering(run: RunContext) -> list[str]:
         score = run.json(score_path)
         concepts = run.json(concepts_path).get("concepts") or []
         if score.get("n_concepts") != len(concepts):
-            problems.append(run.problem(score_path, f"n_concepts {score.get('n_concepts')!r}, {concepts_path} lists {len(concepts)}"))
+            problems.append(
+                run.problem(score_path, f"n_concepts {score.get('n_concepts')!r}, {concepts_path} lists {len(concepts)}")
+            )
         gen = run.table(gen_path) if gen_path.is_file() else None
         for order, key in ORDERS.items():
             held = [number(c[order]["heldout_score"]) for c in concepts]
             mean = _mean([h for h in held if not math.isnan(h)])
             if not same(score.get(key), mean, REL_TOL):
-                problems.append(run.problem(score_path, f"{key} {score.get(key)!r} is not the mean held-out score {mean!r} "
-                                                        f"of the {len(held)} concepts in {concepts_path}"))
+                problems.append(
+                    run.problem(
+                        score_path,
+                        f"{key} {score.get(key)!r} is not the mean held-out score {mean!r} "
+                        f"of the {len(held)} concepts in {concepts_path}",
+                    )
+                )
             if not same((score.get(order) or {}).get("score"), score.get(key), REL_TOL):
-                problems.append(run.problem(score_path, f"{order}.score {(score.get(order) or {}).get('score')!r} is not {key} {score.get(key)!r}"))
+                problems.append(
+                    run.problem(
+                        score_path, f"{order}.score {(score.get(order) or {}).get('score')!r} is not {key} {score.get(key)!r}"
+                    )
+                )
             if gen is None:
                 continue
             for c in concepts:
                 from_rows = _concept_heldout(gen, c, order)
                 if not same(c[order]["heldout_score"], from_rows, REL_TOL):
-                    problems.append(run.problem(concepts_path, f"concept {c['concept_id']} {order} held-out score "
-                                                               f"{c[order]['heldout_score']!r}, its rated generations in {gen_path} give {from_rows!r}"))
+                    problems.append(
+                        run.problem(
+                            concepts_path,
+                            f"concept {c['concept_id']} {order} held-out score "
+                            f"{c[order]['heldout_score']!r}, its rated generations in {gen_path} give {from_rows!r}",
+                        )
+                    )
     return problems
 
 
@@ -219,8 +259,11 @@ def _lift(selected: Any, none: Any) -> float:
 
 def _selection_blocks(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every scored set of selection/score.json that carries a lift: name -> block."""
-    blocks = {name: obj[name] for name in ("output_score", "output_topk", "delta_conf", "output_low_input")
-              if isinstance(obj.get(name), dict)}
+    blocks = {
+        name: obj[name]
+        for name in ("output_score", "output_topk", "delta_conf", "output_low_input")
+        if isinstance(obj.get(name), dict)
+    }
     for mode, block in (obj.get("delta_conf_readings") or {}).items():
         if isinstance(block, dict):
             blocks[f"delta_conf_readings.{mode}"] = block
@@ -245,13 +288,17 @@ def check_selection(run: RunContext) -> list[str]:
             steering = run.json(steering_path)
             for key in ORDERS.values():
                 if not same(none.get(key), steering.get(key), REL_TOL):
-                    problems.append(run.problem(path, f"no_selection.{key} {none.get(key)!r} is not {steering_path}'s {steering.get(key)!r}"))
+                    problems.append(
+                        run.problem(path, f"no_selection.{key} {none.get(key)!r} is not {steering_path}'s {steering.get(key)!r}")
+                    )
         blocks = _selection_blocks(obj)
         for name, b in blocks.items():
             for lift_key, score_key in (("lift", "score"), ("lift_arad", "score_arad")):
                 want = _lift(b.get(score_key), none.get(score_key))
                 if lift_key in b and not same(b.get(lift_key), want, REL_TOL):
-                    problems.append(run.problem(path, f"{name}.{lift_key} {b.get(lift_key)!r} is not (score - none) / none = {want!r}"))
+                    problems.append(
+                        run.problem(path, f"{name}.{lift_key} {b.get(lift_key)!r} is not (score - none) / none = {want!r}")
+                    )
         score = {name: (b.get("score")) for name, b in blocks.items()}
         comparators = {"": "output_topk" if "output_topk" in blocks else "output_score"}
         if "lift_difference_points_threshold" in obj:
@@ -260,7 +307,11 @@ def check_selection(run: RunContext) -> list[str]:
             ld, lo = _lift(score.get("delta_conf"), none.get("score")), _lift(score.get(other), none.get("score"))
             key = f"lift_difference_points{suffix}"
             if not same(obj.get(key), 100.0 * (ld - lo), REL_TOL):
-                problems.append(run.problem(path, f"{key} {obj.get(key)!r} is not 100 * (delta_conf lift - {other} lift) = {100.0 * (ld - lo)!r}"))
+                problems.append(
+                    run.problem(
+                        path, f"{key} {obj.get(key)!r} is not 100 * (delta_conf lift - {other} lift) = {100.0 * (ld - lo)!r}"
+                    )
+                )
             key = f"relative_improvement{suffix}"
             ri = _lift(score.get("delta_conf"), score.get(other))
             if not same(obj.get(key), ri, REL_TOL):
@@ -292,8 +343,11 @@ def check_caches(run: RunContext) -> list[str]:
                 continue
             digest = sha256_file(path)
             if digest != record.sha256:
-                problems.append(run.problem(path, f"sha256 {digest[:12]}..., its manifest says {record.sha256[:12]}... "
-                                                  f"(corrupted or replaced)"))
+                problems.append(
+                    run.problem(
+                        path, f"sha256 {digest[:12]}..., its manifest says {record.sha256[:12]}... (corrupted or replaced)"
+                    )
+                )
     return problems
 
 
@@ -354,8 +408,14 @@ def check_sae_table(run: RunContext) -> list[str]:
                 problems.append(run.problem(path, f"{cell.path}: {column} is {row[column]!r}, {base / rel} says {value!r}"))
         for suffix in ("output", "output_topk", "delta_conf"):
             column = f"lift_{suffix}"
-            if column in row and f"score_{suffix}" in row and not same(row[column], _lift(row[f"score_{suffix}"], row["score_none"]), REL_TOL):
-                problems.append(run.problem(path, f"{cell.path}: {column} {row[column]!r} is not (score_{suffix} - score_none) / score_none"))
+            if (
+                column in row
+                and f"score_{suffix}" in row
+                and not same(row[column], _lift(row[f"score_{suffix}"], row["score_none"]), REL_TOL)
+            ):
+                problems.append(
+                    run.problem(path, f"{cell.path}: {column} {row[column]!r} is not (score_{suffix} - score_none) / score_none")
+                )
     return problems
 
 
@@ -413,7 +473,11 @@ def check_rank_agreement(run: RunContext) -> list[str]:
             if column is None:
                 problems.append(run.problem(path, f"{where}: unknown scope {scope!r}"))
                 continue
-            labels = sub[column].map(lambda v: f"l0-{int(v)}" if column == "target_l0" else f"seed{int(v)}" if column == "seed" else str(v))
+            labels = sub[column].map(
+                lambda v, column=column: (
+                    f"l0-{int(v)}" if column == "target_l0" else f"seed{int(v)}" if column == "seed" else str(v)
+                )
+            )
             sub = sub[labels == group]
         x, y = sub[metric].to_numpy(dtype=float), sub[target].to_numpy(dtype=float)
         keep = np.isfinite(x) & np.isfinite(y)
@@ -423,7 +487,9 @@ def check_rank_agreement(run: RunContext) -> list[str]:
         want = _scipy_tau(x, y) if x.size >= min_saes else math.nan
         got = number(r["tau_b"])
         if math.isnan(want) != math.isnan(got) or (not math.isnan(want) and abs(want - got) > TAU_TOL):
-            problems.append(run.problem(path, f"{where}: tau_b {got!r}, scipy's kendalltau(variant='b') on {table_path} gives {want!r}"))
+            problems.append(
+                run.problem(path, f"{where}: tau_b {got!r}, scipy's kendalltau(variant='b') on {table_path} gives {want!r}")
+            )
     return problems
 
 
@@ -440,9 +506,18 @@ def _check_control_taus(run: RunContext, full_table: Any, trained: Any, min_saes
         keep = np.isfinite(x) & np.isfinite(y)
         want = _scipy_tau(x[keep], y[keep]) if int(keep.sum()) >= min_saes else math.nan
         got = number(r["tau_b"])
-        if int(r["n"]) != int(keep.sum()) or math.isnan(want) != math.isnan(got) or (not math.isnan(want) and abs(want - got) > TAU_TOL):
-            problems.append(run.problem(path, f"{r['metric']} vs {r['target']} {r['controls']} controls: n {r['n']}, tau_b {got!r}; "
-                                              f"scipy on the SAE table: n {int(keep.sum())}, {want!r}"))
+        if (
+            int(r["n"]) != int(keep.sum())
+            or math.isnan(want) != math.isnan(got)
+            or (not math.isnan(want) and abs(want - got) > TAU_TOL)
+        ):
+            problems.append(
+                run.problem(
+                    path,
+                    f"{r['metric']} vs {r['target']} {r['controls']} controls: n {r['n']}, tau_b {got!r}; "
+                    f"scipy on the SAE table: n {int(keep.sum())}, {want!r}",
+                )
+            )
     return problems
 
 

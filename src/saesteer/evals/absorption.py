@@ -115,7 +115,7 @@ class PromptPieces:
     answers: list[list[int]]  # per letter: ids of " A", " B", ...
 
     @classmethod
-    def build(cls, tokenizer: Any, cfg: AbsorptionConfig) -> "PromptPieces":
+    def build(cls, tokenizer: Any, cfg: AbsorptionConfig) -> PromptPieces:
         def ids(text: str) -> list[int]:
             return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
@@ -258,7 +258,9 @@ def word_absorption(
     is_main[main] = True
     main_proj = contrib[:, is_main].sum(-1)
 
-    candidates = torch.where((~is_main & (cos >= cfg.fraction_cos_threshold))[None, :] & (contrib > 0), contrib, torch.zeros_like(contrib))
+    candidates = torch.where(
+        (~is_main & (cos >= cfg.fraction_cos_threshold))[None, :] & (contrib > 0), contrib, torch.zeros_like(contrib)
+    )
     k = min(cfg.max_absorbing_latents, codes.shape[1])
     absorbed = candidates.topk(k, dim=-1).values.sum(-1)
     positive = act_proj > 0

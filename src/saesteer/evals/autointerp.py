@@ -163,11 +163,11 @@ class ContextSource:
             offset += n
 
     @classmethod
-    def in_memory(cls, tokens: Tensor, resid: Tensor, masked_token_ids: Sequence[int] = ()) -> "ContextSource":
+    def in_memory(cls, tokens: Tensor, resid: Tensor, masked_token_ids: Sequence[int] = ()) -> ContextSource:
         return cls(tokens, [(resid, tokens.shape[0])], lambda r, rows: r[rows], masked_token_ids)
 
     @classmethod
-    def from_eval_data(cls, data: EvalData) -> "ContextSource":
+    def from_eval_data(cls, data: EvalData) -> ContextSource:
         parts = data.autointerp_parts()
         tokens = torch.cat([data.rows(f, "tokens", slice(0, n)) for f, n in parts])
         masked = data.manifest["autointerp"]["masked_token_ids"]
@@ -314,9 +314,7 @@ def is_positive(excerpt: Excerpt, act_threshold: float, random_labels: str) -> b
 
 def positives_by_rule(ex: LatentExamples) -> dict[str, list[int]]:
     """Indices of the activating detection excerpts under each truth rule."""
-    return {
-        rule: [k for k, e in enumerate(ex.detect) if is_positive(e, ex.act_threshold, rule)] for rule in RANDOM_LABELS
-    }
+    return {rule: [k for k, e in enumerate(ex.detect) if is_positive(e, ex.act_threshold, rule)] for rule in RANDOM_LABELS}
 
 
 def score_subset_size(cfg: AutointerpConfig, n_records: int) -> int:
@@ -419,7 +417,12 @@ def autointerp_latents(
         stats.acts.update(scan(sae, source, missing, sae_batch_tokens).acts)
     timings["scan_seconds"] = time.perf_counter() - mark
     if len(sampled) < cfg.n_latents:
-        log.warning("only %d alive latents (more than %d activations): fewer than the %d asked for", len(sampled), cfg.dead_latent_threshold, cfg.n_latents)
+        log.warning(
+            "only %d alive latents (more than %d activations): fewer than the %d asked for",
+            len(sampled),
+            cfg.dead_latent_threshold,
+            cfg.n_latents,
+        )
 
     mark = time.perf_counter()
     width = 2 * cfg.buffer + 1
@@ -436,11 +439,11 @@ def autointerp_latents(
         contexts = []
         for e in ex.explain:
             acts = _window(stats.acts[ex.latent], e, width).tolist()
-            contexts.append(ActivatingContext(text(_window(tokens, e, width).tolist()), acts, highlight_threshold(cfg, ex.max_act, acts)))
+            contexts.append(
+                ActivatingContext(text(_window(tokens, e, width).tolist()), acts, highlight_threshold(cfg, ex.max_act, acts))
+            )
         explain_contexts.append(contexts)
-    detect_contexts = [
-        [ActivatingContext(text(_window(tokens, e, width).tolist())) for e in ex.detect] for ex in examples
-    ]
+    detect_contexts = [[ActivatingContext(text(_window(tokens, e, width).tolist())) for e in ex.detect] for ex in examples]
     timings["examples_seconds"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -506,7 +509,10 @@ def autointerp_latents(
     everyone = [r for r in records if r["scored"]]
     score, score_std = mean_std([r["accuracy"] for r in subset])
     stats_judge = judge.stats()
-    usage = {k: int(stats_judge.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
+    usage = {
+        k: int(stats_judge.get(k, 0))
+        for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")
+    }
     usage["dollars"] = float(stats_judge.get("dollars", 0.0))
     usage["truncated"] = {str(k): int(v) for k, v in (stats_judge.get("truncated") or {}).items()}
     summary = {
@@ -588,9 +594,6 @@ def write_table(records: list[dict[str, Any]], path: Path) -> None:
     write_parquet_atomic(records, PARQUET_SCHEMA, path)
 
 
-
-
-
 def check_autointerp_data(data: EvalData, cfg: EvalConfig) -> None:
     stored = (data.manifest["identity"]["eval"] or {}).get("autointerp")
     if stored != cfg.identity()["autointerp"]:
@@ -631,8 +634,8 @@ def run_autointerp(
     """The workflow's per-SAE job: autointerp of the SAE in ``sae_dir`` on its model's eval
     data; writes the per-latent table ``out_parquet`` and the summary ``out_json``.
     ``tokenizer`` and ``judge`` override the ones of ``model_json`` and ``judge_cfg`` (tests)."""
-    from saesteer.evals.interp import open_sae_eval
     from saesteer.devices import resolve_device
+    from saesteer.evals.interp import open_sae_eval
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
     started = time.perf_counter()
@@ -650,7 +653,13 @@ def run_autointerp(
     load_seconds = time.perf_counter() - started
     log.info(
         "autointerp of %s: %d latents of %d, %d contexts x %d tokens, judge %s (%s)",
-        sae_dir, cfg.autointerp.n_latents, sae.d_sae, source.tokens.shape[0], source.tokens.shape[1], judge.kind, judge.model_label,
+        sae_dir,
+        cfg.autointerp.n_latents,
+        sae.d_sae,
+        source.tokens.shape[0],
+        source.tokens.shape[1],
+        judge.kind,
+        judge.model_label,
     )
     try:
         records, summary = autointerp_latents(
@@ -686,7 +695,15 @@ def run_autointerp(
     write_json_atomic(out_json, report)
     log.info(
         "%s/%s/l0-%s: autointerp score %s over %d of %d latents (%s), unparsed %s, usage %s (%.1f s)",
-        model, arch, target_l0, report["score"], report["n_scored"], report["n_latents"], report["judge_model"], report["unparsed"],
-        report["usage"], report["timings"]["total_seconds"],
+        model,
+        arch,
+        target_l0,
+        report["score"],
+        report["n_scored"],
+        report["n_latents"],
+        report["judge_model"],
+        report["unparsed"],
+        report["usage"],
+        report["timings"]["total_seconds"],
     )
     return report

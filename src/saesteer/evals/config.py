@@ -82,7 +82,7 @@ class ProbingTask:
     data_files: str | tuple[str, ...] | None = None
 
     @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> "ProbingTask":
+    def from_config(cls, entry: dict[str, Any]) -> ProbingTask:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in entry.items() if k in known}
         if values.get("classes") is not None:
@@ -223,7 +223,7 @@ class EvalConfig:
     autointerp: AutointerpConfig = field(default_factory=AutointerpConfig)
 
     @classmethod
-    def from_config(cls, block: dict[str, Any] | None) -> "EvalConfig":
+    def from_config(cls, block: dict[str, Any] | None) -> EvalConfig:
         block = dict(block or {})
         core = CoreConfig(**_known(CoreConfig, block.get("core") or {}))
         probing_block = dict(block.get("sparse_probing") or {})
@@ -245,7 +245,9 @@ class EvalConfig:
                 f"eval.core.splice_contexts ({cfg.core.splice_contexts}) exceeds eval.core.n_contexts ({cfg.core.n_contexts})"
             )
         if cfg.core.zero_ablation not in ZERO_ABLATION_MODES:
-            raise EvalConfigError(f"eval.core.zero_ablation: {cfg.core.zero_ablation!r} is not one of {list(ZERO_ABLATION_MODES)}")
+            raise EvalConfigError(
+                f"eval.core.zero_ablation: {cfg.core.zero_ablation!r} is not one of {list(ZERO_ABLATION_MODES)}"
+            )
         if "{word}" not in cfg.absorption.prompt_template:
             raise EvalConfigError("eval.absorption.prompt_template must contain {word}")
         window = 2 * cfg.autointerp.buffer + 1
@@ -266,9 +268,13 @@ class EvalConfig:
         if auto.highlight_frac is not None and not 0 <= auto.highlight_frac <= 1:
             raise EvalConfigError(f"eval.autointerp.highlight_frac: {auto.highlight_frac} is outside [0, 1]")
         if cfg.autointerp.n_top_explain + cfg.autointerp.n_importance_explain < 1:
-            raise EvalConfigError("eval.autointerp: the explainer needs at least one excerpt (n_top_explain + n_importance_explain)")
+            raise EvalConfigError(
+                "eval.autointerp: the explainer needs at least one excerpt (n_top_explain + n_importance_explain)"
+            )
         if cfg.autointerp.n_top_detect + cfg.autointerp.n_importance_detect + cfg.autointerp.n_random_detect < 1:
-            raise EvalConfigError("eval.autointerp: the detector needs at least one excerpt (n_top_detect + n_importance_detect + n_random_detect)")
+            raise EvalConfigError(
+                "eval.autointerp: the detector needs at least one excerpt (n_top_detect + n_importance_detect + n_random_detect)"
+            )
         return cfg
 
     def identity(self) -> dict[str, Any]:

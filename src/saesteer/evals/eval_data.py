@@ -39,10 +39,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -102,7 +103,9 @@ def _device(model: torch.nn.Module) -> torch.device:
 # ---- core: held-out contexts, residuals, clean and zero-ablated runs ---------------------
 
 
-def build_core(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
+def build_core(
+    model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path
+) -> dict[str, Any]:
     context_cfg = dict(corpus_cfg, context_length=cfg.core.context_length)
     contexts = list(islice(iter_contexts(context_cfg, tokenizer, "heldout"), cfg.core.n_contexts))
     if not contexts:
@@ -178,7 +181,9 @@ def build_core(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: d
 
 
 @torch.inference_mode()
-def passage_residuals(model: torch.nn.Module, layer: int, tokenizer: Any, passages: list[Passage], batch_size: int) -> tuple[Tensor, Tensor]:
+def passage_residuals(
+    model: torch.nn.Module, layer: int, tokenizer: Any, passages: list[Passage], batch_size: int
+) -> tuple[Tensor, Tensor]:
     """Residuals of every passage token (BOS excluded), concatenated [N, d], and offsets [n + 1].
 
     Passages are right-padded into batches: in a causal LM padding after a token cannot
@@ -217,7 +222,9 @@ def subtask_tensors(subtasks: list[Subtask]) -> dict[str, Tensor]:
     return out
 
 
-def build_probing(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
+def build_probing(
+    model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path
+) -> dict[str, Any]:
     pcfg = cfg.sparse_probing
     tasks_info, files = {}, {}
     for task in pcfg.tasks:
@@ -255,7 +262,9 @@ def build_probing(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg
         }
         log.info(
             "probing task %s: %d passages, raw probe accuracy %s",
-            task.name, len(passages), {k: round(v["llm_test_accuracy"], 3) for k, v in baselines.items()},
+            task.name,
+            len(passages),
+            {k: round(v["llm_test_accuracy"], 3) for k, v in baselines.items()},
         )
     return {"info": {"k": list(pcfg.k), "tasks": tasks_info}, "files": files}
 
@@ -326,7 +335,9 @@ def build_absorption(model: torch.nn.Module, tokenizer: Any, layer: int, cfg: Ev
         "probe_test_f1": {letter: float(v) for letter, v in zip(LETTERS, f1.tolist())},
         "letters_probe_ok": int((f1 >= acfg.min_probe_f1).sum()),
     }
-    log.info("absorption: %d words, %d letters with probe F1 >= %.2f", info["n_words"], info["letters_probe_ok"], acfg.min_probe_f1)
+    log.info(
+        "absorption: %d words, %d letters with probe F1 >= %.2f", info["n_words"], info["letters_probe_ok"], acfg.min_probe_f1
+    )
     return {"info": info, "files": files}
 
 
@@ -340,7 +351,9 @@ def special_token_ids(tokenizer: Any) -> list[int]:
 
 
 @torch.inference_mode()
-def build_autointerp(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path, n_core: int) -> dict[str, Any]:
+def build_autointerp(
+    model: torch.nn.Module, tokenizer: Any, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, out_dir: Path, n_core: int
+) -> dict[str, Any]:
     """Residuals of the held-out contexts after the ``n_core`` core ones, up to
     ``eval.autointerp.n_contexts`` in all (same packing and length as the core contexts)."""
     wanted = cfg.autointerp.n_contexts
@@ -377,7 +390,9 @@ def build_autointerp(model: torch.nn.Module, tokenizer: Any, layer: int, corpus_
 # ---- the whole per-model job ------------------------------------------------------------
 
 
-def eval_data_fingerprint(model_name: str, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, provenance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def eval_data_fingerprint(
+    model_name: str, layer: int, corpus_cfg: dict[str, Any], cfg: EvalConfig, provenance: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     identity = {
         "format_version": FORMAT_VERSION,
         "model": model_name,
@@ -524,7 +539,9 @@ class EvalData:
         the extra ones. Eval data made before autointerp existed are refused by name."""
         info = self.manifest.get("autointerp")
         if info is None:
-            raise EvalDataError(f"{self.root / MANIFEST_NAME} has no autointerp contexts (made by an older version); rerun prepare_eval_data")
+            raise EvalDataError(
+                f"{self.root / MANIFEST_NAME} has no autointerp contexts (made by an older version); rerun prepare_eval_data"
+            )
         parts = [(CORE_FILE, int(info["core_contexts"]))]
         if info["extra_contexts"]:
             parts.append((info["file"], int(info["extra_contexts"])))
@@ -553,12 +570,16 @@ def load_eval_data(eval_dir: Path) -> EvalData:
     except json.JSONDecodeError as exc:
         raise EvalDataError(f"{path} is not valid JSON ({exc}); rerun prepare_eval_data") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise EvalDataError(f"{path}: format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}; rerun prepare_eval_data")
+        raise EvalDataError(
+            f"{path}: format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}; rerun prepare_eval_data"
+        )
     for name, record in manifest.get("files", {}).items():
         file = eval_dir / name
         # Sizes, not checksums: hashing gigabytes per SAE would cost more than the eval.
         if not file.exists():
             raise EvalDataError(f"eval data file {file} is missing; rerun prepare_eval_data")
         if file.stat().st_size != record["bytes"]:
-            raise EvalDataError(f"eval data file {file} has {file.stat().st_size} bytes, the manifest says {record['bytes']}; rerun prepare_eval_data")
+            raise EvalDataError(
+                f"eval data file {file} has {file.stat().st_size} bytes, the manifest says {record['bytes']}; rerun prepare_eval_data"
+            )
     return EvalData(eval_dir, manifest)

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from saesteer.schemas import schema_path
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.eval_data import MANIFEST_NAME, EvalData, EvalDataError, load_eval_data
 from saesteer.evals.metrics import MetricInput, ReportError, evaluated, report_schema
@@ -33,12 +32,12 @@ from saesteer.io import check_schema, finite_json, sha256_file, write_json_atomi
 from saesteer.sae.base import BaseSAE
 from saesteer.sae.registry import saelens_required_tensors
 from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, load_saelens
+from saesteer.schemas import schema_path
 
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = schema_path("interp.schema.json")
 REPORT_VERSION = 1
-
 
 
 class SAEFileError(ValueError):
@@ -80,7 +79,9 @@ def check_sae_files(sae_dir: Path) -> dict[str, Any]:
     required = required_by_arch[arch]
     missing = [k for k in required if k not in shapes]
     if missing:
-        raise SAEFileError(f"SAE weights {weights_path}: missing tensor(s) {missing} of a SAELens {arch!r} SAE (found {sorted(shapes)})")
+        raise SAEFileError(
+            f"SAE weights {weights_path}: missing tensor(s) {missing} of a SAELens {arch!r} SAE (found {sorted(shapes)})"
+        )
     for key, names in required.items():
         expected = tuple(dims[n] for n in names)
         if shapes[key] != expected:
@@ -121,8 +122,6 @@ def load_model_only(model_json: Path, dtype: str, device: str) -> torch.nn.Modul
 
 
 # ---- the report ---------------------------------------------------------------------------
-
-
 
 
 def validate_report(report: dict[str, Any], schema_path: Path | None = None) -> None:
@@ -244,8 +243,14 @@ def evaluate_sae(
     core = report["core"]
     log.info(
         "%s/%s/l0-%s: L0 %.1f, EV %.3f, CE recovered %s, probing top-1 %s, absorption %s (%.1f s)",
-        model, arch, target_l0, core["l0"], core["explained_variance"], core.get("ce_loss_score"),
+        model,
+        arch,
+        target_l0,
+        core["l0"],
+        core["explained_variance"],
+        core.get("ce_loss_score"),
         report["sparse_probing"]["mean"]["sae_top_k_test_accuracy"].get("1"),
-        report["absorption"]["mean_absorption_fraction_score"], report["timings"]["total_seconds"],
+        report["absorption"]["mean_absorption_fraction_score"],
+        report["timings"]["total_seconds"],
     )
     return report

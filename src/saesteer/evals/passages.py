@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -170,7 +171,11 @@ def _fill_from_corpus(
         for doc in build_source(entries[name]).documents():
             if split_of(doc.source, doc.doc_id, fraction) != "heldout":
                 continue  # SAE training saw the train split
-            chunks = _chunks(_tokenize(tokenizer, doc.text, cfg.max_tokens * cfg.passages_per_document), cfg.max_tokens, cfg.passages_per_document)
+            chunks = _chunks(
+                _tokenize(tokenizer, doc.text, cfg.max_tokens * cfg.passages_per_document),
+                cfg.max_tokens,
+                cfg.passages_per_document,
+            )
             if chunks:
                 pools.add(chunks, label, pools.side_for(label))
             if pools.full(label):
@@ -210,7 +215,12 @@ def collect_passages(
         if not pools.full(label):
             log.warning(
                 "probing task %s: class %r has %d/%d train and %d/%d test passages",
-                task.name, name, pools.train[label], pools.n_train, pools.test[label], pools.n_test,
+                task.name,
+                name,
+                pools.train[label],
+                pools.n_train,
+                pools.test[label],
+                pools.n_test,
             )
     return pools.passages, classes
 

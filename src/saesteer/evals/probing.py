@@ -22,7 +22,8 @@ A task's accuracy is the mean over its binary tasks; the overall mean is over ta
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor

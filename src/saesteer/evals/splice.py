@@ -21,8 +21,9 @@ vocabulary (Gemma) do not fit in memory at once. Per-token cross-entropy and KL 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn

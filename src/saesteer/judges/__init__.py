@@ -9,8 +9,6 @@ steering stages use another judge than autointerp (``judge_block``).
 
 from __future__ import annotations
 
-from .llm import LLMJudgeConfig  # importing llm and offline registers their backends (llm first)
-from .offline import OfflineJudgeConfig
 from .base import (
     JUDGE_COLUMNS,
     LLM_KIND,
@@ -41,6 +39,8 @@ from .config import (
     make_judge,
 )
 from .cost import CostEstimate, autointerp_judge_calls, estimate_cost, estimate_task, steering_judge_calls
+from .llm import LLMJudgeConfig  # importing llm and offline registers their backends (llm first)
+from .offline import OfflineJudgeConfig
 from .ratings import arad_score, axbench_score, detection_accuracy, harmonic_mean, summarize
 from .registry import JudgeBackend, backend_for_label, backend_kinds, get_backend, is_proxy_label, register, unregister
 

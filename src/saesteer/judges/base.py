@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 LLM_KIND = "llm"
 OFFLINE_KIND = "offline-proxy"
@@ -91,7 +91,7 @@ class ActivatingContext:
         return "".join(self.tokens)
 
 
-ContextLike = Union[ActivatingContext, str]
+ContextLike = ActivatingContext | str
 
 
 @dataclass(frozen=True)

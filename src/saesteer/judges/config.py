@@ -73,7 +73,7 @@ class JudgeConfig:
         return self.backend.prompts_label(self)
 
     @classmethod
-    def from_dict(cls, block: Mapping[str, Any] | None, where: str = "judge") -> "JudgeConfig":
+    def from_dict(cls, block: Mapping[str, Any] | None, where: str = "judge") -> JudgeConfig:
         block = dict(block or {})
         kinds = backend_kinds()
         known = {"kind", "prompts", "cache", *kinds}
@@ -98,9 +98,7 @@ def _sub(cls: type, where: str, block: Mapping[str, Any] | None) -> Any:
     return cls(**block)
 
 
-def check_judge_config(
-    cfg: JudgeConfig | Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
-) -> JudgeConfig:
+def check_judge_config(cfg: JudgeConfig | Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> JudgeConfig:
     """Validate a ``judge`` block before any job starts (the Snakefile calls this).
 
     Fails early, with a message naming what to fix: an unknown kind, impossible numbers, an

@@ -37,7 +37,7 @@ class CostEstimate:
     def dollars(self) -> float:
         return self.dollars_input + self.dollars_output
 
-    def __add__(self, other: "CostEstimate") -> "CostEstimate":
+    def __add__(self, other: CostEstimate) -> CostEstimate:
         return CostEstimate(
             self.calls + other.calls,
             self.prompt_tokens + other.prompt_tokens,
@@ -53,9 +53,7 @@ class CostEstimate:
         )
 
 
-def usage_cost(
-    prompt_tokens: int, completion_tokens: int, price_per_m_input: float, price_per_m_output: float
-) -> float:
+def usage_cost(prompt_tokens: int, completion_tokens: int, price_per_m_input: float, price_per_m_output: float) -> float:
     """Dollars for the given token counts at prices per 1M tokens."""
     return prompt_tokens * price_per_m_input / 1e6 + completion_tokens * price_per_m_output / 1e6
 

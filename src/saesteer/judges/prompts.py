@@ -76,7 +76,8 @@ Give your reasoning in at most two sentences, then end with a line of the form
 Rating: N
 where N is a number from 0 to 2."""
 
-CONCEPT_TEMPLATE = """\
+CONCEPT_TEMPLATE = (
+    """\
 Rate whether the concept below is incorporated in the text.
 
 Concept: {concept}
@@ -92,9 +93,12 @@ Rubric:
 2 - the concept is clearly incorporated, in a fuller and more natural way.
 
 Judge only whether the concept is present. Ignore grammar, logical coherence and whether the text answers any question.
-""" + _RATING_FOOTER
+"""
+    + _RATING_FOOTER
+)
 
-INSTRUCTION_TEMPLATE = """\
+INSTRUCTION_TEMPLATE = (
+    """\
 Rate whether the text is related to the instruction below.
 
 Instruction: {instruction}
@@ -110,9 +114,12 @@ Rubric:
 2 - the text is clearly and directly related to the instruction's topic.
 
 Judge only how related the text is to the instruction in topic. Ignore grammar, coherence and how informative or complete the text is; other topics appearing alongside do not make it unrelated.
-""" + _RATING_FOOTER
+"""
+    + _RATING_FOOTER
+)
 
-FLUENCY_TEMPLATE = """\
+FLUENCY_TEMPLATE = (
+    """\
 Rate the fluency of the text below.
 
 Text:
@@ -126,7 +133,9 @@ Rubric:
 2 - fluent: natural language with at most trivial flaws.
 
 Judge only the fluency of the language. Ignore whether the text is relevant to anything, complete, coherent with a wider context, true or informative.
-""" + _RATING_FOOTER
+"""
+    + _RATING_FOOTER
+)
 
 EXPLAIN_SYSTEM = (
     "We are studying the latents (features) of a sparse autoencoder trained on the internal "
@@ -205,11 +214,17 @@ def check_templates(templates: Mapping[str, Any], where: str) -> dict[str, str]:
         try:
             found = template_fields(text)
         except ValueError as exc:
-            raise PromptsError(f"{where}: template {name!r} is not a valid format string ({exc}); write a literal brace as {{{{ or }}}}") from exc
+            raise PromptsError(
+                f"{where}: template {name!r} is not a valid format string ({exc}); write a literal brace as {{{{ or }}}}"
+            ) from exc
         if any(not f.isidentifier() for f in found):
-            raise PromptsError(f"{where}: template {name!r} has fields {sorted(found)}; only named fields {sorted(allowed)} are allowed")
+            raise PromptsError(
+                f"{where}: template {name!r} has fields {sorted(found)}; only named fields {sorted(allowed)} are allowed"
+            )
         if required - found:
-            raise PromptsError(f"{where}: template {name!r} lacks the placeholders {sorted('{' + f + '}' for f in required - found)}")
+            raise PromptsError(
+                f"{where}: template {name!r} lacks the placeholders {sorted('{' + f + '}' for f in required - found)}"
+            )
         if found - allowed:
             raise PromptsError(
                 f"{where}: template {name!r} has unknown placeholders {sorted('{' + f + '}' for f in found - allowed)}; "
@@ -254,7 +269,9 @@ class PromptSet:
         return self._messages("rating_system", self.templates["concept"].format(concept=concept, generation=generation))
 
     def instruction_messages(self, instruction: str, generation: str) -> Messages:
-        return self._messages("rating_system", self.templates["instruction"].format(instruction=instruction, generation=generation))
+        return self._messages(
+            "rating_system", self.templates["instruction"].format(instruction=instruction, generation=generation)
+        )
 
     def fluency_messages(self, generation: str) -> Messages:
         return self._messages("rating_system", self.templates["fluency"].format(generation=generation))
@@ -263,9 +280,7 @@ class PromptSet:
 
     def explain_messages(self, top_contexts: Sequence[ContextLike], highlight_fraction: float = 0.3) -> Messages:
         line = self.templates["explain_excerpt"]
-        excerpts = "\n".join(
-            line.format(i=i, text=highlight(c, highlight_fraction)) for i, c in enumerate(top_contexts, start=1)
-        )
+        excerpts = "\n".join(line.format(i=i, text=highlight(c, highlight_fraction)) for i, c in enumerate(top_contexts, start=1))
         return self._messages("explain_system", self.templates["explain"].format(excerpts=excerpts, n=len(top_contexts)))
 
     def detect_messages(self, explanation: str, contexts: Sequence[ContextLike]) -> Messages:

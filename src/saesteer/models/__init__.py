@@ -24,9 +24,10 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ class ModelSpec:
     config requires it for every model entry."""
 
     @classmethod
-    def from_config(cls, entry: dict[str, Any]) -> "ModelSpec":
+    def from_config(cls, entry: dict[str, Any]) -> ModelSpec:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in entry.items() if k in known})
 
@@ -198,9 +199,8 @@ def hub_error_message(spec: ModelSpec, exc: BaseException) -> str:
         why = f"no model {spec.hub_id!r} on the hub (check models[].hub_id; a private model needs HF_TOKEN)"
     elif isinstance(exc, LocalEntryNotFoundError):
         offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        why = (
-            f"{where} is not in {cache}"
-            + (" and HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else " and the hub cannot be reached")
+        why = f"{where} is not in {cache}" + (
+            " and HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else " and the hub cannot be reached"
         )
     else:
         why = f"{type(exc).__name__}: {exc}"
@@ -221,10 +221,7 @@ def prepare_model(spec: ModelSpec, out_json: Path, weights_dir: Path) -> dict[st
     record: dict[str, Any] = {"name": spec.name, "source": spec.source, "hook_name": spec.hook_name}
     if spec.source == "embedded":
         if spec.embedded not in EMBEDDED_MODELS:
-            raise ModelError(
-                f"model {spec.name}: unknown embedded model {spec.embedded!r}; "
-                f"known: {sorted(EMBEDDED_MODELS)}"
-            )
+            raise ModelError(f"model {spec.name}: unknown embedded model {spec.embedded!r}; known: {sorted(EMBEDDED_MODELS)}")
         entry = EMBEDDED_MODELS[spec.embedded]
         try:
             version = importlib.metadata.version(entry.distribution)

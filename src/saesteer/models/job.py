@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saesteer.models import ModelSpec, prepare_model as _prepare_model
+from saesteer.models import ModelSpec
+from saesteer.models import prepare_model as _prepare_model
 from saesteer.rule_jobs import RuleJob
 
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ from saesteer.sae.pretrained import (
     check_normalization,
 )
 from saesteer.sae.registry import known_tensors
-from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, save_saelens, sae_from_saelens_state
+from saesteer.sae.saelens_io import SAELENS_CFG, SAELENS_WEIGHTS, sae_from_saelens_state, save_saelens
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,11 @@ class ImportError_(RuntimeError):
 def fetch_sae(entry: Mapping[str, Any], record_path: str | Path) -> dict[str, Any]:
     """Bring the SAE's files local (registry: into the HF cache, via SAELens's loader) and
     write a record of where they are."""
-    record: dict[str, Any] = {k: entry.get(k) for k in ("model", "name", "source", "release", "sae_id", "path", "repo_id", "conversion")}
+    record: dict[str, Any] = {
+        k: entry.get(k) for k in ("model", "name", "source", "release", "sae_id", "path", "repo_id", "conversion")
+    }
     if entry["source"] == "saelens":
         from huggingface_hub import constants
-
         from sae_lens import SAE
 
         SAE.from_pretrained(entry["release"], entry["sae_id"], device="cpu")
@@ -216,7 +218,9 @@ def import_sae(
         recorded = json.loads(Path(fetch_record).read_text()).get("sha256", {})
         for name, digest in recorded.items():
             if sha256_file(Path(str(entry["path"])) / name) != digest:
-                raise ImportError_(f"{where}: {Path(str(entry['path'])) / name} changed since fetch_sae recorded it; rerun fetch_sae")
+                raise ImportError_(
+                    f"{where}: {Path(str(entry['path'])) / name} changed since fetch_sae recorded it; rerun fetch_sae"
+                )
     sl_sae = load_with_saelens(entry)
     cfg = saelens_config(sl_sae)
     hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
@@ -279,8 +283,12 @@ def import_sae(
     write_json_atomic(summary_path, summary)
     log.info(
         "imported %s (%s): L0 %.1f (nominal %d), explained variance %.4f, dead %.3f; SAELens agreement %.5f",
-        entry.get("name"), ours.arch, metrics["achieved_l0"], target, metrics["explained_variance"],
-        metrics["dead_fraction"], check["active_agreement"],
+        entry.get("name"),
+        ours.arch,
+        metrics["achieved_l0"],
+        target,
+        metrics["explained_variance"],
+        metrics["dead_fraction"],
+        check["active_agreement"],
     )
     return summary
-

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from saesteer.rule_jobs import RuleJob
-from saesteer.sae.import_pretrained import fetch_sae as _fetch_sae, import_sae as _import_sae
+from saesteer.sae.import_pretrained import fetch_sae as _fetch_sae
+from saesteer.sae.import_pretrained import import_sae as _import_sae
 
 
 def fetch_sae(job: RuleJob) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+
 def _saelens_to_ours() -> dict[str, tuple[str, ...]]:
     """SAELens inference architecture -> ours that it can hold (the first is the default),
     from the architecture descriptors. SAELens saves BatchTopK (and Matryoshka BatchTopK)
@@ -44,6 +45,7 @@ def _saelens_to_ours() -> dict[str, tuple[str, ...]]:
     from saesteer.sae.registry import saelens_to_ours
 
     return saelens_to_ours()
+
 
 def _our_archs() -> tuple[str, ...]:
     from saesteer.sae.registry import names
@@ -88,9 +90,17 @@ class PretrainedEntry:
 
     def to_dict(self) -> dict[str, Any]:
         out = {
-            "model": self.model, "name": self.name, "source": self.source, "arch": self.arch,
-            "target_l0": self.target_l0, "release": self.release, "sae_id": self.sae_id, "path": self.path,
-            "norm_scaling_factor": self.norm_scaling_factor, "repo_id": self.repo_id, "conversion": self.conversion,
+            "model": self.model,
+            "name": self.name,
+            "source": self.source,
+            "arch": self.arch,
+            "target_l0": self.target_l0,
+            "release": self.release,
+            "sae_id": self.sae_id,
+            "path": self.path,
+            "norm_scaling_factor": self.norm_scaling_factor,
+            "repo_id": self.repo_id,
+            "conversion": self.conversion,
         }
         return out
 
@@ -161,8 +171,7 @@ def check_architecture(saelens_arch: str, declared: str | None, where: str) -> s
     table = _saelens_to_ours()
     if saelens_arch not in table:
         raise PretrainedConfigError(
-            f"{where}: SAELens architecture {saelens_arch!r} is not supported here "
-            f"(supported: {', '.join(table)})"
+            f"{where}: SAELens architecture {saelens_arch!r} is not supported here (supported: {', '.join(table)})"
         )
     allowed = table[saelens_arch]
     if declared is not None and declared not in allowed:
@@ -201,7 +210,11 @@ def hook_from_sae_id(sae_id: str, repo_id: str) -> str | None:
         return match.group(1)
     match = re.match(r"^layer_([0-9]+)/", sae_id)
     if match:
-        kind = "resid_post" if "-res" in repo_id else ("mlp_out" if "-mlp" in repo_id else "attn.hook_z" if "-att" in repo_id else None)
+        kind = (
+            "resid_post"
+            if "-res" in repo_id
+            else ("mlp_out" if "-mlp" in repo_id else "attn.hook_z" if "-att" in repo_id else None)
+        )
         if kind:
             return f"blocks.{match.group(1)}.hook_{kind}" if kind != "attn.hook_z" else f"blocks.{match.group(1)}.attn.hook_z"
     return None
@@ -257,15 +270,25 @@ def _resolve(model: dict[str, Any], i: int, j: int, entry: dict[str, Any], base_
                     f"(the measured L0 is written to train_summary.json on import)"
                 )
         return PretrainedEntry(
-            model=model["name"], name=entry["name"], source="saelens", arch=declared, target_l0=int(target),
-            release=release, sae_id=sae_id, norm_scaling_factor=factor, repo_id=info.repo_id,
-            conversion=info.conversion or "sae_lens", field=where,
+            model=model["name"],
+            name=entry["name"],
+            source="saelens",
+            arch=declared,
+            target_l0=int(target),
+            release=release,
+            sae_id=sae_id,
+            norm_scaling_factor=factor,
+            repo_id=info.repo_id,
+            conversion=info.conversion or "sae_lens",
+            field=where,
         )
     path = Path(entry["path"])
     folder = path if path.is_absolute() else base_dir / path
     cfg_file = folder / "cfg.json"
     if not cfg_file.is_file():
-        raise PretrainedConfigError(f"{where}.path: {cfg_file} does not exist (a SAELens folder holds cfg.json and sae_weights.safetensors)")
+        raise PretrainedConfigError(
+            f"{where}.path: {cfg_file} does not exist (a SAELens folder holds cfg.json and sae_weights.safetensors)"
+        )
     if not (folder / "sae_weights.safetensors").is_file():
         raise PretrainedConfigError(f"{where}.path: {folder / 'sae_weights.safetensors'} does not exist")
     try:
@@ -275,18 +298,24 @@ def _resolve(model: dict[str, Any], i: int, j: int, entry: dict[str, Any], base_
     fields = saelens_cfg_fields(cfg)
     arch = check_architecture(str(fields["architecture"]), declared or fields["our_arch"], where)
     if fields["d_in"] != model["d_model"]:
-        raise PretrainedConfigError(f"{where}.path: the SAE's d_in is {fields['d_in']}, model {model['name']!r} has d_model {model['d_model']}")
+        raise PretrainedConfigError(
+            f"{where}.path: the SAE's d_in is {fields['d_in']}, model {model['name']!r} has d_model {model['d_model']}"
+        )
     check_hook(fields["hook_name"], layer, where)
     check_normalization(fields["normalize_activations"], factor, where)
     if target is None:
         target = fields["our_target"] or fields["k"]
         if not target:
-            raise PretrainedConfigError(
-                f"{where}.target_l0: {cfg_file} states no k or target L0; give the SAE's nominal L0"
-            )
+            raise PretrainedConfigError(f"{where}.target_l0: {cfg_file} states no k or target L0; give the SAE's nominal L0")
     return PretrainedEntry(
-        model=model["name"], name=entry["name"], source="path", arch=arch, target_l0=int(round(float(target))),
-        path=str(folder), norm_scaling_factor=factor, field=where,
+        model=model["name"],
+        name=entry["name"],
+        source="path",
+        arch=arch,
+        target_l0=int(round(float(target))),
+        path=str(folder),
+        norm_scaling_factor=factor,
+        field=where,
     )
 
 

@@ -21,9 +21,9 @@ import dataclasses
 import importlib
 import pkgutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -40,7 +40,7 @@ class NoOptions:
     """Options dataclass of an architecture without options."""
 
 
-def _default_saelens_state(spec: "ArchSpec", sae: BaseSAE) -> dict[str, Tensor]:
+def _default_saelens_state(spec: ArchSpec, sae: BaseSAE) -> dict[str, Tensor]:
     return {name: getattr(sae, name).detach().float() for name in spec.tensors}
 
 
@@ -85,7 +85,7 @@ class ArchSpec:
     """Options -> key in the coefficient tables (default: the name)."""
     calibrates: Callable[[Any], bool] | None = None
     """Options -> whether the controller tunes the coefficient (default: sparsity is ``penalty``)."""
-    saelens_state: Callable[["ArchSpec", BaseSAE], dict[str, Tensor]] = _default_saelens_state
+    saelens_state: Callable[[ArchSpec, BaseSAE], dict[str, Tensor]] = _default_saelens_state
     """The code-space tensors written beside W_enc/W_dec/b_dec (unscaled)."""
     saelens_cfg: Callable[[BaseSAE], dict[str, Any]] = lambda sae: {}
     """Extra cfg.json keys (e.g. TopK's ``k``)."""
@@ -128,7 +128,9 @@ _REGISTRY: dict[str, ArchSpec] = {}
 _LOCK = threading.RLock()
 _DISCOVERED = False
 
-_NOT_ARCHITECTURES = frozenset({"base", "sparse", "registry", "saelens_io", "pretrained", "import_pretrained", "job", "random_decoder"})
+_NOT_ARCHITECTURES = frozenset(
+    {"base", "sparse", "registry", "saelens_io", "pretrained", "import_pretrained", "job", "random_decoder"}
+)
 """Modules of this package that hold no architecture (not imported by the discovery)."""
 
 

@@ -148,9 +148,7 @@ def load_saelens(path: str | Path) -> BaseSAE:
 
 
 @torch.no_grad()
-def sae_from_saelens_state(
-    cfg: dict[str, Any], state: dict[str, Tensor], where: str, arch: str | None = None
-) -> BaseSAE:
+def sae_from_saelens_state(cfg: dict[str, Any], state: dict[str, Tensor], where: str, arch: str | None = None) -> BaseSAE:
     """Our SAE holding a SAELens config + state dict (float32 tensors); ``arch`` (ours)
     overrides the one the config implies (e.g. batchtopk for a SAELens jumprelu)."""
     state = {k: v.detach().float().clone() for k, v in state.items()}

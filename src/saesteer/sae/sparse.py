@@ -55,13 +55,13 @@ class SparseStructure:
         self._transposed: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
-    def from_mask(cls, mask: Tensor) -> "SparseStructure":
+    def from_mask(cls, mask: Tensor) -> SparseStructure:
         """The True entries of a [batch, d_sae] mask, row-major."""
         rows, cols = mask.nonzero(as_tuple=True)
         return cls(rows, cols, _crow_from_counts(rows, mask.shape[0]), *mask.shape)
 
     @classmethod
-    def from_topk(cls, indices: Tensor, n_cols: int) -> "SparseStructure":
+    def from_topk(cls, indices: Tensor, n_cols: int) -> SparseStructure:
         """Per-row top-k indices [batch, k] (k entries in every row)."""
         n_rows, k = indices.shape
         device = indices.device
@@ -70,7 +70,7 @@ class SparseStructure:
         return cls(rows, indices.reshape(-1), crow, n_rows, n_cols)
 
     @classmethod
-    def from_flat(cls, flat_sorted: Tensor, n_rows: int, n_cols: int) -> "SparseStructure":
+    def from_flat(cls, flat_sorted: Tensor, n_rows: int, n_cols: int) -> SparseStructure:
         """Sorted flat indices into a [n_rows, n_cols] matrix."""
         rows = torch.div(flat_sorted, n_cols, rounding_mode="floor")
         cols = flat_sorted - rows * n_cols
@@ -166,9 +166,7 @@ class GatheredAffine(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = struct.transpose_matmul(grad, x.to(grad.dtype)).t()
         if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(
-                struct.cols, weight.t().contiguous(), struct.offsets, per_sample_weights=grad, mode="sum"
-            )
+            grad_x = F.embedding_bag(struct.cols, weight.t().contiguous(), struct.offsets, per_sample_weights=grad, mode="sum")
         if ctx.needs_input_grad[2] and ctx.has_bias:
             grad_b = torch.zeros(struct.n_cols, dtype=grad.dtype, device=grad.device).index_add_(0, struct.cols, grad)
         return grad_x, grad_w, grad_b, None, None
@@ -201,9 +199,7 @@ class SparseDecode(torch.autograd.Function):
         return grad_values, grad_w, None
 
 
-def gathered_affine(
-    x: Tensor, weight: Tensor, bias: Tensor | None, values: Tensor, struct: SparseStructure
-) -> Tensor:
+def gathered_affine(x: Tensor, weight: Tensor, bias: Tensor | None, values: Tensor, struct: SparseStructure) -> Tensor:
     return GatheredAffine.apply(x, weight, bias, values, struct)
 
 

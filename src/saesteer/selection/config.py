@@ -26,12 +26,11 @@ The defaults are the schema's (``saesteer.schemas.schema_defaults``; tests/test_
 
 from __future__ import annotations
 
-from saesteer.config_blocks import reject_unknown_keys
-
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from saesteer.config_blocks import reject_unknown_keys
 from saesteer.schemas import schema_defaults
 
 AMPLIFY_MODES = ("scale", "add_max", "only_max")
@@ -145,7 +144,7 @@ class SelectionConfig:
     input_score: InputScoreConfig = field(default_factory=InputScoreConfig)
 
     @classmethod
-    def from_config(cls, block: dict[str, Any] | None) -> "SelectionConfig":
+    def from_config(cls, block: dict[str, Any] | None) -> SelectionConfig:
         if block is not None and not isinstance(block, dict):
             raise SelectionConfigError(f"selection: expected a mapping, got {type(block).__name__}")
         block = dict(block or {})
@@ -164,8 +163,13 @@ class SelectionConfig:
         _reject_unknown("selection.control", control_block, ControlConfig)
         input_block = _mapping("selection.input_score", block.pop("input_score", None))
         _reject_unknown("selection.input_score", input_block, InputScoreConfig)
-        cfg = cls(**block, output_score=OutputScoreConfig(**output_block), delta_conf=DeltaConfConfig(**delta_block),
-                  control=ControlConfig(**control_block), input_score=InputScoreConfig(**input_block))
+        cfg = cls(
+            **block,
+            output_score=OutputScoreConfig(**output_block),
+            delta_conf=DeltaConfConfig(**delta_block),
+            control=ControlConfig(**control_block),
+            input_score=InputScoreConfig(**input_block),
+        )
         cfg.check()
         return cfg
 
@@ -200,10 +204,17 @@ class SelectionConfig:
             fail("delta_conf.mode", f"{d.mode!r} is not one of {list(SET_MODES)}")
         if not d.k_values or not all(_is_int(k) and k >= 1 for k in d.k_values) or len(set(d.k_values)) != len(d.k_values):
             fail("delta_conf.k_values", f"must be distinct positive integers, got {list(d.k_values)}")
-        if not d.quantiles or not all(_is_number(q) and 0 < q < 1 for q in d.quantiles) or len(set(d.quantiles)) != len(d.quantiles):
+        if (
+            not d.quantiles
+            or not all(_is_number(q) and 0 < q < 1 for q in d.quantiles)
+            or len(set(d.quantiles)) != len(d.quantiles)
+        ):
             fail("delta_conf.quantiles", f"must be distinct numbers in (0, 1), got {list(d.quantiles)}")
         if not d.directions or not set(d.directions) <= set(DIRECTIONS) or len(set(d.directions)) != len(d.directions):
-            fail("delta_conf.directions", f"must be a non-empty subset of {list(DIRECTIONS)} without repeats, got {list(d.directions)}")
+            fail(
+                "delta_conf.directions",
+                f"must be a non-empty subset of {list(DIRECTIONS)} without repeats, got {list(d.directions)}",
+            )
         self._check_control_and_input(fail)
 
     def _check_control_and_input(self, fail: Any) -> None:

@@ -58,8 +58,15 @@ class SetSearch:
     max_size: int
 
     def sets(self, cands: Sequence[Candidate]) -> list[LatentSet]:
-        return delta_conf_sets(cands, mode=self.mode, directions=self.directions, k_values=self.k_values,
-                               quantiles=self.quantiles, all_delta_conf=self.all_delta_conf, max_size=self.max_size)
+        return delta_conf_sets(
+            cands,
+            mode=self.mode,
+            directions=self.directions,
+            k_values=self.k_values,
+            quantiles=self.quantiles,
+            all_delta_conf=self.all_delta_conf,
+            max_size=self.max_size,
+        )
 
 
 def reorder(cands: Sequence[Candidate], order: Sequence[int]) -> list[Candidate]:
@@ -92,30 +99,54 @@ def orderings(cands: Sequence[Candidate], n_random: int, seed: int, with_output:
     return out
 
 
-def control_sets(cands: Sequence[Candidate], search: SetSearch, orders: Mapping[str, Sequence[int]]) -> dict[str, list[LatentSet]]:
+def control_sets(
+    cands: Sequence[Candidate], search: SetSearch, orders: Mapping[str, Sequence[int]]
+) -> dict[str, list[LatentSet]]:
     """Each ordering's candidate sets (what must be steered)."""
     return {name: search.sets(reorder(cands, order)) for name, order in orders.items()}
 
 
-def run_search(sets: Sequence[LatentSet], per_concept: Mapping[int, Mapping[str, Any]], none: float | None,
-               none_arad: float | None) -> dict[str, Any]:
+def run_search(
+    sets: Sequence[LatentSet], per_concept: Mapping[int, Mapping[str, Any]], none: float | None, none_arad: float | None
+) -> dict[str, Any]:
     """Score every set, choose one by the selection half (``choose_set``), its lifts."""
     scored = [set_scores(s, per_concept) for s in sets]
     chosen = choose_set(scored)
     if chosen is None:
-        return {"label": None, "latents": [], "n_concepts": 0, "score": None, "score_arad": None, "selection_score": None,
-                "lift": None, "lift_arad": None, "n_sets": 0}
-    return {"label": chosen["label"], "latents": list(chosen["latents"]), "n_concepts": chosen["n_concepts"],
-            "score": chosen["score"], "score_arad": chosen["score_arad"], "selection_score": chosen["selection_score"],
-            "lift": lift(chosen["score"], none), "lift_arad": lift(chosen["score_arad"], none_arad), "n_sets": len(scored)}
+        return {
+            "label": None,
+            "latents": [],
+            "n_concepts": 0,
+            "score": None,
+            "score_arad": None,
+            "selection_score": None,
+            "lift": None,
+            "lift_arad": None,
+            "n_sets": 0,
+        }
+    return {
+        "label": chosen["label"],
+        "latents": list(chosen["latents"]),
+        "n_concepts": chosen["n_concepts"],
+        "score": chosen["score"],
+        "score_arad": chosen["score_arad"],
+        "selection_score": chosen["selection_score"],
+        "lift": lift(chosen["score"], none),
+        "lift_arad": lift(chosen["score_arad"], none_arad),
+        "n_sets": len(scored),
+    }
 
 
 def _stats(values: Sequence[float | None]) -> dict[str, float | None]:
     kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not kept:
         return {"mean": None, "sd": None, "min": None, "max": None}
-    return {"mean": statistics.fmean(kept), "sd": statistics.stdev(kept) if len(kept) > 1 else 0.0,
-            "min": min(kept), "max": max(kept)}
+    return {
+        "mean": statistics.fmean(kept),
+        "sd": statistics.stdev(kept) if len(kept) > 1 else 0.0,
+        "min": min(kept),
+        "max": max(kept),
+    }
 
 
 def _minus(a: float | None, b: float | None) -> float | None:

@@ -88,13 +88,17 @@ def _tau(tau_b: Any, x: Sequence[float], y: Sequence[float]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def output_low_input_set(cands: Sequence[Any], input_scores: Mapping[int, Any], n_concepts: int, high_output: float,
-                         high_input: float) -> Any:
+def output_low_input_set(
+    cands: Sequence[Any], input_scores: Mapping[int, Any], n_concepts: int, high_output: float, high_input: float
+) -> Any:
     """The optional criterion Arad et al.'s two scores suggest: candidates high on the output
     score and low on the input score (input score defined and below ``high_input``), the
     first ``n_concepts`` in rank order (like output-score selection: the same sample, filtered)."""
     from saesteer.selection.sets import LatentSet
 
-    kept = [c.latent for c in cands if c.output_score >= high_output and _finite(input_scores.get(c.latent))
-            and float(input_scores[c.latent]) < high_input]
+    kept = [
+        c.latent
+        for c in cands
+        if c.output_score >= high_output and _finite(input_scores.get(c.latent)) and float(input_scores[c.latent]) < high_input
+    ]
     return LatentSet("output_low_input", tuple(kept[:n_concepts]))

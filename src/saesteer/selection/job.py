@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.rule_jobs import RuleJob, each_sae
+from saesteer.schemas import schema_path
 from saesteer.selection.config import SelectionConfig
 from saesteer.selection.latent_scores import SCORE_COLUMNS, LatentScores, SelectionError, score_latents
 
@@ -102,12 +102,15 @@ def read_top_tokens(autointerp_table: Path) -> dict[int, list[int] | None]:
     except (OSError, ValueError) as exc:
         raise SelectionError(f"{autointerp_table} is not an autointerp table ({exc}); rerun autointerp") from exc
     if "top_token_ids" not in table.column_names:
-        raise SelectionError(f"{autointerp_table} has no top_token_ids column (written before the input score existed): rerun autointerp")
+        raise SelectionError(
+            f"{autointerp_table} has no top_token_ids column (written before the input score existed): rerun autointerp"
+        )
     return {int(r["latent"]): r["top_token_ids"] for r in table.select(["latent", "top_token_ids"]).to_pylist()}
 
 
-def add_input_scores(records: list[dict[str, Any]], top_tokens: Mapping[int, Sequence[int] | None] | None,
-                     cfg: SelectionConfig) -> dict[str, Any] | None:
+def add_input_scores(
+    records: list[dict[str, Any]], top_tokens: Mapping[int, Sequence[int] | None] | None, cfg: SelectionConfig
+) -> dict[str, Any] | None:
     """Fill each record's input_score / n_top_contexts; the summary's input_score block (None
     without an autointerp table)."""
     from saesteer.selection.input_score import high_both, input_score
@@ -118,16 +121,26 @@ def add_input_scores(records: list[dict[str, Any]], top_tokens: Mapping[int, Seq
         rec["n_top_contexts"] = scored.n_contexts
     if top_tokens is None:
         return None
-    return {"min_contexts": int(cfg.input_score.min_contexts), "top_n_tokens": int(cfg.output_score.top_n_tokens),
-            "n_with_contexts": sum(r["n_top_contexts"] > 0 for r in records),
-            **high_both(records, cfg.input_score.high_input, cfg.high_output)}
+    return {
+        "min_contexts": int(cfg.input_score.min_contexts),
+        "top_n_tokens": int(cfg.output_score.top_n_tokens),
+        "n_with_contexts": sum(r["n_top_contexts"] > 0 for r in records),
+        **high_both(records, cfg.input_score.high_input, cfg.high_output),
+    }
 
 
 def column_summary(values: torch.Tensor) -> dict[str, Any]:
     v = values.double()
     v = v[torch.isfinite(v)]
     if v.numel() == 0:
-        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "quantiles": {str(q): None for q in SUMMARY_QUANTILES}}
+        return {
+            "n": 0,
+            "mean": None,
+            "std": None,
+            "min": None,
+            "max": None,
+            "quantiles": {str(q): None for q in SUMMARY_QUANTILES},
+        }
     qs = torch.quantile(v, torch.tensor(SUMMARY_QUANTILES, dtype=torch.float64))
     return {
         "n": int(v.numel()),
@@ -158,8 +171,8 @@ def run_select_features(
     ``selection.latents`` is "autointerp", and the top contexts of Arad et al.'s input score
     (without it the input_score column stays null). ``lm``/``tokenizer`` override the ones of
     ``model_json`` (tests)."""
-    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
+    from saesteer.evals.interp import load_sae
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
     from saesteer.steering.evaluate import SteeringError, hook_layer
@@ -198,8 +211,15 @@ def run_select_features(
         device = next(lm.parameters()).device
     sae = sae.to(device)
     load_seconds = time.perf_counter() - started
-    log.info("selection scores of %s at %s: %d latents, prompt %r, %d rows per forward on %s",
-             sae_dir, hook_name, sae.d_sae, cfg.prompt, cfg.batch_size, device)
+    log.info(
+        "selection scores of %s at %s: %d latents, prompt %r, %d rows per forward on %s",
+        sae_dir,
+        hook_name,
+        sae.d_sae,
+        cfg.prompt,
+        cfg.batch_size,
+        device,
+    )
 
     last = [time.perf_counter()]
 
@@ -212,7 +232,9 @@ def run_select_features(
     scores = score_latents(lm, tokenizer, sae, layer, cfg, latents=subset, progress=progress)
     scoring_seconds = time.perf_counter() - scoring_start
     records = table_records(scores, tokenizer)
-    input_block = add_input_scores(records, read_top_tokens(Path(autointerp_table)) if autointerp_table is not None else None, cfg)
+    input_block = add_input_scores(
+        records, read_top_tokens(Path(autointerp_table)) if autointerp_table is not None else None, cfg
+    )
     state = scores.state
     text = TokenText(tokenizer)
     base_p = torch.softmax(state.base_logits.float(), dim=-1)
@@ -237,7 +259,10 @@ def run_select_features(
             "base": {
                 "confidence": float(state.base_confidence),
                 "k": int(cfg.delta_conf.k),
-                "top_tokens": [{"id": int(i), "token": text(int(i)), "prob": float(p)} for p, i in zip(top.values.tolist(), top.indices.tolist())],
+                "top_tokens": [
+                    {"id": int(i), "token": text(int(i)), "prob": float(p)}
+                    for p, i in zip(top.values.tolist(), top.indices.tolist())
+                ],
             },
             "output_score_threshold": threshold,
             "fraction_above_threshold": float((out_scores >= threshold).double().mean()) if out_scores.numel() else 0.0,
@@ -273,9 +298,18 @@ def run_select_features(
     log.info(
         "%s/%s/l0-%s: %d latents in %.1f s (%.0f latents/s); a_max %.3g, %d active on the prompt; output score >= %g: %.1f%%; "
         "delta_conf (%s) mean %.3g",
-        model, arch, target_l0, scores.latents.numel(), scoring_seconds, report["timings"]["latents_per_s"] or 0.0,
-        state.a_max, report["n_active_on_prompt"], threshold, 100 * report["fraction_above_threshold"],
-        cfg.delta_conf.amplify, report["columns"]["delta_conf"]["mean"] or float("nan"),
+        model,
+        arch,
+        target_l0,
+        scores.latents.numel(),
+        scoring_seconds,
+        report["timings"]["latents_per_s"] or 0.0,
+        state.a_max,
+        report["n_active_on_prompt"],
+        threshold,
+        100 * report["fraction_above_threshold"],
+        cfg.delta_conf.amplify,
+        report["columns"]["delta_conf"]["mean"] or float("nan"),
     )
     return report
 

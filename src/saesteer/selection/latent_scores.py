@@ -57,8 +57,8 @@ from torch import Tensor, nn
 
 from saesteer.cache.capture import decoder_layers
 from saesteer.devices import is_oom
-from saesteer.prompting import text_ids
 from saesteer.evals.splice import UpperRunner, base_model, head_logits, logit_chunk_tokens
+from saesteer.prompting import text_ids
 from saesteer.sae.base import BaseSAE
 from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig, SelectionError
 
@@ -70,8 +70,14 @@ OUT, ADD, ONLY, SCALE = 0, 1, 2, 3
 ADD: a_f += alpha * a_max (Delta C add_max when alpha != s); ONLY: only_max; SCALE: scale."""
 
 SCORE_COLUMNS = (
-    "a_f", "output_score", "output_rank", "output_prob",
-    "delta_conf", "delta_conf_scale", "delta_conf_add_max", "delta_conf_only_max",
+    "a_f",
+    "output_score",
+    "output_rank",
+    "output_prob",
+    "delta_conf",
+    "delta_conf_scale",
+    "delta_conf_add_max",
+    "delta_conf_only_max",
 )
 
 
@@ -93,7 +99,9 @@ def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
 def check_affine_decoder(sae: BaseSAE) -> None:
     """The intervention algebra assumes BaseSAE's affine decoder; refuse an SAE that overrides it."""
     if type(sae).decode_normalized is not BaseSAE.decode_normalized or type(sae).decode is not BaseSAE.decode:
-        raise SelectionError(f"{type(sae).__name__} overrides the affine decoder; selection scores assume decode(c) = (c W_dec + b_dec) * act_scale")
+        raise SelectionError(
+            f"{type(sae).__name__} overrides the affine decoder; selection scores assume decode(c) = (c W_dec + b_dec) * act_scale"
+        )
 
 
 def decoder_rows(sae: BaseSAE) -> Tensor:
@@ -162,10 +170,15 @@ def stats_from_hidden(model: nn.Module, hidden: Tensor, lens_ids: Tensor, k: int
     """:func:`stats_from_logits` of head_logits(hidden) [B, d], a ~64 MB chunk of rows at a time."""
     vocab = model.get_output_embeddings().weight.shape[0]
     step = logit_chunk_tokens(vocab)
-    parts = [stats_from_logits(head_logits(model, hidden[s : s + step]), lens_ids[s : s + step], k) for s in range(0, hidden.shape[0], step)]
+    parts = [
+        stats_from_logits(head_logits(model, hidden[s : s + step]), lens_ids[s : s + step], k)
+        for s in range(0, hidden.shape[0], step)
+    ]
     return RowStats(
-        torch.cat([p.confidence for p in parts]), torch.cat([p.best_logp for p in parts]),
-        torch.cat([p.rank for p in parts]), parts[0].vocab if parts else vocab,
+        torch.cat([p.confidence for p in parts]),
+        torch.cat([p.best_logp for p in parts]),
+        torch.cat([p.rank for p in parts]),
+        parts[0].vocab if parts else vocab,
     )
 
 
@@ -182,7 +195,9 @@ def _output_hidden(output: Any) -> Tensor:
 
 
 @torch.inference_mode()
-def full_forward(model: nn.Module, layer: int, token_ids: Sequence[int], edit: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def full_forward(
+    model: nn.Module, layer: int, token_ids: Sequence[int], edit: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """One plain forward of the prompt: (block ``layer``'s output at the last position [d],
     the model's logits at the last position [V] float32). ``edit`` (the literal per-latent
     path) maps the last position's block output [d] to its replacement."""
@@ -237,7 +252,11 @@ class LastPositionRunner:
         if self.length > 1:
             self.prefix_cache = _make_cache(model)
             with torch.inference_mode():
-                model(input_ids=torch.tensor([self.token_ids[:-1]], device=self.device), past_key_values=self.prefix_cache, use_cache=True)
+                model(
+                    input_ids=torch.tensor([self.token_ids[:-1]], device=self.device),
+                    past_key_values=self.prefix_cache,
+                    use_cache=True,
+                )
 
     @torch.inference_mode()
     def final_hidden(self, residuals: Tensor) -> Tensor:
@@ -286,7 +305,9 @@ def prompt_state(model: nn.Module, sae: BaseSAE, runner: LastPositionRunner, k: 
     sae_param = next(sae.parameters())
     xs = x.to(device=sae_param.device, dtype=sae_param.dtype)
     codes = sae.encode(xs[None])[0].float()
-    offset = (sae.decode(codes[None].to(sae_param.dtype)) - sae.decode(torch.zeros_like(codes[None]).to(sae_param.dtype)))[0].float()
+    offset = (sae.decode(codes[None].to(sae_param.dtype)) - sae.decode(torch.zeros_like(codes[None]).to(sae_param.dtype)))[
+        0
+    ].float()
     zero = runner.final_hidden(x[None])
     zero_logits = head_logits(model, zero)
     gap = float((zero_logits[0] - base_logits).abs().max())
@@ -298,8 +319,16 @@ def prompt_state(model: nn.Module, sae: BaseSAE, runner: LastPositionRunner, k: 
             f"logits {gap:.3g} away from the plain forward (scale {scale:.3g}); the batched path does not fit this architecture"
         )
     conf = float(token_confidence(torch.log_softmax(zero_logits.float(), dim=-1), k)[0])
-    return PromptState(list(runner.token_ids), x.cpu(), codes.cpu(), float(codes.max()) if codes.numel() else 0.0,
-                       offset.cpu(), conf, base_logits.cpu(), gap)
+    return PromptState(
+        list(runner.token_ids),
+        x.cpu(),
+        codes.cpu(),
+        float(codes.max()) if codes.numel() else 0.0,
+        offset.cpu(),
+        conf,
+        base_logits.cpu(),
+        gap,
+    )
 
 
 # ---- the batched scores ----------------------------------------------------------------------
@@ -340,8 +369,10 @@ def plan_rows(state: PromptState, latents: Tensor, cfg: SelectionConfig) -> tupl
     s, alpha = float(cfg.output_score.amplification), float(cfg.delta_conf.alpha)
     a_f = state.codes.double()[latents]
     pos = torch.arange(n)
-    parts = [(pos, OUT, torch.full((n,), s * state.a_max, dtype=torch.float64)),
-             (pos, ONLY, torch.full((n,), alpha * state.a_max, dtype=torch.float64))]
+    parts = [
+        (pos, OUT, torch.full((n,), s * state.a_max, dtype=torch.float64)),
+        (pos, ONLY, torch.full((n,), alpha * state.a_max, dtype=torch.float64)),
+    ]
     if not cfg.reuse_add_max:
         parts.append((pos, ADD, torch.full((n,), alpha * state.a_max, dtype=torch.float64)))
     scale_coef = (alpha - 1.0) * a_f
@@ -455,7 +486,12 @@ def score_latents(
 
 @torch.inference_mode()
 def reference_latent_scores(
-    model: nn.Module, tokenizer: Any, sae: BaseSAE, layer: int, cfg: SelectionConfig, latents: Sequence[int],
+    model: nn.Module,
+    tokenizer: Any,
+    sae: BaseSAE,
+    layer: int,
+    cfg: SelectionConfig,
+    latents: Sequence[int],
     modes: Sequence[str] = ("output",) + AMPLIFY_MODES,
 ) -> dict[str, list[float]]:
     """The scores the plain way, as Arad et al.'s code computes the output score: per latent

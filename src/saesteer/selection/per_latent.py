@@ -76,28 +76,30 @@ def per_latent_rows(
         s = latent_scores.get(c.latent, {})
         record = per_concept.get(c.latent)
         inp = _num(s.get("input_score"))
-        rows.append({
-            "latent": c.latent,
-            "concept_id": c.index,
-            "rank": c.rank,
-            "explanation": c.explanation,
-            "output_score": c.output_score,
-            "input_score": inp,
-            "n_top_contexts": int(s["n_top_contexts"]) if s.get("n_top_contexts") is not None else None,
-            "delta_conf": c.delta_conf,
-            "abs_delta_conf": abs(c.delta_conf),
-            "autointerp": _num(autointerp.get(c.latent, {}).get("accuracy")),
-            "steered": record is not None,
-            "heldout_score": None if record is None else _num(record["axbench"]["heldout_score"]),
-            "heldout_score_arad": None if record is None else _num(record["arad"]["heldout_score"]),
-            "selection_score": None if record is None else _num(record["axbench"]["selection_score"]),
-            "chosen_factor": None if record is None else _num(record["axbench"]["chosen_factor"]),
-            "in_no_selection": c.latent in sets[0],
-            "in_output_score_set": c.latent in sets[1],
-            "in_delta_conf_set": c.latent in sets[2],
-            "high_input": None if inp is None else inp >= high_input,
-            "high_output": c.output_score >= high_output,
-        })
+        rows.append(
+            {
+                "latent": c.latent,
+                "concept_id": c.index,
+                "rank": c.rank,
+                "explanation": c.explanation,
+                "output_score": c.output_score,
+                "input_score": inp,
+                "n_top_contexts": int(s["n_top_contexts"]) if s.get("n_top_contexts") is not None else None,
+                "delta_conf": c.delta_conf,
+                "abs_delta_conf": abs(c.delta_conf),
+                "autointerp": _num(autointerp.get(c.latent, {}).get("accuracy")),
+                "steered": record is not None,
+                "heldout_score": None if record is None else _num(record["axbench"]["heldout_score"]),
+                "heldout_score_arad": None if record is None else _num(record["arad"]["heldout_score"]),
+                "selection_score": None if record is None else _num(record["axbench"]["selection_score"]),
+                "chosen_factor": None if record is None else _num(record["axbench"]["chosen_factor"]),
+                "in_no_selection": c.latent in sets[0],
+                "in_output_score_set": c.latent in sets[1],
+                "in_delta_conf_set": c.latent in sets[2],
+                "high_input": None if inp is None else inp >= high_input,
+                "high_output": c.output_score >= high_output,
+            }
+        )
     return rows
 
 

@@ -80,10 +80,21 @@ def candidates(autointerp_rows: Sequence[Mapping[str, Any]], latent_scores: Sequ
     for index, r in enumerate(explained):
         latent = int(r["latent"])
         if latent not in scores:
-            raise SelectionError(f"latent {latent} of the autointerp table has no selection score: the tables come from different SAEs")
+            raise SelectionError(
+                f"latent {latent} of the autointerp table has no selection score: the tables come from different SAEs"
+            )
         s = scores[latent]
-        out.append(Candidate(index, latent, str(r["explanation"]), int(r["rank"]), r.get("m_f"),
-                             float(s["output_score"]), float(s["delta_conf"])))
+        out.append(
+            Candidate(
+                index,
+                latent,
+                str(r["explanation"]),
+                int(r["rank"]),
+                r.get("m_f"),
+                float(s["output_score"]),
+                float(s["delta_conf"]),
+            )
+        )
     return out
 
 
@@ -204,7 +215,11 @@ def choose_set(scored: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         return None
     best = max(
         enumerate(scored),
-        key=lambda kv: (-math.inf if kv[1]["selection_score"] is None else kv[1]["selection_score"], -kv[1]["n_concepts"], -kv[0]),
+        key=lambda kv: (
+            -math.inf if kv[1]["selection_score"] is None else kv[1]["selection_score"],
+            -kv[1]["n_concepts"],
+            -kv[0],
+        ),
     )
     return best[1]
 

@@ -31,15 +31,15 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow.parquet as pq
 import torch
 
-from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.schemas import schema_path
 from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
 from saesteer.selection.input_score import high_both, output_low_input_set
@@ -59,12 +59,12 @@ from saesteer.selection.sets import (
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import (
     Concept,
-    steering_judge,
-    valid_m_f,
     hook_layer,
     read_score,
     steer_and_rate,
+    steering_judge,
     unit_directions,
+    valid_m_f,
     write_generations,
 )
 from saesteer.steering.instructions import read_instruction_pool
@@ -83,7 +83,9 @@ def _concept(c: Candidate, cfg: SteeringConfig) -> Concept:
     return Concept(c.index, c.explanation, c.latent, float(cfg.m_f_fallback), "fallback", "autointerp", c.rank)
 
 
-def reusable_rows(previous: list[dict[str, Any]], wanted: Mapping[int, Concept], cfg: SteeringConfig) -> dict[int, list[dict[str, Any]]]:
+def reusable_rows(
+    previous: list[dict[str, Any]], wanted: Mapping[int, Concept], cfg: SteeringConfig
+) -> dict[int, list[dict[str, Any]]]:
     """The steering evaluation's steered rows of the wanted latents, by latent, where they are
     exactly the rows this job would generate (same concept id, factors and instructions)."""
     by_latent: dict[int, list[dict[str, Any]]] = {}
@@ -127,8 +129,8 @@ def run_steer_selected(
     The model is needed only when a selected latent was not steered by steer_eval: then
     ``lm``/``tokenizer``/``judge`` are used if given, else ``shared_model()`` (a grouped job's
     model, loaded by its first SAE that needs it), else the model of ``model_json``."""
-    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
+    from saesteer.evals.interp import load_sae
     from saesteer.models import load_prepared
     from saesteer.steering.generate import SteeringModel
 
@@ -137,7 +139,9 @@ def run_steer_selected(
         torch.set_num_threads(threads)
     scfg = steering_cfg if isinstance(steering_cfg, SteeringConfig) else SteeringConfig.from_config(steering_cfg)
     if scfg.concepts:
-        raise SelectionError("feature selection chooses among autointerp-explained latents: it does not apply to a fixed steering.concepts list")
+        raise SelectionError(
+            "feature selection chooses among autointerp-explained latents: it does not apply to a fixed steering.concepts list"
+        )
     # Baselines belong to the steering evaluation; the selected sets are steered only.
     scfg = dataclasses.replace(scfg, baselines=())
     sel = selection_cfg if isinstance(selection_cfg, SelectionConfig) else SelectionConfig.from_config(selection_cfg)
@@ -161,8 +165,10 @@ def run_steer_selected(
         # The paper's design: choose among the steered concepts (Concept100) themselves.
         cands = cands[:n]
     os_set = output_score_set(cands, n, sel.output_score.threshold)
-    holi_set = output_low_input_set(cands, {int(r["latent"]): r.get("input_score") for r in scores_rows}, n,
-                                    sel.high_output, sel.input_score.high_input)
+    holi_set = output_low_input_set(
+        cands, {int(r["latent"]): r.get("input_score") for r in scores_rows}, n, sel.high_output, sel.input_score.high_input
+    )
+
     def reading_sets(column: str) -> list[Any]:
         return delta_conf_sets(
             _with_delta_conf(cands, scores_rows, column),
@@ -178,26 +184,62 @@ def run_steer_selected(
     # The paper's "+Output" at the same subset sizes, chosen by the same rule (sets.py).
     topk_sets = output_topk_sets(cands, dc_sets)
     # Delta C under each reading of its intervention (all three are in latent_scores.parquet).
-    readings = {mode: reading_sets(f"delta_conf_{mode}") for mode in AMPLIFY_MODES
-                if all(r.get(f"delta_conf_{mode}") is not None for r in scores_rows)}
+    readings = {
+        mode: reading_sets(f"delta_conf_{mode}")
+        for mode in AMPLIFY_MODES
+        if all(r.get(f"delta_conf_{mode}") is not None for r in scores_rows)
+    }
     # The null control: the same search over other orderings of the same candidates (control.py).
-    search = SetSearch(sel.delta_conf.mode, tuple(sel.delta_conf.directions), tuple(sel.delta_conf.k_values),
-                       tuple(sel.delta_conf.quantiles), tuple(r["delta_conf"] for r in scores_rows), n)
+    search = SetSearch(
+        sel.delta_conf.mode,
+        tuple(sel.delta_conf.directions),
+        tuple(sel.delta_conf.k_values),
+        tuple(sel.delta_conf.quantiles),
+        tuple(r["delta_conf"] for r in scores_rows),
+        n,
+    )
     ctl_sets = control_sets(cands, search, orderings(cands, sel.control.n_orderings, sel.control.seed, sel.control.output_order))
     by_latent = {c.latent: c for c in cands}
-    union = sorted({lat for s in [os_set, holi_set, *dc_sets, *topk_sets, *(x for sets in readings.values() for x in sets),
-                                  *(x for sets in ctl_sets.values() for x in sets)] for lat in s.latents},
-                   key=lambda lat: by_latent[lat].index)
+    union = sorted(
+        {
+            lat
+            for s in [
+                os_set,
+                holi_set,
+                *dc_sets,
+                *topk_sets,
+                *(x for sets in readings.values() for x in sets),
+                *(x for sets in ctl_sets.values() for x in sets),
+            ]
+            for lat in s.latents
+        },
+        key=lambda lat: by_latent[lat].index,
+    )
     wanted = {lat: _concept(by_latent[lat], scfg) for lat in union}
 
     previous = pq.read_table(steering_generations).to_pylist()
     reused = reusable_rows(previous, wanted, scfg)
     todo = [wanted[lat] for lat in union if lat not in reused]
-    log.info("%s/%s/l0-%s: %d candidates; output-score set %d latents, %d Delta C sets; %d latents to steer (%d reused from steer_eval)",
-             model, arch, target_l0, len(cands), len(os_set.latents), len(dc_sets), len(todo), len(reused))
+    log.info(
+        "%s/%s/l0-%s: %d candidates; output-score set %d latents, %d Delta C sets; %d latents to steer (%d reused from steer_eval)",
+        model,
+        arch,
+        target_l0,
+        len(cands),
+        len(os_set.latents),
+        len(dc_sets),
+        len(todo),
+        len(reused),
+    )
 
     records = [r for lat in union if lat in reused for r in reused[lat]]
-    gen_stats: dict[str, Any] = {"prompt_format": prompt_format, "new_tokens": 0, "tokens_per_s": None, "generate_seconds": 0.0, "judge_seconds": 0.0}
+    gen_stats: dict[str, Any] = {
+        "prompt_format": prompt_format,
+        "new_tokens": 0,
+        "tokens_per_s": None,
+        "generate_seconds": 0.0,
+        "judge_seconds": 0.0,
+    }
     judge_label = (base.get("judge"), base.get("judge_model"), base["judge_prompts"]["label"])
     if todo:
         sae, sae_cfg = load_sae(Path(sae_dir))
@@ -212,7 +254,9 @@ def run_steer_selected(
         try:
             pool = read_instruction_pool(Path(instructions), scfg.instructions)
             directions = unit_directions(sae.W_dec, [c.latent for c in todo])
-            new, stats, timings = steer_and_rate(SteeringModel.wrap(lm, tokenizer, layer, prompt_format), directions, todo, pool, scfg, judge)
+            new, stats, timings = steer_and_rate(
+                SteeringModel.wrap(lm, tokenizer, layer, prompt_format), directions, todo, pool, scfg, judge
+            )
         finally:
             if own_judge:
                 judge.close()
@@ -223,7 +267,12 @@ def run_steer_selected(
                 f"{'/'.join(judge_label)} ({steering_score}): rerun steer_eval with the same judge and judge.prompts"
             )
         records += new
-        gen_stats = {"prompt_format": prompt_format, "new_tokens": stats.new_tokens, "tokens_per_s": stats.tokens_per_s, **timings}
+        gen_stats = {
+            "prompt_format": prompt_format,
+            "new_tokens": stats.new_tokens,
+            "tokens_per_s": stats.tokens_per_s,
+            **timings,
+        }
 
     per_concept_list = concept_scores(records, scfg.factors)
     per_concept = {int(r["latent"]): r for r in per_concept_list}
@@ -244,19 +293,51 @@ def run_steer_selected(
     def chosen_block(sets: list[Any]) -> dict[str, Any]:
         scored = [set_scores(x, per_concept) for x in sets]
         best = choose_set(scored)
-        return {**block(best), "chosen": None if best is None else {k: best[k] for k in ("label", "direction", "k", "quantile")},
-                "n_sets": len(scored), "set_sizes": sorted(len(x.latents) for x in sets)}
+        return {
+            **block(best),
+            "chosen": None if best is None else {k: best[k] for k in ("label", "direction", "k", "quantile")},
+            "n_sets": len(scored),
+            "set_sizes": sorted(len(x.latents) for x in sets),
+        }
 
     topk_block = {**chosen_block(topk_sets), "candidates": [set_scores(x, per_concept) for x in topk_sets]}
     readings_block = {mode: {**chosen_block(sets), "headline": mode == sel.delta_conf.amplify} for mode, sets in readings.items()}
-    os_block = {**block(os_scored), "threshold": sel.output_score.threshold,
-                "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands)}
-    dc_block = {**block(chosen), "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
-                "mode": sel.delta_conf.mode, "amplify": sel.delta_conf.amplify, "candidates": scored_dc}
-    control = control_report(ctl_sets, per_concept, none=none_score, none_arad=none_arad, delta_conf_lift=dc_block["lift"],
-                             delta_conf_lift_arad=dc_block["lift_arad"], n_random=sel.control.n_orderings, seed=sel.control.seed)
-    per_latent = _per_latent(explained, scores_rows, autointerp_rows, per_concept, previous, union, scfg, sel,
-                             none_set.latents, os_set.latents, [] if chosen is None else chosen["latents"])
+    os_block = {
+        **block(os_scored),
+        "threshold": sel.output_score.threshold,
+        "n_candidates_passing": sum(c.output_score >= sel.output_score.threshold for c in cands),
+    }
+    dc_block = {
+        **block(chosen),
+        "chosen": None if chosen is None else {k: chosen[k] for k in ("label", "direction", "k", "quantile")},
+        "mode": sel.delta_conf.mode,
+        "amplify": sel.delta_conf.amplify,
+        "candidates": scored_dc,
+    }
+    control = control_report(
+        ctl_sets,
+        per_concept,
+        none=none_score,
+        none_arad=none_arad,
+        delta_conf_lift=dc_block["lift"],
+        delta_conf_lift_arad=dc_block["lift_arad"],
+        n_random=sel.control.n_orderings,
+        seed=sel.control.seed,
+    )
+    per_latent = _per_latent(
+        explained,
+        scores_rows,
+        autointerp_rows,
+        per_concept,
+        previous,
+        union,
+        scfg,
+        sel,
+        none_set.latents,
+        os_set.latents,
+        [] if chosen is None else chosen["latents"],
+    )
+
     def points(other: Mapping[str, Any]) -> float | None:
         return None if other["lift"] is None or dc_block["lift"] is None else 100.0 * (dc_block["lift"] - other["lift"])
 
@@ -269,12 +350,20 @@ def run_steer_selected(
             "judge": judge_label[0],
             "judge_model": judge_label[1],
             "judge_prompts": base["judge_prompts"],
-            "no_selection": {"score": none_score, "score_arad": none_arad, "n_concepts": int(base["n_concepts"]),
-                             "latents": list(none_set.latents), "source": str(steering_score)},
+            "no_selection": {
+                "score": none_score,
+                "score_arad": none_arad,
+                "n_concepts": int(base["n_concepts"]),
+                "latents": list(none_set.latents),
+                "source": str(steering_score),
+            },
             "output_score": os_block,
             "output_topk": topk_block,
-            "output_low_input": {**block(set_scores(holi_set, per_concept) if holi_set.latents else None),
-                                 "high_output": sel.high_output, "high_input": sel.input_score.high_input},
+            "output_low_input": {
+                **block(set_scores(holi_set, per_concept) if holi_set.latents else None),
+                "high_output": sel.high_output,
+                "high_input": sel.input_score.high_input,
+            },
             "delta_conf": dc_block,
             "delta_conf_readings": readings_block,
             "lift_difference_points": points(topk_block),
@@ -282,7 +371,8 @@ def run_steer_selected(
             "lift_difference_points_threshold": points(os_block),
             "relative_improvement_threshold": lift(dc_block["score"], os_block["score"]),
             "control": control,
-            "per_latent": {k: v for k, v in per_latent.items() if k != "rows"} | {"table": None if out_latents is None else str(out_latents)},
+            "per_latent": {k: v for k, v in per_latent.items() if k != "rows"}
+            | {"table": None if out_latents is None else str(out_latents)},
             "candidates": sel.candidates,
             "n_candidates": len(cands),
             "n_latents_steered": len(todo),
@@ -299,21 +389,44 @@ def run_steer_selected(
     )
     check_schema(report, SCHEMA_PATH, "selection score", SelectionError)
     concepts_out = [
-        {**per_concept[lat], "criteria": {"output_score": by_latent[lat].output_score, "delta_conf": by_latent[lat].delta_conf},
-         "reused": lat in reused}
+        {
+            **per_concept[lat],
+            "criteria": {"output_score": by_latent[lat].output_score, "delta_conf": by_latent[lat].delta_conf},
+            "reused": lat in reused,
+        }
         for lat in union
     ]
     write_generations(records, Path(out_generations))
     if out_latents is not None:
         write_parquet_atomic(per_latent["rows"], PER_LATENT_SCHEMA, Path(out_latents))
-    write_json_atomic(out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": concepts_out}))
+    write_json_atomic(
+        out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": concepts_out})
+    )
     write_json_atomic(out_score, report)
-    log.info("%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
-             model, arch, target_l0, none_score, os_block["score"], os_block["lift"], dc_block["score"],
-             (dc_block["chosen"] or {}).get("label"), dc_block["lift"])
-    log.info("%s/%s/l0-%s: set-search control: random orderings lift %s (sd %s, %d orderings), output-score ordering lift %s; "
-             "Delta C net lift %s", model, arch, target_l0, control["random"]["lift_mean"], control["random"]["lift_sd"],
-             sel.control.n_orderings, (control["output_order"] or {}).get("lift"), control["net_lift"])
+    log.info(
+        "%s/%s/l0-%s: steering score none %s, output score %s (lift %s), Delta C %s [%s] (lift %s)",
+        model,
+        arch,
+        target_l0,
+        none_score,
+        os_block["score"],
+        os_block["lift"],
+        dc_block["score"],
+        (dc_block["chosen"] or {}).get("label"),
+        dc_block["lift"],
+    )
+    log.info(
+        "%s/%s/l0-%s: set-search control: random orderings lift %s (sd %s, %d orderings), output-score ordering lift %s; "
+        "Delta C net lift %s",
+        model,
+        arch,
+        target_l0,
+        control["random"]["lift_mean"],
+        control["random"]["lift_sd"],
+        sel.control.n_orderings,
+        (control["output_order"] or {}).get("lift"),
+        control["net_lift"],
+    )
     return report
 
 
@@ -324,9 +437,17 @@ def _with_delta_conf(cands: list[Candidate], scores_rows: list[dict[str, Any]], 
 
 
 def _per_latent(
-    explained: list[Candidate], scores_rows: list[dict[str, Any]], autointerp_rows: list[dict[str, Any]],
-    per_concept: Mapping[int, Mapping[str, Any]], previous: list[dict[str, Any]], union: list[int], scfg: SteeringConfig,
-    sel: SelectionConfig, none_latents: Any, output_latents: Any, delta_conf_latents: Any,
+    explained: list[Candidate],
+    scores_rows: list[dict[str, Any]],
+    autointerp_rows: list[dict[str, Any]],
+    per_concept: Mapping[int, Mapping[str, Any]],
+    previous: list[dict[str, Any]],
+    union: list[int],
+    scfg: SteeringConfig,
+    sel: SelectionConfig,
+    none_latents: Any,
+    output_latents: Any,
+    delta_conf_latents: Any,
 ) -> dict[str, Any]:
     """The per-latent table of every explained latent and tau-b of each score with steering
     across the steered ones: this job's latents and the steering evaluation's other concepts
@@ -335,11 +456,19 @@ def _per_latent(
     extra = reusable_rows(previous, others, scfg)
     steered = dict(per_concept)
     if extra:
-        steered.update({int(r["latent"]): r for r in concept_scores([row for rows in extra.values() for row in rows], scfg.factors)})
+        steered.update(
+            {int(r["latent"]): r for r in concept_scores([row for rows in extra.values() for row in rows], scfg.factors)}
+        )
     rows = per_latent_rows(
-        explained, {int(r["latent"]): r for r in scores_rows}, {int(r["latent"]): r for r in autointerp_rows}, steered,
-        none_set=list(none_latents), output_set=list(output_latents), delta_conf_set=list(delta_conf_latents),
-        high_input=sel.input_score.high_input, high_output=sel.high_output,
+        explained,
+        {int(r["latent"]): r for r in scores_rows},
+        {int(r["latent"]): r for r in autointerp_rows},
+        steered,
+        none_set=list(none_latents),
+        output_set=list(output_latents),
+        delta_conf_set=list(delta_conf_latents),
+        high_input=sel.input_score.high_input,
+        high_output=sel.high_output,
     )
     return {
         "rows": rows,

@@ -9,11 +9,10 @@ m_f = 50 where a latent's max activation is unknown. The defaults are the schema
 
 from __future__ import annotations
 
-from saesteer.config_blocks import reject_unknown_keys
-
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from saesteer.config_blocks import reject_unknown_keys
 from saesteer.schemas import schema_defaults
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -107,7 +106,7 @@ class SteeringConfig:
     prompt_baseline_template: str = _STEERING["prompt_baseline_template"]
 
     @classmethod
-    def from_config(cls, block: dict[str, Any] | None) -> "SteeringConfig":
+    def from_config(cls, block: dict[str, Any] | None) -> SteeringConfig:
         block = dict(block or {})
         if "chat_template" in block:
             raise SteeringConfigError(
@@ -148,7 +147,9 @@ class SteeringConfig:
         if unknown:
             raise SteeringConfigError(f"steering.baselines: unknown {sorted(unknown)}; known {list(BASELINES)}")
         if self.instructions.source not in INSTRUCTION_SOURCES:
-            raise SteeringConfigError(f"steering.instructions.source: {self.instructions.source!r} is not one of {list(INSTRUCTION_SOURCES)}")
+            raise SteeringConfigError(
+                f"steering.instructions.source: {self.instructions.source!r} is not one of {list(INSTRUCTION_SOURCES)}"
+            )
         if self.instructions.source != "builtin" and not self.instructions.path:
             raise SteeringConfigError(f"steering.instructions: source {self.instructions.source} needs path")
         if "{instruction}" not in self.base_prompt_template:

@@ -47,7 +47,6 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     Judge,
@@ -59,6 +58,7 @@ from saesteer.judges import (
     judge_settings,
     prompts_record,
 )
+from saesteer.schemas import schema_path
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode
 from saesteer.steering.instructions import concept_instructions, read_instruction_pool
@@ -109,7 +109,11 @@ def load_concepts(table: Sequence[Mapping[str, Any]], cfg: SteeringConfig, embed
     out: list[Concept] = []
     if not cfg.concepts:
         if len(explained) < cfg.n_concepts:
-            log.warning("only %d explained latents in the autointerp table: fewer than the %d concepts asked for", len(explained), cfg.n_concepts)
+            log.warning(
+                "only %d explained latents in the autointerp table: fewer than the %d concepts asked for",
+                len(explained),
+                cfg.n_concepts,
+            )
         for k, r in enumerate(explained[: cfg.n_concepts]):
             value, source = m_f(int(r["latent"]))
             out.append(Concept(k, str(r["explanation"]), int(r["latent"]), value, source, "autointerp", int(r["rank"])))
@@ -130,7 +134,9 @@ def load_concepts(table: Sequence[Mapping[str, Any]], cfg: SteeringConfig, embed
         latent = c.latent if c.latent is not None else matched[c.concept]
         value, source = m_f(int(latent))
         rank = by_latent.get(int(latent), {}).get("rank")
-        out.append(Concept(k, c.concept, int(latent), value, source, "config" if c.latent is not None else "embedding_match", rank))
+        out.append(
+            Concept(k, c.concept, int(latent), value, source, "config" if c.latent is not None else "embedding_match", rank)
+        )
     return out
 
 
@@ -157,17 +163,41 @@ def build_plan(concepts: Sequence[Concept], pool: Sequence[str], cfg: SteeringCo
         }
         for factor in cfg.factors:
             for iid, split in picks:
-                plan.append({**base, "kind": STEERED, "factor": float(factor), "coef": float(factor) * c.m_f,
-                             "instruction_id": iid, "instruction": pool[iid], "split": split, "prompt": pool[iid],
-                             "seed": row_seed(cfg.seed, STEERED, c.concept_id, factor, iid)})
+                plan.append(
+                    {
+                        **base,
+                        "kind": STEERED,
+                        "factor": float(factor),
+                        "coef": float(factor) * c.m_f,
+                        "instruction_id": iid,
+                        "instruction": pool[iid],
+                        "split": split,
+                        "prompt": pool[iid],
+                        "seed": row_seed(cfg.seed, STEERED, c.concept_id, factor, iid),
+                    }
+                )
         for kind in cfg.baselines:
             for iid, split in picks:
                 if split != "heldout":
                     continue
-                prompt = pool[iid] if kind == "unsteered" else cfg.prompt_baseline_template.format(instruction=pool[iid], concept=c.concept)
-                plan.append({**base, "kind": kind, "factor": None, "coef": 0.0, "instruction_id": iid,
-                             "instruction": pool[iid], "split": split, "prompt": prompt,
-                             "seed": row_seed(cfg.seed, kind, c.concept_id, None, iid)})
+                prompt = (
+                    pool[iid]
+                    if kind == "unsteered"
+                    else cfg.prompt_baseline_template.format(instruction=pool[iid], concept=c.concept)
+                )
+                plan.append(
+                    {
+                        **base,
+                        "kind": kind,
+                        "factor": None,
+                        "coef": 0.0,
+                        "instruction_id": iid,
+                        "instruction": pool[iid],
+                        "split": split,
+                        "prompt": prompt,
+                        "seed": row_seed(cfg.seed, kind, c.concept_id, None, iid),
+                    }
+                )
     return plan
 
 
@@ -205,10 +235,7 @@ def steer_and_rate(
             cache[text] = tuple(steer.prompt(text, cfg.base_prompt_template))
         return cache[text]
 
-    rows = [
-        GenRow(ids(p["prompt"]), direction_of(p) if p["kind"] == STEERED else -1, p["coef"], p["seed"])
-        for p in plan
-    ]
+    rows = [GenRow(ids(p["prompt"]), direction_of(p) if p["kind"] == STEERED else -1, p["coef"], p["seed"]) for p in plan]
     n_total = len(rows)
     last = [time.perf_counter()]
 
@@ -219,11 +246,24 @@ def steer_and_rate(
 
     device = next(steer.model.parameters()).device
     generated, stats = steer.generate(
-        rows, directions.to(device), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-        batch_size=cfg.batch_size, adaptive=device.type == "cuda", progress=progress,
+        rows,
+        directions.to(device),
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        batch_size=cfg.batch_size,
+        adaptive=device.type == "cuda",
+        progress=progress,
     )
     timings["generate_seconds"] = stats.seconds
-    log.info("%d generations, %d new tokens in %.1f s (%.1f tokens/s, batch %d)", n_total, stats.new_tokens, stats.seconds, stats.tokens_per_s, stats.batch_size)
+    log.info(
+        "%d generations, %d new tokens in %.1f s (%.1f tokens/s, batch %d)",
+        n_total,
+        stats.new_tokens,
+        stats.seconds,
+        stats.tokens_per_s,
+        stats.batch_size,
+    )
 
     mark = time.perf_counter()
     texts = [decode(steer.tokenizer, g.token_ids) for g in generated]
@@ -308,7 +348,9 @@ def hook_layer(sae_cfg: Mapping[str, Any]) -> int:
     return int(m.group(1))
 
 
-def steering_judge(judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool) -> Judge:
+def steering_judge(
+    judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool
+) -> Judge:
     """The configured judge, as steering uses it (its backend's ``purpose="steering"``): the
     offline judge reuses the steered model as its reference LM when they are the same
     prepared model in float32 (``reuse``; hooks are off while it rates)."""
@@ -343,8 +385,8 @@ def run_steer_eval(
     """The workflow's per-SAE job. ``prompt_format``: the model entry's (``chat`` or
     ``base``, see saesteer.prompting). ``lm``/``tokenizer``/``judge`` override the ones of
     ``model_json`` and ``judge_cfg`` (tests)."""
-    from saesteer.evals.interp import load_sae
     from saesteer.devices import resolve_device
+    from saesteer.evals.interp import load_sae
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
@@ -363,7 +405,9 @@ def run_steer_eval(
     directions = unit_directions(sae.W_dec, [c.latent for c in concepts])
     record = json.loads(Path(model_json).read_text())
     if record.get("hook_name") and (sae_cfg.get("metadata") or {}).get("hook_name") not in (None, record["hook_name"]):
-        raise SteeringError(f"SAE hook {(sae_cfg.get('metadata') or {}).get('hook_name')} differs from the model's {record['hook_name']}")
+        raise SteeringError(
+            f"SAE hook {(sae_cfg.get('metadata') or {}).get('hook_name')} differs from the model's {record['hook_name']}"
+        )
     device = resolve_device(cfg.device)
     if lm is None or tokenizer is None:
         lm, tokenizer = load_prepared(Path(model_json), dtype=cfg.model_dtype, device=str(device))
@@ -373,10 +417,23 @@ def run_steer_eval(
     load_seconds = time.perf_counter() - started
     n_fallback = sum(c.m_f_source == "fallback" for c in concepts)
     if n_fallback:
-        log.warning("%d of %d concepts have no measured m_f: steering them with m_f = %g (AxBench's fallback)", n_fallback, len(concepts), cfg.m_f_fallback)
+        log.warning(
+            "%d of %d concepts have no measured m_f: steering them with m_f = %g (AxBench's fallback)",
+            n_fallback,
+            len(concepts),
+            cfg.m_f_fallback,
+        )
     log.info(
         "steering %s at block %d: %d concepts x %d factors x %d instructions (+ baselines %s), %d new tokens, judge %s (%s)",
-        sae_dir, layer, len(concepts), len(cfg.factors), cfg.n_instructions, list(cfg.baselines), cfg.max_new_tokens, judge.kind, judge.model_label,
+        sae_dir,
+        layer,
+        len(concepts),
+        len(cfg.factors),
+        cfg.n_instructions,
+        list(cfg.baselines),
+        cfg.max_new_tokens,
+        judge.kind,
+        judge.model_label,
     )
     try:
         records, stats, timings = steer_and_rate(steer, directions, concepts, pool, cfg, judge)
@@ -388,7 +445,10 @@ def run_steer_eval(
     for c, rec in zip(concepts, per_concept):
         rec.update(latent_source=c.latent_source, autointerp_rank=c.rank)
     scores = sae_scores(per_concept, cfg.factors, cfg.baselines)
-    usage = {k: int(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")}
+    usage = {
+        k: int(usage_raw.get(k, 0))
+        for k in ("api_calls", "cache_hits", "http_requests", "retries", "prompt_tokens", "completion_tokens")
+    }
     usage["dollars"] = float(usage_raw.get("dollars", 0.0))
     usage["truncated"] = {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()}
     total = time.perf_counter() - started
@@ -441,12 +501,20 @@ def run_steer_eval(
     )
     validate_score(report)
     write_generations(records, Path(out_generations))
-    write_json_atomic(out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": per_concept}))
+    write_json_atomic(
+        out_concepts, finite_json({"model": model, "arch": arch, "target_l0": int(target_l0), "concepts": per_concept})
+    )
     write_json_atomic(out_score, report)
     log.info(
         "%s/%s/l0-%s: steering score %s (AxBench order), %s (Arad order); unsteered %s, prompted %s; %d concepts, %.1f s",
-        model, arch, target_l0, report["score"], report["score_arad"],
-        (report["baselines"].get("unsteered") or {}).get("axbench"), (report["baselines"].get("prompted") or {}).get("axbench"),
-        len(concepts), total,
+        model,
+        arch,
+        target_l0,
+        report["score"],
+        report["score_arad"],
+        (report["baselines"].get("unsteered") or {}).get("axbench"),
+        (report["baselines"].get("prompted") or {}).get("axbench"),
+        len(concepts),
+        total,
     )
     return report

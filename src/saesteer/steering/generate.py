@@ -207,8 +207,12 @@ def shared_prefix_logits(
     handle = blocks[layer].register_forward_hook(stop)
     try:
         model(
-            input_ids=input_ids.index_select(0, pick), attention_mask=mask.index_select(0, pick),
-            position_ids=positions.index_select(0, pick), past_key_values=prefix_cache, use_cache=True, logits_to_keep=1,
+            input_ids=input_ids.index_select(0, pick),
+            attention_mask=mask.index_select(0, pick),
+            position_ids=positions.index_select(0, pick),
+            past_key_values=prefix_cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
     except _StopForward:
         pass
@@ -246,7 +250,11 @@ def shared_prefix_logits(
         block.forward = replay(index)
     try:
         return model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
     finally:
@@ -301,7 +309,11 @@ def _generate_batch(
             stats.prefix_shared_rows += b - len(set(r.prompt_ids for r in rows))
     if logits is None:
         logits = model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
     last_pos = positions[:, -1]
@@ -331,7 +343,11 @@ def _generate_batch(
         last_pos = last_pos + 1
         stats.forward_tokens += len(alive)
         logits = model(
-            input_ids=next_ids[:, None], attention_mask=mask, position_ids=last_pos[:, None], past_key_values=cache, use_cache=True
+            input_ids=next_ids[:, None],
+            attention_mask=mask,
+            position_ids=last_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
         ).logits[:, -1]
     hook.vectors = None
     return [Generated(out_tokens[i], finished[i]) for i in range(b)]
@@ -374,8 +390,16 @@ def generate(
             local = GenStats()
             try:
                 out = _generate_batch(
-                    model, hook, [rows[i] for i in chunk], directions, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_k=top_k, stop=stop, pad_id=pad_id, stats=local,
+                    model,
+                    hook,
+                    [rows[i] for i in chunk],
+                    directions,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_k=top_k,
+                    stop=stop,
+                    pad_id=pad_id,
+                    stats=local,
                     layer=layer if share_prefix else None,
                 )
             except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -428,14 +452,14 @@ class SteeringModel:
     pad_id: int = 0
 
     @classmethod
-    def wrap(cls, model: nn.Module, tokenizer: Any, layer: int, prompt_format: str = "base") -> "SteeringModel":
+    def wrap(cls, model: nn.Module, tokenizer: Any, layer: int, prompt_format: str = "base") -> SteeringModel:
         n_blocks = len(decoder_layers(model))
         if not 0 <= layer < n_blocks:
             raise ValueError(f"layer {layer} outside 0..{n_blocks - 1} of {type(model).__name__}")
         check_prompt_format(prompt_format)
         if prompt_format == "chat" and not has_chat_template(tokenizer):
             raise PromptFormatError(
-                f"prompt_format chat: the tokenizer of this model has no chat template (set the model's prompt_format to base)"
+                "prompt_format chat: the tokenizer of this model has no chat template (set the model's prompt_format to base)"
             )
         stop = stop_ids(model, tokenizer, prompt_format)
         return cls(model, tokenizer, layer, prompt_format, stop, _pad_id(model, tokenizer, stop))

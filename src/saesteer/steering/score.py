@@ -54,7 +54,9 @@ def choose_factor(selection_scores: Mapping[float, float | None]) -> float:
     return best[0]
 
 
-def concept_scores(rows: Sequence[Mapping[str, Any]], factors: Sequence[float], baselines: Sequence[str] = ()) -> list[dict[str, Any]]:
+def concept_scores(
+    rows: Sequence[Mapping[str, Any]], factors: Sequence[float], baselines: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Per concept: selection and held-out scores by factor, the chosen factor and its held-out
     score in each order, and the baselines' held-out scores. ``rows``: rated generations with
     ``kind``, ``concept_id``, ``factor``, ``split`` and the three ``*_rating`` columns."""

@@ -346,7 +346,9 @@ def load_vector_file(path: Path, d_model: int, latents: Sequence[int]) -> dict[i
             raise VectorError(f"{path}: tensor {name!r}: names must be latent indices in decimal, e.g. '123'")
         latent = int(name)
         if latent not in wanted:
-            raise VectorError(f"{path}: tensor {name!r}: latent {latent} is not one of this SAE's steered concepts {sorted(wanted)}")
+            raise VectorError(
+                f"{path}: tensor {name!r}: latent {latent} is not one of this SAE's steered concepts {sorted(wanted)}"
+            )
         if tensor.ndim != 1 or tensor.shape[0] != d_model:
             raise VectorError(f"{path}: tensor {name!r} has shape {list(tensor.shape)}, expected [{d_model}] (d_model)")
         if not tensor.is_floating_point():

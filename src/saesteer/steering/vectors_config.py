@@ -57,7 +57,7 @@ class SteeringVectorsConfig:
     device: str = _D["device"]
 
     @classmethod
-    def from_config(cls, block: dict[str, Any] | None) -> "SteeringVectorsConfig":
+    def from_config(cls, block: dict[str, Any] | None) -> SteeringVectorsConfig:
         block = dict(block or {})
         reject_unknown_keys("steering_vectors", block, cls, VectorsConfigError)
         if isinstance(block.get("enabled"), str):  # snakemake --config leaves strings
@@ -74,7 +74,9 @@ class SteeringVectorsConfig:
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise VectorsConfigError(f"steering_vectors.methods: {list(self.methods)}; distinct values among {list(METHODS)}, at least one")
+            raise VectorsConfigError(
+                f"steering_vectors.methods: {list(self.methods)}; distinct values among {list(METHODS)}, at least one"
+            )
         for name in ("n_positive", "n_negative", "top_k", "fit_k", "n_report"):
             if int(getattr(self, name)) < 1:
                 raise VectorsConfigError(f"steering_vectors.{name}: {getattr(self, name)} must be at least 1")

@@ -33,16 +33,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from saesteer.schemas import schema_path
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.schemas import schema_path
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.evaluate import PARQUET_SCHEMA as STEERING_PARQUET_SCHEMA
 from saesteer.steering.evaluate import Concept, SteeringError, build_plan, read_score, steer_and_rate
 from saesteer.steering.score import ORDERS, concept_scores, sae_scores
 from saesteer.steering.vectors import (
+    RunningTop,
     VectorError,
     decompose,
-    RunningTop,
     diffmean,
     load_vector_file,
     mayne_diagnostics,
@@ -109,7 +109,9 @@ def _share(num: float | None, den: float | None) -> float | None:
 
 
 @torch.inference_mode()
-def held_out_vectors(sae: Any, source: Any, latents: Sequence[int], cfg: SteeringVectorsConfig, sae_batch_tokens: int) -> dict[str, Any]:
+def held_out_vectors(
+    sae: Any, source: Any, latents: Sequence[int], cfg: SteeringVectorsConfig, sae_batch_tokens: int
+) -> dict[str, Any]:
     """DiffMean of every latent from the held-out contexts ``source`` (autointerp's
     ``ContextSource``, its mask of BOS/EOS/padding): the positive positions, their means, the
     negative (random) positions and mean, and the sorted activation norms at every unmasked
@@ -203,7 +205,8 @@ def summarise(
             "diffmean_minus_latent": None if ref is None or scores[LATENT] is None else ref - scores[LATENT],
             "signed_minus_naive": (
                 scores["signed"] - scores["naive"]
-                if scores.get("signed") is not None and scores.get("naive") is not None else None
+                if scores.get("signed") is not None and scores.get("naive") is not None
+                else None
             ),
         }
     return out
@@ -238,12 +241,12 @@ def run_steering_vectors(
     """The workflow's per-SAE job; ``lm``/``tokenizer``/``judge`` override the configured ones (tests)."""
     from safetensors.torch import save_file
 
+    from saesteer.devices import resolve_device
     from saesteer.evals.autointerp import ContextSource, check_autointerp_data
     from saesteer.evals.interp import open_sae_eval
-    from saesteer.devices import resolve_device
     from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
-    from saesteer.steering.evaluate import steering_judge, hook_layer
+    from saesteer.steering.evaluate import hook_layer, steering_judge
     from saesteer.steering.generate import SteeringModel
     from saesteer.steering.instructions import read_instruction_pool
 
@@ -283,8 +286,15 @@ def run_steering_vectors(
                 f"latent {latent} ({c['concept']!r}) never fires on the held-out contexts: no DiffMean vector; "
                 f"give it one in steering_vectors.vectors_file or drop the concept"
             )
-        diag = mayne_diagnostics(sae, v, held["negative_mean"], latent, held["sorted_norms"], top_k=vcfg.top_k,
-                                 bias_dominated_overlap=vcfg.bias_dominated_overlap)
+        diag = mayne_diagnostics(
+            sae,
+            v,
+            held["negative_mean"],
+            latent,
+            held["sorted_norms"],
+            top_k=vcfg.top_k,
+            bias_dominated_overlap=vcfg.bias_dominated_overlap,
+        )
         dec = decompose(sae, v, latent, k=vcfg.fit_k, n_report=vcfg.n_report)
         tensors = dec.pop("vectors")
         vectors["diffmean"].append(v.float().cpu())
@@ -295,12 +305,27 @@ def run_steering_vectors(
         dec["signed_fit"]["terms"] = _with_explanations(dec["signed_fit"]["terms"][: vcfg.n_report], explained)
         for key in ("top_latents_encode_v", "top_latents_encode_0", "top_latents_in_distribution"):
             diag[key] = _with_explanations([{"latent": i} for i in diag[key]], explained)
-        records.append({
-            "concept_id": int(c["concept_id"]), "concept": c["concept"], "latent": latent, "m_f": float(c["m_f"]),
-            "vector_source": source, "n_positive": n_pos, "diagnostics": diag, "decomposition": dec,
-        })
+        records.append(
+            {
+                "concept_id": int(c["concept_id"]),
+                "concept": c["concept"],
+                "latent": latent,
+                "m_f": float(c["m_f"]),
+                "vector_source": source,
+                "n_positive": n_pos,
+                "diagnostics": diag,
+                "decomposition": dec,
+            }
+        )
     vectors_seconds = time.perf_counter() - mark
-    log.info("%d vectors (%d from %s) in %.1f s; %d positions scanned", len(records), len(user), user_path, vectors_seconds, held["n_positions"])
+    log.info(
+        "%d vectors (%d from %s) in %.1f s; %d positions scanned",
+        len(records),
+        len(user),
+        user_path,
+        vectors_seconds,
+        held["n_positions"],
+    )
 
     # 2. steering, as steer_eval, without its baselines (read from its score)
     gen_cfg = dataclasses.replace(scfg, baselines=())
@@ -328,7 +353,13 @@ def run_steering_vectors(
     directions = torch.stack([unit(x) for m in vcfg.methods for x in vectors[m]])
     try:
         rows, stats, timings = steer_and_rate(
-            steer, directions, concepts, pool, gen_cfg, judge, plan=plan,
+            steer,
+            directions,
+            concepts,
+            pool,
+            gen_cfg,
+            judge,
+            plan=plan,
             direction_of=lambda p: method_index[p["method"]] * n_c + position[p["concept_id"]],
         )
         usage_raw = judge.stats()
@@ -344,7 +375,11 @@ def run_steering_vectors(
             f"judge {'/'.join(map(str, got))} (judge/model/prompts) differs from the steering evaluation's "
             f"{'/'.join(map(str, want))} ({steering_score}): rerun steer_eval with the same judge and judge.prompts"
         )
-    gen_seconds, judge_seconds, new_tokens = timings.get("generate_seconds", 0.0), timings.get("judge_seconds", 0.0), stats.new_tokens
+    gen_seconds, judge_seconds, new_tokens = (
+        timings.get("generate_seconds", 0.0),
+        timings.get("judge_seconds", 0.0),
+        stats.new_tokens,
+    )
     generations = [{"method": r["method"], **{k: v for k, v in r.items() if k != "method"}} for r in rows]
     for method in vcfg.methods:
         by_method[method], sae_by_method[method] = method_scores([r for r in rows if r["method"] == method], scfg.factors)
@@ -354,65 +389,85 @@ def run_steering_vectors(
     for rec in records:
         cid = rec["concept_id"]
         lat = next(c for c in latent_concepts if int(c["concept_id"]) == cid)
-        rec["steering"] = {LATENT: {o: {"heldout_score": lat[o]["heldout_score"], "chosen_factor": lat[o]["chosen_factor"]} for o in ORDERS}}
+        rec["steering"] = {
+            LATENT: {o: {"heldout_score": lat[o]["heldout_score"], "chosen_factor": lat[o]["chosen_factor"]} for o in ORDERS}
+        }
         for m in vcfg.methods:
             mc = next(c for c in by_method[m] if int(c["concept_id"]) == cid)
-            rec["steering"][m] = {o: {"heldout_score": mc[o]["heldout_score"], "chosen_factor": mc[o]["chosen_factor"]} for o in ORDERS}
+            rec["steering"][m] = {
+                o: {"heldout_score": mc[o]["heldout_score"], "chosen_factor": mc[o]["chosen_factor"]} for o in ORDERS
+            }
     summary = summarise(latent_concepts, by_method, vcfg.methods)
     diags = [r["diagnostics"] for r in records]
     decs = [r["decomposition"] for r in records]
-    report = finite_json({
-        "steering_vectors_version": VECTORS_VERSION,
-        "model": model,
-        "arch": arch,
-        "target_l0": int(target_l0),
-        "hook_name": f"blocks.{layer}.hook_resid_post",
-        "sae": {"path": str(sae_dir), "d_sae": int(sae.d_sae), "weights_sha256": sha256_file(Path(sae_dir) / SAELENS_WEIGHTS)},
-        "judge": base["judge"],
-        "judge_model": base["judge_model"],
-        "methods": list(vcfg.methods),
-        "n_concepts": len(records),
-        "n_user_vectors": sum(r["vector_source"] == "file" for r in records),
-        "score": summary["axbench"]["scores"].get("diffmean"),
-        "score_latent": summary["axbench"]["scores"][LATENT],
-        "axbench": summary["axbench"],
-        "arad": summary["arad"],
-        "baselines": base["baselines"],
-        "by_factor": {m: sae_by_method[m]["by_factor"] for m in vcfg.methods},
-        "diagnostics": {
-            "norm_percentile": _mean([d["norm_percentile"] for d in diags]),
-            "norm_ratio_to_median": _mean([d["norm_ratio_to_median"] for d in diags]),
-            "overlap_encode_v_with_encode_0": _mean([d["overlap_encode_v_with_encode_0"] for d in diags]),
-            "overlap_in_distribution_with_encode_0": _mean([d["overlap_in_distribution_with_encode_0"] for d in diags]),
-            "bias_dominated_share": _mean([float(d["bias_dominated"]) for d in diags]),
-            "cos_with_decoder_row": _mean([d["cos_with_decoder_row"] for d in diags]),
-            "signed_explained": _mean([d["signed_fit"]["explained"] for d in decs]),
-            "signed_negative_share": _mean([d["signed_fit"]["negative_share"] for d in decs]),
-            "negative_projection_share": _mean([d["negative_projection_share"] for d in decs]),
-            "naive_explained_rescaled": _mean([d["naive"]["explained_rescaled"] for d in decs]),
-            "naive_explained_unscaled": _mean([d["naive"]["explained_unscaled"] for d in decs]),
-        },
-        "concepts": records,
-        "n_generations": len(generations),
-        "generation": {"prompt_format": prompt_format, "temperature": gen_cfg.temperature, "top_k": gen_cfg.top_k, "new_tokens": new_tokens,
-                       "generate_seconds": gen_seconds, "judge_seconds": judge_seconds, "device": str(gen_device)},
-        "usage": {
-            **{k: (float if k == "dollars" else int)(usage_raw.get(k, 0)) for k in ("api_calls", "cache_hits", "prompt_tokens", "completion_tokens", "dollars")},
-            "truncated": {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()},
-        },
-        "timings": {"vectors_seconds": vectors_seconds, "total_seconds": time.perf_counter() - started},
-        "config": {**vcfg.as_dict(), "methods": list(vcfg.methods), "vectors_file_resolved": user_path},
-        "steering_config": json.loads(json.dumps(scfg.as_dict())),
-        "inputs": {
-            "steering_score": {"path": str(steering_score), "sha256": sha256_file(steering_score)},
-            "steering_concepts": {"path": str(steering_concepts), "sha256": sha256_file(steering_concepts)},
-            "autointerp_table": {"path": str(autointerp_table), "sha256": sha256_file(autointerp_table)},
-            "eval_data_fingerprint": data.manifest["fingerprint"],
-            "n_heldout_positions": held["n_positions"],
-            "n_negative_positions": int(len(held["negatives"])),
-        },
-        "outputs": {"concepts": str(out_concepts), "generations": str(out_generations), "vectors": str(out_vectors)},
-    })
+    report = finite_json(
+        {
+            "steering_vectors_version": VECTORS_VERSION,
+            "model": model,
+            "arch": arch,
+            "target_l0": int(target_l0),
+            "hook_name": f"blocks.{layer}.hook_resid_post",
+            "sae": {
+                "path": str(sae_dir),
+                "d_sae": int(sae.d_sae),
+                "weights_sha256": sha256_file(Path(sae_dir) / SAELENS_WEIGHTS),
+            },
+            "judge": base["judge"],
+            "judge_model": base["judge_model"],
+            "methods": list(vcfg.methods),
+            "n_concepts": len(records),
+            "n_user_vectors": sum(r["vector_source"] == "file" for r in records),
+            "score": summary["axbench"]["scores"].get("diffmean"),
+            "score_latent": summary["axbench"]["scores"][LATENT],
+            "axbench": summary["axbench"],
+            "arad": summary["arad"],
+            "baselines": base["baselines"],
+            "by_factor": {m: sae_by_method[m]["by_factor"] for m in vcfg.methods},
+            "diagnostics": {
+                "norm_percentile": _mean([d["norm_percentile"] for d in diags]),
+                "norm_ratio_to_median": _mean([d["norm_ratio_to_median"] for d in diags]),
+                "overlap_encode_v_with_encode_0": _mean([d["overlap_encode_v_with_encode_0"] for d in diags]),
+                "overlap_in_distribution_with_encode_0": _mean([d["overlap_in_distribution_with_encode_0"] for d in diags]),
+                "bias_dominated_share": _mean([float(d["bias_dominated"]) for d in diags]),
+                "cos_with_decoder_row": _mean([d["cos_with_decoder_row"] for d in diags]),
+                "signed_explained": _mean([d["signed_fit"]["explained"] for d in decs]),
+                "signed_negative_share": _mean([d["signed_fit"]["negative_share"] for d in decs]),
+                "negative_projection_share": _mean([d["negative_projection_share"] for d in decs]),
+                "naive_explained_rescaled": _mean([d["naive"]["explained_rescaled"] for d in decs]),
+                "naive_explained_unscaled": _mean([d["naive"]["explained_unscaled"] for d in decs]),
+            },
+            "concepts": records,
+            "n_generations": len(generations),
+            "generation": {
+                "prompt_format": prompt_format,
+                "temperature": gen_cfg.temperature,
+                "top_k": gen_cfg.top_k,
+                "new_tokens": new_tokens,
+                "generate_seconds": gen_seconds,
+                "judge_seconds": judge_seconds,
+                "device": str(gen_device),
+            },
+            "usage": {
+                **{
+                    k: (float if k == "dollars" else int)(usage_raw.get(k, 0))
+                    for k in ("api_calls", "cache_hits", "prompt_tokens", "completion_tokens", "dollars")
+                },
+                "truncated": {str(k): int(v) for k, v in (usage_raw.get("truncated") or {}).items()},
+            },
+            "timings": {"vectors_seconds": vectors_seconds, "total_seconds": time.perf_counter() - started},
+            "config": {**vcfg.as_dict(), "methods": list(vcfg.methods), "vectors_file_resolved": user_path},
+            "steering_config": json.loads(json.dumps(scfg.as_dict())),
+            "inputs": {
+                "steering_score": {"path": str(steering_score), "sha256": sha256_file(steering_score)},
+                "steering_concepts": {"path": str(steering_concepts), "sha256": sha256_file(steering_concepts)},
+                "autointerp_table": {"path": str(autointerp_table), "sha256": sha256_file(autointerp_table)},
+                "eval_data_fingerprint": data.manifest["fingerprint"],
+                "n_heldout_positions": held["n_positions"],
+                "n_negative_positions": int(len(held["negatives"])),
+            },
+            "outputs": {"concepts": str(out_concepts), "generations": str(out_generations), "vectors": str(out_vectors)},
+        }
+    )
     validate_score(report)
     write_parquet_atomic(generations, GENERATIONS_SCHEMA, Path(out_generations))
     write_parquet_atomic([_concept_row(r, vcfg.methods) for r in records], CONCEPTS_SCHEMA, Path(out_concepts))
@@ -420,12 +475,22 @@ def run_steering_vectors(
     from saesteer.io import atomic_path
 
     with atomic_path(out_vectors) as tmp:
-        save_file(tensors, str(tmp), metadata={"model": model, "arch": arch, "target_l0": str(target_l0), "hook_name": report["hook_name"]})
+        save_file(
+            tensors,
+            str(tmp),
+            metadata={"model": model, "arch": arch, "target_l0": str(target_l0), "hook_name": report["hook_name"]},
+        )
     write_json_atomic(out_score, report)
     log.info(
         "%s/%s/l0-%s: DiffMean %s, latent %s (AxBench order); shares of DiffMean %s; Mayne flag on %s of concepts (%.1f s)",
-        model, arch, target_l0, report["score"], report["score_latent"], report["axbench"]["share_of_diffmean"],
-        report["diagnostics"]["bias_dominated_share"], report["timings"]["total_seconds"],
+        model,
+        arch,
+        target_l0,
+        report["score"],
+        report["score_latent"],
+        report["axbench"]["share_of_diffmean"],
+        report["diagnostics"]["bias_dominated_share"],
+        report["timings"]["total_seconds"],
     )
     return report
 
@@ -433,15 +498,23 @@ def run_steering_vectors(
 def _concept_row(r: Mapping[str, Any], methods: Sequence[str]) -> dict[str, Any]:
     d, dec = r["diagnostics"], r["decomposition"]
     row = {
-        "concept_id": r["concept_id"], "concept": r["concept"], "latent": r["latent"], "vector_source": r["vector_source"],
-        "n_positive": r["n_positive"], "norm": d["norm"], "norm_percentile": d["norm_percentile"],
+        "concept_id": r["concept_id"],
+        "concept": r["concept"],
+        "latent": r["latent"],
+        "vector_source": r["vector_source"],
+        "n_positive": r["n_positive"],
+        "norm": d["norm"],
+        "norm_percentile": d["norm_percentile"],
         "overlap_encode_v_with_encode_0": d["overlap_encode_v_with_encode_0"],
         "overlap_in_distribution_with_encode_0": d["overlap_in_distribution_with_encode_0"],
-        "bias_dominated": d["bias_dominated"], "cos_with_decoder_row": d["cos_with_decoder_row"],
+        "bias_dominated": d["bias_dominated"],
+        "cos_with_decoder_row": d["cos_with_decoder_row"],
         "projection_rank_of_latent": dec["projection_rank_of_latent"],
         "negative_projection_share": dec["negative_projection_share"],
-        "signed_explained": dec["signed_fit"]["explained"], "signed_negative_share": dec["signed_fit"]["negative_share"],
-        "naive_explained_rescaled": dec["naive"]["explained_rescaled"], "naive_cos_with_v": dec["naive"]["cos_with_v"],
+        "signed_explained": dec["signed_fit"]["explained"],
+        "signed_negative_share": dec["signed_fit"]["negative_share"],
+        "naive_explained_rescaled": dec["naive"]["explained_rescaled"],
+        "naive_cos_with_v": dec["naive"]["cos_with_v"],
     }
     for m in (LATENT, "diffmean", "naive", "signed"):
         s = r["steering"].get(m)

@@ -103,7 +103,7 @@ class _Matcher:
     regexes: Mapping[str, re.Pattern[str]]
 
     @classmethod
-    def of(cls, prompt_set: PromptSet) -> "_Matcher":
+    def of(cls, prompt_set: PromptSet) -> _Matcher:
         names = (*REQUEST_KINDS, "explain_excerpt", "detect_excerpt")
         return cls(prompt_set, {k: template_regex(prompt_set.templates[k]) for k in names})
 
@@ -327,14 +327,21 @@ class JudgeServer:
         kind = None
         try:
             if failure == "429":
-                status, payload, headers, outcome = 429, b'{"error": {"message": "rate limited (injected)"}}', {"Retry-After": f"{self.cfg.retry_after_s:g}"}, "429"
+                status, payload, headers, outcome = (
+                    429,
+                    b'{"error": {"message": "rate limited (injected)"}}',
+                    {"Retry-After": f"{self.cfg.retry_after_s:g}"},
+                    "429",
+                )
             elif failure == "500":
                 status, payload, headers, outcome = 500, b'{"error": {"message": "server error (injected)"}}', {}, "500"
             elif failure == "malformed":
                 status, payload, headers, outcome = 200, MALFORMED_BODY, {}, "malformed"
             elif self.cfg.model is not None and body.get("model") != self.cfg.model:
                 status, outcome, headers = 404, "wrong_model", {}
-                payload = json.dumps({"error": {"message": f"model {body.get('model')!r} not served; this server serves {self.cfg.model!r}"}}).encode()
+                payload = json.dumps(
+                    {"error": {"message": f"model {body.get('model')!r} not served; this server serves {self.cfg.model!r}"}}
+                ).encode()
             else:
                 request = recognise(body.get("messages") or [], self._matchers)
                 kind = request.kind
@@ -345,7 +352,11 @@ class JudgeServer:
                     "object": "chat.completion",
                     "model": body.get("model"),
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(content.split()), "total_tokens": prompt_words + len(content.split())},
+                    "usage": {
+                        "prompt_tokens": prompt_words,
+                        "completion_tokens": len(content.split()),
+                        "total_tokens": prompt_words + len(content.split()),
+                    },
                 }
                 status, payload, headers, outcome = 200, json.dumps(reply).encode(), {}, "ok"
         except UnknownRequest as exc:
@@ -394,7 +405,7 @@ class JudgeServer:
 
         return Handler
 
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         self._thread.start()
         return self
 
@@ -403,7 +414,7 @@ class JudgeServer:
         self._httpd.server_close()
         self._write_counts()
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -427,8 +438,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m saesteer.testing.judge_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port (default)")
-    parser.add_argument("--prompts", action="append", default=[], help="a judge.prompts YAML file whose templates requests may follow (repeatable; the built-in set is always known)")
-    parser.add_argument("--fail", action="append", default=[], choices=FAILURE_KINDS, help="answer the next request with this failure (repeatable, in order)")
+    parser.add_argument(
+        "--prompts",
+        action="append",
+        default=[],
+        help="a judge.prompts YAML file whose templates requests may follow (repeatable; the built-in set is always known)",
+    )
+    parser.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        choices=FAILURE_KINDS,
+        help="answer the next request with this failure (repeatable, in order)",
+    )
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of an injected 429, seconds")
     parser.add_argument("--top-tokens", type=int, default=3, help="tokens an explanation quotes")
     parser.add_argument("--model", help="serve only this model name")

@@ -39,8 +39,8 @@ from typing import Any
 
 from saesteer.config import Cell, grid_from_config, load_config
 from saesteer.io import sha256_file, write_json_atomic, write_text_atomic
-from saesteer.judges.prompts import PROJECT_PROMPT_SET, load_prompt_set
 from saesteer.judges import JudgeConfig
+from saesteer.judges.prompts import PROJECT_PROMPT_SET, load_prompt_set
 
 from .judge_server import JudgeServer, JudgeServerConfig, url_config
 
@@ -212,8 +212,9 @@ class Scenario:
         judge (the offline proxy) and this LLM judge's rankings of the model's SAEs."""
         from saesteer.aggregate.judge_agreement import compare_results
 
-        table = compare_results(self.cells, self.source / "results", self.directory / "results", n_bootstrap=1000,
-                                n_permutations=1000)
+        table = compare_results(
+            self.cells, self.source / "results", self.directory / "results", n_bootstrap=1000, n_permutations=1000
+        )
         return table.to_dict("records")
 
     def judge_logs(self) -> dict[str, dict[str, int]]:
@@ -225,7 +226,12 @@ class Scenario:
             for log in sorted((self.directory / "logs").rglob(f"{rule}*.log")):
                 for m in _CLOSED.finditer(log.read_text(errors="replace")):
                     total["jobs"] += 1
-                    for key, group in (("paid", "paid"), ("http_requests", "http"), ("retries", "retries"), ("cache_hits", "hits")):
+                    for key, group in (
+                        ("paid", "paid"),
+                        ("http_requests", "http"),
+                        ("retries", "retries"),
+                        ("cache_hits", "hits"),
+                    ):
                         total[key] += int(m.group(group))
             out[rule] = total
         return out
@@ -235,9 +241,7 @@ def _stable(obj: Any) -> Any:
     if isinstance(obj, dict):
         if str(obj.get("path", "")).endswith(".json") and "sha256" in obj:
             obj = {k: v for k, v in obj.items() if k != "sha256"}
-        return {
-            k: _stable(v) for k, v in obj.items() if k not in VOLATILE and not k.endswith(("_seconds", "_per_s"))
-        }
+        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE and not k.endswith(("_seconds", "_per_s"))}
     if isinstance(obj, list):
         return [_stable(v) for v in obj]
     return obj
@@ -295,7 +299,9 @@ def check_rerun(scenario: Scenario, counts: dict[str, Any], first_outputs: dict[
         for key in JUDGED:
             usage = docs[key]["usage"]
             if usage["api_calls"] != 0 or usage["cache_hits"] <= 0:
-                problems.append(f"results/{cell}/{SCORED[key]}: rerun usage {usage}, expected 0 calls and cache hits (was the rule rerun?)")
+                problems.append(
+                    f"results/{cell}/{SCORED[key]}: rerun usage {usage}, expected 0 calls and cache hits (was the rule rerun?)"
+                )
     for rule, n in scenario.judge_logs().items():
         if n["jobs"] == 0 or n["paid"] != 0 or n["cache_hits"] == 0:
             problems.append(f"rerun: rule {rule} expected to rerun with every reply from the cache, its logs say {n}")
@@ -357,9 +363,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     for cell, s in summary["scores"].items():
         lines.append(f"| {cell} | {_fmt(s['autointerp'])} | {_fmt(s['steering'])} | {_fmt(s['selection_lift_points'])} |")
     if summary.get("judge_agreement"):
-        from saesteer.aggregate.judge_agreement import agreement_markdown
-
         import pandas as pd
+
+        from saesteer.aggregate.judge_agreement import agreement_markdown
 
         lines += ["", *agreement_markdown(pd.DataFrame(summary["judge_agreement"]), "the main run's judge", "this LLM judge")]
     return "\n".join(lines)
@@ -371,7 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny-llama", help="the model whose SAEs are judged (default: %(default)s)")
     parser.add_argument("--overlay", help="config overlay (default: SOURCE/config/llm-judge.yaml)")
     parser.add_argument("--directory", help="where the scenario runs (default: SOURCE/llm-judge)")
-    parser.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")), help="the snakemake executable (default: beside this Python)")
+    parser.add_argument(
+        "--snakemake",
+        default=str(Path(sys.executable).with_name("snakemake")),
+        help="the snakemake executable (default: beside this Python)",
+    )
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args(argv)
     try:

@@ -160,7 +160,7 @@ class TrainConfig:
         return max(1, self.tokens // self.batch_size)
 
     @classmethod
-    def from_dict(cls, block: dict[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, block: dict[str, Any] | None) -> TrainConfig:
         """Build from the config's ``training`` block; unknown keys are an error."""
         block = dict(block or {})
         block.pop("seeds", None)  # the grid's seed replicates (saesteer.training.job.WORKFLOW_KEYS), not one SAE's option

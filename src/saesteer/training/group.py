@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -52,7 +53,7 @@ class GroupMember:
     """A random-decoder control (arch ``random-<arch>``): how its encoder is made (saesteer.controls)."""
 
     @classmethod
-    def from_dict(cls, entry: Mapping[str, Any]) -> "GroupMember":
+    def from_dict(cls, entry: Mapping[str, Any]) -> GroupMember:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(entry) - known)
         if unknown:
@@ -93,7 +94,15 @@ class GroupTrainer:
         self.on_step = on_step
         self.trainers = [
             Trainer(
-                cfg, source, m.arch, m.target_l0, d_sae, m.checkpoint_dir, device, replicate=m.seed, control_encoder=m.control_encoder
+                cfg,
+                source,
+                m.arch,
+                m.target_l0,
+                d_sae,
+                m.checkpoint_dir,
+                device,
+                replicate=m.seed,
+                control_encoder=m.control_encoder,
             )
             for m in self.members
         ]
@@ -114,7 +123,10 @@ class GroupTrainer:
             if t.step < lead:
                 log.info(
                     "%s L0=%d resumed at step %d, behind the group (step %d): catching up alone",
-                    t.arch, t.target_l0, t.step, lead,
+                    t.arch,
+                    t.target_l0,
+                    t.step,
+                    lead,
                 )
                 t.train(max_steps=lead)
 
@@ -182,7 +194,13 @@ def run_group_training(
         "co-training %d SAEs (%s): d_in %d, d_sae %d, %d steps of %d tokens on %s (%d threads); %d resumed",
         len(members),
         ", ".join(f"{m.arch}/L0={m.target_l0}" + (f"/seed{m.seed}" if m.seed else "") for m in members),
-        source.d_model, d_sae, group.n_steps, cfg.batch_size, group.device, torch.get_num_threads(), resumed,
+        source.d_model,
+        d_sae,
+        group.n_steps,
+        cfg.batch_size,
+        group.device,
+        torch.get_num_threads(),
+        resumed,
     )
     group.train()
     evaluations = group.evaluate()

@@ -9,7 +9,8 @@ one SAE's file therefore runs its group, and downstream rules see the same files
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from saesteer.config import Grid
 from saesteer.controls import is_control
@@ -62,7 +63,9 @@ def group_members(job: RuleJob) -> list[dict[str, Any]]:
     for sae in job.saes:
         missing = sorted(set(OUTPUT_TAILS) - set(sae.outputs))
         if missing:
-            raise ValueError(f"train_sae: {sae.cell.path} has no {missing} output(s) (the rule's outputs: {sorted(OUTPUT_TAILS)})")
+            raise ValueError(
+                f"train_sae: {sae.cell.path} has no {missing} output(s) (the rule's outputs: {sorted(OUTPUT_TAILS)})"
+            )
         member: dict[str, Any] = {
             "arch": sae.cell.arch,
             "target_l0": sae.cell.target_l0,

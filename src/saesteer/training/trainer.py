@@ -21,18 +21,19 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from saesteer.controls import base_arch, is_control
 from saesteer.devices import resolve_device
 from saesteer.io import atomic_path, sha256_json, write_json_atomic
 from saesteer.sae.base import BaseSAE, LossOutput, StepContext
-from saesteer.controls import base_arch, is_control
 from saesteer.sae.random_decoder import make_random_decoder_control
 from saesteer.sae.registry import build_sae
 from saesteer.sae.saelens_io import save_saelens
@@ -89,7 +90,7 @@ class EvalAccumulator:
     """Held-out metrics of one trainer's SAE, accumulated batch by batch (so a group of
     SAEs can be evaluated from one pass over the held-out rows)."""
 
-    def __init__(self, trainer: "Trainer") -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.sae = trainer.sae
         self.device = trainer.device
         self.sae.eval()
@@ -272,8 +273,7 @@ class Trainer:
 
     def _diverged(self, value: float, x: torch.Tensor) -> TrainingDiverged:
         where = (
-            f"last good checkpoint: {self.last_checkpoint[0]} (step {self.last_checkpoint[1]}); "
-            f"a rerun resumes from it"
+            f"last good checkpoint: {self.last_checkpoint[0]} (step {self.last_checkpoint[1]}); a rerun resumes from it"
             if self.last_checkpoint is not None
             else f"no checkpoint was written yet (checkpoint_every_steps={self.cfg.checkpoint_every_steps})"
         )
@@ -379,8 +379,17 @@ class Trainer:
             self.curves.append(row)
             log.info(
                 "%s L0=%d step %d/%d loss %.5g mse %.5g l0 %.1f ev %.4f lr %.3g coef %.4g dead %.3f",
-                self.arch, self.target_l0, self.step, self.n_steps, row["loss"], row["mse"], row["l0"],
-                row["explained_variance"], lr, coef, row["dead_fraction"],
+                self.arch,
+                self.target_l0,
+                self.step,
+                self.n_steps,
+                row["loss"],
+                row["mse"],
+                row["l0"],
+                row["explained_variance"],
+                lr,
+                coef,
+                row["dead_fraction"],
             )
         if self.step % self.cfg.checkpoint_every_steps == 0 and self.step < self.n_steps:
             self.save_checkpoint()
@@ -425,7 +434,11 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "seed": self.cfg.seed,
             **({"replicate": self.replicate, "init_seed": self.init_seed} if self.replicate else {}),
-            **({"control": {"kind": "random_decoder", "encoder": self.control_encoder, "built_as": base_arch(self.arch)}} if self.control else {}),
+            **(
+                {"control": {"kind": "random_decoder", "encoder": self.control_encoder, "built_as": base_arch(self.arch)}}
+                if self.control
+                else {}
+            ),
             "data": self.source.describe(),
             "training": self.cfg.to_dict(),
         }
@@ -457,8 +470,14 @@ def run_training(
     trainer.try_resume()
     log.info(
         "training %s SAE: d_in %d, d_sae %d, target L0 %d, %d steps of %d tokens on %s (%d threads)",
-        arch, trainer.sae.d_in, d_sae, target_l0, trainer.n_steps, cfg.batch_size,
-        trainer.device, torch.get_num_threads(),
+        arch,
+        trainer.sae.d_in,
+        d_sae,
+        target_l0,
+        trainer.n_steps,
+        cfg.batch_size,
+        trainer.device,
+        torch.get_num_threads(),
     )
     trainer.train()
     evaluation = trainer.evaluate()
@@ -509,7 +528,12 @@ def write_outputs(
         remove_checkpoint(trainer.checkpoint_dir)
     log.info(
         "done %s L0=%d%s: L0 %.1f, explained variance %.4f, dead %.3f, %.0f tokens/s",
-        trainer.arch, target_l0, f" (seed replicate {trainer.replicate})" if trainer.replicate else "", evaluation.l0, evaluation.explained_variance, evaluation.dead_fraction,
+        trainer.arch,
+        target_l0,
+        f" (seed replicate {trainer.replicate})" if trainer.replicate else "",
+        evaluation.l0,
+        evaluation.explained_variance,
+        evaluation.dead_fraction,
         summary["tokens_per_s"] or 0.0,
     )
     return summary
@@ -562,4 +586,3 @@ def train_sae(
         device=device,
         on_step=on_step,
     )
-

@@ -91,6 +91,21 @@ def report_schema() -> dict[str, Any]:
 
 
 __all__ = [
-    "BUILTIN_METRICS", "IN_SCHEMA_FILE", "REGISTRY", "Headline", "MetricDescriptor", "MetricError", "MetricInput", "ReadOptions", "ReportError",
-    "evaluated", "headline_columns", "headlines", "metric_of", "metrics", "register", "registered", "report_schema",
+    "BUILTIN_METRICS",
+    "IN_SCHEMA_FILE",
+    "REGISTRY",
+    "Headline",
+    "MetricDescriptor",
+    "MetricError",
+    "MetricInput",
+    "ReadOptions",
+    "ReportError",
+    "evaluated",
+    "headline_columns",
+    "headlines",
+    "metric_of",
+    "metrics",
+    "register",
+    "registered",
+    "report_schema",
 ]

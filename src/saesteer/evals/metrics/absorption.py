@@ -18,11 +18,20 @@ ABSORPTION = MetricDescriptor(
     label="feature absorption",
     evaluate=_evaluate,
     headlines=(
-        Headline("absorption", "1 - absorption fraction", lambda block, _: block["mean_absorption_fraction_score"],
-                 direction="lower", orient=lambda fraction: 1.0 - fraction,  # higher = less absorption = better
-                 raw_column="absorption_fraction", where="mean_absorption_fraction_score", units="letters"),
+        Headline(
+            "absorption",
+            "1 - absorption fraction",
+            lambda block, _: block["mean_absorption_fraction_score"],
+            direction="lower",
+            orient=lambda fraction: 1.0 - fraction,  # higher = less absorption = better
+            raw_column="absorption_fraction",
+            where="mean_absorption_fraction_score",
+            units="letters",
+        ),
     ),
-    table_columns=lambda block: {"absorption_fraction": block.get("mean_absorption_fraction_score"),
-                                 "absorption_full": block.get("mean_full_absorption_score")},
+    table_columns=lambda block: {
+        "absorption_fraction": block.get("mean_absorption_fraction_score"),
+        "absorption_full": block.get("mean_full_absorption_score"),
+    },
     config_block=True,
 )

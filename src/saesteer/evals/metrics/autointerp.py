@@ -20,7 +20,11 @@ def autointerp_entry(path: Path, sae_dir: Path, model: str, arch: str, target_l0
     about this SAE: same weights)."""
     summary = read_summary(path)
     weights = sha256_file(Path(sae_dir) / SAELENS_WEIGHTS)
-    if summary["sae"]["weights_sha256"] != weights or (summary["model"], summary["arch"], summary["target_l0"]) != (model, arch, int(target_l0)):
+    if summary["sae"]["weights_sha256"] != weights or (summary["model"], summary["arch"], summary["target_l0"]) != (
+        model,
+        arch,
+        int(target_l0),
+    ):
         raise ReportError(f"{path} is the autointerp summary of another SAE than {sae_dir}; rerun the autointerp rule")
     return {
         "score": summary["score"],
@@ -49,8 +53,12 @@ AUTOINTERP = MetricDescriptor(
     headlines=(
         Headline("autointerp", "autointerp score", lambda block, _: block["score"], units="latents"),
         # The same judge calls read under the other truth rule for random excerpts (B.1 vs SAEBench).
-        Headline("autointerp_alt", "autointerp score, other random-excerpt truth",
-                 lambda block, _: block["scores_by_random_labels"][other_random_labels(block["random_labels"])], units="latents"),
+        Headline(
+            "autointerp_alt",
+            "autointerp score, other random-excerpt truth",
+            lambda block, _: block["scores_by_random_labels"][other_random_labels(block["random_labels"])],
+            units="latents",
+        ),
     ),
     table_columns=lambda block: {},
     config_block=True,

@@ -132,7 +132,9 @@ class MetricDescriptor:
             raise MetricError(f"metric {self.name!r}: give exactly one of evaluate and from_stage")
         for h in self.headlines:
             if h.direction not in ("higher", "lower"):
-                raise MetricError(f"metric {self.name!r}, headline {h.column!r}: direction {h.direction!r} is not 'higher' or 'lower'")
+                raise MetricError(
+                    f"metric {self.name!r}, headline {h.column!r}: direction {h.direction!r} is not 'higher' or 'lower'"
+                )
 
 
 def _num(value: Any) -> float:

@@ -10,7 +10,7 @@ import torch
 from saesteer.evals.config import EvalConfig
 from saesteer.evals.core import ReconstructionStats, splice_scores
 from saesteer.evals.eval_data import CORE_FILE, SPLICE_FILE, EvalData, batches
-from saesteer.evals.metrics.base import Headline, MetricDescriptor, MetricInput
+from saesteer.evals.metrics.base import Headline, MetricDescriptor
 from saesteer.evals.splice import UpperRunner, spliced_losses
 from saesteer.sae.base import BaseSAE
 
@@ -72,9 +72,17 @@ def core_metrics(sae: BaseSAE, model: torch.nn.Module, data: EvalData, cfg: Eval
 
 
 def _table_columns(core: Any) -> dict[str, Any]:
-    return {name: core.get(key) for name, key in (("eval_l0", "l0"), ("explained_variance", "explained_variance"),
-                                                  ("cossim", "cossim"), ("frac_dead", "frac_dead"),
-                                                  ("ce_loss_score", "ce_loss_score"), ("kl_div_score", "kl_div_score"))}
+    return {
+        name: core.get(key)
+        for name, key in (
+            ("eval_l0", "l0"),
+            ("explained_variance", "explained_variance"),
+            ("cossim", "cossim"),
+            ("frac_dead", "frac_dead"),
+            ("ce_loss_score", "ce_loss_score"),
+            ("kl_div_score", "kl_div_score"),
+        )
+    }
 
 
 CORE = MetricDescriptor(
@@ -82,10 +90,19 @@ CORE = MetricDescriptor(
     label="core metrics",
     evaluate=lambda m: core_metrics(m.sae, m.model, m.data, m.cfg),
     headlines=(
-        Headline("ce_loss_score", "CE-loss recovered", lambda core, _: core.get("ce_loss_score"), where="core.ce_loss_score",
-                 no_split="CE-loss recovered is computed from token sums pooled over the held-out text (no per-context values kept)"),
-        Headline("explained_variance", "explained variance", lambda core, _: core.get("explained_variance"),
-                 no_split="explained variance is computed from sums pooled over the held-out tokens (no per-context values kept)"),
+        Headline(
+            "ce_loss_score",
+            "CE-loss recovered",
+            lambda core, _: core.get("ce_loss_score"),
+            where="core.ce_loss_score",
+            no_split="CE-loss recovered is computed from token sums pooled over the held-out text (no per-context values kept)",
+        ),
+        Headline(
+            "explained_variance",
+            "explained variance",
+            lambda core, _: core.get("explained_variance"),
+            no_split="explained variance is computed from sums pooled over the held-out tokens (no per-context values kept)",
+        ),
     ),
     table_columns=_table_columns,
     config_block=True,

@@ -31,8 +31,11 @@ def _by_k(scores: dict[str, Any] | None, k: int) -> float | None:
 
 def _table_columns(block: Any) -> dict[str, Any]:
     mean = block.get("mean", {})
-    return {"probe_llm": mean.get("llm_test_accuracy"), "probe_sae_k1": _by_k(mean.get("sae_top_k_test_accuracy"), 1),
-            "probe_sae_k5": _by_k(mean.get("sae_top_k_test_accuracy"), 5)}
+    return {
+        "probe_llm": mean.get("llm_test_accuracy"),
+        "probe_sae_k1": _by_k(mean.get("sae_top_k_test_accuracy"), 1),
+        "probe_sae_k5": _by_k(mean.get("sae_top_k_test_accuracy"), 5),
+    }
 
 
 SPARSE_PROBING = MetricDescriptor(
@@ -40,9 +43,13 @@ SPARSE_PROBING = MetricDescriptor(
     label="sparse probing",
     evaluate=lambda m: sparse_probing_metrics(m.sae, m.data, m.cfg),
     headlines=(
-        Headline("probing", "sparse probing (top-k SAE latents)",
-                 lambda block, opts: block["mean"]["sae_top_k_test_accuracy"].get(str(opts.probing_k)),
-                 where="sae_top_k_test_accuracy[{probing_k}]", units="subtasks"),
+        Headline(
+            "probing",
+            "sparse probing (top-k SAE latents)",
+            lambda block, opts: block["mean"]["sae_top_k_test_accuracy"].get(str(opts.probing_k)),
+            where="sae_top_k_test_accuracy[{probing_k}]",
+            units="subtasks",
+        ),
     ),
     table_columns=_table_columns,
     config_block=True,
