@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test test-models test-workflow test-llm-judge dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
+.PHONY: setup demo demo-seeds test test-models test-workflow test-llm-judge dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ $(STAMP): pyproject.toml Makefile
 # The offline demo grid: 2 real models x 5 architectures x 3 sparsities, on this machine.
 demo: setup
 	$(SNAKEMAKE) --profile profiles/local --configfile config/demo.yaml
+
+# How much of the demo's answer is signal (issue 24; docs/demo.md): one model, two
+# architectures x three sparsities, seeds [0, 1] and a random-decoder control of each, in its
+# own folder demo-seeds/ (results, logs) so the demo's results are never touched.
+demo-seeds: setup
+	mkdir -p demo-seeds
+	$(SNAKEMAKE) --profile profiles/local --directory demo-seeds --configfile config/demo.yaml config/demo-seeds.yaml
 
 test: setup
 	$(PY) -m pytest -q
