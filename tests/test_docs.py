@@ -248,11 +248,17 @@ def demo_summary() -> dict:
     flat = " ".join(text.split())
     head = re.search(r"\*\*tau-b = ([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\], p = (\d\.\d{4})\*\* over (\d+) SAEs", flat)
     paper = re.search(r"Paper: tau-b = \+?(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] over (\d+) SAEs", flat)
-    gain = re.search(r"tau-b\(autointerp, Delta Token Confidence selection gain\) = ([+-]?\d\.\d{3})", flat)
+    gain = re.search(
+        r"tau-b\(autointerp, steering gain L = percentage lift of the Delta C-selected score over the SAE's own base\) = ([+-]?\d\.\d{3})",
+        flat,
+    )
     assert head and paper and gain, "docs/demo/summary.md: headline, paper or selection-gain tau-b not found"
+    # the paper's psi (statistic "psi"): | statistic | axis | varies | groups | SAEs | value | ...
     psi = {
-        name: cells[4].split(" [")[0]
-        for name, cells in _table_rows(text, ("by_architecture", "by_matched_sparsity", "by_model", "mean")).items()
+        cells[1]: cells[5]
+        for line in text.splitlines()
+        if line.startswith("| psi |")
+        for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]
     }
     per_model, selection, control = {}, {}, {}
     for line in text.splitlines():
@@ -261,9 +267,9 @@ def demo_summary() -> dict:
             continue
         if len(cells) == 6 and cells[3] == "trained" and cells[0] not in per_model:  # the first per-model table: the headline's
             per_model[cells[0]] = cells
-        elif len(cells) == 11:
+        elif len(cells) == 12:
             selection[cells[0]] = cells
-        elif len(cells) == 8:
+        elif len(cells) == 8 and cells[0] not in control:  # the set-search control (Table 2's rows come later)
             control[cells[0]] = cells
     per_model_n = {name: int(cells[2]) for name, cells in per_model.items()}
     per_model = {name: re.match(r"([+-]\d\.\d{3}) \[", cells[4]).group(1) for name, cells in per_model.items()}
@@ -306,12 +312,12 @@ def test_demo_doc_figures_are_the_demo_summarys():
         f"psi by architecture / matched sparsity / model / mean = {psi['by_architecture']} / {psi['by_matched_sparsity']} / {psi['by_model']} / {psi['mean']}"
         in doc
     )
-    assert f"tau-b(autointerp, Delta C selection gain) = {s['gain']}" in doc
+    assert f"tau-b(autointerp, steering gain L as a percentage lift) = {s['gain']}" in doc
     # The "results moved" paragraph of the current run quotes the same run.
     assert f"to **{tau} [{lo}, {hi}]**" in doc
     assert f"-> {s['per_model']['smollm2-135m']}, Gemma-3" in doc and f"-> {s['per_model']['gemma3-270m']})" in doc
     smol = s["selection"]["smollm2-135m"]
-    assert f"lifts SmolLM2's steering ({smol[5]}) and Delta C still lowers it ({smol[6]};" in doc
+    assert f"the output score's top-K changes SmolLM2's steering by {smol[5]} and Delta C by {smol[6]} (" in doc
     ctrl = s["control"]["smollm2-135m"]
     assert f"random-order control lifts by {ctrl[3].split(' ')[0]}, {ctrl[5]})" in doc
     # The selection table is summary.md's, cell for cell (first nine columns), and the paper's row.
