@@ -259,9 +259,9 @@ def _ci(row: pd.Series, low: str, high: str) -> str:
 
 
 NOT_YET = (
-    "Judge sensitivity (the tau-b between two judges' rankings of these SAEs) is the 'Judge agreement' "
-    "section, where aggregate.compare_judges names another judge's results of the grid (or run "
-    "`saesteer judge-agreement A B`). Every reliability here is over the units of one run: concepts, instructions, latents, subtasks and "
+    "Judge sensitivity (the tau-b between two judges' rankings of these SAEs) is reported in its own "
+    "section where aggregate.compare_judges names another judge's results of the grid, or by "
+    "`saesteer judge-agreement A B`. Every reliability here is over the units of one run: concepts, instructions, latents, subtasks and "
     "letters. Noise from training seeds (the seed test-retest below measures it when training.seeds has two "
     "or more) or from the judge is not in it, so these reliabilities are upper bounds and the ceilings too."
 )
