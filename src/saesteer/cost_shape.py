@@ -329,7 +329,7 @@ def format_shape(config: dict[str, Any]) -> list[str]:
             f"{sum(x.total_hours for x in ev):>12.2f}{s.total_hours:>16.1f}{mark}"
         )
     lines += [
-        "A rerun of one SAE's stage reruns its group: with model, every SAE of that model.",
+        "A rerun of one SAE's stage runs its group's job (one model load) and computes that SAE: the others are restored (saesteer rerun).",
         "",
     ]
     return lines
