@@ -266,3 +266,24 @@ def explained_row(latent: int, rank: int, explanation: str, m_f: float) -> dict[
         "detect_parsed": True,
         "m_f": m_f,
     }
+
+
+def small_train_config(**overrides: Any):
+    """A TrainConfig for the training tests' synthetic data: 40 steps of 64 rows, short warm-ups
+    and windows; ``overrides`` replace any field."""
+    from saesteer.training import TrainConfig
+
+    base: dict[str, Any] = dict(
+        tokens=64 * 40,
+        batch_size=64,
+        lr=3e-3,
+        lr_warmup_steps=5,
+        sparsity_warmup_steps=15,
+        checkpoint_every_steps=7,
+        log_every_steps=5,
+        dead_window_tokens=64 * 5,
+        batchtopk_threshold_start_step=5,
+        shuffle_shards=2,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)

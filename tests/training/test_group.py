@@ -12,7 +12,7 @@ import torch
 from saesteer.training import GroupMember, GroupTrainer, TensorSource, TrainConfig, Trainer, train_sae, train_sae_group
 from saesteer.training.checkpoint import checkpoint_path
 from saesteer.training.synthetic import planted_data, write_cache
-from tests.helpers import REPO
+from tests.helpers import REPO, small_train_config
 
 ARCHS = [("relu", 4), ("topk", 4), ("batchtopk", 3), ("gated", 4), ("jumprelu", 4), ("topk", 6)]
 
@@ -21,21 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**overrides) -> TrainConfig:
-    base = dict(
-        tokens=64 * 40,
-        batch_size=64,
-        lr=3e-3,
-        lr_warmup_steps=5,
-        sparsity_warmup_steps=15,
-        checkpoint_every_steps=7,
-        log_every_steps=5,
-        dead_window_tokens=64 * 5,
-        batchtopk_threshold_start_step=5,
-        shuffle_shards=2,
-        eval_tokens=256,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+    return small_train_config(**{"eval_tokens": 256, **overrides})
 
 
 def _members(root, archs=ARCHS) -> list[GroupMember]:

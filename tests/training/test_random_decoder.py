@@ -14,6 +14,7 @@ from saesteer.sae.random_decoder import make_random_decoder_control
 from saesteer.sae.registry import build_sae
 from saesteer.training import TensorSource, TrainConfig, Trainer, train_sae_group
 from saesteer.training.synthetic import planted_data, write_cache
+from tests.helpers import small_train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,21 +23,7 @@ ARCHS = [("relu", 4), ("topk", 4), ("batchtopk", 3), ("gated", 4), ("jumprelu", 
 
 
 def _cfg(**overrides) -> TrainConfig:
-    base = dict(
-        tokens=64 * 40,
-        batch_size=64,
-        lr=3e-3,
-        lr_warmup_steps=5,
-        sparsity_warmup_steps=15,
-        checkpoint_every_steps=1000,
-        log_every_steps=5,
-        dead_window_tokens=64 * 5,
-        batchtopk_threshold_start_step=5,
-        shuffle_shards=2,
-        eval_tokens=256,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+    return small_train_config(**{"checkpoint_every_steps": 1000, "eval_tokens": 256, **overrides})
 
 
 def _source() -> TensorSource:

@@ -23,6 +23,7 @@ from saesteer.training import (
 from saesteer.training.checkpoint import checkpoint_path
 from saesteer.training.synthetic import planted_data, write_cache
 from saesteer.training.trainer import lr_at
+from tests.helpers import small_train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,20 +36,7 @@ def _indexed_source(n: int = 1000, shard: int = 150) -> TensorSource:
 
 
 def _small_cfg(**overrides) -> TrainConfig:
-    base = dict(
-        tokens=64 * 40,
-        batch_size=64,
-        lr=3e-3,
-        lr_warmup_steps=5,
-        sparsity_warmup_steps=15,
-        checkpoint_every_steps=7,
-        log_every_steps=5,
-        dead_window_tokens=64 * 5,
-        batchtopk_threshold_start_step=5,
-        shuffle_shards=2,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+    return small_train_config(**overrides)
 
 
 # ---- data stream --------------------------------------------------------------------------

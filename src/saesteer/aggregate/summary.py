@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from saesteer.aggregate.collect import READINGS
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.evals.metrics import headlines
@@ -456,7 +457,6 @@ CONTROL_COLUMNS = [
 (mean; sd over orderings) and over the output-score ordering, and the net lifts (a search's
 lift minus the random-order searches')."""
 
-READINGS = ("only_max", "add_max", "scale")
 READING_COLUMNS = [f"{kind}_delta_conf_{mode}" for mode in READINGS for kind in ("score", "lift")]
 """Delta C's selection under each reading of its intervention (docs/method.md, "Delta Token Confidence")."""
 
