@@ -54,11 +54,19 @@ every group of the axis-conditioned psi (a sub-vector of c) reuse the same code.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtr, ndtri
+
+
+def keyed_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator per statistic, seeded by (seed, key): a row's numbers do not depend on which
+    other rows were computed before it (every aggregation table seeds its resamples so)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
+
 
 PSI_PAPER = "psi"
 PSI_ONE_AXIS_VARIES = "psi_one_axis_varies"

@@ -19,7 +19,6 @@ architectures ``random-<arch>``) sit in the SAE table beside the trained SAEs, a
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import pandas as pd
 
 from saesteer.aggregate.config import AggregateConfig
 from saesteer.controls import CONTROL_SOURCE, base_arch
+from saesteer.stats import keyed_rng as _rng
 from saesteer.stats import rank_agreement
 from saesteer.tables import to_markdown
 
@@ -61,10 +61,6 @@ def split_controls(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return table, table.iloc[0:0]
     is_control = (table["source"] == CONTROL_SOURCE).to_numpy()
     return table[~is_control].reset_index(drop=True), table[is_control].reset_index(drop=True)
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def _boot_means(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,7 +193,8 @@ def tau_with_and_without(table: pd.DataFrame, cfg: AggregateConfig, target: str 
                     n_bootstrap=cfg.n_bootstrap,
                     n_permutations=cfg.n_permutations,
                     confidence=cfg.confidence,
-                    rng=_headline_rng(cfg.seed, key),
+                    # the rank-agreement table's generator for the key: the headline row, number for number
+                    rng=_rng(cfg.seed, key),
                 )
                 row.update(
                     tau_b=result.tau_b,
@@ -208,12 +205,6 @@ def tau_with_and_without(table: pd.DataFrame, cfg: AggregateConfig, target: str 
                 )
             rows.append(row)
     return pd.DataFrame(rows, columns=TAU_COLUMNS)
-
-
-def _headline_rng(seed: int, key: str) -> np.random.Generator:
-    # the rank-agreement table's generator for the same key (aggregate.summary seeds it the
-    # same way), so the "without controls" row equals the headline number for number
-    return _rng(seed, key)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -44,7 +44,6 @@ duplicated units is a shorter test): docs/method.md gives the numbers.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from saesteer.stats import bca_interval, bootstrap_counts, jackknife_counts, tau_b, tau_b_resampled
+from saesteer.stats import keyed_rng as _rng
 
 # ----------------------------------------------------------------------------- conversions
 
@@ -206,10 +206,6 @@ class ReliabilityConfig:
     """Random splits per bootstrap / jackknife resample (their Monte-Carlo noise widens the interval slightly)."""
     target_reliability: float = 0.5
     """The reliability whose required unit count is reported (Spearman-Brown prophecy)."""
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def _mean_defined(taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from saesteer.stats import keyed_rng as _rng
 from saesteer.stats import rank_agreement
 
 RETEST_COLUMNS = [
@@ -56,10 +56,6 @@ def seeds_of(table: pd.DataFrame) -> list[int]:
         return [0]
     trained = table[table["source"] == "trained"] if "source" in table.columns else table
     return sorted({int(s) for s in trained["seed"]}) or [0]
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def retest_pair(

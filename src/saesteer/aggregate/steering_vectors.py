@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from saesteer.aggregate.summary import metric_labels  # noqa: E402
 from saesteer.config import Grid, grid_from_config  # noqa: E402
 from saesteer.io import atomic_path, schema_violations, write_text_atomic  # noqa: E402
 from saesteer.judges import AUTOINTERP, STEERING, judge_configs  # noqa: E402
+from saesteer.stats import keyed_rng as _rng
 from saesteer.stats import rank_agreement  # noqa: E402
 from saesteer.steering.vectors_job import SCHEMA_PATH  # noqa: E402
 from saesteer.tables import to_markdown  # noqa: E402
@@ -172,10 +172,6 @@ def gaps_table(table: pd.DataFrame) -> pd.DataFrame:
             row[c] = float(vals.mean()) if vals.size else math.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=["scope", "group", "n", *columns])
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def rank_table(table: pd.DataFrame, cfg: AggregateConfig) -> pd.DataFrame:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.evals.metrics import headlines
 from saesteer.judges import is_proxy_label
 from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
+from saesteer.stats import keyed_rng as _rng
 from saesteer.tables import to_markdown
 
 
@@ -176,12 +176,6 @@ def paper_model(name: str, hub_id: str | None = None) -> str | None:
         if candidate and candidate.split("/")[-1].lower() in PAPER_MODELS:
             return PAPER_MODELS[candidate.split("/")[-1].lower()]
     return None
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    """A generator per statistic, seeded by (seed, key): a row's numbers do not depend on which
-    other rows were computed before it."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def _too_few(n: int, cfg: AggregateConfig) -> str | None:
