@@ -190,6 +190,27 @@ def test_zero_ablation_zeroes_bos_by_default(tiny_model, char_tokenizer, text_co
     assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-4)
 
 
+def test_eval_data_refuses_a_head_it_cannot_reproduce(tiny_model, char_tokenizer, text_corpus, tmp_path):
+    """build_core checks head_logits against the model's own forward (on a short prefix of
+    one context): a model whose forward post-processes its logits in a way head_logits does
+    not (here a hook adding 0.5 to every logit after position 3) is refused, not scored."""
+    from saesteer.evals.splice import SpliceError
+
+    def shift_logits(module, args, output):
+        output.logits[:, 3:] += 0.5
+        return output
+
+    handle = tiny_model.register_forward_hook(shift_logits)
+    try:
+        with pytest.raises(SpliceError, match="its LM head does something head_logits does not"):
+            build_eval_data(
+                tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=_eval_cfg(), out_dir=tmp_path / "eval"
+            )
+    finally:
+        handle.remove()
+    assert not (tmp_path / "eval" / "manifest.json").exists()
+
+
 def test_zero_ablation_mode_is_checked():
     with pytest.raises(Exception, match="eval.core.zero_ablation"):
         _eval_cfg("none")

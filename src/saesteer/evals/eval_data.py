@@ -62,6 +62,9 @@ from saesteer.io import atomic_path, sha256_file, sha256_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+HEAD_CHECK_TOKENS = 16
+"""Positions of the LM-head check (:func:`saesteer.evals.splice.check_head`) in build_core."""
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CORE_FILE = "core.safetensors"
@@ -138,7 +141,11 @@ def build_core(
         ids_s, resid_s = ids[:m], resid[:m]
         clean = runner(ids_s, resid_s)
         if head_gap is None:
-            head_gap = check_head(model, ids_s[:2], clean[:2])
+            # On one context's first HEAD_CHECK_TOKENS positions: a causal LM's final hidden
+            # state there is the same whatever follows, and the check's whole-model forward
+            # with full logits cost 10-16 s per model on CPU at 2 x 128 tokens (Gemma-3's
+            # 262k-token head).
+            head_gap = check_head(model, ids_s[:1, :HEAD_CHECK_TOKENS], clean[:1, :HEAD_CHECK_TOKENS])
         zeroed = resid_s.clone()
         zeroed[:, zeroed_from:] = 0
         ablated = runner(ids_s, zeroed)
