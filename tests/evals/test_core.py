@@ -204,7 +204,13 @@ def test_eval_data_refuses_a_head_it_cannot_reproduce(tiny_model, char_tokenizer
     try:
         with pytest.raises(SpliceError, match="its LM head does something head_logits does not"):
             build_eval_data(
-                tiny_model, char_tokenizer, model_name="tiny", layer=1, corpus_cfg=text_corpus, cfg=_eval_cfg(), out_dir=tmp_path / "eval"
+                tiny_model,
+                char_tokenizer,
+                model_name="tiny",
+                layer=1,
+                corpus_cfg=text_corpus,
+                cfg=_eval_cfg(),
+                out_dir=tmp_path / "eval",
             )
     finally:
         handle.remove()
