@@ -34,7 +34,7 @@ from saesteer.judges import (
     register,
     unregister,
 )
-from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
+from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, sae_files, save_sae, write_model_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,6 +127,7 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     judge through the registry (no judge passed in) and records what it rated."""
     from saesteer.evals.autointerp import write_table
     from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.context import SteeringContext, SteeringModels
     from saesteer.steering.evaluate import run_steer_eval
     from saesteer.steering.instructions import write_instruction_pool
 
@@ -137,23 +138,17 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     write_instruction_pool(SteeringConfig.from_config(steering).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=2)
     out = tmp_path / "steering"
-    report = run_steer_eval(
-        sae_dir=sae_dir,
-        autointerp_table=tmp_path / "autointerp.parquet",
-        instructions=tmp_path / "instructions.json",
+    ctx = SteeringContext(
         model_json=tmp_path / "model.json",
-        steering_cfg=steering,
-        judge_cfg={"kind": "toy", "toy": {"concept": 1.5}},
-        out_generations=out / "generations.parquet",
-        out_concepts=out / "concepts.json",
-        out_score=out / "score.json",
-        model="tiny",
-        arch="relu",
-        target_l0=4,
+        instructions=tmp_path / "instructions.json",
+        steering=SteeringConfig.from_config(steering),
+        judge={"kind": "toy", "toy": {"concept": 1.5}},
         prompt_format="base",
-        lm=model,
-        tokenizer=tok,
+        models=SteeringModels(model, tok),  # no judge: the context builds it from its block
     )
+    outputs = {"generations": out / "generations.parquet", "concepts": out / "concepts.json", "score": out / "score.json"}
+    with ctx:
+        report = run_steer_eval(ctx, sae_files(sae_dir, {"autointerp": tmp_path / "autointerp.parquet"}, outputs))
     on_disk = json.loads((out / "score.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert (on_disk["judge"], on_disk["judge_model"], on_disk["judge_settings"]) == ("toy-judge", "toy-1.5", {"concept": 1.5})
