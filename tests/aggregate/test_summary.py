@@ -512,3 +512,14 @@ def test_aggregate_rule_partial_from_the_command_line_asks_only_for_existing_fil
     full = _dry_run(tmp_path)
     assert full.returncode == 0, full.stdout + full.stderr
     assert "steer_eval" in full.stdout
+
+
+def test_paper_table_rows_name_every_registered_architecture_by_its_descriptors_label():
+    """An architecture outside the paper's five (Matryoshka BatchTopK) is labelled like them, from
+    its descriptor (saesteer.sae.<arch>.py), not printed as its folder name."""
+    from saesteer.aggregate.summary import _row_label
+    from saesteer.sae.registry import get_arch, names
+
+    assert _row_label("arch", "matryoshka_batchtopk") == get_arch("matryoshka_batchtopk").label == "Matryoshka"
+    assert {name: _row_label("arch", name) for name in names()} == {name: get_arch(name).label for name in names()}
+    assert _row_label("arch", "not-installed-here") == "not-installed-here"

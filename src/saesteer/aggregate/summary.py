@@ -25,6 +25,7 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.evals.metrics import headlines
 from saesteer.judges import is_proxy_label
+from saesteer.sae.registry import arch_label
 from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.stats import keyed_rng as _rng
 from saesteer.tables import to_markdown
@@ -53,7 +54,6 @@ SCOPES = (("model", "model"), ("arch", "arch"), ("sparsity", "target_l0"))
 
 # The paper: Wang, Hu, Wang & Zou 2025, arXiv 2510.03659 (docs/method.md, "The study").
 PAPER_MODELS = {"gemma-2-2b": "Gemma-2-2B", "qwen2.5-3b": "Qwen-2.5-3B", "gemma-2-9b": "Gemma-2-9B"}
-PAPER_ARCHS = {"batchtopk": "BatchTopK", "gated": "Gated", "jumprelu": "JumpReLU", "relu": "ReLU", "topk": "TopK"}
 PAPER_L0 = (50, 80, 160, 320, 520, 820)
 
 
@@ -1228,7 +1228,8 @@ def _join(*parts: str) -> str:
 
 def _row_label(scope: str, key: str) -> str:
     if scope == "arch":
-        return PAPER_ARCHS.get(key, key)
+        # Every registered architecture's own label (its descriptor, saesteer.sae.<arch>.py).
+        return arch_label(key)
     if scope == "sparsity":
         return f"L0 ≈ {key[3:]}" if key.startswith("l0-") else key
     return key

@@ -189,6 +189,15 @@ def get_arch(name: str) -> ArchSpec:
     return spec
 
 
+def arch_label(name: str) -> str:
+    """The display label of architecture ``name`` (its descriptor's ``label``); an
+    unregistered name (a results folder of an architecture not installed here) as is."""
+    _discover()
+    with _LOCK:
+        spec = _REGISTRY.get(name)
+    return name if spec is None else spec.label
+
+
 def get_sae_class(arch: str) -> type[BaseSAE]:
     return get_arch(arch).sae_class
 
