@@ -374,7 +374,9 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     # Another judge than steer_eval's is refused: the latent's scores are steer_eval's.
     other = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="another-reference", embedder=minilm)
     with pytest.raises(VectorsJobError, match="differs from the steering evaluation's"):
-        run_steering_vectors(context(STEERING, vectors_cfg, other), sae_files(sae_dir, vector_inputs, vectors_out(tmp_path / "other")))
+        run_steering_vectors(
+            context(STEERING, vectors_cfg, other), sae_files(sae_dir, vector_inputs, vectors_out(tmp_path / "other"))
+        )
 
     # A changed steering config is refused: the comparison would not be paired.
     with pytest.raises(VectorsJobError, match="another steering config"):
