@@ -83,6 +83,7 @@ NO_SCHEMA_DEFAULT = {
         "compare_judges",
     ): "absent = none: no schema default, so a config without it gives the aggregate rule the parameters it had",
     ("judge", "options"): "no config key: every registered backend's options block (judge.<kind>), read from its own key",
+    ("judge", "where"): "no config key: the block a JudgeConfig was read from (judge or steering.judge), for error messages",
     ("training", "tokens"): "required by the schema; the dataclass default serves direct Python use (tests, benchmarks)",
     ("training", "batch_size"): "required by the schema; as tokens",
     ("models", ITEMS, "prompt_format"): "required by the schema (every model says chat or base)",

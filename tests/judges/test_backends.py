@@ -93,7 +93,7 @@ class ToyBackend(JudgeBackend):
 
     def check(self, cfg: JudgeConfig, environ: Mapping[str, str]) -> None:
         if not 0 <= cfg.toy.concept <= 2:
-            raise JudgeConfigError(f"judge.toy.concept: {cfg.toy.concept} is outside [0, 2]")
+            raise JudgeConfigError(f"{cfg.where}.toy.concept: {cfg.toy.concept} is outside [0, 2]")
 
     def build(self, cfg: JudgeConfig, **_: Any) -> ToyJudge:
         return ToyJudge(cfg.toy)
@@ -200,6 +200,40 @@ def test_the_workflow_checks_both_judges_and_defers_each_missing_key():
         check_workflow_judges(config, environ={})
     assert judge_params(config) == {"judge": config["judge"], "steering": {"judge": config["steering"]["judge"]}}
     assert judge_params({"judge": {"kind": "offline"}, "steering": {}}) == {"judge": {"kind": "offline"}}
+
+
+def test_a_bad_value_in_steering_judge_is_named_there_not_in_judge():
+    """Backend errors name the block the value came from: ``steering.judge.llm.*`` for the
+    steering judge's own block, ``judge.llm.*`` for the shared one."""
+    from saesteer.judges.config import check_workflow_judges
+
+    good = {"kind": "offline"}
+    cases = [
+        ({"kind": "llm", "llm": {"model": ""}}, {}, r"^steering\.judge\.llm\.model is empty"),
+        ({"kind": "llm", "llm": {"temperature_rating": 3}}, {}, r"^steering\.judge\.llm\.temperature_rating: 3"),
+        ({"kind": "llm", "llm": {"base_url": "ftp://x"}}, {}, r"^steering\.judge\.llm\.base_url"),
+        (
+            {"kind": "llm", "llm": {"api_key_env": "TOY_KEY"}},
+            {},
+            r"^steering\.judge\.llm: the environment variable TOY_KEY .* set steering\.judge\.llm\.api_key_env",
+        ),
+        ({"kind": "sparsemax"}, {}, r"^steering\.judge\.kind: 'sparsemax' is not one of"),
+        (
+            {"kind": "offline", "offline": {"concept_thresholds": [0.9, 0.1]}},
+            {},
+            r"^steering\.judge\.offline\.concept_thresholds",
+        ),
+    ]
+    for block, environ, message in cases:
+        with pytest.raises(JudgeConfigError, match=message):
+            check_workflow_judges({"judge": good, "steering": {"judge": block}}, environ=environ)
+        # The same value in the shared block is named there.
+        with pytest.raises(JudgeConfigError, match=message.replace("steering\\.judge", "judge")):
+            check_workflow_judges({"judge": block, "steering": {}}, environ=environ)
+    bad_ref = {"kind": "offline", "offline": {"reference_model": "results/models/other/model.json"}}
+    steering = check_workflow_judges({"judge": good, "steering": {"judge": bad_ref}}, environ={})[0][STEERING]
+    with pytest.raises(JudgeConfigError, match=r"^steering\.judge\.offline\.reference_model: 'results/models/other"):
+        steering.backend.job_inputs(steering, ["tiny"])
 
 
 # ---- no judge-kind switch outside saesteer.judges -----------------------------------------
