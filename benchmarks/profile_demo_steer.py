@@ -21,7 +21,8 @@ import yaml
 torch.set_num_threads(1)
 from saesteer.models import load_prepared
 from saesteer.steering.config import SteeringConfig
-from saesteer.steering.evaluate import Concept, build_plan, steer_and_rate, steering_judge
+from saesteer.steering.context import steering_judge
+from saesteer.steering.evaluate import Concept, build_plan, steer_and_rate
 from saesteer.steering.generate import SteeringModel
 from saesteer.steering.instructions import read_instruction_pool, write_instruction_pool
 

@@ -287,3 +287,13 @@ def small_train_config(**overrides: Any):
     )
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def sae_files(sae_dir: Path, inputs: dict[str, Path], outputs: dict[str, Path], *, target_l0: int = 4, arch: str = "relu"):
+    """One SAE of model "tiny" as the steering workers take it (saesteer.rule_jobs.SaeFiles):
+    its cfg.json in ``sae_dir`` and the named ``inputs`` / ``outputs`` its rule declares."""
+    from saesteer.grouping import JobCell
+    from saesteer.rule_jobs import SaeFiles
+
+    cell = JobCell("tiny", arch, f"l0-{target_l0}", target_l0)
+    return SaeFiles(cell, {"sae_cfg": Path(sae_dir) / "cfg.json", **inputs}, dict(outputs))

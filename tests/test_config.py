@@ -120,8 +120,12 @@ def test_schema_judge_keys_match_judge_config():
     assert judge["additionalProperties"] is False
     assert set(judge["properties"]) == {"kind", "prompts", "cache", *backend_kinds()}
     top = {k: v for k, v in judge["properties"].items() if k not in backend_kinds()}
+    # options (every backend's block) and where (the block it was read from) are no config keys.
     assert_schema_block_matches(
-        JudgeConfig, {**judge, "properties": {**top, "options": {"default": None}}}, "judge", skip=("options",)
+        JudgeConfig,
+        {**judge, "properties": {**top, "options": {"default": None}, "where": {"default": "judge"}}},
+        "judge",
+        skip=("options", "where"),
     )
     for kind in backend_kinds():
         assert_schema_block_matches(get_backend(kind).options_cls, judge["properties"][kind], f"judge.{kind}")

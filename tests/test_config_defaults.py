@@ -10,6 +10,7 @@ with its reason.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 import pytest
@@ -73,7 +74,6 @@ NOT_DATACLASSES = {
     ("eval_jobs",): "read as a dict by the workflow (group_by)",
     ("cost",): "read as a dict by saesteer cost (cost.py)",
     ("models", ITEMS, "pretrained", ITEMS): "read as a dict by sae/pretrained.py",
-    ("training", "sparsity_coef_init"): "a dict-valued field of TrainConfig, compared entry by entry in the training block",
 }
 
 # Dataclass fields with a default that the schema leaves without one, or that are no schema key.
@@ -83,6 +83,7 @@ NO_SCHEMA_DEFAULT = {
         "compare_judges",
     ): "absent = none: no schema default, so a config without it gives the aggregate rule the parameters it had",
     ("judge", "options"): "no config key: every registered backend's options block (judge.<kind>), read from its own key",
+    ("judge", "where"): "no config key: the block a JudgeConfig was read from (judge or steering.judge), for error messages",
     ("training", "tokens"): "required by the schema; the dataclass default serves direct Python use (tests, benchmarks)",
     ("training", "batch_size"): "required by the schema; as tokens",
     ("models", ITEMS, "prompt_format"): "required by the schema (every model says chat or base)",
@@ -107,6 +108,13 @@ NO_SCHEMA_DEFAULT = {
     ("eval", "sparse_probing", "tasks", ITEMS, "revision"): "None = absent",
     ("eval", "sparse_probing", "tasks", ITEMS, "data_files"): "None = absent",
     ("steering", "concepts", ITEMS, "latent"): "None = absent (the closest autointerp explanation's latent)",
+}
+
+# Map-valued keys whose schema default is {} while the dataclass's default entries come from
+# the registered descriptors (a new architecture brings its own, no schema edit): where, and
+# the function that gives them.
+DERIVED_DEFAULTS = {
+    ("training", "sparsity_coef_init"): "saesteer.sae.registry:coef_inits",
 }
 
 # Schema defaults of a block that its dataclass does not hold as a field.
@@ -184,7 +192,11 @@ def test_schema_defaults_equal_dataclass_defaults(path, cls):
             )
             assert (path + (key,)) in BLOCKS, f"{_where(path, key)}: nested block not registered in BLOCKS"
             continue
-        if expected == {} and isinstance(actual, dict):  # a map whose entries carry the defaults
+        if path + (key,) in DERIVED_DEFAULTS:
+            module, name = DERIVED_DEFAULTS[path + (key,)].split(":")
+            assert expected == {} and "properties" not in props[key], f"{_where(path, key)}: entries come from the registry"
+            expected = getattr(importlib.import_module(module), name)()
+        elif expected == {} and isinstance(actual, dict):  # a map whose entries carry the defaults
             expected = dict(schema_defaults(*path, key))
         assert _plain(actual) == expected, (
             f"{_where(path, key)}: schema default {expected!r} != {cls.__name__} default {actual!r}"

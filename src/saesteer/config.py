@@ -298,6 +298,22 @@ def grid_from_config(config: dict[str, Any], base_dir: str | Path = ".") -> Grid
     )
 
 
+def fill_registry_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill in (in place, after Snakemake's ``validate()``) the defaults the schema cannot list
+    because the registered architectures bring them: ``training.sparsity_coef_init``'s entries
+    (each penalty architecture's ``coef_init``, saesteer.sae.<arch>.py). As ``validate()``
+    filled them when the schema listed them: the config's own entries first, then every
+    missing default, so the rules' params (and so their jobs) stay as they were."""
+    from saesteer.sae.registry import coef_inits
+
+    training = config.setdefault("training", {})
+    coef = dict(training.get("sparsity_coef_init") or {})
+    for key, value in coef_inits().items():
+        coef.setdefault(key, value)
+    training["sparsity_coef_init"] = coef
+    return config
+
+
 def load_config(path: str | Path, overrides: list[str | Path] | None = None) -> dict[str, Any]:
     """Read a config the way Snakemake does: the file, then each override merged key by key."""
     config = yaml.safe_load(Path(path).read_text()) or {}

@@ -512,3 +512,72 @@ def test_aggregate_rule_partial_from_the_command_line_asks_only_for_existing_fil
     full = _dry_run(tmp_path)
     assert full.returncode == 0, full.stdout + full.stderr
     assert "steer_eval" in full.stdout
+
+
+def test_paper_table_rows_name_every_registered_architecture_by_its_descriptors_label():
+    """An architecture outside the paper's five (Matryoshka BatchTopK) is labelled like them, from
+    its descriptor (saesteer.sae.<arch>.py), not printed as its folder name."""
+    from saesteer.aggregate.summary import _row_label
+    from saesteer.sae.registry import get_arch, names
+
+    assert _row_label("arch", "matryoshka_batchtopk") == get_arch("matryoshka_batchtopk").label == "Matryoshka"
+    assert {name: _row_label("arch", name) for name in names()} == {name: get_arch(name).label for name in names()}
+    assert _row_label("arch", "not-installed-here") == "not-installed-here"
+
+
+def _relabel(path: Path, judge: str, model: str) -> None:
+    obj = json.loads(path.read_text())
+    obj["judge"], obj["judge_model"] = judge, model
+    write(path, obj)
+
+
+def _judge_lines(tmp_path: Path, config: dict, steering_judge: str) -> list[str]:
+    """The summary's judge lines (warnings, then the configured judges' text) for tmp_path's results."""
+    from saesteer.aggregate.summary import SummaryInputs, _configured_text, judge_warning
+
+    got = collect(grid_from_config(config), tmp_path, expected_judge=None, steering_judge=None, expected_prompts="none")
+    empty = pd.DataFrame()
+    inputs = SummaryInputs(
+        sae_table=got.table,
+        rank=empty,
+        psi=empty,
+        selection=empty,
+        cfg=AggregateConfig(),
+        missing={},
+        judges=got.judges,
+        judges_by_measure=got.judges_by_measure,
+        configured_judge="offline-proxy",
+        configured_steering_judge=steering_judge,
+        partial=False,
+        paper_names={},
+    )
+    return judge_warning(inputs) + [_configured_text(inputs)]
+
+
+def test_a_steering_judge_apart_from_the_autointerp_judge_is_reported_not_warned_about(tmp_path):
+    """steering.judge: an LLM rates steering and selection, the offline proxy autointerp. The
+    summary says which judge rated what; it warns only when one measure mixes judges."""
+    config = grid_config()
+    fill_results(config, tmp_path)
+    grid = grid_from_config(config)
+    for cell in grid.cells():
+        for name in ("steering/score.json", "selection/score.json"):
+            _relabel(tmp_path / cell.path / name, "llm", "gpt-4o-mini")
+    got = collect(grid, tmp_path, expected_judge=None, steering_judge=None, expected_prompts="none")
+    assert got.judges_by_measure == {"autointerp": {"offline-proxy": {"proxy-v1"}}, "steering": {"llm": {"gpt-4o-mini"}}}
+    lines = _judge_lines(tmp_path, config, "llm")
+    assert not any("several judges" in line or "mixes judges" in line for line in lines)
+    said = [line for line in lines if line.startswith("> Judges:")]
+    assert said == [
+        "> Judges: autointerp by offline-proxy (proxy-v1); steering and selection by llm (gpt-4o-mini) "
+        "(`steering.judge` apart from `judge`). Each measure has one judge, so its ranks compare like with like; "
+        "the two measures' scores are on different judges' scales."
+    ]
+    assert lines[-1] == "**offline-proxy** (autointerp), **llm** (steering and selection: `steering.judge`)"
+    # One steering file rated by another judge: that measure mixes judges, and only it is named.
+    first = grid.cells()[0]
+    _relabel(tmp_path / first.path / "steering/score.json", "offline-proxy", "proxy-v1")
+    lines = _judge_lines(tmp_path, config, "llm")
+    warned = [line for line in lines if "WARNING: one measure mixes judges" in line]
+    assert len(warned) == 1 and "steering and selection: llm (gpt-4o-mini), offline-proxy (proxy-v1)" in warned[0]
+    assert "autointerp:" not in warned[0] and not any(line.startswith("> Judges:") for line in lines)

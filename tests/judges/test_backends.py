@@ -34,7 +34,7 @@ from saesteer.judges import (
     register,
     unregister,
 )
-from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, save_sae, write_model_json
+from tests.helpers import CharTokenizer, explained_row, make_tiny_llama, random_sae, sae_files, save_sae, write_model_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ class ToyBackend(JudgeBackend):
 
     def check(self, cfg: JudgeConfig, environ: Mapping[str, str]) -> None:
         if not 0 <= cfg.toy.concept <= 2:
-            raise JudgeConfigError(f"judge.toy.concept: {cfg.toy.concept} is outside [0, 2]")
+            raise JudgeConfigError(f"{cfg.where}.toy.concept: {cfg.toy.concept} is outside [0, 2]")
 
     def build(self, cfg: JudgeConfig, **_: Any) -> ToyJudge:
         return ToyJudge(cfg.toy)
@@ -127,6 +127,7 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     judge through the registry (no judge passed in) and records what it rated."""
     from saesteer.evals.autointerp import write_table
     from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.context import SteeringContext, SteeringModels
     from saesteer.steering.evaluate import run_steer_eval
     from saesteer.steering.instructions import write_instruction_pool
 
@@ -137,23 +138,17 @@ def test_a_toy_backend_registered_in_a_test_rates_a_steering_run(tmp_path, toy_b
     write_instruction_pool(SteeringConfig.from_config(steering).instructions, tmp_path / "instructions.json")
     write_model_json(tmp_path, layer=2)
     out = tmp_path / "steering"
-    report = run_steer_eval(
-        sae_dir=sae_dir,
-        autointerp_table=tmp_path / "autointerp.parquet",
-        instructions=tmp_path / "instructions.json",
+    ctx = SteeringContext(
         model_json=tmp_path / "model.json",
-        steering_cfg=steering,
-        judge_cfg={"kind": "toy", "toy": {"concept": 1.5}},
-        out_generations=out / "generations.parquet",
-        out_concepts=out / "concepts.json",
-        out_score=out / "score.json",
-        model="tiny",
-        arch="relu",
-        target_l0=4,
+        instructions=tmp_path / "instructions.json",
+        steering=SteeringConfig.from_config(steering),
+        judge={"kind": "toy", "toy": {"concept": 1.5}},
         prompt_format="base",
-        lm=model,
-        tokenizer=tok,
+        models=SteeringModels(model, tok),  # no judge: the context builds it from its block
     )
+    outputs = {"generations": out / "generations.parquet", "concepts": out / "concepts.json", "score": out / "score.json"}
+    with ctx:
+        report = run_steer_eval(ctx, sae_files(sae_dir, {"autointerp": tmp_path / "autointerp.parquet"}, outputs))
     on_disk = json.loads((out / "score.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert (on_disk["judge"], on_disk["judge_model"], on_disk["judge_settings"]) == ("toy-judge", "toy-1.5", {"concept": 1.5})
@@ -205,6 +200,40 @@ def test_the_workflow_checks_both_judges_and_defers_each_missing_key():
         check_workflow_judges(config, environ={})
     assert judge_params(config) == {"judge": config["judge"], "steering": {"judge": config["steering"]["judge"]}}
     assert judge_params({"judge": {"kind": "offline"}, "steering": {}}) == {"judge": {"kind": "offline"}}
+
+
+def test_a_bad_value_in_steering_judge_is_named_there_not_in_judge():
+    """Backend errors name the block the value came from: ``steering.judge.llm.*`` for the
+    steering judge's own block, ``judge.llm.*`` for the shared one."""
+    from saesteer.judges.config import check_workflow_judges
+
+    good = {"kind": "offline"}
+    cases = [
+        ({"kind": "llm", "llm": {"model": ""}}, {}, r"^steering\.judge\.llm\.model is empty"),
+        ({"kind": "llm", "llm": {"temperature_rating": 3}}, {}, r"^steering\.judge\.llm\.temperature_rating: 3"),
+        ({"kind": "llm", "llm": {"base_url": "ftp://x"}}, {}, r"^steering\.judge\.llm\.base_url"),
+        (
+            {"kind": "llm", "llm": {"api_key_env": "TOY_KEY"}},
+            {},
+            r"^steering\.judge\.llm: the environment variable TOY_KEY .* set steering\.judge\.llm\.api_key_env",
+        ),
+        ({"kind": "sparsemax"}, {}, r"^steering\.judge\.kind: 'sparsemax' is not one of"),
+        (
+            {"kind": "offline", "offline": {"concept_thresholds": [0.9, 0.1]}},
+            {},
+            r"^steering\.judge\.offline\.concept_thresholds",
+        ),
+    ]
+    for block, environ, message in cases:
+        with pytest.raises(JudgeConfigError, match=message):
+            check_workflow_judges({"judge": good, "steering": {"judge": block}}, environ=environ)
+        # The same value in the shared block is named there.
+        with pytest.raises(JudgeConfigError, match=message.replace("steering\\.judge", "judge")):
+            check_workflow_judges({"judge": block, "steering": {}}, environ=environ)
+    bad_ref = {"kind": "offline", "offline": {"reference_model": "results/models/other/model.json"}}
+    steering = check_workflow_judges({"judge": good, "steering": {"judge": bad_ref}}, environ={})[0][STEERING]
+    with pytest.raises(JudgeConfigError, match=r"^steering\.judge\.offline\.reference_model: 'results/models/other"):
+        steering.backend.job_inputs(steering, ["tiny"])
 
 
 # ---- no judge-kind switch outside saesteer.judges -----------------------------------------

@@ -4,6 +4,7 @@ the options, and a config without ``arch_options`` keeps its summaries byte for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -117,3 +118,53 @@ def test_registering_twice_is_refused_and_unregister_removes():
             )
         )
     assert registry.get_arch("topk") is spec
+
+
+def test_starting_coefficients_come_from_the_descriptors_and_unknown_keys_are_refused():
+    """training.sparsity_coef_init enumerates no architecture: its defaults are the descriptors'
+    coef_init (the values the schema listed before, in its order), a config entry overrides one
+    key, and a key no registered architecture uses is refused naming the field."""
+    from saesteer.schemas import config_block_schema
+
+    node = config_block_schema("training", "sparsity_coef_init")
+    assert "properties" not in node and node["additionalProperties"] == {"type": "number", "exclusiveMinimum": 0}
+    assert list(registry.coef_inits().items()) == [("relu", 0.03), ("gated", 0.03), ("jumprelu", 1.0), ("jumprelu_l0", 0.001)]
+    assert TrainConfig().sparsity_coef_init == registry.coef_inits()
+    cfg = TrainConfig.from_dict({"tokens": 64, "batch_size": 64, "sparsity_coef_init": {"gated": 0.5}})
+    assert cfg.initial_coef("gated", 20) == 0.5 and cfg.initial_coef("relu", 20) == 0.03
+    assert cfg.sparsity_coef_init == {**registry.coef_inits(), "gated": 0.5}
+    for bad, match in (({"sparsemax": 0.1}, "sparsity_coef_init.sparsemax: no registered"), ({"relu": 0}, "relu must be > 0")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig.from_dict({"tokens": 64, "batch_size": 64, "sparsity_coef_init": bad})
+    # A penalty architecture registered from a test brings its own default: no schema edit.
+    relu = registry.get_arch("relu")
+    toy = dataclasses.replace(relu, name="toy_penalty", order=999, coef_init={"toy_penalty": 0.2})
+    registry.register(toy)
+    try:
+        assert registry.coef_inits()["toy_penalty"] == 0.2
+        assert TrainConfig.from_dict({"tokens": 64, "batch_size": 64}).initial_coef("toy_penalty", 20) == 0.2
+    finally:
+        registry.unregister("toy_penalty")
+
+
+def test_the_workflow_config_gets_the_registry_defaults_as_validate_gave_the_schemas():
+    """After Snakemake's validate(), fill_registry_defaults completes training.sparsity_coef_init
+    as validate() did when the schema listed the keys: the config's entries first, then the
+    missing defaults (so the rules' params, and their jobs, are unchanged)."""
+    from snakemake.utils import validate
+
+    from saesteer.config import fill_registry_defaults, load_config
+    from saesteer.schemas import schema_path
+    from tests.helpers import REPO
+
+    config = load_config(REPO / ".test" / "config" / "config.yaml")
+    config["training"]["sparsity_coef_init"] = {"jumprelu_l0": 0.5}
+    validate(config, schema=str(schema_path("config.schema.yaml")))
+    fill_registry_defaults(config)
+    assert list(config["training"]["sparsity_coef_init"].items()) == [
+        ("jumprelu_l0", 0.5),
+        ("relu", 0.03),
+        ("gated", 0.03),
+        ("jumprelu", 1.0),
+    ]
+    assert "fill_registry_defaults(config)" in (REPO / "workflow" / "rules" / "common.smk").read_text()

@@ -16,12 +16,14 @@ import pytest
 import yaml
 
 from saesteer.judges import OfflineJudgeConfig
+from saesteer.selection.config import SelectionConfig
 from saesteer.selection.sets import SelectionError
 from saesteer.selection.steer import read_selection_score, run_steer_selected
 from saesteer.steering.config import SteeringConfig
+from saesteer.steering.context import SteeringContext, SteeringModels
 from saesteer.steering.evaluate import PARQUET_SCHEMA, run_steer_eval
 from saesteer.steering.instructions import write_instruction_pool
-from tests.helpers import REPO, explained_row, random_sae, save_sae, write_model_json
+from tests.helpers import REPO, explained_row, random_sae, sae_files, save_sae, write_model_json
 
 LAYER = 2
 STEERING = {"n_concepts": 2, "n_instructions": 4, "n_selection": 2, "factors": [0.5, 2.0], "max_new_tokens": 6, "batch_size": 32}
@@ -95,41 +97,57 @@ def setup(tmp_path, minilm, smollm2_tokenizer):
     judge = OfflineProxyJudge(OfflineJudgeConfig(**bounds), model, tok, lm_name="tiny", embedder=minilm)
     common = dict(
         sae_dir=sae_dir,
-        autointerp_table=tmp_path / "autointerp.parquet",
+        autointerp=tmp_path / "autointerp.parquet",
         instructions=tmp_path / "instructions.json",
         model_json=tmp_path / "model.json",
-        steering_cfg=STEERING,
-        judge_cfg={"kind": "offline"},
-        model="tiny",
-        arch="relu",
-        target_l0=4,
+        steering=STEERING,
         prompt_format="base",
         lm=model,
         tokenizer=tok,
         judge=judge,
     )
     steering = tmp_path / "steering"
-    run_steer_eval(
-        out_generations=steering / "generations.parquet",
-        out_concepts=steering / "concepts.json",
-        out_score=steering / "score.json",
-        **common,
-    )
+    outputs = {
+        "generations": steering / "generations.parquet",
+        "concepts": steering / "concepts.json",
+        "score": steering / "score.json",
+    }
+    run_steer_eval(_context(common), sae_files(sae_dir, {"autointerp": common["autointerp"]}, outputs))
     return tmp_path, common
 
 
-def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: dict | None = None) -> dict:
-    return run_steer_selected(
-        latent_scores=tmp_path / "latent_scores.parquet",
-        steering_generations=generations,
-        steering_score=tmp_path / "steering" / "score.json",
-        selection_cfg=selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL},
-        out_generations=tmp_path / out / "generations.parquet",
-        out_concepts=tmp_path / out / "concepts.json",
-        out_score=tmp_path / out / "score.json",
-        out_latents=tmp_path / out / "latents.parquet",
-        **common,
+def _context(common: dict, selection: dict | None = None) -> SteeringContext:
+    """The job's shared part as steer_selected's rule builds it (``common``: the test's settings)."""
+    return SteeringContext(
+        model_json=common["model_json"],
+        instructions=common["instructions"],
+        steering=SteeringConfig.from_config(common["steering"]),
+        judge={"kind": "offline"},
+        prompt_format=common["prompt_format"],
+        selection=None if selection is None else SelectionConfig.from_config(selection),
+        models=SteeringModels(common["lm"], common["tokenizer"], common["judge"]),
     )
+
+
+def _selected(tmp_path: Path, common: dict, out: str, generations: Path, steering_score: Path, selection: dict) -> dict:
+    inputs = {
+        "autointerp": common["autointerp"],
+        "latent_scores": tmp_path / "latent_scores.parquet",
+        "steering_generations": generations,
+        "steering_score": steering_score,
+    }
+    outputs = {
+        "generations": tmp_path / out / "generations.parquet",
+        "concepts": tmp_path / out / "concepts.json",
+        "score": tmp_path / out / "score.json",
+        "latents": tmp_path / out / "latents.parquet",
+    }
+    return run_steer_selected(_context(common, selection), sae_files(common["sae_dir"], inputs, outputs))
+
+
+def _run(tmp_path: Path, common: dict, out: str, generations: Path, selection: dict | None = None) -> dict:
+    selection = selection or {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}, "control": NO_CONTROL}
+    return _selected(tmp_path, common, out, generations, tmp_path / "steering" / "score.json", selection)
 
 
 def test_selected_sets_are_steered_and_scored_with_the_steering_protocol(setup):
@@ -346,7 +364,7 @@ def test_fixed_concept_lists_and_foreign_tables_are_refused(setup, tmp_path):
     with pytest.raises(SelectionError, match="fixed steering.concepts"):
         _run(
             base,
-            {**common, "steering_cfg": {**STEERING, "concepts": ["the sea"]}},
+            {**common, "steering": {**STEERING, "concepts": ["the sea"]}},
             "x",
             base / "steering" / "generations.parquet",
         )
@@ -372,13 +390,11 @@ def test_new_generations_rated_with_other_judge_templates_than_steer_evals_are_r
     other = tmp_path / "steering" / "other_score.json"
     other.write_text(json.dumps(score))
     with pytest.raises(SelectionError, match="axbench-style@0123456789ab.*same judge and judge.prompts"):
-        run_steer_selected(
-            latent_scores=tmp_path / "latent_scores.parquet",
-            steering_generations=tmp_path / "steering" / "generations.parquet",
-            steering_score=other,
-            selection_cfg={"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
-            out_generations=tmp_path / "o" / "generations.parquet",
-            out_concepts=tmp_path / "o" / "concepts.json",
-            out_score=tmp_path / "o" / "score.json",
-            **common,
+        _selected(
+            tmp_path,
+            common,
+            "o",
+            tmp_path / "steering" / "generations.parquet",
+            other,
+            {"candidates": "explained", "delta_conf": {"k_values": [1, 2]}},
         )

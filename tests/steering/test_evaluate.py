@@ -22,6 +22,7 @@ from saesteer.cache.capture import ResidualCapture
 from saesteer.judges import OfflineJudgeConfig
 from saesteer.prompting import prompt_ids
 from saesteer.steering.config import SteeringConfig, SteeringConfigError
+from saesteer.steering.context import SteeringContext, SteeringModels
 from saesteer.steering.evaluate import (
     PARQUET_SCHEMA,
     Concept,
@@ -47,6 +48,7 @@ from tests.helpers import (
     make_tiny_llama,
     random_directions,
     random_sae,
+    sae_files,
     save_sae,
     write_model_json,
 )
@@ -480,24 +482,16 @@ def test_steer_eval_job_writes_valid_outputs(tmp_path, minilm):
     write_model_json(tmp_path, layer=LAYER)
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     out = tmp_path / "steering"
-    report = run_steer_eval(
-        sae_dir=sae_dir,
-        autointerp_table=tmp_path / "autointerp.parquet",
-        instructions=tmp_path / "instructions.json",
+    ctx = SteeringContext(
         model_json=tmp_path / "model.json",
-        steering_cfg=steering,
-        judge_cfg={"kind": "offline"},
-        out_generations=out / "generations.parquet",
-        out_concepts=out / "concepts.json",
-        out_score=out / "score.json",
-        model="tiny",
-        arch="relu",
-        target_l0=4,
+        instructions=tmp_path / "instructions.json",
+        steering=SteeringConfig.from_config(steering),
+        judge={"kind": "offline"},
         prompt_format="base",
-        lm=model,
-        tokenizer=tok,
-        judge=judge,
+        models=SteeringModels(model, tok, judge),
     )
+    outputs = {"generations": out / "generations.parquet", "concepts": out / "concepts.json", "score": out / "score.json"}
+    report = run_steer_eval(ctx, sae_files(sae_dir, {"autointerp": tmp_path / "autointerp.parquet"}, outputs))
     on_disk = json.loads((out / "score.json").read_text())
     validate_score(on_disk)
     assert on_disk == json.loads(json.dumps(report))

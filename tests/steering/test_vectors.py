@@ -3,6 +3,8 @@ signed decomposition, user vector files, and the steering job."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -210,11 +212,21 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     from saesteer.judges import OfflineJudgeConfig
     from saesteer.judges.offline import OfflineProxyJudge
     from saesteer.steering.config import SteeringConfig
+    from saesteer.steering.context import SteeringContext, SteeringModels
     from saesteer.steering.evaluate import run_steer_eval
     from saesteer.steering.generate import GenRow, SteeringModel, prompt_ids
     from saesteer.steering.instructions import write_instruction_pool
+    from saesteer.steering.vectors_config import SteeringVectorsConfig
     from saesteer.steering.vectors_job import CONCEPTS_SCHEMA, GENERATIONS_SCHEMA, VectorsJobError, run_steering_vectors
-    from tests.helpers import CharTokenizer, make_tiny_llama, plant_x_dimension, save_sae, write_model_json, x_reading_sae
+    from tests.helpers import (
+        CharTokenizer,
+        make_tiny_llama,
+        plant_x_dimension,
+        sae_files,
+        save_sae,
+        write_model_json,
+        x_reading_sae,
+    )
 
     model, tok = make_tiny_llama(), CharTokenizer()
     plant_x_dimension(model)  # "x" gets a dedicated residual dimension, which latent 0 reads
@@ -257,49 +269,44 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     write_instruction_pool(SteeringConfig.from_config(STEERING).instructions, tmp_path / "instructions.json")
     judge = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="tiny", embedder=minilm)
     steer_dir = tmp_path / "steering"
-    run_steer_eval(
-        sae_dir=sae_dir,
-        autointerp_table=tmp_path / "autointerp.parquet",
-        instructions=tmp_path / "instructions.json",
-        model_json=model_json,
-        steering_cfg=STEERING,
-        judge_cfg={"kind": "offline"},
-        out_generations=steer_dir / "generations.parquet",
-        out_concepts=steer_dir / "concepts.json",
-        out_score=steer_dir / "score.json",
-        model="tiny",
-        arch="relu",
-        target_l0=4,
-        lm=model,
-        tokenizer=tok,
-        judge=judge,
-        prompt_format="base",
-    )
+
+    def context(steering: dict, vectors: dict | None = None, the_judge=judge) -> SteeringContext:
+        return SteeringContext(
+            model_json=model_json,
+            instructions=tmp_path / "instructions.json",
+            steering=SteeringConfig.from_config(steering),
+            judge={"kind": "offline"},
+            prompt_format="base",
+            vectors=None if vectors is None else SteeringVectorsConfig.from_config(vectors),
+            eval_dir=tmp_path / "eval_data",
+            eval_cfg=EVAL_BLOCK,
+            models=SteeringModels(model, tok, the_judge),
+        )
+
+    autointerp = {"autointerp": tmp_path / "autointerp.parquet"}
+    steer_out = {
+        k: steer_dir / f
+        for k, f in (("generations", "generations.parquet"), ("concepts", "concepts.json"), ("score", "score.json"))
+    }
+    run_steer_eval(context(STEERING), sae_files(sae_dir, autointerp, steer_out))
     out = tmp_path / "steering_vectors"
-    kwargs = dict(
-        sae_dir=sae_dir,
-        eval_dir=tmp_path / "eval_data",
-        eval_cfg=EVAL_BLOCK,
-        autointerp_table=tmp_path / "autointerp.parquet",
-        steering_concepts=steer_dir / "concepts.json",
-        steering_score=steer_dir / "score.json",
-        instructions=tmp_path / "instructions.json",
-        model_json=model_json,
-        steering_cfg=STEERING,
-        vectors_cfg={"enabled": True, "n_positive": 8, "n_negative": 256, "top_k": 3, "fit_k": 4, "n_report": 3},
-        judge_cfg={"kind": "offline"},
-        out_score=out / "score.json",
-        out_concepts=out / "concepts.parquet",
-        out_generations=out / "generations.parquet",
-        out_vectors=out / "vectors.safetensors",
-        model="tiny",
-        arch="relu",
-        target_l0=4,
-        lm=model,
-        tokenizer=tok,
-        judge=judge,
-    )
-    report = run_steering_vectors(**kwargs)
+    vectors_cfg = {"enabled": True, "n_positive": 8, "n_negative": 256, "top_k": 3, "fit_k": 4, "n_report": 3}
+    vector_inputs = {**autointerp, "steering_concepts": steer_dir / "concepts.json", "steering_score": steer_dir / "score.json"}
+
+    def vectors_out(
+        folder: Path,
+        concepts: str = "concepts.parquet",
+        generations: str = "generations.parquet",
+        vectors: str = "vectors.safetensors",
+    ) -> dict[str, Path]:
+        return {
+            "score": folder / "score.json",
+            "concepts": folder / concepts,
+            "generations": folder / generations,
+            "vectors": folder / vectors,
+        }
+
+    report = run_steering_vectors(context(STEERING, vectors_cfg), sae_files(sae_dir, vector_inputs, vectors_out(out)))
     on_disk = json.loads((out / "score.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     latent_concepts = json.loads((steer_dir / "concepts.json").read_text())["concepts"]
@@ -357,14 +364,8 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     save_file({str(first): mine}, str(tmp_path / "user-relu.safetensors"))
     user_out = tmp_path / "user"
     user_report = run_steering_vectors(
-        **{
-            **kwargs,
-            "vectors_cfg": {**kwargs["vectors_cfg"], "vectors_file": str(tmp_path / "user-{arch}.safetensors")},
-            "out_score": user_out / "score.json",
-            "out_concepts": user_out / "c.parquet",
-            "out_generations": user_out / "g.parquet",
-            "out_vectors": user_out / "v.safetensors",
-        }
+        context(STEERING, {**vectors_cfg, "vectors_file": str(tmp_path / "user-{arch}.safetensors")}),
+        sae_files(sae_dir, vector_inputs, vectors_out(user_out, "c.parquet", "g.parquet", "v.safetensors")),
     )
     assert [c["vector_source"] for c in user_report["concepts"]] == ["file", "diffmean"] and user_report["n_user_vectors"] == 1
     assert torch.equal(load_file(str(user_out / "v.safetensors"))[f"diffmean.{first}"], mine)
@@ -373,11 +374,15 @@ def test_job_on_the_tiny_model_steers_each_vector_with_steer_evals_seeds(tmp_pat
     # Another judge than steer_eval's is refused: the latent's scores are steer_eval's.
     other = OfflineProxyJudge(OfflineJudgeConfig(), model, tok, lm_name="another-reference", embedder=minilm)
     with pytest.raises(VectorsJobError, match="differs from the steering evaluation's"):
-        run_steering_vectors(**{**kwargs, "judge": other, "out_score": tmp_path / "other" / "score.json"})
+        run_steering_vectors(
+            context(STEERING, vectors_cfg, other), sae_files(sae_dir, vector_inputs, vectors_out(tmp_path / "other"))
+        )
 
     # A changed steering config is refused: the comparison would not be paired.
     with pytest.raises(VectorsJobError, match="another steering config"):
-        run_steering_vectors(**{**kwargs, "steering_cfg": {**STEERING, "max_new_tokens": 7}})
+        run_steering_vectors(
+            context({**STEERING, "max_new_tokens": 7}, vectors_cfg), sae_files(sae_dir, vector_inputs, vectors_out(out))
+        )
 
 
 # ---- config and cost ---------------------------------------------------------------------------------------

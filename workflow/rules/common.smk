@@ -14,7 +14,11 @@ from snakemake.utils import validate
 # drop PYTHONPATH, so it cannot be passed through the environment).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from saesteer.config import check_config, grid_from_config  # noqa: E402
+from saesteer.config import (
+    check_config,
+    fill_registry_defaults,
+    grid_from_config,
+)  # noqa: E402
 from saesteer.judges import (
     check_workflow_judges,
     judge_block,
@@ -30,9 +34,11 @@ from saesteer.training.job import (
 )  # noqa: E402
 
 # Our check first: it lists every problem, each naming its field; then Snakemake's
-# validate() fills in the schema's defaults.
+# validate() fills in the schema's defaults, fill_registry_defaults those of the
+# registered architectures (training.sparsity_coef_init).
 check_config(config)
 validate(config, schema=str(schema_path("config.schema.yaml")))
+fill_registry_defaults(config)
 GRID = grid_from_config(config)
 TRAIN_GROUP_BY = config["training"]["group_by"]
 EVAL_GROUP_BY = config["eval_jobs"]["group_by"]

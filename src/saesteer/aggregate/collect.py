@@ -136,6 +136,9 @@ class Collected:
     """One row per grid cell; ``missing`` is a list of 'file: reason' lines."""
     judges: dict[str, set[str]] = field(default_factory=dict)
     """judge label -> judge models seen in the files that were used."""
+    judges_by_measure: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    """measure -> judge label -> judge models: ``autointerp`` (interp.json's autointerp block)
+    and ``steering`` (steering/ and selection/ score.json: ``steering.judge``, else ``judge``)."""
 
     @property
     def missing(self) -> dict[str, list[str]]:
@@ -233,6 +236,7 @@ class _Row:
         }
         self.missing: list[str] = []
         self.judges: dict[str, set[str]] = {}
+        self.judges_by_measure: dict[str, dict[str, set[str]]] = {}
 
     def part(self, name: str, schema: Path | None, fill: Callable[[dict[str, Any]], None]) -> None:
         try:
@@ -243,8 +247,9 @@ class _Row:
         except _Unusable as exc:
             self.missing.append(f"{name}: {exc}")
 
-    def _seen(self, obj: dict[str, Any]) -> None:
+    def _seen(self, obj: dict[str, Any], measure: str) -> None:
         self.judges.setdefault(str(obj["judge"]), set()).add(str(obj["judge_model"]))
+        self.judges_by_measure.setdefault(measure, {}).setdefault(str(obj["judge"]), set()).add(str(obj["judge_model"]))
 
     def train(self, obj: dict[str, Any]) -> None:
         if (obj.get("arch"), obj.get("target_l0")) != (self.cell.arch, self.cell.target_l0):
@@ -268,7 +273,7 @@ class _Row:
         if auto is None:
             raise _Unusable("no autointerp block")
         _judge_check(auto, self.expected_judge, self.expected_prompts)
-        self._seen(auto)
+        self._seen(auto, "autointerp")
         self.values["autointerp_judge_prompts"] = auto["judge_prompts"]["label"]
         for headline in REGISTRY.metrics["autointerp"].headlines:  # autointerp, autointerp_alt
             self.values.update(headline.values(auto, options))
@@ -281,7 +286,7 @@ class _Row:
 
     def steering(self, obj: dict[str, Any]) -> None:
         _judge_check(obj, self.steering_judge, self.steering_prompts)
-        self._seen(obj)
+        self._seen(obj, "steering")
         self.values["steering_judge_prompts"] = obj["judge_prompts"]["label"]
         self.values["steering"] = _num(obj["score"])
         self.values["steering_arad"] = _num(obj["score_arad"])
@@ -296,7 +301,7 @@ class _Row:
 
     def selection(self, obj: dict[str, Any]) -> None:
         _judge_check(obj, self.steering_judge, self.steering_prompts)
-        self._seen(obj)
+        self._seen(obj, "steering")
         self.values["selection_judge_prompts"] = obj["judge_prompts"]["label"]
         v = self.values
         for block, suffix in SELECTION_BLOCKS.items():
@@ -380,6 +385,7 @@ def collect(
     results = Path(results_dir)
     rows: list[dict[str, Any]] = []
     judges: dict[str, set[str]] = {}
+    by_measure: dict[str, dict[str, set[str]]] = {}
     for cell in grid.cells():
         row = _Row(cell, results, expected_judge, probing_k, expected_prompts, steering_judge, steering_prompts)
         row.part(TRAIN_FILE, None, row.train)
@@ -388,8 +394,11 @@ def collect(
         row.part(SELECTION_FILE, SELECTION_SCHEMA, row.selection)
         for label, models in row.judges.items():
             judges.setdefault(label, set()).update(models)
+        for measure, seen in row.judges_by_measure.items():
+            for label, models in seen.items():
+                by_measure.setdefault(measure, {}).setdefault(label, set()).update(models)
         rows.append({**row.values, "missing": row.missing, "complete": not row.missing})
     table = pd.DataFrame(rows)
     for column in numeric_columns():
         table[column] = table[column].astype(float)
-    return Collected(table=table, judges=judges)
+    return Collected(table=table, judges=judges, judges_by_measure=by_measure)

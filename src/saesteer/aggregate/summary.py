@@ -25,6 +25,7 @@ from saesteer.aggregate.config import AggregateConfig
 from saesteer.aggregate.retest import retest_markdown, seeds_of
 from saesteer.evals.metrics import headlines
 from saesteer.judges import is_proxy_label
+from saesteer.sae.registry import arch_label
 from saesteer.stats import PSI_MEAN, PSI_ONE_AXIS_VARIES, PSI_PAPER, axis_conditioned_psi, rank_agreement
 from saesteer.stats import keyed_rng as _rng
 from saesteer.tables import to_markdown
@@ -53,7 +54,6 @@ SCOPES = (("model", "model"), ("arch", "arch"), ("sparsity", "target_l0"))
 
 # The paper: Wang, Hu, Wang & Zou 2025, arXiv 2510.03659 (docs/method.md, "The study").
 PAPER_MODELS = {"gemma-2-2b": "Gemma-2-2B", "qwen2.5-3b": "Qwen-2.5-3B", "gemma-2-9b": "Gemma-2-9B"}
-PAPER_ARCHS = {"batchtopk": "BatchTopK", "gated": "Gated", "jumprelu": "JumpReLU", "relu": "ReLU", "topk": "TopK"}
 PAPER_L0 = (50, 80, 160, 320, 520, 820)
 
 
@@ -738,6 +738,11 @@ class SummaryInputs:
     random_controls_tau: pd.DataFrame | None = None
     """tau-b with steering without / with the random-decoder controls (aggregate.controls)."""
     n_controls: int = 0
+    judges_by_measure: dict[str, dict[str, set[str]]] | None = None
+    """measure (autointerp, steering) -> judge label -> models (``Collected.judges_by_measure``);
+    None: only ``judges`` is known (one pool)."""
+    configured_steering_judge: str | None = None
+    """The steering judge's label (``steering.judge``, else ``judge``); None: the same as ``configured_judge``."""
     """Random-decoder control SAEs collected (not in ``sae_table``, which holds the others)."""
 
 
@@ -760,8 +765,24 @@ def _pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:+.1f}%"
 
 
+MEASURE_NAMES = {"autointerp": "autointerp", "steering": "steering and selection"}
+"""The judged measures (Collected.judges_by_measure's keys) as the summary names them."""
+
+
+def _judges_text(seen: dict[str, set[str]]) -> str:
+    return ", ".join(f"{label} ({', '.join(sorted(models))})" for label, models in sorted(seen.items()))
+
+
+def _configured_text(inputs: SummaryInputs) -> str:
+    steering = inputs.configured_steering_judge
+    if steering is None or steering == inputs.configured_judge:
+        return f"**{inputs.configured_judge}**"
+    return f"**{inputs.configured_judge}** (autointerp), **{steering}** (steering and selection: `steering.judge`)"
+
+
 def judge_warning(inputs: SummaryInputs) -> list[str]:
-    """Loud lines about the judge: offline proxy, several judges, or none at all."""
+    """Loud lines about the judge: offline proxy, several judges in one measure, or none at all;
+    with ``steering.judge`` apart from ``judge``, a plain line saying which judge rated what."""
     lines: list[str] = []
     used = sorted(inputs.judges)
     if any(is_proxy_label(label) for label in (*used, inputs.configured_judge)):
@@ -771,12 +792,28 @@ def judge_warning(inputs: SummaryInputs) -> list[str]:
             "> pipeline; they are NOT comparable with the paper's numbers (gpt-4o-mini judge) and say nothing",
             "> about whether interpretability predicts steering.",
         ]
-    multi = {label: models for label, models in inputs.judges.items() if len(models) > 1}
-    if len(used) > 1 or multi:
-        lines.append(
-            f"> **WARNING: several judges in the results** ({ {k: sorted(v) for k, v in inputs.judges.items()} }): "
-            "scores of different judges are not comparable."
-        )
+    by_measure = inputs.judges_by_measure
+    if by_measure is None:  # one pool: any second judge (or judge model) mixes them
+        multi = {label: models for label, models in inputs.judges.items() if len(models) > 1}
+        if len(used) > 1 or multi:
+            lines.append(
+                f"> **WARNING: several judges in the results** ({ {k: sorted(v) for k, v in inputs.judges.items()} }): "
+                "scores of different judges are not comparable."
+            )
+    else:
+        mixed = {m: seen for m, seen in by_measure.items() if sum(len(models) for models in seen.values()) > 1}
+        if mixed:
+            text = "; ".join(f"{MEASURE_NAMES.get(m, m)}: {_judges_text(seen)}" for m, seen in sorted(mixed.items()))
+            lines.append(
+                f"> **WARNING: one measure mixes judges** ({text}): its scores of different judges are not comparable, "
+                "so its ranks are not either."
+            )
+        elif len({(label, model) for seen in by_measure.values() for label, models in seen.items() for model in models}) > 1:
+            text = "; ".join(f"{MEASURE_NAMES.get(m, m)} by {_judges_text(seen)}" for m, seen in sorted(by_measure.items()))
+            lines.append(
+                f"> Judges: {text} (`steering.judge` apart from `judge`). Each measure has one judge, so its ranks "
+                "compare like with like; the two measures' scores are on different judges' scales."
+            )
     if not used:
         lines.append("> **WARNING: no judged file was usable**: no autointerp or steering score to rank.")
     return lines
@@ -817,7 +854,7 @@ def render_markdown(inputs: SummaryInputs) -> str:
     judge_text = "; ".join(f"{label}: {', '.join(sorted(models))}" for label, models in sorted(inputs.judges.items())) or "none"
     lines += [
         "",
-        f"- Judge configured: **{inputs.configured_judge}**; judges in the files used: {judge_text}.",
+        f"- Judge configured: {_configured_text(inputs)}; judges in the files used: {judge_text}.",
         f"- Grid: {n_cells} SAEs{_source_counts(inputs.sae_table)}"
         + (
             f" and {inputs.n_controls} random-decoder control SAEs beside them (controls.random_decoder; in no statistic but their own section)"
@@ -1228,7 +1265,8 @@ def _join(*parts: str) -> str:
 
 def _row_label(scope: str, key: str) -> str:
     if scope == "arch":
-        return PAPER_ARCHS.get(key, key)
+        # Every registered architecture's own label (its descriptor, saesteer.sae.<arch>.py).
+        return arch_label(key)
     if scope == "sparsity":
         return f"L0 ≈ {key[3:]}" if key.startswith("l0-") else key
     return key

@@ -43,10 +43,13 @@ class JudgeConfig:
     options: tuple[tuple[str, Any], ...] = field(default_factory=_default_options)
     """(kind, options dataclass) of every registered backend: the ``judge.<kind>`` blocks
     (no config key of its own; ``cfg.<kind>`` reads one)."""
+    where: str = field(default="judge", compare=False)
+    """The config block it was read from (``judge`` or ``steering.judge``; no config key):
+    every error about one of its values names that block (``<where>.llm.model``)."""
 
     def __getattr__(self, name: str) -> Any:
         # cfg.llm, cfg.offline, cfg.<kind>: the options block of that backend.
-        if name.startswith("__") or name == "options":
+        if name.startswith("__") or name in ("options", "where"):
             raise AttributeError(name)
         for kind, value in self.options:
             if kind == name:
@@ -55,7 +58,7 @@ class JudgeConfig:
 
     @property
     def backend(self) -> JudgeBackend:
-        return get_backend(self.kind)
+        return get_backend(self.kind, self.where)
 
     @property
     def backend_options(self) -> Any:
@@ -86,7 +89,7 @@ class JudgeConfig:
                 "temperature_explain and temperature_detect (autointerp, SAEBench: 1.0)"
             )
         options = tuple((k, _sub(get_backend(k).options_cls, f"{where}.{k}", block.pop(k, None))) for k in kinds)
-        return cls(options=options, **block)
+        return cls(options=options, where=where, **block)
 
 
 def _sub(cls: type, where: str, block: Mapping[str, Any] | None) -> Any:
@@ -108,7 +111,7 @@ def check_judge_config(cfg: JudgeConfig | Mapping[str, Any] | None, environ: Map
     if not isinstance(cfg, JudgeConfig):
         cfg = JudgeConfig.from_dict(cfg)
     environ = os.environ if environ is None else environ
-    backend = get_backend(cfg.kind)
+    backend = get_backend(cfg.kind, cfg.where)
     if cfg.prompts:
         from .prompts import load_prompt_set
 

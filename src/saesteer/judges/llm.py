@@ -94,16 +94,17 @@ class LLMJudgeConfig:
     on a local disk) or "delete" for a network filesystem, where WAL is unsafe."""
 
 
-def api_key_from_env(llm: LLMJudgeConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The API key, or None when ``api_key_env`` is "" (a local server without auth)."""
+def api_key_from_env(llm: LLMJudgeConfig, environ: Mapping[str, str] | None = None, where: str = "judge") -> str | None:
+    """The API key, or None when ``api_key_env`` is "" (a local server without auth); an
+    error names ``<where>.llm`` (``judge`` or ``steering.judge``)."""
     environ = os.environ if environ is None else environ
     if not llm.api_key_env:
         return None
     key = environ.get(llm.api_key_env, "")
     if not key:
         raise JudgeConfigError(
-            f"judge.llm: the environment variable {llm.api_key_env} is not set; export "
-            f'{llm.api_key_env}=<your key> (or set judge.llm.api_key_env: "" for a server without auth)'
+            f"{where}.llm: the environment variable {llm.api_key_env} is not set; export "
+            f'{llm.api_key_env}=<your key> (or set {where}.llm.api_key_env: "" for a server without auth)'
         )
     return key
 
@@ -478,26 +479,26 @@ class LLMBackend(JudgeBackend):
     explanation_kind = "llm"
 
     def check(self, cfg: Any, environ: Mapping[str, str]) -> None:
-        llm = cfg.llm
+        llm, w = cfg.llm, cfg.where
         if not llm.base_url.startswith(("http://", "https://")):
-            raise JudgeConfigError(f"judge.llm.base_url: {llm.base_url!r} is not an http(s) URL")
+            raise JudgeConfigError(f"{w}.llm.base_url: {llm.base_url!r} is not an http(s) URL")
         if not llm.model:
-            raise JudgeConfigError("judge.llm.model is empty")
+            raise JudgeConfigError(f"{w}.llm.model is empty")
         for name in ("max_concurrency", "max_tokens_rating", "max_tokens_explain"):
             if getattr(llm, name) < 1:
-                raise JudgeConfigError(f"judge.llm.{name} must be >= 1")
+                raise JudgeConfigError(f"{w}.llm.{name} must be >= 1")
         if llm.max_tokens_detect is not None and llm.max_tokens_detect < 1:
-            raise JudgeConfigError("judge.llm.max_tokens_detect must be >= 1 (or null: SAEBench's 2 * excerpts + 5)")
+            raise JudgeConfigError(f"{w}.llm.max_tokens_detect must be >= 1 (or null: SAEBench's 2 * excerpts + 5)")
         for name in ("temperature_rating", "temperature_explain", "temperature_detect"):
             if not 0 <= getattr(llm, name) <= 2:
-                raise JudgeConfigError(f"judge.llm.{name}: {getattr(llm, name)} is outside [0, 2]")
+                raise JudgeConfigError(f"{w}.llm.{name}: {getattr(llm, name)} is outside [0, 2]")
         if llm.timeout_s <= 0 or llm.max_retries < 0 or llm.backoff_base_s < 0:
-            raise JudgeConfigError("judge.llm: timeout_s must be > 0, max_retries and backoff_base_s >= 0")
+            raise JudgeConfigError(f"{w}.llm: timeout_s must be > 0, max_retries and backoff_base_s >= 0")
         if llm.price_per_m_input < 0 or llm.price_per_m_output < 0:
-            raise JudgeConfigError("judge.llm: prices must be >= 0")
+            raise JudgeConfigError(f"{w}.llm: prices must be >= 0")
         if llm.cache_journal_mode.lower() not in ("wal", "delete", "truncate", "persist"):
-            raise JudgeConfigError(f"judge.llm.cache_journal_mode: {llm.cache_journal_mode!r}")
-        api_key_from_env(llm, environ)
+            raise JudgeConfigError(f"{w}.llm.cache_journal_mode: {llm.cache_journal_mode!r}")
+        api_key_from_env(llm, environ, cfg.where)
 
     def build(
         self,

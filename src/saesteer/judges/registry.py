@@ -121,12 +121,13 @@ def backend_kinds() -> list[str]:
     return list(_BACKENDS)
 
 
-def get_backend(kind: str) -> JudgeBackend:
-    """The backend of ``judge.kind``; JudgeConfigError naming the known kinds otherwise."""
+def get_backend(kind: str, where: str = "judge") -> JudgeBackend:
+    """The backend of ``<where>.kind`` (``judge`` or ``steering.judge``); JudgeConfigError
+    naming the field and the known kinds otherwise."""
     try:
         return _BACKENDS[kind]
     except KeyError:
-        raise JudgeConfigError(f"judge.kind: {kind!r} is not one of {sorted(_BACKENDS)}") from None
+        raise JudgeConfigError(f"{where}.kind: {kind!r} is not one of {sorted(_BACKENDS)}") from None
 
 
 def backend_for_label(label: str) -> JudgeBackend | None:

@@ -110,6 +110,7 @@ SPEC = register(
         saelens_arch="gated",
         saelens_native=True,
         order=40,
+        coef_init={"gated": 0.03},  # as ReLU's
         tensors=("b_gate", "b_mag", "r_mag"),
         shift_encoder_bias=_shift_gated,
     )

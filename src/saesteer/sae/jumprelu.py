@@ -194,6 +194,9 @@ SPEC = register(
         # The two losses differ in scale: separate coefficient tables. target_l0 already
         # pulls L0 to the target, so only the plain l0 penalty is calibrated (controller.py).
         coef_key=lambda o: "jumprelu_l0" if o.sparsity_loss == "l0" else "jumprelu",
+        # 1.0: dictionary_learning's sparsity_penalty for the target_l0 loss; the plain l0
+        # penalty starts low and is calibrated.
+        coef_init={"jumprelu": 1.0, "jumprelu_l0": 0.001},
         calibrates=lambda o: o.sparsity_loss == "l0",
     )
 )

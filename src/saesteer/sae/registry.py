@@ -78,9 +78,10 @@ class ArchSpec:
     architecture's options (kept working; ``training.arch_options.<name>`` overrides them)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas when ``training.adam_betas`` is null."""
-    coef_init: float | None = None
-    """Starting coefficient of penalty/target architectures absent from
-    ``training.sparsity_coef_init``."""
+    coef_init: Mapping[str, float] = field(default_factory=dict)
+    """Starting sparsity coefficient per coefficient key (:meth:`key_for_coef`: the name, or
+    what ``coef_key`` returns), for penalty/target architectures: the defaults of
+    ``training.sparsity_coef_init``, which the config overrides key by key."""
     coef_key: Callable[[Any], str] | None = None
     """Options -> key in the coefficient tables (default: the name)."""
     calibrates: Callable[[Any], bool] | None = None
@@ -187,6 +188,28 @@ def get_arch(name: str) -> ArchSpec:
     if spec is None:
         raise ValueError(f"unknown SAE architecture {name!r}; known: {', '.join(names())}")
     return spec
+
+
+def arch_label(name: str) -> str:
+    """The display label of architecture ``name`` (its descriptor's ``label``); an
+    unregistered name (a results folder of an architecture not installed here) as is."""
+    _discover()
+    with _LOCK:
+        spec = _REGISTRY.get(name)
+    return name if spec is None else spec.label
+
+
+def coef_inits() -> dict[str, float]:
+    """Every registered architecture's starting coefficients (``ArchSpec.coef_init``), by
+    coefficient key, in listing order: the defaults of ``training.sparsity_coef_init``."""
+    out: dict[str, float] = {}
+    owner: dict[str, str] = {}
+    for spec in specs():
+        for key, value in spec.coef_init.items():
+            if key in owner:
+                raise ValueError(f"coefficient key {key!r} of architecture {spec.name!r} is already {owner[key]!r}'s")
+            out[key], owner[key] = float(value), spec.name
+    return out
 
 
 def get_sae_class(arch: str) -> type[BaseSAE]:

@@ -97,6 +97,9 @@ SPEC = register(
         saelens_native=True,
         options=ReLUOptions,
         order=10,
+        # Low on purpose: with calibration on, the controller raises it toward the target L0
+        # (SAEBench's linear sparsity warm-up plays that role there; training/controller.py).
+        coef_init={"relu": 0.03},
         legacy_training_keys={"relu_decoder_init_norm": "decoder_init_norm"},
     )
 )

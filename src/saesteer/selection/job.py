@@ -344,28 +344,9 @@ def steer_selected(job: RuleJob) -> None:
     """Steering scores of the latents each criterion selects, for each SAE of the job
     (per SAE: selection/score.json and its tables)."""
     from saesteer.selection.steer import run_steer_selected
-    from saesteer.steering.config import SteeringConfig
-    from saesteer.steering.job import SharedSteeringModel, steering_inputs
+    from saesteer.steering.context import SteeringContext
 
-    # Loaded by the first SAE with a latent steer_eval did not steer (often none: then never).
-    shared = SharedSteeringModel(job, SteeringConfig.from_config(job.params["steering"]))
-    try:
+    # The model is loaded by the first SAE with a latent steer_eval did not steer (often none: then never).
+    with SteeringContext.from_job(job) as ctx:
         for _, sae in each_sae(job):
-            run_steer_selected(
-                sae_dir=sae.sae_dir,
-                autointerp_table=sae.inputs["autointerp"],
-                latent_scores=sae.inputs["latent_scores"],
-                steering_generations=sae.inputs["steering_generations"],
-                steering_score=sae.inputs["steering_score"],
-                selection_cfg=job.params["selection"],
-                out_generations=sae.outputs["generations"],
-                out_concepts=sae.outputs["concepts"],
-                out_score=sae.outputs["score"],
-                out_latents=sae.outputs["latents"],
-                prompt_format=job.params["prompt_format"],
-                **steering_inputs(job),
-                **sae.identity,
-                shared_model=shared.get,
-            )
-    finally:
-        shared.close()
+            run_steer_selected(ctx, sae)

@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import torch
 
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.rule_jobs import SaeFiles
 from saesteer.schemas import schema_path
 from saesteer.selection.config import AMPLIFY_MODES, SelectionConfig
 from saesteer.selection.control import SetSearch, control_report, control_sets, orderings
@@ -57,12 +58,12 @@ from saesteer.selection.sets import (
     set_scores,
 )
 from saesteer.steering.config import SteeringConfig
+from saesteer.steering.context import SteeringContext
 from saesteer.steering.evaluate import (
     Concept,
     hook_layer,
     read_score,
     steer_and_rate,
-    steering_judge,
     unit_directions,
     valid_m_f,
     write_generations,
@@ -99,52 +100,34 @@ def reusable_rows(
     return {latent: rows for latent, rows in by_latent.items() if len(rows) == expected}
 
 
-def run_steer_selected(
-    *,
-    sae_dir: Path,
-    autointerp_table: Path,
-    latent_scores: Path,
-    steering_generations: Path,
-    steering_score: Path,
-    instructions: Path,
-    model_json: Path,
-    steering_cfg: SteeringConfig | Mapping[str, Any] | None,
-    selection_cfg: SelectionConfig | Mapping[str, Any] | None,
-    judge_cfg: Any,
-    out_generations: Path,
-    out_concepts: Path,
-    out_score: Path,
-    model: str,
-    arch: str,
-    target_l0: int,
-    prompt_format: str,
-    threads: int | None = None,
-    lm: Any = None,
-    tokenizer: Any = None,
-    judge: Any = None,
-    out_latents: Path | None = None,
-    shared_model: Callable[[], tuple[Any, Any, Any]] | None = None,
-) -> dict[str, Any]:
-    """One SAE's steer_selected; ``out_latents``: the per-latent table (``per_latent.py``).
-    The model is needed only when a selected latent was not steered by steer_eval: then
-    ``lm``/``tokenizer``/``judge`` are used if given, else ``shared_model()`` (a grouped job's
-    model, loaded by its first SAE that needs it), else the model of ``model_json``."""
-    from saesteer.devices import resolve_device
+def run_steer_selected(ctx: SteeringContext, sae_files: SaeFiles) -> dict[str, Any]:
+    """One SAE's steer_selected: the SAE ``sae_files`` (inputs ``sae_cfg``, ``autointerp``,
+    ``latent_scores``, ``steering_generations``, ``steering_score``; outputs ``generations``,
+    ``concepts``, ``score`` and, if declared, ``latents``: the per-latent table,
+    ``per_latent.py``) with the job's ``ctx`` (steering and selection configs, judge,
+    instructions, prompt format). The model (``ctx.models``) is needed only when a selected
+    latent was not steered by steer_eval: a grouped job loads it for its first SAE that does."""
     from saesteer.evals.interp import load_sae
-    from saesteer.models import load_prepared
     from saesteer.steering.generate import SteeringModel
 
     started = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    scfg = steering_cfg if isinstance(steering_cfg, SteeringConfig) else SteeringConfig.from_config(steering_cfg)
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    scfg, prompt_format = ctx.steering, ctx.needs("prompt_format")
+    model, arch, target_l0 = sae_files.cell.model, sae_files.cell.arch, sae_files.cell.target_l0
+    sae_dir, autointerp_table = sae_files.sae_dir, sae_files.inputs["autointerp"]
+    latent_scores, steering_generations, steering_score = (
+        sae_files.inputs[k] for k in ("latent_scores", "steering_generations", "steering_score")
+    )
+    out_generations, out_concepts, out_score = (sae_files.outputs[k] for k in ("generations", "concepts", "score"))
+    out_latents = sae_files.outputs.get("latents")
     if scfg.concepts:
         raise SelectionError(
             "feature selection chooses among autointerp-explained latents: it does not apply to a fixed steering.concepts list"
         )
     # Baselines belong to the steering evaluation; the selected sets are steered only.
     scfg = dataclasses.replace(scfg, baselines=())
-    sel = selection_cfg if isinstance(selection_cfg, SelectionConfig) else SelectionConfig.from_config(selection_cfg)
+    sel: SelectionConfig = ctx.needs("selection")
     base = read_score(Path(steering_score))
     # Reused steer_eval generations and new ones must share one prompt format.
     if base["generation"]["prompt_format"] != prompt_format:
@@ -244,22 +227,12 @@ def run_steer_selected(
     if todo:
         sae, sae_cfg = load_sae(Path(sae_dir))
         layer = hook_layer(sae_cfg)
-        device = resolve_device(scfg.device)
-        if (lm is None or tokenizer is None) and shared_model is not None:
-            lm, tokenizer, judge = shared_model()
-        if lm is None or tokenizer is None:
-            lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(device))
-        own_judge = judge is None
-        judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
-        try:
-            pool = read_instruction_pool(Path(instructions), scfg.instructions)
-            directions = unit_directions(sae.W_dec, [c.latent for c in todo])
-            new, stats, timings = steer_and_rate(
-                SteeringModel.wrap(lm, tokenizer, layer, prompt_format), directions, todo, pool, scfg, judge
-            )
-        finally:
-            if own_judge:
-                judge.close()
+        lm, tokenizer, judge = ctx.loaded()
+        pool = read_instruction_pool(ctx.instructions, scfg.instructions)
+        directions = unit_directions(sae.W_dec, [c.latent for c in todo])
+        new, stats, timings = steer_and_rate(
+            SteeringModel.wrap(lm, tokenizer, layer, prompt_format), directions, todo, pool, scfg, judge
+        )
         got = (new[0]["judge"], new[0]["judge_model"], new[0]["judge_prompts"])
         if got != judge_label:
             raise SelectionError(

@@ -50,16 +50,16 @@ from torch import Tensor
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
 from saesteer.judges import (
     Judge,
-    JudgeConfig,
     SteeringItem,
-    check_judge_config,
     check_single_judge,
     harmonic_mean,
     judge_settings,
     prompts_record,
 )
+from saesteer.rule_jobs import SaeFiles
 from saesteer.schemas import schema_path
 from saesteer.steering.config import SteeringConfig
+from saesteer.steering.context import SteeringContext
 from saesteer.steering.generate import GenRow, GenStats, SteeringModel, decode
 from saesteer.steering.instructions import concept_instructions, read_instruction_pool
 from saesteer.steering.score import STEERED, concept_scores, sae_scores
@@ -348,53 +348,23 @@ def hook_layer(sae_cfg: Mapping[str, Any]) -> int:
     return int(m.group(1))
 
 
-def steering_judge(
-    judge_cfg: JudgeConfig | Mapping[str, Any] | None, model_json: Path, model: Any, tokenizer: Any, reuse: bool
-) -> Judge:
-    """The configured judge, as steering uses it (its backend's ``purpose="steering"``): the
-    offline judge reuses the steered model as its reference LM when they are the same
-    prepared model in float32 (``reuse``; hooks are off while it rates)."""
-    from saesteer.judges import make_judge
-
-    cfg = check_judge_config(judge_cfg)
-    if not reuse:
-        model = tokenizer = None
-    return make_judge(cfg, purpose="steering", lm=model, tokenizer=tokenizer, model_json=model_json)
-
-
-def run_steer_eval(
-    *,
-    sae_dir: Path,
-    autointerp_table: Path,
-    instructions: Path,
-    model_json: Path,
-    steering_cfg: SteeringConfig | Mapping[str, Any] | None,
-    judge_cfg: JudgeConfig | Mapping[str, Any] | None,
-    out_generations: Path,
-    out_concepts: Path,
-    out_score: Path,
-    model: str,
-    arch: str,
-    target_l0: int,
-    prompt_format: str,
-    threads: int | None = None,
-    lm: Any = None,
-    tokenizer: Any = None,
-    judge: Judge | None = None,
-) -> dict[str, Any]:
-    """The workflow's per-SAE job. ``prompt_format``: the model entry's (``chat`` or
-    ``base``, see saesteer.prompting). ``lm``/``tokenizer``/``judge`` override the ones of
-    ``model_json`` and ``judge_cfg`` (tests)."""
+def run_steer_eval(ctx: SteeringContext, sae_files: SaeFiles) -> dict[str, Any]:
+    """The workflow's per-SAE job: steer the SAE ``sae_files`` (inputs ``sae_cfg``,
+    ``autointerp``; outputs ``generations``, ``concepts``, ``score``) with the job's
+    ``ctx`` (its steering config, judge, instructions, prompt format and model)."""
     from saesteer.devices import resolve_device
     from saesteer.evals.interp import load_sae
-    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
 
     started = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = steering_cfg if isinstance(steering_cfg, SteeringConfig) else SteeringConfig.from_config(steering_cfg)
-    sae_dir = Path(sae_dir)
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    cfg = ctx.steering
+    model, arch, target_l0 = sae_files.cell.model, sae_files.cell.arch, sae_files.cell.target_l0
+    autointerp_table = sae_files.inputs["autointerp"]
+    out_generations, out_concepts, out_score = (sae_files.outputs[k] for k in ("generations", "concepts", "score"))
+    instructions, model_json, prompt_format = ctx.instructions, ctx.model_json, ctx.needs("prompt_format")
+    sae_dir = sae_files.sae_dir
     sae, sae_cfg = load_sae(sae_dir)
     layer = hook_layer(sae_cfg)
     pool = read_instruction_pool(Path(instructions), cfg.instructions)
@@ -409,10 +379,7 @@ def run_steer_eval(
             f"SAE hook {(sae_cfg.get('metadata') or {}).get('hook_name')} differs from the model's {record['hook_name']}"
         )
     device = resolve_device(cfg.device)
-    if lm is None or tokenizer is None:
-        lm, tokenizer = load_prepared(Path(model_json), dtype=cfg.model_dtype, device=str(device))
-    own_judge = judge is None
-    judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=cfg.model_dtype == "float32")
+    lm, tokenizer, judge = ctx.loaded()
     steer = SteeringModel.wrap(lm, tokenizer, layer, prompt_format)
     load_seconds = time.perf_counter() - started
     n_fallback = sum(c.m_f_source == "fallback" for c in concepts)
@@ -435,12 +402,8 @@ def run_steer_eval(
         judge.kind,
         judge.model_label,
     )
-    try:
-        records, stats, timings = steer_and_rate(steer, directions, concepts, pool, cfg, judge)
-        usage_raw = judge.stats()
-    finally:
-        if own_judge:
-            judge.close()
+    records, stats, timings = steer_and_rate(steer, directions, concepts, pool, cfg, judge)
+    usage_raw = judge.stats()
     per_concept = concept_scores(records, cfg.factors, cfg.baselines)
     for c, rec in zip(concepts, per_concept):
         rec.update(latent_source=c.latent_source, autointerp_rank=c.rank)

@@ -34,8 +34,10 @@ import pyarrow.parquet as pq
 import torch
 
 from saesteer.io import check_schema, finite_json, read_checked_json, sha256_file, write_json_atomic, write_parquet_atomic
+from saesteer.rule_jobs import SaeFiles
 from saesteer.schemas import schema_path
 from saesteer.steering.config import SteeringConfig
+from saesteer.steering.context import SteeringContext
 from saesteer.steering.evaluate import PARQUET_SCHEMA as STEERING_PARQUET_SCHEMA
 from saesteer.steering.evaluate import Concept, SteeringError, build_plan, read_score, steer_and_rate
 from saesteer.steering.score import ORDERS, concept_scores, sae_scores
@@ -212,47 +214,31 @@ def summarise(
     return out
 
 
-def run_steering_vectors(
-    *,
-    sae_dir: Path,
-    eval_dir: Path,
-    eval_cfg: Mapping[str, Any],
-    autointerp_table: Path,
-    steering_concepts: Path,
-    steering_score: Path,
-    instructions: Path,
-    model_json: Path,
-    steering_cfg: SteeringConfig | Mapping[str, Any] | None,
-    vectors_cfg: SteeringVectorsConfig | Mapping[str, Any] | None,
-    judge_cfg: Any,
-    out_score: Path,
-    out_concepts: Path,
-    out_generations: Path,
-    out_vectors: Path,
-    model: str,
-    arch: str,
-    target_l0: int,
-    sparsity: str | None = None,
-    threads: int | None = None,
-    lm: Any = None,
-    tokenizer: Any = None,
-    judge: Any = None,
-) -> dict[str, Any]:
-    """The workflow's per-SAE job; ``lm``/``tokenizer``/``judge`` override the configured ones (tests)."""
+def run_steering_vectors(ctx: SteeringContext, sae_files: SaeFiles) -> dict[str, Any]:
+    """The workflow's per-SAE job: the SAE ``sae_files`` (inputs ``sae_cfg``, ``autointerp``,
+    ``steering_concepts``, ``steering_score``; outputs ``score``, ``concepts``, ``generations``,
+    ``vectors``) against DiffMean vectors, with the job's ``ctx`` (steering and
+    ``steering_vectors`` configs, eval data and block, judge, instructions, model)."""
     from safetensors.torch import save_file
 
     from saesteer.devices import resolve_device
     from saesteer.evals.autointerp import ContextSource, check_autointerp_data
     from saesteer.evals.interp import open_sae_eval
-    from saesteer.models import load_prepared
     from saesteer.sae.saelens_io import SAELENS_WEIGHTS
-    from saesteer.steering.evaluate import hook_layer, steering_judge
+    from saesteer.steering.evaluate import hook_layer
     from saesteer.steering.generate import SteeringModel
     from saesteer.steering.instructions import read_instruction_pool
 
     started = time.perf_counter()
-    scfg = steering_cfg if isinstance(steering_cfg, SteeringConfig) else SteeringConfig.from_config(steering_cfg)
-    vcfg = vectors_cfg if isinstance(vectors_cfg, SteeringVectorsConfig) else SteeringVectorsConfig.from_config(vectors_cfg)
+    scfg, vcfg = ctx.steering, ctx.needs("vectors")
+    cell, threads = sae_files.cell, ctx.threads
+    model, arch, target_l0, sparsity = cell.model, cell.arch, cell.target_l0, cell.sparsity
+    sae_dir, autointerp_table = sae_files.sae_dir, sae_files.inputs["autointerp"]
+    steering_concepts, steering_score = sae_files.inputs["steering_concepts"], sae_files.inputs["steering_score"]
+    out_score, out_concepts, out_generations, out_vectors = (
+        sae_files.outputs[k] for k in ("score", "concepts", "generations", "vectors")
+    )
+    eval_dir, eval_cfg, instructions = ctx.needs("eval_dir"), ctx.needs("eval_cfg"), ctx.instructions
     base = read_score(Path(steering_score))
     _check_same_steering(base, scfg, Path(steering_score))
     latent_concepts = _steering_concepts(Path(steering_concepts), vcfg)
@@ -270,7 +256,7 @@ def run_steering_vectors(
     # 1. the vectors
     mark = time.perf_counter()
     held = held_out_vectors(sae, ContextSource.from_eval_data(data), latents, vcfg, ecfg.sae_batch_tokens)
-    user_path = vcfg.vectors_path(model, arch, sparsity or f"l0-{target_l0}")
+    user_path = vcfg.vectors_path(model, arch, sparsity)
     user = load_vector_file(Path(user_path), sae.d_in, latents) if user_path else {}
     vectors: dict[str, list[torch.Tensor]] = {m: [] for m in ("diffmean", "naive", "signed")}
     records: list[dict[str, Any]] = []
@@ -335,10 +321,7 @@ def run_steering_vectors(
     ]
     pool = read_instruction_pool(Path(instructions), scfg.instructions)
     gen_device = resolve_device(scfg.device)
-    if lm is None or tokenizer is None:
-        lm, tokenizer = load_prepared(Path(model_json), dtype=scfg.model_dtype, device=str(gen_device))
-    own_judge = judge is None
-    judge = judge or steering_judge(judge_cfg, Path(model_json), lm, tokenizer, reuse=scfg.model_dtype == "float32")
+    lm, tokenizer, judge = ctx.loaded()
     # steer_eval's prompt format (recorded in its score.json): the paired comparison needs the
     # same prompts, so the vectors are steered in whatever format the latents were.
     prompt_format = str(base["generation"]["prompt_format"])
@@ -351,21 +334,17 @@ def run_steering_vectors(
     position = {c.concept_id: k for k, c in enumerate(concepts)}
     method_index = {m: i for i, m in enumerate(vcfg.methods)}
     directions = torch.stack([unit(x) for m in vcfg.methods for x in vectors[m]])
-    try:
-        rows, stats, timings = steer_and_rate(
-            steer,
-            directions,
-            concepts,
-            pool,
-            gen_cfg,
-            judge,
-            plan=plan,
-            direction_of=lambda p: method_index[p["method"]] * n_c + position[p["concept_id"]],
-        )
-        usage_raw = judge.stats()
-    finally:
-        if own_judge:
-            judge.close()
+    rows, stats, timings = steer_and_rate(
+        steer,
+        directions,
+        concepts,
+        pool,
+        gen_cfg,
+        judge,
+        plan=plan,
+        direction_of=lambda p: method_index[p["method"]] * n_c + position[p["concept_id"]],
+    )
+    usage_raw = judge.stats()
     # The latent's scores are steer_eval's: the vectors must be rated by the same judge, with
     # the same prompt templates, or the comparison is not paired.
     want = (base["judge"], base["judge_model"], base["judge_prompts"]["label"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from saesteer.grouping import GroupBy, check_group_by
-from saesteer.sae.registry import get_arch, names
+from saesteer.sae.registry import coef_inits, get_arch, names
 from saesteer.schemas import schema_defaults
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -23,13 +23,13 @@ SparseKernels = Literal["auto", "always", "never"]
 
 _D = schema_defaults("training")
 
-# Initial sparsity coefficient per penalty architecture (the schema's
-# training.sparsity_coef_init defaults: relu 0.03, gated 0.03, jumprelu 1.0, jumprelu_l0 0.001).
-# Deliberately on the low side: with calibration on, the controller raises it toward the
-# target L0, which plays the role of SAEBench's linear sparsity warm-up (see controller.py).
-# 1.0 for JumpReLU is dictionary_learning's sparsity_penalty for its target-L0 loss.
-# "jumprelu_l0" is JumpReLU with the plain L0 penalty (jumprelu_sparsity_loss: l0).
-DEFAULT_COEF_INIT: dict[str, float] = dict(schema_defaults("training", "sparsity_coef_init"))
+
+def default_coef_init() -> dict[str, float]:
+    """Initial sparsity coefficient per coefficient key (the defaults of
+    ``training.sparsity_coef_init``): each penalty architecture's descriptor's
+    ``coef_init`` (saesteer.sae.<arch>.py; relu 0.03, gated 0.03, jumprelu 1.0, jumprelu_l0
+    0.001: deliberately low, the controller raises them toward the target L0)."""
+    return coef_inits()
 
 
 @dataclass
@@ -81,7 +81,7 @@ class TrainConfig:
     architecture's options dataclass (its descriptor, ``saesteer.sae.<arch>``). They override
     the flat keys above (``aux_k``, ``jumprelu_*``, ...), which set the same options of the
     architectures that predate this block (``ArchSpec.legacy_training_keys``)."""
-    sparsity_coef_init: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COEF_INIT))
+    sparsity_coef_init: dict[str, float] = field(default_factory=default_coef_init)
     """Starting sparsity coefficient per penalty architecture."""
     sparsity_coef_table: dict[str, dict[int, float]] = field(default_factory=lambda: dict(_D["sparsity_coef_table"]))
     """Known coefficients per architecture and target L0 (e.g. from an earlier
@@ -154,6 +154,14 @@ class TrainConfig:
                 self.options_for(arch)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"training.arch_options.{arch}: {exc}") from None
+        known_keys = [*coef_inits(), *(n for n in names() if n not in coef_inits())]
+        for key, value in (self.sparsity_coef_init or {}).items():
+            if key not in known_keys:
+                raise ValueError(
+                    f"training.sparsity_coef_init.{key}: no registered architecture's coefficient key; known: {', '.join(known_keys)}"
+                )
+            if not float(value) > 0:
+                raise ValueError(f"training.sparsity_coef_init.{key} must be > 0, got {value!r}")
 
     @property
     def n_steps(self) -> int:
@@ -171,7 +179,7 @@ class TrainConfig:
         if block.get("adam_betas") is not None:
             block["adam_betas"] = tuple(float(b) for b in block["adam_betas"])
         if "sparsity_coef_init" in block:
-            merged = dict(DEFAULT_COEF_INIT)
+            merged = default_coef_init()
             merged.update({str(k): float(v) for k, v in (block["sparsity_coef_init"] or {}).items()})
             block["sparsity_coef_init"] = merged
         if "sparsity_coef_table" in block:
@@ -227,8 +235,7 @@ class TrainConfig:
         table = self.sparsity_coef_table.get(key, {})
         if target_l0 in table:
             return float(table[target_l0])
-        fallback = DEFAULT_COEF_INIT.get(key, get_arch(arch).coef_init or 0.0)
-        return float(self.sparsity_coef_init.get(key, fallback))
+        return float(self.sparsity_coef_init.get(key, default_coef_init().get(key, 0.0)))
 
     def calibrates(self, arch: str) -> bool:
         return self.calibrate_sparsity and get_arch(arch).calibrated(self.options_for(arch))

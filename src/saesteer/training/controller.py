@@ -30,7 +30,7 @@ that loss already pulls L0 to the target, and scaling c by the L0 error would co
 two controllers (tried: it diverges); its c is fixed, ramped like SAEBench's. JumpReLU
 with the paper's plain ``l0`` penalty is calibrated like relu and gated.
 
-The coefficient starts low (see config.DEFAULT_COEF_INIT) and is raised by the
+The coefficient starts low (see config.default_coef_init) and is raised by the
 controller, which replaces SAEBench's linear sparsity warm-up. With calibration off, the
 coefficient is the configured one, ramped linearly from 0 over the warm-up (SAEBench).
 The trainer records the achieved L0 beside the target; a run whose L0 ends far from the
