@@ -249,7 +249,7 @@ def demo_summary() -> dict:
     head = re.search(r"\*\*tau-b = ([+-]\d\.\d{3}) \[(-?\d\.\d{3}), (-?\d\.\d{3})\], p = (\d\.\d{4})\*\* over (\d+) SAEs", flat)
     paper = re.search(r"Paper: tau-b = \+?(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] over (\d+) SAEs", flat)
     gain = re.search(
-        r"tau-b\(autointerp, steering gain L = percentage lift of the Delta C-selected score over the SAE's own base\) = ([+-]?\d\.\d{3})",
+        r"tau-b\(autointerp, steering gain L = percentage lift of the Delta C-selected score over the SAE's own base\) = ([+-]?\d\.\d{3}|n/a)",
         flat,
     )
     assert head and paper and gain, "docs/demo/summary.md: headline, paper or selection-gain tau-b not found"
