@@ -91,6 +91,16 @@ bench-steering: setup
 bench-selection: setup
 	$(PY) benchmarks/selection_throughput.py
 
+# Every device path (caching, bf16 training, the splice, selection, batched steering, the
+# out-of-memory halving) on a tiny config, for a GPU node: tokens/s per stage and peak
+# memory, PASS/FAIL per path, exit 1 on a failure (docs/scaling.md, "GPU check"). The table
+# goes to benchmarks/results/gpu_check_<device>.txt and .json.
+GPU_CHECK_DEVICE ?= cuda
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py --device $(GPU_CHECK_DEVICE) $(if $(filter cpu,$(GPU_CHECK_DEVICE)),--quick) \
+		--json benchmarks/results/gpu_check_$(GPU_CHECK_DEVICE).json > benchmarks/results/gpu_check_$(GPU_CHECK_DEVICE).txt; \
+		rc=$$?; cat benchmarks/results/gpu_check_$(GPU_CHECK_DEVICE).txt; exit $$rc
+
 # The Snakemake HTML report of the demo (plots and tables with captions), after `make demo`.
 report: setup
 	$(SNAKEMAKE) --report results/summary/report.html --configfile config/demo.yaml

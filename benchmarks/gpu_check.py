@@ -1,6 +1,7 @@
 """Every device path of the workflow, run once on a tiny Gemma-2 and on the demo's SmolLM2,
-with tokens/s per stage and pass/fail per path. Written for a GPU node (under 8 minutes on
-one GPU); ``--device cpu`` runs the same paths on a CPU (smaller sizes).
+with tokens/s and peak memory per stage and pass/fail per path. Written for a GPU node
+(under 8 minutes on one GPU; `make gpu-check`); ``--device cpu`` runs the same paths on a
+CPU (smaller sizes).
 
 Paths (each checked against the plain computation it replaces):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -59,6 +61,8 @@ class Result:
     tokens_per_s: float | None = None
     seconds: float = 0.0
     note: str = ""
+    peak_mib: float | None = None
+    """CUDA: max memory allocated during the path and its check; CPU: the process's peak RSS so far."""
 
 
 @dataclass
@@ -114,10 +118,20 @@ def sync(device: torch.device) -> None:
 
 def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
     sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     out = fn()
     sync(device)
     return out, time.perf_counter() - start
+
+
+def peak_mib(device: torch.device) -> float:
+    """Peak memory of the last timed path (CUDA: allocated by torch since :func:`timed`
+    reset it), or the process's peak resident set so far (CPU; Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def tiny_gemma2(device: torch.device):
@@ -167,6 +181,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
             n_tokens / seconds,
             seconds,
             f"max |hook - hidden_states| {gap:.2e}",
+            peak_mib(device),
         )
     )
     flat = torch.cat([a[:, 1:].reshape(-1, d) for a in acts])
@@ -197,7 +212,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
         f"L0 {ev.l0:.1f}, EV {ev.explained_variance:.3f}"
     )
     ok = all(map(lambda v: v == v and abs(v) != float("inf"), (first, last, ev.explained_variance))) and last < first
-    results.append(Result(name, "train", ok, trainer.n_steps * sizes.train_batch / seconds, seconds, note))
+    results.append(Result(name, "train", ok, trainer.n_steps * sizes.train_batch / seconds, seconds, note, peak_mib(device)))
     sae = trainer.sae.to(device).eval()
 
     # splice: identity SAE == clean
@@ -224,6 +239,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
             ids.numel() / seconds,
             seconds,
             f"max |spliced - clean| {gap:.2e}",
+            peak_mib(device),
         )
     )
 
@@ -246,6 +262,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
             scores.stats.rows / seconds,
             seconds,
             f"tokens/s column: intervened rows/s ({scores.stats.rows} rows); max |batched - literal| {worst:.2e}",
+            peak_mib(device),
         )
     )
 
@@ -269,6 +286,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
             stats.new_tokens / seconds,
             seconds,
             f"{len(rows)} rows, {same}/4 rows equal to the one-row path",
+            peak_mib(device),
         )
     )
 
@@ -298,6 +316,7 @@ def check_paths(name: str, model, tok, layer: int, device: torch.device, sizes: 
                     cstats.new_tokens / seconds,
                     seconds,
                     f"{cstats.oom_retries} halvings to batch {cstats.batch_size}; {equal}/{len(rows)} rows equal to the uncapped run",
+                    peak_mib(device),
                 )
             )
         finally:
@@ -341,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     header = f"gpu_check on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads), {wall:.0f} s"
     print(header)
-    print(f"{'model':<14} {'path':<13} {'result':<6} {'tokens/s':>10} {'s':>7}  note")
+    print(f"peak MiB: {'CUDA memory allocated during the path' if device.type == 'cuda' else 'process peak RSS so far (CPU)'}")
+    print(f"{'model':<14} {'path':<13} {'result':<6} {'tokens/s':>10} {'s':>7} {'peak MiB':>9}  note")
     for r in results:
         status = "skip" if r.ok is None else ("PASS" if r.ok else "FAIL")
         tps = f"{r.tokens_per_s:10.0f}" if r.tokens_per_s else f"{'-':>10}"
-        print(f"{r.model:<14} {r.path:<13} {status:<6} {tps} {r.seconds:7.1f}  {r.note}")
+        peak = f"{r.peak_mib:9.0f}" if r.peak_mib is not None else f"{'-':>9}"
+        print(f"{r.model:<14} {r.path:<13} {status:<6} {tps} {r.seconds:7.1f} {peak}  {r.note}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"header": header, "wall_s": wall, "results": [r.__dict__ for r in results]}, indent=2) + "\n"

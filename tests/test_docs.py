@@ -464,3 +464,17 @@ def test_ci_doc_measured_run_adds_up():
     steps = re.search(r"`make test` (\d+) s .*?`make lint` (\d+) s; `make test-workflow` (\d+) s", text)
     assert total and steps, "docs/ci.md: the measured CI run was not found"
     assert _minutes(total.group(1)) == sum(int(s) for s in steps.groups())
+
+
+def test_every_phony_make_target_has_a_rule():
+    """A target declared .PHONY and named in the docs must exist (`make gpu-check` did not)."""
+    makefile = (REPO / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M)
+    assert phony, "Makefile: no .PHONY line"
+    rules = set(re.findall(r"^([A-Za-z0-9_.-]+):(?!=)", makefile, re.M))
+    missing = [t for t in phony.group(1).split() if t not in rules]
+    assert not missing, f"Makefile: .PHONY targets without a rule: {missing}"
+    documented = set(
+        re.findall(r"`make ([a-z-]+)", " ".join((REPO / f).read_text() for f in ("README.md", "docs/scaling.md", "docs/ci.md")))
+    )
+    assert not documented - rules, f"docs name make targets the Makefile lacks: {sorted(documented - rules)}"
