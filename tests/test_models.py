@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,31 @@ def test_corrupt_model_record_is_named(tmp_path):
     (tmp_path / "model.json").write_text("{}")
     with pytest.raises(ModelError, match="not a prepared-model record"):
         load_prepared(tmp_path / "model.json")
+
+
+def test_one_gguf_parse_shares_the_reader_of_a_file_and_restores_the_class(tmp_path):
+    """Within convert_gguf every GGUFReader of the same file is the first one (one parse of
+    the metadata instead of three); another file gets its own; the class is back after."""
+    import gguf
+
+    from saesteer.models import one_gguf_parse
+
+    paths = []
+    for name in ("a.gguf", "b.gguf"):
+        writer = gguf.GGUFWriter(str(tmp_path / name), "llama")
+        writer.add_uint32("test.value", 7)
+        writer.add_tensor("w", np.arange(8, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        paths.append(tmp_path / name)
+    original = gguf.GGUFReader
+    with one_gguf_parse():
+        first = gguf.GGUFReader(paths[0])
+        assert gguf.GGUFReader(str(paths[0])) is first
+        other = gguf.GGUFReader(paths[1])
+        assert other is not first
+        assert [t.name for t in first.tensors] == ["w"] and list(first.tensors[0].data) == list(range(8))
+    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader(paths[0]) is not first
