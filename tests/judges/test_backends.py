@@ -365,3 +365,24 @@ def test_the_builtin_backends_build_their_judges(tmp_path):
         "detect_threshold": offline.cfg.detect_threshold,
         "explain_top_tokens": offline.cfg.explain_top_tokens,
     }
+
+
+def test_a_steering_jobs_judge_error_names_the_block_the_job_was_given(monkeypatch):
+    """Inside a steer_eval / steer_selected / steering_vectors job the judge block arrives as
+    a bare dict (the rule's ``judge`` param); its errors still name ``steering.judge.*`` when
+    the config set a steering judge of its own, ``judge.*`` when the shared one is used."""
+    from saesteer.rule_jobs import RuleJob
+    from saesteer.steering.context import SteeringContext, steering_judge
+
+    monkeypatch.delenv("TOY_KEY", raising=False)
+    block = {"kind": "llm", "llm": {"api_key_env": "TOY_KEY"}}
+    for steering, where in (({"judge": block}, "steering.judge"), ({}, "judge")):
+        job = RuleJob(
+            rule="steer_eval",
+            inputs={"model": "m/model.json", "instructions": "instructions.json"},
+            params={"steering": steering, "judge": block},
+        )
+        ctx = SteeringContext.from_job(job)
+        assert ctx.judge.where == where
+        with pytest.raises(JudgeConfigError, match=rf"^{re.escape(where)}\.llm: the environment variable TOY_KEY"):
+            steering_judge(ctx.judge, Path("m/model.json"), None, None, reuse=False)

@@ -47,6 +47,11 @@ rule steer_eval:
         f"logs/{sae_job_log('steer_eval')}.log",
     benchmark:
         f"logs/benchmarks/{sae_job_log('steer_eval')}.tsv"
+    # steer_eval -> steering_vectors is the longest tail of a model's chain: on a few cores
+    # (the demo, a workstation) they start before eval_interp / select_features, which then
+    # fill the other cores, instead of leaving one core to run them alone at the end
+    # (simulated on the demo's job times: 657-710 s of workflow -> 638-641 s).
+    priority: 1
     conda:
         "../../envs/saesteer.yaml"
     params:

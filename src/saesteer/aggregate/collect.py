@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,16 +134,28 @@ class Collected:
 
     table: pd.DataFrame
     """One row per grid cell; ``missing`` is a list of 'file: reason' lines."""
-    judges: dict[str, set[str]] = field(default_factory=dict)
-    """judge label -> judge models seen in the files that were used."""
     judges_by_measure: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     """measure -> judge label -> judge models: ``autointerp`` (interp.json's autointerp block)
     and ``steering`` (steering/ and selection/ score.json: ``steering.judge``, else ``judge``)."""
 
     @property
+    def judges(self) -> dict[str, set[str]]:
+        """judge label -> judge models seen in the files that were used, over every measure."""
+        return merge_judges(self.judges_by_measure.values())
+
+    @property
     def missing(self) -> dict[str, list[str]]:
         """'model/arch/l0-K' -> reasons, for every cell with something missing."""
         return {f"{r.model}/{r.arch}/{r.sparsity}": list(r.missing) for r in self.table.itertuples() if len(r.missing)}
+
+
+def merge_judges(pools: Iterable[dict[str, set[str]]]) -> dict[str, set[str]]:
+    """The union of judge pools (judge label -> judge models)."""
+    merged: dict[str, set[str]] = {}
+    for pool in pools:
+        for label, models in pool.items():
+            merged.setdefault(label, set()).update(models)
+    return merged
 
 
 class _Unusable(Exception):
@@ -235,7 +247,6 @@ class _Row:
             **{c: None for c in TRUTH_COLUMNS},
         }
         self.missing: list[str] = []
-        self.judges: dict[str, set[str]] = {}
         self.judges_by_measure: dict[str, dict[str, set[str]]] = {}
 
     def part(self, name: str, schema: Path | None, fill: Callable[[dict[str, Any]], None]) -> None:
@@ -248,7 +259,6 @@ class _Row:
             self.missing.append(f"{name}: {exc}")
 
     def _seen(self, obj: dict[str, Any], measure: str) -> None:
-        self.judges.setdefault(str(obj["judge"]), set()).add(str(obj["judge_model"]))
         self.judges_by_measure.setdefault(measure, {}).setdefault(str(obj["judge"]), set()).add(str(obj["judge_model"]))
 
     def train(self, obj: dict[str, Any]) -> None:
@@ -384,7 +394,6 @@ def collect(
         steering_prompts = expected_prompts
     results = Path(results_dir)
     rows: list[dict[str, Any]] = []
-    judges: dict[str, set[str]] = {}
     by_measure: dict[str, dict[str, set[str]]] = {}
     for cell in grid.cells():
         row = _Row(cell, results, expected_judge, probing_k, expected_prompts, steering_judge, steering_prompts)
@@ -392,13 +401,10 @@ def collect(
         row.part(INTERP_FILE, report_schema(), row.interp)
         row.part(STEERING_FILE, STEERING_SCHEMA, row.steering)
         row.part(SELECTION_FILE, SELECTION_SCHEMA, row.selection)
-        for label, models in row.judges.items():
-            judges.setdefault(label, set()).update(models)
         for measure, seen in row.judges_by_measure.items():
-            for label, models in seen.items():
-                by_measure.setdefault(measure, {}).setdefault(label, set()).update(models)
+            by_measure[measure] = merge_judges([by_measure.get(measure, {}), seen])
         rows.append({**row.values, "missing": row.missing, "complete": not row.missing})
     table = pd.DataFrame(rows)
     for column in numeric_columns():
         table[column] = table[column].astype(float)
-    return Collected(table=table, judges=judges, judges_by_measure=by_measure)
+    return Collected(table=table, judges_by_measure=by_measure)

@@ -33,7 +33,7 @@ from saesteer.selection.config import SelectionConfig
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.vectors_config import SteeringVectorsConfig
 
-__all__ = ["SaeFiles", "SteeringContext", "SteeringModels", "steering_judge"]
+__all__ = ["SaeFiles", "SteeringContext", "SteeringModels", "job_judge_config", "steering_judge"]
 
 
 def steering_judge(
@@ -46,6 +46,14 @@ def steering_judge(
     if not reuse:
         model = tokenizer = None
     return make_judge(cfg, purpose="steering", lm=model, tokenizer=tokenizer, model_json=model_json)
+
+
+def job_judge_config(params: Mapping[str, Any]) -> JudgeConfig:
+    """A steering job's judge block, parsed so that every error about one of its values names
+    the block it came from: ``steering.judge.*`` when the ``steering`` block sets its own
+    judge (the rule's ``judge`` param is then that block), else ``judge.*``."""
+    own = (params.get("steering") or {}).get("judge") is not None
+    return JudgeConfig.from_dict(params.get("judge"), where="steering.judge" if own else "judge")
 
 
 class SteeringModels:
@@ -120,7 +128,7 @@ class SteeringContext:
             model_json=Path(job.inputs["model"]),
             instructions=Path(job.inputs["instructions"]),
             steering=SteeringConfig.from_config(p["steering"]),
-            judge=p["judge"],
+            judge=job_judge_config(p),
             prompt_format=p.get("prompt_format"),
             threads=job.threads,
             selection=SelectionConfig.from_config(p["selection"]) if "selection" in p else None,
