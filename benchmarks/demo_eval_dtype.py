@@ -66,9 +66,11 @@ def run_eval(workdir: Path, dtype: str) -> tuple[dict[str, float], dict[str, dic
         "progress",
     ]
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=workdir, check=True)
+    try:
+        subprocess.run(cmd, cwd=workdir, check=True)
+    finally:
+        Path(override.name).unlink()
     wall = time.perf_counter() - start
-    Path(override.name).unlink()
     seconds = {
         rule: sum(
             float(tsv.read_text().splitlines()[-1].split("\t")[0])

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saesteer.judges import JudgeConfig, check_judge_config, make_judge
+from saesteer.judges import STEERING, JudgeConfig, check_judge_config, judge_config, make_judge
 from saesteer.judges.shared import JudgeView
 from saesteer.rule_jobs import RuleJob, SaeFiles
 from saesteer.selection.config import SelectionConfig
 from saesteer.steering.config import SteeringConfig
 from saesteer.steering.vectors_config import SteeringVectorsConfig
 
-__all__ = ["SaeFiles", "SteeringContext", "SteeringModels", "job_judge_config", "steering_judge"]
+__all__ = ["SaeFiles", "SteeringContext", "SteeringModels", "steering_judge"]
 
 
 def steering_judge(
@@ -46,14 +46,6 @@ def steering_judge(
     if not reuse:
         model = tokenizer = None
     return make_judge(cfg, purpose="steering", lm=model, tokenizer=tokenizer, model_json=model_json)
-
-
-def job_judge_config(params: Mapping[str, Any]) -> JudgeConfig:
-    """A steering job's judge block, parsed so that every error about one of its values names
-    the block it came from: ``steering.judge.*`` when the ``steering`` block sets its own
-    judge (the rule's ``judge`` param is then that block), else ``judge.*``."""
-    own = (params.get("steering") or {}).get("judge") is not None
-    return JudgeConfig.from_dict(params.get("judge"), where="steering.judge" if own else "judge")
 
 
 class SteeringModels:
@@ -128,7 +120,9 @@ class SteeringContext:
             model_json=Path(job.inputs["model"]),
             instructions=Path(job.inputs["instructions"]),
             steering=SteeringConfig.from_config(p["steering"]),
-            judge=job_judge_config(p),
+            # the job's params hold the `steering` block, so the steering judge is resolved (and
+            # its errors named, steering.judge.* or judge.*) as for the workflow's own check
+            judge=judge_config(p, STEERING),
             prompt_format=p.get("prompt_format"),
             threads=job.threads,
             selection=SelectionConfig.from_config(p["selection"]) if "selection" in p else None,
